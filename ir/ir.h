@@ -1,0 +1,513 @@
+/*
+ * ir.h: kiln's Graph IR, the op table's C face, diagnostics and the arena.
+ *
+ * A model is a graph of Nodes.  Every node produces exactly one tensor of a
+ * static shape and dtype; multi-result constructs of the language (split,
+ * blocks returning several values) become several nodes.  Nodes live in a
+ * dense array in creation order, which is a topological order because a node
+ * can only be made from nodes that already exist, so passes are plain loops
+ * over g->nodes[0 .. n_nodes).
+ *
+ * A worked example.  The model
+ *
+ *     model tiny(N = 2) {
+ *       input x: f32[N, 3]
+ *       output y = relu(dense(x, out=4))
+ *     }
+ *
+ * elaborates (through the prelude's `dense` block) to
+ *
+ *     %0 x            input  f32[2, 3]
+ *     %1 y.weight     param  f32[4, 3]     init=he (a relu follows)
+ *     %2 y.bias       param  f32[4]        init=zeros
+ *     %3 t3           matmul(%0, %1) tb    f32[2, 4]
+ *     %4 t4           add(%3, %2)          f32[2, 4]
+ *     %5 y            relu(%4)             f32[2, 4]   output
+ *
+ * and `kiln show` prints just that, with source lines, FLOPs and bytes.
+ *
+ * Everything about an op comes from one row of ir/ops.def: its name in the
+ * language, class, arity, flags, attributes, shape rule, reference kernel,
+ * scalar function and FLOP count.  Shape inference runs inside the node
+ * constructor, so an ill-typed node never exists.
+ *
+ * Memory: all IR (nodes, names, AST) is allocated from an Arena owned by the
+ * compilation and freed at once.  Tensor data is not IR: the reference
+ * evaluator and the runtime own it.
+ */
+#ifndef KILN_IR_H
+#define KILN_IR_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "rt.h"
+
+#define MAX_RANK RT_MAX_RANK
+#define countof(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* Internal errors (broken invariants, not user errors) abort with file:line. */
+_Noreturn void die_at(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+#define die(...) die_at(__FILE__, __LINE__, __VA_ARGS__)
+#define ASSERT(x) ((x) ? (void)0 : die("assertion failed: %s", #x))
+#define unreachable() die("unreachable")
+
+/* --- arena.c --------------------------------------------------------- */
+
+typedef struct Arena Arena;
+Arena *arena_new(void);
+void arena_free(Arena *a); /* NULL is fine */
+void *arena_alloc(Arena *a, size_t n); /* zeroed, 16-byte aligned */
+void *arena_realloc(Arena *a, void *p, size_t old_n, size_t new_n);
+char *arena_strdup(Arena *a, const char *s);
+char *arena_strndup(Arena *a, const char *s, size_t n);
+char *arena_fmt(Arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+size_t arena_used(const Arena *a);
+
+/* Growable arrays in an arena: VEC_PUSH(arena, items, n, cap, value). */
+#define VEC_PUSH(A, ITEMS, N, CAP, V)                                                      \
+  do {                                                                                     \
+    if ((N) == (CAP)) {                                                                    \
+      int nc_ = (CAP) ? 2 * (CAP) : 8;                                                     \
+      (ITEMS) = arena_realloc((A), (ITEMS), sizeof(*(ITEMS)) * (size_t)(CAP),              \
+                              sizeof(*(ITEMS)) * (size_t)nc_);                             \
+      (CAP) = nc_;                                                                         \
+    }                                                                                      \
+    (ITEMS)[(N)++] = (V);                                                                  \
+  } while (0)
+
+/* --- diag.c: sources, locations and user errors ------------------------ */
+
+typedef struct Source {
+  const char *name; /* file name as given, or "<prelude>" */
+  const char *text; /* NUL-terminated contents */
+  size_t len;
+  bool is_prelude;
+} Source;
+
+typedef struct Loc {
+  const Source *src; /* NULL: no location */
+  int line, col;     /* 1-based; col counts bytes */
+} Loc;
+
+/* User errors are recoverable: error_at formats the message (file:line:col,
+ * the source line, a caret) into d->msg and longjmps to the innermost
+ * diag_protect.  The driver prints d->msg and exits 1; tests compare it. */
+typedef struct Diag {
+  jmp_buf *jb;      /* target of error_at; set by diag_protect */
+  char *msg;        /* malloc'ed text of the last error, with notes */
+  size_t len, cap;
+  int n_errors;
+  int max_errors_unused;
+} Diag;
+
+void diag_init(Diag *d);
+void diag_free(Diag *d);
+void diag_clear(Diag *d);
+_Noreturn void error_at(Diag *d, Loc loc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+_Noreturn void verror_at(Diag *d, Loc loc, const char *fmt, va_list ap);
+/* An error with no source location ("kiln: error: ..."). */
+_Noreturn void error_plain(Diag *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends "file:line:col: note: ..." plus source line and caret to d->msg;
+ * call it before error_at's longjmp lands, i.e. from a diag_protect handler
+ * or after error_at text was formatted (see elab.c's use). */
+void note_at(Diag *d, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Runs fn(ud) and returns 0, or 1 if it raised a user error. Nests. */
+int diag_protect(Diag *d, void (*fn)(void *ud), void *ud);
+/* The text of line `line` of src (without newline) and its length. */
+const char *source_line(const Source *src, int line, int *len);
+Source *source_from_file(Arena *a, Diag *d, const char *path);
+Source *source_from_string(Arena *a, const char *name, const char *text, size_t len);
+
+/* --- shapes and dtypes -------------------------------------------------- */
+
+typedef RtDType DType;
+#define DT_F32 RT_F32
+#define DT_I32 RT_I32
+
+typedef struct Shape {
+  int rank;
+  int64_t dim[MAX_RANK];
+} Shape;
+
+/* Largest element count a tensor may have (2^40): keeps every size
+ * computation far from int64 overflow. */
+#define MAX_NUMEL ((int64_t)1 << 40)
+
+int64_t shape_numel(const Shape *s);
+bool shape_eq(const Shape *a, const Shape *b);
+Shape shape_make(int rank, const int64_t *dim);
+Shape shape_scalar(void);
+/* "f32[2, 3]" */
+char *type_str(DType t, const Shape *s, char *buf, size_t n);
+char *shape_str(const Shape *s, char *buf, size_t n); /* "[2, 3]" */
+const char *dtype_name(DType t);
+
+/* --- ops.c: the op table --------------------------------------------- */
+
+typedef enum OpClass {
+  CL_LEAF,      /* input, param, constant: no computation */
+  CL_ELTWISE,   /* out[i] = f(in0[i], in1[i], ...) after broadcasting */
+  CL_INJECTIVE, /* each output element reads one input element: reshape, transpose, slice, concat */
+  CL_REDUCE,    /* reduces axes: sum, mean, max, softmax's statistics */
+  CL_COMPLEX,   /* matmul, convolution, pooling: reuse-heavy loop nests */
+  CL_OPAQUE,    /* anything else (losses with their own gradient, gathers, RNG) */
+} OpClass;
+
+enum {
+  F_COMMUT = 1 << 0,   /* binary op is commutative */
+  F_INPLACE = 1 << 1,  /* output may overwrite input 0 (same shape and dtype) */
+  F_NOGRAD = 1 << 2,   /* not differentiable (autodiff through it is an error) */
+  F_INTERNAL = 1 << 3, /* not callable by name from the language */
+  F_RANDOM = 1 << 4,   /* uses the random stream (dropout) */
+  F_INT_OK = 1 << 5,   /* accepts i32 operands as well as f32 */
+  F_COMPARE = 1 << 6,  /* produces i32 0/1 from two operands */
+};
+
+typedef enum Op {
+#define OP(ID, NAME, CLASS, ARITY, FLAGS, ATTRS, SHAPE, EVAL, SCALAR, FLOPS) OP_##ID,
+#include "ops.def"
+#undef OP
+  OP_COUNT
+} Op;
+
+/* Attribute values of a node.  One fat struct, not a union: each op uses the
+ * fields its AttrSpec table names, and the rest stay zero. */
+typedef struct Attrs {
+  int axis;                  /* softmax, log_softmax, concat, argmax */
+  int n_axes;                /* reductions (axes), transpose (perm); -1: default */
+  int axes[MAX_RANK];
+  bool keepdims;
+  int kernel[2], stride[2], pad[2], dilation[2], out_pad[2]; /* conv, pool */
+  int groups;
+  bool count_include_pad; /* avgpool2d */
+  int n_shape;            /* reshape, full, broadcast_to */
+  int64_t shape[MAX_RANK];
+  int64_t begin[MAX_RANK], end[MAX_RANK], step[MAX_RANK]; /* slice, per axis */
+  double alpha, beta;     /* leaky_relu/elu alpha; clamp [alpha, beta]; softplus beta, threshold */
+  double value;           /* const, full */
+  int mode;               /* upsample: 0 nearest, 1 bilinear; gelu: 0 erf, 1 tanh */
+  bool align_corners;     /* upsample bilinear */
+  int scale;              /* upsample factor */
+  bool ta, tb;            /* matmul: transpose the last two axes of a / b */
+  double p;               /* dropout drop probability */
+  uint64_t seed;          /* dropout */
+  DType to;               /* cast, full, arange: result dtype */
+} Attrs;
+
+typedef enum AttrKind {
+  AK_INT,   /* int */
+  AK_INT2,  /* int[2]; one int sets both */
+  AK_FLOAT, /* double */
+  AK_BOOL,
+  AK_AXIS,  /* int axis, negative counts from the end */
+  AK_AXES,  /* int or list of ints -> axes/n_axes */
+  AK_SHAPE, /* list of ints -> shape/n_shape */
+  AK_ENUM,  /* a name from `choices` -> int */
+  AK_DTYPE, /* f32 or i32 -> DType */
+  AK_SEED,  /* non-negative int -> uint64_t */
+} AttrKind;
+
+typedef struct AttrSpec {
+  const char *name;
+  AttrKind kind;
+  size_t offset; /* offsetof(Attrs, field) */
+  double dflt;   /* default for scalar kinds; for AK_AXES/AK_SHAPE: n = -1 */
+  bool required;
+  const char *const *choices; /* AK_ENUM: NULL-terminated */
+  const char *doc;
+} AttrSpec;
+
+typedef struct Node Node;
+typedef struct ShapeErr ShapeErr;
+typedef struct EvalCtx EvalCtx;
+
+typedef bool (*ShapeFn)(Node *n, ShapeErr *e);
+typedef void (*EvalFn)(const Node *n, RtTensor *out, const RtTensor *const *in, EvalCtx *cx);
+typedef double (*ScalarFn)(double a, double b, const Attrs *at);
+typedef double (*FlopsFn)(const Node *n);
+
+typedef struct OpInfo {
+  const char *name;
+  OpClass cls;
+  int arity; /* tensor inputs; -1: one or more (concat) */
+  unsigned flags;
+  const AttrSpec *attrs; /* NULL-name terminated; positional after the tensors */
+  ShapeFn shape;
+  EvalFn eval;
+  ScalarFn scalar; /* eltwise ops: the function on one element (double math) */
+  FlopsFn flops;
+} OpInfo;
+
+extern const OpInfo op_info[OP_COUNT];
+const char *op_name(Op op);
+const char *op_class_name(OpClass c);
+/* Looks up a language-callable op by name; returns -1 if none. */
+int op_lookup(const char *name);
+static inline bool op_is_eltwise(Op op) { return op_info[op].cls == CL_ELTWISE; }
+static inline bool op_has(Op op, unsigned f) { return (op_info[op].flags & f) != 0; }
+void attrs_default(Op op, Attrs *at);
+const AttrSpec *attr_find(Op op, const char *name);
+
+/* --- graph.c ------------------------------------------------------------ */
+
+typedef enum InitKind {
+  INIT_AUTO,    /* he if the layer feeds a ReLU-family activation, else xavier */
+  INIT_ZEROS,
+  INIT_ONES,
+  INIT_CONSTANT, /* a */
+  INIT_XAVIER,   /* uniform, bound sqrt(6 / (fan_in + fan_out)) */
+  INIT_XAVIER_NORMAL,
+  INIT_HE,       /* normal, std sqrt(2 / fan_in) */
+  INIT_HE_UNIFORM,
+  INIT_NORMAL,   /* mean a, std b */
+  INIT_UNIFORM,  /* [a, b) */
+} InitKind;
+
+typedef struct Init {
+  InitKind kind;
+  double a, b;
+  int64_t fan_in, fan_out; /* filled by graph_resolve_init */
+} Init;
+
+const char *init_name(InitKind k);
+
+struct Node {
+  int id; /* index in g->nodes */
+  Op op;
+  DType dtype;
+  Shape shape;
+  int n_in;
+  Node **in;
+  Attrs at;
+  const char *name; /* unique in the graph: binding path or "t<id>" */
+  bool named;       /* name given by the user (binding, input, param), not "t<id>" */
+  Loc loc;          /* the source expression that made this node */
+  bool is_output;
+  /* OP_PARAM only */
+  Init init;
+  bool trainable; /* false for running statistics and other state */
+};
+
+typedef struct NamedNode {
+  const char *name;
+  Node *node;
+  Loc loc;
+} NamedNode;
+
+/* The `train` section, kept as written; the training issue interprets it. */
+typedef struct TrainEntry {
+  const char *key;
+  struct Expr *value; /* may be NULL */
+  Loc loc;
+} TrainEntry;
+
+typedef struct Graph {
+  Arena *arena;
+  const char *name; /* the model's name */
+  bool training;    /* built for the training step (batch statistics, dropout) */
+  Node **nodes;
+  int n_nodes, cap_nodes;
+  NamedNode *outputs; /* in declaration order */
+  int n_outputs, cap_outputs;
+  NamedNode *values; /* every model-level binding, last assignment wins */
+  int n_values, cap_values;
+  const char *const_names[64]; /* the model's compile-time constants ... */
+  char const_values[64][48];   /* ... and their final values, as text */
+  int n_consts;
+  Node **name_tab; /* open-addressing hash of node names */
+  int name_tab_cap, name_tab_n;
+  TrainEntry *train;
+  int n_train, cap_train;
+  Loc train_loc;
+  bool has_train;
+  const char *minimize; /* the train section's loss value, or NULL */
+} Graph;
+
+struct ShapeErr {
+  int arg;          /* offending input index, or -1 */
+  const char *attr; /* offending attribute's name, or NULL */
+  char msg[512];
+};
+
+Graph *graph_new(Arena *a, const char *name);
+/* Makes a node, checking arity and running the op's shape rule.  On a
+ * shape error returns NULL and fills *err (nothing is added). */
+Node *graph_add(Graph *g, Op op, Node *const *in, int n_in, const Attrs *at, Loc loc,
+                ShapeErr *err);
+/* Like graph_add, for callers that have already validated (autodiff, tests):
+ * a shape error here is a compiler bug, so it dies. */
+Node *graph_add_checked(Graph *g, Op op, Node *const *in, int n_in, const Attrs *at, Loc loc);
+Node *graph_input(Graph *g, const char *name, DType dt, Shape s, Loc loc);
+Node *graph_param(Graph *g, const char *name, DType dt, Shape s, Init init, bool trainable,
+                  Loc loc);
+Node *graph_const(Graph *g, DType dt, double value, Loc loc);
+/* Gives n (not yet in the graph) a unique name derived from `base`
+ * (appending _2, _3, ...). */
+void graph_name(Graph *g, Node *n, const char *base);
+/* Renames a node already in the graph, uniquely, and marks it named. */
+void graph_rename(Graph *g, Node *n, const char *base);
+Node *graph_find(const Graph *g, const char *name); /* by node name */
+Node *graph_find_value(const Graph *g, const char *name); /* output or model binding */
+void graph_add_output(Graph *g, const char *name, Node *n, Loc loc);
+void graph_set_value(Graph *g, const char *name, Node *n, Loc loc);
+/* Fills fan_in/fan_out of every param and turns INIT_AUTO into he or xavier,
+ * looking at how each parameter is used (see graph.c). */
+void graph_resolve_init(Graph *g);
+int64_t graph_param_count(const Graph *g, bool trainable_only);
+/* Consumers of every node: users of node i are list[off[i] .. off[i+1]),
+ * in graph order (one entry per input slot that reads it). */
+typedef struct Users {
+  int *off;
+  Node **list;
+} Users;
+Users graph_users(const Graph *g); /* arena-allocated */
+/* Marks the nodes needed to compute `roots` (and only those). */
+void graph_live(const Graph *g, Node *const *roots, int n_roots, bool *live);
+
+/* Shape-rule helpers shared by shape.c and shape_nn.c. */
+bool shape_fail(ShapeErr *e, int arg, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A shape error caused by the value of attribute `attr`. */
+bool attr_fail(ShapeErr *e, const char *attr, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+const char *node_type_str(const Node *n, char *buf, size_t len);
+
+/* --- shape.c / shape_nn.c: shape rules named by ops.def ---------------- */
+#define SHAPE_FN(name) bool name(Node *n, ShapeErr *e);
+SHAPE_FN(shape_leaf)
+SHAPE_FN(shape_unary)
+SHAPE_FN(shape_binary)
+SHAPE_FN(shape_compare)
+SHAPE_FN(shape_where)
+SHAPE_FN(shape_cast)
+SHAPE_FN(shape_reduce)
+SHAPE_FN(shape_argmax)
+SHAPE_FN(shape_reshape)
+SHAPE_FN(shape_transpose)
+SHAPE_FN(shape_broadcast_to)
+SHAPE_FN(shape_slice)
+SHAPE_FN(shape_concat)
+SHAPE_FN(shape_full)
+SHAPE_FN(shape_arange)
+SHAPE_FN(shape_softmax)
+SHAPE_FN(shape_matmul)
+SHAPE_FN(shape_conv2d)
+SHAPE_FN(shape_conv_transpose2d)
+SHAPE_FN(shape_pool2d)
+SHAPE_FN(shape_upsample)
+SHAPE_FN(shape_embedding)
+SHAPE_FN(shape_cross_entropy)
+SHAPE_FN(shape_dropout)
+#undef SHAPE_FN
+/* NumPy broadcasting of a and b into *out; false if incompatible. */
+bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
+/* Normalizes a possibly negative axis; false if out of range. */
+bool axis_norm(int *axis, int rank);
+
+/* --- eval.c / eval_*.c: the reference evaluator ------------------------- */
+
+struct EvalCtx {
+  uint64_t step;  /* training step, mixed into dropout's random stream */
+  bool training;
+};
+
+/* Evaluates the nodes of g marked live (all when live is NULL), in order.
+ * vals[i] receives node i's value; inputs and params must be bound by the
+ * caller (vals[i].data != NULL) before the call.  Values the caller did not
+ * bind are allocated with malloc; eval_free releases those.  eval_run
+ * recomputes every live node the caller has not bound, reusing buffers from
+ * an earlier run, so inputs can be rebound and the graph run again. */
+typedef struct Eval {
+  const Graph *g;
+  RtTensor *vals;
+  bool *owned;
+  EvalCtx cx;
+} Eval;
+
+void eval_init(Eval *ev, const Graph *g);
+/* Binds an input or parameter value (borrowed, not copied). */
+void eval_bind(Eval *ev, const Node *n, void *data);
+/* Returns 0, or -1 after writing a message (e.g. out of memory) to err. */
+int eval_run(Eval *ev, const bool *live, char *err, size_t errlen);
+void eval_free(Eval *ev);
+/* Fills data (numel floats or ints) with the parameter's initial values,
+ * deterministically from (seed, the parameter's name). */
+void param_init_fill(const Node *p, uint64_t seed, void *data);
+
+#define EVAL_FN(name) void name(const Node *n, RtTensor *out, const RtTensor *const *in, EvalCtx *cx);
+EVAL_FN(eval_none)
+EVAL_FN(eval_const)
+EVAL_FN(eval_unary)
+EVAL_FN(eval_binary)
+EVAL_FN(eval_where)
+EVAL_FN(eval_cast)
+EVAL_FN(eval_reduce)
+EVAL_FN(eval_argmax)
+EVAL_FN(eval_copy)
+EVAL_FN(eval_transpose)
+EVAL_FN(eval_broadcast_to)
+EVAL_FN(eval_slice)
+EVAL_FN(eval_concat)
+EVAL_FN(eval_full)
+EVAL_FN(eval_arange)
+EVAL_FN(eval_softmax)
+EVAL_FN(eval_log_softmax)
+EVAL_FN(eval_matmul)
+EVAL_FN(eval_conv2d)
+EVAL_FN(eval_conv_transpose2d)
+EVAL_FN(eval_maxpool2d)
+EVAL_FN(eval_avgpool2d)
+EVAL_FN(eval_upsample)
+EVAL_FN(eval_embedding)
+EVAL_FN(eval_cross_entropy)
+EVAL_FN(eval_dropout)
+#undef EVAL_FN
+
+/* Scalar functions of elementwise ops (double math; b unused when unary). */
+#define SC_FN(name) double name(double a, double b, const Attrs *at);
+SC_FN(sc_neg) SC_FN(sc_abs) SC_FN(sc_exp) SC_FN(sc_log) SC_FN(sc_sqrt) SC_FN(sc_rsqrt)
+SC_FN(sc_relu) SC_FN(sc_leaky_relu) SC_FN(sc_elu) SC_FN(sc_sigmoid) SC_FN(sc_tanh)
+SC_FN(sc_gelu) SC_FN(sc_softplus) SC_FN(sc_sin) SC_FN(sc_cos) SC_FN(sc_clamp)
+SC_FN(sc_add) SC_FN(sc_sub) SC_FN(sc_mul) SC_FN(sc_div) SC_FN(sc_pow)
+SC_FN(sc_maximum) SC_FN(sc_minimum)
+SC_FN(sc_eq) SC_FN(sc_ne) SC_FN(sc_lt) SC_FN(sc_le) SC_FN(sc_gt) SC_FN(sc_ge)
+#undef SC_FN
+
+/* Counter-based random numbers (SplitMix64 mixing), identical wherever they
+ * are computed, so a compiled program can reproduce the reference. */
+uint64_t rng_hash(uint64_t seed, uint64_t counter);
+double rng_uniform(uint64_t seed, uint64_t counter); /* [0, 1) */
+double rng_normal(uint64_t seed, uint64_t counter);  /* N(0, 1) */
+uint64_t rng_seed_for(uint64_t seed, const char *name);
+
+/* --- stats.c: FLOPs and bytes ------------------------------------------- */
+double flops_zero(const Node *n);
+double flops_eltwise(const Node *n);   /* one per output element */
+double flops_eltwise4(const Node *n);  /* transcendental: counted as 4 */
+double flops_reduce(const Node *n);    /* one per input element */
+double flops_softmax(const Node *n);
+double flops_matmul(const Node *n);
+double flops_conv2d(const Node *n);
+double flops_conv_transpose2d(const Node *n);
+double flops_pool2d(const Node *n);
+double flops_upsample(const Node *n);
+double flops_cross_entropy(const Node *n);
+double node_flops(const Node *n);
+int64_t node_bytes(const Node *n); /* bytes of the output */
+/* Bytes read and written by the node (inputs + output). */
+int64_t node_traffic(const Node *n);
+
+/* --- print.c: text, DOT and JSON views of a graph ------------------------ */
+void graph_print_text(const Graph *g, FILE *f, bool with_summary);
+void graph_print_dot(const Graph *g, FILE *f);
+void graph_print_json(const Graph *g, FILE *f);
+void graph_print_summary(const Graph *g, FILE *f); /* `kiln check` */
+void attrs_print(const Node *n, FILE *f);          /* "stride=2 pad=1" */
+
+#endif
