@@ -1,0 +1,170 @@
+/*
+ * cli.c: option parsing shared by the driver's commands, and compiling the
+ * model named on the command line.
+ *
+ * One table lists every option once with a letter; each command passes the
+ * letters it accepts, so `kiln check --output x` is a clear usage error
+ * instead of being ignored.
+ */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct Opt {
+  char key;
+  const char *lng;
+  const char *shrt;
+  bool arg;
+} Opt;
+
+static const Opt opts[] = {
+    {'D', "--define", "-D", true},  {'m', "--model", NULL, true},
+    {'t', "--train", NULL, false},  {'f', "--format", NULL, true},
+    {'s', "--stage", NULL, true},   {'o', "--out", "-o", true},
+    {'i', "--input", NULL, true},   {'O', "--output", NULL, true},
+    {'w', "--weights", NULL, true}, {'W', "--save-weights", NULL, true},
+    {'r', "--random-inputs", NULL, false}, {'R', "--reference", NULL, false},
+    {'S', "--seed", NULL, true},    {'h', "--help", "-h", false},
+};
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "kiln %s: error: ", cmd);
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "\n(see kiln %s --help)\n", cmd);
+  va_end(ap);
+  return EXIT_USAGE;
+}
+
+/* NAME=PATH into the inputs or outputs table. */
+static int add_pair(Cli *c, const char *text, bool input) {
+  const char *eq = strchr(text, '=');
+  const char *what = input ? "--input" : "--output";
+  int *n = input ? &c->n_inputs : &c->n_outputs;
+  if (!eq || eq == text || !eq[1])
+    return cli_usage_error(c->cmd, "%s needs NAME=FILE.npy, got '%s'", what, text);
+  if (*n >= 64)
+    return cli_usage_error(c->cmd, "too many %s options", what);
+  char *name = arena_strndup(c->arena, text, (size_t)(eq - text));
+  for (int i = 0; i < *n; i++) {
+    const char *other = input ? c->inputs[i].name : c->outputs[i].name;
+    if (strcmp(other, name) == 0)
+      return cli_usage_error(c->cmd, "%s %s is given twice", what, name);
+  }
+  if (input)
+    c->inputs[*n].name = name, c->inputs[*n].path = eq + 1;
+  else
+    c->outputs[*n].name = name, c->outputs[*n].path = eq + 1;
+  (*n)++;
+  return EXIT_OK;
+}
+
+static int set_opt(Cli *c, const Opt *o, const char *val) {
+  switch (o->key) {
+  case 'D':
+    if (c->co.n_defines >= countof(c->defs))
+      return cli_usage_error(c->cmd, "too many -D options");
+    if (!define_parse(c->arena, val, &c->defs[c->co.n_defines]))
+      return cli_usage_error(c->cmd, "-D needs NAME=VALUE, got '%s'", val);
+    c->co.n_defines++;
+    return EXIT_OK;
+  case 'm': c->co.model = val; return EXIT_OK;
+  case 't': c->co.training = true; return EXIT_OK;
+  case 'f': c->format = val; return EXIT_OK;
+  case 's': c->stage = val; return EXIT_OK;
+  case 'o': c->out = val; return EXIT_OK;
+  case 'i': return add_pair(c, val, true);
+  case 'O': return add_pair(c, val, false);
+  case 'w': c->weights = val; return EXIT_OK;
+  case 'W': c->save_weights = val; return EXIT_OK;
+  case 'r': c->random_inputs = true; return EXIT_OK;
+  case 'R': c->reference = true; return EXIT_OK;
+  case 'S': {
+    char *end;
+    unsigned long long v = strtoull(val, &end, 10);
+    if (!*val || *end || val[0] == '-')
+      return cli_usage_error(c->cmd, "--seed needs a non-negative integer, got '%s'", val);
+    c->seed = v;
+    return EXIT_OK;
+  }
+  }
+  return EXIT_OK;
+}
+
+/* Matches argv[*i] against the table; handles --opt=value, -Dvalue. */
+static int parse_one(Cli *c, int argc, char **argv, int *i, const char *allowed, bool *help) {
+  const char *a = argv[*i];
+  for (int k = 0; k < countof(opts); k++) {
+    const Opt *o = &opts[k];
+    size_t ll = strlen(o->lng), sl = o->shrt ? strlen(o->shrt) : 0;
+    const char *val = NULL;
+    bool hit = false;
+    if (strcmp(a, o->lng) == 0 || (o->shrt && strcmp(a, o->shrt) == 0)) {
+      hit = true;
+    } else if (o->arg && strncmp(a, o->lng, ll) == 0 && a[ll] == '=') {
+      hit = true, val = a + ll + 1;
+    } else if (o->arg && o->shrt && strncmp(a, o->shrt, sl) == 0 && a[sl] && o->key == 'D') {
+      hit = true, val = a + sl;
+    }
+    if (!hit)
+      continue;
+    if (!strchr(allowed, o->key))
+      return cli_usage_error(c->cmd, "option %s does not apply to this command", o->lng);
+    if (o->key == 'h') {
+      *help = true;
+      return EXIT_OK;
+    }
+    if (o->arg && !val) {
+      if (*i + 1 >= argc)
+        return cli_usage_error(c->cmd, "option %s needs a value", o->lng);
+      val = argv[++*i];
+    }
+    return set_opt(c, o, val);
+  }
+  return cli_usage_error(c->cmd, "unknown option '%s'", a);
+}
+
+int cli_parse(Cli *c, int argc, char **argv, const char *allowed, bool *help) {
+  *help = false;
+  c->arena = arena_new();
+  diag_init(&c->diag);
+  c->co.defines = c->defs;
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    if (a[0] == '-' && a[1]) {
+      int rc = parse_one(c, argc, argv, &i, allowed, help);
+      if (rc != EXIT_OK || *help)
+        return rc;
+    } else if (!c->file) {
+      c->file = a;
+    } else {
+      return cli_usage_error(c->cmd, "unexpected argument '%s' (one model file at a time)", a);
+    }
+  }
+  if (!c->file)
+    return cli_usage_error(c->cmd, "no model file given");
+  return EXIT_OK;
+}
+
+static void compile_fn(void *ud) {
+  Cli *c = ud;
+  Source *src = source_from_file(c->arena, &c->diag, c->file);
+  c->g = frontend_compile(c->arena, &c->diag, src, &c->co);
+}
+
+void cli_compile(Cli *c) { compile_fn(c); }
+
+int cli_protect(Cli *c, void (*fn)(void *), void *ud) {
+  if (diag_protect(&c->diag, fn, ud) == 0)
+    return EXIT_OK;
+  fputs(c->diag.msg, stderr);
+  return EXIT_USER;
+}
+
+void cli_free(Cli *c) {
+  diag_free(&c->diag);
+  arena_free(c->arena);
+}

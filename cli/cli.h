@@ -1,0 +1,54 @@
+/*
+ * cli.h: the `kiln` driver's shared pieces.
+ *
+ * Exit codes: 0 success, 1 a user error (bad model, bad file, wrong shape),
+ * 2 a usage error (unknown option, missing argument).  Every command has
+ * --help.  User errors are raised with error_at / error_plain inside
+ * diag_protect and printed once by main.
+ */
+#ifndef KILN_CLI_H
+#define KILN_CLI_H
+
+#include "frontend.h"
+#include "ir.h"
+
+enum { EXIT_OK = 0, EXIT_USER = 1, EXIT_USAGE = 2 };
+
+typedef struct Cli {
+  const char *cmd;       /* "check", "show", ... */
+  const char *file;      /* the model file */
+  CompileOpts co;        /* -D, --model, --train */
+  Define defs[64];
+  const char *format;    /* show: text, dot, json */
+  const char *stage;     /* show: graph */
+  const char *out;       /* -o */
+  const char *weights;   /* run: --weights */
+  const char *save_weights;
+  struct { const char *name, *path; } inputs[64], outputs[64];
+  int n_inputs, n_outputs;
+  bool random_inputs, reference;
+  uint64_t seed;
+  Arena *arena;
+  Diag diag;
+  Graph *g;
+} Cli;
+
+/* Parses argv after the command name; returns EXIT_OK or prints the
+ * problem and returns EXIT_USAGE.  `allowed` lists the options the command
+ * takes ("DmtfsoiwrSRh" letters, see cli.c); *help is set by -h/--help. */
+int cli_parse(Cli *c, int argc, char **argv, const char *allowed, bool *help);
+/* Reads c->file and builds the graph (raises user errors). */
+void cli_compile(Cli *c);
+/* Prints the usage error and the hint; returns EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+int cmd_check(int argc, char **argv);
+int cmd_show(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_init(int argc, char **argv);
+
+/* Runs fn(c) under diag_protect; prints the error and returns 1 if it raised. */
+int cli_protect(Cli *c, void (*fn)(void *), void *ud);
+void cli_free(Cli *c);
+
+#endif

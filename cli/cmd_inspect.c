@@ -1,0 +1,114 @@
+/*
+ * cmd_inspect.c: `kiln check` and `kiln show`, the commands that build a
+ * graph and describe it without running it.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "passes.h"
+
+static const char check_help[] =
+    "usage: kiln check MODEL.kiln [-D NAME=VALUE]... [--model NAME] [--train]\n"
+    "\n"
+    "Parses and elaborates the model, infers the shape and dtype of every value,\n"
+    "verifies the graph, and prints a summary: inputs, outputs, the shape of\n"
+    "every named value, parameter count and FLOPs.\n"
+    "\n"
+    "  -D, --define NAME=VALUE  override a model constant (e.g. -D N=1)\n"
+    "  --model NAME             which model of the file (default: the first)\n"
+    "  --train                  build the training-mode graph (batch statistics, dropout)\n"
+    "  -h, --help               this help\n";
+
+static const char show_help[] =
+    "usage: kiln show MODEL.kiln [--format text|dot|json] [--stage graph] [-o FILE]\n"
+    "                 [-D NAME=VALUE]... [--model NAME] [--train]\n"
+    "\n"
+    "Prints the model's graph: every value's name, op, attributes, shape, dtype,\n"
+    "FLOPs, bytes and source line, with totals.\n"
+    "\n"
+    "  --format text|dot|json   text (default), Graphviz DOT (kiln show m.kiln\n"
+    "                           --format dot | dot -Tsvg > m.svg), or JSON\n"
+    "  --stage graph            the graph after elaboration (the only stage so far)\n"
+    "  -o, --out FILE           write to FILE instead of standard output\n"
+    "  -D, --define NAME=VALUE  override a model constant\n"
+    "  --model NAME             which model of the file (default: the first)\n"
+    "  --train                  build the training-mode graph\n"
+    "  -h, --help               this help\n";
+
+typedef struct Job {
+  Cli *c;
+  FILE *out;
+} Job;
+
+static void verify_or_die(Cli *c) {
+  char err[512];
+  if (!graph_verify(c->g, err, sizeof err))
+    die("graph verification failed: %s", err);
+}
+
+static void check_fn(void *ud) {
+  Cli *c = ud;
+  cli_compile(c);
+  verify_or_die(c);
+}
+
+int cmd_check(int argc, char **argv) {
+  Cli c = {.cmd = "check"};
+  bool help;
+  int rc = cli_parse(&c, argc, argv, "Dmth", &help);
+  if (help)
+    fputs(check_help, stdout);
+  if (rc == EXIT_OK && !help) {
+    rc = cli_protect(&c, check_fn, &c);
+    if (rc == EXIT_OK)
+      graph_print_summary(c.g, stdout);
+  }
+  cli_free(&c);
+  return rc;
+}
+
+static int show_graph(Cli *c) {
+  FILE *f = stdout;
+  char *buf = NULL;
+  size_t len = 0;
+  if (c->out)
+    f = open_memstream(&buf, &len); /* written whole, never partially */
+  if (!c->format || strcmp(c->format, "text") == 0)
+    graph_print_text(c->g, f, true);
+  else if (strcmp(c->format, "dot") == 0)
+    graph_print_dot(c->g, f);
+  else
+    graph_print_json(c->g, f);
+  if (!c->out)
+    return EXIT_OK;
+  fclose(f);
+  char err[512];
+  const void *pieces[1] = {buf};
+  int rc = rt_write_file_atomic(c->out, pieces, &len, 1, err, sizeof err) == RT_OK ? EXIT_OK
+                                                                                     : EXIT_USER;
+  if (rc != EXIT_OK)
+    fprintf(stderr, "kiln: error: %s\n", err);
+  free(buf);
+  return rc;
+}
+
+int cmd_show(int argc, char **argv) {
+  Cli c = {.cmd = "show"};
+  bool help;
+  int rc = cli_parse(&c, argc, argv, "Dmtfsoh", &help);
+  if (help)
+    fputs(show_help, stdout);
+  if (rc == EXIT_OK && !help && c.format && strcmp(c.format, "text") && strcmp(c.format, "dot") &&
+      strcmp(c.format, "json"))
+    rc = cli_usage_error("show", "unknown format '%s' (expected text, dot or json)", c.format);
+  if (rc == EXIT_OK && !help && c.stage && strcmp(c.stage, "graph"))
+    rc = cli_usage_error("show", "unknown stage '%s' (available: graph)", c.stage);
+  if (rc == EXIT_OK && !help) {
+    rc = cli_protect(&c, check_fn, &c);
+    if (rc == EXIT_OK)
+      rc = show_graph(&c);
+  }
+  cli_free(&c);
+  return rc;
+}

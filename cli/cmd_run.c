@@ -1,0 +1,451 @@
+/*
+ * cmd_run.c: `kiln run` (evaluate a model on .npy inputs) and `kiln init`
+ * (write initial parameters).
+ *
+ * Everything that can be wrong with the user's data is checked before any
+ * computing starts: each input's dtype and shape against the model, each
+ * parameter in a weights file.  Outputs are written only after every value
+ * was computed, each through a temporary file and a rename, so a failed run
+ * never leaves a partial output file.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "passes.h"
+
+static const char run_help[] =
+    "usage: kiln run MODEL.kiln [--input NAME=FILE.npy]... [--output NAME=FILE.npy]...\n"
+    "                [--random-inputs] [--weights FILE.safetensors] [--seed N]\n"
+    "                [--reference] [-D NAME=VALUE]... [--model NAME] [--train]\n"
+    "\n"
+    "Evaluates the model once.  Without --output, prints a summary of each of\n"
+    "the model's outputs; with it, writes the named values (any output or\n"
+    "named value of the model) as .npy files.  Only the inputs the requested\n"
+    "values depend on are needed.  A model is compiled for the shapes it runs\n"
+    "on: when an input file differs from the model only where the model uses\n"
+    "a constant's value (say the batch size N), that constant is taken from\n"
+    "the file, as if given with -D.\n"
+    "\n"
+    "  --input NAME=FILE.npy    value of an input (f32 or i32, exactly the model's\n"
+    "                           shape; float64 and int64 files are converted)\n"
+    "  --output NAME=FILE.npy   write a value (written atomically)\n"
+    "  --random-inputs          fill inputs not given with seeded random values\n"
+    "                           (f32 ~ N(0, 1); i32 labels/ids within their range)\n"
+    "  --weights FILE           parameters from a safetensors file (see kiln init);\n"
+    "                           without it parameters are freshly initialized\n"
+    "  --seed N                 seed of initialization and random inputs (default 0)\n"
+    "  --reference              use the reference evaluator (currently the only one)\n"
+    "  -D, --define NAME=VALUE  override a model constant (e.g. -D N=1)\n"
+    "  --model NAME             which model of the file (default: the first)\n"
+    "  --train                  evaluate the training-mode graph\n"
+    "  -h, --help               this help\n";
+
+static const char init_help[] =
+    "usage: kiln init MODEL.kiln -o FILE.safetensors [--seed N] [-D NAME=VALUE]...\n"
+    "                 [--model NAME]\n"
+    "\n"
+    "Initializes every parameter of the model (seeded, deterministic: each\n"
+    "parameter's values depend only on the seed and its name) and writes them\n"
+    "to a safetensors file that `kiln run --weights` reads.\n"
+    "\n"
+    "  -o, --out FILE           the safetensors file to write (atomically)\n"
+    "  --seed N                 initialization seed (default 0)\n"
+    "  -D, --define NAME=VALUE  override a model constant\n"
+    "  --model NAME             which model of the file (default: the first)\n"
+    "  -h, --help               this help\n";
+
+typedef struct Run {
+  Cli *c;
+  RtTensor *files; /* the --input files, in order */
+  int owned_files;
+  Eval ev;
+  bool ev_ready;
+  Node **roots;
+  const char **root_paths;
+  int n_roots;
+  void **owned; /* buffers to free */
+  int n_owned, cap_owned;
+} Run;
+
+static void *run_alloc(Run *r, size_t n) {
+  void *p = calloc(1, n ? n : 1);
+  if (!p)
+    error_plain(&r->c->diag, "out of memory allocating %zu bytes", n);
+  if (r->n_owned == r->cap_owned) {
+    r->cap_owned = r->cap_owned ? 2 * r->cap_owned : 64;
+    void **o = realloc(r->owned, sizeof(void *) * (size_t)r->cap_owned);
+    if (!o)
+      die("out of memory");
+    r->owned = o;
+  }
+  r->owned[r->n_owned++] = p;
+  return p;
+}
+
+static void run_free(Run *r) {
+  for (int i = 0; i < r->owned_files; i++)
+    free(r->files[i].data);
+  for (int i = 0; i < r->n_owned; i++)
+    free(r->owned[i]);
+  free(r->owned);
+  if (r->ev_ready)
+    eval_free(&r->ev);
+}
+
+/* --- parameters ----------------------------------------------------------------- */
+
+static void init_params(Run *r) {
+  Graph *g = r->c->g;
+  for (int i = 0; i < g->n_nodes; i++) {
+    Node *n = g->nodes[i];
+    if (n->op != OP_PARAM)
+      continue;
+    void *data = run_alloc(r, (size_t)node_bytes(n));
+    param_init_fill(n, r->c->seed, data);
+    r->ev.vals[n->id].data = data;
+  }
+}
+
+static bool same_type(const Node *n, const RtTensor *t) {
+  if (t->dtype != n->dtype || t->rank != n->shape.rank)
+    return false;
+  for (int i = 0; i < t->rank; i++)
+    if (t->dim[i] != n->shape.dim[i])
+      return false;
+  return true;
+}
+
+static void load_weights(Run *r) {
+  Cli *c = r->c;
+  RtTensorFile tf = {0};
+  char err[512], a[160], b[160];
+  if (rt_safetensors_read(c->weights, &tf, err, sizeof err) != RT_OK)
+    error_plain(&c->diag, "%s", err);
+  for (int i = 0; i < c->g->n_nodes; i++) {
+    Node *n = c->g->nodes[i];
+    if (n->op != OP_PARAM)
+      continue;
+    const RtNamedTensor *t = rt_tensor_file_find(&tf, n->name);
+    if (!t || !same_type(n, &t->t)) {
+      if (t)
+        rt_tensor_type_str(&t->t, b, sizeof b);
+      snprintf(err, sizeof err, "%s: parameter %s: expected %s, %s%s", c->weights, n->name,
+               node_type_str(n, a, sizeof a), t ? "got " : "the file does not have it",
+               t ? b : "");
+      rt_tensor_file_free(&tf);
+      error_plain(&c->diag, "%s", err);
+    }
+    void *data = run_alloc(r, (size_t)node_bytes(n));
+    memcpy(data, t->t.data, (size_t)node_bytes(n));
+    r->ev.vals[n->id].data = data;
+  }
+  for (int i = 0; i < tf.n; i++) {
+    Node *n = graph_find(c->g, tf.items[i].name);
+    if (!n || n->op != OP_PARAM)
+      fprintf(stderr, "kiln: warning: %s: tensor %s is not a parameter of model %s (ignored)\n",
+              c->weights, tf.items[i].name, c->g->name);
+  }
+  rt_tensor_file_free(&tf);
+}
+
+/* --- inputs ------------------------------------------------------------------------ */
+
+static Node *find_input(Graph *g, const char *name) {
+  Node *n = graph_find(g, name);
+  return n && n->op == OP_INPUT ? n : NULL;
+}
+
+static const char *input_list(Cli *c) {
+  const char *s = "";
+  for (int i = 0; i < c->g->n_nodes; i++)
+    if (c->g->nodes[i]->op == OP_INPUT)
+      s = arena_fmt(c->arena, "%s%s%s", s, s[0] ? ", " : "", c->g->nodes[i]->name);
+  return s[0] ? s : "none";
+}
+
+static void load_input_files(Run *r) {
+  Cli *c = r->c;
+  char err[512];
+  r->files = run_alloc(r, sizeof(RtTensor) * (size_t)(c->n_inputs + 1));
+  for (int i = 0; i < c->n_inputs; i++) {
+    if (rt_npy_read(c->inputs[i].path, &r->files[i], err, sizeof err) != RT_OK)
+      error_plain(&c->diag, "%s", err);
+    r->owned_files++;
+  }
+}
+
+static bool defined(const Cli *c, const char *name) {
+  for (int i = 0; i < c->co.n_defines; i++)
+    if (strcmp(c->co.defines[i].name, name) == 0)
+      return true;
+  return false;
+}
+
+/* The model constant (not set with -D) whose value is `v`, if exactly one. */
+static const char *constant_valued(const Cli *c, int64_t v) {
+  const char *found = NULL;
+  char text[32];
+  snprintf(text, sizeof text, "%lld", (long long)v);
+  for (int k = 0; k < c->g->n_consts; k++) {
+    if (strcmp(c->g->const_values[k], text) != 0 || defined(c, c->g->const_names[k]))
+      continue;
+    if (found)
+      return NULL; /* ambiguous */
+    found = c->g->const_names[k];
+  }
+  return found;
+}
+
+/* A model is compiled for static shapes; when an input file's shape differs
+ * only where the model's shape is a constant's value (the batch size N, a
+ * sequence length T), compile it again with that constant taken from the
+ * file, as if it had been given with -D.  Returns true if it recompiled. */
+static bool specialize(Run *r) {
+  Cli *c = r->c;
+  int added = 0;
+  for (int i = 0; i < c->n_inputs; i++) {
+    Node *n = find_input(c->g, c->inputs[i].name);
+    const RtTensor *t = &r->files[i];
+    if (!n || n->dtype != t->dtype || n->shape.rank != t->rank)
+      continue;
+    for (int a = 0; a < t->rank; a++) {
+      const char *k = n->shape.dim[a] != t->dim[a] ? constant_valued(c, n->shape.dim[a]) : NULL;
+      if (!k || c->co.n_defines >= countof(c->defs))
+        continue;
+      Define *d = &c->defs[c->co.n_defines++];
+      d->name = k;
+      d->value = arena_fmt(c->arena, "%lld", (long long)t->dim[a]);
+      fprintf(stderr, "kiln: note: %s=%s, from the shape of %s (a model is compiled for the "
+              "shapes it runs on)\n", d->name, d->value, c->inputs[i].path);
+      added++;
+    }
+  }
+  if (added)
+    cli_compile(c);
+  return added > 0;
+}
+
+static void check_input(Run *r, Node *n, const RtTensor *t, const char *path) {
+  Cli *c = r->c;
+  char a[160], b[160];
+  if (!same_type(n, t)) {
+    rt_tensor_type_str(t, b, sizeof b);
+    error_plain(&c->diag, "%s: input %s must be %s, but the file holds %s", path, n->name,
+                node_type_str(n, a, sizeof a), b);
+  }
+  r->ev.vals[n->id].data = t->data;
+}
+
+/* Labels and ids must be valid indices: the bound comes from the consumer. */
+static int64_t int_bound(const Graph *g, const Node *in) {
+  for (int i = in->id + 1; i < g->n_nodes; i++) {
+    const Node *u = g->nodes[i];
+    if (u->op == OP_CROSS_ENTROPY && u->in[1] == in)
+      return u->in[0]->shape.dim[u->in[0]->shape.rank - 1];
+    if (u->op == OP_EMBEDDING && u->in[0] == in)
+      return u->in[1]->shape.dim[0];
+  }
+  return 2;
+}
+
+static void random_input(Run *r, Node *n) {
+  int64_t count = shape_numel(&n->shape);
+  void *data = run_alloc(r, (size_t)node_bytes(n));
+  uint64_t s = rng_seed_for(r->c->seed, n->name);
+  if (n->dtype == DT_F32) {
+    for (int64_t i = 0; i < count; i++)
+      ((float *)data)[i] = (float)rng_normal(s, (uint64_t)i);
+  } else {
+    int64_t bound = int_bound(r->c->g, n);
+    for (int64_t i = 0; i < count; i++)
+      ((int32_t *)data)[i] = (int32_t)(rng_uniform(s, (uint64_t)i) * (double)bound);
+  }
+  r->ev.vals[n->id].data = data;
+}
+
+static void bind_inputs(Run *r, const bool *live) {
+  Cli *c = r->c;
+  for (int i = 0; i < c->n_inputs; i++) {
+    Node *n = find_input(c->g, c->inputs[i].name);
+    if (!n)
+      error_plain(&c->diag, "--input %s: model %s has no input '%s' (its inputs: %s)",
+                  c->inputs[i].name, c->g->name, c->inputs[i].name, input_list(c));
+    check_input(r, n, &r->files[i], c->inputs[i].path);
+  }
+  for (int i = 0; i < c->g->n_nodes; i++) {
+    Node *n = c->g->nodes[i];
+    if (n->op != OP_INPUT || !live[i] || r->ev.vals[i].data)
+      continue;
+    if (!c->random_inputs)
+      error_plain(&c->diag, "input '%s' (%s) is needed: give --input %s=FILE.npy or use "
+                  "--random-inputs", n->name, node_type_str(n, (char[160]){0}, 160), n->name);
+    random_input(r, n);
+  }
+}
+
+/* --- outputs ------------------------------------------------------------------------ */
+
+static void pick_roots(Run *r) {
+  Cli *c = r->c;
+  int n = c->n_outputs ? c->n_outputs : c->g->n_outputs;
+  if (!n)
+    error_plain(&c->diag, "model %s declares no outputs; name the values to compute with "
+                "--output NAME=FILE.npy", c->g->name);
+  r->roots = arena_alloc(c->arena, sizeof(Node *) * (size_t)n);
+  r->root_paths = arena_alloc(c->arena, sizeof(char *) * (size_t)n);
+  for (int i = 0; i < n; i++) {
+    const char *name = c->n_outputs ? c->outputs[i].name : c->g->outputs[i].name;
+    Node *v = graph_find_value(c->g, name);
+    if (!v)
+      error_plain(&c->diag, "--output %s: model %s has no output or value named '%s'", name,
+                  c->g->name, name);
+    r->roots[i] = v;
+    r->root_paths[i] = c->n_outputs ? c->outputs[i].path : NULL;
+  }
+  r->n_roots = n;
+}
+
+static RtTensor as_tensor(const Node *n, void *data) {
+  RtTensor t = {n->dtype, n->shape.rank, {0}, data};
+  for (int i = 0; i < n->shape.rank; i++)
+    t.dim[i] = n->shape.dim[i];
+  return t;
+}
+
+static void print_value(const char *name, const Node *n, const RtTensor *t) {
+  char tb[160];
+  int64_t count = rt_numel(t);
+  double lo = INFINITY, hi = -INFINITY, sum = 0;
+  int64_t nan = 0;
+  for (int64_t i = 0; i < count; i++) {
+    double v = n->dtype == DT_F32 ? ((float *)t->data)[i] : ((int32_t *)t->data)[i];
+    if (isnan(v)) {
+      nan++;
+      continue;
+    }
+    lo = v < lo ? v : lo;
+    hi = v > hi ? v : hi;
+    sum += v;
+  }
+  printf("%s: %s", name, node_type_str(n, tb, sizeof tb));
+  if (count > nan)
+    printf("  min %.6g  max %.6g  mean %.6g", lo, hi, sum / (double)(count - nan));
+  if (nan)
+    printf("  (%lld NaN)", (long long)nan);
+  printf("\n  [");
+  for (int64_t i = 0; i < count && i < 8; i++)
+    printf("%s%.6g", i ? ", " : "", n->dtype == DT_F32 ? ((float *)t->data)[i]
+                                                        : (double)((int32_t *)t->data)[i]);
+  printf("%s]\n", count > 8 ? ", ..." : "");
+}
+
+static void write_outputs(Run *r) {
+  Cli *c = r->c;
+  char err[512];
+  for (int i = 0; i < r->n_roots; i++) {
+    const Node *n = r->roots[i];
+    RtTensor t = as_tensor(n, r->ev.vals[n->id].data);
+    const char *name = c->n_outputs ? c->outputs[i].name : c->g->outputs[i].name;
+    if (!r->root_paths[i]) {
+      print_value(name, n, &t);
+      continue;
+    }
+    if (rt_npy_write(r->root_paths[i], &t, err, sizeof err) != RT_OK) {
+      for (int k = 0; k < i; k++)
+        remove(r->root_paths[k]); /* all or nothing */
+      error_plain(&c->diag, "%s", err);
+    }
+  }
+  for (int i = 0; i < r->n_roots; i++)
+    if (r->root_paths[i])
+      fprintf(stderr, "wrote %s (%s) to %s\n", c->outputs[i].name,
+              node_type_str(r->roots[i], (char[160]){0}, 160), r->root_paths[i]);
+}
+
+static void run_fn(void *ud) {
+  Run *r = ud;
+  Cli *c = r->c;
+  load_input_files(r);
+  cli_compile(c);
+  specialize(r);
+  char err[512];
+  if (!graph_verify(c->g, err, sizeof err))
+    die("graph verification failed: %s", err);
+  pick_roots(r);
+  bool *live = arena_alloc(c->arena, sizeof(bool) * (size_t)c->g->n_nodes);
+  graph_live(c->g, r->roots, r->n_roots, live);
+  eval_init(&r->ev, c->g);
+  r->ev_ready = true;
+  if (c->weights)
+    load_weights(r);
+  else
+    init_params(r);
+  bind_inputs(r, live);
+  if (eval_run(&r->ev, live, err, sizeof err) != 0)
+    error_plain(&c->diag, "%s", err);
+  write_outputs(r);
+}
+
+int cmd_run(int argc, char **argv) {
+  Cli c = {.cmd = "run"};
+  bool help;
+  int rc = cli_parse(&c, argc, argv, "DmtiOwrRSh", &help);
+  if (help)
+    fputs(run_help, stdout);
+  if (rc == EXIT_OK && !help) {
+    Run r = {.c = &c};
+    rc = cli_protect(&c, run_fn, &r);
+    run_free(&r);
+  }
+  cli_free(&c);
+  return rc;
+}
+
+/* --- init --------------------------------------------------------------------------- */
+
+static void init_fn(void *ud) {
+  Run *r = ud;
+  Cli *c = r->c;
+  cli_compile(c);
+  int n = 0;
+  for (int i = 0; i < c->g->n_nodes; i++)
+    n += c->g->nodes[i]->op == OP_PARAM;
+  RtNamedTensor *items = run_alloc(r, sizeof(RtNamedTensor) * (size_t)(n + 1));
+  eval_init(&r->ev, c->g);
+  r->ev_ready = true;
+  init_params(r);
+  int k = 0;
+  for (int i = 0; i < c->g->n_nodes; i++) {
+    Node *p = c->g->nodes[i];
+    if (p->op == OP_PARAM) {
+      items[k].name = (char *)p->name;
+      items[k++].t = as_tensor(p, r->ev.vals[p->id].data);
+    }
+  }
+  const char *keys[] = {"format", "model", "seed"};
+  const char *vals[] = {"kiln", c->g->name, arena_fmt(c->arena, "%llu", (unsigned long long)c->seed)};
+  char err[512];
+  if (rt_safetensors_write(c->out, items, n, keys, vals, 3, err, sizeof err) != RT_OK)
+    error_plain(&c->diag, "%s", err);
+  fprintf(stderr, "wrote %d parameters (%lld values) of model %s to %s\n", n,
+          (long long)graph_param_count(c->g, false), c->g->name, c->out);
+}
+
+int cmd_init(int argc, char **argv) {
+  Cli c = {.cmd = "init"};
+  bool help;
+  int rc = cli_parse(&c, argc, argv, "DmoSh", &help);
+  if (help)
+    fputs(init_help, stdout);
+  if (rc == EXIT_OK && !help && !c.out)
+    rc = cli_usage_error("init", "-o FILE.safetensors is required");
+  if (rc == EXIT_OK && !help) {
+    Run r = {.c = &c};
+    rc = cli_protect(&c, init_fn, &r);
+    run_free(&r);
+  }
+  cli_free(&c);
+  return rc;
+}

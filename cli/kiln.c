@@ -1,0 +1,46 @@
+/*
+ * kiln.c: the driver's entry point: dispatches to a command.
+ *
+ *   kiln check FILE      parse, elaborate, infer shapes, print a summary
+ *   kiln show FILE       print the graph (text, dot, json)
+ *   kiln run FILE        evaluate the model on .npy inputs
+ *   kiln init FILE       write freshly initialized parameters
+ */
+#include <string.h>
+
+#include "cli.h"
+
+static const char usage[] =
+    "usage: kiln COMMAND MODEL.kiln [options]\n"
+    "\n"
+    "kiln compiles models written in the kiln language (see docs/language.md).\n"
+    "\n"
+    "commands:\n"
+    "  check   parse and elaborate a model, infer every shape, print a summary\n"
+    "  show    print the model's graph as text, Graphviz DOT or JSON\n"
+    "  run     evaluate the model on inputs from .npy files (reference evaluator)\n"
+    "  init    write the model's initial parameters to a safetensors file\n"
+    "\n"
+    "Run `kiln COMMAND --help` for a command's options.\n"
+    "Exit status: 0 success, 1 an error in the model or the data, 2 bad usage.\n";
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fputs(usage, stderr);
+    return EXIT_USAGE;
+  }
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+    fputs(usage, stdout);
+    return EXIT_OK;
+  }
+  static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+  } cmds[] = {{"check", cmd_check}, {"show", cmd_show}, {"run", cmd_run}, {"init", cmd_init}};
+  for (int i = 0; i < countof(cmds); i++)
+    if (strcmp(cmds[i].name, cmd) == 0)
+      return cmds[i].fn(argc - 2, argv + 2);
+  fprintf(stderr, "kiln: error: unknown command '%s'\n\n%s", cmd, usage);
+  return EXIT_USAGE;
+}
