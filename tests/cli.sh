@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# cli.sh: the `kiln` driver as a user runs it: exit codes, --help, the three
+# show formats, run with .npy files (read back with NumPy), init and
+# --weights, and that failures never leave partial output files.
+#
+# Usage: tests/cli.sh path/to/kiln     (ctest passes the built binary)
+# Adding a case: call `expect CODE "what" -- kiln args...` and, if needed,
+# check the files it wrote; `contains FILE TEXT` checks captured output.
+set -uo pipefail
+KILN=$(realpath "$1")
+cd "$(dirname "$0")/.."
+PY=/usr/bin/python3
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+out="$tmp/stdout"
+err="$tmp/stderr"
+
+expect() { # expect CODE DESCRIPTION -- command...
+  local want=$1 what=$2
+  shift 3
+  "$@" >"$out" 2>"$err"
+  local got=$?
+  if [ "$got" -ne "$want" ]; then
+    echo "FAIL: $what: exit $got, expected $want"
+    sed 's/^/    /' "$err" | head -n 8
+    fails=$((fails + 1))
+    return 1
+  fi
+  echo "ok: $what"
+}
+
+contains() { # contains FILE TEXT
+  if ! grep -qF -- "$2" "$1"; then
+    echo "FAIL: expected '$2' in:"
+    sed 's/^/    /' "$1" | head -n 12
+    fails=$((fails + 1))
+  fi
+}
+
+absent() { # absent PATH: a failed command must not leave this file
+  if [ -e "$1" ] || ls "$(dirname "$1")"/*.tmp.* >/dev/null 2>&1; then
+    echo "FAIL: $1 (or a temporary file) exists after a failure"
+    fails=$((fails + 1))
+  fi
+}
+
+have_numpy() { "$PY" -c 'import numpy' 2>/dev/null; }
+
+# --- usage -----------------------------------------------------------------
+expect 0 "kiln --help" -- "$KILN" --help
+contains "$out" "usage: kiln COMMAND"
+for c in check show run init; do
+  expect 0 "kiln $c --help" -- "$KILN" $c --help
+  contains "$out" "usage: kiln $c"
+done
+expect 2 "no arguments" -- "$KILN"
+expect 2 "unknown command" -- "$KILN" frobnicate models/mlp.kiln
+expect 2 "unknown option" -- "$KILN" check models/mlp.kiln --frob
+contains "$err" "unknown option '--frob'"
+expect 2 "option of another command" -- "$KILN" check models/mlp.kiln --output y=a.npy
+expect 2 "no model file" -- "$KILN" check
+expect 2 "option without its value" -- "$KILN" check models/mlp.kiln -D
+expect 2 "malformed -D" -- "$KILN" check models/mlp.kiln -D N
+expect 2 "unknown format" -- "$KILN" show models/mlp.kiln --format yaml
+expect 2 "unknown stage" -- "$KILN" show models/mlp.kiln --stage fused
+expect 2 "init without -o" -- "$KILN" init models/mlp.kiln
+
+# --- check ------------------------------------------------------------------
+expect 0 "check lenet5" -- "$KILN" check models/lenet5.kiln
+contains "$out" "model lenet5(N = 64): ok"
+contains "$out" "c1                   f32[64, 6, 28, 28]"
+contains "$out" "parameters: 61706"
+expect 0 "check with -D" -- "$KILN" check models/lenet5.kiln -D N=1
+contains "$out" "input   x                f32[1, 1, 28, 28]"
+expect 0 "check -DN=2 (attached)" -- "$KILN" check models/lenet5.kiln -DN=2
+contains "$out" "f32[2, 1, 28, 28]"
+expect 1 "unknown -D constant" -- "$KILN" check models/lenet5.kiln -D M=3
+contains "$err" "model 'lenet5' has no constant 'M' (its constants: N)"
+expect 1 "missing file" -- "$KILN" check "$tmp/nope.kiln"
+contains "$err" "nope.kiln"
+printf 'model m() {\n  input x: f32[2, 3]\n  output y = relu(x) @ x\n}\n' >"$tmp/bad.kiln"
+expect 1 "shape error" -- "$KILN" check "$tmp/bad.kiln"
+contains "$err" "bad.kiln:3:22: error: matmul: inner dimensions differ: f32[2, 3] @ f32[2, 3] (3 vs 2)"
+contains "$err" "                     ^"
+expect 1 "--model that does not exist" -- "$KILN" check models/mlp.kiln --model lenet
+contains "$err" "there is no model named 'lenet' (models here: mlp)"
+
+# --- show -------------------------------------------------------------------
+expect 0 "show text" -- "$KILN" show models/lenet5.kiln
+contains "$out" "conv2d(%0, %2) stride=1 pad=2"
+contains "$out" "models/lenet5.kiln:10:"
+expect 0 "show dot" -- "$KILN" show models/lenet5.kiln --format dot
+contains "$out" "digraph"
+if command -v dot >/dev/null; then
+  if dot -Tsvg "$out" >"$tmp/g.svg" 2>"$err" && grep -q "<svg" "$tmp/g.svg"; then
+    echo "ok: dot renders the graph"
+  else
+    echo "FAIL: dot could not render"; fails=$((fails + 1))
+  fi
+fi
+expect 0 "show json to a file" -- "$KILN" show models/lenet5.kiln --format json -o "$tmp/g.json"
+if have_numpy; then
+  if "$PY" - "$tmp/g.json" <<'PY'; then echo "ok: json has every value's facts"; else fails=$((fails + 1)); fi
+import json, sys
+g = json.load(open(sys.argv[1]))
+assert g["model"] == "lenet5" and g["parameters"] == 61706, g["parameters"]
+for n in g["nodes"]:
+    for k in ("name", "op", "shape", "dtype", "source", "flops", "bytes"):
+        assert k in n, (k, n)
+c1 = [n for n in g["nodes"] if n["name"] == "c1"][0]
+assert c1["shape"] == [64, 6, 28, 28] and c1["source"]["line"] == 10, c1
+assert g["flops"] > 5e7
+PY
+fi
+
+# --- run ----------------------------------------------------------------------
+if have_numpy; then
+  "$PY" -c "
+import numpy as np
+np.save('$tmp/x.npy', np.random.default_rng(0).random((64, 784)))      # float64: converted
+np.save('$tmp/x1.npy', np.random.default_rng(1).random((1, 784), dtype=np.float32))
+np.save('$tmp/wrong.npy', np.zeros((64, 785), np.float32))
+np.save('$tmp/labels.npy', np.arange(64) % 10)                          # int64: converted
+"
+  expect 0 "run mlp" -- "$KILN" run --reference models/mlp.kiln --input x="$tmp/x.npy" \
+    --output probs="$tmp/p.npy"
+  "$PY" -c "
+import numpy as np
+p = np.load('$tmp/p.npy')
+assert p.shape == (64, 10) and p.dtype == np.float32
+assert abs(p.sum(1) - 1).max() < 1e-5
+" && echo "ok: numpy reads the output" || { echo "FAIL: numpy check"; fails=$((fails + 1)); }
+  expect 0 "run with -D N=1" -- "$KILN" run models/mlp.kiln -D N=1 --input x="$tmp/x1.npy" \
+    --output probs="$tmp/p1.npy"
+  expect 0 "run an intermediate value and the loss" -- "$KILN" run models/mlp.kiln \
+    --input x="$tmp/x.npy" --input y="$tmp/labels.npy" --output h1="$tmp/h1.npy" \
+    --output loss="$tmp/loss.npy"
+  "$PY" -c "
+import numpy as np
+assert np.load('$tmp/h1.npy').shape == (64, 256) and (np.load('$tmp/h1.npy') >= 0).all()
+l = np.load('$tmp/loss.npy'); assert l.shape == () and 0 < l < 20
+" && echo "ok: intermediate and loss" || { echo "FAIL: intermediate/loss"; fails=$((fails + 1)); }
+  expect 1 "wrong input shape" -- "$KILN" run models/mlp.kiln --input x="$tmp/wrong.npy" \
+    --output probs="$tmp/never.npy"
+  contains "$err" "input x must be f32[64, 784], but the file holds f32[64, 785]"
+  absent "$tmp/never.npy"
+  expect 0 "the batch size follows the input file" -- "$KILN" run models/mlp.kiln \
+    --input x="$tmp/x1.npy"
+  contains "$err" "note: N=1, from the shape of"
+  contains "$out" "probs: f32[1, 10]"
+  expect 1 "a -D given is not overridden" -- "$KILN" run models/mlp.kiln -D N=2 \
+    --input x="$tmp/x1.npy"
+  contains "$err" "input x must be f32[2, 784], but the file holds f32[1, 784]"
+  head -c 100 "$tmp/x.npy" >"$tmp/trunc.npy"
+  expect 1 "truncated .npy" -- "$KILN" run models/mlp.kiln --input x="$tmp/trunc.npy" \
+    --output probs="$tmp/never.npy"
+  contains "$err" "trunc.npy"
+  absent "$tmp/never.npy"
+  expect 1 "unknown input name" -- "$KILN" run models/mlp.kiln --input z="$tmp/x.npy"
+  contains "$err" "model mlp has no input 'z' (its inputs: x, y)"
+  expect 1 "output into a missing directory" -- "$KILN" run models/mlp.kiln \
+    --input x="$tmp/x.npy" --output probs="$tmp/no/such/dir/p.npy"
+  absent "$tmp/no/such/dir/p.npy"
+fi
+expect 1 "missing input" -- "$KILN" run models/mlp.kiln
+contains "$err" "input 'x' (f32[64, 784]) is needed: give --input x=FILE.npy or use --random-inputs"
+expect 0 "random inputs" -- "$KILN" run models/lenet5.kiln --random-inputs -D N=2
+contains "$out" "probs: f32[2, 10]"
+expect 1 "unknown output" -- "$KILN" run models/mlp.kiln --random-inputs --output nope="$tmp/n.npy"
+absent "$tmp/n.npy"
+
+# --- init and --weights ------------------------------------------------------
+expect 0 "init" -- "$KILN" init models/lenet5.kiln -D N=2 --seed 3 -o "$tmp/w.safetensors"
+expect 0 "run with weights" -- "$KILN" run models/lenet5.kiln -D N=2 --random-inputs \
+  --seed 3 --weights "$tmp/w.safetensors" --output probs="$tmp/pw.npy"
+expect 0 "run with the same seed" -- "$KILN" run models/lenet5.kiln -D N=2 --random-inputs \
+  --seed 3 --output probs="$tmp/ps.npy"
+if cmp -s "$tmp/pw.npy" "$tmp/ps.npy"; then echo "ok: init file = seeded init"; else
+  echo "FAIL: weights from init differ from seeded initialization"; fails=$((fails + 1)); fi
+expect 0 "weights are used, not the seed" -- "$KILN" run models/lenet5.kiln -D N=2 \
+  --random-inputs --weights "$tmp/w.safetensors" --output probs="$tmp/pw0.npy"
+expect 0 "seed 0 without weights" -- "$KILN" run models/lenet5.kiln -D N=2 --random-inputs \
+  --output probs="$tmp/p0.npy"
+if cmp -s "$tmp/pw0.npy" "$tmp/p0.npy"; then
+  echo "FAIL: --weights made no difference"; fails=$((fails + 1)); fi
+expect 1 "weights of another model" -- "$KILN" run models/mlp.kiln --random-inputs \
+  --weights "$tmp/w.safetensors"
+contains "$err" "parameter h1.weight: expected f32[256, 784], the file does not have it"
+printf 'not a safetensors file' >"$tmp/junk.safetensors"
+expect 1 "malformed weights" -- "$KILN" run models/mlp.kiln --random-inputs \
+  --weights "$tmp/junk.safetensors"
+contains "$err" "junk.safetensors"
+
+if [ "$fails" -ne 0 ]; then
+  echo "$fails check(s) failed"
+  exit 1
+fi
+echo "all driver checks passed"

@@ -1,0 +1,96 @@
+/*
+ * kiln_test.h: helpers shared by the CMocka tests of the frontend.
+ *
+ * compile_text() builds a model from source text the way the driver does
+ * (prelude included) and returns the graph, or NULL with the error text in
+ * t->msg.  Each Compiled owns its arena; compiled_free releases it.
+ */
+#ifndef KILN_TEST_H
+#define KILN_TEST_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "frontend.h"
+#include "passes.h"
+
+typedef struct Compiled {
+  Arena *a;
+  Diag d;
+  const Source *src;
+  CompileOpts o;
+  Graph *g;
+  const char *msg; /* error text, or NULL */
+} Compiled;
+
+static void compiled_run(void *ud) {
+  Compiled *c = ud;
+  c->g = frontend_compile(c->a, &c->d, c->src, &c->o);
+}
+
+/* Compiles text named "t.kiln"; defines are "NAME=VALUE" strings. */
+static inline Compiled compile_opts(const char *text, bool training, const char **defs,
+                                    int n_defs) {
+  Compiled c = {0};
+  c.a = arena_new();
+  diag_init(&c.d);
+  c.src = source_from_string(c.a, "t.kiln", text, strlen(text));
+  Define *d = arena_alloc(c.a, sizeof(Define) * (size_t)(n_defs + 1));
+  for (int i = 0; i < n_defs; i++)
+    define_parse(c.a, defs[i], &d[i]);
+  c.o.defines = d;
+  c.o.n_defines = n_defs;
+  c.o.training = training;
+  if (diag_protect(&c.d, compiled_run, &c)) {
+    c.g = NULL;
+    c.msg = c.d.msg;
+  } else {
+    char err[512];
+    if (!graph_verify(c.g, err, sizeof err))
+      fail_msg("graph_verify: %s", err);
+  }
+  return c;
+}
+
+static inline Compiled compile_text(const char *text) { return compile_opts(text, false, NULL, 0); }
+
+static inline void compiled_free(Compiled *c) {
+  diag_free(&c->d);
+  arena_free(c->a);
+}
+
+/* Asserts that text compiles. */
+#define MUST_COMPILE(c)                                                                 \
+  do {                                                                                  \
+    if (!(c).g)                                                                         \
+      fail_msg("unexpected error:\n%s", (c).msg);                                       \
+  } while (0)
+
+/* Asserts that text fails with an error containing `sub`. */
+#define MUST_FAIL(c, sub)                                                               \
+  do {                                                                                  \
+    if ((c).g)                                                                          \
+      fail_msg("compiled, but expected an error containing '%s'", sub);                \
+    if (!strstr((c).msg, sub))                                                          \
+      fail_msg("error does not contain '%s':\n%s", sub, (c).msg);                      \
+  } while (0)
+
+static inline Node *find_param(Graph *g, const char *name) {
+  Node *n = graph_find(g, name);
+  return n && n->op == OP_PARAM ? n : NULL;
+}
+
+static inline int count_op(const Graph *g, Op op) {
+  int k = 0;
+  for (int i = 0; i < g->n_nodes; i++)
+    k += g->nodes[i]->op == op;
+  return k;
+}
+
+#endif
