@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# test.sh: from a fresh checkout, install what is missing, build with
+# warnings as errors, run every test (ctest: CMocka units, the malformed-model
+# corpus, the command line), then fuzz the parser and the tensor-file readers
+# under AddressSanitizer and UndefinedBehaviorSanitizer.
+#   FUZZ_SECONDS=60 (per parser run; the file readers get a third of it each)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+
+jobs=$(nproc)
+cmake -S . -B build -DKILN_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j "$jobs"
+# -V shows each CMocka summary ("[  PASSED  ] N test(s).") in the log
+(cd build && ctest -V -j "$jobs")
+
+# The same tests once more under the sanitizers.
+cmake -S . -B build-asan -DKILN_WERROR=ON -DKILN_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build build-asan -j "$jobs"
+(cd build-asan && ctest --output-on-failure -j "$jobs")
+
+# Fuzzing: each target starts from its seeds; any finding fails the run.
+secs=${FUZZ_SECONDS:-60}
+CC=clang cmake -S . -B build-fuzz -DKILN_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-fuzz -j "$jobs" --target fuzz_parser fuzz_npy fuzz_safetensors
+fuzz() { # target seconds seeds...
+  local t=$1 s=$2
+  shift 2
+  local work
+  work=$(mktemp -d)
+  echo "fuzzing $t for ${s}s"
+  ./build-fuzz/"$t" -max_total_time="$s" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    -dict=tests/fuzz/"$t".dict "$work" "$@" 2>&1 | tail -n 12
+  rm -rf "$work"
+}
+fuzz fuzz_parser "$secs" tests/fuzz/parser_seeds
+fuzz fuzz_npy $((secs / 3)) tests/fuzz/npy_seeds
+fuzz fuzz_safetensors $((secs / 3)) tests/fuzz/safetensors_seeds
+echo "all tests passed"
