@@ -168,3 +168,17 @@ void cli_free(Cli *c) {
   diag_free(&c->diag);
   arena_free(c->arena);
 }
+
+int cli_main(const Command *cmd, int argc, char **argv) {
+  Cli c = {.cmd = cmd->name};
+  bool help;
+  int rc = cli_parse(&c, argc, argv, cmd->options, &help);
+  if (help)
+    fputs(cmd->help, stdout);
+  else if (rc == EXIT_OK && cmd->validate)
+    rc = cmd->validate(&c);
+  if (rc == EXIT_OK && !help)
+    rc = cmd->run(&c);
+  cli_free(&c);
+  return rc;
+}

@@ -42,10 +42,20 @@ void cli_compile(Cli *c);
 /* Prints the usage error and the hint; returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-int cmd_check(int argc, char **argv);
-int cmd_show(int argc, char **argv);
-int cmd_run(int argc, char **argv);
-int cmd_init(int argc, char **argv);
+/* A command: its option letters (see cli.c), help text, usage checks after
+ * parsing (NULL if none) and the work itself; both return exit codes. */
+typedef struct Command {
+  const char *name;
+  const char *options;
+  const char *help;
+  int (*validate)(Cli *c);
+  int (*run)(Cli *c);
+} Command;
+
+/* Parses argv, prints help or runs the command, frees; returns the exit code. */
+int cli_main(const Command *cmd, int argc, char **argv);
+
+extern const Command cmd_check, cmd_show, cmd_run, cmd_init;
 
 /* Runs fn(c) under diag_protect; prints the error and returns 1 if it raised. */
 int cli_protect(Cli *c, void (*fn)(void *), void *ud);

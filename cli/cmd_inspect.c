@@ -36,11 +36,6 @@ static const char show_help[] =
     "  --train                  build the training-mode graph\n"
     "  -h, --help               this help\n";
 
-typedef struct Job {
-  Cli *c;
-  FILE *out;
-} Job;
-
 static void verify_or_die(Cli *c) {
   char err[512];
   if (!graph_verify(c->g, err, sizeof err))
@@ -53,20 +48,14 @@ static void check_fn(void *ud) {
   verify_or_die(c);
 }
 
-int cmd_check(int argc, char **argv) {
-  Cli c = {.cmd = "check"};
-  bool help;
-  int rc = cli_parse(&c, argc, argv, "Dmth", &help);
-  if (help)
-    fputs(check_help, stdout);
-  if (rc == EXIT_OK && !help) {
-    rc = cli_protect(&c, check_fn, &c);
-    if (rc == EXIT_OK)
-      graph_print_summary(c.g, stdout);
-  }
-  cli_free(&c);
+static int check_run(Cli *c) {
+  int rc = cli_protect(c, check_fn, c);
+  if (rc == EXIT_OK)
+    graph_print_summary(c->g, stdout);
   return rc;
 }
+
+const Command cmd_check = {"check", "Dmth", check_help, NULL, check_run};
 
 static int show_graph(Cli *c) {
   FILE *f = stdout;
@@ -93,22 +82,18 @@ static int show_graph(Cli *c) {
   return rc;
 }
 
-int cmd_show(int argc, char **argv) {
-  Cli c = {.cmd = "show"};
-  bool help;
-  int rc = cli_parse(&c, argc, argv, "Dmtfsoh", &help);
-  if (help)
-    fputs(show_help, stdout);
-  if (rc == EXIT_OK && !help && c.format && strcmp(c.format, "text") && strcmp(c.format, "dot") &&
-      strcmp(c.format, "json"))
-    rc = cli_usage_error("show", "unknown format '%s' (expected text, dot or json)", c.format);
-  if (rc == EXIT_OK && !help && c.stage && strcmp(c.stage, "graph"))
-    rc = cli_usage_error("show", "unknown stage '%s' (available: graph)", c.stage);
-  if (rc == EXIT_OK && !help) {
-    rc = cli_protect(&c, check_fn, &c);
-    if (rc == EXIT_OK)
-      rc = show_graph(&c);
-  }
-  cli_free(&c);
-  return rc;
+static int show_validate(Cli *c) {
+  if (c->format && strcmp(c->format, "text") && strcmp(c->format, "dot") &&
+      strcmp(c->format, "json"))
+    return cli_usage_error("show", "unknown format '%s' (expected text, dot or json)", c->format);
+  if (c->stage && strcmp(c->stage, "graph"))
+    return cli_usage_error("show", "unknown stage '%s' (available: graph)", c->stage);
+  return EXIT_OK;
 }
+
+static int show_run(Cli *c) {
+  int rc = cli_protect(c, check_fn, c);
+  return rc == EXIT_OK ? show_graph(c) : rc;
+}
+
+const Command cmd_show = {"show", "Dmtfsoh", show_help, show_validate, show_run};

@@ -388,20 +388,17 @@ static void run_fn(void *ud) {
   write_outputs(r);
 }
 
-int cmd_run(int argc, char **argv) {
-  Cli c = {.cmd = "run"};
-  bool help;
-  int rc = cli_parse(&c, argc, argv, "DmtiOwrRSh", &help);
-  if (help)
-    fputs(run_help, stdout);
-  if (rc == EXIT_OK && !help) {
-    Run r = {.c = &c};
-    rc = cli_protect(&c, run_fn, &r);
-    run_free(&r);
-  }
-  cli_free(&c);
+/* Runs fn (run_fn or init_fn) on a fresh Run and frees what it held. */
+static int with_run(Cli *c, void (*fn)(void *)) {
+  Run r = {.c = c};
+  int rc = cli_protect(c, fn, &r);
+  run_free(&r);
   return rc;
 }
+
+static int run_run(Cli *c) { return with_run(c, run_fn); }
+
+const Command cmd_run = {"run", "DmtiOwrRSh", run_help, NULL, run_run};
 
 /* --- init --------------------------------------------------------------------------- */
 
@@ -433,19 +430,10 @@ static void init_fn(void *ud) {
           (long long)graph_param_count(c->g, false), c->g->name, c->out);
 }
 
-int cmd_init(int argc, char **argv) {
-  Cli c = {.cmd = "init"};
-  bool help;
-  int rc = cli_parse(&c, argc, argv, "DmoSh", &help);
-  if (help)
-    fputs(init_help, stdout);
-  if (rc == EXIT_OK && !help && !c.out)
-    rc = cli_usage_error("init", "-o FILE.safetensors is required");
-  if (rc == EXIT_OK && !help) {
-    Run r = {.c = &c};
-    rc = cli_protect(&c, init_fn, &r);
-    run_free(&r);
-  }
-  cli_free(&c);
-  return rc;
+static int init_validate(Cli *c) {
+  return c->out ? EXIT_OK : cli_usage_error("init", "-o FILE.safetensors is required");
 }
+
+static int init_run(Cli *c) { return with_run(c, init_fn); }
+
+const Command cmd_init = {"init", "DmoSh", init_help, init_validate, init_run};

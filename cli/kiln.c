@@ -34,13 +34,10 @@ int main(int argc, char **argv) {
     fputs(usage, stdout);
     return EXIT_OK;
   }
-  static const struct {
-    const char *name;
-    int (*fn)(int, char **);
-  } cmds[] = {{"check", cmd_check}, {"show", cmd_show}, {"run", cmd_run}, {"init", cmd_init}};
+  static const Command *const cmds[] = {&cmd_check, &cmd_show, &cmd_run, &cmd_init};
   for (int i = 0; i < countof(cmds); i++)
-    if (strcmp(cmds[i].name, cmd) == 0)
-      return cmds[i].fn(argc - 2, argv + 2);
+    if (strcmp(cmds[i]->name, cmd) == 0)
+      return cli_main(cmds[i], argc - 2, argv + 2);
   fprintf(stderr, "kiln: error: unknown command '%s'\n\n%s", cmd, usage);
   return EXIT_USAGE;
 }

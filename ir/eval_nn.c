@@ -121,14 +121,22 @@ static double conv_at(const Win *g, const float *x, const float *w, int64_t b, i
   return acc;
 }
 
-void eval_conv2d(const Node *n, RtTensor *out, const RtTensor *const *in, EvalCtx *cx) {
+typedef double (*WinAt)(const Win *g, const float *x, const float *w, int64_t b, int64_t o,
+                        int64_t oy, int64_t ox);
+
+/* Fills out[b, o, oy, ox] = at(...) for every output element, in order. */
+static void win_fill(const Node *n, RtTensor *out, const RtTensor *const *in, WinAt at) {
   Win g = win_of(n, in[0], out);
   float *y = out->data;
   for (int64_t b = 0; b < g.n; b++)
     for (int64_t o = 0; o < g.o; o++)
       for (int64_t oy = 0; oy < g.ho; oy++)
         for (int64_t ox = 0; ox < g.wo; ox++)
-          *y++ = (float)conv_at(&g, in[0]->data, in[1]->data, b, o, oy, ox);
+          *y++ = (float)at(&g, in[0]->data, in[1]->data, b, o, oy, ox);
+}
+
+void eval_conv2d(const Node *n, RtTensor *out, const RtTensor *const *in, EvalCtx *cx) {
+  win_fill(n, out, in, conv_at);
 }
 
 /* The input position that kernel tap t sends to output position o along one
@@ -168,13 +176,7 @@ static double tconv_at(const Win *g, const float *x, const float *w, int64_t b, 
 
 void eval_conv_transpose2d(const Node *n, RtTensor *out, const RtTensor *const *in,
                            EvalCtx *cx) {
-  Win g = win_of(n, in[0], out);
-  float *y = out->data;
-  for (int64_t b = 0; b < g.n; b++)
-    for (int64_t o = 0; o < g.o; o++)
-      for (int64_t oy = 0; oy < g.ho; oy++)
-        for (int64_t ox = 0; ox < g.wo; ox++)
-          *y++ = (float)tconv_at(&g, in[0]->data, in[1]->data, b, o, oy, ox);
+  win_fill(n, out, in, tconv_at);
 }
 
 /* --- pooling ---------------------------------------------------------------- */
