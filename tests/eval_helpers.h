@@ -28,6 +28,7 @@
 #include <cmocka.h>
 
 #include "ir.h"
+#include "ir_helpers.h"
 
 static Arena *A;
 static Graph *G;
@@ -50,17 +51,6 @@ static inline void reset(void) {
   n_binds = 0;
 }
 
-static inline Shape shp(int rank, ...) {
-  va_list ap;
-  Shape s = {0};
-  va_start(ap, rank);
-  s.rank = rank;
-  for (int i = 0; i < rank; i++)
-    s.dim[i] = va_arg(ap, int);
-  va_end(ap);
-  return s;
-}
-
 static inline Node *input(const char *name, DType dt, Shape s, void *data, int count) {
   Node *n = graph_input(G, name, dt, s, L0);
   assert_int_equal(shape_numel(&s), count);
@@ -74,12 +64,6 @@ static inline Node *input(const char *name, DType dt, Shape s, void *data, int c
 #define IN_F(name, s, ...) input(name, DT_F32, s, FL(__VA_ARGS__), countof(FL(__VA_ARGS__)))
 #define IN_I(name, s, ...) \
   input(name, DT_I32, s, (int32_t[]){__VA_ARGS__}, countof(((int32_t[]){__VA_ARGS__})))
-
-static inline Attrs def(Op op) {
-  Attrs at;
-  attrs_default(op, &at);
-  return at;
-}
 
 /* mk(op, attrs or NULL, n_in, inputs...) */
 static inline Node *mk(Op op, const Attrs *at, int n_in, ...) {
@@ -170,13 +154,15 @@ static inline Attrs pool_at(Op op, int k, int s, int p, int d) {
   return at;
 }
 
-/* Frees the last case's graph and evaluation (main calls it at exit, so
- * leak checkers see a clean run). */
-static inline void teardown(void) {
+/* Frees the last case's graph and evaluation: main gives it to cmocka as
+ * the group teardown, so leak checkers see a clean run. */
+static inline int teardown(void **state) {
+  (void)state;
   reset();
   if (ev_on)
     eval_free(&EV);
   arena_free(A);
+  return 0;
 }
 
 /* --- coverage ---------------------------------------------------------------------- */

@@ -81,6 +81,23 @@ static inline void compiled_free(Compiled *c) {
       fail_msg("error does not contain '%s':\n%s", sub, (c).msg);                      \
   } while (0)
 
+/* Asserts that text compiles, and frees the result: for a model whose
+ * checks are its own asserts. */
+#define MUST_COMPILE_TEXT(text)                                                         \
+  do {                                                                                  \
+    Compiled c_ = compile_text(text);                                                   \
+    MUST_COMPILE(c_);                                                                   \
+    compiled_free(&c_);                                                                 \
+  } while (0)
+
+/* Asserts that text fails with an error containing `sub`, and frees it. */
+#define MUST_FAIL_TEXT(text, sub)                                                       \
+  do {                                                                                  \
+    Compiled c_ = compile_text(text);                                                   \
+    MUST_FAIL(c_, sub);                                                                 \
+    compiled_free(&c_);                                                                 \
+  } while (0)
+
 static inline Node *find_param(Graph *g, const char *name) {
   Node *n = graph_find(g, name);
   return n && n->op == OP_PARAM ? n : NULL;

@@ -365,6 +365,13 @@ static const char *outcome_text(const Case *c, char *buf, size_t n) {
   return "?";
 }
 
+/* The length of the message's first line (its error line), without the
+ * newline. */
+static int first_line_len(const char *msg) {
+  const char *nl = strchr(msg, '\n');
+  return nl ? (int)(nl - msg) : (int)strlen(msg);
+}
+
 /* Cases that reached a user error with a well-formed expectation; the rest
  * are reported by every_file_fails_with_a_user_error. */
 static bool checkable(const Case *c) { return c->expect_ok && c->out == OUT_USER_ERROR; }
@@ -414,11 +421,8 @@ static void error_is_at_the_expected_location(void **state) {
       continue;
     char want[400];
     snprintf(want, sizeof want, "%s:%d:%d: error: ", c->path, c->line, c->col);
-    if (strncmp(c->msg, want, strlen(want)) != 0) {
-      const char *nl = strchr(c->msg, '\n');
-      int n = nl ? (int)(nl - c->msg) : (int)strlen(c->msg);
-      failure(&f, c, "expected '%s...', got '%.*s'", want, n, c->msg);
-    }
+    if (strncmp(c->msg, want, strlen(want)) != 0)
+      failure(&f, c, "expected '%s...', got '%.*s'", want, first_line_len(c->msg), c->msg);
   }
   report(&f, "error not at the expected LINE:COL", co);
 }
@@ -431,9 +435,7 @@ static void message_says_what_is_expected(void **state) {
     if (!checkable(c))
       continue;
     /* Only the first line: the source line below it could contain anything. */
-    const char *nl = strchr(c->msg, '\n');
-    int n = nl ? (int)(nl - c->msg) : (int)strlen(c->msg);
-    char *first = strndup(c->msg, (size_t)n);
+    char *first = strndup(c->msg, (size_t)first_line_len(c->msg));
     if (!strstr(first, c->sub))
       failure(&f, c, "message does not contain '%s': '%s'", c->sub, first);
     free(first);

@@ -128,30 +128,26 @@ static void blocks_defaults_and_several_results(void **state) {
 }
 
 static void compile_time_arithmetic_is_python_like(void **state) {
-  Compiled c = compile_text("model m() {\n"
-                            "  assert 7 // 2 == 3 and -7 // 2 == -4 and -7 % 3 == 2\n"
-                            "  assert 7 / 2 == 3.5 and 2 ** 10 == 1024\n"
-                            "  assert [1, 2] + [3] == [1, 2, 3] or len([1, 2] + [3]) == 3\n"
-                            "  assert len([0] * 4) == 4 and range(2, 5)[1] == 3\n"
-                            "  assert \"a\" + str(3) == \"a3\" and int(2.9) == 2\n"
-                            "  assert pair(3)[1] == 3 and pair([1, 2])[0] == 1\n"
-                            "  assert not (1 > 2) and sqrt(16) == 4\n"
-                            "  input x: f32[2]\n"
-                            "  output y = x\n"
-                            "}\n");
-  MUST_COMPILE(c);
-  compiled_free(&c);
+  MUST_COMPILE_TEXT("model m() {\n"
+                    "  assert 7 // 2 == 3 and -7 // 2 == -4 and -7 % 3 == 2\n"
+                    "  assert 7 / 2 == 3.5 and 2 ** 10 == 1024\n"
+                    "  assert [1, 2] + [3] == [1, 2, 3] or len([1, 2] + [3]) == 3\n"
+                    "  assert len([0] * 4) == 4 and range(2, 5)[1] == 3\n"
+                    "  assert \"a\" + str(3) == \"a3\" and int(2.9) == 2\n"
+                    "  assert pair(3)[1] == 3 and pair([1, 2])[0] == 1\n"
+                    "  assert not (1 > 2) and sqrt(16) == 4\n"
+                    "  input x: f32[2]\n"
+                    "  output y = x\n"
+                    "}\n");
 }
 
 static void and_or_short_circuit(void **state) {
-  Compiled c = compile_text("model m() {\n"
-                            "  assert false or true\n"
-                            "  assert not (false and 1 // 0 == 0)\n"
-                            "  input x: f32[2]\n"
-                            "  output y = x\n"
-                            "}\n");
-  MUST_COMPILE(c);
-  compiled_free(&c);
+  MUST_COMPILE_TEXT("model m() {\n"
+                    "  assert false or true\n"
+                    "  assert not (false and 1 // 0 == 0)\n"
+                    "  input x: f32[2]\n"
+                    "  output y = x\n"
+                    "}\n");
 }
 
 static void if_and_for_run_at_compile_time(void **state) {
@@ -186,9 +182,8 @@ static void defines_override_constants(void **state) {
   c = compile_opts(src, false, bad, 1);
   MUST_FAIL(c, "model 'm' has no constant 'M' (its constants: N, act, scale)");
   compiled_free(&c);
-  c = compile_text("model m(N) {\n  input x: f32[N]\n  output y = x\n}\n");
-  MUST_FAIL(c, "model constant 'N' has no default; give it with -D N=VALUE");
-  compiled_free(&c);
+  MUST_FAIL_TEXT("model m(N) {\n  input x: f32[N]\n  output y = x\n}\n",
+                 "model constant 'N' has no default; give it with -D N=VALUE");
 }
 
 /* --- tensors: slicing, split, attributes ------------------------------------------------- */
@@ -233,6 +228,7 @@ static void op_attributes_positional_and_named(void **state) {
                             "  k = concat(x, x, axis=1)\n"
                             "  l = concat([x, x, x], axis=-1)\n"
                             "  t = transpose(x)\n"
+                            "  p = permute(x, [1, 2, 0])\n"
                             "  output y = a\n"
                             "}\n");
   MUST_COMPILE(c);
@@ -242,6 +238,7 @@ static void op_attributes_positional_and_named(void **state) {
   SHAPE(c.g, "k", 2, 6, 4);
   SHAPE(c.g, "l", 2, 3, 12);
   SHAPE(c.g, "t", 2, 4, 3);
+  SHAPE(c.g, "p", 3, 4, 2);
   compiled_free(&c);
 }
 
@@ -262,9 +259,8 @@ static void numbers_next_to_tensors_become_constants(void **state) {
   assert_int_equal(w->in[0]->dtype, DT_I32);
   assert_int_equal(w->in[2]->dtype, DT_F32);
   compiled_free(&c);
-  c = compile_text("model m() {\n  input k: i32[3]\n  output y = k * 0.5\n}\n");
-  MUST_FAIL(c, "0.5 is not an i32 value");
-  compiled_free(&c);
+  MUST_FAIL_TEXT("model m() {\n  input k: i32[3]\n  output y = k * 0.5\n}\n",
+                 "0.5 is not an i32 value");
 }
 
 /* --- training mode ------------------------------------------------------------------------- */
@@ -345,16 +341,13 @@ static void train_section_is_kept_and_checked(void **state) {
   assert_string_equal(c.g->minimize, "loss");
   assert_string_equal(c.g->train[1].key, "optimizer");
   compiled_free(&c);
-  c = compile_text("model m() {\n  input x: f32[2, 3]\n  output y = x\n}\n"
-                   "train m {\n  minimize y\n}\n");
-  MUST_FAIL(c, "minimize needs a scalar f32 loss, but 'y' is f32[2, 3]");
-  compiled_free(&c);
+  MUST_FAIL_TEXT("model m() {\n  input x: f32[2, 3]\n  output y = x\n}\n"
+                 "train m {\n  minimize y\n}\n",
+                 "minimize needs a scalar f32 loss, but 'y' is f32[2, 3]");
 }
 
 static void every_statement_of_a_model_may_be_separated_by_semicolons(void **state) {
-  Compiled c = compile_text("model m() { input x: f32[2]; h = x + 1; output y = h }\n");
-  MUST_COMPILE(c);
-  compiled_free(&c);
+  MUST_COMPILE_TEXT("model m() { input x: f32[2]; h = x + 1; output y = h }\n");
 }
 
 int main(void) {

@@ -656,7 +656,5 @@ int main(void) {
       cmocka_unit_test(test_eval_oom),        cmocka_unit_test(test_flops),
       cmocka_unit_test(test_inplace_aliasing), cmocka_unit_test(test_every_op_covered),
   };
-  int rc = cmocka_run_group_tests(tests, NULL, NULL);
-  teardown();
-  return rc;
+  return cmocka_run_group_tests(tests, NULL, teardown);
 }

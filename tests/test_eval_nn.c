@@ -334,7 +334,5 @@ int main(void) {
       cmocka_unit_test(test_cross_entropy),   cmocka_unit_test(test_dropout),
       cmocka_unit_test(test_every_op_covered),
   };
-  int rc = cmocka_run_group_tests(tests, NULL, NULL);
-  teardown();
-  return rc;
+  return cmocka_run_group_tests(tests, NULL, teardown);
 }

@@ -8,23 +8,10 @@
  * /usr/bin/python3) and gets a check in test_fixtures; anything else is a
  * new static test function listed in main().
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
-
-#include <dirent.h>
 #include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
-#include "rt.h"
-
-#define DATA KILN_SOURCE_DIR "/tests/data/"
+#include "file_helpers.h"
 
 /* ---- helpers ---- */
 
@@ -60,52 +47,8 @@ static void read_ok(const char *file, RtTensor *t) {
   assert_int_equal(s, RT_OK);
 }
 
-static int count_tmp_files(const char *dir) {
-  DIR *d = opendir(dir);
-  struct dirent *e;
-  int n = 0;
-  assert_non_null(d);
-  while ((e = readdir(d)))
-    if (strstr(e->d_name, ".tmp.")) n++;
-  closedir(d);
-  return n;
-}
-
-static int count_entries(const char *dir) {
-  DIR *d = opendir(dir);
-  struct dirent *e;
-  int n = 0;
-  assert_non_null(d);
-  while ((e = readdir(d)))
-    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-  closedir(d);
-  return n;
-}
-
 /* Each test that writes gets a fresh temporary directory as its state. */
-static int make_dir(void **state) {
-  char *dir = malloc(64);
-  if (!dir) return -1;
-  snprintf(dir, 64, "/tmp/kiln_test_npy.XXXXXX");
-  if (!mkdtemp(dir)) return -1;
-  *state = dir;
-  return 0;
-}
-
-static int remove_dir(void **state) {
-  char *dir = *state, path[512];
-  DIR *d = opendir(dir);
-  struct dirent *e;
-  while (d && (e = readdir(d))) {
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-    if (remove(path) != 0) rmdir(path);
-  }
-  if (d) closedir(d);
-  rmdir(dir);
-  free(dir);
-  return 0;
-}
+static int make_dir(void **state) { return make_tmp_dir(state, "/tmp/kiln_test_npy.XXXXXX"); }
 
 /* ---- rt.c ---- */
 
@@ -184,7 +127,7 @@ static void test_roundtrip(void **state) {
     for (int r = 0; r <= 4; r++) roundtrip_one(*state, (RtDType)dt, r, shapes[r]);
     roundtrip_one(*state, (RtDType)dt, 3, empty);
   }
-  assert_int_equal(count_tmp_files(*state), 0);
+  assert_int_equal(count_entries(*state, ".tmp."), 0);
 }
 
 /* ---- NumPy-made fixtures ---- */
@@ -251,20 +194,20 @@ static void test_fixture_rejects(void **state) {
 
 /* ---- malformed files ---- */
 
+static void truncated_fails(const void *buf, size_t len) {
+  RtTensor t;
+  char err[512];
+  assert_int_equal(rt_npy_parse(buf, len, "x.npy", &t, err, sizeof err), RT_ERR_FORMAT);
+  assert_int_equal(strncmp(err, "x.npy: ", 7), 0);
+  assert_null(t.data);
+}
+
+/* Every truncation of file fails; the whole file parses. */
 static void truncate_all(const char *file) {
-  void *buf;
   size_t len;
   char err[512];
   RtTensor t;
-  assert_int_equal(rt_read_file(file, &buf, &len, err, sizeof err), RT_OK);
-  for (size_t n = 0; n < len; n++) {
-    unsigned char *copy = malloc(n + 1); /* exact size, so ASan sees over-reads */
-    memcpy(copy, buf, n);
-    assert_int_equal(rt_npy_parse(copy, n, "x.npy", &t, err, sizeof err), RT_ERR_FORMAT);
-    assert_int_equal(strncmp(err, "x.npy: ", 7), 0);
-    assert_null(t.data);
-    free(copy);
-  }
+  void *buf = each_prefix(file, &len, truncated_fails);
   assert_int_equal(rt_npy_parse(buf, len, "x.npy", &t, err, sizeof err), RT_OK);
   free(t.data);
   free(buf);
@@ -452,13 +395,13 @@ static void test_write_errors(void **state) {
   assert_int_equal(rt_npy_write(path, &t, err, sizeof err), RT_ERR_IO);
   assert_int_equal(strncmp(err, path, strlen(path)), 0);
   assert_non_null(strstr(err, "cannot create temporary file"));
-  assert_int_equal(count_entries(*state), 0);
+  assert_int_equal(count_entries(*state, ""), 0);
   /* A directory in the way: the rename fails and the temp file goes. */
   snprintf(path, sizeof path, "%s/d.npy", (char *)*state);
   assert_int_equal(mkdir(path, 0755), 0);
   assert_int_equal(rt_npy_write(path, &t, err, sizeof err), RT_ERR_IO);
   assert_non_null(strstr(err, "cannot rename"));
-  assert_int_equal(count_entries(*state), 1);
+  assert_int_equal(count_entries(*state, ""), 1);
   snprintf(path, sizeof path, "%s/a.npy", (char *)*state);
   t.rank = RT_MAX_RANK + 1;
   assert_int_equal(rt_npy_write(path, &t, err, sizeof err), RT_ERR_SHAPE);
@@ -469,7 +412,7 @@ static void test_write_errors(void **state) {
   assert_int_equal(rt_npy_write(path, &t, err, sizeof err), RT_ERR_FORMAT);
   t.data = v, t.dtype = (RtDType)7;
   assert_int_equal(rt_npy_write(path, &t, err, sizeof err), RT_ERR_DTYPE);
-  assert_int_equal(count_entries(*state), 1);
+  assert_int_equal(count_entries(*state, ""), 1);
 }
 
 static void test_atomic_write(void **state) {
@@ -488,23 +431,23 @@ static void test_atomic_write(void **state) {
   assert_int_equal(rt_read_file(path, &buf, &len, err, sizeof err), RT_OK);
   assert_int_equal(len, 0);
   free(buf);
-  assert_int_equal(count_tmp_files(*state), 0);
-  assert_int_equal(count_entries(*state), 1);
+  assert_int_equal(count_entries(*state, ".tmp."), 0);
+  assert_int_equal(count_entries(*state, ""), 1);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rt_helpers),
-      cmocka_unit_test_setup_teardown(test_roundtrip, make_dir, remove_dir),
+      cmocka_unit_test_setup_teardown(test_roundtrip, make_dir, remove_tmp_dir),
       cmocka_unit_test(test_fixtures),
       cmocka_unit_test(test_fixture_rejects),
       cmocka_unit_test(test_truncated),
       cmocka_unit_test(test_preamble),
       cmocka_unit_test(test_bad_headers),
       cmocka_unit_test(test_conversion_range),
-      cmocka_unit_test_setup_teardown(test_read_errors, make_dir, remove_dir),
-      cmocka_unit_test_setup_teardown(test_write_errors, make_dir, remove_dir),
-      cmocka_unit_test_setup_teardown(test_atomic_write, make_dir, remove_dir),
+      cmocka_unit_test_setup_teardown(test_read_errors, make_dir, remove_tmp_dir),
+      cmocka_unit_test_setup_teardown(test_write_errors, make_dir, remove_tmp_dir),
+      cmocka_unit_test_setup_teardown(test_atomic_write, make_dir, remove_tmp_dir),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,23 +7,9 @@
  * /usr/bin/python3) and gets a check in test_fixture; anything else is a
  * new static test function listed in main().
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
-
-#include <dirent.h>
 #include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include "rt.h"
-
-#define DATA KILN_SOURCE_DIR "/tests/data/"
+#include "file_helpers.h"
 
 /* ---- helpers ---- */
 
@@ -61,40 +47,8 @@ static void parse_ok(const void *buf, size_t len, RtTensorFile *f) {
   assert_int_equal(s, RT_OK);
 }
 
-static int count_entries(const char *dir, const char *sub) {
-  DIR *d = opendir(dir);
-  struct dirent *e;
-  int n = 0;
-  assert_non_null(d);
-  while ((e = readdir(d)))
-    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strstr(e->d_name, sub)) n++;
-  closedir(d);
-  return n;
-}
-
-static int make_dir(void **state) {
-  char *dir = malloc(64);
-  if (!dir) return -1;
-  snprintf(dir, 64, "/tmp/kiln_test_st.XXXXXX");
-  if (!mkdtemp(dir)) return -1;
-  *state = dir;
-  return 0;
-}
-
-static int remove_dir(void **state) {
-  char *dir = *state, path[512];
-  DIR *d = opendir(dir);
-  struct dirent *e;
-  while (d && (e = readdir(d))) {
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-    remove(path);
-  }
-  if (d) closedir(d);
-  rmdir(dir);
-  free(dir);
-  return 0;
-}
+/* Each test that writes gets a fresh temporary directory as its state. */
+static int make_dir(void **state) { return make_tmp_dir(state, "/tmp/kiln_test_st.XXXXXX"); }
 
 /* ---- round trips ---- */
 
@@ -252,21 +206,18 @@ static void test_half_values(void **state) {
 
 /* ---- malformed files ---- */
 
-static void test_truncated(void **state) {
-  void *buf;
-  size_t len;
-  char err[512];
+static void truncated_fails(const void *buf, size_t len) {
   RtTensorFile f;
+  char err[512];
+  assert_int_equal(rt_safetensors_parse(buf, len, "m.st", &f, err, sizeof err), RT_ERR_FORMAT);
+  assert_int_equal(strncmp(err, "m.st: ", 6), 0);
+  assert_null(f.items);
+}
+
+static void test_truncated(void **state) {
+  size_t len;
+  void *buf = each_prefix(DATA "fixture.safetensors", &len, truncated_fails);
   (void)state;
-  assert_int_equal(rt_read_file(DATA "fixture.safetensors", &buf, &len, err, sizeof err), RT_OK);
-  for (size_t n = 0; n < len; n++) {
-    unsigned char *copy = malloc(n + 1); /* exact size, so ASan sees over-reads */
-    memcpy(copy, buf, n);
-    assert_int_equal(rt_safetensors_parse(copy, n, "m.st", &f, err, sizeof err), RT_ERR_FORMAT);
-    assert_int_equal(strncmp(err, "m.st: ", 6), 0);
-    assert_null(f.items);
-    free(copy);
-  }
   expect_fail_buf(NULL, 0, RT_ERR_FORMAT, "file is 0 bytes, too short for the 8-byte header length");
   free(buf);
 }
@@ -474,8 +425,8 @@ static void test_write_errors(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_roundtrip, make_dir, remove_dir),
-      cmocka_unit_test_setup_teardown(test_roundtrip_empty, make_dir, remove_dir),
+      cmocka_unit_test_setup_teardown(test_roundtrip, make_dir, remove_tmp_dir),
+      cmocka_unit_test_setup_teardown(test_roundtrip_empty, make_dir, remove_tmp_dir),
       cmocka_unit_test(test_fixture),
       cmocka_unit_test(test_half_values),
       cmocka_unit_test(test_truncated),
@@ -483,7 +434,7 @@ int main(void) {
       cmocka_unit_test(test_bad_headers),
       cmocka_unit_test(test_unicode_names),
       cmocka_unit_test(test_conversion_range),
-      cmocka_unit_test_setup_teardown(test_write_errors, make_dir, remove_dir),
+      cmocka_unit_test_setup_teardown(test_write_errors, make_dir, remove_tmp_dir),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "ir.h"
+#include "ir_helpers.h"
 
 static Arena *A;
 static Graph *G;
@@ -34,25 +35,15 @@ static void reset(void) {
   G = graph_new(A, "t");
 }
 
-static Shape shp(int rank, ...) {
-  va_list ap;
-  Shape s = {0};
-  va_start(ap, rank);
-  s.rank = rank;
-  for (int i = 0; i < rank; i++)
-    s.dim[i] = va_arg(ap, int);
-  va_end(ap);
-  return s;
+/* The group teardown: frees the last case's graph. */
+static int teardown(void **state) {
+  (void)state;
+  arena_free(A);
+  return 0;
 }
 
 static Node *in_f(Shape s) { return graph_input(G, "x", DT_F32, s, L0); }
 static Node *in_i(Shape s) { return graph_input(G, "k", DT_I32, s, L0); }
-
-static Attrs def(Op op) {
-  Attrs at;
-  attrs_default(op, &at);
-  return at;
-}
 
 /* add(op, attrs or NULL for the defaults, n_in, inputs...) */
 static Node *add(Op op, const Attrs *at, int n_in, ...) {
@@ -405,7 +396,5 @@ int main(void) {
       cmocka_unit_test(test_conv2d),     cmocka_unit_test(test_conv_transpose2d),
       cmocka_unit_test(test_pool),       cmocka_unit_test(test_opaque),
   };
-  int rc = cmocka_run_group_tests(tests, NULL, NULL);
-  arena_free(A);
-  return rc;
+  return cmocka_run_group_tests(tests, NULL, teardown);
 }
