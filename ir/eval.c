@@ -118,3 +118,41 @@ void eval_free(Eval *ev) {
   free(ev->owned);
   memset(ev, 0, sizeof *ev);
 }
+
+/* The end of a training step: every update's value (computed by eval_run,
+ * all of them, before this is called) is copied into its target's buffer.
+ * The updates are simultaneous: each reads the value as computed, never a
+ * target another update of the same step has already written.  That holds
+ * by construction when the value is a computed node (its own buffer); when
+ * a value's buffer is also a target's (an update whose value is itself a
+ * parameter, e.g. assign(a, b) and assign(b, a), which swaps a and b), the
+ * value is copied aside first (running out of memory for that copy dies,
+ * as eval_init does: there is no error path, and it is a few tensors). */
+void eval_apply_updates(Eval *ev) {
+  const Graph *g = ev->g;
+  if (g->n_updates == 0)
+    return;
+  void **aside = calloc((size_t)g->n_updates, sizeof *aside);
+  if (!aside)
+    die("out of memory applying the updates");
+  for (int i = 0; i < g->n_updates; i++) {
+    const RtTensor *v = &ev->vals[g->updates[i].value->id];
+    ASSERT(v->data && ev->vals[g->updates[i].target->id].data);
+    for (int j = 0; j < g->n_updates && !aside[i]; j++)
+      if (ev->vals[g->updates[j].target->id].data == v->data) {
+        aside[i] = malloc(rt_nbytes(v) ? rt_nbytes(v) : 1);
+        if (!aside[i])
+          die("out of memory applying the updates");
+        memcpy(aside[i], v->data, rt_nbytes(v));
+      }
+  }
+  for (int i = 0; i < g->n_updates; i++) {
+    RtTensor *t = &ev->vals[g->updates[i].target->id];
+    const RtTensor *v = &ev->vals[g->updates[i].value->id];
+    ASSERT(rt_nbytes(t) == rt_nbytes(v));
+    memcpy(t->data, aside[i] ? aside[i] : v->data, rt_nbytes(t));
+  }
+  for (int i = 0; i < g->n_updates; i++)
+    free(aside[i]);
+  free(aside);
+}

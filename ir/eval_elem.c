@@ -68,6 +68,23 @@ double sc_gelu(double a, double b, const Attrs *at) {
   return 0.5 * a * (1.0 + erf(a * 0.7071067811865476));
 }
 
+/* gelu_back: a = dy, b = x; dy * gelu'(x) in the form `at->mode` names.
+ *   mode 0: gelu = x Phi(x), so gelu' = Phi(x) + x phi(x), with
+ *           Phi(x) = (1 + erf(x / sqrt 2)) / 2 and phi(x) = exp(-x^2 / 2) / sqrt(2 pi);
+ *   mode 1: gelu = x (1 + tanh u) / 2 with u = k (x + 0.044715 x^3), k = sqrt(2/pi),
+ *           so gelu' = (1 + tanh u) / 2 + x (1 - tanh^2 u) k (1 + 3 * 0.044715 x^2) / 2. */
+double sc_gelu_back(double a, double b, const Attrs *at) {
+  double x = b;
+  if (at->mode == 1) {
+    const double k = 0.7978845608028654; /* sqrt(2 / pi) */
+    double t = tanh(k * (x + 0.044715 * x * x * x));
+    return a * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3 * 0.044715 * x * x));
+  }
+  double cdf = 0.5 * (1.0 + erf(x * 0.7071067811865476));
+  double pdf = 0.3989422804014327 * exp(-0.5 * x * x); /* 1 / sqrt(2 pi) */
+  return a * (cdf + x * pdf);
+}
+
 /* PyTorch's softplus: beta = at->alpha, threshold = at->beta.  Linear above
  * the threshold; otherwise log(1 + exp(bx)) / beta, computed as
  * bx + log1p(exp(-bx)) for bx > 0 so exp never overflows. */

@@ -16,7 +16,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "ir.h"
+#include "eval_internal.h"
 
 /* --- matmul ------------------------------------------------------------- */
 
@@ -74,30 +74,6 @@ void eval_matmul(const Node *n, RtTensor *out, const RtTensor *const *in, EvalCt
 
 /* --- convolutions ----------------------------------------------------------- */
 
-/* Geometry of a 2-D window op: input [N, C, H, W], output [N, O, Ho, Wo],
- * window kh x kw with stride, padding and dilation per axis. */
-typedef struct Win {
-  int64_t n, c, h, w;
-  int64_t o, ho, wo;
-  int64_t kh, kw;
-  int64_t sy, sx, py, px, dy, dx;
-  int64_t groups;
-} Win;
-
-static Win win_of(const Node *n, const RtTensor *x, const RtTensor *out) {
-  Win g = {
-      .n = x->dim[0], .c = x->dim[1], .h = x->dim[2], .w = x->dim[3],
-      .o = out->dim[1], .ho = out->dim[2], .wo = out->dim[3],
-      .kh = n->at.kernel[0], .kw = n->at.kernel[1],
-      .sy = n->at.stride[0], .sx = n->at.stride[1],
-      .py = n->at.pad[0], .px = n->at.pad[1],
-      .dy = n->at.dilation[0] ? n->at.dilation[0] : 1,
-      .dx = n->at.dilation[1] ? n->at.dilation[1] : 1,
-      .groups = n->at.groups ? n->at.groups : 1,
-  };
-  return g;
-}
-
 /* out[b, o, y, x] = sum over the group's channels c and taps (i, j) of
  * in[b, g*Cg + c, y*sy - py + i*dy, x*sx - px + j*dx] * w[o, c, i, j]. */
 static double conv_at(const Win *g, const float *x, const float *w, int64_t b, int64_t o,
@@ -139,19 +115,11 @@ void eval_conv2d(const Node *n, RtTensor *out, const RtTensor *const *in, EvalCt
   win_fill(n, out, in, conv_at);
 }
 
-/* The input position that kernel tap t sends to output position o along one
- * axis, or -1: the transposed convolution scatters in[i] to
- * out[i*s - p + t*d], so i = (o + p - t*d) / s when that divides. */
-static int64_t tconv_src(int64_t o, int64_t t, int64_t s, int64_t p, int64_t d, int64_t len) {
-  int64_t v = o + p - t * d;
-  if (v < 0 || v % s)
-    return -1;
-  return v / s < len ? v / s : -1;
-}
-
 /* Gathers the scatter form
  *   out[b, g*Cog + oc, ih*s - p + kh*d, ...] += x[b, ic, ih, iw] * w[ic, oc, kh, kw]
- * for one output element, over the group's input channels ic.  The rows
+ * for one output element, over the group's input channels ic: the input
+ * position whose tap t lands on output position o is win_covering(o, t, ...)
+ * (a convolution's window walk read backwards).  The rows
  * that output_padding adds receive whatever the uncropped output has
  * there, as in PyTorch (zero when output_padding > pad). */
 static double tconv_at(const Win *g, const float *x, const float *w, int64_t b, int64_t oc,
@@ -159,9 +127,9 @@ static double tconv_at(const Win *g, const float *x, const float *w, int64_t b, 
   int64_t cog = g->o / g->groups, cig = g->c / g->groups, grp = oc / cog;
   double acc = 0.0;
   for (int64_t i = 0; i < g->kh; i++) {
-    int64_t iy = tconv_src(y, i, g->sy, g->py, g->dy, g->h);
+    int64_t iy = win_covering(y, i, g->sy, g->py, g->dy, g->h);
     for (int64_t j = 0; iy >= 0 && j < g->kw; j++) {
-      int64_t ix = tconv_src(xo, j, g->sx, g->px, g->dx, g->w);
+      int64_t ix = win_covering(xo, j, g->sx, g->px, g->dx, g->w);
       if (ix < 0)
         continue;
       for (int64_t c = 0; c < cig; c++) {
@@ -181,42 +149,25 @@ void eval_conv_transpose2d(const Node *n, RtTensor *out, const RtTensor *const *
 
 /* --- pooling ---------------------------------------------------------------- */
 
-/* Max over the in-bounds taps of one window (padding acts as -inf); a NaN
- * tap makes the result NaN, as in PyTorch. */
+/* Max over the in-bounds taps of one window: the tap maxpool_pick selects
+ * (padding acts as -inf; a NaN tap makes the result NaN, as in PyTorch). */
 static double maxpool_at(const Win *g, const float *xc, int64_t y, int64_t xo) {
-  double best = -INFINITY;
-  for (int64_t i = 0; i < g->kh; i++) {
-    int64_t iy = y * g->sy - g->py + i * g->dy;
-    for (int64_t j = 0; iy >= 0 && iy < g->h && j < g->kw; j++) {
-      int64_t ix = xo * g->sx - g->px + j * g->dx;
-      if (ix < 0 || ix >= g->w)
-        continue;
-      double v = xc[iy * g->w + ix];
-      if (isnan(v))
-        return v;
-      best = v > best ? v : best;
-    }
-  }
-  return best;
+  int64_t k = maxpool_pick(g, xc, y, xo);
+  return k < 0 ? -INFINITY : xc[k];
 }
 
-/* Mean of one window with zero padding.  The divisor is kh*kw when
- * count_include_pad, else the number of in-bounds taps (PyTorch; windows
- * never reach past the padding without ceil_mode, which kiln lacks). */
+/* Mean of one window with zero padding, divided by avgpool_divisor. */
 static double avgpool_at(const Win *g, const float *xc, int64_t y, int64_t xo, bool incl) {
   double sum = 0.0;
-  int64_t cnt = 0;
   for (int64_t i = 0; i < g->kh; i++) {
     int64_t iy = y * g->sy - g->py + i;
     for (int64_t j = 0; iy >= 0 && iy < g->h && j < g->kw; j++) {
       int64_t ix = xo * g->sx - g->px + j;
-      if (ix >= 0 && ix < g->w) {
+      if (ix >= 0 && ix < g->w)
         sum += xc[iy * g->w + ix];
-        cnt++;
-      }
     }
   }
-  return sum / (double)(incl ? g->kh * g->kw : cnt);
+  return sum / avgpool_divisor(g, y, xo, incl);
 }
 
 static void pool(const Node *n, RtTensor *out, const RtTensor *x, bool is_max) {
@@ -242,43 +193,39 @@ void eval_avgpool2d(const Node *n, RtTensor *out, const RtTensor *const *in, Eva
 
 /* --- upsampling ------------------------------------------------------------- */
 
-/* PyTorch's source coordinate for output index dst along an axis of
- * `len_in` -> `len_out` (= len_in * scale):
- *   align_corners:  dst * (len_in - 1) / (len_out - 1)   (0 when len_out == 1)
- *   otherwise:      (dst + 0.5) / scale - 0.5, clamped at 0. */
-static double up_src(int64_t dst, int64_t len_in, int64_t len_out, int scale, bool align) {
-  if (align)
-    return len_out > 1 ? (double)dst * (double)(len_in - 1) / (double)(len_out - 1) : 0.0;
-  double s = ((double)dst + 0.5) / scale - 0.5;
-  return s < 0 ? 0.0 : s;
+/* One output pixel: the taps of up_taps along each axis, weighted.  For
+ * nearest this is exactly the input value (1 * 1 * v); for bilinear it is
+ * (1 - ly) ((1 - lx) v00 + lx v01) + ly ((1 - lx) v10 + lx v11). */
+static double up_at(const float *xc, int64_t w, const UpTaps *ty, const UpTaps *tx) {
+  double acc = 0.0;
+  for (int a = 0; a < ty->n; a++) {
+    const float *row = xc + ty->i[a] * w;
+    double r = tx->w[0] * row[tx->i[0]];
+    for (int b = 1; b < tx->n; b++)
+      r += tx->w[b] * row[tx->i[b]];
+    acc = a ? acc + ty->w[a] * r : ty->w[a] * r;
+  }
+  return acc;
 }
 
-/* Bilinear sample of one channel xc [h, w] at (sy, sx): corners (y0, x0),
- * (y0 + 1, x0 + 1) clamped to the image, weights from the fractions. */
-static double bilinear(const float *xc, int64_t h, int64_t w, double sy, double sx) {
-  int64_t y0 = (int64_t)sy, x0 = (int64_t)sx;
-  int64_t y1 = y0 < h - 1 ? y0 + 1 : y0, x1 = x0 < w - 1 ? x0 + 1 : x0;
-  double ly = sy - (double)y0, lx = sx - (double)x0;
-  return (1 - ly) * ((1 - lx) * xc[y0 * w + x0] + lx * xc[y0 * w + x1]) +
-         ly * ((1 - lx) * xc[y1 * w + x0] + lx * xc[y1 * w + x1]);
-}
-
-/* mode 0 nearest: out[y][x] = in[y / s][x / s]; mode 1 bilinear. */
+/* mode 0 nearest: out[y][x] = in[y / s][x / s]; mode 1 bilinear.  The
+ * source indices and weights come from up_taps (eval_internal.h), which
+ * eval_upsample_back uses too. */
 void eval_upsample(const Node *n, RtTensor *out, const RtTensor *const *in, EvalCtx *cx) {
   const RtTensor *x = in[0];
   int64_t h = x->dim[2], w = x->dim[3], ho = out->dim[2], wo = out->dim[3];
-  int s = n->at.scale;
+  int s = n->at.scale, mode = n->at.mode;
   bool al = n->at.align_corners;
   float *y = out->data;
   for (int64_t bc = 0; bc < x->dim[0] * x->dim[1]; bc++) {
     const float *xc = (const float *)x->data + bc * h * w;
-    for (int64_t oy = 0; oy < ho; oy++)
+    for (int64_t oy = 0; oy < ho; oy++) {
+      UpTaps ty = up_taps(oy, h, ho, s, mode, al);
       for (int64_t ox = 0; ox < wo; ox++) {
-        if (n->at.mode == 0)
-          *y++ = xc[(oy / s) * w + ox / s];
-        else
-          *y++ = (float)bilinear(xc, h, w, up_src(oy, h, ho, s, al), up_src(ox, w, wo, s, al));
+        UpTaps tx = up_taps(ox, w, wo, s, mode, al);
+        *y++ = (float)up_at(xc, w, &ty, &tx);
       }
+    }
   }
 }
 

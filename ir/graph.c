@@ -213,6 +213,13 @@ void graph_rename(Graph *g, Node *n, const char *base) {
   name_tab_insert(g, n);
 }
 
+void graph_add_update(Graph *g, Node *target, Node *value) {
+  ASSERT(target->op == OP_PARAM && target->dtype == value->dtype &&
+         shape_eq(&target->shape, &value->shape));
+  Update u = {target, value};
+  VEC_PUSH(g->arena, g->updates, g->n_updates, g->cap_updates, u);
+}
+
 void graph_add_output(Graph *g, const char *name, Node *n, Loc loc) {
   NamedNode o = {arena_strdup(g->arena, name), n, loc};
   VEC_PUSH(g->arena, g->outputs, g->n_outputs, g->cap_outputs, o);
@@ -256,6 +263,16 @@ Users graph_users(const Graph *g) {
       u.list[u.off[k] + fill[k]++] = g->nodes[i];
     }
   return u;
+}
+
+void graph_saved_for_backward(const Graph *g, bool *saved) {
+  memset(saved, 0, sizeof(bool) * (size_t)g->n_nodes);
+  for (int i = 0; i < g->n_nodes; i++) {
+    const Node *n = g->nodes[i];
+    for (int j = 0; n->is_backward && j < n->n_in; j++)
+      if (!n->in[j]->is_backward)
+        saved[n->in[j]->id] = true;
+  }
 }
 
 void graph_live(const Graph *g, Node *const *roots, int n_roots, bool *live) {

@@ -171,7 +171,7 @@ enum {
 };
 
 typedef enum Op {
-#define OP(ID, NAME, CLASS, ARITY, FLAGS, ATTRS, SHAPE, EVAL, SCALAR, FLOPS) OP_##ID,
+#define OP(ID, NAME, CLASS, ARITY, FLAGS, ATTRS, SHAPE, EVAL, SCALAR, FLOPS, GRAD) OP_##ID,
 #include "ops.def"
 #undef OP
   OP_COUNT
@@ -227,11 +227,15 @@ typedef struct AttrSpec {
 typedef struct Node Node;
 typedef struct ShapeErr ShapeErr;
 typedef struct EvalCtx EvalCtx;
+typedef struct GradCtx GradCtx;
 
 typedef bool (*ShapeFn)(Node *n, ShapeErr *e);
 typedef void (*EvalFn)(const Node *n, RtTensor *out, const RtTensor *const *in, EvalCtx *cx);
 typedef double (*ScalarFn)(double a, double b, const Attrs *at);
 typedef double (*FlopsFn)(const Node *n);
+/* Adds the gradients of n's inputs, given dy (the gradient of n), through
+ * grad_acc; see grad.c. */
+typedef void (*GradFn)(GradCtx *cx, Node *n, Node *dy);
 
 typedef struct OpInfo {
   const char *name;
@@ -243,6 +247,7 @@ typedef struct OpInfo {
   EvalFn eval;
   ScalarFn scalar; /* eltwise ops: the function on one element (double math) */
   FlopsFn flops;
+  GradFn grad;     /* NULL exactly for leaves and F_NOGRAD ops */
 } OpInfo;
 
 extern const OpInfo op_info[OP_COUNT];
@@ -293,7 +298,17 @@ struct Node {
   /* OP_PARAM only */
   Init init;
   bool trainable; /* false for running statistics and other state */
+  /* made by autodiff or the optimizer: part of the backward pass/update */
+  bool is_backward;
+  const Node *grad_of; /* the forward node whose gradient rule made it */
 };
+
+/* The training step writes `value` into the persistent tensor `target` (a
+ * parameter or optimizer state) once the whole step has been computed. */
+typedef struct Update {
+  Node *target;
+  Node *value;
+} Update;
 
 typedef struct NamedNode {
   const char *name;
@@ -301,12 +316,39 @@ typedef struct NamedNode {
   Loc loc;
 } NamedNode;
 
-/* The `train` section, kept as written; the training issue interprets it. */
+/* The `train` section, kept as written (frontend/train_spec.c reads it). */
 typedef struct TrainEntry {
   const char *key;
   struct Expr *value; /* may be NULL */
   Loc loc;
 } TrainEntry;
+
+typedef enum OptKind { OPT_SGD, OPT_ADAM, OPT_ADAGRAD, OPT_RMSPROP } OptKind;
+typedef enum SchedKind { SCHED_CONSTANT, SCHED_STEP, SCHED_COSINE, SCHED_LINEAR } SchedKind;
+
+/* What the train section (and the command line) say about training. */
+typedef struct TrainSpec {
+  const char *minimize; /* the loss value's name */
+  OptKind opt;
+  const char *opt_name;  /* as written: sgd, momentum, nesterov, adam, ... */
+  double lr, momentum, beta1, beta2, eps, alpha, weight_decay;
+  bool nesterov;
+  double clip_norm;      /* 0: no clipping */
+  SchedKind sched;
+  double sched_gamma;    /* step: factor */
+  int sched_every;       /* step: epochs between decays */
+  double sched_end;      /* cosine/linear: the final learning rate */
+  int sched_epochs;      /* cosine/linear: length in epochs (0: the whole run) */
+  int64_t warmup;        /* steps of linear warm-up from 0 */
+  int epochs;
+  uint64_t seed;
+  bool shuffle;
+  const char *data;      /* default --data, or NULL */
+} TrainSpec;
+
+/* The learning rate for global step t (from 0) of a run of `total` steps
+ * with `per_epoch` steps in an epoch. */
+double train_lr(const TrainSpec *s, int64_t t, int64_t per_epoch, int64_t total);
 
 typedef struct Graph {
   Arena *arena;
@@ -323,11 +365,14 @@ typedef struct Graph {
   int n_consts;
   Node **name_tab; /* open-addressing hash of node names */
   int name_tab_cap, name_tab_n;
+  Update *updates; /* in the order made */
+  int n_updates, cap_updates;
   TrainEntry *train;
   int n_train, cap_train;
   Loc train_loc;
   bool has_train;
   const char *minimize; /* the train section's loss value, or NULL */
+  TrainSpec spec;       /* valid when has_train */
 } Graph;
 
 struct ShapeErr {
@@ -356,6 +401,8 @@ void graph_rename(Graph *g, Node *n, const char *base);
 Node *graph_find(const Graph *g, const char *name); /* by node name */
 Node *graph_find_value(const Graph *g, const char *name); /* output or model binding */
 void graph_add_output(Graph *g, const char *name, Node *n, Loc loc);
+/* Records target <- value for the end of the step (same type). */
+void graph_add_update(Graph *g, Node *target, Node *value);
 void graph_set_value(Graph *g, const char *name, Node *n, Loc loc);
 /* Fills fan_in/fan_out of every param and turns INIT_AUTO into he or xavier,
  * looking at how each parameter is used (see graph.c). */
@@ -368,6 +415,9 @@ typedef struct Users {
   Node **list;
 } Users;
 Users graph_users(const Graph *g); /* arena-allocated */
+/* saved[i]: forward node i is read by some backward node, so it must live
+ * until the backward pass has used it (its forward dependencies). */
+void graph_saved_for_backward(const Graph *g, bool *saved);
 /* Marks the nodes needed to compute `roots` (and only those). */
 void graph_live(const Graph *g, Node *const *roots, int n_roots, bool *live);
 
@@ -404,6 +454,14 @@ SHAPE_FN(shape_upsample)
 SHAPE_FN(shape_embedding)
 SHAPE_FN(shape_cross_entropy)
 SHAPE_FN(shape_dropout)
+SHAPE_FN(shape_add_n)
+SHAPE_FN(shape_conv2d_back_w)
+SHAPE_FN(shape_maxpool2d_back)
+SHAPE_FN(shape_avgpool2d_back)
+SHAPE_FN(shape_upsample_back)
+SHAPE_FN(shape_slice_back)
+SHAPE_FN(shape_embedding_back)
+SHAPE_FN(shape_cross_entropy_back)
 #undef SHAPE_FN
 /* NumPy broadcasting of a and b into *out; false if incompatible. */
 bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
@@ -436,6 +494,9 @@ void eval_bind(Eval *ev, const Node *n, void *data);
 /* Returns 0, or -1 after writing a message (e.g. out of memory) to err. */
 int eval_run(Eval *ev, const bool *live, char *err, size_t errlen);
 void eval_free(Eval *ev);
+/* Copies each update's value into its target's buffer (after eval_run;
+ * every value was computed before any is written back). */
+void eval_apply_updates(Eval *ev);
 /* Fills data (numel floats or ints) with the parameter's initial values,
  * deterministically from (seed, the parameter's name). */
 void param_init_fill(const Node *p, uint64_t seed, void *data);
@@ -467,6 +528,14 @@ EVAL_FN(eval_upsample)
 EVAL_FN(eval_embedding)
 EVAL_FN(eval_cross_entropy)
 EVAL_FN(eval_dropout)
+EVAL_FN(eval_add_n)
+EVAL_FN(eval_conv2d_back_w)
+EVAL_FN(eval_maxpool2d_back)
+EVAL_FN(eval_avgpool2d_back)
+EVAL_FN(eval_upsample_back)
+EVAL_FN(eval_slice_back)
+EVAL_FN(eval_embedding_back)
+EVAL_FN(eval_cross_entropy_back)
 #undef EVAL_FN
 
 /* Scalar functions of elementwise ops (double math; b unused when unary). */
@@ -477,6 +546,7 @@ SC_FN(sc_gelu) SC_FN(sc_softplus) SC_FN(sc_sin) SC_FN(sc_cos) SC_FN(sc_clamp)
 SC_FN(sc_add) SC_FN(sc_sub) SC_FN(sc_mul) SC_FN(sc_div) SC_FN(sc_pow)
 SC_FN(sc_maximum) SC_FN(sc_minimum)
 SC_FN(sc_eq) SC_FN(sc_ne) SC_FN(sc_lt) SC_FN(sc_le) SC_FN(sc_gt) SC_FN(sc_ge)
+SC_FN(sc_gelu_back) /* a = dy, b = x: dy * gelu'(x) */
 #undef SC_FN
 
 /* Counter-based random numbers (SplitMix64 mixing), identical wherever they
@@ -485,6 +555,42 @@ uint64_t rng_hash(uint64_t seed, uint64_t counter);
 double rng_uniform(uint64_t seed, uint64_t counter); /* [0, 1) */
 double rng_normal(uint64_t seed, uint64_t counter);  /* N(0, 1) */
 uint64_t rng_seed_for(uint64_t seed, const char *name);
+
+/* --- grad.c: gradient rules and the helpers they build with ------------- */
+
+/* State of one backward construction (passes/autodiff.c drives it). */
+struct GradCtx {
+  Graph *g;
+  Node *cur;         /* the forward node whose rule is running */
+  const bool *wants; /* wants[id]: that node needs a gradient */
+  Node ***contrib;   /* contrib[id][0 .. n_contrib[id]): gradient contributions */
+  int *n_contrib, *cap_contrib;
+};
+
+#define GRAD_FN(name) void name(GradCtx *cx, Node *n, Node *dy);
+GRAD_FN(grad_neg) GRAD_FN(grad_abs) GRAD_FN(grad_exp) GRAD_FN(grad_log) GRAD_FN(grad_sqrt)
+GRAD_FN(grad_rsqrt) GRAD_FN(grad_relu) GRAD_FN(grad_leaky_relu) GRAD_FN(grad_elu)
+GRAD_FN(grad_sigmoid) GRAD_FN(grad_tanh) GRAD_FN(grad_gelu) GRAD_FN(grad_softplus)
+GRAD_FN(grad_sin) GRAD_FN(grad_cos) GRAD_FN(grad_clamp)
+GRAD_FN(grad_add) GRAD_FN(grad_sub) GRAD_FN(grad_mul) GRAD_FN(grad_div) GRAD_FN(grad_pow)
+GRAD_FN(grad_minmax) GRAD_FN(grad_where) GRAD_FN(grad_cast)
+GRAD_FN(grad_sum) GRAD_FN(grad_mean) GRAD_FN(grad_max) GRAD_FN(grad_softmax)
+GRAD_FN(grad_log_softmax) GRAD_FN(grad_reshape) GRAD_FN(grad_transpose)
+GRAD_FN(grad_broadcast_to) GRAD_FN(grad_slice) GRAD_FN(grad_concat)
+GRAD_FN(grad_matmul) GRAD_FN(grad_conv2d) GRAD_FN(grad_conv_transpose2d)
+GRAD_FN(grad_maxpool2d) GRAD_FN(grad_avgpool2d) GRAD_FN(grad_upsample)
+GRAD_FN(grad_embedding) GRAD_FN(grad_cross_entropy) GRAD_FN(grad_dropout)
+GRAD_FN(grad_stop) GRAD_FN(grad_add_n)
+#undef GRAD_FN
+
+/* Adds g to the gradient of x (if x wants one), first summing g down to
+ * x's shape where x was broadcast. */
+void grad_acc(GradCtx *cx, Node *x, Node *g);
+/* A backward node: made like any node, marked is_backward, with the
+ * current forward node as its provenance and source location. */
+Node *grad_node(GradCtx *cx, Op op, Node *const *in, int n_in, const Attrs *at);
+/* Sums x over axes so that it has `shape` (NumPy broadcasting undone). */
+Node *grad_reduce_to(GradCtx *cx, Node *x, const Shape *shape);
 
 /* --- stats.c: FLOPs and bytes ------------------------------------------- */
 double flops_zero(const Node *n);
@@ -498,6 +604,10 @@ double flops_conv_transpose2d(const Node *n);
 double flops_pool2d(const Node *n);
 double flops_upsample(const Node *n);
 double flops_cross_entropy(const Node *n);
+double flops_add_n(const Node *n);
+double flops_conv2d_back_w(const Node *n);
+double flops_pool2d_back(const Node *n);
+double flops_embedding_back(const Node *n);
 double node_flops(const Node *n);
 int64_t node_bytes(const Node *n); /* bytes of the output */
 /* Bytes read and written by the node (inputs + output). */

@@ -104,9 +104,27 @@ static const AttrSpec at_dropout[] = {
     {"seed", AK_SEED, A(seed), 0, false, NULL, "random stream"},
     END};
 
+/* Backward-only ops: not callable from the language, listed for printing. */
+static const AttrSpec at_conv_back_w[] = {
+    {"stride", AK_INT2, A(stride), 1, false, NULL, "of the forward convolution"},
+    {"pad", AK_INT2, A(pad), 0, false, NULL, "of the forward convolution"},
+    {"dilation", AK_INT2, A(dilation), 1, false, NULL, "of the forward convolution"},
+    {"groups", AK_INT, A(groups), 1, false, NULL, "of the forward convolution"},
+    {"kernel", AK_INT2, A(kernel), 0, true, NULL, "the weight's kh, kw"},
+    END};
+static const AttrSpec at_avgpool_back[] = {
+    {"kernel", AK_INT2, A(kernel), 0, true, NULL, "window size"},
+    {"stride", AK_INT2, A(stride), 0, false, NULL, "step (default: the kernel size)"},
+    {"pad", AK_INT2, A(pad), 0, false, NULL, "zero padding on each side"},
+    {"count_include_pad", AK_BOOL, A(count_include_pad), 1, false, NULL, "as the forward"},
+    {"shape", AK_SHAPE, A(shape), -1, true, NULL, "the forward input's shape"},
+    END};
+static const AttrSpec at_shape_only[] = {
+    {"shape", AK_SHAPE, A(shape), -1, true, NULL, "the shape of the result"}, END};
+
 const OpInfo op_info[OP_COUNT] = {
-#define OP(ID, NAME, CLASS, ARITY, FLAGS, ATTRS, SHAPE, EVAL, SCALAR, FLOPS) \
-  [OP_##ID] = {NAME, CLASS, ARITY, FLAGS, ATTRS, SHAPE, EVAL, SCALAR, FLOPS},
+#define OP(ID, NAME, CLASS, ARITY, FLAGS, ATTRS, SHAPE, EVAL, SCALAR, FLOPS, GRAD) \
+  [OP_##ID] = {NAME, CLASS, ARITY, FLAGS, ATTRS, SHAPE, EVAL, SCALAR, FLOPS, GRAD},
 #include "ops.def"
 #undef OP
 };

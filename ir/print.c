@@ -74,8 +74,8 @@ void attrs_print(const Node *n, FILE *f) {
     case AK_SEED: fprintf(f, " %s=%llu", s->name, (unsigned long long)*(const uint64_t *)p); break;
     }
   }
-  if (n->op == OP_SLICE)
-    for (int i = 0; i < n->shape.rank; i++)
+  if (n->op == OP_SLICE || n->op == OP_SLICE_BACK)
+    for (int i = 0; i < n->in[0]->shape.rank; i++)
       fprintf(f, " %d:%lld:%lld:%lld", i, (long long)a->begin[i], (long long)a->end[i],
               (long long)a->step[i]);
   if (n->op == OP_CONST)
@@ -115,11 +115,13 @@ static void print_header(const Graph *g, FILE *f) {
 
 void graph_print_text(const Graph *g, FILE *f, bool with_summary) {
   char tb[160], lb[256], h1[32], h2[32];
+  bool *saved = calloc((size_t)g->n_nodes + 1, sizeof(bool));
+  graph_saved_for_backward(g, saved);
   if (with_summary)
     print_header(g, f);
   for (int i = 0; i < g->n_nodes; i++) {
     const Node *n = g->nodes[i];
-    fprintf(f, "%%%-4d %-22s = %s", n->id, n->name, op_name(n->op));
+    fprintf(f, "%s%%%-4d %-22s = %s", n->is_backward ? "  " : "", n->id, n->name, op_name(n->op));
     if (n->op == OP_PARAM)
       fprintf(f, " %s%s", init_name(n->init.kind), n->trainable ? "" : " (state)");
     if (n->n_in) {
@@ -132,11 +134,19 @@ void graph_print_text(const Graph *g, FILE *f, bool with_summary) {
     fprintf(f, " : %s", node_type_str(n, tb, sizeof tb));
     if (n->is_output)
       fprintf(f, " output");
-    fprintf(f, "   # %s flop, %s B, %s\n", human(node_flops(n), h1, sizeof h1),
+    if (saved[i])
+      fprintf(f, " saved-for-backward");
+    fprintf(f, "   # %s flop, %s B, %s", human(node_flops(n), h1, sizeof h1),
             human((double)node_bytes(n), h2, sizeof h2), loc_str(n->loc, lb, sizeof lb));
+    if (n->grad_of)
+      fprintf(f, ", backward of %%%d %s", n->grad_of->id, n->grad_of->name);
+    fputc('\n', f);
   }
   for (int i = 0; i < g->n_outputs; i++)
     fprintf(f, "output %s = %%%d\n", g->outputs[i].name, g->outputs[i].node->id);
+  for (int i = 0; i < g->n_updates; i++)
+    fprintf(f, "update %s <- %%%d\n", g->updates[i].target->name, g->updates[i].value->id);
+  free(saved);
 }
 
 /* --- DOT -------------------------------------------------------------------- */
@@ -158,7 +168,8 @@ void graph_print_dot(const Graph *g, FILE *f) {
   for (int i = 0; i < g->n_nodes; i++) {
     const Node *n = g->nodes[i];
     const char *r = role(n);
-    const char *color = strcmp(r, "input") == 0 ? "#cfe8ff" : strcmp(r, "param") == 0 ? "#fff2b3"
+    const char *color = n->is_backward ? "#e6dcf5"
+                        : strcmp(r, "input") == 0 ? "#cfe8ff" : strcmp(r, "param") == 0 ? "#fff2b3"
                         : strcmp(r, "state") == 0 ? "#ffe0b3" : strcmp(r, "const") == 0 ? "#eeeeee"
                         : strcmp(r, "output") == 0 ? "#c8f0c8" : "white";
     fprintf(f, "  n%d [label=\"", n->id);
@@ -171,6 +182,9 @@ void graph_print_dot(const Graph *g, FILE *f) {
   for (int i = 0; i < g->n_nodes; i++)
     for (int j = 0; j < g->nodes[i]->n_in; j++)
       fprintf(f, "  n%d -> n%d;\n", g->nodes[i]->in[j]->id, g->nodes[i]->id);
+  for (int i = 0; i < g->n_updates; i++) /* the value written back at the end of the step */
+    fprintf(f, "  n%d -> n%d [style=dashed, constraint=false];\n", g->updates[i].value->id,
+            g->updates[i].target->id);
   fprintf(f, "}\n");
 }
 
@@ -212,6 +226,9 @@ static void json_node(const Node *n, FILE *f) {
   if (n->op == OP_PARAM)
     fprintf(f, ", \"init\": \"%s\", \"trainable\": %s", init_name(n->init.kind),
             n->trainable ? "true" : "false");
+  fprintf(f, ", \"backward\": %s", n->is_backward ? "true" : "false");
+  if (n->grad_of)
+    fprintf(f, ", \"grad_of\": %d", n->grad_of->id);
   fprintf(f, ", \"source\": ");
   if (n->loc.src) {
     fprintf(f, "{\"file\": ");
@@ -246,6 +263,10 @@ void graph_print_json(const Graph *g, FILE *f) {
     json_str(f, g->outputs[i].name);
     fprintf(f, ", \"node\": %d}", g->outputs[i].node->id);
   }
+  fprintf(f, "],\n  \"updates\": [");
+  for (int i = 0; i < g->n_updates; i++)
+    fprintf(f, "%s{\"target\": %d, \"value\": %d}", i ? ", " : "", g->updates[i].target->id,
+            g->updates[i].value->id);
   fprintf(f, "]\n}\n");
 }
 

@@ -423,3 +423,50 @@ bool shape_arange(Node *n, ShapeErr *e) {
   n->dtype = n->at.to;
   return true;
 }
+
+/* --- backward-only ops (made by autodiff, ir/grad.c) ------------------------ */
+
+/* add_n: gradient aggregation; every input f32 of one shape. */
+bool shape_add_n(Node *n, ShapeErr *e) {
+  char tb0[160], tbi[160];
+  for (int i = 0; i < n->n_in; i++) {
+    if (!need_f32(n, i, e))
+      return false;
+    if (!shape_eq(&n->in[i]->shape, &n->in[0]->shape))
+      return shape_fail(e, i, "add_n: %s does not have the shape of %s",
+                        node_type_str(n->in[i], tbi, sizeof tbi), T(0));
+  }
+  n->shape = n->in[0]->shape;
+  n->dtype = DT_F32;
+  return true;
+}
+
+/* slice_back: dy, the gradient of slice(x), goes back to x's shape (the
+ * attribute `shape`).  begin/end/step are the forward's, as shape_slice
+ * normalized them (0 <= begin <= end <= dim, step >= 1), and slicing that
+ * shape with them must give dy's shape. */
+bool shape_slice_back(Node *n, ShapeErr *e) {
+  const Shape *dy = &n->in[0]->shape;
+  char tb0[160], want[160];
+  if (!need_shape_attr(n, e))
+    return false;
+  Shape s = shape_make(n->at.n_shape, n->at.shape);
+  if (s.rank != dy->rank)
+    return attr_fail(e, "shape", "slice_back: shape %s has %d axes but the gradient is %s",
+                     shape_str(&s, want, sizeof want), s.rank, T(0));
+  for (int i = 0; i < s.rank; i++) {
+    int64_t d = s.dim[i], b = n->at.begin[i], en = n->at.end[i], st = n->at.step[i];
+    if (d < 0)
+      return attr_fail(e, "shape", "slice_back: negative dimension in %s",
+                       shape_str(&s, want, sizeof want));
+    if (st < 1 || b < 0 || en < b || en > d)
+      return shape_fail(e, -1, "slice_back: axis %d: %lld:%lld:%lld is not a normalized slice "
+                        "of %lld", i, (long long)b, (long long)en, (long long)st, (long long)d);
+    if ((en - b + st - 1) / st != dy->dim[i])
+      return shape_fail(e, 0, "slice_back: the gradient %s does not match slicing %s (axis %d)",
+                        T(0), shape_str(&s, want, sizeof want), i);
+  }
+  n->shape = s;
+  n->dtype = n->in[0]->dtype;
+  return true;
+}

@@ -234,3 +234,148 @@ bool shape_cross_entropy(Node *n, ShapeErr *e) {
   n->dtype = DT_F32;
   return true;
 }
+
+/* --- backward-only ops (made by autodiff, ir/grad.c) ------------------------ */
+
+/* conv2d_back_w(x [N, C, H, W], dy [N, O, Ho, Wo]) -> dW [O, C/groups, kh, kw]
+ * with the forward convolution's stride, pad, dilation, groups and kernel.
+ * The forward's window count from H must be at least Ho (W likewise): it
+ * is exactly Ho for conv2d's own weight gradient, and can exceed it when
+ * grad.c exchanges the roles for conv_transpose2d (x = the output
+ * gradient, dy = the input), whose output_padding may add a row. */
+bool shape_conv2d_back_w(Node *n, ShapeErr *e) {
+  char tb0[160], tb1[160];
+  if (!need_image(n, 0, "input [N, C, H, W]", e) ||
+      !need_image(n, 1, "output gradient [N, O, Ho, Wo]", e) || !window_attrs(n, e))
+    return false;
+  const Shape *x = &n->in[0]->shape, *dy = &n->in[1]->shape;
+  for (int i = 0; i < 2; i++)
+    if (n->at.kernel[i] < 1 || n->at.kernel[i] > 100000)
+      return attr_fail(e, "kernel", "conv2d_back_w: kernel must be in 1..100000, got %d",
+                       n->at.kernel[i]);
+  if (!groups_ok(n, x->dim[1], dy->dim[1], e))
+    return false;
+  if (x->dim[0] != dy->dim[0])
+    return shape_fail(e, 1, "conv2d_back_w: the gradient %s and the input %s differ in batch",
+                      T(1), T(0));
+  for (int i = 0; i < 2; i++) {
+    int64_t cnt = window_out(x->dim[2 + i], n->at.kernel[i], n->at.pad[i], n->at.stride[i],
+                             n->at.dilation[i]);
+    if (dy->dim[2 + i] < 1 || cnt < dy->dim[2 + i])
+      return shape_fail(e, 1, "conv2d_back_w: the gradient %s does not fit the %dx%d windows "
+                        "of the input %s (%lld along axis %d)", T(1), n->at.kernel[0],
+                        n->at.kernel[1], T(0), (long long)cnt, 2 + i);
+  }
+  n->shape = (Shape){4, {dy->dim[1], x->dim[1] / n->at.groups, n->at.kernel[0],
+                         n->at.kernel[1]}};
+  n->dtype = DT_F32;
+  return true;
+}
+
+/* Runs shape_pool2d as if n pooled a tensor of type (DT_F32, *x): the
+ * forward's own checks and output size, and its normalization of n->at
+ * (stride 0 -> the kernel size, dilation 0 -> 1).  *out gets the pooled
+ * shape; an error about the pooled tensor is reported against x_arg. */
+static bool pool_of(Node *n, const Shape *x, int x_arg, Shape *out, ShapeErr *e) {
+  Node fx = {0}, *fin = &fx, tmp = *n;
+  fx.dtype = DT_F32;
+  fx.shape = *x;
+  tmp.in = &fin;
+  tmp.n_in = 1;
+  if (!shape_pool2d(&tmp, e)) {
+    if (e->arg == 0)
+      e->arg = x_arg;
+    return false;
+  }
+  n->at = tmp.at;
+  *out = tmp.shape;
+  return true;
+}
+
+/* maxpool2d_back(dy, x) -> x's shape; dy must be the pool of x. */
+bool shape_maxpool2d_back(Node *n, ShapeErr *e) {
+  char tb0[160], tb1[160];
+  Shape pooled;
+  if (!need_image(n, 0, "gradient [N, C, Ho, Wo]", e) ||
+      !pool_of(n, &n->in[1]->shape, 1, &pooled, e))
+    return false;
+  if (!shape_eq(&pooled, &n->in[0]->shape))
+    return shape_fail(e, 0, "maxpool2d_back: the gradient %s is not the shape of pooling %s",
+                      T(0), T(1));
+  n->shape = n->in[1]->shape;
+  n->dtype = DT_F32;
+  return true;
+}
+
+/* avgpool2d_back(dy) -> the forward input's shape (attribute `shape`); dy
+ * must be the pool of that shape. */
+bool shape_avgpool2d_back(Node *n, ShapeErr *e) {
+  char tb0[160], want[160];
+  if (!need_image(n, 0, "gradient [N, C, Ho, Wo]", e))
+    return false;
+  Shape x = shape_make(n->at.n_shape == 4 ? 4 : 0, n->at.shape), pooled;
+  if (n->at.n_shape != 4 || x.dim[0] < 0 || x.dim[1] < 0 || x.dim[2] < 1 || x.dim[3] < 1)
+    return attr_fail(e, "shape", "avgpool2d_back: shape must be the forward input's "
+                     "[N, C, H, W]");
+  if (!pool_of(n, &x, -1, &pooled, e)) {
+    if (e->arg == -1 && !e->attr)
+      e->attr = "shape";
+    return false;
+  }
+  if (!shape_eq(&pooled, &n->in[0]->shape))
+    return shape_fail(e, 0, "avgpool2d_back: the gradient %s is not the shape of pooling %s",
+                      T(0), shape_str(&x, want, sizeof want));
+  n->shape = x;
+  n->dtype = DT_F32;
+  return true;
+}
+
+/* upsample_back(dy [N, C, H*s, W*s]) -> [N, C, H, W]. */
+bool shape_upsample_back(Node *n, ShapeErr *e) {
+  char tb0[160];
+  if (!need_image(n, 0, "gradient [N, C, H*scale, W*scale]", e))
+    return false;
+  int s = n->at.scale;
+  if (s < 1 || s > 1024)
+    return attr_fail(e, "scale", "upsample_back: scale must be an integer in 1..1024, got %d", s);
+  const Shape *dy = &n->in[0]->shape;
+  if (dy->dim[2] % s || dy->dim[3] % s)
+    return shape_fail(e, 0, "upsample_back: the gradient %s is not %d times an image", T(0), s);
+  n->shape = (Shape){4, {dy->dim[0], dy->dim[1], dy->dim[2] / s, dy->dim[3] / s}};
+  n->dtype = DT_F32;
+  return true;
+}
+
+/* embedding_back(ids i32[...], dy f32[..., D]) -> the table's shape [V, D]
+ * (attribute `shape`). */
+bool shape_embedding_back(Node *n, ShapeErr *e) {
+  char tb0[160], tb1[160];
+  if (!need(n, 0, DT_I32, e) || !need(n, 1, DT_F32, e))
+    return false;
+  if (n->at.n_shape != 2 || n->at.shape[0] < 0 || n->at.shape[1] < 0)
+    return attr_fail(e, "shape", "embedding_back: shape must be the table's [V, D]");
+  const Shape *ids = &n->in[0]->shape, *dy = &n->in[1]->shape;
+  Shape want = *ids;
+  if (want.rank < MAX_RANK)
+    want.dim[want.rank++] = n->at.shape[1];
+  if (!shape_eq(&want, dy))
+    return shape_fail(e, 1, "embedding_back: the gradient %s does not match ids %s and "
+                      "D = %lld", T(1), T(0), (long long)n->at.shape[1]);
+  n->shape = shape_make(2, n->at.shape);
+  n->dtype = DT_F32;
+  return true;
+}
+
+/* cross_entropy_back(logits, labels, dy f32[]) -> the logits' shape; logits
+ * and labels as for cross_entropy. */
+bool shape_cross_entropy_back(Node *n, ShapeErr *e) {
+  char tb2[160];
+  if (!shape_cross_entropy(n, e))
+    return false;
+  if (n->in[2]->dtype != DT_F32 || n->in[2]->shape.rank != 0)
+    return shape_fail(e, 2, "cross_entropy_back: the loss gradient must be f32[], got %s",
+                      T(2));
+  n->shape = n->in[0]->shape;
+  n->dtype = DT_F32;
+  return true;
+}

@@ -1,15 +1,16 @@
 /*
- * eval_helpers.h: the scaffolding shared by test_eval.c and test_eval_nn.c,
- * the reference evaluator's tests (one test binary each, so each file has
- * its own copy of the state below).
+ * eval_helpers.h: the scaffolding shared by test_eval.c, test_eval_nn.c and
+ * test_eval_back.c, the reference evaluator's tests (one test binary each,
+ * so each file has its own copy of the state below).
  *
  * A case calls reset(), builds nodes with IN_F / IN_I (inputs with their
- * data), iota_input() and mk(), calls run(), and checks values with
- * EXPECT_F / EXPECT_I and check_shape().  run() (through go()) records
+ * data), iota_input(), rand_input() and mk(), calls run(), and checks
+ * values with EXPECT_F / EXPECT_I, check_shape() and dot().  run() (through go()) records
  * which ops were evaluated; each file's last test, test_every_op_covered,
  * calls check_ops_covered() for the ops eval_test_file() gives that file,
- * so between them the two binaries check that every op in ops.def is
- * evaluated by some case (tests/test_ops_table.c lists them).
+ * so between them the three binaries (test_eval, test_eval_nn,
+ * test_eval_back) check that every op in ops.def is evaluated by some case
+ * (tests/test_ops_table.c lists them).
  *
  * Everything is static (inline), so including this header in one test
  * file gives that file private helpers and nothing to link.
@@ -154,6 +155,29 @@ static inline Attrs pool_at(Op op, int k, int s, int p, int d) {
   return at;
 }
 
+/* Deterministic pseudo-random f32 data in [-1, 1) for an input of shape s
+ * (a 64-bit LCG; the adjoint tests need values, not statistics). */
+static inline Node *rand_input(const char *name, Shape s, uint64_t seed) {
+  int64_t cnt = shape_numel(&s);
+  float *d = arena_alloc(A, sizeof(float) * (size_t)(cnt ? cnt : 1));
+  uint64_t st = seed * 2862933555777941757ull + 3037000493ull;
+  for (int64_t i = 0; i < cnt; i++) {
+    st = st * 6364136223846793005ull + 1442695040888963407ull;
+    d[i] = (float)((double)(st >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+  }
+  return input(name, DT_F32, s, d, (int)cnt);
+}
+
+/* <a, b>: the inner product of two evaluated f32 nodes of the same size,
+ * in double. */
+static inline double dot(const Node *a, const Node *b) {
+  assert_int_equal(shape_numel(&a->shape), shape_numel(&b->shape));
+  double s = 0.0;
+  for (int64_t i = 0; i < shape_numel(&a->shape); i++)
+    s += (double)fv(a)[i] * fv(b)[i];
+  return s;
+}
+
 /* Frees the last case's graph and evaluation: main gives it to cmocka as
  * the group teardown, so leak checkers see a clean run. */
 static inline int teardown(void **state) {
@@ -167,14 +191,18 @@ static inline int teardown(void **state) {
 
 /* --- coverage ---------------------------------------------------------------------- */
 
-/* The file whose cases must evaluate op.  Network ops, the reuse-heavy
- * loop nests (CL_COMPLEX: matmul, convolutions, pooling, upsampling) and
- * the opaque ops (CL_OPAQUE: embedding, cross_entropy, dropout), belong to
+/* The file whose cases must evaluate op.  The ops autodiff makes (the
+ * backward kernels and add_n, op_is_backward_only) and stop_gradient
+ * belong to test_eval_back.c; the other network ops, the reuse-heavy loop
+ * nests (CL_COMPLEX: matmul, convolutions, pooling, upsampling) and the
+ * opaque ops (CL_OPAQUE: embedding, cross_entropy, dropout), to
  * test_eval_nn.c; everything else (leaves, elementwise, reductions, data
  * movement) to test_eval.c.  Every op gets exactly one file, so a new op
- * fails the coverage test of its class's file until a case there runs it. */
+ * fails the coverage test of its file until a case there runs it. */
 static inline const char *eval_test_file(Op op) {
   OpClass c = op_info[op].cls;
+  if (op_is_backward_only(op) || op == OP_STOP_GRADIENT)
+    return "test_eval_back.c";
   return c == CL_COMPLEX || c == CL_OPAQUE ? "test_eval_nn.c" : "test_eval.c";
 }
 

@@ -526,6 +526,34 @@ static void test_param_in_graph(void **state) {
   EXPECT_F(y, 0.5f, 1);
 }
 
+/* eval_apply_updates is one simultaneous assignment at the end of the
+ * step.  a <- b * 1, b <- a * 1 (computed values) and c <- d, d <- c (the
+ * values are the other parameters themselves, as assign(c, d) and
+ * assign(d, c) make) both swap; a second step swaps back. */
+static void test_apply_updates(void **state) {
+  reset();
+  float a[] = {1, 2}, b[] = {10, 20}, c[] = {3, 4}, d[] = {30, 40};
+  Node *pa = param("a", DT_F32, shp(1, 2), INIT_ZEROS, 0, 0);
+  Node *pb = param("b", DT_F32, shp(1, 2), INIT_ZEROS, 0, 0);
+  Node *pc = param("c", DT_F32, shp(1, 2), INIT_ZEROS, 0, 0);
+  Node *pd = param("d", DT_F32, shp(1, 2), INIT_ZEROS, 0, 0);
+  Node *one = graph_const(G, DT_F32, 1, L0);
+  graph_add_update(G, pa, mk(OP_MUL, NULL, 2, pb, one));
+  graph_add_update(G, pb, mk(OP_MUL, NULL, 2, pa, one));
+  graph_add_update(G, pc, pd);
+  graph_add_update(G, pd, pc);
+  prep();
+  eval_bind(&EV, pa, a), eval_bind(&EV, pb, b), eval_bind(&EV, pc, c), eval_bind(&EV, pd, d);
+  go();
+  eval_apply_updates(&EV);
+  assert_true(a[0] == 10 && a[1] == 20 && b[0] == 1 && b[1] == 2);
+  assert_true(c[0] == 30 && c[1] == 40 && d[0] == 3 && d[1] == 4);
+  go();
+  eval_apply_updates(&EV);
+  assert_true(a[0] == 1 && a[1] == 2 && b[0] == 10 && b[1] == 20);
+  assert_true(c[0] == 3 && c[1] == 4 && d[0] == 30 && d[1] == 40);
+}
+
 static void test_eval_errors(void **state) {
   reset();
   char err[256];
@@ -609,6 +637,7 @@ static void test_inplace_aliasing(void **state) {
   reset();
   Node *x = IN_F("x", shp(2, 2, 3), 0.5f, 1, 1.5f, 2, 2.5f, 3);
   Node *b = IN_F("b", shp(1, 3), 1, 2, 0.5f), *nodes[OP_COUNT];
+  Node *b6 = IN_F("b6", shp(2, 2, 3), 1, 2, 0.5f, -1, 3, 0.25f); /* add_n: x's shape */
   Attrs rs = def(OP_RESHAPE);
   rs.n_shape = 2, rs.shape[0] = 3, rs.shape[1] = 2;
   int cnt = 0;
@@ -618,6 +647,7 @@ static void test_inplace_aliasing(void **state) {
     const OpInfo *oi = &op_info[op];
     assert_true(oi->cls == CL_ELTWISE || op == OP_RESHAPE);
     nodes[cnt++] = op == OP_RESHAPE ? mk(OP_RESHAPE, &rs, 1, x)
+                   : op == OP_ADD_N ? mk(OP_ADD_N, NULL, 2, x, b6)
                    : oi->arity == 1 ? mk((Op)op, NULL, 1, x)
                                     : mk((Op)op, NULL, 2, x, b);
   }
@@ -627,7 +657,7 @@ static void test_inplace_aliasing(void **state) {
     memcpy(buf, fv(x), sizeof buf);
     RtTensor out = EV.vals[nodes[i]->id], a = EV.vals[x->id];
     out.data = a.data = buf;
-    const RtTensor *ins[2] = {&a, &EV.vals[b->id]};
+    const RtTensor *ins[2] = {&a, nodes[i]->n_in > 1 ? &EV.vals[nodes[i]->in[1]->id] : NULL};
     op_info[nodes[i]->op].eval(nodes[i], &out, ins, &EV.cx);
     if (memcmp(buf, fv(nodes[i]), sizeof buf) != 0)
       fail_msg("%s gives a different result in place", op_name(nodes[i]->op));
@@ -652,7 +682,8 @@ int main(void) {
       cmocka_unit_test(test_concat),          cmocka_unit_test(test_full_arange_const),
       cmocka_unit_test(test_rng),             cmocka_unit_test(test_init_stats),
       cmocka_unit_test(test_init_determinism), cmocka_unit_test(test_init_constant),
-      cmocka_unit_test(test_param_in_graph),  cmocka_unit_test(test_eval_errors),
+      cmocka_unit_test(test_param_in_graph),  cmocka_unit_test(test_apply_updates),
+      cmocka_unit_test(test_eval_errors),
       cmocka_unit_test(test_eval_oom),        cmocka_unit_test(test_flops),
       cmocka_unit_test(test_inplace_aliasing), cmocka_unit_test(test_every_op_covered),
   };

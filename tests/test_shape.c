@@ -387,6 +387,92 @@ static void test_opaque(void **state) {
   bad_attr(add(OP_DROPOUT, &d, 1, lg), "p", "dropout: p must be in [0, 1), got 1");
 }
 
+/* --- backward-only ops (made by autodiff, ir/grad.c) ------------------------------- */
+
+/* add_n, slice_back, upsample_back, embedding_back, cross_entropy_back. */
+static void test_backward_simple(void **state) {
+  reset();
+  Node *a = in_f(shp(2, 2, 3)), *b = in_f(shp(2, 2, 3));
+  ok(add(OP_ADD_N, NULL, 3, a, b, a), shp(2, 2, 3));
+  ok(add(OP_ADD_N, NULL, 1, a), shp(2, 2, 3));
+  bad(add(OP_ADD_N, NULL, 2, a, in_f(shp(1, 3))), 1,
+      "add_n: f32[3] does not have the shape of f32[2, 3]");
+  bad(add(OP_ADD_N, NULL, 2, a, in_i(shp(2, 2, 3))), 1, "add_n expects f32, got i32[2, 3]");
+  /* x [3, 4] sliced rows 0:3:2, cols 1:4:2 -> [2, 2] */
+  Attrs sb = def(OP_SLICE_BACK);
+  sb.n_shape = 2, sb.shape[0] = 3, sb.shape[1] = 4;
+  sb.begin[0] = 0, sb.end[0] = 3, sb.step[0] = 2, sb.begin[1] = 1, sb.end[1] = 4, sb.step[1] = 2;
+  ok(add(OP_SLICE_BACK, &sb, 1, in_f(shp(2, 2, 2))), shp(2, 3, 4));
+  ok(add(OP_SLICE_BACK, &sb, 1, in_i(shp(2, 2, 2))), shp(2, 3, 4));
+  bad(add(OP_SLICE_BACK, &sb, 1, in_f(shp(2, 2, 3))), 0,
+      "slice_back: the gradient f32[2, 3] does not match slicing [3, 4] (axis 1)");
+  sb.begin[1] = -1;
+  bad(add(OP_SLICE_BACK, &sb, 1, in_f(shp(2, 2, 2))), -1,
+      "slice_back: axis 1: -1:4:2 is not a normalized slice of 4");
+  sb.n_shape = -1;
+  bad_attr(add(OP_SLICE_BACK, &sb, 1, in_f(shp(2, 2, 2))), "shape",
+           "the shape attribute is required");
+  Attrs up = def(OP_UPSAMPLE_BACK);
+  ok(add(OP_UPSAMPLE_BACK, &up, 1, in_f(shp(4, 1, 2, 4, 6))), shp(4, 1, 2, 2, 3));
+  bad(add(OP_UPSAMPLE_BACK, &up, 1, in_f(shp(4, 1, 2, 5, 6))), 0,
+      "upsample_back: the gradient f32[1, 2, 5, 6] is not 2 times an image");
+  Attrs eb = def(OP_EMBEDDING_BACK);
+  eb.n_shape = 2, eb.shape[0] = 10, eb.shape[1] = 4;
+  Node *ids = in_i(shp(2, 2, 3));
+  ok(add(OP_EMBEDDING_BACK, &eb, 2, ids, in_f(shp(3, 2, 3, 4))), shp(2, 10, 4));
+  bad(add(OP_EMBEDDING_BACK, &eb, 2, ids, in_f(shp(3, 2, 3, 5))), 1,
+      "embedding_back: the gradient f32[2, 3, 5] does not match ids i32[2, 3] and D = 4");
+  bad(add(OP_EMBEDDING_BACK, &eb, 2, in_f(shp(2, 2, 3)), in_f(shp(3, 2, 3, 4))), 0,
+      "embedding_back expects i32 for input 1");
+  Node *lg = in_f(shp(2, 4, 3)), *lb = in_i(shp(1, 4)), *g = in_f(shp(0));
+  ok(add(OP_CROSS_ENTROPY_BACK, NULL, 3, lg, lb, g), shp(2, 4, 3));
+  bad(add(OP_CROSS_ENTROPY_BACK, NULL, 3, lg, lb, in_f(shp(1, 1))), 2,
+      "cross_entropy_back: the loss gradient must be f32[], got f32[1]");
+  bad(add(OP_CROSS_ENTROPY_BACK, NULL, 3, lg, in_i(shp(1, 3)), g), 1, "labels must be i32[4]");
+}
+
+/* conv2d_back_w, maxpool2d_back, avgpool2d_back: the forward's geometry. */
+static void test_backward_windows(void **state) {
+  reset();
+  /* x [2, 4, 7, 7], k3 s2 p1: (7 + 2 - 3) / 2 + 1 = 4 windows; groups 2 */
+  Attrs cw = def(OP_CONV2D_BACK_W);
+  cw.kernel[0] = cw.kernel[1] = 3, cw.stride[0] = cw.stride[1] = 2;
+  cw.pad[0] = cw.pad[1] = 1, cw.groups = 2;
+  Node *x = in_f(shp(4, 2, 4, 7, 7));
+  ok(add(OP_CONV2D_BACK_W, &cw, 2, x, in_f(shp(4, 2, 6, 4, 4))), shp(4, 6, 2, 3, 3));
+  ok(add(OP_CONV2D_BACK_W, &cw, 2, x, in_f(shp(4, 2, 6, 3, 4))), shp(4, 6, 2, 3, 3));
+  bad(add(OP_CONV2D_BACK_W, &cw, 2, x, in_f(shp(4, 2, 6, 5, 4))), 1,
+      "conv2d_back_w: the gradient f32[2, 6, 5, 4] does not fit the 3x3 windows");
+  bad(add(OP_CONV2D_BACK_W, &cw, 2, x, in_f(shp(4, 1, 6, 4, 4))), 1, "differ in batch");
+  bad_attr(add(OP_CONV2D_BACK_W, &cw, 2, x, in_f(shp(4, 2, 5, 4, 4))), "groups",
+           "groups=2 must divide both 4 input and 5 output channels");
+  cw.kernel[1] = 0;
+  bad_attr(add(OP_CONV2D_BACK_W, &cw, 2, x, in_f(shp(4, 2, 6, 4, 4))), "kernel",
+           "kernel must be in 1..100000, got 0");
+  /* maxpool2d_back(dy, x): x [1, 2, 5, 5] k2 -> [1, 2, 2, 2] */
+  Attrs mp = pool_attrs(OP_MAXPOOL2D_BACK, 2, 0, 0);
+  Node *px = in_f(shp(4, 1, 2, 5, 5));
+  Node *n = add(OP_MAXPOOL2D_BACK, &mp, 2, in_f(shp(4, 1, 2, 2, 2)), px);
+  ok(n, shp(4, 1, 2, 5, 5));
+  assert_true(n->at.stride[0] == 2 && n->at.dilation[1] == 1); /* normalized as the forward */
+  bad(add(OP_MAXPOOL2D_BACK, &mp, 2, in_f(shp(4, 1, 2, 3, 3)), px), 0,
+      "maxpool2d_back: the gradient f32[1, 2, 3, 3] is not the shape of pooling f32[1, 2, 5, 5]");
+  bad(add(OP_MAXPOOL2D_BACK, &mp, 2, in_f(shp(4, 1, 2, 2, 2)), in_f(shp(3, 2, 5, 5))), 1,
+      "expects a 4-D input");
+  /* avgpool2d_back(dy) with the forward input's shape [1, 2, 4, 4], k2 */
+  Attrs ap = pool_attrs(OP_AVGPOOL2D_BACK, 2, 0, 0);
+  ap.n_shape = 4, ap.shape[0] = 1, ap.shape[1] = 2, ap.shape[2] = 4, ap.shape[3] = 4;
+  ok(add(OP_AVGPOOL2D_BACK, &ap, 1, in_f(shp(4, 1, 2, 2, 2))), shp(4, 1, 2, 4, 4));
+  bad(add(OP_AVGPOOL2D_BACK, &ap, 1, in_f(shp(4, 1, 2, 3, 2))), 0,
+      "avgpool2d_back: the gradient f32[1, 2, 3, 2] is not the shape of pooling [1, 2, 4, 4]");
+  ap.kernel[0] = 5;
+  bad_attr(add(OP_AVGPOOL2D_BACK, &ap, 1, in_f(shp(4, 1, 2, 2, 2))), "shape",
+           "avgpool2d_back: the 5x2 window does not fit");
+  ap.n_shape = 3;
+  bad_attr(add(OP_AVGPOOL2D_BACK, &ap, 1, in_f(shp(4, 1, 2, 2, 2))), "shape",
+           "shape must be the forward input's [N, C, H, W]");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_broadcast),  cmocka_unit_test(test_elementwise_dtypes),
@@ -395,6 +481,7 @@ int main(void) {
       cmocka_unit_test(test_movement),   cmocka_unit_test(test_matmul),
       cmocka_unit_test(test_conv2d),     cmocka_unit_test(test_conv_transpose2d),
       cmocka_unit_test(test_pool),       cmocka_unit_test(test_opaque),
+      cmocka_unit_test(test_backward_simple), cmocka_unit_test(test_backward_windows),
   };
   return cmocka_run_group_tests(tests, NULL, teardown);
 }
