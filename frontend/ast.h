@@ -81,6 +81,7 @@ typedef enum StmtKind {
   S_IF,     /* if cond { body } else { else_body } */
   S_RETURN, /* return values */
   S_ASSERT, /* assert cond, message pieces */
+  S_EXPR,   /* a call evaluated for its effect: assign(running_mean, ...) */
 } StmtKind;
 
 typedef struct Stmt Stmt;

@@ -317,6 +317,14 @@ static void exec_assert(Elab *e, const Stmt *s) {
   elab_error(e, where, "%s", msg);
 }
 
+/* A call for its effect; a value nobody uses is almost always a mistake. */
+static void exec_expr(Elab *e, const Stmt *s) {
+  Value v = eval_expr(e, s->value);
+  if (v.kind != V_NONE)
+    elab_error(e, s->value->loc, "the result of this call (%s) is not used; bind it with "
+               "NAME = ...", v_describe(e, &v));
+}
+
 static void exec_stmt(Elab *e, const Stmt *s) {
   check_limits(e, s->loc);
   switch (s->kind) {
@@ -328,6 +336,7 @@ static void exec_stmt(Elab *e, const Stmt *s) {
   case S_IF: exec_if(e, s); break;
   case S_RETURN: exec_return(e, s); break;
   case S_ASSERT: exec_assert(e, s); break;
+  case S_EXPR: exec_expr(e, s); break;
   }
 }
 

@@ -135,6 +135,9 @@ Value binary_values(Elab *e, int op, Value a, Value b, Loc loc);
 Node *add_node(Elab *e, Op op, Node **in, const Loc *in_locs, int n_in, const Attrs *at,
                const Loc *attr_locs, Loc loc);
 
+/* train_spec.c: the train section of the model (needs the model's frame) */
+void read_train_spec(Elab *e, TrainSpec *s);
+
 /* elab_call.c */
 Value eval_call(Elab *e, const Expr *x);
 /* How many calls in x go to blocks that create parameters. */

@@ -295,6 +295,32 @@ static Value bi_init(Elab *e, const Expr *x, const Args *a) {
   return r;
 }
 
+/* assign(state, value): at the end of the training step, state <- value
+ * (batchnorm's running statistics).  Only state parameters, only while
+ * training, at most once each. */
+static Value bi_assign(Elab *e, const Expr *x, const Args *a) {
+  static const char *const p[] = {"state", "value"};
+  Value v[2];
+  bind_builtin(e, x, a, p, 2, 2, v);
+  char t1[160], t2[160];
+  Node *s = v[0].kind == V_TENSOR ? v[0].node : NULL;
+  if (!s || s->op != OP_PARAM || s->trainable)
+    elab_error(e, v[0].origin, "assign() needs a state parameter (declared trainable=false), "
+               "got %s", v_describe(e, &v[0]));
+  if (!e->g->training)
+    elab_error(e, x->loc, "assign() only applies to the training step; put it under `if "
+               "training`");
+  for (int i = 0; i < e->g->n_updates; i++)
+    if (e->g->updates[i].target == s)
+      elab_error(e, x->loc, "%s is assigned twice in one step", s->name);
+  Node *val = v_to_tensor(e, &v[1], s->dtype, v[1].origin, "the value of assign()");
+  if (val->dtype != s->dtype || !shape_eq(&val->shape, &s->shape))
+    elab_error(e, v[1].origin, "assign(): %s is %s but the value is %s", s->name,
+               node_type_str(s, t1, sizeof t1), node_type_str(val, t2, sizeof t2));
+  graph_add_update(e->g, s, val);
+  return (Value){.kind = V_NONE};
+}
+
 typedef Value (*BuiltinFn)(Elab *e, const Expr *x, const Args *a);
 static const struct {
   const char *name;
@@ -305,6 +331,7 @@ static const struct {
     {"range", bi_range},    {"pair", bi_pair},        {"int", bi_convert},
     {"float", bi_convert},  {"str", bi_convert},      {"split", bi_split},
     {"normal", bi_init},    {"uniform", bi_init},     {"constant", bi_init},
+    {"assign", bi_assign},
 };
 
 static bool is_builtin(const char *name) {

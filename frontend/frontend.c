@@ -252,11 +252,13 @@ Graph *frontend_compile(Arena *a, Diag *d, const Source *src, const CompileOpts 
   e.fr = f;
   bind_constants(&e, f, m, o);
   run_frame(&e, f);
-  e.fr = NULL;
   for (int i = 0; i < f->n_vars; i++)
     if (f->vars[i].v.kind == V_TENSOR)
       graph_set_value(e.g, f->vars[i].name, f->vars[i].v.node, m->loc);
   attach_train(&e, user);
+  if (e.g->has_train)
+    read_train_spec(&e, &e.g->spec); /* in the model's frame: constants visible */
+  e.fr = NULL;
   graph_resolve_init(e.g);
   return e.g;
 }

@@ -19,6 +19,7 @@
  *             | 'if' expr body ['else' (body | if)]
  *             | 'return' [expr {',' expr}]
  *             | 'assert' expr {',' expr}
+ *             | call                      (for its effect: assign(...))
  *   type     := dtype ['[' [expr {',' expr}] ']']
  *   expr     := binary and unary operators over postfix expressions:
  *               or < and < not < comparisons < + - < * / // % @ < unary - < **
@@ -232,6 +233,7 @@ stmt
                                         $$->values = $2->items; $$->n_values = $2->n_items; }
   | TK_ASSERT exprs                   { $$ = stmt(ps, S_ASSERT, L(@1));
                                         $$->values = $2->items; $$->n_values = $2->n_items; }
+  | call                              { $$ = stmt(ps, S_EXPR, $1->loc); $$->value = $1; }
   ;
 
 if_stmt
