@@ -27,7 +27,21 @@ static const Opt opts[] = {
     {'w', "--weights", NULL, true}, {'W', "--save-weights", NULL, true},
     {'r', "--random-inputs", NULL, false}, {'R', "--reference", NULL, false},
     {'S', "--seed", NULL, true},    {'h', "--help", "-h", false},
+    {'d', "--data", NULL, true},    {'E', "--epochs", NULL, true},
+    {'B', "--batch", NULL, true},   {'l', "--lr", NULL, true},
+    {'L', "--limit", NULL, true},   {'T', "--test-limit", NULL, true},
+    {'v', "--save", NULL, true},    {'u', "--resume", NULL, true},
 };
+
+/* A positive integer option value; returns false if malformed. */
+static bool positive_int(const char *v, int64_t *out) {
+  char *end;
+  long long k = strtoll(v, &end, 10);
+  if (!*v || *end || k < 1)
+    return false;
+  *out = k;
+  return true;
+}
 
 int cli_usage_error(const char *cmd, const char *fmt, ...) {
   va_list ap;
@@ -88,6 +102,24 @@ static int set_opt(Cli *c, const Opt *o, const char *val) {
     if (!*val || *end || val[0] == '-')
       return cli_usage_error(c->cmd, "--seed needs a non-negative integer, got '%s'", val);
     c->seed = v;
+    c->seed_given = true;
+    return EXIT_OK;
+  }
+  case 'd': c->data = val; return EXIT_OK;
+  case 'v': c->save = val; return EXIT_OK;
+  case 'u': c->resume = val; return EXIT_OK;
+  case 'E': case 'B': case 'L': case 'T': {
+    int64_t *dst = o->key == 'E' ? &c->epochs : o->key == 'B' ? &c->batch
+                   : o->key == 'L' ? &c->limit : &c->test_limit;
+    if (!positive_int(val, dst))
+      return cli_usage_error(c->cmd, "%s needs a positive integer, got '%s'", o->lng, val);
+    return EXIT_OK;
+  }
+  case 'l': {
+    char *end;
+    c->lr = strtod(val, &end);
+    if (!*val || *end || !(c->lr > 0))
+      return cli_usage_error(c->cmd, "--lr needs a positive number, got '%s'", val);
     return EXIT_OK;
   }
   }
@@ -149,13 +181,15 @@ int cli_parse(Cli *c, int argc, char **argv, const char *allowed, bool *help) {
   return EXIT_OK;
 }
 
-static void compile_fn(void *ud) {
-  Cli *c = ud;
-  Source *src = source_from_file(c->arena, &c->diag, c->file);
-  c->g = frontend_compile(c->arena, &c->diag, src, &c->co);
+Graph *cli_build(Cli *c, bool training) {
+  if (!c->src)
+    c->src = source_from_file(c->arena, &c->diag, c->file);
+  CompileOpts o = c->co;
+  o.training = training;
+  return frontend_compile(c->arena, &c->diag, c->src, &o);
 }
 
-void cli_compile(Cli *c) { compile_fn(c); }
+void cli_compile(Cli *c) { c->g = cli_build(c, c->co.training); }
 
 int cli_protect(Cli *c, void (*fn)(void *), void *ud) {
   if (diag_protect(&c->diag, fn, ud) == 0)

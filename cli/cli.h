@@ -28,8 +28,14 @@ typedef struct Cli {
   int n_inputs, n_outputs;
   bool random_inputs, reference;
   uint64_t seed;
+  bool seed_given;
+  /* train */
+  const char *data, *save, *resume;
+  int64_t epochs, batch, limit, test_limit; /* 0: not given */
+  double lr;                                /* 0: not given */
   Arena *arena;
   Diag diag;
+  const Source *src; /* read once */
   Graph *g;
 } Cli;
 
@@ -39,6 +45,8 @@ typedef struct Cli {
 int cli_parse(Cli *c, int argc, char **argv, const char *allowed, bool *help);
 /* Reads c->file and builds the graph (raises user errors). */
 void cli_compile(Cli *c);
+/* Builds the graph of c->file with c's options, in training mode or not. */
+Graph *cli_build(Cli *c, bool training);
 /* Prints the usage error and the hint; returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -55,7 +63,7 @@ typedef struct Command {
 /* Parses argv, prints help or runs the command, frees; returns the exit code. */
 int cli_main(const Command *cmd, int argc, char **argv);
 
-extern const Command cmd_check, cmd_show, cmd_run, cmd_init;
+extern const Command cmd_check, cmd_show, cmd_run, cmd_init, cmd_train;
 
 /* Runs fn(c) under diag_protect; prints the error and returns 1 if it raised. */
 int cli_protect(Cli *c, void (*fn)(void *), void *ud);

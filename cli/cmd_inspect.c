@@ -21,7 +21,7 @@ static const char check_help[] =
     "  -h, --help               this help\n";
 
 static const char show_help[] =
-    "usage: kiln show MODEL.kiln [--format text|dot|json] [--stage graph] [-o FILE]\n"
+    "usage: kiln show MODEL.kiln [--format text|dot|json] [--stage graph|grad] [-o FILE]\n"
     "                 [-D NAME=VALUE]... [--model NAME] [--train]\n"
     "\n"
     "Prints the model's graph: every value's name, op, attributes, shape, dtype,\n"
@@ -29,7 +29,10 @@ static const char show_help[] =
     "\n"
     "  --format text|dot|json   text (default), Graphviz DOT (kiln show m.kiln\n"
     "                           --format dot | dot -Tsvg > m.svg), or JSON\n"
-    "  --stage graph            the graph after elaboration (the only stage so far)\n"
+    "  --stage graph|grad       graph: the model after elaboration (default);\n"
+    "                           grad: the whole training step (training-mode forward,\n"
+    "                           backward nodes marked with the forward node they\n"
+    "                           come from, the optimizer update); needs a train section\n"
     "  -o, --out FILE           write to FILE instead of standard output\n"
     "  -D, --define NAME=VALUE  override a model constant\n"
     "  --model NAME             which model of the file (default: the first)\n"
@@ -86,13 +89,23 @@ static int show_validate(Cli *c) {
   if (c->format && strcmp(c->format, "text") && strcmp(c->format, "dot") &&
       strcmp(c->format, "json"))
     return cli_usage_error("show", "unknown format '%s' (expected text, dot or json)", c->format);
-  if (c->stage && strcmp(c->stage, "graph"))
-    return cli_usage_error("show", "unknown stage '%s' (available: graph)", c->stage);
+  if (c->stage && strcmp(c->stage, "graph") && strcmp(c->stage, "grad"))
+    return cli_usage_error("show", "unknown stage '%s' (available: graph, grad)", c->stage);
   return EXIT_OK;
 }
 
+/* The training step: forward in training mode, backward, update. */
+static void grad_fn(void *ud) {
+  Cli *c = ud;
+  c->g = cli_build(c, true);
+  TrainStep ts;
+  build_train_step(c->g, &c->diag, &ts);
+  verify_or_die(c);
+}
+
 static int show_run(Cli *c) {
-  int rc = cli_protect(c, check_fn, c);
+  bool grad = c->stage && strcmp(c->stage, "grad") == 0;
+  int rc = cli_protect(c, grad ? grad_fn : check_fn, c);
   return rc == EXIT_OK ? show_graph(c) : rc;
 }
 

@@ -143,7 +143,7 @@ static void load_weights(Run *r) {
   }
   for (int i = 0; i < tf.n; i++) {
     Node *n = graph_find(c->g, tf.items[i].name);
-    if (!n || n->op != OP_PARAM)
+    if ((!n || n->op != OP_PARAM) && !optimizer_state_of(c->g, tf.items[i].name))
       fprintf(stderr, "kiln: warning: %s: tensor %s is not a parameter of model %s (ignored)\n",
               c->weights, tf.items[i].name, c->g->name);
   }

@@ -5,6 +5,7 @@
  *   kiln show FILE       print the graph (text, dot, json)
  *   kiln run FILE        evaluate the model on .npy inputs
  *   kiln init FILE       write freshly initialized parameters
+ *   kiln train FILE      train on a dataset
  */
 #include <string.h>
 
@@ -20,6 +21,7 @@ static const char usage[] =
     "  show    print the model's graph as text, Graphviz DOT or JSON\n"
     "  run     evaluate the model on inputs from .npy files (reference evaluator)\n"
     "  init    write the model's initial parameters to a safetensors file\n"
+    "  train   train the model on a dataset (the training step as one graph)\n"
     "\n"
     "Run `kiln COMMAND --help` for a command's options.\n"
     "Exit status: 0 success, 1 an error in the model or the data, 2 bad usage.\n";
@@ -34,7 +36,7 @@ int main(int argc, char **argv) {
     fputs(usage, stdout);
     return EXIT_OK;
   }
-  static const Command *const cmds[] = {&cmd_check, &cmd_show, &cmd_run, &cmd_init};
+  static const Command *const cmds[] = {&cmd_check, &cmd_show, &cmd_run, &cmd_init, &cmd_train};
   for (int i = 0; i < countof(cmds); i++)
     if (strcmp(cmds[i]->name, cmd) == 0)
       return cli_main(cmds[i], argc - 2, argv + 2);

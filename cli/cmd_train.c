@@ -1,0 +1,384 @@
+/*
+ * cmd_train.c: `kiln train`, the training loop over the one-graph training
+ * step, with the reference evaluator.
+ *
+ * Two graphs are built from the model: the training step (training-mode
+ * forward, backward, optimizer update; passes/train_step.c) and the
+ * inference graph for test accuracy.  They share parameter buffers by name,
+ * running statistics included; optimizer state exists only in the step.
+ * Each step: gather a shuffled batch, set train.lr from the schedule and
+ * train.step, evaluate the loss and the update values, write the updates
+ * back.  After each epoch: test accuracy, and --save writes parameters and
+ * optimizer state (atomically) with the epoch reached, which --resume reads.
+ *
+ * The model needs one f32 input (the examples) and one i32 input (the
+ * labels); its first output gives the class scores for accuracy.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "passes.h"
+#include "rt_data.h"
+
+static const char train_help[] =
+    "usage: kiln train MODEL.kiln --data DIR [--reference] [--epochs N] [--batch N]\n"
+    "                  [--lr X] [--seed N] [--limit N] [--test-limit N]\n"
+    "                  [--save FILE.safetensors] [--resume FILE.safetensors]\n"
+    "                  [-D NAME=VALUE]... [--model NAME]\n"
+    "\n"
+    "Trains the model as its `train` section says (minimize, optimizer, schedule,\n"
+    "epochs, ...), with a progress line on stderr, and reports test accuracy after\n"
+    "each epoch.  Options given here override the train section.\n"
+    "\n"
+    "  --data DIR               IDX files (train-images-idx3-ubyte[.gz], ... as in\n"
+    "                           MNIST/Fashion-MNIST) or train_x.npy, train_y.npy,\n"
+    "                           test_x.npy, test_y.npy\n"
+    "  --reference              run the step with the reference evaluator (currently\n"
+    "                           the only one)\n"
+    "  --epochs N, --lr X       override the train section\n"
+    "  --batch N                the batch size (the model constant that sizes the\n"
+    "                           first axis of the data input)\n"
+    "  --seed N                 initialization and shuffling seed (default: the\n"
+    "                           train section's, else 0)\n"
+    "  --limit N                train on the first N examples only\n"
+    "  --test-limit N           measure accuracy on the first N test examples only\n"
+    "  --save FILE              write parameters and optimizer state after each epoch\n"
+    "  --resume FILE            start from a file written by --save\n"
+    "  -D, --define NAME=VALUE  override a model constant\n"
+    "  --model NAME             which model of the file (default: the first)\n"
+    "  -h, --help               this help\n";
+
+typedef struct Trainer {
+  Cli *c;
+  Graph *g, *ge;  /* the training step and the inference graph */
+  TrainStep ts;
+  TrainSpec spec; /* the train section with the command line applied */
+  Node *x, *y;    /* the step's data and label inputs */
+  Node *ex, *eout; /* the inference graph's data input and class scores */
+  Eval ev, eve;
+  bool *live, *elive;
+  RtDataset train, test;
+  RtBatcher batcher;
+  bool have_train, have_test, have_batcher;
+  void **buf;     /* per training-graph node: bound buffers we own */
+  void *ebuf;     /* the inference graph's input batch */
+  int first_epoch;
+  int64_t global_step;
+} Trainer;
+
+/* --- setting up ------------------------------------------------------------ */
+
+static void *alloc_buf(Trainer *t, Node *n) {
+  void *p = calloc(1, (size_t)node_bytes(n) + 1);
+  if (!p)
+    error_plain(&t->c->diag, "out of memory for %s", n->name);
+  t->buf[n->id] = p;
+  eval_bind(&t->ev, n, p);
+  return p;
+}
+
+/* The one f32 input and the one i32 input (the trainer's own excluded). */
+static void find_inputs(Trainer *t, Graph *g, Node **x, Node **y) {
+  *x = *y = NULL;
+  for (int i = 0; i < g->n_nodes; i++) {
+    Node *n = g->nodes[i];
+    if (n->op != OP_INPUT || n->is_backward)
+      continue;
+    Node **slot = n->dtype == DT_F32 ? x : y;
+    if (*slot)
+      error_at(&t->c->diag, n->loc, "kiln train needs one f32 input (the examples) and one "
+               "i32 input (the labels); model %s has another %s input '%s'", g->name,
+               dtype_name(n->dtype), n->name);
+    *slot = n;
+  }
+  if (!*x || !*y)
+    error_plain(&t->c->diag, "kiln train needs one f32 input (the examples) and one i32 input "
+                "(the labels) in model %s", g->name);
+}
+
+/* --batch B: set the constant that sizes the examples' first axis. */
+static void apply_batch(Trainer *t) {
+  Cli *c = t->c;
+  Graph *g = cli_build(c, false);
+  Node *x, *y;
+  find_inputs(t, g, &x, &y);
+  char want[32];
+  snprintf(want, sizeof want, "%lld", (long long)x->shape.dim[0]);
+  const char *name = NULL;
+  for (int k = 0; k < g->n_consts; k++)
+    if (strcmp(g->const_values[k], want) == 0)
+      name = name ? "" : g->const_names[k];
+  if (!name || !name[0])
+    error_plain(&c->diag, "--batch: no single model constant sizes the first axis of input %s "
+                "(set it with -D instead)", x->name);
+  Define *d = &c->defs[c->co.n_defines++];
+  d->name = name;
+  d->value = arena_fmt(c->arena, "%lld", (long long)c->batch);
+}
+
+static void apply_overrides(Trainer *t) {
+  Cli *c = t->c;
+  t->spec = t->g->spec;
+  if (c->epochs)
+    t->spec.epochs = (int)c->epochs;
+  if (c->lr > 0)
+    t->spec.lr = c->lr;
+  if (c->seed_given)
+    t->spec.seed = c->seed;
+  if (!c->data)
+    c->data = t->spec.data;
+  if (!c->data)
+    error_plain(&c->diag, "no data: give --data DIR (or `data \"DIR\"` in the train section)");
+}
+
+static void build_graphs(Trainer *t) {
+  Cli *c = t->c;
+  if (c->batch)
+    apply_batch(t);
+  t->g = cli_build(c, true);
+  if (!t->g->has_train)
+    error_plain(&c->diag, "model %s has no train section (train %s { minimize LOSS ... })",
+                t->g->name, t->g->name);
+  build_train_step(t->g, &c->diag, &t->ts);
+  t->ge = cli_build(c, false);
+  find_inputs(t, t->g, &t->x, &t->y);
+  Node *ey;
+  find_inputs(t, t->ge, &t->ex, &ey);
+  t->eout = t->ge->n_outputs ? t->ge->outputs[0].node : NULL;
+  char err[512];
+  if (!graph_verify(t->g, err, sizeof err) || !graph_verify(t->ge, err, sizeof err))
+    die("graph verification failed: %s", err);
+  apply_overrides(t);
+}
+
+/* Parameters: fresh (seeded by name) or from --resume; the inference
+ * graph's parameters point at the same buffers. */
+static void bind_params(Trainer *t) {
+  Cli *c = t->c;
+  RtTensorFile tf = {0};
+  char err[512], a[160], b[160];
+  if (c->resume && rt_safetensors_read(c->resume, &tf, err, sizeof err) != RT_OK)
+    error_plain(&c->diag, "%s", err);
+  for (int i = 0; i < t->g->n_nodes; i++) {
+    Node *p = t->g->nodes[i];
+    if (p->op != OP_PARAM)
+      continue;
+    void *data = alloc_buf(t, p);
+    if (!c->resume) {
+      param_init_fill(p, t->spec.seed, data);
+      continue;
+    }
+    const RtNamedTensor *s = rt_tensor_file_find(&tf, p->name);
+    bool ok = s && s->t.dtype == p->dtype && s->t.rank == p->shape.rank &&
+              rt_numel(&s->t) == shape_numel(&p->shape);
+    for (int k = 0; ok && k < p->shape.rank; k++)
+      ok = s->t.dim[k] == p->shape.dim[k];
+    if (!ok) {
+      if (s)
+        rt_tensor_type_str(&s->t, b, sizeof b);
+      snprintf(err, sizeof err, "%s: %s: expected %s, %s%s", c->resume, p->name,
+               node_type_str(p, a, sizeof a), s ? "got " : "missing (saved by another model "
+               "or optimizer?)", s ? b : "");
+      rt_tensor_file_free(&tf);
+      error_plain(&c->diag, "%s", err);
+    }
+    memcpy(data, s->t.data, (size_t)node_bytes(p));
+  }
+  for (int i = 0; i < tf.n_meta; i++)
+    if (strcmp(tf.meta_keys[i], "epoch") == 0)
+      t->first_epoch = atoi(tf.meta_values[i]);
+    else if (strcmp(tf.meta_keys[i], "step") == 0)
+      t->global_step = atoll(tf.meta_values[i]);
+  rt_tensor_file_free(&tf);
+  for (int i = 0; i < t->ge->n_nodes; i++) {
+    Node *p = t->ge->nodes[i], *q = p->op == OP_PARAM ? graph_find(t->g, p->name) : NULL;
+    if (q && q->op == OP_PARAM)
+      eval_bind(&t->eve, p, t->buf[q->id]);
+    else if (p->op == OP_PARAM)
+      die("inference parameter %s has no training twin", p->name);
+  }
+}
+
+static void load_data(Trainer *t) {
+  Cli *c = t->c;
+  char err[512];
+  if (rt_dataset_load(c->data, "train", &t->train, err, sizeof err) != RT_OK)
+    error_plain(&c->diag, "%s", err);
+  t->have_train = true;
+  if (rt_dataset_load(c->data, "test", &t->test, err, sizeof err) != RT_OK)
+    error_plain(&c->diag, "%s", err);
+  t->have_test = true;
+  int64_t per = shape_numel(&t->x->shape) / t->x->shape.dim[0];
+  int64_t have = t->train.n ? rt_numel(&t->train.x) / t->train.n : 0;
+  char tb[160];
+  if (per != have)
+    error_plain(&c->diag, "%s: an example has %lld values, but input %s (%s) needs %lld per "
+                "example", c->data, (long long)have, t->x->name,
+                node_type_str(t->x, tb, sizeof tb), (long long)per);
+  int64_t per_y = shape_numel(&t->y->shape) / t->y->shape.dim[0];
+  if (per_y != 1)
+    error_plain(&c->diag, "input %s must hold one label per example, not %s", t->y->name,
+                node_type_str(t->y, tb, sizeof tb));
+}
+
+/* --- the loop ------------------------------------------------------------- */
+
+static double run_step(Trainer *t, int64_t steps_per_epoch, int64_t total) {
+  char err[512];
+  float *lr = t->buf[t->ts.lr->id], *st = t->buf[t->ts.step->id];
+  *lr = (float)train_lr(&t->spec, t->global_step, steps_per_epoch, total);
+  *st = (float)(t->global_step + 1);
+  t->ev.cx.step = (uint64_t)t->global_step;
+  if (eval_run(&t->ev, t->live, err, sizeof err))
+    error_plain(&t->c->diag, "%s", err);
+  eval_apply_updates(&t->ev);
+  t->global_step++;
+  return ((float *)t->ev.vals[t->ts.loss->id].data)[0];
+}
+
+/* Fraction of test examples whose highest score is the label. */
+static double test_accuracy(Trainer *t) {
+  if (!t->eout || t->eout->shape.rank != 2)
+    return -1;
+  int64_t batch = t->ex->shape.dim[0], per = shape_numel(&t->ex->shape) / batch;
+  int64_t n = t->c->test_limit && t->c->test_limit < t->test.n ? t->c->test_limit : t->test.n;
+  int64_t classes = t->eout->shape.dim[1], right = 0;
+  float *x = t->eve.vals[t->ex->id].data;
+  int32_t *labels = malloc(sizeof(int32_t) * (size_t)batch);
+  char err[512];
+  for (int64_t first = 0; first < n; first += batch) {
+    int64_t count = n - first < batch ? n - first : batch;
+    memset(x, 0, sizeof(float) * (size_t)(batch * per));
+    rt_dataset_gather(&t->test, first, count, x, labels);
+    if (eval_run(&t->eve, t->elive, err, sizeof err))
+      error_plain(&t->c->diag, "%s", err);
+    const float *s = t->eve.vals[t->eout->id].data;
+    for (int64_t r = 0; r < count; r++) {
+      int64_t best = 0;
+      for (int64_t k = 1; k < classes; k++)
+        best = s[r * classes + k] > s[r * classes + best] ? k : best;
+      right += best == labels[r];
+    }
+  }
+  free(labels);
+  return n ? (double)right / (double)n : -1;
+}
+
+static void save(Trainer *t, int epoch) {
+  Cli *c = t->c;
+  int n = 0;
+  RtNamedTensor *items = arena_alloc(c->arena, sizeof(RtNamedTensor) * (size_t)t->g->n_nodes);
+  for (int i = 0; i < t->g->n_nodes; i++) {
+    Node *p = t->g->nodes[i];
+    if (p->op != OP_PARAM)
+      continue;
+    RtTensor tt = {p->dtype, p->shape.rank, {0}, t->buf[p->id]};
+    memcpy(tt.dim, p->shape.dim, sizeof tt.dim);
+    items[n].name = (char *)p->name;
+    items[n++].t = tt;
+  }
+  const char *keys[] = {"format", "model", "optimizer", "epoch", "step"};
+  const char *vals[] = {"kiln", t->g->name, t->spec.opt_name, arena_fmt(c->arena, "%d", epoch),
+                        arena_fmt(c->arena, "%lld", (long long)t->global_step)};
+  char err[512];
+  if (rt_safetensors_write(c->save, items, n, keys, vals, 5, err, sizeof err) != RT_OK)
+    error_plain(&c->diag, "%s", err);
+}
+
+static void check_labels(Trainer *t, const RtDataset *d) {
+  int64_t classes = t->eout && t->eout->shape.rank == 2 ? t->eout->shape.dim[1] : INT32_MAX;
+  for (int64_t i = 0; i < d->n; i++) {
+    int32_t v = ((int32_t *)d->y.data)[i];
+    if (v < 0 || v >= classes)
+      error_plain(&t->c->diag, "%s: label %d of example %lld is outside 0 .. %lld", t->c->data,
+                  v, (long long)i, (long long)classes - 1);
+  }
+}
+
+static void train_loop(Trainer *t) {
+  int64_t batch = t->x->shape.dim[0];
+  RtBatcher *b = &t->batcher;
+  if (rt_batcher_init(b, t->train.n, batch, t->spec.seed, t->spec.shuffle, t->c->limit) != RT_OK)
+    error_plain(&t->c->diag, "out of memory shuffling %lld examples", (long long)t->train.n);
+  t->have_batcher = true;
+  int64_t steps = rt_batcher_steps(b), total = steps * t->spec.epochs;
+  if (steps == 0)
+    error_plain(&t->c->diag, "%s: fewer training examples than one batch of %lld", t->c->data,
+                (long long)batch);
+  float *x = t->buf[t->x->id];
+  int32_t *y = t->buf[t->y->id];
+  for (int epoch = t->first_epoch; epoch < t->spec.epochs; epoch++) {
+    RtProgress pr;
+    rt_progress_init(&pr, stderr, epoch + 1, t->spec.epochs, steps, batch);
+    rt_batcher_epoch(b, epoch);
+    for (int64_t s = 0; s < steps; s++) {
+      rt_batcher_gather(b, &t->train, s, x, y);
+      rt_progress_step(&pr, s, run_step(t, steps, total));
+    }
+    double acc = test_accuracy(t);
+    char extra[64] = "";
+    if (acc >= 0)
+      snprintf(extra, sizeof extra, "test accuracy %.2f%%", 100 * acc);
+    rt_progress_end(&pr, acc >= 0 ? extra : NULL);
+    if (t->c->save)
+      save(t, epoch + 1);
+  }
+}
+
+static void train_fn(void *ud) {
+  Trainer *t = ud;
+  build_graphs(t);
+  t->buf = arena_alloc(t->c->arena, sizeof(void *) * (size_t)t->g->n_nodes);
+  eval_init(&t->ev, t->g);
+  eval_init(&t->eve, t->ge);
+  t->ev.cx.training = true;
+  t->live = arena_alloc(t->c->arena, sizeof(bool) * (size_t)t->g->n_nodes);
+  graph_live(t->g, t->ts.roots, t->ts.n_roots, t->live);
+  t->elive = arena_alloc(t->c->arena, sizeof(bool) * (size_t)t->ge->n_nodes);
+  if (t->eout)
+    graph_live(t->ge, &t->eout, 1, t->elive);
+  bind_params(t);
+  alloc_buf(t, t->x);
+  alloc_buf(t, t->y);
+  alloc_buf(t, t->ts.lr);
+  alloc_buf(t, t->ts.step);
+  t->ebuf = calloc(1, (size_t)node_bytes(t->ex) + 1);
+  if (!t->ebuf)
+    error_plain(&t->c->diag, "out of memory");
+  eval_bind(&t->eve, t->ex, t->ebuf);
+  load_data(t);
+  check_labels(t, &t->train);
+  check_labels(t, &t->test);
+  if (t->first_epoch >= t->spec.epochs)
+    fprintf(stderr, "kiln: %s already holds %d epochs; nothing to do\n", t->c->resume,
+            t->first_epoch);
+  train_loop(t);
+}
+
+static void trainer_free(Trainer *t) {
+  free(t->ebuf);
+  if (t->buf)
+    for (int i = 0; i < t->g->n_nodes; i++)
+      free(t->buf[i]);
+  if (t->g)
+    eval_free(&t->ev);
+  if (t->ge)
+    eval_free(&t->eve);
+  if (t->have_train)
+    rt_dataset_free(&t->train);
+  if (t->have_test)
+    rt_dataset_free(&t->test);
+  if (t->have_batcher)
+    rt_batcher_free(&t->batcher);
+}
+
+static int train_run(Cli *c) {
+  Trainer t = {.c = c};
+  int rc = cli_protect(c, train_fn, &t);
+  trainer_free(&t);
+  return rc;
+}
+
+const Command cmd_train = {"train", "DmdRESBlLTvuh", train_help, NULL, train_run};

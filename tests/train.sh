@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# train.sh: `kiln train` and `kiln show --stage grad` as a user runs them.
+#
+# The headline check: the MLP trained with the reference evaluator on the
+# first 5,000 Fashion-MNIST training images for one epoch (seed 1) reaches
+# exactly ACCURACY on the 10,000 test images, run after run.
+# Also: --save/--resume gives the same result as an uninterrupted run, .npy
+# datasets, --batch, the progress output, and the errors.
+#
+# Usage: tests/train.sh path/to/kiln    (ctest passes the built binary)
+set -uo pipefail
+KILN=$(realpath "$1")
+cd "$(dirname "$0")/.."
+FMNIST=/usr/share/datasets/fashion-mnist
+ACCURACY="test accuracy 75.96%"   # measured (same in -O2 and -O0 ASan builds)
+PY=/usr/bin/python3
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+out="$tmp/stdout"
+err="$tmp/stderr"
+
+expect() { # expect CODE DESCRIPTION -- command...
+  local want=$1 what=$2
+  shift 3
+  "$@" >"$out" 2>"$err"
+  local got=$?
+  if [ "$got" -ne "$want" ]; then
+    echo "FAIL: $what: exit $got, expected $want"
+    sed 's/^/    /' "$err" | tail -n 8
+    fails=$((fails + 1))
+    return 1
+  fi
+  echo "ok: $what"
+}
+
+contains() { # contains FILE TEXT
+  if ! grep -qF -- "$2" "$1"; then
+    echo "FAIL: expected '$2' in:"
+    sed 's/^/    /' "$1" | tail -n 12
+    fails=$((fails + 1))
+  fi
+}
+
+# --- show --stage grad --------------------------------------------------------
+expect 0 "show --stage grad" -- "$KILN" show models/mlp.kiln --stage grad
+contains "$out" "grad(h1.weight)"
+contains "$out" "update h1.weight <- "
+contains "$out" "update h1.weight.momentum_buffer <- "
+contains "$out" "backward of %"
+contains "$out" "saved-for-backward"
+expect 0 "show --stage grad as json" -- "$KILN" show models/lenet5.kiln --stage grad --format json
+if "$PY" - "$out" <<'PY'; then echo "ok: json marks backward nodes"; else fails=$((fails + 1)); fi
+import json, sys
+g = json.load(open(sys.argv[1]))
+back = [n for n in g["nodes"] if n["backward"]]
+assert back and all("grad_of" in n for n in back if n["op"] not in ("input",)), "provenance"
+names = {n["name"] for n in g["nodes"]}
+assert "grad(c1.weight)" in names and "new(c1.weight)" in names
+assert len(g["updates"]) == 2 * 10, len(g["updates"])  # params and momentum buffers
+PY
+expect 1 "show --stage grad without a train section" -- "$KILN" show tests/data/no_train.kiln \
+  --stage grad
+contains "$err" "has no train section"
+
+# --- errors -------------------------------------------------------------------
+expect 1 "train without data" -- "$KILN" train models/mlp.kiln
+contains "$err" "no data: give --data DIR"
+expect 1 "train from a missing folder" -- "$KILN" train models/mlp.kiln --data "$tmp/none"
+contains "$err" "none"
+expect 2 "train with a bad --epochs" -- "$KILN" train models/mlp.kiln --epochs 0
+expect 1 "train a model without a train section" -- "$KILN" train tests/data/no_train.kiln \
+  --data "$tmp"
+contains "$err" "has no train section"
+
+# --- .npy datasets -------------------------------------------------------------
+mkdir -p "$tmp/npy"
+"$PY" - "$tmp/npy" <<'PY'
+import sys, numpy as np
+d = sys.argv[1]
+rng = np.random.default_rng(0)
+for split, n in (("train", 96), ("test", 40)):
+    y = rng.integers(0, 3, n)
+    x = rng.normal(0, 1, (n, 6)).astype(np.float32) + y[:, None]  # separable
+    np.save(f"{d}/{split}_x.npy", x)
+    np.save(f"{d}/{split}_y.npy", y)
+PY
+cat >"$tmp/small.kiln" <<'EOF'
+model small(N = 8) {
+  input x: f32[N, 6]
+  input y: i32[N]
+  logits = dense(relu(dense(x, out=16)), out=3)
+  output probs = softmax(logits, axis=1)
+  loss = cross_entropy(logits, y)
+}
+train small {
+  minimize  loss
+  optimizer adam(lr=0.01)
+  epochs    3
+}
+EOF
+expect 0 "train on .npy files" -- "$KILN" train "$tmp/small.kiln" --data "$tmp/npy" --reference
+contains "$err" "epoch 3/3"
+contains "$err" "test accuracy"
+expect 0 "--batch" -- "$KILN" train "$tmp/small.kiln" --data "$tmp/npy" --batch 32 --epochs 1
+contains "$err" "step 3/3"
+
+# --- resume = uninterrupted ------------------------------------------------------
+expect 0 "two epochs straight" -- "$KILN" train "$tmp/small.kiln" --data "$tmp/npy" --epochs 2 \
+  --save "$tmp/straight.safetensors"
+tail -n 1 "$err" | sed 's/| [0-9]* ex\/s | [0-9.]*s //' >"$tmp/straight.txt"
+expect 0 "one epoch, saved" -- "$KILN" train "$tmp/small.kiln" --data "$tmp/npy" --epochs 1 \
+  --save "$tmp/half.safetensors"
+expect 0 "resumed for the second" -- "$KILN" train "$tmp/small.kiln" --data "$tmp/npy" \
+  --epochs 2 --resume "$tmp/half.safetensors" --save "$tmp/resumed.safetensors"
+tail -n 1 "$err" | sed 's/| [0-9]* ex\/s | [0-9.]*s //' >"$tmp/resumed.txt"
+if cmp -s "$tmp/straight.txt" "$tmp/resumed.txt" &&
+   cmp -s "$tmp/straight.safetensors" "$tmp/resumed.safetensors"; then
+  echo "ok: resuming gives the same parameters, state and accuracy"
+else
+  echo "FAIL: resumed run differs"; cat "$tmp/straight.txt" "$tmp/resumed.txt"
+  fails=$((fails + 1))
+fi
+ls "$tmp"/*.tmp.* >/dev/null 2>&1 && { echo "FAIL: temporary files left"; fails=$((fails + 1)); }
+expect 0 "run with trained weights (optimizer state ignored quietly)" -- "$KILN" run \
+  "$tmp/small.kiln" --weights "$tmp/resumed.safetensors" --random-inputs
+if grep -q warning "$err"; then echo "FAIL: warnings about optimizer state"; fails=$((fails + 1)); fi
+expect 1 "resume from another model's file" -- "$KILN" train models/mlp.kiln --data "$tmp/npy" \
+  --resume "$tmp/half.safetensors"
+
+# --- Fashion-MNIST: the reproducible accuracy -------------------------------------
+if [ -d "$FMNIST" ]; then
+  for run in 1 2; do
+    expect 0 "MLP, 5000 images, one epoch (run $run)" -- "$KILN" train models/mlp.kiln \
+      --data "$FMNIST" --reference --limit 5000 --epochs 1 --seed 1
+    contains "$err" "$ACCURACY"
+  done
+else
+  echo "SKIP: $FMNIST is missing (apt-get install dataset-fashion-mnist)"
+fi
+
+if [ "$fails" -ne 0 ]; then
+  echo "$fails check(s) failed"
+  exit 1
+fi
+echo "all training checks passed"
