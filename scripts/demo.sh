@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # demo.sh: from a fresh checkout, install what is missing, build kiln, and run
-# the main job: check, show and run LeNet-5 with the reference evaluator.
+# the main job: check, show and run LeNet-5 with the reference evaluator,
+# then train the MLP on Fashion-MNIST (5,000 images, one epoch, reference
+# evaluator) and classify real test images with the trained weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -37,4 +39,34 @@ import sys, numpy as np
 p = np.load(sys.argv[1])
 print(f"probs {p.dtype}{list(p.shape)}; rows sum to {np.round(p.sum(1), 5).tolist()}")
 print("predicted classes:", p.argmax(1).tolist())
+PY
+
+fmnist=/usr/share/datasets/fashion-mnist
+echo
+echo "== kiln train models/mlp.kiln --data $fmnist --reference --limit 5000 --epochs 1 --save ..."
+./build/kiln train models/mlp.kiln --data "$fmnist" --reference --limit 5000 --epochs 1 --seed 1 \
+  --save "$out/mlp.safetensors"
+echo
+echo "== the first eight test images, classified by the trained MLP"
+"$python3" - "$fmnist" "$out" <<'PY'
+import gzip, sys, numpy as np
+src, out = sys.argv[1], sys.argv[2]
+with gzip.open(f"{src}/t10k-images-idx3-ubyte.gz") as f:
+    x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784)[:8] / 255.0
+with gzip.open(f"{src}/t10k-labels-idx1-ubyte.gz") as f:
+    y = np.frombuffer(f.read(), np.uint8, offset=8)[:8]
+np.save(f"{out}/test8.npy", x.astype(np.float32))
+np.save(f"{out}/labels8.npy", y.astype(np.int32))
+PY
+./build/kiln run models/mlp.kiln --weights "$out/mlp.safetensors" --input x="$out/test8.npy" \
+  --output probs="$out/probs8.npy"
+"$python3" - "$out" <<'PY'
+import sys, numpy as np
+out = sys.argv[1]
+names = ["T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
+p, y = np.load(f"{out}/probs8.npy"), np.load(f"{out}/labels8.npy")
+for i, (row, label) in enumerate(zip(p, y)):
+    k = int(row.argmax())
+    print(f"  image {i}: {names[k]:9s} ({row[k]:.2f})  true: {names[label]}")
+print(f"  {int((p.argmax(1) == y).sum())} of 8 right")
 PY

@@ -9,6 +9,7 @@ pkgs=(
   clang libclang-rt-14-dev           # libFuzzer and the sanitizers
   graphviz                           # rendering `kiln show --format dot`
   python3-numpy                      # tests read kiln's .npy files with NumPy
+  dataset-fashion-mnist              # real training data (IDX files)
 )
 
 missing=()

@@ -2,7 +2,7 @@
 # test.sh: from a fresh checkout, install what is missing, build with
 # warnings as errors, run every test (ctest: CMocka units, the malformed-model
 # corpus, the command line), then fuzz the parser and the tensor-file readers
-# under AddressSanitizer and UndefinedBehaviorSanitizer.
+# under AddressSanitizer and UndefinedBehaviorSanitizer, and the gzip/IDX reader.
 #   FUZZ_SECONDS=60 (per parser run; the file readers get a third of it each)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,7 @@ cmake --build build-asan -j "$jobs"
 # Fuzzing: each target starts from its seeds; any finding fails the run.
 secs=${FUZZ_SECONDS:-60}
 CC=clang cmake -S . -B build-fuzz -DKILN_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build-fuzz -j "$jobs" --target fuzz_parser fuzz_npy fuzz_safetensors
+cmake --build build-fuzz -j "$jobs" --target fuzz_parser fuzz_npy fuzz_safetensors fuzz_gzip
 fuzz() { # target seconds seeds...
   local t=$1 s=$2
   shift 2
@@ -36,4 +36,5 @@ fuzz() { # target seconds seeds...
 fuzz fuzz_parser "$secs" tests/fuzz/parser_seeds
 fuzz fuzz_npy $((secs / 3)) tests/fuzz/npy_seeds
 fuzz fuzz_safetensors $((secs / 3)) tests/fuzz/safetensors_seeds
+fuzz fuzz_gzip $((secs / 3)) tests/fuzz/gzip_seeds
 echo "all tests passed"
