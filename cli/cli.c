@@ -31,6 +31,9 @@ static const Opt opts[] = {
     {'B', "--batch", NULL, true},   {'l', "--lr", NULL, true},
     {'L', "--limit", NULL, true},   {'T', "--test-limit", NULL, true},
     {'v', "--save", NULL, true},    {'u', "--resume", NULL, true},
+    {'I', "--no-inplace", NULL, false}, {'H', "--no-share", NULL, false},
+    {'C', "--schedule", NULL, true}, {'P', "--no-plan", NULL, false},
+    {'V', "--verbose", "-v", false}, {'Y', "--verify-plan", NULL, false},
 };
 
 /* A positive integer option value; returns false if malformed. */
@@ -105,6 +108,16 @@ static int set_opt(Cli *c, const Opt *o, const char *val) {
     c->seed_given = true;
     return EXIT_OK;
   }
+  case 'I': c->plan.no_inplace = true; return EXIT_OK;
+  case 'H': c->plan.no_share = true; return EXIT_OK;
+  case 'P': c->no_plan = true; return EXIT_OK;
+  case 'V': c->verbose = true; return EXIT_OK;
+  case 'Y': c->verify_plan = true; return EXIT_OK;
+  case 'C':
+    if (strcmp(val, "default") && strcmp(val, "min-memory"))
+      return cli_usage_error(c->cmd, "--schedule must be default or min-memory, got '%s'", val);
+    c->plan.min_memory = val[0] == 'm';
+    return EXIT_OK;
   case 'd': c->data = val; return EXIT_OK;
   case 'v': c->save = val; return EXIT_OK;
   case 'u': c->resume = val; return EXIT_OK;
@@ -190,6 +203,17 @@ Graph *cli_build(Cli *c, bool training) {
 }
 
 void cli_compile(Cli *c) { c->g = cli_build(c, c->co.training); }
+
+void cli_plan(Cli *c, Graph *g, Node *const *roots, int n_roots, Plan *p) {
+  plan_build(g, roots, n_roots, &c->plan, p);
+  char err[512];
+  if (c->verify_plan && !plan_verify(g, roots, n_roots, p, err, sizeof err))
+    die("the memory plan of %s failed verification: %s", g->name, err);
+  if (c->verbose) {
+    fprintf(stderr, "%s: ", g->name);
+    plan_print_summary(p, stderr);
+  }
+}
 
 int cli_protect(Cli *c, void (*fn)(void *), void *ud) {
   if (diag_protect(&c->diag, fn, ud) == 0)

@@ -11,6 +11,7 @@
 
 #include "frontend.h"
 #include "ir.h"
+#include "passes.h"
 
 enum { EXIT_OK = 0, EXIT_USER = 1, EXIT_USAGE = 2 };
 
@@ -33,6 +34,9 @@ typedef struct Cli {
   const char *data, *save, *resume;
   int64_t epochs, batch, limit, test_limit; /* 0: not given */
   double lr;                                /* 0: not given */
+  /* memory planning */
+  PlanOpts plan;
+  bool no_plan, verbose, verify_plan;
   Arena *arena;
   Diag diag;
   const Source *src; /* read once */
@@ -64,6 +68,10 @@ typedef struct Command {
 int cli_main(const Command *cmd, int argc, char **argv);
 
 extern const Command cmd_check, cmd_show, cmd_run, cmd_init, cmd_train;
+
+/* Plans g for roots with the command line's switches, verifies the plan
+ * under --verify-plan (an internal error if it fails), reports it with -v. */
+void cli_plan(Cli *c, Graph *g, Node *const *roots, int n_roots, Plan *p);
 
 /* Runs fn(c) under diag_protect; prints the error and returns 1 if it raised. */
 int cli_protect(Cli *c, void (*fn)(void *), void *ud);

@@ -21,7 +21,8 @@ static const char check_help[] =
     "  -h, --help               this help\n";
 
 static const char show_help[] =
-    "usage: kiln show MODEL.kiln [--format text|dot|json] [--stage graph|grad] [-o FILE]\n"
+    "usage: kiln show MODEL.kiln [--format text|dot|json|svg] [--stage graph|grad|plan]\n"
+    "                 [-o FILE] [--no-inplace] [--no-share] [--schedule=default|min-memory]\n"
     "                 [-D NAME=VALUE]... [--model NAME] [--train]\n"
     "\n"
     "Prints the model's graph: every value's name, op, attributes, shape, dtype,\n"
@@ -29,10 +30,17 @@ static const char show_help[] =
     "\n"
     "  --format text|dot|json   text (default), Graphviz DOT (kiln show m.kiln\n"
     "                           --format dot | dot -Tsvg > m.svg), or JSON\n"
-    "  --stage graph|grad       graph: the model after elaboration (default);\n"
+    "  --stage graph|grad|plan  graph: the model after elaboration (default);\n"
     "                           grad: the whole training step (training-mode forward,\n"
     "                           backward nodes marked with the forward node they\n"
-    "                           come from, the optimizer update); needs a train section\n"
+    "                           come from, the optimizer update); needs a train section;\n"
+    "                           plan: the memory plan of the outputs (with --train: of\n"
+    "                           the training step): naive, planned and lower-bound\n"
+    "                           bytes, each value's offset, size, lifetime and who\n"
+    "                           shares its bytes; --format svg draws the arena over time\n"
+    "  --no-inplace, --no-share, --schedule=default|min-memory\n"
+    "                           switch off in-place reuse or sharing, or choose the\n"
+    "                           order that lowers peak memory\n"
     "  -o, --out FILE           write to FILE instead of standard output\n"
     "  -D, --define NAME=VALUE  override a model constant\n"
     "  --model NAME             which model of the file (default: the first)\n"
@@ -60,6 +68,20 @@ static int check_run(Cli *c) {
 
 const Command cmd_check = {"check", "Dmth", check_help, NULL, check_run};
 
+/* Closes the memory stream f (which sets *buf and *len) and writes what
+ * it holds to c->out, whole. */
+static int write_whole(Cli *c, FILE *f, char **buf, size_t *len) {
+  fclose(f);
+  char err[512];
+  const void *pieces[1] = {*buf};
+  int rc = rt_write_file_atomic(c->out, pieces, len, 1, err, sizeof err) == RT_OK ? EXIT_OK
+                                                                                    : EXIT_USER;
+  if (rc != EXIT_OK)
+    fprintf(stderr, "kiln: error: %s\n", err);
+  free(*buf);
+  return rc;
+}
+
 static int show_graph(Cli *c) {
   FILE *f = stdout;
   char *buf = NULL;
@@ -72,26 +94,67 @@ static int show_graph(Cli *c) {
     graph_print_dot(c->g, f);
   else
     graph_print_json(c->g, f);
-  if (!c->out)
-    return EXIT_OK;
-  fclose(f);
-  char err[512];
-  const void *pieces[1] = {buf};
-  int rc = rt_write_file_atomic(c->out, pieces, &len, 1, err, sizeof err) == RT_OK ? EXIT_OK
-                                                                                     : EXIT_USER;
-  if (rc != EXIT_OK)
-    fprintf(stderr, "kiln: error: %s\n", err);
-  free(buf);
-  return rc;
+  return c->out ? write_whole(c, f, &buf, &len) : EXIT_OK;
 }
 
+static bool is_stage(const Cli *c, const char *s) { return c->stage && strcmp(c->stage, s) == 0; }
+
 static int show_validate(Cli *c) {
-  if (c->format && strcmp(c->format, "text") && strcmp(c->format, "dot") &&
-      strcmp(c->format, "json"))
-    return cli_usage_error("show", "unknown format '%s' (expected text, dot or json)", c->format);
-  if (c->stage && strcmp(c->stage, "graph") && strcmp(c->stage, "grad"))
-    return cli_usage_error("show", "unknown stage '%s' (available: graph, grad)", c->stage);
+  const char *f = c->format ? c->format : "text";
+  if (c->stage && !is_stage(c, "graph") && !is_stage(c, "grad") && !is_stage(c, "plan"))
+    return cli_usage_error("show", "unknown stage '%s' (available: graph, grad, plan)", c->stage);
+  if (is_stage(c, "plan") && strcmp(f, "text") && strcmp(f, "json") && strcmp(f, "svg"))
+    return cli_usage_error("show", "--stage plan shows as text, json or svg, not '%s'", f);
+  if (!is_stage(c, "plan") && strcmp(f, "text") && strcmp(f, "dot") && strcmp(f, "json"))
+    return cli_usage_error("show", "unknown format '%s' (expected text, dot or json)", f);
   return EXIT_OK;
+}
+
+typedef struct ShowPlan {
+  Cli *c;
+  Plan p;
+} ShowPlan;
+
+/* The memory plan of the inference graph (roots: the outputs), or with
+ * --train of the whole training step (roots: loss and updates). */
+static void plan_fn(void *ud) {
+  ShowPlan *sp = ud;
+  Cli *c = sp->c;
+  c->g = cli_build(c, c->co.training);
+  Node **roots;
+  int n;
+  if (c->co.training) {
+    TrainStep ts;
+    build_train_step(c->g, &c->diag, &ts);
+    roots = ts.roots, n = ts.n_roots;
+  } else {
+    n = c->g->n_outputs;
+    roots = arena_alloc(c->arena, sizeof(Node *) * (size_t)(n + 1));
+    for (int i = 0; i < n; i++)
+      roots[i] = c->g->outputs[i].node;
+    if (!n)
+      error_plain(&c->diag, "model %s has no outputs to plan for", c->g->name);
+  }
+  c->verify_plan = true;
+  cli_plan(c, c->g, roots, n, &sp->p);
+}
+
+static int show_plan(Cli *c) {
+  ShowPlan sp = {.c = c};
+  int rc = cli_protect(c, plan_fn, &sp);
+  if (rc != EXIT_OK)
+    return rc;
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = c->out ? open_memstream(&buf, &len) : stdout;
+  const char *fmt = c->format ? c->format : "text";
+  if (strcmp(fmt, "json") == 0)
+    plan_print_json(&sp.p, f);
+  else if (strcmp(fmt, "svg") == 0)
+    plan_print_svg(&sp.p, f);
+  else
+    plan_print_text(&sp.p, f);
+  return c->out ? write_whole(c, f, &buf, &len) : EXIT_OK;
 }
 
 /* The training step: forward in training mode, backward, update. */
@@ -104,9 +167,11 @@ static void grad_fn(void *ud) {
 }
 
 static int show_run(Cli *c) {
-  bool grad = c->stage && strcmp(c->stage, "grad") == 0;
+  if (is_stage(c, "plan"))
+    return show_plan(c);
+  bool grad = is_stage(c, "grad");
   int rc = cli_protect(c, grad ? grad_fn : check_fn, c);
   return rc == EXIT_OK ? show_graph(c) : rc;
 }
 
-const Command cmd_show = {"show", "Dmtfsoh", show_help, show_validate, show_run};
+const Command cmd_show = {"show", "DmtfsohIHC", show_help, show_validate, show_run};

@@ -37,6 +37,12 @@ static const char run_help[] =
     "                           without it parameters are freshly initialized\n"
     "  --seed N                 seed of initialization and random inputs (default 0)\n"
     "  --reference              use the reference evaluator (currently the only one)\n"
+    "  --no-plan                give every value its own buffer instead of placing\n"
+    "                           them in one planned arena\n"
+    "  --no-inplace, --no-share, --schedule=default|min-memory\n"
+    "                           memory-planning switches (see kiln show --stage plan)\n"
+    "  -v, --verbose            print the memory plan's totals\n"
+    "  --verify-plan            check the memory plan independently before running\n"
     "  -D, --define NAME=VALUE  override a model constant (e.g. -D N=1)\n"
     "  --model NAME             which model of the file (default: the first)\n"
     "  --train                  evaluate the training-mode graph\n"
@@ -58,6 +64,8 @@ static const char init_help[] =
 
 typedef struct Run {
   Cli *c;
+  Plan plan;
+  void *arena; /* the planned values, one allocation */
   RtTensor *files; /* the --input files, in order */
   int owned_files;
   Eval ev;
@@ -85,6 +93,7 @@ static void *run_alloc(Run *r, size_t n) {
 }
 
 static void run_free(Run *r) {
+  free(r->arena);
   for (int i = 0; i < r->owned_files; i++)
     free(r->files[i].data);
   for (int i = 0; i < r->n_owned; i++)
@@ -104,7 +113,7 @@ static void init_params(Run *r) {
       continue;
     void *data = run_alloc(r, (size_t)node_bytes(n));
     param_init_fill(n, r->c->seed, data);
-    r->ev.vals[n->id].data = data;
+    eval_bind(&r->ev, n, data);
   }
 }
 
@@ -139,7 +148,7 @@ static void load_weights(Run *r) {
     }
     void *data = run_alloc(r, (size_t)node_bytes(n));
     memcpy(data, t->t.data, (size_t)node_bytes(n));
-    r->ev.vals[n->id].data = data;
+    eval_bind(&r->ev, n, data);
   }
   for (int i = 0; i < tf.n; i++) {
     Node *n = graph_find(c->g, tf.items[i].name);
@@ -227,6 +236,14 @@ static bool specialize(Run *r) {
   return added > 0;
 }
 
+/* Where input n's value goes (in the arena when the run is planned). */
+static void *input_buffer(Run *r, Node *n) {
+  void *p = eval_input(&r->ev, n);
+  if (!p)
+    error_plain(&r->c->diag, "out of memory for input %s", n->name);
+  return p;
+}
+
 static void check_input(Run *r, Node *n, const RtTensor *t, const char *path) {
   Cli *c = r->c;
   char a[160], b[160];
@@ -235,7 +252,7 @@ static void check_input(Run *r, Node *n, const RtTensor *t, const char *path) {
     error_plain(&c->diag, "%s: input %s must be %s, but the file holds %s", path, n->name,
                 node_type_str(n, a, sizeof a), b);
   }
-  r->ev.vals[n->id].data = t->data;
+  memcpy(input_buffer(r, n), t->data, (size_t)node_bytes(n));
 }
 
 /* Labels and ids must be valid indices: the bound comes from the consumer. */
@@ -252,7 +269,7 @@ static int64_t int_bound(const Graph *g, const Node *in) {
 
 static void random_input(Run *r, Node *n) {
   int64_t count = shape_numel(&n->shape);
-  void *data = run_alloc(r, (size_t)node_bytes(n));
+  void *data = input_buffer(r, n);
   uint64_t s = rng_seed_for(r->c->seed, n->name);
   if (n->dtype == DT_F32) {
     for (int64_t i = 0; i < count; i++)
@@ -262,7 +279,6 @@ static void random_input(Run *r, Node *n) {
     for (int64_t i = 0; i < count; i++)
       ((int32_t *)data)[i] = (int32_t)(rng_uniform(s, (uint64_t)i) * (double)bound);
   }
-  r->ev.vals[n->id].data = data;
 }
 
 static void bind_inputs(Run *r, const bool *live) {
@@ -276,7 +292,7 @@ static void bind_inputs(Run *r, const bool *live) {
   }
   for (int i = 0; i < c->g->n_nodes; i++) {
     Node *n = c->g->nodes[i];
-    if (n->op != OP_INPUT || !live[i] || r->ev.vals[i].data)
+    if (n->op != OP_INPUT || !live[i] || r->ev.given[i])
       continue;
     if (!c->random_inputs)
       error_plain(&c->diag, "input '%s' (%s) is needed: give --input %s=FILE.npy or use "
@@ -364,6 +380,18 @@ static void write_outputs(Run *r) {
               node_type_str(r->roots[i], (char[160]){0}, 160), r->root_paths[i]);
 }
 
+/* Every value of the run at its planned offset in one arena. */
+static void use_plan(Run *r) {
+  Cli *c = r->c;
+  cli_plan(c, c->g, r->roots, r->n_roots, &r->plan);
+  size_t bytes = (size_t)r->plan.arena + PLAN_ALIGN;
+  r->arena = aligned_alloc(PLAN_ALIGN, bytes / PLAN_ALIGN * PLAN_ALIGN);
+  if (!r->arena)
+    error_plain(&c->diag, "out of memory: the arena needs %lld bytes", (long long)r->plan.arena);
+  memset(r->arena, 0, bytes / PLAN_ALIGN * PLAN_ALIGN);
+  eval_use_arena(&r->ev, r->arena, r->plan.offset, r->plan.order, r->plan.n_order);
+}
+
 static void run_fn(void *ud) {
   Run *r = ud;
   Cli *c = r->c;
@@ -378,6 +406,8 @@ static void run_fn(void *ud) {
   graph_live(c->g, r->roots, r->n_roots, live);
   eval_init(&r->ev, c->g);
   r->ev_ready = true;
+  if (!c->no_plan)
+    use_plan(r);
   if (c->weights)
     load_weights(r);
   else
@@ -398,7 +428,7 @@ static int with_run(Cli *c, void (*fn)(void *)) {
 
 static int run_run(Cli *c) { return with_run(c, run_fn); }
 
-const Command cmd_run = {"run", "DmtiOwrRSh", run_help, NULL, run_run};
+const Command cmd_run = {"run", "DmtiOwrRShIHCPVY", run_help, NULL, run_run};
 
 /* --- init --------------------------------------------------------------------------- */
 

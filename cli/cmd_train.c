@@ -46,6 +46,11 @@ static const char train_help[] =
     "  --test-limit N           measure accuracy on the first N test examples only\n"
     "  --save FILE              write parameters and optimizer state after each epoch\n"
     "  --resume FILE            start from a file written by --save\n"
+    "  --no-plan                one buffer per value instead of the planned arena\n"
+    "  --no-inplace, --no-share, --schedule=default|min-memory\n"
+    "                           memory-planning switches (see kiln show --stage plan)\n"
+    "  -v, --verbose            print the memory plans' totals\n"
+    "  --verify-plan            check the memory plans independently first\n"
     "  -D, --define NAME=VALUE  override a model constant\n"
     "  --model NAME             which model of the file (default: the first)\n"
     "  -h, --help               this help\n";
@@ -59,23 +64,33 @@ typedef struct Trainer {
   Node *ex, *eout; /* the inference graph's data input and class scores */
   Eval ev, eve;
   bool *live, *elive;
+  Plan plan, eplan;
+  void *arena, *earena;
   RtDataset train, test;
   RtBatcher batcher;
   bool have_train, have_test, have_batcher;
-  void **buf;     /* per training-graph node: bound buffers we own */
-  void *ebuf;     /* the inference graph's input batch */
+  void **buf;     /* per training-graph node: parameter buffers we own */
   int first_epoch;
   int64_t global_step;
 } Trainer;
 
 /* --- setting up ------------------------------------------------------------ */
 
+/* A parameter's buffer: ours, shared with the inference graph. */
 static void *alloc_buf(Trainer *t, Node *n) {
   void *p = calloc(1, (size_t)node_bytes(n) + 1);
   if (!p)
     error_plain(&t->c->diag, "out of memory for %s", n->name);
   t->buf[n->id] = p;
   eval_bind(&t->ev, n, p);
+  return p;
+}
+
+/* An input's buffer, the evaluator's (in the arena when planned). */
+static void *input_buf(Trainer *t, Eval *ev, Node *n) {
+  void *p = eval_input(ev, n);
+  if (!p)
+    error_plain(&t->c->diag, "out of memory for %s", n->name);
   return p;
 }
 
@@ -227,7 +242,7 @@ static void load_data(Trainer *t) {
 
 static double run_step(Trainer *t, int64_t steps_per_epoch, int64_t total) {
   char err[512];
-  float *lr = t->buf[t->ts.lr->id], *st = t->buf[t->ts.step->id];
+  float *lr = t->ev.vals[t->ts.lr->id].data, *st = t->ev.vals[t->ts.step->id].data;
   *lr = (float)train_lr(&t->spec, t->global_step, steps_per_epoch, total);
   *st = (float)(t->global_step + 1);
   t->ev.cx.step = (uint64_t)t->global_step;
@@ -307,8 +322,8 @@ static void train_loop(Trainer *t) {
   if (steps == 0)
     error_plain(&t->c->diag, "%s: fewer training examples than one batch of %lld", t->c->data,
                 (long long)batch);
-  float *x = t->buf[t->x->id];
-  int32_t *y = t->buf[t->y->id];
+  float *x = t->ev.vals[t->x->id].data;
+  int32_t *y = t->ev.vals[t->y->id].data;
   for (int epoch = t->first_epoch; epoch < t->spec.epochs; epoch++) {
     RtProgress pr;
     rt_progress_init(&pr, stderr, epoch + 1, t->spec.epochs, steps, batch);
@@ -327,6 +342,18 @@ static void train_loop(Trainer *t) {
   }
 }
 
+/* The step's (or the evaluation's) values in one planned arena. */
+static void *use_plan(Trainer *t, Graph *g, Eval *ev, Node *const *roots, int n, Plan *p) {
+  cli_plan(t->c, g, roots, n, p);
+  size_t bytes = ((size_t)p->arena + PLAN_ALIGN) / PLAN_ALIGN * PLAN_ALIGN;
+  void *a = aligned_alloc(PLAN_ALIGN, bytes);
+  if (!a)
+    error_plain(&t->c->diag, "out of memory: the arena needs %lld bytes", (long long)p->arena);
+  memset(a, 0, bytes);
+  eval_use_arena(ev, a, p->offset, p->order, p->n_order);
+  return a;
+}
+
 static void train_fn(void *ud) {
   Trainer *t = ud;
   build_graphs(t);
@@ -339,15 +366,17 @@ static void train_fn(void *ud) {
   t->elive = arena_alloc(t->c->arena, sizeof(bool) * (size_t)t->ge->n_nodes);
   if (t->eout)
     graph_live(t->ge, &t->eout, 1, t->elive);
+  if (!t->c->no_plan) {
+    t->arena = use_plan(t, t->g, &t->ev, t->ts.roots, t->ts.n_roots, &t->plan);
+    if (t->eout)
+      t->earena = use_plan(t, t->ge, &t->eve, &t->eout, 1, &t->eplan);
+  }
   bind_params(t);
-  alloc_buf(t, t->x);
-  alloc_buf(t, t->y);
-  alloc_buf(t, t->ts.lr);
-  alloc_buf(t, t->ts.step);
-  t->ebuf = calloc(1, (size_t)node_bytes(t->ex) + 1);
-  if (!t->ebuf)
-    error_plain(&t->c->diag, "out of memory");
-  eval_bind(&t->eve, t->ex, t->ebuf);
+  input_buf(t, &t->ev, t->x);
+  input_buf(t, &t->ev, t->y);
+  input_buf(t, &t->ev, t->ts.lr);
+  input_buf(t, &t->ev, t->ts.step);
+  input_buf(t, &t->eve, t->ex);
   load_data(t);
   check_labels(t, &t->train);
   check_labels(t, &t->test);
@@ -358,7 +387,8 @@ static void train_fn(void *ud) {
 }
 
 static void trainer_free(Trainer *t) {
-  free(t->ebuf);
+  free(t->arena);
+  free(t->earena);
   if (t->buf)
     for (int i = 0; i < t->g->n_nodes; i++)
       free(t->buf[i]);
@@ -381,4 +411,4 @@ static int train_run(Cli *c) {
   return rc;
 }
 
-const Command cmd_train = {"train", "DmdRESBlLTvuh", train_help, NULL, train_run};
+const Command cmd_train = {"train", "DmdRESBlLTvuhIHCPVY", train_help, NULL, train_run};

@@ -1,18 +1,21 @@
 /*
  * eval.c: the reference evaluator's driver.  It walks the graph in node
- * order (a topological order) and calls each op's kernel from ops.def.
+ * order (a topological order), or in a memory plan's schedule, and calls
+ * each op's kernel from ops.def.
  *
- * Ownership.  ev->vals[i] describes node i's value: dtype and shape are
- * filled from the node by eval_init, data starts NULL.
- *  - eval_bind stores a caller's pointer (inputs, parameters, or any node
- *    the caller wants to pin); the caller keeps ownership and must keep it
- *    alive until eval_free.  owned[i] stays false.
- *  - eval_run mallocs every other live node's buffer and sets owned[i]; it
- *    reuses that buffer on later runs, so a caller can rebind inputs and run
- *    again (every owned value is recomputed each run).
- *  - eval_free frees the owned buffers and the two arrays, never bound data.
- * The kernels never allocate tensor memory; a failed allocation here is
- * reported as an error (a large model may legitimately not fit), not a crash.
+ * Where values live.  ev->vals[i] describes node i's value: dtype and shape
+ * are filled from the node by eval_init, data starts NULL.
+ *  - eval_bind: the caller's buffer (parameters, or an input it owns); the
+ *    caller keeps ownership.  The node counts as given: never computed.
+ *  - eval_input: the buffer for an input the caller fills before each run
+ *    (in the arena when planned, else allocated); also given.
+ *  - eval_use_arena: every node with offset[i] >= 0 lives at arena +
+ *    offset[i], and eval_run follows the plan's order.  A wrong plan then
+ *    gives wrong numbers, which is how the memory planner is tested.
+ *  - any other live node gets its own malloc'ed buffer on the first run,
+ *    reused by later runs (owned[i]).
+ * Every node that is not given is recomputed by each eval_run.  The kernels
+ * never allocate; a failed allocation here is reported, not a crash.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +30,8 @@ void eval_init(Eval *ev, const Graph *g) {
   size_t n = g->n_nodes ? (size_t)g->n_nodes : 1;
   ev->vals = calloc(n, sizeof *ev->vals);
   ev->owned = calloc(n, sizeof *ev->owned);
-  if (!ev->vals || !ev->owned)
+  ev->given = calloc(n, sizeof *ev->given);
+  if (!ev->vals || !ev->owned || !ev->given)
     die("out of memory starting the evaluator");
   for (int i = 0; i < g->n_nodes; i++) {
     const Node *nd = g->nodes[i];
@@ -37,17 +41,34 @@ void eval_init(Eval *ev, const Graph *g) {
   }
 }
 
-void eval_bind(Eval *ev, const Node *n, void *data) {
-  ASSERT(n->id >= 0 && n->id < ev->g->n_nodes && ev->g->nodes[n->id] == n);
-  if (ev->owned[n->id])
-    free(ev->vals[n->id].data);
-  ev->owned[n->id] = false;
-  ev->vals[n->id].data = data;
+static void release(Eval *ev, int i) {
+  if (ev->owned[i])
+    free(ev->vals[i].data);
+  ev->owned[i] = false;
+  ev->vals[i].data = NULL;
 }
 
-/* Gives node i an owned buffer (kept from an earlier run if there is one). */
+void eval_bind(Eval *ev, const Node *n, void *data) {
+  ASSERT(n->id >= 0 && n->id < ev->g->n_nodes && ev->g->nodes[n->id] == n);
+  release(ev, n->id);
+  ev->vals[n->id].data = data;
+  ev->given[n->id] = true;
+}
+
+void eval_use_arena(Eval *ev, void *arena, const int64_t *offset, Node *const *order,
+                    int n_order) {
+  for (int i = 0; i < ev->g->n_nodes; i++)
+    if (offset[i] >= 0 && !ev->given[i]) {
+      release(ev, i);
+      ev->vals[i].data = (char *)arena + offset[i];
+    }
+  ev->order = order;
+  ev->n_order = n_order;
+}
+
+/* Gives node i a buffer of its own unless it already has one. */
 static int alloc_value(Eval *ev, int i, char *err, size_t errlen) {
-  if (ev->owned[i])
+  if (ev->vals[i].data)
     return 0;
   size_t bytes = rt_nbytes(&ev->vals[i]);
   void *p = malloc(bytes ? bytes : 1); /* malloc(0) may return NULL */
@@ -63,6 +84,14 @@ static int alloc_value(Eval *ev, int i, char *err, size_t errlen) {
   return 0;
 }
 
+void *eval_input(Eval *ev, const Node *n) {
+  char err[256];
+  if (alloc_value(ev, n->id, err, sizeof err))
+    return NULL;
+  ev->given[n->id] = true;
+  return ev->vals[n->id].data;
+}
+
 /* Checks that every input of node i has a value (a live mask that leaves
  * out a needed node would otherwise make a kernel read NULL). */
 static int inputs_ready(const Eval *ev, const Node *nd, char *err, size_t errlen) {
@@ -76,10 +105,9 @@ static int inputs_ready(const Eval *ev, const Node *nd, char *err, size_t errlen
 
 static int eval_node(Eval *ev, const Node *nd, const RtTensor **ins, char *err, size_t errlen) {
   int i = nd->id;
-  bool leaf = nd->op == OP_INPUT || nd->op == OP_PARAM;
-  if (ev->vals[i].data && !ev->owned[i])
-    return 0; /* bound by the caller */
-  if (leaf) {
+  if (ev->given[i])
+    return 0;
+  if (nd->op == OP_INPUT || nd->op == OP_PARAM) {
     snprintf(err, errlen, "%s %s has no value", op_name(nd->op), nd->name);
     return -1;
   }
@@ -102,9 +130,13 @@ int eval_run(Eval *ev, const bool *live, char *err, size_t errlen) {
     return -1;
   }
   int rc = 0;
-  for (int i = 0; i < g->n_nodes && rc == 0; i++)
-    if (!live || live[i])
-      rc = eval_node(ev, g->nodes[i], ins, err, errlen);
+  if (ev->order) /* a memory plan's schedule */
+    for (int k = 0; k < ev->n_order && rc == 0; k++)
+      rc = eval_node(ev, ev->order[k], ins, err, errlen);
+  else
+    for (int i = 0; i < g->n_nodes && rc == 0; i++)
+      if (!live || live[i])
+        rc = eval_node(ev, g->nodes[i], ins, err, errlen);
   free(ins);
   return rc;
 }
@@ -116,18 +148,10 @@ void eval_free(Eval *ev) {
         free(ev->vals[i].data);
   free(ev->vals);
   free(ev->owned);
+  free(ev->given);
   memset(ev, 0, sizeof *ev);
 }
 
-/* The end of a training step: every update's value (computed by eval_run,
- * all of them, before this is called) is copied into its target's buffer.
- * The updates are simultaneous: each reads the value as computed, never a
- * target another update of the same step has already written.  That holds
- * by construction when the value is a computed node (its own buffer); when
- * a value's buffer is also a target's (an update whose value is itself a
- * parameter, e.g. assign(a, b) and assign(b, a), which swaps a and b), the
- * value is copied aside first (running out of memory for that copy dies,
- * as eval_init does: there is no error path, and it is a few tensors). */
 void eval_apply_updates(Eval *ev) {
   const Graph *g = ev->g;
   if (g->n_updates == 0)

@@ -484,13 +484,23 @@ struct EvalCtx {
 typedef struct Eval {
   const Graph *g;
   RtTensor *vals;
-  bool *owned;
+  bool *owned;  /* malloc'ed here */
+  bool *given;  /* provided by the caller: never computed */
+  Node *const *order; /* a memory plan's schedule, or NULL: node order */
+  int n_order;
   EvalCtx cx;
 } Eval;
 
 void eval_init(Eval *ev, const Graph *g);
-/* Binds an input or parameter value (borrowed, not copied). */
+/* Binds a parameter (or input) value in the caller's buffer (borrowed). */
 void eval_bind(Eval *ev, const Node *n, void *data);
+/* The buffer of input n, for the caller to fill before each run (in the
+ * arena when a plan is used); NULL if out of memory. */
+void *eval_input(Eval *ev, const Node *n);
+/* Places every node with offset[id] >= 0 at arena + offset[id] and makes
+ * eval_run follow `order` (a memory plan, passes/memplan.c). */
+void eval_use_arena(Eval *ev, void *arena, const int64_t *offset, Node *const *order,
+                    int n_order);
 /* Returns 0, or -1 after writing a message (e.g. out of memory) to err. */
 int eval_run(Eval *ev, const bool *live, char *err, size_t errlen);
 void eval_free(Eval *ev);

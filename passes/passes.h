@@ -47,4 +47,57 @@ typedef struct TrainStep {
 } TrainStep;
 void build_train_step(Graph *g, Diag *d, TrainStep *ts);
 
+/* --- memory planning: schedule.c, lifetime.c, inplace.c, memplan.c ---
+ *
+ * A Plan places every value the step computes (inputs, constants and node
+ * results; not parameters or optimizer state, which live in a persistent
+ * region of their own) at an offset in one arena:
+ *   schedule   a topological order of the nodes the roots need
+ *   lifetimes  first write and last read of each value in that order
+ *              (inputs from the start; roots and update values to the end)
+ *   in place   an elementwise op may write over an input it reads last
+ *   offsets    buffers whose lifetimes are disjoint share bytes (best fit)
+ */
+enum { PLAN_ALIGN = 64 };
+
+typedef struct PlanOpts {
+  bool no_inplace;  /* --no-inplace */
+  bool no_share;    /* --no-share: every buffer its own bytes */
+  bool min_memory;  /* --schedule=min-memory */
+} PlanOpts;
+
+typedef struct Plan {
+  PlanOpts opts;
+  const Graph *g;
+  Node **order;      /* the schedule */
+  int n_order;
+  int *time;         /* per node id: position in the order, -1 if not run */
+  int *first, *last; /* per node id: lifetime in schedule steps (inclusive) */
+  int *alias;        /* per node id: the value whose bytes it overwrites, or -1 */
+  bool *root;        /* per node id: a root (alive to the end, never overwritten) */
+  int64_t *size;     /* per node id: bytes, rounded up to PLAN_ALIGN */
+  int64_t *offset;   /* per node id: offset in the arena, -1 if not in it */
+  int64_t arena;     /* planned arena bytes */
+  int64_t naive;     /* sum of all values' sizes: one buffer each */
+  int64_t lower;     /* the most bytes alive at one time under the schedule */
+  int64_t persistent; /* parameters and optimizer state */
+} Plan;
+
+/* The whole plan for computing roots; raises nothing (plans always exist). */
+void plan_build(Graph *g, Node *const *roots, int n_roots, const PlanOpts *o, Plan *p);
+void pass_schedule(const Graph *g, Node *const *roots, int n_roots, Plan *p);
+void fill_lifetimes(const Graph *g, Node *const *roots, int n_roots, Plan *p);
+void pass_inplace(const Graph *g, Plan *p);
+void pass_plan_offsets(Plan *p);
+/* Whether node n's value lives in the arena (scheduled and not a parameter). */
+bool plan_in_arena(const Plan *p, const Node *n);
+/* Checks a plan independently of how it was made (plan_verify.c). */
+bool plan_verify(const Graph *g, Node *const *roots, int n_roots, const Plan *p, char *err,
+                 size_t errlen);
+/* The report: totals, per value rows, and an SVG of the arena over time. */
+void plan_print_text(const Plan *p, FILE *f);
+void plan_print_json(const Plan *p, FILE *f);
+void plan_print_svg(const Plan *p, FILE *f);
+void plan_print_summary(const Plan *p, FILE *f); /* one line, for -v */
+
 #endif

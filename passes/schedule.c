@@ -1,0 +1,99 @@
+/*
+ * schedule.c: the order in which a step computes its nodes.
+ *
+ * Only the nodes the roots need are scheduled.  The default order is the
+ * graph's own (creation order: forward, then backward, then update).  The
+ * min-memory order is a greedy list schedule (seed 002, section 7.2.5,
+ * simulates the schedule; here we choose it): among the nodes whose inputs
+ * are all computed, run the one that adds the fewest live bytes: its
+ * output's size minus the inputs it is the last reader of.  Ties go to the
+ * earliest node, so the order stays close to the program's.
+ */
+#include "passes.h"
+
+static int64_t value_bytes(const Node *n) {
+  if (n->op == OP_PARAM || n->op == OP_INPUT)
+    return 0; /* persistent, or alive from the start anyway */
+  return (node_bytes(n) + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN;
+}
+
+/* Whether input slot j of n repeats an earlier slot (x * x). */
+static bool repeated(const Node *n, int j) {
+  for (int k = 0; k < j; k++)
+    if (n->in[k] == n->in[j])
+      return true;
+  return false;
+}
+
+/* Bytes running n adds: its output, less the inputs it reads last
+ * (readers[] counts the distinct nodes still to read each value). */
+static int64_t growth(const Node *n, const int *readers, const bool *pinned) {
+  int64_t d = value_bytes(n);
+  for (int j = 0; j < n->n_in; j++) {
+    const Node *u = n->in[j];
+    if (!repeated(n, j) && !pinned[u->id] && readers[u->id] == 1)
+      d -= value_bytes(u);
+  }
+  return d;
+}
+
+static void min_memory_order(const Graph *g, const bool *live, const bool *pinned, Plan *p) {
+  int n = g->n_nodes;
+  int *readers = arena_alloc(g->arena, sizeof(int) * (size_t)n);   /* unscheduled readers */
+  int *waiting = arena_alloc(g->arena, sizeof(int) * (size_t)n);   /* inputs not yet run */
+  Users us = graph_users(g);
+  for (int i = 0; i < n; i++)
+    for (int j = 0; live[i] && j < g->nodes[i]->n_in; j++) {
+      waiting[i]++; /* one per input slot, as graph_users lists them */
+      readers[g->nodes[i]->in[j]->id] += !repeated(g->nodes[i], j);
+    }
+  int *ready = arena_alloc(g->arena, sizeof(int) * (size_t)(p->n_order + 1)), n_ready = 0;
+  for (int i = 0; i < n; i++)
+    if (live[i] && !waiting[i])
+      ready[n_ready++] = i;
+  for (int step = 0; step < p->n_order; step++) {
+    ASSERT(n_ready > 0);
+    int pick = 0;
+    int64_t best = growth(g->nodes[ready[0]], readers, pinned);
+    for (int r = 1; r < n_ready; r++) {
+      int64_t d = growth(g->nodes[ready[r]], readers, pinned);
+      if (d < best || (d == best && ready[r] < ready[pick]))
+        pick = r, best = d;
+    }
+    Node *b = g->nodes[ready[pick]];
+    ready[pick] = ready[--n_ready];
+    p->order[step] = b;
+    for (int j = 0; j < b->n_in; j++)
+      readers[b->in[j]->id] -= !repeated(b, j);
+    for (int k = us.off[b->id]; k < us.off[b->id + 1]; k++) {
+      Node *u = us.list[k];
+      if (live[u->id] && --waiting[u->id] == 0)
+        ready[n_ready++] = u->id;
+    }
+  }
+}
+
+void pass_schedule(const Graph *g, Node *const *roots, int n_roots, Plan *p) {
+  int n = g->n_nodes;
+  bool *live = arena_alloc(g->arena, sizeof(bool) * (size_t)n);
+  bool *pinned = arena_alloc(g->arena, sizeof(bool) * (size_t)n);
+  graph_live(g, roots, n_roots, live);
+  for (int k = 0; k < n_roots; k++)
+    pinned[roots[k]->id] = true;
+  p->n_order = 0;
+  for (int i = 0; i < n; i++)
+    p->n_order += live[i];
+  p->order = arena_alloc(g->arena, sizeof(Node *) * (size_t)(p->n_order + 1));
+  if (p->opts.min_memory) {
+    min_memory_order(g, live, pinned, p);
+  } else {
+    int k = 0;
+    for (int i = 0; i < n; i++)
+      if (live[i])
+        p->order[k++] = g->nodes[i];
+  }
+  for (int i = 0; i < n; i++)
+    p->time[i] = -1;
+  for (int k = 0; k < p->n_order; k++)
+    p->time[p->order[k]->id] = k;
+}
