@@ -114,6 +114,29 @@ assert g["flops"] > 5e7
 PY
 fi
 
+# --- show --stage plan ---------------------------------------------------------
+expect 0 "show --stage plan" -- "$KILN" show models/lenet5.kiln --stage plan
+contains "$out" "memplan: 31 values, naive 5.448 MiB -> planned 1.436 MiB (lower bound 1.436 MiB"
+contains "$out" "shares bytes with"
+expect 0 "show --stage plan --train as json" -- "$KILN" show models/lenet5.kiln --stage plan \
+  --train --format json -o "$tmp/plan.json"
+if "$PY" - "$tmp/plan.json" <<'PY'; then echo "ok: the plan's json"; else fails=$((fails + 1)); fi
+import json, sys
+p = json.load(open(sys.argv[1]))
+assert p["planned"] <= 1.05 * p["lower_bound"] and 2 * p["planned"] <= p["naive"], p
+assert all(v["offset"] % 64 == 0 and v["offset"] + v["bytes"] <= p["planned"] for v in p["values"])
+PY
+expect 0 "show --stage plan --format svg" -- "$KILN" show models/mlp.kiln --stage plan --format svg
+contains "$out" "<svg"
+contains "$out" "<rect"
+expect 0 "--no-share" -- "$KILN" show models/lenet5.kiln --stage plan --no-share --no-inplace
+contains "$out" "planned 5.448 MiB"
+expect 0 "--schedule=min-memory" -- "$KILN" show models/lenet5.kiln --stage plan \
+  --schedule=min-memory
+contains "$out" "schedule: min-memory"
+expect 2 "bad --schedule" -- "$KILN" show models/lenet5.kiln --stage plan --schedule=fast
+expect 2 "svg is for plans" -- "$KILN" show models/lenet5.kiln --format svg
+
 # --- run ----------------------------------------------------------------------
 if have_numpy; then
   "$PY" -c "
@@ -167,6 +190,13 @@ expect 1 "missing input" -- "$KILN" run models/mlp.kiln
 contains "$err" "input 'x' (f32[64, 784]) is needed: give --input x=FILE.npy or use --random-inputs"
 expect 0 "random inputs" -- "$KILN" run models/lenet5.kiln --random-inputs -D N=2
 contains "$out" "probs: f32[2, 10]"
+expect 0 "-v prints the plan" -- "$KILN" run models/lenet5.kiln --random-inputs -D N=2 -v \
+  --verify-plan --output probs="$tmp/planned.npy"
+contains "$err" "lenet5: memplan: 31 values"
+expect 0 "--no-plan" -- "$KILN" run models/lenet5.kiln --random-inputs -D N=2 --no-plan \
+  --output probs="$tmp/unplanned.npy"
+if cmp -s "$tmp/planned.npy" "$tmp/unplanned.npy"; then echo "ok: plan on = plan off"; else
+  echo "FAIL: planned and unplanned runs differ"; fails=$((fails + 1)); fi
 expect 1 "unknown output" -- "$KILN" run models/mlp.kiln --random-inputs --output nope="$tmp/n.npy"
 absent "$tmp/n.npy"
 
