@@ -50,15 +50,18 @@ static Node *where(GradCtx *cx, Node *c, Node *a, Node *b) {
   return grad_node(cx, OP_WHERE, in, 3, NULL);
 }
 
-static Node *reshape(GradCtx *cx, Node *x, const Shape *s) {
+/* x as shape s through op (reshape or broadcast_to); x itself if it is. */
+static Node *to_shape(GradCtx *cx, Op op, Node *x, const Shape *s) {
   if (shape_eq(&x->shape, s))
     return x;
   Attrs at;
-  attrs_default(OP_RESHAPE, &at);
+  attrs_default(op, &at);
   at.n_shape = s->rank;
   memcpy(at.shape, s->dim, sizeof at.shape);
-  return grad_node(cx, OP_RESHAPE, &x, 1, &at);
+  return grad_node(cx, op, &x, 1, &at);
 }
+
+static Node *reshape(GradCtx *cx, Node *x, const Shape *s) { return to_shape(cx, OP_RESHAPE, x, s); }
 
 static Node *sum_axes(GradCtx *cx, Op op, Node *x, const int *axes, int n_axes, bool keep) {
   Attrs at;
@@ -264,13 +267,7 @@ void grad_add_n(GradCtx *cx, Node *n, Node *dy) {
 /* --- reductions ------------------------------------------------------------- */
 
 static Node *broadcast(GradCtx *cx, Node *x, const Shape *s) {
-  if (shape_eq(&x->shape, s))
-    return x;
-  Attrs at;
-  attrs_default(OP_BROADCAST_TO, &at);
-  at.n_shape = s->rank;
-  memcpy(at.shape, s->dim, sizeof at.shape);
-  return grad_node(cx, OP_BROADCAST_TO, &x, 1, &at);
+  return to_shape(cx, OP_BROADCAST_TO, x, s);
 }
 
 void grad_sum(GradCtx *cx, Node *n, Node *dy) {

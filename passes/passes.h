@@ -16,6 +16,9 @@
  * shape rule computes, names are unique, outputs are nodes of the graph.
  * Returns true, or false with a message in err. */
 bool graph_verify(const Graph *g, char *err, size_t errlen);
+/* Formats a verifier's complaint into err; returns false. */
+bool verify_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* --- autodiff.c --- */
 /* Appends the backward pass of the scalar `loss` with respect to

@@ -12,19 +12,11 @@
  *     read, which is not an input of the step, a root, or a parameter.
  * Tests run it on every plan; `kiln ... --verify-plan` runs it too.
  */
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "passes.h"
 
-static bool fail(char *err, size_t n, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, n, fmt, ap);
-  va_end(ap);
-  return false;
-}
 
 static bool check_order(const Graph *g, Node *const *roots, int n_roots, const Plan *p, int *t,
                         char *err, size_t n) {
@@ -33,15 +25,15 @@ static bool check_order(const Graph *g, Node *const *roots, int n_roots, const P
   for (int k = 0; k < p->n_order; k++) {
     const Node *v = p->order[k];
     if (t[v->id] >= 0)
-      return fail(err, n, "%s is scheduled twice", v->name);
+      return verify_fail(err, n, "%s is scheduled twice", v->name);
     for (int j = 0; j < v->n_in; j++)
       if (t[v->in[j]->id] < 0)
-        return fail(err, n, "%s is scheduled before its input %s", v->name, v->in[j]->name);
+        return verify_fail(err, n, "%s is scheduled before its input %s", v->name, v->in[j]->name);
     t[v->id] = k;
   }
   for (int r = 0; r < n_roots; r++)
     if (t[roots[r]->id] < 0)
-      return fail(err, n, "root %s is not scheduled", roots[r]->name);
+      return verify_fail(err, n, "root %s is not scheduled", roots[r]->name);
   return true;
 }
 
@@ -92,9 +84,9 @@ bool plan_verify(const Graph *g, Node *const *roots, int n_roots, const Plan *p,
       const Node *v = p->order[k];
       int64_t off = p->offset[v->id], bytes = node_bytes(v);
       if (v->op == OP_PARAM)
-        ok = off < 0 || fail(err, errlen, "parameter %s is placed in the arena", v->name);
+        ok = off < 0 || verify_fail(err, errlen, "parameter %s is placed in the arena", v->name);
       else if (off < 0 || off % PLAN_ALIGN || off + bytes > p->arena)
-        ok = fail(err, errlen, "%s at offset %lld (%lld bytes) is not an aligned place in the "
+        ok = verify_fail(err, errlen, "%s at offset %lld (%lld bytes) is not an aligned place in the "
                   "%lld-byte arena", v->name, (long long)off, (long long)bytes, (long long)p->arena);
       else
         in[m++] = v;
@@ -108,7 +100,7 @@ bool plan_verify(const Graph *g, Node *const *roots, int n_roots, const Plan *p,
       bool bytes = ua < vb && va < ub;
       bool time = L[u->id].first <= L[v->id].last && L[v->id].first <= L[u->id].last;
       if (bytes && time && !legal_inplace(u, v, L, t) && !legal_inplace(v, u, L, t))
-        ok = fail(err, errlen, "%s [%d, %d] and %s [%d, %d] share bytes while both are alive",
+        ok = verify_fail(err, errlen, "%s [%d, %d] and %s [%d, %d] share bytes while both are alive",
                   u->name, L[u->id].first, L[u->id].last, v->name, L[v->id].first,
                   L[v->id].last);
     }

@@ -7,36 +7,7 @@
 # Adding a case: call `expect CODE "what" -- kiln args...` and, if needed,
 # check the files it wrote; `contains FILE TEXT` checks captured output.
 set -uo pipefail
-KILN=$(realpath "$1")
-cd "$(dirname "$0")/.."
-PY=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-out="$tmp/stdout"
-err="$tmp/stderr"
-
-expect() { # expect CODE DESCRIPTION -- command...
-  local want=$1 what=$2
-  shift 3
-  "$@" >"$out" 2>"$err"
-  local got=$?
-  if [ "$got" -ne "$want" ]; then
-    echo "FAIL: $what: exit $got, expected $want"
-    sed 's/^/    /' "$err" | head -n 8
-    fails=$((fails + 1))
-    return 1
-  fi
-  echo "ok: $what"
-}
-
-contains() { # contains FILE TEXT
-  if ! grep -qF -- "$2" "$1"; then
-    echo "FAIL: expected '$2' in:"
-    sed 's/^/    /' "$1" | head -n 12
-    fails=$((fails + 1))
-  fi
-}
+source "$(dirname "$0")/sh_helpers.sh"
 
 absent() { # absent PATH: a failed command must not leave this file
   if [ -e "$1" ] || ls "$(dirname "$1")"/*.tmp.* >/dev/null 2>&1; then
@@ -222,8 +193,4 @@ expect 1 "malformed weights" -- "$KILN" run models/mlp.kiln --random-inputs \
   --weights "$tmp/junk.safetensors"
 contains "$err" "junk.safetensors"
 
-if [ "$fails" -ne 0 ]; then
-  echo "$fails check(s) failed"
-  exit 1
-fi
-echo "all driver checks passed"
+finish driver

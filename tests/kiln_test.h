@@ -110,4 +110,34 @@ static inline int count_op(const Graph *g, Op op) {
   return k;
 }
 
+/* The models/ files, sorted, and their text (malloc'ed). */
+#include <dirent.h>
+static inline int list_models(char names[][64], int max) {
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s/models", KILN_SOURCE_DIR);
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  int n = 0;
+  for (struct dirent *e; (e = readdir(d)) && n < max;) {
+    size_t l = strlen(e->d_name);
+    if (l > 5 && l < 64 && strcmp(e->d_name + l - 5, ".kiln") == 0)
+      memcpy(names[n++], e->d_name, l + 1);
+  }
+  closedir(d);
+  qsort(names, (size_t)n, 64, (int (*)(const void *, const void *))strcmp);
+  return n;
+}
+
+static inline char *read_model(const char *name) {
+  char path[4096], err[256];
+  snprintf(path, sizeof path, "%s/models/%s", KILN_SOURCE_DIR, name);
+  void *data;
+  size_t len;
+  if (rt_read_file(path, &data, &len, err, sizeof err) != RT_OK)
+    fail_msg("%s", err);
+  char *s = realloc(data, len + 1);
+  s[len] = 0;
+  return s;
+}
+
 #endif

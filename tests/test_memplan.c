@@ -8,7 +8,6 @@
  * with graph_add_checked), plan it with plan_for(), and assert on the Plan
  * (arena, lower bound, offsets, alias) or evaluate it with run_planned().
  */
-#include <dirent.h>
 #include <math.h>
 
 #include "kiln_test.h"
@@ -49,16 +48,19 @@ static void chain(void **state) {
   compiled_free(&c);
 }
 
-/* a feeds b and c, which meet in d: three blocks without in-place; with
- * it, c overwrites a (its last reader) and d overwrites b. */
+/* a feeds b and k, which meet in d. */
+static const char *diamond_src = "model m() {\n"
+                                 "  input x: f32[1024]\n"
+                                 "  a = exp(x)\n"
+                                 "  b = sin(a)\n"
+                                 "  k = cos(a)\n"
+                                 "  output d = b + k\n"
+                                 "}\n";
+
+/* Three blocks without in-place; with it, k overwrites a (its last
+ * reader) and d overwrites b. */
 static void diamond(void **state) {
-  Compiled c = compile_text("model m() {\n"
-                            "  input x: f32[1024]\n"
-                            "  a = exp(x)\n"
-                            "  b = sin(a)\n"
-                            "  k = cos(a)\n"
-                            "  output d = b + k\n"
-                            "}\n");
+  Compiled c = compile_text(diamond_src);
   MUST_COMPILE(c);
   Node *d = out0(c.g), *a = graph_find_value(c.g, "a"), *b = graph_find_value(c.g, "b");
   Node *k = graph_find_value(c.g, "k");
@@ -108,13 +110,7 @@ static void values_read_by_backward(void **state) {
 /* --- the verifier catches broken plans ------------------------------------- */
 
 static void verifier_catches_broken_plans(void **state) {
-  Compiled c = compile_text("model m() {\n"
-                            "  input x: f32[1024]\n"
-                            "  a = exp(x)\n"
-                            "  b = sin(a)\n"
-                            "  k = cos(a)\n"
-                            "  output d = b + k\n"
-                            "}\n");
+  Compiled c = compile_text(diamond_src);
   MUST_COMPILE(c);
   Node *d = out0(c.g), *a = graph_find_value(c.g, "a"), *b = graph_find_value(c.g, "b");
   Node *x = graph_find(c.g, "x");
@@ -254,32 +250,7 @@ static void random_graphs(void **state) {
 
 /* --- every model ------------------------------------------------------------------ */
 
-static int list_models(char names[][64], int max) {
-  char dir[512];
-  snprintf(dir, sizeof dir, "%s/models", KILN_SOURCE_DIR);
-  DIR *d = opendir(dir);
-  assert_non_null(d);
-  int n = 0;
-  for (struct dirent *e; (e = readdir(d)) && n < max;) {
-    size_t l = strlen(e->d_name);
-    if (l > 5 && l < 64 && strcmp(e->d_name + l - 5, ".kiln") == 0)
-      memcpy(names[n++], e->d_name, l + 1);
-  }
-  closedir(d);
-  return n;
-}
 
-static char *read_text(const char *name) {
-  char path[4096], err[256];
-  snprintf(path, sizeof path, "%s/models/%s", KILN_SOURCE_DIR, name);
-  void *data;
-  size_t len;
-  if (rt_read_file(path, &data, &len, err, sizeof err) != RT_OK)
-    fail_msg("%s", err);
-  char *s = realloc(data, len + 1);
-  s[len] = 0;
-  return s;
-}
 
 /* Inference and the training step of every model, batch 1 and 4: the plan
  * verifies, stays within 5% of the lower bound (the training step under
@@ -289,7 +260,7 @@ static void every_model(void **state) {
   int nm = list_models(names, 32);
   assert_true(nm >= 4);
   for (int m = 0; m < nm; m++) {
-    char *text = read_text(names[m]);
+    char *text = read_model(names[m]);
     for (int train = 0; train < 2; train++)
       for (int batch = 1; batch <= 2; batch++) {
         char def[32];

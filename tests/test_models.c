@@ -6,40 +6,11 @@
  * Adding a model: put it in models/; the loop below picks it up.  If it
  * has a known parameter count, add it to `known`.
  */
-#include <dirent.h>
 #include <math.h>
 
 #include "kiln_test.h"
 
-static char *read_model(const char *name) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/models/%s", KILN_SOURCE_DIR, name);
-  void *data;
-  size_t len;
-  char err[256];
-  if (rt_read_file(path, &data, &len, err, sizeof err) != RT_OK)
-    fail_msg("%s", err);
-  char *s = realloc(data, len + 1);
-  s[len] = 0;
-  return s;
-}
 
-/* Names of the .kiln files in models/, sorted. */
-static int list_models(char names[][64], int max) {
-  char dir[512];
-  snprintf(dir, sizeof dir, "%s/models", KILN_SOURCE_DIR);
-  DIR *d = opendir(dir);
-  assert_non_null(d);
-  int n = 0;
-  for (struct dirent *e; (e = readdir(d)) && n < max;) {
-    size_t l = strlen(e->d_name);
-    if (l > 5 && l < 64 && strcmp(e->d_name + l - 5, ".kiln") == 0)
-      memcpy(names[n++], e->d_name, l + 1);
-  }
-  closedir(d);
-  qsort(names, (size_t)n, 64, (int (*)(const void *, const void *))strcmp);
-  return n;
-}
 
 /* Evaluates every node with seeded parameters and inputs; returns the Eval. */
 static Eval evaluate(Graph *g, uint64_t seed, void **bufs) {

@@ -9,38 +9,9 @@
 #
 # Usage: tests/train.sh path/to/kiln    (ctest passes the built binary)
 set -uo pipefail
-KILN=$(realpath "$1")
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/sh_helpers.sh"
 FMNIST=/usr/share/datasets/fashion-mnist
 ACCURACY="test accuracy 75.96%"   # measured (same in -O2 and -O0 ASan builds)
-PY=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-out="$tmp/stdout"
-err="$tmp/stderr"
-
-expect() { # expect CODE DESCRIPTION -- command...
-  local want=$1 what=$2
-  shift 3
-  "$@" >"$out" 2>"$err"
-  local got=$?
-  if [ "$got" -ne "$want" ]; then
-    echo "FAIL: $what: exit $got, expected $want"
-    sed 's/^/    /' "$err" | tail -n 8
-    fails=$((fails + 1))
-    return 1
-  fi
-  echo "ok: $what"
-}
-
-contains() { # contains FILE TEXT
-  if ! grep -qF -- "$2" "$1"; then
-    echo "FAIL: expected '$2' in:"
-    sed 's/^/    /' "$1" | tail -n 12
-    fails=$((fails + 1))
-  fi
-}
 
 # --- show --stage grad --------------------------------------------------------
 expect 0 "show --stage grad" -- "$KILN" show models/mlp.kiln --stage grad
@@ -139,8 +110,4 @@ else
   echo "SKIP: $FMNIST is missing (apt-get install dataset-fashion-mnist)"
 fi
 
-if [ "$fails" -ne 0 ]; then
-  echo "$fails check(s) failed"
-  exit 1
-fi
-echo "all training checks passed"
+finish training
