@@ -138,4 +138,21 @@ void rt_progress_end(RtProgress *p, const char *extra);
 /* Seconds on the monotonic clock (CLOCK_MONOTONIC). */
 double rt_now(void);
 
+/* ---- schedule.c: learning-rate schedules ---- */
+typedef enum RtSched { RT_SCHED_CONSTANT, RT_SCHED_STEP, RT_SCHED_COSINE, RT_SCHED_LINEAR } RtSched;
+
+typedef struct RtSchedule {
+  RtSched kind;
+  double lr;      /* the base rate */
+  double gamma;   /* step: factor */
+  int every;      /* step: epochs between decays */
+  double end;     /* cosine, linear: the final rate */
+  int epochs;     /* cosine, linear: length in epochs (0: the whole run) */
+  int64_t warmup; /* steps of linear warm-up from 0 */
+} RtSchedule;
+
+/* The learning rate at global step t (from 0) of a run of `total` steps
+ * with `per_epoch` steps per epoch. */
+double rt_schedule_lr(const RtSchedule *s, int64_t t, int64_t per_epoch, int64_t total);
+
 #endif

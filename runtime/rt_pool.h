@@ -1,0 +1,74 @@
+/*
+ * rt_pool.h: the runtime's thread pool and the parallel-for that generated
+ * kernels call for their outer loops.
+ *
+ * Why a pool of our own: programs kiln builds may link libc, libm and
+ * pthreads only (no OpenMP), and a kernel's outer loop is short enough
+ * (tens of microseconds) that starting threads per call would cost more
+ * than the loop.  So a fixed set of workers sleeps on condition variables
+ * between calls, and each call splits [0, n) into at most one contiguous
+ * chunk per thread, the calling thread included.
+ *
+ * Determinism: the split is static.  For the same n, grain and thread
+ * count, chunk t is always the same range and always runs on the same
+ * thread (chunk 0 on the caller, chunk t >= 1 on worker t).  A kernel that
+ * reduces per chunk and then combines the partial results in chunk order
+ * therefore gets bit-identical floating-point results on every run with
+ * the same thread count (but not across thread counts, since the chunks
+ * differ).  The calls that cannot use the pool (nested calls, or a second
+ * thread calling while the pool is busy) run the same chunks one after
+ * another on their own thread, so their results are the same too.
+ *
+ * State: the pool is the runtime's one piece of global mutable state (a
+ * pool of threads is process-wide by nature).  Until rt_set_threads is
+ * called it has one thread, the caller, and creates none.  The child of a
+ * fork() has none of the parent's workers: it must not use a pool that
+ * was running when it forked.  Workers block all signals.
+ */
+#ifndef KILN_RT_POOL_H
+#define KILN_RT_POOL_H
+
+#include "rt.h"
+
+/* The most threads rt_set_threads will give (larger requests are capped). */
+#define RT_POOL_MAX_THREADS 1024
+
+/* A loop body: runs iterations [begin, end) of the caller's loop. */
+typedef void (*RtRangeFn)(void *ctx, int64_t begin, int64_t end);
+
+/* Runs fn over [0, n) split into rt_parallel_chunks(n, grain, rt_threads())
+ * contiguous chunks, one per thread, the calling thread taking chunk 0;
+ * returns when every chunk is done, with the workers' writes visible to
+ * the caller.  grain is the smallest chunk worth a thread (values < 1 mean
+ * 1): when n <= grain, or the pool has one thread, fn runs once on the
+ * caller over [0, n).  n <= 0 calls nothing.  A call from inside fn (a
+ * nested loop), or from another thread while the pool is busy, runs its
+ * chunks in order on the calling thread instead of waiting for the pool,
+ * so it can never deadlock.  Not to be called concurrently with
+ * rt_set_threads or rt_pool_shutdown. */
+void rt_parallel_for(int64_t n, int64_t grain, RtRangeFn fn, void *ctx);
+
+/* How many chunks rt_parallel_for makes with this many threads:
+ * min(threads, n / grain), at least 1 (0 when n <= 0). */
+int rt_parallel_chunks(int64_t n, int64_t grain, int threads);
+/* Chunk t's range [*begin, *end): the first n % k chunks get one iteration
+ * more than the rest (k = rt_parallel_chunks(...)); every chunk has at
+ * least grain iterations.  For kernels that keep per-chunk partial results
+ * and for tests; an empty range when t is outside 0..k-1. */
+void rt_parallel_chunk(int64_t n, int64_t grain, int threads, int t, int64_t *begin, int64_t *end);
+
+/* Sets the pool to n threads, the caller included (n <= 0: the number of
+ * online CPUs), joining or starting workers as needed, and returns the
+ * count now in effect.  When a worker cannot be started the pool keeps the
+ * ones it has, so the result may be smaller than asked for (1 at worst).
+ * May be called again to resize; not from inside fn, and not concurrently
+ * with rt_parallel_for (called so, it changes nothing and returns the
+ * current count). */
+int rt_set_threads(int n);
+/* The number of threads in effect (1 before rt_set_threads). */
+int rt_threads(void);
+/* Joins the workers; the pool is back to one thread.  Safe to call more
+ * than once; rt_set_threads may start workers again afterwards. */
+void rt_pool_shutdown(void);
+
+#endif

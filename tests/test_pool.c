@@ -1,0 +1,397 @@
+/*
+ * test_pool.c: CMocka tests for runtime/pool.c, the pool behind
+ * rt_parallel_for: every index covered once for many thread counts, n and
+ * grains; chunk t on the same thread every call, so per-chunk float sums
+ * are bit-identical; nested and concurrent calls run inline without
+ * deadlock; resizing, shutdown, and fewer threads when workers cannot
+ * start; 10^5 back-to-back tiny calls, and calls spaced out so that the
+ * waiters really sleep, for lost wakeups (which show as a hang that
+ * ctest's timeout reports).  test_overhead prints the cost of an empty
+ * 2-thread call; it asserts nothing about time.  Run it under TSan too (a
+ * build dir with CMAKE_C_FLAGS and CMAKE_EXE_LINKER_FLAGS -fsanitize=thread).
+ *
+ * To add a case: a static test function that sets the thread count it needs
+ * with rt_set_threads, listed in main() with cmocka_unit_test_teardown(...,
+ * teardown) (which shuts the pool down).
+ */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include "rt_data.h" /* rt_now */
+#include "rt_pool.h"
+
+static const int THREADS[] = {1, 2, 3, 8};
+static const int64_t NS[] = {0, 1, 7, 1000, 1000000};
+static const int64_t GRAINS[] = {-5, 0, 1, 3, 100, 1000000};
+#define NELEM(a) ((int)(sizeof(a) / sizeof((a)[0])))
+#define MAXK 64
+
+static int teardown(void **state) { (void)state; rt_pool_shutdown(); return 0; }
+
+static void sleep_us(long us) { nanosleep(&(struct timespec){0, us * 1000}, NULL); }
+
+/* A call's chunks, as rt_parallel_chunk gives them. */
+typedef struct Chunks {
+  int k;
+  int64_t b[MAXK], e[MAXK];
+} Chunks;
+
+static Chunks chunks_of(int64_t n, int64_t grain, int threads) {
+  Chunks c = {.k = rt_parallel_chunks(n, grain, threads)};
+  for (int t = 0; t < c.k; t++) rt_parallel_chunk(n, grain, threads, t, &c.b[t], &c.e[t]);
+  return c;
+}
+
+/* Which chunk [b, e) is: -1 if it is none of them. */
+static int chunk_index(const Chunks *c, int64_t b, int64_t e) {
+  for (int t = 0; t < c->k; t++)
+    if (c->b[t] == b && c->e[t] == e) return t;
+  return -1;
+}
+
+/* ---- the split itself ---- */
+
+static void test_chunk_math(void **state) {
+  (void)state;
+  assert_int_equal(rt_parallel_chunks(0, 1, 4), 0);
+  assert_int_equal(rt_parallel_chunks(-3, 1, 4), 0);
+  assert_int_equal(rt_parallel_chunks(5, 10, 4), 1);
+  assert_int_equal(rt_parallel_chunks(10, 0, 4), 4);  /* grain < 1 means 1 */
+  assert_int_equal(rt_parallel_chunks(10, 3, 8), 3);  /* 10 / 3 */
+  assert_int_equal(rt_parallel_chunks(10, 1, 0), 1);  /* threads < 1 means 1 */
+  int64_t b = 7, e = 7, b2 = 7, e2 = 7;
+  rt_parallel_chunk(10, 1, 4, 4, &b, &e);
+  rt_parallel_chunk(10, 1, 4, -1, &b2, &e2);
+  assert_true(b == 0 && e == 0 && b2 == 0 && e2 == 0);
+  for (int ti = 0; ti < NELEM(THREADS); ti++)
+    for (int64_t n = 1; n < 300; n += 7)
+      for (int gi = 0; gi < NELEM(GRAINS); gi++) {
+        int64_t g = GRAINS[gi] < 1 ? 1 : GRAINS[gi];
+        Chunks c = chunks_of(n, GRAINS[gi], THREADS[ti]);
+        assert_true(c.k >= 1 && c.k <= THREADS[ti]);
+        for (int t = 0; t < c.k; t++) {
+          int64_t len = c.e[t] - c.b[t], len0 = c.e[0] - c.b[0];
+          assert_int_equal(c.b[t], t ? c.e[t - 1] : 0); /* contiguous, in order */
+          assert_true(len == len0 || len == len0 - 1);  /* balanced */
+          if (c.k > 1) assert_true(len >= g);
+        }
+        assert_int_equal(c.e[c.k - 1], n);
+      }
+}
+
+/* ---- coverage ---- */
+
+typedef struct Cover {
+  unsigned char *hits;
+  Chunks c;
+  pthread_t who[MAXK];
+  int seen[MAXK], calls, bad;
+  pthread_mutex_t mu;
+} Cover;
+
+static void cover_fn(void *ctx, int64_t b, int64_t e) {
+  Cover *cv = ctx;
+  for (int64_t i = b; i < e; i++) cv->hits[i]++;
+  int t = chunk_index(&cv->c, b, e);
+  pthread_mutex_lock(&cv->mu);
+  cv->calls++;
+  if (t < 0 || cv->seen[t]++) cv->bad++;
+  else cv->who[t] = pthread_self();
+  pthread_mutex_unlock(&cv->mu);
+}
+
+/* One call with the current pool: each index once, each chunk once and
+ * chunk 0 on the caller; when `pooled`, each chunk on a thread of its own.
+ * Returns the number of problems (it may run off the main thread, where
+ * CMocka's assertions must not be used). */
+static int cover_bad(int64_t n, int64_t grain, bool pooled) {
+  Cover cv = {.hits = calloc((size_t)(n > 0 ? n : 1), 1), .c = chunks_of(n, grain, rt_threads())};
+  if (!cv.hits) return 1;
+  pthread_mutex_init(&cv.mu, NULL);
+  rt_parallel_for(n, grain, cover_fn, &cv);
+  for (int64_t i = 0; i < n; i++) cv.bad += cv.hits[i] != 1;
+  cv.bad += cv.calls != cv.c.k;
+  if (cv.c.k) cv.bad += !pthread_equal(cv.who[0], pthread_self());
+  for (int s = 0; pooled && s < cv.c.k; s++)
+    for (int t = 0; t < s; t++) cv.bad += pthread_equal(cv.who[s], cv.who[t]) != 0;
+  pthread_mutex_destroy(&cv.mu);
+  free(cv.hits);
+  return cv.bad;
+}
+
+static void check_cover(int64_t n, int64_t grain) {
+  int bad = cover_bad(n, grain, true);
+  if (bad)
+    fail_msg("n %lld grain %lld threads %d: %d problems", (long long)n, (long long)grain, rt_threads(), bad);
+}
+
+static void test_coverage(void **state) {
+  (void)state;
+  for (int ti = 0; ti < NELEM(THREADS); ti++) {
+    assert_int_equal(rt_set_threads(THREADS[ti]), THREADS[ti]);
+    for (int ni = 0; ni < NELEM(NS); ni++)
+      for (int gi = 0; gi < NELEM(GRAINS); gi++) check_cover(NS[ni], GRAINS[gi]);
+  }
+}
+
+/* ---- determinism and reductions ---- */
+
+typedef struct Reduce {
+  Chunks c;
+  float part[MAXK];
+  int64_t ipart[MAXK];
+  pthread_t who[MAXK];
+} Reduce;
+
+/* A float sum whose value depends on where the chunks start. */
+static float harmonic(int64_t b, int64_t e) {
+  float s = 0;
+  for (int64_t i = b; i < e; i++) s += 1.0f / (float)(i + 1);
+  return s;
+}
+
+static void reduce_fn(void *ctx, int64_t b, int64_t e) {
+  Reduce *r = ctx;
+  int t = chunk_index(&r->c, b, e);
+  if (t < 0) return; /* not a chunk: the totals will be wrong */
+  r->part[t] = harmonic(b, e);
+  for (int64_t i = b; i < e; i++) r->ipart[t] += i;
+  r->who[t] = pthread_self();
+}
+
+static void test_determinism(void **state) {
+  (void)state;
+  const int64_t n = 1000000;
+  for (int ti = 1; ti < NELEM(THREADS); ti++) {
+    assert_int_equal(rt_set_threads(THREADS[ti]), THREADS[ti]);
+    Reduce first = {.c = chunks_of(n, 1000, THREADS[ti])};
+    float want = 0; /* the chunks' sums combined in chunk order, serially */
+    for (int t = 0; t < first.c.k; t++) want += harmonic(first.c.b[t], first.c.e[t]);
+    for (int call = 0; call < 50; call++) {
+      Reduce r = {.c = first.c};
+      rt_parallel_for(n, 1000, reduce_fn, &r);
+      float total = 0;
+      int64_t itotal = 0;
+      for (int t = 0; t < r.c.k; t++) {
+        total += r.part[t];
+        itotal += r.ipart[t];
+      }
+      assert_int_equal(itotal, n * (n - 1) / 2);
+      assert_memory_equal(&total, &want, sizeof total); /* bit-identical */
+      if (call == 0) first = r;
+      for (int t = 0; t < r.c.k; t++) assert_true(pthread_equal(r.who[t], first.who[t]));
+      assert_true(pthread_equal(r.who[0], pthread_self()));
+    }
+  }
+}
+
+/* ---- nesting and concurrent callers ---- */
+
+typedef struct Nest {
+  int hits[8][8][8];
+  atomic_int not_inline; /* inner loops that ran off their caller's thread */
+} Nest;
+
+typedef struct NestArg {
+  Nest *nest;
+  int64_t at[3]; /* the loops' indices */
+  int level;      /* 0 outermost, 2 innermost */
+  pthread_t owner;
+} NestArg;
+
+static void nest_fn(void *ctx, int64_t b, int64_t e) {
+  NestArg *a = ctx;
+  if (a->level > 0 && !pthread_equal(a->owner, pthread_self())) atomic_fetch_add(&a->nest->not_inline, 1);
+  for (int64_t i = b; i < e; i++) {
+    NestArg in = {a->nest, {a->at[0], a->at[1], a->at[2]}, a->level + 1, pthread_self()};
+    in.at[a->level] = i;
+    if (a->level < 2) rt_parallel_for(8, 1, nest_fn, &in);
+    else a->nest->hits[in.at[0]][in.at[1]][in.at[2]]++;
+  }
+}
+
+static void test_nested(void **state) {
+  (void)state;
+  for (int ti = 0; ti < NELEM(THREADS); ti++) {
+    rt_set_threads(THREADS[ti]);
+    Nest *nest = calloc(1, sizeof *nest);
+    NestArg a = {.nest = nest};
+    rt_parallel_for(8, 1, nest_fn, &a);
+    for (int i = 0; i < 8 * 8 * 8; i++) assert_int_equal((&nest->hits[0][0][0])[i], 1);
+    assert_int_equal(atomic_load(&nest->not_inline), 0);
+    free(nest);
+  }
+}
+
+/* A thread calling while the main thread holds the pool runs inline. */
+static void *other_caller(void *arg) {
+  int *bad = arg;
+  for (int i = 0; i < 200; i++) *bad += cover_bad(1000, 10, false);
+  return NULL;
+}
+
+static void test_concurrent_callers(void **state) {
+  (void)state;
+  rt_set_threads(3);
+  pthread_t th;
+  int bad = 0, other_bad = 0;
+  assert_int_equal(pthread_create(&th, NULL, other_caller, &other_bad), 0);
+  for (int i = 0; i < 200; i++) bad += cover_bad(1000, 10, false);
+  pthread_join(th, NULL);
+  assert_int_equal(bad, 0);
+  assert_int_equal(other_bad, 0);
+}
+
+/* ---- resizing ---- */
+
+static void resize_fn(void *ctx, int64_t b, int64_t e) {
+  int *r = ctx;
+  if (b == 0) *r = rt_set_threads(8); /* not allowed from inside fn: changes nothing */
+  (void)e;
+}
+
+static void test_resize(void **state) {
+  (void)state;
+  assert_int_equal(rt_threads(), 1); /* nothing started yet */
+  check_cover(1000, 1);
+  static const int seq[] = {2, 8, 3, 3, 1, 5, 2};
+  for (int i = 0; i < NELEM(seq); i++) {
+    assert_int_equal(rt_set_threads(seq[i]), seq[i]);
+    assert_int_equal(rt_threads(), seq[i]);
+    check_cover(1000, 1);
+  }
+  int inner = 0;
+  rt_parallel_for(2, 1, resize_fn, &inner);
+  assert_int_equal(inner, 2);
+  assert_int_equal(rt_threads(), 2);
+  rt_pool_shutdown();
+  assert_int_equal(rt_threads(), 1);
+  rt_pool_shutdown(); /* twice is fine */
+  check_cover(1000, 1);
+  int cpus = rt_set_threads(0);
+  long online = sysconf(_SC_NPROCESSORS_ONLN);
+  assert_int_equal(cpus, online < 1 ? 1 : online > RT_POOL_MAX_THREADS ? RT_POOL_MAX_THREADS : online);
+  check_cover(1000, 1);
+  assert_int_equal(rt_set_threads(-1), cpus);
+}
+
+/* ---- many calls: lost wakeups ---- */
+
+typedef struct Count {
+  int64_t slot[MAXK];
+  long slow_us; /* workers' chunks sleep this long */
+} Count;
+
+static void count_fn(void *ctx, int64_t b, int64_t e) {
+  Count *c = ctx;
+  if (c->slow_us && b > 0) sleep_us(c->slow_us);
+  for (int64_t i = b; i < e; i++) c->slot[i]++;
+}
+
+static void many_calls(int threads, int calls, long gap_us, long slow_us) {
+  assert_int_equal(rt_set_threads(threads), threads);
+  Count c = {.slow_us = slow_us};
+  for (int i = 0; i < calls; i++) {
+    rt_parallel_for(threads, 1, count_fn, &c);
+    if (gap_us) sleep_us(gap_us);
+  }
+  for (int t = 0; t < threads; t++) assert_int_equal(c.slot[t], calls);
+}
+
+static void test_many_calls(void **state) {
+  (void)state;
+  many_calls(2, 100000, 0, 0);
+  many_calls(3, 100000, 0, 0);
+  many_calls(8, 20000, 0, 0);
+  many_calls(2, 500, 300, 0); /* idle gaps longer than the spin: workers sleep */
+  many_calls(3, 300, 0, 300); /* slow workers: the caller sleeps */
+}
+
+/* ---- degrading when workers cannot start ---- */
+
+/* In a child whose address space has room for only a few more thread
+ * stacks, rt_set_threads(64) must give fewer threads that still work.
+ * Skipped under sanitizers, which need a large address space. */
+static void test_degrade(void **state) {
+  (void)state;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  skip();
+#else
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    long pages = 0;
+    size_t stack = 0;
+    pthread_attr_t attr;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f || fscanf(f, "%ld", &pages) != 1 || pthread_attr_init(&attr) ||
+        pthread_attr_getstacksize(&attr, &stack))
+      _exit(2);
+    fclose(f);
+    rlim_t as = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + 4 * stack;
+    struct rlimit lim = {as, as};
+    if (setrlimit(RLIMIT_AS, &lim)) _exit(3);
+    int got = rt_set_threads(64);
+    _exit(got < 1 || got >= 64 || got != rt_threads() ? 4 : cover_bad(100000, 1, true) ? 5 : 0);
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+#endif
+}
+
+/* ---- overhead ---- */
+
+static void empty_fn(void *ctx, int64_t b, int64_t e) { (void)ctx, (void)b, (void)e; }
+
+static void test_overhead(void **state) {
+  (void)state;
+  rt_set_threads(2);
+  const int calls = 100000;
+  for (int i = 0; i < 1000; i++) rt_parallel_for(2, 1, empty_fn, NULL);
+  double t0 = rt_now();
+  for (int i = 0; i < calls; i++) rt_parallel_for(2, 1, empty_fn, NULL);
+  double hot = (rt_now() - t0) / calls;
+  const int cold_calls = 200; /* after an idle gap, with the worker asleep */
+  double cold = 0;
+  for (int i = 0; i < cold_calls; i++) {
+    sleep_us(1000);
+    double t1 = rt_now();
+    rt_parallel_for(2, 1, empty_fn, NULL);
+    cold += rt_now() - t1;
+  }
+  print_message("empty rt_parallel_for, 2 threads: %.3f us back to back, %.3f us after 1 ms idle\n",
+                hot * 1e6, cold / cold_calls * 1e6);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_teardown(test_chunk_math, teardown),
+      cmocka_unit_test_teardown(test_resize, teardown),
+      cmocka_unit_test_teardown(test_coverage, teardown),
+      cmocka_unit_test_teardown(test_determinism, teardown),
+      cmocka_unit_test_teardown(test_nested, teardown),
+      cmocka_unit_test_teardown(test_concurrent_callers, teardown),
+      cmocka_unit_test_teardown(test_many_calls, teardown),
+      cmocka_unit_test_teardown(test_degrade, teardown),
+      cmocka_unit_test_teardown(test_overhead, teardown),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
