@@ -171,7 +171,7 @@ enum {
 };
 
 typedef enum Op {
-#define OP(ID, NAME, CLASS, ARITY, FLAGS, ATTRS, SHAPE, EVAL, SCALAR, FLOPS, GRAD) OP_##ID,
+#define OP(ID, NAME, CLASS, ARITY, FLAGS, ATTRS, SHAPE, EVAL, SCALAR, FLOPS, GRAD, LOWER) OP_##ID,
 #include "ops.def"
 #undef OP
   OP_COUNT
@@ -236,6 +236,9 @@ typedef double (*FlopsFn)(const Node *n);
 /* Adds the gradients of n's inputs, given dy (the gradient of n), through
  * grad_acc; see grad.c. */
 typedef void (*GradFn)(GradCtx *cx, Node *n, Node *dy);
+/* Builds the Kernel IR loop nest computing n (kir.h, lower*.c). */
+struct Kernel;
+typedef struct Kernel *(*LowerFn)(Arena *a, const Node *n);
 
 typedef struct OpInfo {
   const char *name;
@@ -248,6 +251,7 @@ typedef struct OpInfo {
   ScalarFn scalar; /* eltwise ops: the function on one element (double math) */
   FlopsFn flops;
   GradFn grad;     /* NULL exactly for leaves and F_NOGRAD ops */
+  LowerFn lower;   /* NULL exactly for leaves */
 } OpInfo;
 
 extern const OpInfo op_info[OP_COUNT];

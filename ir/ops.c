@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "ir.h"
+#include "kir.h"
 
 #define A(field) offsetof(Attrs, field)
 #define END {NULL, 0, 0, 0, false, NULL, NULL}
@@ -123,8 +124,8 @@ static const AttrSpec at_shape_only[] = {
     {"shape", AK_SHAPE, A(shape), -1, true, NULL, "the shape of the result"}, END};
 
 const OpInfo op_info[OP_COUNT] = {
-#define OP(ID, NAME, CLASS, ARITY, FLAGS, ATTRS, SHAPE, EVAL, SCALAR, FLOPS, GRAD) \
-  [OP_##ID] = {NAME, CLASS, ARITY, FLAGS, ATTRS, SHAPE, EVAL, SCALAR, FLOPS, GRAD},
+#define OP(ID, NAME, CLASS, ARITY, FLAGS, ATTRS, SHAPE, EVAL, SCALAR, FLOPS, GRAD, LOWER) \
+  [OP_##ID] = {NAME, CLASS, ARITY, FLAGS, ATTRS, SHAPE, EVAL, SCALAR, FLOPS, GRAD, LOWER},
 #include "ops.def"
 #undef OP
 };

@@ -1,0 +1,227 @@
+/*
+ * lower_reduce.c: lowering of the reductions (sum, mean, max over any axes,
+ * argmax), softmax and log_softmax, and the cross-entropy loss and its
+ * gradient.
+ *
+ * Each output element (or row) is one iteration of a parallel nest; inside
+ * it a local accumulator is declared and KL_REDUCE loops update it, walking
+ * the reduced elements in the reference's order (row-major over the reduced
+ * axes).  Accumulators are f32 where the reference's are double, so f32
+ * sums, means, softmax and the loss agree within rounding, not bit for bit;
+ * max, argmax and i32 sums (wrapping in both) are exact.
+ *
+ * NaN as in eval_elem.c / eval_nn.c: max returns NaN if any element is NaN;
+ * argmax returns the index of the first NaN, else of the first maximum;
+ * softmax's maximum skips NaN (the NaN still reaches the sum, so the row is
+ * NaN); a label outside [0, C) makes the loss NaN and its gradient row NaN
+ * (the label is clamped for the load, so no kernel reads out of bounds).
+ */
+#include <math.h>
+
+#include "lower_internal.h"
+
+/* Splits n's input around its reduced axes: out / x strides of the kept
+ * axes (in order), x strides of the reduced ones. */
+static void split_axes(const Node *n, int *nk, int64_t *kd, int64_t kst[][MAX_RANK], int *nr,
+                       int64_t *rd, int64_t rst[][MAX_RANK]) {
+  const Shape *xs = &n->in[0]->shape;
+  bool red[MAX_RANK] = {0};
+  int64_t st[MAX_RANK];
+  for (int i = 0; i < n->at.n_axes; i++)
+    red[n->at.axes[i]] = true;
+  lw_strides(xs, st);
+  *nk = *nr = 0;
+  for (int d = 0; d < xs->rank; d++) {
+    if (red[d]) {
+      rd[*nr] = xs->dim[d];
+      rst[0][(*nr)++] = st[d];
+    } else {
+      kd[*nk] = xs->dim[d];
+      kst[1][(*nk)++] = st[d];
+    }
+  }
+  int64_t m = 1; /* the output is dense over the kept axes (keepdims adds 1s) */
+  for (int d = *nk - 1; d >= 0; d--) {
+    kst[0][d] = m;
+    m *= kd[d];
+  }
+}
+
+Kernel *lower_reduce(Arena *a, const Node *n) {
+  Kernel *k = lw_kernel(a, n);
+  int nk, nr;
+  int64_t kd[MAX_RANK], rd[MAX_RANK], kst[LW_OPS][MAX_RANK], rst[LW_OPS][MAX_RANK], cnt = 1;
+  if (shape_numel(&n->shape) == 0)
+    return k;
+  split_axes(n, &nk, kd, kst, &nr, rd, rst);
+  for (int d = 0; d < nr; d++)
+    cnt *= rd[d];
+  bool f32 = n->dtype == DT_F32;
+  KExpr *init;
+  if (n->op == OP_MAX)
+    init = f32 ? FC(-INFINITY) : ke_int(k, KT_I32, INT32_MIN);
+  else
+    init = f32 ? FC(0) : ke_int(k, KT_I32, 0);
+  Nest no, ni;
+  lw_nest(k, k->body, nk, kd, 2, kst, NEST_ROWS, &no);
+  int acc = kir_var(k, "acc", lw_type(n->dtype));
+  ks_add(k, no.body, ks_decl(k, acc, init));
+  lw_nest(k, no.body, nr, rd, 1, rst, NEST_REDUCE, &ni);
+  KExpr *v = LOAD(0, ADD(lw_at(k, &no, 1, 0), lw_at(k, &ni, 0, 0))), *next;
+  if (n->op != OP_MAX)
+    next = ADD(VAR(acc), v);
+  else if (!f32)
+    next = MAX(VAR(acc), v);
+  else { /* the first NaN sticks: max(NaN, v) is NaN, and a NaN v is taken */
+    v = lw_let(k, ni.body, "v", v);
+    next = SEL(UN(KO_ISNAN, v), v, MAX(VAR(acc), v));
+  }
+  ks_add(k, ni.body, ks_set(k, acc, next));
+  KExpr *res = n->op == OP_MEAN ? DIV(VAR(acc), FC((double)cnt)) : VAR(acc);
+  ks_add(k, no.body, ks_store(k, lw_out(n), lw_at(k, &no, 0, 0), res));
+  return k;
+}
+
+/* The extents before, along and after `axis` of s. */
+static void axis_split(const Shape *s, int axis, int64_t *outer, int64_t *len, int64_t *inner) {
+  *outer = *inner = 1;
+  for (int d = 0; d < axis; d++)
+    *outer *= s->dim[d];
+  *len = s->dim[axis];
+  for (int d = axis + 1; d < s->rank; d++)
+    *inner *= s->dim[d];
+}
+
+/* A parallel nest over the rows (outer, inner) of x along axis: operand 0
+ * is x's first element of the row (softmax's output has the same layout),
+ * operand 1 the row's position in x's layout without the axis (argmax's). */
+static void rows_nest(Kernel *k, const Shape *s, int axis, int64_t *len, int64_t *inner,
+                      Nest *ns) {
+  int64_t outer, dim[2], st[LW_OPS][MAX_RANK];
+  axis_split(s, axis, &outer, len, inner);
+  dim[0] = outer, dim[1] = *inner;
+  st[0][0] = *len * *inner, st[0][1] = 1;
+  st[1][0] = *inner, st[1][1] = 1;
+  lw_nest(k, k->body, 2, dim, 2, st, NEST_ROWS, ns);
+}
+
+/* First index of the maximum along the axis; a NaN counts as the maximum
+ * (the first NaN wins and ends the search), as eval_argmax. */
+Kernel *lower_argmax(Arena *a, const Node *n) {
+  Kernel *k = lw_kernel(a, n);
+  int64_t len, inner;
+  Nest ns;
+  if (shape_numel(&n->shape) == 0)
+    return k;
+  const Shape *xs = &n->in[0]->shape;
+  rows_nest(k, xs, n->at.axis, &len, &inner, &ns);
+  KStmt *b = ns.body;
+  KExpr *base = lw_bind(k, b, "base", lw_at(k, &ns, 0, 0));
+  int bv = kir_var(k, "bv", lw_type(n->in[0]->dtype)), best = kir_var(k, "best", KT_IDX);
+  ks_add(k, b, ks_decl(k, bv, LOAD(0, base)));
+  ks_add(k, b, ks_decl(k, best, IC(0)));
+  if (len > 1) {
+    int r = lw_ivar(k, "r");
+    KStmt *l = lw_loop(k, b, r, len - 1, KL_REDUCE);
+    KExpr *pos = ADD(VAR(r), IC(1));
+    KExpr *v = lw_let(k, l, "v", LOAD(0, ADD(base, MUL(pos, IC(inner)))));
+    KExpr *take = GT(v, VAR(bv));
+    if (v->type == KT_F32)
+      take = AND(NOT(UN(KO_ISNAN, VAR(bv))), OR(UN(KO_ISNAN, v), take));
+    take = lw_let(k, l, "take", take);
+    ks_add(k, l, ks_set(k, best, SEL(take, pos, VAR(best))));
+    ks_add(k, l, ks_set(k, bv, SEL(take, v, VAR(bv))));
+  }
+  ks_add(k, b, ks_store(k, lw_out(n), lw_at(k, &ns, 1, 0), ke_cast(k, KT_I32, VAR(best))));
+  return k;
+}
+
+/* softmax: exp(x - max) / sum; log_softmax: (x - max) - log(sum). */
+Kernel *lower_softmax(Arena *a, const Node *n) {
+  Kernel *k = lw_kernel(a, n);
+  int64_t len, inner;
+  Nest ns;
+  if (shape_numel(&n->shape) == 0)
+    return k;
+  rows_nest(k, &n->shape, n->at.axis, &len, &inner, &ns);
+  KStmt *b = ns.body;
+  KExpr *base = lw_bind(k, b, "base", lw_at(k, &ns, 0, 0));
+  int mx = kir_var(k, "mx", KT_F32), sum = kir_var(k, "sum", KT_F32);
+  int r1 = lw_ivar(k, "r"), r2 = lw_ivar(k, "r"), r3 = lw_ivar(k, "r");
+#define X(r) LOAD(0, ADD(base, MUL(VAR(r), IC(inner))))
+  ks_add(k, b, ks_decl(k, mx, FC(-INFINITY)));
+  KStmt *l1 = lw_loop(k, b, r1, len, KL_REDUCE);
+  ks_add(k, l1, ks_set(k, mx, MAX(VAR(mx), X(r1)))); /* mx < v ? v : mx, NaN skipped */
+  ks_add(k, b, ks_decl(k, sum, FC(0)));
+  KStmt *l2 = lw_loop(k, b, r2, len, KL_REDUCE);
+  ks_add(k, l2, ks_set(k, sum, ADD(VAR(sum), UN(KO_EXP, SUB(X(r2), VAR(mx))))));
+  KExpr *lse = n->op == OP_LOG_SOFTMAX ? lw_let(k, b, "lse", UN(KO_LOG, VAR(sum))) : NULL;
+  KStmt *l3 = lw_loop(k, b, r3, len, inner == 1 ? KL_VECTOR : KL_SERIAL);
+  KExpr *z = SUB(X(r3), VAR(mx));
+  KExpr *y = lse ? SUB(z, lse) : DIV(UN(KO_EXP, z), VAR(sum));
+  ks_add(k, l3, ks_store(k, lw_out(n), ADD(base, MUL(VAR(r3), IC(inner))), y));
+#undef X
+  return k;
+}
+
+/* One cross-entropy row r of logits [rows, c] (buffer 0) with labels
+ * (buffer 1): declares lb, ok (label in range), mx and the sum of exp(x -
+ * mx) in body and returns the row's first index. */
+typedef struct CeRow {
+  KExpr *row, *ok, *lb, *mx, *sum;
+} CeRow;
+
+static CeRow ce_row(Kernel *k, KStmt *body, KExpr *r, int64_t c) {
+  CeRow ce;
+  ce.row = lw_bind(k, body, "row", MUL(r, IC(c)));
+  ce.lb = lw_let(k, body, "lb", LOAD(1, r));
+  ce.ok =
+      lw_let(k, body, "ok", AND(GE(ce.lb, ke_int(k, KT_I32, 0)), LT(ce.lb, ke_int(k, KT_I32, c))));
+  int mx = kir_var(k, "mx", KT_F32), sum = kir_var(k, "sum", KT_F32);
+  int c1 = lw_ivar(k, "c"), c2 = lw_ivar(k, "c");
+  ks_add(k, body, ks_decl(k, mx, FC(-INFINITY)));
+  KStmt *l1 = lw_loop(k, body, c1, c, KL_REDUCE);
+  ks_add(k, l1, ks_set(k, mx, MAX(VAR(mx), LOAD(0, ADD(ce.row, VAR(c1))))));
+  ks_add(k, body, ks_decl(k, sum, FC(0)));
+  KStmt *l2 = lw_loop(k, body, c2, c, KL_REDUCE);
+  ks_add(k, l2,
+         ks_set(k, sum, ADD(VAR(sum), UN(KO_EXP, SUB(LOAD(0, ADD(ce.row, VAR(c2))), VAR(mx))))));
+  ce.mx = VAR(mx);
+  ce.sum = VAR(sum);
+  return ce;
+}
+
+/* The mean over the label positions of logsumexp(row) - row[label]:
+ * (mx + log(sum)) - row[label] per row, as ce_row in eval_nn.c. */
+Kernel *lower_cross_entropy(Arena *a, const Node *n) {
+  Kernel *k = lw_kernel(a, n);
+  const Shape *lg = &n->in[0]->shape;
+  int64_t c = lg->dim[lg->rank - 1], rows = shape_numel(&n->in[1]->shape);
+  int total = kir_var(k, "total", KT_F32), r = lw_ivar(k, "r");
+  ks_add(k, k->body, ks_decl(k, total, FC(0)));
+  KStmt *l = lw_loop(k, k->body, r, rows, KL_REDUCE);
+  CeRow ce = ce_row(k, l, VAR(r), c);
+  KExpr *lbi = ADD(ce.row, SEL(ce.ok, ke_cast(k, KT_IDX, ce.lb), IC(0)));
+  KExpr *loss = SUB(ADD(ce.mx, UN(KO_LOG, ce.sum)), LOAD(0, lbi));
+  ks_add(k, l, ks_set(k, total, ADD(VAR(total), SEL(ce.ok, loss, FC(NAN)))));
+  ks_add(k, k->body, ks_store(k, lw_out(n), IC(0), DIV(VAR(total), FC((double)rows))));
+  return k;
+}
+
+/* (softmax(row) - onehot(label)) * dy / rows per row; a NaN row for a label
+ * out of range. */
+Kernel *lower_cross_entropy_back(Arena *a, const Node *n) {
+  Kernel *k = lw_kernel(a, n);
+  const Shape *lg = &n->in[0]->shape;
+  int64_t c = lg->dim[lg->rank - 1], rows = shape_numel(&n->in[1]->shape);
+  KExpr *scale = lw_let(k, k->body, "scale", DIV(LOAD(2, IC(0)), FC((double)rows)));
+  int r = lw_ivar(k, "r"), j = lw_ivar(k, "c");
+  KStmt *l = lw_loop(k, k->body, r, rows, KL_PARALLEL);
+  CeRow ce = ce_row(k, l, VAR(r), c);
+  KExpr *lbi = lw_let(k, l, "label", SEL(ce.ok, ke_cast(k, KT_IDX, ce.lb), IC(-1)));
+  KStmt *lc = lw_loop(k, l, j, c, KL_VECTOR);
+  KExpr *p = DIV(UN(KO_EXP, SUB(LOAD(0, ADD(ce.row, VAR(j))), ce.mx)), ce.sum);
+  KExpr *g = MUL(SUB(p, SEL(EQ(VAR(j), lbi), FC(1), FC(0))), scale);
+  ks_add(k, lc, ks_store(k, lw_out(n), ADD(ce.row, VAR(j)), SEL(ce.ok, g, FC(NAN))));
+  return k;
+}
