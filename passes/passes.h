@@ -49,6 +49,8 @@ typedef struct TrainStep {
   int n_roots;
 } TrainStep;
 void build_train_step(Graph *g, Diag *d, TrainStep *ts);
+/* The train section's schedule in the runtime's terms (rt_data.h). */
+struct RtSchedule train_schedule(const TrainSpec *s);
 
 /* --- memory planning: schedule.c, lifetime.c, inplace.c, memplan.c ---
  *

@@ -6,10 +6,10 @@
  * value (parameters, optimizer state, batchnorm running statistics); the
  * evaluator computes exactly what they need, then applies the updates.
  */
-#include <math.h>
 #include <string.h>
 
 #include "passes.h"
+#include "rt_data.h"
 
 static Node *find_loss(Graph *g, Diag *d) {
   if (!g->has_train || !g->minimize)
@@ -40,21 +40,15 @@ void build_train_step(Graph *g, Diag *d, TrainStep *ts) {
     ts->roots[ts->n_roots++] = g->updates[i].value;
 }
 
+/* The schedule itself lives in the runtime, shared with built programs. */
+RtSchedule train_schedule(const TrainSpec *s) {
+  static const RtSched kinds[] = {[SCHED_CONSTANT] = RT_SCHED_CONSTANT, [SCHED_STEP] = RT_SCHED_STEP,
+                                  [SCHED_COSINE] = RT_SCHED_COSINE, [SCHED_LINEAR] = RT_SCHED_LINEAR};
+  return (RtSchedule){kinds[s->sched], s->lr, s->sched_gamma, s->sched_every, s->sched_end,
+                      s->sched_epochs, s->warmup};
+}
+
 double train_lr(const TrainSpec *s, int64_t t, int64_t per_epoch, int64_t total) {
-  double lr = s->lr, epoch = per_epoch ? (double)(t / per_epoch) : 0;
-  int64_t len = s->sched_epochs > 0 ? s->sched_epochs * per_epoch : total;
-  double frac = len > 0 ? (double)(t < len ? t : len) / (double)len : 0;
-  switch (s->sched) {
-  case SCHED_CONSTANT: break;
-  case SCHED_STEP:
-    lr *= pow(s->sched_gamma, floor(epoch / (s->sched_every > 0 ? s->sched_every : 1)));
-    break;
-  case SCHED_COSINE:
-    lr = s->sched_end + (lr - s->sched_end) * 0.5 * (1 + cos(3.141592653589793 * frac));
-    break;
-  case SCHED_LINEAR: lr = lr + (s->sched_end - lr) * frac; break;
-  }
-  if (s->warmup > 0 && t < s->warmup)
-    lr *= (double)(t + 1) / (double)s->warmup;
-  return lr;
+  RtSchedule r = train_schedule(s);
+  return rt_schedule_lr(&r, t, per_epoch, total);
 }

@@ -1,0 +1,110 @@
+/*
+ * cg_internal.h: what the LLVM backend's files share (not a public header).
+ *
+ * A Cg owns one LLVM context (inside an ORC ThreadSafeContext, so the
+ * module can later move into an LLJIT without copying), one module and
+ * one target machine.  Each LLVM function being emitted has an Fn: its
+ * builder, the data pointer of every buffer (loaded once at entry, so no
+ * store in a loop can make LLVM reload them), and an alloca per Kernel IR
+ * variable (made on first use in the entry block; mem2reg turns them into
+ * SSA values).  The entry block holds only allocas and buffer-pointer loads
+ * and jumps to the code when the function is finished.
+ *
+ * Sections follow the files: cg_module.c (the Cg, target, passes, output),
+ * cg_expr.c (expressions), cg_loop.c (statements, loops, parallel loops),
+ * cg_kernel.c (kernel and step functions), cg_jit.c (ORC LLJIT).
+ */
+#ifndef KILN_CG_INTERNAL_H
+#define KILN_CG_INTERNAL_H
+
+#include <llvm-c/Core.h>
+#include <llvm-c/Orc.h>
+#include <llvm-c/TargetMachine.h>
+
+#include "cg.h"
+
+struct Cg {
+  LLVMOrcThreadSafeContextRef tsc;
+  LLVMContextRef ctx; /* tsc's context */
+  LLVMModuleRef mod;  /* NULL once moved into a JIT */
+  LLVMTargetMachineRef tm;
+  char *triple, *cpu, *features; /* malloc'ed */
+  int opt_level;
+  bool verify;
+  bool avx512; /* the features include +avx512f: prefer 512-bit vectors */
+  LLVMTypeRef t_void, t_i1, t_i8, t_i32, t_i64, t_f32, t_ptr;
+  LLVMTypeRef t_kernel; /* void (ptr bufs) */
+  LLVMTypeRef t_body;   /* void (ptr ctx, i64 begin, i64 end) */
+  LLVMTypeRef t_step;   /* void (ptr arena, ptr ext) */
+  LLVMTypeRef t_pfor;   /* void (i64 n, i64 grain, ptr fn, ptr ctx) */
+  unsigned md_loop;     /* the "llvm.loop" metadata kind */
+  char diag[512];       /* LLVM's last error diagnostic, or "" */
+};
+
+/* One LLVM function being emitted from (part of) a kernel. */
+typedef struct Fn {
+  Cg *cg;
+  const Kernel *k;
+  LLVMValueRef fn;
+  LLVMBuilderRef b;        /* the code */
+  LLVMBuilderRef ab;       /* the end of the entry block: allocas */
+  LLVMBasicBlockRef entry;
+  LLVMValueRef bufs;       /* the pointer array the buffers came from */
+  LLVMValueRef *buf;       /* per buffer: its data pointer */
+  LLVMValueRef *slot;      /* per variable: its alloca, or NULL until used */
+  bool in_parallel;        /* inside an outlined parallel body: loops run serially */
+  int depth;               /* loops around the statement being emitted */
+  int *n_outlined;         /* parallel bodies made for this kernel so far */
+} Fn;
+
+/* --- cg_module.c ---------------------------------------------------------- */
+/* Copies LLVM's message (and disposes of it) or a plain text into err. */
+void cg_errf(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void cg_err_llvm(char *err, size_t n, const char *what, char *msg);
+void cg_err_error(char *err, size_t n, const char *what, LLVMErrorRef e);
+/* LLVMVerifyModule; false with the verifier's report in err. */
+bool cg_verify(Cg *cg, char *err, size_t n);
+/* False with a message when the module has moved into a JIT. */
+bool cg_have_module(Cg *cg, char *err, size_t n);
+/* A target machine for the Cg's triple, CPU and features. */
+LLVMTargetMachineRef cg_target_machine(Cg *cg, char *err, size_t n);
+/* Routes the context's diagnostics to cg->diag (errors; warnings and
+ * remarks such as "loop not vectorized" are dropped), or, with cg NULL,
+ * drops them all: for a context that outlives its Cg inside a JIT. */
+void cg_diagnostics(LLVMContextRef ctx, Cg *cg);
+/* Target CPU and features, vector width preference, nounwind. */
+void cg_set_fn_attrs(Cg *cg, LLVMValueRef fn);
+/* Adds the function attribute `name` (an enum attribute, value 0). */
+void cg_fn_attr(Cg *cg, LLVMValueRef fn, const char *name);
+
+/* --- cg_expr.c ---------------------------------------------------------------- */
+LLVMTypeRef cg_type(Cg *cg, KType t);
+LLVMValueRef cg_expr(Fn *f, const KExpr *e);
+/* Whether e loads: a select with such a branch evaluates only the branch
+ * it takes (real branches), as a guarded load may be out of bounds. */
+bool cg_expr_unsafe(const KExpr *e);
+/* An i1 that is true when the KT_I32 value v is nonzero. */
+LLVMValueRef cg_truth(Fn *f, LLVMValueRef v);
+/* The alloca of variable v in f's function, made on first use. */
+LLVMValueRef cg_slot(Fn *f, int v);
+/* The element address bufs[buf][index]. */
+LLVMValueRef cg_elem_ptr(Fn *f, int buf, LLVMValueRef index);
+
+/* --- cg_loop.c ---------------------------------------------------------------- */
+void cg_stmt(Fn *f, const KStmt *s);
+/* Checks what the loop code relies on beyond kir_verify: no parallel loop
+ * assigns a local declared outside it (each thread gets a copy; locals
+ * declared inside a parallel loop are likewise private to each iteration
+ * range and not seen after the loop).  False with a message. */
+bool cg_check_parallel(const Kernel *k, char *err, size_t n);
+
+/* --- cg_kernel.c ---------------------------------------------------------- */
+/* Starts a function of type ty named name: entry block, builders, slots. */
+void cg_fn_begin(Fn *f, Cg *cg, const Kernel *k, const char *name, LLVMTypeRef ty,
+                 LLVMLinkage linkage);
+/* Loads every buffer's data pointer from the array at bufs (entry block). */
+void cg_fn_load_bufs(Fn *f, LLVMValueRef bufs);
+/* Returns from the current block, links entry to the code, frees builders. */
+void cg_fn_end(Fn *f);
+
+#endif

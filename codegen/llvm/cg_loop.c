@@ -1,0 +1,313 @@
+/*
+ * cg_loop.c: Kernel IR statements, counted loops and parallel loops.
+ *
+ * Every loop is `for (v = lo; v < hi; v++)` with v in its alloca and the
+ * extent evaluated once before the loop; LLVM's loop passes rotate,
+ * promote and vectorize from there.  By kind:
+ *
+ *   KL_SERIAL, KL_REDUCE  plain loops.  A reduction keeps its order: no
+ *                         vectorize hint, because the hint would license the
+ *                         vectorizer to reassociate the f32 accumulator.
+ *   KL_VECTOR             llvm.loop.vectorize.enable (iterations are
+ *                         independent by definition, so reordering is safe;
+ *                         overlap of in-place buffers is still checked by
+ *                         the vectorizer at run time, since pointers are
+ *                         never noalias).
+ *   KL_PARALLEL           outlined: the body becomes an internal function
+ *                         `void K.parN(void *ctx, int64_t begin, int64_t end)`
+ *                         running iterations [begin, end), and the loop
+ *                         becomes rt_parallel_for(n, grain, K.parN, &ctx).
+ *                         The context struct holds the buffer-pointer array
+ *                         and the values of the variables the body reads
+ *                         but does not define (outer loop variables and
+ *                         locals), copied in; a body may not assign an outer
+ *                         local (cg_check_parallel), since each thread has
+ *                         its own copy.  grain = max(1, 32768 / work), work
+ *                         being a static estimate of one iteration's
+ *                         operations, so each task does ~32k operations; a
+ *                         loop with a constant extent and under two grains
+ *                         of work, or nested in a parallel body, runs
+ *                         serially (with the vectorize hint).  An
+ *                         outermost KL_VECTOR loop (a flat elementwise
+ *                         kernel) is independent as well, and is split
+ *                         across threads the same way.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <llvm-c/DebugInfo.h> /* temporary metadata nodes */
+
+#include "cg_internal.h"
+
+enum { PAR_GRAIN_WORK = 32768 }; /* operations per parallel task, roughly */
+
+/* --- analysis: work estimates and captured variables ------------------------ */
+
+static double expr_work(const KExpr *e) {
+  if (!e)
+    return 0;
+  double w = 1;
+  if (e->kind == KE_UNARY && e->op >= KO_EXP && e->op <= KO_FLOOR)
+    w = 10; /* a libm call or a polynomial */
+  return w + expr_work(e->a) + expr_work(e->b) + expr_work(e->c);
+}
+
+static double trip_guess(const KExpr *extent) {
+  if (extent->kind != KE_ICONST)
+    return 64;
+  return extent->i > 0 ? (double)extent->i : 0;
+}
+
+static double stmt_work(const KStmt *s) {
+  double w = 1 + expr_work(s->index) + expr_work(s->value) + expr_work(s->cond);
+  double body = 0;
+  for (int i = 0; i < s->n_body; i++)
+    body += stmt_work(s->body[i]);
+  if (s->kind == KS_LOOP)
+    return w + trip_guess(s->extent) * (body + 1);
+  return w + body;
+}
+
+static void expr_uses(const KExpr *e, bool *used) {
+  if (!e)
+    return;
+  if (e->kind == KE_VAR)
+    used[e->var] = true;
+  expr_uses(e->a, used);
+  expr_uses(e->b, used);
+  expr_uses(e->c, used);
+}
+
+/* Marks the variables s reads (used), defines (loops, decls) and assigns. */
+static void stmt_uses(const KStmt *s, bool *used, bool *defined, bool *assigned) {
+  expr_uses(s->extent, used);
+  expr_uses(s->index, used);
+  expr_uses(s->value, used);
+  expr_uses(s->cond, used);
+  if (s->kind == KS_LOOP || s->kind == KS_DECL)
+    defined[s->var] = true;
+  if (s->kind == KS_SET)
+    assigned[s->var] = true;
+  for (int i = 0; i < s->n_body; i++)
+    stmt_uses(s->body[i], used, defined, assigned);
+}
+
+/* The variables a parallel loop's body needs from outside: calloc'ed
+ * flags; *bad is the first one it assigns, or -1. */
+static bool *captures(const Kernel *k, const KStmt *loop, int *bad) {
+  size_t nv = (size_t)k->n_vars + 1;
+  bool *used = calloc(nv, 1), *defined = calloc(nv, 1), *assigned = calloc(nv, 1);
+  ASSERT(used && defined && assigned);
+  defined[loop->var] = true;
+  for (int i = 0; i < loop->n_body; i++)
+    stmt_uses(loop->body[i], used, defined, assigned);
+  *bad = -1;
+  for (int v = 0; v < k->n_vars; v++) {
+    used[v] = (used[v] || assigned[v]) && !defined[v];
+    if (assigned[v] && !defined[v] && *bad < 0)
+      *bad = v;
+  }
+  free(defined);
+  free(assigned);
+  return used;
+}
+
+static bool check_stmt(const Kernel *k, const KStmt *s, char *err, size_t n) {
+  if (s->kind == KS_LOOP && s->loop == KL_PARALLEL) {
+    int bad;
+    free(captures(k, s, &bad));
+    if (bad >= 0) {
+      cg_errf(err, n, "codegen: kernel %s: parallel loop %s assigns %s, a local declared "
+              "outside it", k->name, k->vars[s->var].name, k->vars[bad].name);
+      return false;
+    }
+  }
+  for (int i = 0; i < s->n_body; i++)
+    if (!check_stmt(k, s->body[i], err, n))
+      return false;
+  return true;
+}
+
+bool cg_check_parallel(const Kernel *k, char *err, size_t n) {
+  return check_stmt(k, k->body, err, n);
+}
+
+/* --- loops ------------------------------------------------------------------------ */
+
+/* Loop metadata on the latch branch: !{!self, !{!"<hint>"[, i1 true]}}. */
+static void loop_hint(Fn *f, LLVMValueRef latch, const char *hint, bool with_true) {
+  LLVMContextRef c = f->cg->ctx;
+  LLVMMetadataRef on[] = {LLVMMDStringInContext2(c, hint, strlen(hint)),
+                          LLVMValueAsMetadata(LLVMConstInt(f->cg->t_i1, 1, 0))};
+  LLVMMetadataRef tmp = LLVMTemporaryMDNode(c, NULL, 0);
+  LLVMMetadataRef ops[] = {tmp, LLVMMDNodeInContext2(c, on, with_true ? 2 : 1)};
+  LLVMMetadataRef loop = LLVMMDNodeInContext2(c, ops, 2);
+  LLVMMetadataReplaceAllUsesWith(tmp, loop); /* makes loop refer to itself; frees tmp */
+  LLVMSetMetadata(latch, f->cg->md_loop, LLVMMetadataAsValue(c, loop));
+}
+
+/* Whether s contains a loop.  Only innermost loops get the vectorize hint
+ * (LLVM vectorizes innermost loops and warns about hinted outer ones);
+ * outer loops get unroll.disable: fully unrolling a [16] loop around a
+ * vectorized [1024] one made sixteen copies of the vector loop and its
+ * overlap checks, and tripled the JIT's compile time, for no speed. */
+static bool has_loop(const KStmt *s) {
+  for (int i = 0; i < s->n_body; i++)
+    if (s->body[i]->kind == KS_LOOP || has_loop(s->body[i]))
+      return true;
+  return false;
+}
+
+static void body(Fn *f, const KStmt *s) {
+  for (int i = 0; i < s->n_body; i++)
+    cg_stmt(f, s->body[i]);
+}
+
+/* for (var = lo; var < hi; var++) s's body */
+static void counted_loop(Fn *f, const KStmt *s, LLVMValueRef lo, LLVMValueRef hi, bool vectorize) {
+  Cg *cg = f->cg;
+  LLVMValueRef slot = cg_slot(f, s->var);
+  LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "loop");
+  LLVMBasicBlockRef code = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "body");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "done");
+  LLVMBuildStore(f->b, lo, slot);
+  LLVMBuildBr(f->b, head);
+  LLVMPositionBuilderAtEnd(f->b, head);
+  LLVMValueRef i = LLVMBuildLoad2(f->b, cg->t_i64, slot, f->k->vars[s->var].name);
+  LLVMBuildCondBr(f->b, LLVMBuildICmp(f->b, LLVMIntSLT, i, hi, ""), code, done);
+  LLVMPositionBuilderAtEnd(f->b, code);
+  f->depth++;
+  body(f, s);
+  f->depth--;
+  i = LLVMBuildLoad2(f->b, cg->t_i64, slot, "");
+  LLVMBuildStore(f->b, LLVMBuildNSWAdd(f->b, i, LLVMConstInt(cg->t_i64, 1, 0), ""), slot);
+  LLVMValueRef latch = LLVMBuildBr(f->b, head);
+  if (has_loop(s))
+    loop_hint(f, latch, "llvm.loop.unroll.disable", false);
+  else if (vectorize)
+    loop_hint(f, latch, "llvm.loop.vectorize.enable", true);
+  LLVMPositionBuilderAtEnd(f->b, done);
+}
+
+static LLVMValueRef parallel_for_decl(Cg *cg) {
+  LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, "rt_parallel_for");
+  if (!fn)
+    fn = LLVMAddFunction(cg->mod, "rt_parallel_for", cg->t_pfor);
+  return fn;
+}
+
+/* The context struct: the buffer array, then each captured variable. */
+static LLVMTypeRef ctx_type(Fn *f, const bool *cap) {
+  int nv = f->k->n_vars, nf = 1;
+  LLVMTypeRef *fields = malloc(sizeof *fields * (size_t)(nv + 1));
+  ASSERT(fields);
+  fields[0] = f->cg->t_ptr;
+  for (int v = 0; v < nv; v++)
+    if (cap[v])
+      fields[nf++] = cg_type(f->cg, f->k->vars[v].type);
+  LLVMTypeRef st = LLVMStructTypeInContext(f->cg->ctx, fields, (unsigned)nf, 0);
+  free(fields);
+  return st;
+}
+
+/* Emits the body function; returns it. */
+static LLVMValueRef outline_body(Fn *f, const KStmt *s, const bool *cap, LLVMTypeRef st) {
+  Cg *cg = f->cg;
+  char name[300];
+  snprintf(name, sizeof name, "%s.par%d", f->k->name, (*f->n_outlined)++);
+  Fn g;
+  cg_fn_begin(&g, cg, f->k, name, cg->t_body, LLVMInternalLinkage);
+  g.in_parallel = true;
+  g.n_outlined = f->n_outlined;
+  LLVMValueRef ctx = LLVMGetParam(g.fn, 0);
+  LLVMValueRef bufs = LLVMBuildStructGEP2(g.ab, st, ctx, 0, "");
+  cg_fn_load_bufs(&g, LLVMBuildLoad2(g.ab, cg->t_ptr, bufs, "bufs"));
+  for (int v = 0, j = 1; v < f->k->n_vars; v++) {
+    if (!cap[v])
+      continue;
+    LLVMTypeRef t = cg_type(cg, f->k->vars[v].type);
+    LLVMValueRef p = LLVMBuildStructGEP2(g.ab, st, ctx, (unsigned)j++, "");
+    LLVMValueRef slot = cg_slot(&g, v);
+    LLVMBuildStore(g.ab, LLVMBuildLoad2(g.ab, t, p, f->k->vars[v].name), slot);
+  }
+  counted_loop(&g, s, LLVMGetParam(g.fn, 1), LLVMGetParam(g.fn, 2), true);
+  cg_fn_end(&g);
+  return g.fn;
+}
+
+static void outline(Fn *f, const KStmt *s, LLVMValueRef n, double work) {
+  Cg *cg = f->cg;
+  int bad;
+  bool *cap = captures(f->k, s, &bad);
+  ASSERT(bad < 0); /* cg_check_parallel ran */
+  LLVMTypeRef st = ctx_type(f, cap);
+  LLVMValueRef body_fn = outline_body(f, s, cap, st);
+  LLVMValueRef ctx = LLVMBuildAlloca(f->ab, st, "par.ctx");
+  LLVMBuildStore(f->b, f->bufs, LLVMBuildStructGEP2(f->b, st, ctx, 0, ""));
+  for (int v = 0, j = 1; v < f->k->n_vars; v++) {
+    if (!cap[v])
+      continue;
+    LLVMValueRef val = LLVMBuildLoad2(f->b, cg_type(cg, f->k->vars[v].type), cg_slot(f, v), "");
+    LLVMBuildStore(f->b, val, LLVMBuildStructGEP2(f->b, st, ctx, (unsigned)j++, ""));
+  }
+  double g = (double)PAR_GRAIN_WORK / (work > 1 ? work : 1);
+  LLVMValueRef grain = LLVMConstInt(cg->t_i64, g > 1 ? (unsigned long long)g : 1, 0);
+  LLVMValueRef args[] = {n, grain, body_fn, ctx};
+  LLVMBuildCall2(f->b, cg->t_pfor, parallel_for_decl(cg), args, 4, "");
+  free(cap);
+}
+
+/* Whether loop s, independent, runs on rt_parallel_for: a parallel loop,
+ * or an outermost vector loop, with two iterations and two grains of work
+ * at least, and not inside a parallel body. */
+static bool goes_parallel(Fn *f, const KStmt *s, double work) {
+  if (f->in_parallel || (s->loop == KL_VECTOR && f->depth > 0))
+    return false;
+  const KExpr *e = s->extent;
+  return e->kind != KE_ICONST || (e->i >= 2 && (double)e->i * work >= 2.0 * PAR_GRAIN_WORK);
+}
+
+static void loop(Fn *f, const KStmt *s) {
+  LLVMValueRef zero = LLVMConstInt(f->cg->t_i64, 0, 0);
+  LLVMValueRef n = cg_expr(f, s->extent);
+  double work = 1;
+  for (int i = 0; i < s->n_body; i++)
+    work += stmt_work(s->body[i]);
+  /* a vector loop that updates an outer local (a reduction in disguise)
+   * gets neither threads nor the hint, which would reorder its f32 sum */
+  int carried;
+  free(captures(f->k, s, &carried));
+  bool independent = (s->loop == KL_PARALLEL || s->loop == KL_VECTOR) && carried < 0;
+  if (independent && goes_parallel(f, s, work))
+    outline(f, s, n, work);
+  else
+    counted_loop(f, s, zero, n, independent);
+}
+
+/* --- statements ------------------------------------------------------------------ */
+
+static void if_stmt(Fn *f, const KStmt *s) {
+  LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(f->cg->ctx, f->fn, "then");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(f->cg->ctx, f->fn, "endif");
+  LLVMBuildCondBr(f->b, cg_truth(f, cg_expr(f, s->cond)), then, done);
+  LLVMPositionBuilderAtEnd(f->b, then);
+  body(f, s);
+  LLVMBuildBr(f->b, done);
+  LLVMPositionBuilderAtEnd(f->b, done);
+}
+
+void cg_stmt(Fn *f, const KStmt *s) {
+  switch (s->kind) {
+  case KS_BLOCK: body(f, s); return;
+  case KS_LOOP: loop(f, s); return;
+  case KS_IF: if_stmt(f, s); return;
+  case KS_STORE: {
+    LLVMValueRef v = cg_expr(f, s->value);
+    LLVMBuildStore(f->b, v, cg_elem_ptr(f, s->buf, cg_expr(f, s->index)));
+    return;
+  }
+  case KS_DECL:
+  case KS_SET: LLVMBuildStore(f->b, cg_expr(f, s->value), cg_slot(f, s->var)); return;
+  }
+  unreachable();
+}

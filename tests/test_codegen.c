@@ -1,0 +1,798 @@
+/*
+ * test_codegen.c: the LLVM backend (codegen/llvm) run in this process.
+ *
+ *  1. Hand-built kernels (kir.h builders), JIT-compiled at -O0 and -O3;
+ *     after each run kir_eval must write the same bits, and the results
+ *     are checked against values computed here.
+ *  2. Every op with a LOWER function, through small models (op_cases):
+ *     each node of a case's graph and of its backward pass is lowered,
+ *     JIT-compiled, run on the reference evaluator's inputs, and compared
+ *     with the reference (ir/eval*.c) and, bit for bit, with kir_eval.
+ *     Then every model of models/, inference and training step, as one
+ *     module with one step function over a planned arena: every root is
+ *     compared with the reference, and the compile times are printed.
+ *  3. Object files, assembly and textual IR.
+ *
+ * Tolerances.  The reference computes an element in double and rounds
+ * once; KIR rounds every f32 operation, so an n-term sum may differ by
+ * ~sqrt(n) ulp (n at worst).  Per op: rtol 1e-5 plus 1e-6 times the
+ * tensor's largest magnitude (for elements that cancel).  The worst error
+ * seen is 0.49 of that, in 14400-term sums (sum, conv2d_back_w); the libm
+ * f32 functions are within an ulp or two, far below 1e-5, so transcendental
+ * ops need no looser bound.  Whole models chain hundreds of ops: rtol 1e-4
+ * (worst seen 0.16 of it).  Each tier prints its worst ratio.
+ *
+ * Adding a case: a kernel is a test that builds it with kir_new/kir_buf/
+ * ks_* and calls run1(), listed in main; an op gets a line in op_cases
+ * (every_op fails for an op with a lowering that no case computes).
+ */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
+#include <math.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kiln_test.h"
+#include "cg.h"
+#include "rt_pool.h"
+
+/* --- helpers ----------------------------------------------------------------------- */
+
+static const int opt_levels[] = {0, 3};
+static Arena *ar; /* each test's, made and freed around it */
+
+static int arena_setup(void **state) { return !(ar = arena_new()); }
+static int arena_teardown(void **state) { arena_free(ar); return 0; }
+
+/* A JIT holding the given kernels, optimized at `opt`. */
+static CgJit *jit_of(Kernel *const *ks, int n, int opt) {
+  char err[4096];
+  Cg *cg = cg_new("test", &(CgOpts){.opt_level = opt, .verify = true}, err, sizeof err);
+  if (!cg)
+    fail_msg("cg_new: %s", err);
+  for (int i = 0; i < n; i++)
+    if (!cg_kernel(cg, ks[i], err, sizeof err))
+      fail_msg("cg_kernel %s: %s", ks[i]->name, err);
+  if (!cg_optimize(cg, err, sizeof err))
+    fail_msg("cg_optimize: %s", err);
+  CgJit *j = cg_jit(cg, err, sizeof err);
+  if (!j)
+    fail_msg("cg_jit: %s", err);
+  cg_free(cg);
+  return j;
+}
+
+static CgKernelFn kfn(CgJit *j, const char *name) {
+  CgKernelFn f = cg_jit_kernel(j, name);
+  if (!f)
+    fail_msg("lookup %s: %s", name, cg_jit_error(j));
+  return f;
+}
+
+/* Runs kernel k on bufs JIT-compiled at -O0 and at -O3, and checks after
+ * each run that the interpreter, kir_eval, writes the same bits (so k must
+ * not run in place); the buffers end with the -O3 results. */
+static void run1(Kernel *k, void *const *bufs) {
+  for (int o = 0; o < 2; o++) {
+    CgJit *j = jit_of(&k, 1, opt_levels[o]);
+    kfn(j, k->name)(bufs);
+    cg_jit_free(j);
+    void *jit[16] = {0};
+    size_t size[16];
+    for (int b = 0; b < k->n_bufs && b < 16; b++) {
+      size[b] = (size_t)k->bufs[b].numel * (k->bufs[b].type == KT_IDX ? 8 : 4);
+      if (k->bufs[b].role == KB_OUT)
+        jit[b] = memcpy(malloc(size[b]), bufs[b], size[b]);
+    }
+    kir_eval(k, bufs);
+    for (int b = 0; b < k->n_bufs && b < 16; b++) {
+      if (jit[b] && memcmp(jit[b], bufs[b], size[b]) != 0)
+        fail_msg("%s at -O%d: %s differs from kir_eval's", k->name, opt_levels[o], k->bufs[b].name);
+      free(jit[b]);
+    }
+  }
+}
+
+/* |got - want| <= atol + rtol |want|, NaN matching NaN, infinities exactly. */
+static bool close_f32(double got, double want, double rtol, double atol) {
+  if (isnan(want) || isnan(got))
+    return isnan(want) && isnan(got);
+  if (isinf(want) || isinf(got))
+    return got == want;
+  return fabs(got - want) <= atol + rtol * fabs(want);
+}
+
+static float frand(uint64_t *s, float lo, float hi) {
+  *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+  return lo + (hi - lo) * (float)((*s >> 40) * 0x1.0p-24);
+}
+
+#define I(v) ke_idx(k, v)
+#define V(x) ke_var(k, x)
+#define BIN(op, a, b) ke_binary(k, op, a, b)
+#define LD(b, i) ke_load(k, b, i)
+#define F(v) ke_f32(k, v)
+#define ADD(a, b) BIN(KO_ADD, a, b)
+#define MUL(a, b) BIN(KO_MUL, a, b)
+
+/* --- tier 1: hand-built kernels ------------------------------------------------------ */
+
+enum { NE = 37 }; /* odd, so vector loops have remainders */
+
+/* y = max(a, b) * b - min(a, b) + exp(a) / (|b| + 1); z = isnan(a) + (a < b) */
+static void elementwise(void **state) {
+  Kernel *k = kir_new(ar, "ew", NULL);
+  int a = kir_buf(k, "a", KT_F32, NE, KB_IN, 0), b = kir_buf(k, "b", KT_F32, NE, KB_IN, 1);
+  int y = kir_buf(k, "y", KT_F32, NE, KB_OUT, 2), z = kir_buf(k, "z", KT_I32, NE, KB_OUT, 3);
+  int i = kir_var(k, "i", KT_IDX);
+  KStmt *l = ks_loop(k, i, I(NE), KL_VECTOR);
+  ks_add(k, k->body, l);
+  KExpr *av = LD(a, V(i)), *bv = LD(b, V(i));
+  KExpr *e = BIN(KO_SUB, MUL(BIN(KO_MAX, av, bv), bv), BIN(KO_MIN, av, bv));
+  e = ADD(e, BIN(KO_DIV, ke_unary(k, KO_EXP, av), ADD(ke_unary(k, KO_ABS, bv), F(1))));
+  ks_add(k, l, ks_store(k, y, V(i), e));
+  ks_add(k, l, ks_store(k, z, V(i), ADD(ke_unary(k, KO_ISNAN, av), BIN(KO_LT, av, bv))));
+  float A[NE], B[NE], Y[NE], W[NE];
+  int32_t Z[NE];
+  uint64_t s = 1;
+  for (int t = 0; t < NE; t++)
+    A[t] = frand(&s, -3, 3), B[t] = frand(&s, -3, 3);
+  A[3] = NAN, B[4] = NAN, A[5] = B[5] = NAN, A[6] = INFINITY, B[7] = -INFINITY;
+  for (int t = 0; t < NE; t++) {
+    float mx = A[t] < B[t] ? B[t] : A[t], mn = B[t] < A[t] ? B[t] : A[t]; /* kir_eval's */
+    W[t] = mx * B[t] - mn + expf(A[t]) / (fabsf(B[t]) + 1);
+  }
+  run1(k, (void *[]){A, B, Y, Z});
+  for (int t = 0; t < NE; t++) {
+    assert_true(close_f32(Y[t], W[t], 1e-6, 1e-6)); /* expf's in both: exact but for fdiv */
+    assert_int_equal(Z[t], (int)isnan(A[t]) + (A[t] < B[t]));
+  }
+  assert_true(isnan(Y[3]) && isnan(Y[5]));
+}
+
+/* out[r] = sum_c x[r*C + c] in order, bit-exact: no reassociation, in a
+ * KL_REDUCE loop or in a KL_VECTOR one that updates an outer local. */
+static void reduction(void **state) {
+  enum { R = 5, C = 1001 };
+  static float X[R * C];
+  float O[R];
+  uint64_t s = 7;
+  for (int t = 0; t < R * C; t++)
+    X[t] = frand(&s, -1, 1) * (t % 3 ? 1.0f : 1e4f); /* cancellation shows reordering */
+  for (int vec = 0; vec < 2; vec++) {
+    Kernel *k = kir_new(ar, vec ? "rowsum_vec" : "rowsum", NULL);
+    int x = kir_buf(k, "x", KT_F32, R * C, KB_IN, 0), out = kir_buf(k, "out", KT_F32, R, KB_OUT, 1);
+    int r = kir_var(k, "r", KT_IDX), c = kir_var(k, "c", KT_IDX), acc = kir_var(k, "acc", KT_F32);
+    KStmt *lr = ks_loop(k, r, I(R), KL_SERIAL);
+    KStmt *lc = ks_loop(k, c, I(C), vec ? KL_VECTOR : KL_REDUCE);
+    ks_add(k, k->body, lr);
+    ks_add(k, lr, ks_decl(k, acc, F(0)));
+    ks_add(k, lr, lc);
+    ks_add(k, lc, ks_set(k, acc, ADD(V(acc), LD(x, ADD(MUL(V(r), I(C)), V(c))))));
+    ks_add(k, lr, ks_store(k, out, V(r), V(acc)));
+    run1(k, (void *[]){X, O}); /* the same bits as kir_eval's in-order float sum */
+  }
+}
+
+/* A transpose through floordiv/mod of a flat index, index -> f32 casts in
+ * nested loops, and integer division: floordiv/mod with either sign, i32
+ * division by a variable that is sometimes 0 (0, as in kir_eval). */
+static void nested_index(void **state) {
+  enum { H = 6, W = 9 };
+  Kernel *k = kir_new(ar, "nest", NULL);
+  int x = kir_buf(k, "x", KT_F32, H * W, KB_IN, 0), y = kir_buf(k, "y", KT_F32, H * W, KB_OUT, 1);
+  int q = kir_buf(k, "q", KT_I32, 4 * H * W, KB_OUT, 2);
+  int i = kir_var(k, "i", KT_IDX), h = kir_var(k, "h", KT_IDX), w = kir_var(k, "w", KT_IDX);
+  KStmt *li = ks_loop(k, i, I(H * W), KL_SERIAL);
+  ks_add(k, k->body, li);
+  /* y[i] = x[(i mod H) * W + floordiv(i, H)] + i (y is x transposed, as [W, H]) */
+  KExpr *src = ADD(MUL(BIN(KO_MOD, V(i), I(H)), I(W)), BIN(KO_FLOORDIV, V(i), I(H)));
+  ks_add(k, li, ks_store(k, y, V(i), ADD(LD(x, src), ke_cast(k, KT_F32, V(i)))));
+  KStmt *lh = ks_loop(k, h, I(H), KL_SERIAL), *lw = ks_loop(k, w, I(W), KL_VECTOR);
+  ks_add(k, k->body, lh);
+  ks_add(k, lh, lw);
+  KExpr *v = BIN(KO_SUB, ADD(MUL(V(h), I(W)), V(w)), I(27)); /* -27 .. 26 */
+  KExpr *at = MUL(ADD(MUL(V(h), I(W)), V(w)), I(4));
+  KExpr *vals[] = {BIN(KO_FLOORDIV, v, I(4)), BIN(KO_MOD, v, I(4)),
+                   BIN(KO_DIV, ke_cast(k, KT_I32, v), ke_cast(k, KT_I32, BIN(KO_SUB, V(w), I(4)))),
+                   BIN(KO_MOD, v, BIN(KO_SUB, V(w), I(9)))};
+  for (int e = 0; e < 4; e++)
+    ks_add(k, lw, ks_store(k, q, ADD(at, I(e)), ke_cast(k, KT_I32, vals[e])));
+  float X[H * W], Y[H * W];
+  int32_t Q[4 * H * W];
+  for (int t = 0; t < H * W; t++)
+    X[t] = (float)(100 + t);
+  run1(k, (void *[]){X, Y, Q});
+  for (int t = 0; t < H * W; t++) {
+    assert_true(Y[t] == X[(t % H) * W + t / H] + (float)t);
+    int vv = t - 27, fd = (int)floor(vv / 4.0), d = t % W - 4, m = t % W - 9;
+    assert_int_equal(Q[4 * t], fd);
+    assert_int_equal(Q[4 * t + 1], vv - 4 * fd);
+    assert_int_equal(Q[4 * t + 2], d ? vv / d : 0);
+    assert_int_equal(Q[4 * t + 3], vv - m * (int)floor((double)vv / m));
+  }
+}
+
+/* y[i] = i >= 1 && i < N-1 ? x[i-1] + x[i+1] : -1, with x between two
+ * inaccessible pages: the unselected loads must not happen. */
+static void select_guarded(void **state) {
+  enum { N = 1024 }; /* a 4 KiB page of floats: x[N] is guarded too */
+  long pg = sysconf(_SC_PAGESIZE);
+  assert_true(pg >= N * 4);
+  char *m = mmap(NULL, (size_t)(3 * pg), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                 -1, 0);
+  assert_true(m != MAP_FAILED);
+  assert_true(!mprotect(m, (size_t)pg, PROT_NONE) && !mprotect(m + 2 * pg, (size_t)pg, PROT_NONE));
+  float *X = (float *)(m + pg), Y[N], S[N];
+  Kernel *k = kir_new(ar, "sel", NULL);
+  int x = kir_buf(k, "x", KT_F32, N, KB_IN, 0), y = kir_buf(k, "y", KT_F32, N, KB_OUT, 1);
+  int s = kir_buf(k, "s", KT_F32, N, KB_OUT, 2);
+  int i = kir_var(k, "i", KT_IDX);
+  KStmt *l = ks_loop(k, i, I(N), KL_VECTOR);
+  ks_add(k, k->body, l);
+  KExpr *in = BIN(KO_AND, BIN(KO_GE, V(i), I(1)), BIN(KO_LT, V(i), I(N - 1)));
+  KExpr *sum = ADD(LD(x, BIN(KO_SUB, V(i), I(1))), LD(x, ADD(V(i), I(1))));
+  ks_add(k, l, ks_store(k, y, V(i), ke_select(k, in, sum, F(-1))));
+  /* a load-free select and || : s = (x > 0 || i == 5) ? x : 0.5 */
+  KExpr *c = BIN(KO_OR, BIN(KO_GT, LD(x, V(i)), F(0)), BIN(KO_EQ, V(i), I(5)));
+  ks_add(k, l, ks_store(k, s, V(i), ke_select(k, c, LD(x, V(i)), F(0.5))));
+  for (int t = 0; t < N; t++)
+    X[t] = (float)(t % 7) - 3;
+  run1(k, (void *[]){X, Y, S});
+  for (int t = 0; t < N; t++) {
+    assert_true(Y[t] == (t >= 1 && t < N - 1 ? X[t - 1] + X[t + 1] : -1.0f));
+    assert_true(S[t] == (X[t] > 0 || t == 5 ? X[t] : 0.5f));
+  }
+  munmap(m, (size_t)(3 * pg));
+}
+
+/* f32 -> i32 saturates with NaN -> 0; i32 -> f32; f32 -> idx -> f32. */
+static void casts(void **state) {
+  enum { N = 12 };
+  float X[N] = {0.5f, -0.5f, 2.7f, -2.7f, 3e9f, -3e9f, NAN, INFINITY, -INFINITY, 2147483520.0f,
+                -2147483648.0f, 1e12f};
+  int32_t Q[N], Iv[N] = {0, 1, -1, 7, INT32_MAX, INT32_MIN, 16777217, -5, 3, 4, 5, 6};
+  float F[N], G[N];
+  Kernel *k = kir_new(ar, "casts", NULL);
+  int x = kir_buf(k, "x", KT_F32, N, KB_IN, 0), iv = kir_buf(k, "iv", KT_I32, N, KB_IN, 1);
+  int q = kir_buf(k, "q", KT_I32, N, KB_OUT, 2), f = kir_buf(k, "f", KT_F32, N, KB_OUT, 3);
+  int g = kir_buf(k, "g", KT_F32, N, KB_OUT, 4);
+  int i = kir_var(k, "i", KT_IDX);
+  KStmt *l = ks_loop(k, i, I(N), KL_SERIAL);
+  ks_add(k, k->body, l);
+  ks_add(k, l, ks_store(k, q, V(i), ke_cast(k, KT_I32, LD(x, V(i)))));
+  ks_add(k, l, ks_store(k, f, V(i), ke_cast(k, KT_F32, LD(iv, V(i)))));
+  ks_add(k, l, ks_store(k, g, V(i), ke_cast(k, KT_F32, ke_cast(k, KT_IDX, LD(x, V(i))))));
+  run1(k, (void *[]){X, Iv, Q, F, G});
+  int32_t want[N] = {0, 0, 2, -2, INT32_MAX, INT32_MIN, 0, INT32_MAX, INT32_MIN, 2147483520,
+                     INT32_MIN, INT32_MAX};
+  float wg[N] = {0, 0, 2, -2, 3e9f, -3e9f, 0, 0x1p63f, -0x1p63f, 2147483520.0f, -0x1p31f, 1e12f};
+  assert_memory_equal(Q, want, sizeof want);
+  assert_memory_equal(G, wg, sizeof wg);
+  for (int t = 0; t < N; t++)
+    assert_true(F[t] == (float)Iv[t]);
+}
+
+/* y[i] = (a[i] + b[i]) * mul over a flat vector loop. */
+static Kernel *axpb(const char *name, int n, float mul) {
+  Kernel *k = kir_new(ar, name, NULL);
+  int a = kir_buf(k, "a", KT_F32, n, KB_IN, 0), b = kir_buf(k, "b", KT_F32, n, KB_IN, 1);
+  int y = kir_buf(k, "y", KT_F32, n, KB_OUT, 2), i = kir_var(k, "i", KT_IDX);
+  KStmt *l = ks_loop(k, i, I(n), KL_VECTOR);
+  ks_add(k, k->body, l);
+  ks_add(k, l, ks_store(k, y, V(i), MUL(ADD(LD(a, V(i)), LD(b, V(i))), F(mul))));
+  return k;
+}
+
+/* y[r, c] = x[r, c] * scale + r + rowsum(x[r]), r parallel, c vector,
+ * scale an outer local; an inner parallel loop runs serially. */
+static Kernel *parallel_kernel(int R, int C) {
+  Kernel *k = kir_new(ar, "par", NULL);
+  int x = kir_buf(k, "x", KT_F32, R * C, KB_IN, 0), y = kir_buf(k, "y", KT_F32, R * C, KB_OUT, 1);
+  int r = kir_var(k, "r", KT_IDX), c = kir_var(k, "c", KT_IDX), c2 = kir_var(k, "c", KT_IDX);
+  int scale = kir_var(k, "scale", KT_F32), acc = kir_var(k, "acc", KT_F32);
+  ks_add(k, k->body, ks_decl(k, scale, F(0.5)));
+  KStmt *lr = ks_loop(k, r, I(R), KL_PARALLEL);
+  ks_add(k, k->body, lr);
+  ks_add(k, lr, ks_decl(k, acc, F(0)));
+  KStmt *lc = ks_loop(k, c, I(C), KL_REDUCE);
+  ks_add(k, lr, lc);
+  KExpr *at = ADD(MUL(V(r), I(C)), V(c));
+  ks_add(k, lc, ks_set(k, acc, ADD(V(acc), LD(x, at))));
+  KStmt *lc2 = ks_loop(k, c2, I(C), KL_PARALLEL);
+  ks_add(k, lr, lc2);
+  KExpr *at2 = ADD(MUL(V(r), I(C)), V(c2));
+  KExpr *e = ADD(MUL(LD(x, at2), V(scale)), ke_cast(k, KT_F32, V(r)));
+  ks_add(k, lc2, ks_store(k, y, at2, ADD(e, V(acc))));
+  return k;
+}
+
+static void parallel(void **state) {
+  enum { R = 300, C = 257 };
+  Kernel *k = parallel_kernel(R, C);
+  float *X = malloc(sizeof(float) * R * C), *Y = malloc(sizeof(float) * R * C);
+  uint64_t s = 3;
+  for (int t = 0; t < R * C; t++)
+    X[t] = frand(&s, -1, 1);
+  char err[512];
+  Cg *cg = cg_new("p", &(CgOpts){.opt_level = 3, .verify = true}, err, sizeof err);
+  assert_true(cg_kernel(cg, k, err, sizeof err));
+  char *ir = cg_print_ir(cg);
+  assert_non_null(strstr(ir, "call void @rt_parallel_for"));
+  assert_non_null(strstr(ir, "par.par0"));
+  assert_null(strstr(ir, "par.par1")); /* the nested parallel loop is serial */
+  free(ir);
+  assert_true(cg_kernel(cg, axpb("flat", 1 << 16, 1), err, sizeof err));
+  assert_true(cg_kernel(cg, axpb("small", 1000, 1), err, sizeof err));
+  ir = cg_print_ir(cg);
+  assert_non_null(strstr(ir, "flat.par0")); /* a big outermost vector loop goes parallel */
+  assert_null(strstr(ir, "small.par0"));
+  free(ir);
+  cg_free(cg);
+  for (int threads = 1; threads <= 2; threads++) {
+    rt_set_threads(threads);
+    run1(k, (void *[]){X, Y}); /* the same bits as kir_eval's, with 1 and 2 threads */
+  }
+  rt_set_threads(1);
+  free(X), free(Y);
+}
+
+/* bits[i] = rng_hash(seed, step * N + i) >> 11, seed above 2^63; then
+ * KO_HASH64 with the operands swapped: all 64 bits. */
+static void hash(void **state) {
+  enum { N = 19 };
+  const uint64_t seed = 0xfedcba9876543210ull;
+  Kernel *k = kir_new(ar, "hash", NULL);
+  int st = kir_buf(k, "step", KT_IDX, 1, KB_IN, KBUF_STEP);
+  int o = kir_buf(k, "bits", KT_IDX, 2 * N, KB_OUT, 0);
+  int i = kir_var(k, "i", KT_IDX);
+  KStmt *l = ks_loop(k, i, I(N), KL_VECTOR);
+  ks_add(k, k->body, l);
+  KExpr *ctr = ADD(MUL(LD(st, I(0)), I(N)), V(i));
+  ks_add(k, l, ks_store(k, o, V(i), BIN(KO_HASH, I((int64_t)seed), ctr)));
+  ks_add(k, l, ks_store(k, o, ADD(V(i), I(N)), BIN(KO_HASH64, ctr, I((int64_t)seed))));
+  int64_t step = 41, bits[2 * N];
+  run1(k, (void *[]){&step, bits});
+  for (int u = 0; u < N; u++) {
+    assert_true((uint64_t)bits[u] == rng_hash(seed, (uint64_t)(step * N + u)) >> 11);
+    assert_true((uint64_t)bits[N + u] == rng_hash((uint64_t)(step * N + u), seed));
+  }
+}
+
+/* y = 2 (a + b) through a step: t = a + b in the arena, y extern; and a
+ * kernel run in place (input and output the same pointer). */
+static void step_function(void **state) {
+  enum { N = 100 };
+  Kernel *k1 = axpb("add", N, 1), *k2 = axpb("twice", N, 1);
+  float A[N], B[N], Y[N];
+  for (int t = 0; t < N; t++)
+    A[t] = (float)t, B[t] = 0.25f * (float)t;
+  CgRef r1[] = {{CG_EXTERN, 0}, {CG_EXTERN, 1}, {CG_ARENA, 64}};
+  CgRef r2[] = {{CG_ARENA, 64}, {CG_ARENA, 64}, {CG_EXTERN, 2}};
+  CgCall calls[] = {{k1, r1}, {k2, r2}};
+  for (int o = 0; o < 2; o++) {
+    char err[2048];
+    Cg *cg = cg_new("s", &(CgOpts){.opt_level = opt_levels[o], .verify = true}, err, sizeof err);
+    assert_true(cg_step(cg, "step", calls, 2, err, sizeof err));
+    assert_false(cg_step(cg, "step", calls, 2, err, sizeof err)); /* the name is taken */
+    assert_true(cg_optimize(cg, err, sizeof err));
+    CgJit *j = cg_jit(cg, err, sizeof err);
+    assert_non_null(j);
+    assert_false(cg_kernel(cg, k1, err, sizeof err)); /* the module has moved */
+    cg_free(cg);
+    float *arena = calloc(1, 64 + sizeof(float) * N);
+    cg_jit_step(j, "step")((char *)arena, (void *[]){A, B, Y});
+    for (int t = 0; t < N; t++)
+      assert_true(Y[t] == 2 * (A[t] + B[t]));
+    kfn(j, "add")((void *[]){Y, A, Y}); /* in place: Y = Y + A */
+    for (int t = 0; t < N; t++)
+      assert_true(Y[t] == 2 * (A[t] + B[t]) + A[t]);
+    assert_true(!cg_jit_lookup(j, "no_such_function") && strlen(cg_jit_error(j)) > 0);
+    free(arena);
+    cg_jit_free(j);
+  }
+}
+
+/* --- tier 2: lowered graph nodes against the reference evaluator -------------------- */
+
+/* One graph per case, statements separated by ';'; `fill` gives value
+ * ranges "name=lo:hi" (default: f32 [-2, 2), i32 [0, 3)).  The harness
+ * adds loss = sum(y * r) for an f32 `y` and differentiates it with respect
+ * to every f32 input and parameter, so backward ops appear too. */
+typedef struct OpCase {
+  const char *body, *fill;
+} OpCase;
+
+static const OpCase op_cases[] = {
+    {"input x: f32[3, 5]; y = neg(x) + abs(x) * exp(x) - sin(x) / (cos(x) + 2)", NULL},
+    {"input x: f32[3, 5]; y = log(x) + sqrt(x) * rsqrt(x) + x ** 1.5", "x=0.2:3"},
+    {"input x: f32[4, 6]; y = relu(x) + leaky_relu(x, 0.2) + elu(x) + sigmoid(x) + tanh(x)", NULL},
+    {"input x: f32[4, 6]; y = gelu(x) + gelu(x, approximate=\"tanh\") + softplus(x) + "
+     "softplus(x, 2, 1) + clamp(x, -0.5, 0.5)", "x=-4:4"},
+    {"input a: f32[2, 3]; input b: f32[3]; y = a ** b + maximum(a, b) - minimum(a, b) / b",
+     "a=0.5:2 b=-1.5:2"},
+    {"input a: f32[2, 1, 3]; input b: f32[4, 3]; c = equal(a, b) + not_equal(a, b) + less(a, b) + "
+     "less_equal(a, b) + greater(a, b) + greater_equal(a, b); y = where(c > 2, a, b)",
+     "a=-2:2 b=-2:2"},
+    {"input i: i32[2, 3]; input j: i32[3]; input x: f32[2, 3]; "
+     "k = i * j - i + maximum(i, j) - minimum(i, -j) + abs(-i) + cast(x * 3, i32); "
+     "y = cast(k, f32) * x + cast(sum(k, axis=0), f32) + cast(max(k), f32)",
+     "i=-5:5 j=-3:3 x=-3:3"},
+    {"input x: f32[2, 3, 4]; y = sum(x, axis=1) + mean(x, axis=1) + max(x, axis=1) + sum(x) + "
+     "sum(mean(x, axis=[0, 2], keepdims=true))", NULL},
+    {"input x: f32[3, 4]; y = cast(argmax(x, axis=1), f32) + "
+     "cast(argmax(transpose(x), axis=0), f32)", NULL},
+    {"input x: f32[2, 3, 4]; y = softmax(x, axis=1) + log_softmax(x)", NULL},
+    {"input x: f32[3, 5]; input b: f32[2, 2]; t = transpose(x); "
+     "y = concat(t[1:, ::2], b, axis=0) + broadcast_to(b[0], [6, 2]) + reshape(x, [15])[4] + "
+     "t[-3:-1, 1][0]", NULL},
+    {"input x: f32[2, 3]; y = x * full([2, 3], 1.5) + cast(arange(3), f32) + "
+     "cast(full([3], 2, dtype=i32), f32) + arange(3, dtype=f32)", NULL},
+    {"input a: f32[2, 3, 4]; input b: f32[4, 5]; input c: f32[6, 5]; "
+     "y = (a @ b) @ matmul(c, c, transpose_a=true) + matmul(b, c, transpose_b=true)[1, 2]",
+     NULL},
+    {"input x: f32[2, 2, 5, 5]; input w: f32[3, 2, 3, 3]; "
+     "y = op.conv2d(x, w, stride=2, pad=1) + op.conv2d(x, w, dilation=2)[0]", NULL},
+    {"input x: f32[1, 4, 3, 3]; input w: f32[4, 2, 3, 2]; "
+     "y = op.conv_transpose2d(x, w, stride=2, pad=1, output_padding=1, groups=2)", NULL},
+    {"input x: f32[1, 2, 5, 5]; y = maxpool2d(x, kernel=3, stride=2, pad=1) + "
+     "avgpool2d(x, kernel=3, stride=2, pad=1, count_include_pad=false) + avgpool2d(x, 3, 2, 1)",
+     NULL},
+    {"input x: f32[1, 2, 3, 3]; y = upsample(x) + upsample(x, mode=\"bilinear\") + "
+     "upsample(x, mode=\"bilinear\", align_corners=true)", NULL},
+    {"input ids: i32[2, 4]; input t: f32[5, 3]; y = op.embedding(ids, t)", "ids=0:5"},
+    {"input z: f32[4, 5]; input t: i32[4]; y = cross_entropy(z, t) + "
+     "cross_entropy(reshape(z, [2, 2, 5]), reshape(t, [2, 2]))", "t=0:5"},
+    {"input x: f32[4, 6]; y = op.dropout(x, p=0.3) + dropout(x * x, p=0.5) + stop_gradient(x) * x",
+     NULL},
+    {"input x: f32[2, 5]; y = layernorm(dense(x, out=4)) + x[0, 0]", NULL},
+    {"input x: f32[3, 2, 4, 4]; y = batchnorm(x)", NULL},
+    {"input x: f32[1, 3, 4]; y = attention(x, heads=2, causal=true)", NULL},
+    /* big enough for parallel loops */
+    {"input x: f32[64, 300]; input w: f32[300, 200]; y = softmax(relu(x @ w) - 1, axis=0)",
+     "x=-0.2:0.2 w=-0.2:0.2"},
+    {"input x: f32[8, 3, 32, 32]; input w: f32[8, 3, 3, 3]; y = maxpool2d(op.conv2d(x, w), 2)",
+     NULL},
+};
+
+static bool fill_range(const char *spec, const char *name, double *lo, double *hi) {
+  size_t nl = strlen(name);
+  for (const char *s = spec; s && *s; s += strcspn(s, " ")) {
+    s += strspn(s, " ");
+    if (strncmp(s, name, nl) == 0 && s[nl] == '=')
+      return sscanf(s + nl + 1, "%lf:%lf", lo, hi) == 2;
+  }
+  return false;
+}
+
+/* The reference's run of g on random inputs and parameters: ev holds every
+ * live node's value; params' buffers are ev's bound ones. */
+static void ref_run(Eval *ev, Graph *g, Node *const *roots, int n_roots, const char *fill,
+                    bool *own) {
+  eval_init(ev, g);
+  ev->cx.step = 5;
+  bool *live = calloc((size_t)g->n_nodes + 1, 1);
+  graph_live(g, roots, n_roots, live);
+  uint64_t s = 11;
+  for (int i = 0; i < g->n_nodes; i++) {
+    Node *v = g->nodes[i];
+    if (v->op != OP_INPUT && v->op != OP_PARAM)
+      continue;
+    int64_t cnt = shape_numel(&v->shape);
+    double lo = v->dtype == DT_F32 ? -2 : 0, hi = v->dtype == DT_F32 ? 2 : 3;
+    if (v->op == OP_PARAM)
+      lo = -0.5, hi = 0.5;
+    fill_range(fill, v->name, &lo, &hi);
+    if (strcmp(v->name, "train.lr") == 0 || strcmp(v->name, "train.step") == 0)
+      lo = hi = strcmp(v->name, "train.lr") == 0 ? 0.01 : 3;
+    void *d = v->op == OP_PARAM ? malloc((size_t)cnt * 4 + 4) : eval_input(ev, v);
+    own[i] = v->op == OP_PARAM;
+    if (own[i])
+      eval_bind(ev, v, d);
+    for (int64_t j = 0; j < cnt; j++) {
+      float r = frand(&s, (float)lo, (float)hi);
+      if (v->dtype == DT_F32)
+        ((float *)d)[j] = r;
+      else
+        ((int32_t *)d)[j] = (int32_t)floorf(r);
+    }
+  }
+  char err[256];
+  if (eval_run(ev, live, err, sizeof err))
+    fail_msg("reference: %s", err);
+  free(live);
+}
+
+static void ref_free(Eval *ev, bool *own) {
+  for (int i = 0; i < ev->g->n_nodes; i++)
+    if (own[i])
+      free(ev->vals[i].data);
+  eval_free(ev);
+  free(own);
+}
+
+static double worst; /* the largest |got - want| / tolerance seen */
+
+/* got against the reference's want for node n: i32 exactly; f32 within
+ * rtol |want| + atol, atol = rtol / 10 * max(1, max |want|). */
+static void compare_node(const Node *n, const void *got, const void *want, double rtol,
+                         const char *what) {
+  int64_t cnt = shape_numel(&n->shape);
+  if (n->dtype == DT_I32) {
+    for (int64_t i = 0; i < cnt; i++)
+      if (((const int32_t *)got)[i] != ((const int32_t *)want)[i])
+        fail_msg("%s: %s[%lld] = %d, the reference says %d", what, n->name, (long long)i,
+                 ((const int32_t *)got)[i], ((const int32_t *)want)[i]);
+    return;
+  }
+  const float *g = got, *w = want;
+  double m = 1;
+  for (int64_t i = 0; i < cnt; i++)
+    m = isfinite(w[i]) && fabs(w[i]) > m ? fabs(w[i]) : m;
+  for (int64_t i = 0; i < cnt; i++) {
+    double r = fabs((double)g[i] - w[i]) / (rtol / 10 * m + rtol * fabs(w[i]));
+    worst = rtol > 0 && isfinite(r) && r > worst ? r : worst;
+    if (!close_f32(g[i], w[i], rtol, rtol / 10 * m))
+      fail_msg("%s: %s (%s)[%lld] = %.9g, the reference says %.9g", what, n->name,
+               op_name(n->op), (long long)i, g[i], w[i]);
+  }
+}
+
+/* The case's graph: y, then (for an f32 y) the backward pass of sum(y * r). */
+static void autodiff_run(void *ud) {
+  Compiled *c = ud;
+  Graph *g = c->g;
+  Node *y = graph_find_value(g, "y");
+  Node *r = graph_input(g, "r", DT_F32, y->shape, y->loc);
+  Node *yr[] = {y, r}, *m = graph_add_checked(g, OP_MUL, yr, 2, NULL, y->loc);
+  Attrs at;
+  attrs_default(OP_SUM, &at);
+  Node *loss = graph_add_checked(g, OP_SUM, &m, 1, &at, y->loc), *wrt[64], *grads[64];
+  int n = 0;
+  for (int i = 0; i < g->n_nodes && n < 64; i++)
+    if ((g->nodes[i]->op == OP_INPUT || g->nodes[i]->op == OP_PARAM) && g->nodes[i] != r &&
+        g->nodes[i]->dtype == DT_F32)
+      wrt[n++] = g->nodes[i];
+  pass_autodiff(g, &c->d, loss, wrt, n, grads);
+}
+
+static bool covered[OP_COUNT];
+static int n_checked;
+
+/* Runs kernel k of node n on the reference's inputs: JIT-compiled, and in
+ * the interpreter; both against the reference, and against each other. */
+static void check_kernel(CgJit *j, const Kernel *k, const Node *n, Eval *ev, const char *what) {
+  int64_t step = (int64_t)ev->cx.step;
+  size_t bytes = (size_t)node_bytes(n) + 4;
+  void **bufs = calloc((size_t)k->n_bufs, sizeof *bufs), **kb = calloc((size_t)k->n_bufs, 8);
+  void *out = malloc(bytes), *kout = malloc(bytes);
+  memset(out, 0xff, bytes), memset(kout, 0xff, bytes); /* NaN or -1 where nothing is written */
+  for (int b = 0; b < k->n_bufs; b++) {
+    const KBuf *kf = &k->bufs[b];
+    bufs[b] = kf->node == KBUF_STEP ? (void *)&step
+              : kf->role == KB_OUT  ? out
+                                    : ev->vals[kf->node].data;
+    kb[b] = kf->role == KB_OUT ? kout : bufs[b];
+  }
+  kfn(j, k->name)(bufs);
+  compare_node(n, out, ev->vals[n->id].data, 1e-5, what);
+  kir_eval(k, kb);
+  compare_node(n, out, kout, 0, "JIT against kir_eval"); /* bit for bit */
+  covered[n->op] = true, n_checked++;
+  free(bufs), free(kb), free(out), free(kout);
+}
+
+/* Every node of the case: its kernel on the reference's inputs. */
+static void op_case(const OpCase *c, int opt) {
+  char text[1024];
+  snprintf(text, sizeof text, "model m() {\n  %s\n}\n", c->body);
+  for (char *p = text; *p; p++)
+    *p = *p == ';' ? '\n' : *p;
+  Compiled cc = compile_opts(text, true, NULL, 0);
+  MUST_COMPILE(cc);
+  Graph *g = cc.g;
+  if (graph_find_value(g, "y")->dtype == DT_F32 && diag_protect(&cc.d, autodiff_run, &cc))
+    fail_msg("%s: autodiff: %s", c->body, cc.d.msg);
+  Eval ev;
+  bool *own = calloc((size_t)g->n_nodes, 1);
+  ref_run(&ev, g, g->nodes, g->n_nodes, c->fill, own);
+  Kernel **ks = calloc((size_t)g->n_nodes, sizeof *ks), **kn = calloc((size_t)g->n_nodes, 8);
+  int nk = 0;
+  for (int i = 0; i < g->n_nodes; i++)
+    if ((kn[i] = lower_node(cc.a, g->nodes[i])))
+      ks[nk++] = kn[i];
+  CgJit *j = jit_of(ks, nk, opt);
+  for (int i = 0; i < g->n_nodes; i++)
+    if (kn[i])
+      check_kernel(j, kn[i], g->nodes[i], &ev, c->body);
+  cg_jit_free(j);
+  free(ks), free(kn);
+  ref_free(&ev, own);
+  compiled_free(&cc);
+}
+
+static void every_op(void **state) {
+  for (int threads = 1; threads <= 2; threads++) {
+    rt_set_threads(threads);
+    for (int i = 0; i < countof(op_cases); i++)
+      op_case(&op_cases[i], opt_levels[(i + threads) % 2]);
+  }
+  rt_set_threads(1);
+  print_message("  %d kernels; worst |JIT - reference| / tolerance: %.3g\n", n_checked, worst);
+  worst = 0;
+  for (int op = 0; op < OP_COUNT; op++)
+    if (op_info[op].lower && !covered[op])
+      fail_msg("op %s has a lowering but no case computes it", op_name((Op)op));
+}
+
+/* --- tier 2b: whole models, one step function over a planned arena ------------------ */
+
+#define NOW_MS() (1e3 * (double)clock() / CLOCKS_PER_SEC) /* compiling is single-threaded */
+
+/* Where buffer b of a kernel lives: the arena (planned values), or an
+ * extern slot: node id for parameters, n_nodes for the step counter. */
+static CgRef locate(const Graph *g, const Plan *p, const KBuf *b) {
+  if (b->node == KBUF_STEP)
+    return (CgRef){CG_EXTERN, g->n_nodes};
+  ASSERT(b->node >= 0); /* no lowering asks for scratch */
+  const Node *n = g->nodes[b->node];
+  return plan_in_arena(p, n) ? (CgRef){CG_ARENA, p->offset[n->id]} : (CgRef){CG_EXTERN, n->id};
+}
+
+/* Compiles roots' plan into one step function, runs it on the reference's
+ * inputs, and compares every root. */
+static void run_model(Graph *g, Node *const *roots, int n_roots, const char *what, double rtol) {
+  Eval ev;
+  bool *own = calloc((size_t)g->n_nodes, 1);
+  ref_run(&ev, g, roots, n_roots, NULL, own);
+  Plan p;
+  plan_build(g, roots, n_roots, &(PlanOpts){0}, &p);
+  CgCall *calls = calloc((size_t)p.n_order, sizeof *calls);
+  int nc = 0;
+  for (int i = 0; i < p.n_order; i++) { /* constants: full's kernel, at their time in the plan */
+    Node *n = p.order[i];
+    Kernel *k = n->op == OP_CONST ? lower_full(g->arena, n) : lower_node(g->arena, n);
+    if (!k)
+      continue;
+    CgRef *refs = arena_alloc(g->arena, sizeof(CgRef) * (size_t)k->n_bufs);
+    for (int b = 0; b < k->n_bufs; b++)
+      refs[b] = locate(g, &p, &k->bufs[b]);
+    calls[nc++] = (CgCall){k, refs};
+  }
+  char err[4096];
+  double t1 = NOW_MS();
+  Cg *cg = cg_new(what, &(CgOpts){.opt_level = 3}, err, sizeof err);
+  if (!cg_step(cg, "step", calls, nc, err, sizeof err) || !cg_optimize(cg, err, sizeof err))
+    fail_msg("%s: %s", what, err);
+  double t2 = NOW_MS();
+  CgJit *j = cg_jit(cg, err, sizeof err);
+  CgStepFn step = j ? cg_jit_step(j, "step") : NULL;
+  if (!step)
+    fail_msg("%s: %s", what, j ? cg_jit_error(j) : err);
+  double t3 = NOW_MS();
+  print_message("  %-34s %4d kernels: emit+optimize %6.0f ms, jit %6.0f ms\n", what, nc, t2 - t1,
+                t3 - t2);
+  char *arena = aligned_alloc(64, (size_t)p.arena + 64);
+  void **ext = calloc((size_t)g->n_nodes + 1, sizeof *ext);
+  int64_t counter = (int64_t)ev.cx.step;
+  ext[g->n_nodes] = &counter;
+  for (int i = 0; i < g->n_nodes; i++)
+    ext[i] = plan_in_arena(&p, g->nodes[i]) ? NULL : ev.vals[i].data;
+  memset(arena, 0xff, (size_t)p.arena); /* NaN: no kernel may read what it did not write */
+  for (int rep = 0; rep < 2; rep++) { /* again, on the first run's leftovers */
+    for (int i = 0; i < g->n_nodes; i++) /* inputs, whose bytes other values reuse */
+      if (g->nodes[i]->op == OP_INPUT && p.time[i] >= 0 && plan_in_arena(&p, g->nodes[i]))
+        memcpy(arena + p.offset[i], ev.vals[i].data, (size_t)node_bytes(g->nodes[i]));
+    step(arena, ext);
+  }
+  for (int r = 0; r < n_roots; r++) {
+    const Node *n = roots[r];
+    const void *got = plan_in_arena(&p, n) ? arena + p.offset[n->id] : ext[n->id];
+    compare_node(n, got, ev.vals[n->id].data, rtol, what);
+  }
+  free(arena), free(ext), free(calls);
+  cg_jit_free(j);
+  cg_free(cg);
+  ref_free(&ev, own);
+}
+
+static void every_model(void **state) {
+  char names[32][64];
+  int nm = list_models(names, 32);
+  assert_true(nm >= 4);
+  rt_set_threads(2);
+  for (int m = 0; m < nm; m++) {
+    char *text = read_model(names[m]), what[128];
+    for (int train = 0; train < 2; train++) {
+      Compiled c = compile_opts(text, train, NULL, 0);
+      MUST_COMPILE(c);
+      TrainStep ts = {.n_roots = c.g->n_outputs};
+      ts.roots = arena_alloc(c.a, sizeof(Node *) * (size_t)(ts.n_roots + 1));
+      for (int i = 0; i < ts.n_roots; i++)
+        ts.roots[i] = c.g->outputs[i].node;
+      if (train)
+        build_train_step(c.g, &c.d, &ts);
+      snprintf(what, sizeof what, "%.63s (%s)", names[m], train ? "training step" : "inference");
+      run_model(c.g, ts.roots, ts.n_roots, what, 1e-4);
+      compiled_free(&c);
+    }
+    free(text);
+  }
+  rt_set_threads(1);
+  print_message("  worst |JIT - reference| / tolerance: %.3g\n", worst);
+}
+
+/* --- tier 3: object files, assembly, IR ------------------------------------------- */
+
+static void emit_files(void **state) {
+  Kernel *k = axpb("emitted_kernel", 64, 3);
+  char err[2048], obj[] = "/tmp/kiln_cg_XXXXXX";
+  Cg *cg = cg_new("e", &(CgOpts){.opt_level = 2}, err, sizeof err);
+  assert_true(cg_kernel(cg, k, err, sizeof err));
+  assert_true(cg_optimize(cg, err, sizeof err));
+  char *ir = cg_print_ir(cg);
+  assert_non_null(strstr(ir, "define void @emitted_kernel(ptr"));
+  assert_non_null(strstr(ir, "\"target-cpu\""));
+  free(ir);
+  assert_int_equal(close(mkstemp(obj)), 0);
+  assert_true(cg_emit_file(cg, obj, false, err, sizeof err));
+  unsigned char magic[4] = {0};
+  FILE *f = fopen(obj, "rb");
+  assert_int_equal(fread(magic, 1, 4, f), 4);
+  fclose(f);
+  assert_memory_equal(magic, "\x7f" "ELF", 4);
+  char cmd[600], line[512];
+  snprintf(cmd, sizeof cmd, "nm %s 2>/dev/null", obj);
+  FILE *p = popen(cmd, "r");
+  int lines = 0, found = 0;
+  while (p && fgets(line, sizeof line, p))
+    lines++, found += strstr(line, " T emitted_kernel") != NULL;
+  assert_true(found == 1 || lines == 0); /* no nm installed: the magic check stands */
+  if (p)
+    pclose(p);
+  assert_true(cg_emit_file(cg, obj, true, err, sizeof err));
+  f = fopen(obj, "r");
+  bool label = false;
+  while (fgets(line, sizeof line, f))
+    label |= strncmp(line, "emitted_kernel:", 15) == 0;
+  fclose(f);
+  assert_true(label);
+  assert_false(cg_emit_file(cg, "/nonexistent/dir/x.o", false, err, sizeof err));
+  remove(obj);
+  cg_free(cg);
+}
+
+/* kir_verify failures, duplicate names, and a parallel loop that assigns
+ * an outer local come back as messages. */
+static void errors(void **state) {
+  Kernel *k = kir_new(ar, "bad", NULL);
+  int y = kir_buf(k, "y", KT_F32, 4, KB_OUT, 0), u = kir_var(k, "u", KT_F32);
+  ks_add(k, k->body, ks_store(k, y, I(0), V(u))); /* u undeclared */
+  char err[512];
+  Cg *cg = cg_new("x", &(CgOpts){0}, err, sizeof err);
+  assert_false(cg_kernel(cg, k, err, sizeof err));
+  assert_non_null(strstr(err, "invalid kernel"));
+  Kernel *ok = axpb("ok", 4, 1);
+  assert_true(cg_kernel(cg, ok, err, sizeof err));
+  assert_false(cg_kernel(cg, ok, err, sizeof err));
+  assert_non_null(strstr(err, "already has a function named ok"));
+  k = kir_new(ar, "racy", NULL);
+  int i = kir_var(k, "i", KT_IDX), acc = kir_var(k, "acc", KT_F32);
+  ks_add(k, k->body, ks_decl(k, acc, F(0)));
+  KStmt *l = ks_loop(k, i, I(100000), KL_PARALLEL);
+  ks_add(k, k->body, l);
+  ks_add(k, l, ks_set(k, acc, ADD(V(acc), F(1))));
+  assert_false(cg_kernel(cg, k, err, sizeof err));
+  assert_non_null(strstr(err, "assigns acc"));
+  cg_free(cg);
+}
+
+int main(void) {
+#define T(f) cmocka_unit_test_setup_teardown(f, arena_setup, arena_teardown)
+  const struct CMUnitTest tests[] = {
+      T(elementwise),   T(reduction),    T(nested_index), T(select_guarded), T(casts),
+      T(parallel),      T(hash),         T(step_function), T(emit_files),
+      T(errors),        T(every_op),     T(every_model),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
