@@ -12,6 +12,7 @@
 #include "frontend.h"
 #include "ir.h"
 #include "passes.h"
+#include "program.h"
 
 enum { EXIT_OK = 0, EXIT_USER = 1, EXIT_USAGE = 2 };
 
@@ -37,6 +38,7 @@ typedef struct Cli {
   /* memory planning */
   PlanOpts plan;
   bool no_plan, verbose, verify_plan;
+  int64_t threads; /* --threads (0: one per core) */
   Arena *arena;
   Diag diag;
   const Source *src; /* read once */
@@ -72,6 +74,32 @@ extern const Command cmd_check, cmd_show, cmd_run, cmd_init, cmd_train;
 /* Plans g for roots with the command line's switches, verifies the plan
  * under --verify-plan (an internal error if it fails), reports it with -v. */
 void cli_plan(Cli *c, Graph *g, Node *const *roots, int n_roots, Plan *p);
+
+/* --- exec.c: running a graph on the compiled program or the reference
+ * evaluator (--reference), the same way for every command --- */
+typedef struct Exec {
+  Cli *c;
+  Graph *g;
+  bool compiled;
+  Program prog;  /* compiled */
+  bool prog_ready;
+  Eval ev;       /* reference */
+  bool ev_ready;
+  bool *live;
+  Plan plan;
+  void *arena;
+  void **spare; /* per node id: where an unneeded input may be written */
+} Exec;
+
+/* Prepares g to compute roots (compiling it unless --reference). */
+void exec_init(Exec *x, Cli *c, Graph *g, Node *const *roots, int n);
+void exec_bind_param(Exec *x, const Node *p, void *data);
+void *exec_input(Exec *x, const Node *in); /* the buffer to fill before exec_run */
+bool exec_needs(const Exec *x, const Node *in);
+void exec_run(Exec *x, int64_t step);       /* raises user errors (out of memory) */
+void *exec_value(Exec *x, const Node *n);
+void exec_apply_updates(Exec *x);
+void exec_free(Exec *x);
 
 /* Runs fn(c) under diag_protect; prints the error and returns 1 if it raised. */
 int cli_protect(Cli *c, void (*fn)(void *), void *ud);

@@ -36,11 +36,12 @@ static const char run_help[] =
     "  --weights FILE           parameters from a safetensors file (see kiln init);\n"
     "                           without it parameters are freshly initialized\n"
     "  --seed N                 seed of initialization and random inputs (default 0)\n"
-    "  --reference              use the reference evaluator (currently the only one)\n"
-    "  --no-plan                give every value its own buffer instead of placing\n"
-    "                           them in one planned arena\n"
+    "  --reference              use the reference evaluator instead of compiled code\n"
+    "  --no-plan                with --reference: every value its own buffer instead\n"
+    "                           of the planned arena (compiled code always plans)\n"
     "  --no-inplace, --no-share, --schedule=default|min-memory\n"
     "                           memory-planning switches (see kiln show --stage plan)\n"
+    "  --threads N              worker threads of compiled code (default: one per core)\n"
     "  -v, --verbose            print the memory plan's totals\n"
     "  --verify-plan            check the memory plan independently before running\n"
     "  -D, --define NAME=VALUE  override a model constant (e.g. -D N=1)\n"
@@ -64,12 +65,12 @@ static const char init_help[] =
 
 typedef struct Run {
   Cli *c;
-  Plan plan;
-  void *arena; /* the planned values, one allocation */
+  Exec x;          /* compiled, or the reference evaluator */
+  bool x_ready;
+  void **pbuf;     /* per node id: a parameter's buffer */
+  bool *given;     /* per node id: an input the user gave */
   RtTensor *files; /* the --input files, in order */
   int owned_files;
-  Eval ev;
-  bool ev_ready;
   Node **roots;
   const char **root_paths;
   int n_roots;
@@ -93,28 +94,31 @@ static void *run_alloc(Run *r, size_t n) {
 }
 
 static void run_free(Run *r) {
-  free(r->arena);
+  if (r->x_ready)
+    exec_free(&r->x);
   for (int i = 0; i < r->owned_files; i++)
     free(r->files[i].data);
   for (int i = 0; i < r->n_owned; i++)
     free(r->owned[i]);
   free(r->owned);
-  if (r->ev_ready)
-    eval_free(&r->ev);
 }
 
 /* --- parameters ----------------------------------------------------------------- */
 
+/* Gives parameter n its buffer (bound to the engine when there is one). */
+static void *param_buffer(Run *r, Node *n) {
+  void *data = run_alloc(r, (size_t)node_bytes(n));
+  r->pbuf[n->id] = data;
+  if (r->x_ready)
+    exec_bind_param(&r->x, n, data);
+  return data;
+}
+
 static void init_params(Run *r) {
   Graph *g = r->c->g;
-  for (int i = 0; i < g->n_nodes; i++) {
-    Node *n = g->nodes[i];
-    if (n->op != OP_PARAM)
-      continue;
-    void *data = run_alloc(r, (size_t)node_bytes(n));
-    param_init_fill(n, r->c->seed, data);
-    eval_bind(&r->ev, n, data);
-  }
+  for (int i = 0; i < g->n_nodes; i++)
+    if (g->nodes[i]->op == OP_PARAM)
+      param_init_fill(g->nodes[i], r->c->seed, param_buffer(r, g->nodes[i]));
 }
 
 static bool same_type(const Node *n, const RtTensor *t) {
@@ -146,9 +150,7 @@ static void load_weights(Run *r) {
       rt_tensor_file_free(&tf);
       error_plain(&c->diag, "%s", err);
     }
-    void *data = run_alloc(r, (size_t)node_bytes(n));
-    memcpy(data, t->t.data, (size_t)node_bytes(n));
-    eval_bind(&r->ev, n, data);
+    memcpy(param_buffer(r, n), t->t.data, (size_t)node_bytes(n));
   }
   for (int i = 0; i < tf.n; i++) {
     Node *n = graph_find(c->g, tf.items[i].name);
@@ -238,10 +240,8 @@ static bool specialize(Run *r) {
 
 /* Where input n's value goes (in the arena when the run is planned). */
 static void *input_buffer(Run *r, Node *n) {
-  void *p = eval_input(&r->ev, n);
-  if (!p)
-    error_plain(&r->c->diag, "out of memory for input %s", n->name);
-  return p;
+  r->given[n->id] = true;
+  return exec_input(&r->x, n);
 }
 
 static void check_input(Run *r, Node *n, const RtTensor *t, const char *path) {
@@ -281,7 +281,7 @@ static void random_input(Run *r, Node *n) {
   }
 }
 
-static void bind_inputs(Run *r, const bool *live) {
+static void bind_inputs(Run *r) {
   Cli *c = r->c;
   for (int i = 0; i < c->n_inputs; i++) {
     Node *n = find_input(c->g, c->inputs[i].name);
@@ -292,7 +292,7 @@ static void bind_inputs(Run *r, const bool *live) {
   }
   for (int i = 0; i < c->g->n_nodes; i++) {
     Node *n = c->g->nodes[i];
-    if (n->op != OP_INPUT || !live[i] || r->ev.given[i])
+    if (n->op != OP_INPUT || !exec_needs(&r->x, n) || r->given[i])
       continue;
     if (!c->random_inputs)
       error_plain(&c->diag, "input '%s' (%s) is needed: give --input %s=FILE.npy or use "
@@ -362,7 +362,7 @@ static void write_outputs(Run *r) {
   char err[512];
   for (int i = 0; i < r->n_roots; i++) {
     const Node *n = r->roots[i];
-    RtTensor t = as_tensor(n, r->ev.vals[n->id].data);
+    RtTensor t = as_tensor(n, exec_value(&r->x, n));
     const char *name = c->n_outputs ? c->outputs[i].name : c->g->outputs[i].name;
     if (!r->root_paths[i]) {
       print_value(name, n, &t);
@@ -380,18 +380,6 @@ static void write_outputs(Run *r) {
               node_type_str(r->roots[i], (char[160]){0}, 160), r->root_paths[i]);
 }
 
-/* Every value of the run at its planned offset in one arena. */
-static void use_plan(Run *r) {
-  Cli *c = r->c;
-  cli_plan(c, c->g, r->roots, r->n_roots, &r->plan);
-  size_t bytes = (size_t)r->plan.arena + PLAN_ALIGN;
-  r->arena = aligned_alloc(PLAN_ALIGN, bytes / PLAN_ALIGN * PLAN_ALIGN);
-  if (!r->arena)
-    error_plain(&c->diag, "out of memory: the arena needs %lld bytes", (long long)r->plan.arena);
-  memset(r->arena, 0, bytes / PLAN_ALIGN * PLAN_ALIGN);
-  eval_use_arena(&r->ev, r->arena, r->plan.offset, r->plan.order, r->plan.n_order);
-}
-
 static void run_fn(void *ud) {
   Run *r = ud;
   Cli *c = r->c;
@@ -402,19 +390,16 @@ static void run_fn(void *ud) {
   if (!graph_verify(c->g, err, sizeof err))
     die("graph verification failed: %s", err);
   pick_roots(r);
-  bool *live = arena_alloc(c->arena, sizeof(bool) * (size_t)c->g->n_nodes);
-  graph_live(c->g, r->roots, r->n_roots, live);
-  eval_init(&r->ev, c->g);
-  r->ev_ready = true;
-  if (!c->no_plan)
-    use_plan(r);
+  r->pbuf = arena_alloc(c->arena, sizeof(void *) * (size_t)c->g->n_nodes);
+  r->given = arena_alloc(c->arena, sizeof(bool) * (size_t)c->g->n_nodes);
+  exec_init(&r->x, c, c->g, r->roots, r->n_roots);
+  r->x_ready = true;
   if (c->weights)
     load_weights(r);
   else
     init_params(r);
-  bind_inputs(r, live);
-  if (eval_run(&r->ev, live, err, sizeof err) != 0)
-    error_plain(&c->diag, "%s", err);
+  bind_inputs(r);
+  exec_run(&r->x, 0);
   write_outputs(r);
 }
 
@@ -428,7 +413,7 @@ static int with_run(Cli *c, void (*fn)(void *)) {
 
 static int run_run(Cli *c) { return with_run(c, run_fn); }
 
-const Command cmd_run = {"run", "DmtiOwrRShIHCPVY", run_help, NULL, run_run};
+const Command cmd_run = {"run", "DmtiOwrRShIHCPVYj", run_help, NULL, run_run};
 
 /* --- init --------------------------------------------------------------------------- */
 
@@ -440,15 +425,14 @@ static void init_fn(void *ud) {
   for (int i = 0; i < c->g->n_nodes; i++)
     n += c->g->nodes[i]->op == OP_PARAM;
   RtNamedTensor *items = run_alloc(r, sizeof(RtNamedTensor) * (size_t)(n + 1));
-  eval_init(&r->ev, c->g);
-  r->ev_ready = true;
+  r->pbuf = arena_alloc(c->arena, sizeof(void *) * (size_t)c->g->n_nodes);
   init_params(r);
   int k = 0;
   for (int i = 0; i < c->g->n_nodes; i++) {
     Node *p = c->g->nodes[i];
     if (p->op == OP_PARAM) {
       items[k].name = (char *)p->name;
-      items[k++].t = as_tensor(p, r->ev.vals[p->id].data);
+      items[k++].t = as_tensor(p, r->pbuf[p->id]);
     }
   }
   const char *keys[] = {"format", "model", "seed"};

@@ -35,8 +35,8 @@ static const char train_help[] =
     "  --data DIR               IDX files (train-images-idx3-ubyte[.gz], ... as in\n"
     "                           MNIST/Fashion-MNIST) or train_x.npy, train_y.npy,\n"
     "                           test_x.npy, test_y.npy\n"
-    "  --reference              run the step with the reference evaluator (currently\n"
-    "                           the only one)\n"
+    "  --reference              run the step with the reference evaluator instead of\n"
+    "                           compiled code\n"
     "  --epochs N, --lr X       override the train section\n"
     "  --batch N                the batch size (the model constant that sizes the\n"
     "                           first axis of the data input)\n"
@@ -46,9 +46,11 @@ static const char train_help[] =
     "  --test-limit N           measure accuracy on the first N test examples only\n"
     "  --save FILE              write parameters and optimizer state after each epoch\n"
     "  --resume FILE            start from a file written by --save\n"
-    "  --no-plan                one buffer per value instead of the planned arena\n"
+    "  --no-plan                with --reference: one buffer per value instead of the\n"
+    "                           planned arena (compiled code always plans)\n"
     "  --no-inplace, --no-share, --schedule=default|min-memory\n"
     "                           memory-planning switches (see kiln show --stage plan)\n"
+    "  --threads N              worker threads of compiled code (default: one per core)\n"
     "  -v, --verbose            print the memory plans' totals\n"
     "  --verify-plan            check the memory plans independently first\n"
     "  -D, --define NAME=VALUE  override a model constant\n"
@@ -62,10 +64,8 @@ typedef struct Trainer {
   TrainSpec spec; /* the train section with the command line applied */
   Node *x, *y;    /* the step's data and label inputs */
   Node *ex, *eout; /* the inference graph's data input and class scores */
-  Eval ev, eve;
-  bool *live, *elive;
-  Plan plan, eplan;
-  void *arena, *earena;
+  Exec step, eval; /* the training step and the inference graph's engines */
+  bool step_ready, eval_ready;
   RtDataset train, test;
   RtBatcher batcher;
   bool have_train, have_test, have_batcher;
@@ -82,17 +82,11 @@ static void *alloc_buf(Trainer *t, Node *n) {
   if (!p)
     error_plain(&t->c->diag, "out of memory for %s", n->name);
   t->buf[n->id] = p;
-  eval_bind(&t->ev, n, p);
+  exec_bind_param(&t->step, n, p);
   return p;
 }
 
-/* An input's buffer, the evaluator's (in the arena when planned). */
-static void *input_buf(Trainer *t, Eval *ev, Node *n) {
-  void *p = eval_input(ev, n);
-  if (!p)
-    error_plain(&t->c->diag, "out of memory for %s", n->name);
-  return p;
-}
+
 
 /* The one f32 input and the one i32 input (the trainer's own excluded). */
 static void find_inputs(Trainer *t, Graph *g, Node **x, Node **y) {
@@ -207,10 +201,10 @@ static void bind_params(Trainer *t) {
     else if (strcmp(tf.meta_keys[i], "step") == 0)
       t->global_step = atoll(tf.meta_values[i]);
   rt_tensor_file_free(&tf);
-  for (int i = 0; i < t->ge->n_nodes; i++) {
+  for (int i = 0; t->eval_ready && i < t->ge->n_nodes; i++) {
     Node *p = t->ge->nodes[i], *q = p->op == OP_PARAM ? graph_find(t->g, p->name) : NULL;
     if (q && q->op == OP_PARAM)
-      eval_bind(&t->eve, p, t->buf[q->id]);
+      exec_bind_param(&t->eval, p, t->buf[q->id]);
     else if (p->op == OP_PARAM)
       die("inference parameter %s has no training twin", p->name);
   }
@@ -241,16 +235,13 @@ static void load_data(Trainer *t) {
 /* --- the loop ------------------------------------------------------------- */
 
 static double run_step(Trainer *t, int64_t steps_per_epoch, int64_t total) {
-  char err[512];
-  float *lr = t->ev.vals[t->ts.lr->id].data, *st = t->ev.vals[t->ts.step->id].data;
+  float *lr = exec_input(&t->step, t->ts.lr), *st = exec_input(&t->step, t->ts.step);
   *lr = (float)train_lr(&t->spec, t->global_step, steps_per_epoch, total);
   *st = (float)(t->global_step + 1);
-  t->ev.cx.step = (uint64_t)t->global_step;
-  if (eval_run(&t->ev, t->live, err, sizeof err))
-    error_plain(&t->c->diag, "%s", err);
-  eval_apply_updates(&t->ev);
+  exec_run(&t->step, t->global_step);
+  exec_apply_updates(&t->step);
   t->global_step++;
-  return ((float *)t->ev.vals[t->ts.loss->id].data)[0];
+  return ((float *)exec_value(&t->step, t->ts.loss))[0];
 }
 
 /* Fraction of test examples whose highest score is the label. */
@@ -260,16 +251,14 @@ static double test_accuracy(Trainer *t) {
   int64_t batch = t->ex->shape.dim[0], per = shape_numel(&t->ex->shape) / batch;
   int64_t n = t->c->test_limit && t->c->test_limit < t->test.n ? t->c->test_limit : t->test.n;
   int64_t classes = t->eout->shape.dim[1], right = 0;
-  float *x = t->eve.vals[t->ex->id].data;
+  float *x = exec_input(&t->eval, t->ex);
   int32_t *labels = malloc(sizeof(int32_t) * (size_t)batch);
-  char err[512];
   for (int64_t first = 0; first < n; first += batch) {
     int64_t count = n - first < batch ? n - first : batch;
     memset(x, 0, sizeof(float) * (size_t)(batch * per));
     rt_dataset_gather(&t->test, first, count, x, labels);
-    if (eval_run(&t->eve, t->elive, err, sizeof err))
-      error_plain(&t->c->diag, "%s", err);
-    const float *s = t->eve.vals[t->eout->id].data;
+    exec_run(&t->eval, 0);
+    const float *s = exec_value(&t->eval, t->eout);
     for (int64_t r = 0; r < count; r++) {
       int64_t best = 0;
       for (int64_t k = 1; k < classes; k++)
@@ -322,8 +311,8 @@ static void train_loop(Trainer *t) {
   if (steps == 0)
     error_plain(&t->c->diag, "%s: fewer training examples than one batch of %lld", t->c->data,
                 (long long)batch);
-  float *x = t->ev.vals[t->x->id].data;
-  int32_t *y = t->ev.vals[t->y->id].data;
+  float *x = exec_input(&t->step, t->x);
+  int32_t *y = exec_input(&t->step, t->y);
   for (int epoch = t->first_epoch; epoch < t->spec.epochs; epoch++) {
     RtProgress pr;
     rt_progress_init(&pr, stderr, epoch + 1, t->spec.epochs, steps, batch);
@@ -342,41 +331,17 @@ static void train_loop(Trainer *t) {
   }
 }
 
-/* The step's (or the evaluation's) values in one planned arena. */
-static void *use_plan(Trainer *t, Graph *g, Eval *ev, Node *const *roots, int n, Plan *p) {
-  cli_plan(t->c, g, roots, n, p);
-  size_t bytes = ((size_t)p->arena + PLAN_ALIGN) / PLAN_ALIGN * PLAN_ALIGN;
-  void *a = aligned_alloc(PLAN_ALIGN, bytes);
-  if (!a)
-    error_plain(&t->c->diag, "out of memory: the arena needs %lld bytes", (long long)p->arena);
-  memset(a, 0, bytes);
-  eval_use_arena(ev, a, p->offset, p->order, p->n_order);
-  return a;
-}
-
 static void train_fn(void *ud) {
   Trainer *t = ud;
   build_graphs(t);
   t->buf = arena_alloc(t->c->arena, sizeof(void *) * (size_t)t->g->n_nodes);
-  eval_init(&t->ev, t->g);
-  eval_init(&t->eve, t->ge);
-  t->ev.cx.training = true;
-  t->live = arena_alloc(t->c->arena, sizeof(bool) * (size_t)t->g->n_nodes);
-  graph_live(t->g, t->ts.roots, t->ts.n_roots, t->live);
-  t->elive = arena_alloc(t->c->arena, sizeof(bool) * (size_t)t->ge->n_nodes);
-  if (t->eout)
-    graph_live(t->ge, &t->eout, 1, t->elive);
-  if (!t->c->no_plan) {
-    t->arena = use_plan(t, t->g, &t->ev, t->ts.roots, t->ts.n_roots, &t->plan);
-    if (t->eout)
-      t->earena = use_plan(t, t->ge, &t->eve, &t->eout, 1, &t->eplan);
+  exec_init(&t->step, t->c, t->g, t->ts.roots, t->ts.n_roots);
+  t->step_ready = true;
+  if (t->eout) {
+    exec_init(&t->eval, t->c, t->ge, &t->eout, 1);
+    t->eval_ready = true;
   }
   bind_params(t);
-  input_buf(t, &t->ev, t->x);
-  input_buf(t, &t->ev, t->y);
-  input_buf(t, &t->ev, t->ts.lr);
-  input_buf(t, &t->ev, t->ts.step);
-  input_buf(t, &t->eve, t->ex);
   load_data(t);
   check_labels(t, &t->train);
   check_labels(t, &t->test);
@@ -387,15 +352,13 @@ static void train_fn(void *ud) {
 }
 
 static void trainer_free(Trainer *t) {
-  free(t->arena);
-  free(t->earena);
   if (t->buf)
     for (int i = 0; i < t->g->n_nodes; i++)
       free(t->buf[i]);
-  if (t->g)
-    eval_free(&t->ev);
-  if (t->ge)
-    eval_free(&t->eve);
+  if (t->step_ready)
+    exec_free(&t->step);
+  if (t->eval_ready)
+    exec_free(&t->eval);
   if (t->have_train)
     rt_dataset_free(&t->train);
   if (t->have_test)
@@ -411,4 +374,4 @@ static int train_run(Cli *c) {
   return rc;
 }
 
-const Command cmd_train = {"train", "DmdRESBlLTvuhIHCPVY", train_help, NULL, train_run};
+const Command cmd_train = {"train", "DmdRESBlLTvuhIHCPVYj", train_help, NULL, train_run};

@@ -6,6 +6,7 @@ set -euo pipefail
 pkgs=(
   build-essential cmake flex bison   # the build
   libcmocka-dev                      # unit tests
+  llvm-19-dev                        # the CPU backend (LLVM C API, JIT)
   clang libclang-rt-14-dev           # libFuzzer and the sanitizers
   graphviz                           # rendering `kiln show --format dot`
   python3-numpy                      # tests read kiln's .npy files with NumPy

@@ -162,12 +162,22 @@ contains "$err" "input 'x' (f32[64, 784]) is needed: give --input x=FILE.npy or 
 expect 0 "random inputs" -- "$KILN" run models/lenet5.kiln --random-inputs -D N=2
 contains "$out" "probs: f32[2, 10]"
 expect 0 "-v prints the plan" -- "$KILN" run models/lenet5.kiln --random-inputs -D N=2 -v \
-  --verify-plan --output probs="$tmp/planned.npy"
-contains "$err" "lenet5: memplan: 31 values"
-expect 0 "--no-plan" -- "$KILN" run models/lenet5.kiln --random-inputs -D N=2 --no-plan \
-  --output probs="$tmp/unplanned.npy"
+  --verify-plan --output probs="$tmp/compiled.npy"
+contains "$err" "lenet5: compiled 20 kernels in"
+contains "$err" "memplan: 31 values"
+expect 0 "the reference evaluator, planned" -- "$KILN" run models/lenet5.kiln --reference \
+  --random-inputs -D N=2 --verify-plan --output probs="$tmp/planned.npy"
+expect 0 "the reference evaluator, --no-plan" -- "$KILN" run models/lenet5.kiln --reference \
+  --random-inputs -D N=2 --no-plan --output probs="$tmp/unplanned.npy"
 if cmp -s "$tmp/planned.npy" "$tmp/unplanned.npy"; then echo "ok: plan on = plan off"; else
   echo "FAIL: planned and unplanned runs differ"; fails=$((fails + 1)); fi
+if have_numpy; then
+  "$PY" -c "
+import numpy as np
+a, b = np.load('$tmp/compiled.npy'), np.load('$tmp/planned.npy')
+assert np.allclose(a, b, rtol=1e-5, atol=1e-6), abs(a - b).max()
+" && echo "ok: compiled = reference" || { echo "FAIL: compiled and reference differ"; fails=$((fails + 1)); }
+fi
 expect 1 "unknown output" -- "$KILN" run models/mlp.kiln --random-inputs --output nope="$tmp/n.npy"
 absent "$tmp/n.npy"
 
