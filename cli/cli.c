@@ -34,7 +34,7 @@ static const Opt opts[] = {
     {'I', "--no-inplace", NULL, false}, {'H', "--no-share", NULL, false},
     {'C', "--schedule", NULL, true}, {'P', "--no-plan", NULL, false},
     {'V', "--verbose", "-v", false}, {'Y', "--verify-plan", NULL, false},
-    {'j', "--threads", NULL, true},
+    {'j', "--threads", NULL, true}, {'k', "--repeat", NULL, true},
 };
 
 /* A positive integer option value; returns false if malformed. */
@@ -122,9 +122,10 @@ static int set_opt(Cli *c, const Opt *o, const char *val) {
   case 'd': c->data = val; return EXIT_OK;
   case 'v': c->save = val; return EXIT_OK;
   case 'u': c->resume = val; return EXIT_OK;
-  case 'E': case 'B': case 'L': case 'T': case 'j': {
+  case 'E': case 'B': case 'L': case 'T': case 'j': case 'k': {
     int64_t *dst = o->key == 'E' ? &c->epochs : o->key == 'B' ? &c->batch
-                   : o->key == 'L' ? &c->limit : o->key == 'T' ? &c->test_limit : &c->threads;
+                   : o->key == 'L' ? &c->limit : o->key == 'T' ? &c->test_limit
+                   : o->key == 'j' ? &c->threads : &c->repeat;
     if (!positive_int(val, dst))
       return cli_usage_error(c->cmd, "%s needs a positive integer, got '%s'", o->lng, val);
     return EXIT_OK;

@@ -39,6 +39,7 @@ typedef struct Cli {
   PlanOpts plan;
   bool no_plan, verbose, verify_plan;
   int64_t threads; /* --threads (0: one per core) */
+  int64_t repeat;  /* --repeat: timed runs */
   Arena *arena;
   Diag diag;
   const Source *src; /* read once */

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "rt_data.h"
 #include "passes.h"
 
 static const char run_help[] =
@@ -42,6 +43,7 @@ static const char run_help[] =
     "  --no-inplace, --no-share, --schedule=default|min-memory\n"
     "                           memory-planning switches (see kiln show --stage plan)\n"
     "  --threads N              worker threads of compiled code (default: one per core)\n"
+    "  --repeat N               run N more times and print the step's latency\n"
     "  -v, --verbose            print the memory plan's totals\n"
     "  --verify-plan            check the memory plan independently before running\n"
     "  -D, --define NAME=VALUE  override a model constant (e.g. -D N=1)\n"
@@ -380,6 +382,44 @@ static void write_outputs(Run *r) {
               node_type_str(r->roots[i], (char[160]){0}, 160), r->root_paths[i]);
 }
 
+static int by_value(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* A copy of every input the graph reads, taken before the first run: a
+ * planned arena may reuse their bytes. */
+static void **save_inputs(Run *r) {
+  Cli *c = r->c;
+  void **saved = arena_alloc(c->arena, sizeof(void *) * (size_t)c->g->n_nodes);
+  for (int i = 0; i < c->g->n_nodes; i++) {
+    Node *n = c->g->nodes[i];
+    if (n->op == OP_INPUT && exec_needs(&r->x, n)) {
+      saved[i] = arena_alloc(c->arena, (size_t)node_bytes(n));
+      memcpy(saved[i], exec_input(&r->x, n), (size_t)node_bytes(n));
+    }
+  }
+  return saved;
+}
+
+/* --repeat N: the step's latency over N more runs, each on the saved inputs. */
+static void time_runs(Run *r, void **saved) {
+  Cli *c = r->c;
+  double *t = arena_alloc(c->arena, sizeof(double) * (size_t)c->repeat);
+  for (int64_t k = 0; k < c->repeat; k++) {
+    for (int i = 0; i < c->g->n_nodes; i++)
+      if (saved[i])
+        memcpy(exec_input(&r->x, c->g->nodes[i]), saved[i], (size_t)node_bytes(c->g->nodes[i]));
+    double t0 = rt_now();
+    exec_run(&r->x, 0);
+    t[k] = rt_now() - t0;
+  }
+  qsort(t, (size_t)c->repeat, sizeof(double), by_value);
+  fprintf(stderr, "%s: %lld runs on %s: median %.1f us, min %.1f us, max %.1f us\n", c->g->name,
+          (long long)c->repeat, r->x.compiled ? "compiled code" : "the reference evaluator",
+          1e6 * t[c->repeat / 2], 1e6 * t[0], 1e6 * t[c->repeat - 1]);
+}
+
 static void run_fn(void *ud) {
   Run *r = ud;
   Cli *c = r->c;
@@ -399,7 +439,10 @@ static void run_fn(void *ud) {
   else
     init_params(r);
   bind_inputs(r);
+  void **saved = c->repeat ? save_inputs(r) : NULL;
   exec_run(&r->x, 0);
+  if (saved)
+    time_runs(r, saved);
   write_outputs(r);
 }
 
@@ -413,7 +456,7 @@ static int with_run(Cli *c, void (*fn)(void *)) {
 
 static int run_run(Cli *c) { return with_run(c, run_fn); }
 
-const Command cmd_run = {"run", "DmtiOwrRShIHCPVYj", run_help, NULL, run_run};
+const Command cmd_run = {"run", "DmtiOwrRShIHCPVYjk", run_help, NULL, run_run};
 
 /* --- init --------------------------------------------------------------------------- */
 

@@ -178,6 +178,13 @@ a, b = np.load('$tmp/compiled.npy'), np.load('$tmp/planned.npy')
 assert np.allclose(a, b, rtol=1e-5, atol=1e-6), abs(a - b).max()
 " && echo "ok: compiled = reference" || { echo "FAIL: compiled and reference differ"; fails=$((fails + 1)); }
 fi
+expect 0 "--repeat times the step" -- "$KILN" run models/lenet5.kiln --random-inputs -D N=2 \
+  --repeat 5 --output probs="$tmp/repeated.npy"
+contains "$err" "lenet5: 5 runs on compiled code: median"
+if cmp -s "$tmp/repeated.npy" "$tmp/compiled.npy"; then echo "ok: --repeat keeps the outputs"; else
+  echo "FAIL: --repeat changed the outputs"; fails=$((fails + 1)); fi
+expect 2 "--repeat 0" -- "$KILN" run models/mlp.kiln --random-inputs --repeat 0
+contains "$err" "--repeat needs a positive integer, got '0'"
 expect 1 "unknown output" -- "$KILN" run models/mlp.kiln --random-inputs --output nope="$tmp/n.npy"
 absent "$tmp/n.npy"
 
