@@ -28,6 +28,7 @@ class LeNet5(nn.Module):
         self.f5, self.f6, self.logits = nn.Linear(400, 120), nn.Linear(120, 84), nn.Linear(84, 10)
 
     def forward(self, x):
+        x = (x - 0.2860) / 0.3530
         x = F.max_pool2d(F.relu(self.c1(x)), 2)
         x = F.max_pool2d(F.relu(self.c3(x)), 2)
         x = F.relu(self.f5(x.flatten(1)))
@@ -109,7 +110,7 @@ MODELS = {
     "mlp": (MLP, lambda n: (torch.rand(n, 784), torch.randint(0, 10, (n,))),
             lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)),
     "lenet5": (LeNet5, lambda n: (torch.rand(n, 1, 28, 28), torch.randint(0, 10, (n,))),
-               lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9)),
+               lambda p: torch.optim.Adam(p, lr=0.002)),
     "resnet_small": (ResNetSmall, lambda n: (torch.randn(n, 3, 32, 32), torch.randint(0, 10, (n,))),
                      lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=5e-4)),
     "attention": (TinyTransformer, lambda n: (torch.randint(0, 100, (n, 16)), torch.randint(0, 5, (n,))),

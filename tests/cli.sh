@@ -59,8 +59,8 @@ contains "$err" "there is no model named 'lenet' (models here: mlp)"
 
 # --- show -------------------------------------------------------------------
 expect 0 "show text" -- "$KILN" show models/lenet5.kiln
-contains "$out" "conv2d(%0, %2) stride=1 pad=2"
-contains "$out" "models/lenet5.kiln:10:"
+contains "$out" "conv2d(%5, %6) stride=1 pad=2"
+contains "$out" "models/lenet5.kiln:14:"
 expect 0 "show dot" -- "$KILN" show models/lenet5.kiln --format dot
 contains "$out" "digraph"
 if command -v dot >/dev/null; then
@@ -80,14 +80,14 @@ for n in g["nodes"]:
     for k in ("name", "op", "shape", "dtype", "source", "flops", "bytes"):
         assert k in n, (k, n)
 c1 = [n for n in g["nodes"] if n["name"] == "c1"][0]
-assert c1["shape"] == [64, 6, 28, 28] and c1["source"]["line"] == 10, c1
+assert c1["shape"] == [64, 6, 28, 28] and c1["source"]["line"] == 14, c1
 assert g["flops"] > 5e7
 PY
 fi
 
 # --- show --stage plan ---------------------------------------------------------
 expect 0 "show --stage plan" -- "$KILN" show models/lenet5.kiln --stage plan
-contains "$out" "memplan: 31 values, naive 5.448 MiB -> planned 1.436 MiB (lower bound 1.436 MiB"
+contains "$out" "memplan: 35 values, naive 5.831 MiB -> planned 1.436 MiB (lower bound 1.436 MiB"
 contains "$out" "shares bytes with"
 expect 0 "show --stage plan --train as json" -- "$KILN" show models/lenet5.kiln --stage plan \
   --train --format json -o "$tmp/plan.json"
@@ -101,7 +101,7 @@ expect 0 "show --stage plan --format svg" -- "$KILN" show models/mlp.kiln --stag
 contains "$out" "<svg"
 contains "$out" "<rect"
 expect 0 "--no-share" -- "$KILN" show models/lenet5.kiln --stage plan --no-share --no-inplace
-contains "$out" "planned 5.448 MiB"
+contains "$out" "planned 5.831 MiB"
 expect 0 "--schedule=min-memory" -- "$KILN" show models/lenet5.kiln --stage plan \
   --schedule=min-memory
 contains "$out" "schedule: min-memory"
@@ -163,8 +163,8 @@ expect 0 "random inputs" -- "$KILN" run models/lenet5.kiln --random-inputs -D N=
 contains "$out" "probs: f32[2, 10]"
 expect 0 "-v prints the plan" -- "$KILN" run models/lenet5.kiln --random-inputs -D N=2 -v \
   --verify-plan --output probs="$tmp/compiled.npy"
-contains "$err" "lenet5: compiled 20 kernels in"
-contains "$err" "memplan: 31 values"
+contains "$err" "lenet5: compiled 24 kernels in"
+contains "$err" "memplan: 35 values"
 expect 0 "the reference evaluator, planned" -- "$KILN" run models/lenet5.kiln --reference \
   --random-inputs -D N=2 --verify-plan --output probs="$tmp/planned.npy"
 expect 0 "the reference evaluator, --no-plan" -- "$KILN" run models/lenet5.kiln --reference \

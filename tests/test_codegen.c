@@ -482,6 +482,10 @@ static void ref_run(Eval *ev, Graph *g, Node *const *roots, int n_roots, const c
     double lo = v->dtype == DT_F32 ? -2 : 0, hi = v->dtype == DT_F32 ? 2 : 3;
     if (v->op == OP_PARAM)
       lo = -0.5, hi = 0.5;
+    size_t nl = strlen(v->name);
+    if (nl > 11 && strcmp(v->name + nl - 11, ".exp_avg_sq") == 0)
+      lo = 0.01, hi = 0.5; /* Adam's second moments: positive, and not so small that
+                            * m / sqrt(v) turns rounding in the gradient into big steps */
     fill_range(fill, v->name, &lo, &hi);
     if (strcmp(v->name, "train.lr") == 0 || strcmp(v->name, "train.step") == 0)
       lo = hi = strcmp(v->name, "train.lr") == 0 ? 0.01 : 3;

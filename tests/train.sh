@@ -28,7 +28,7 @@ back = [n for n in g["nodes"] if n["backward"]]
 assert back and all("grad_of" in n for n in back if n["op"] not in ("input",)), "provenance"
 names = {n["name"] for n in g["nodes"]}
 assert "grad(c1.weight)" in names and "new(c1.weight)" in names
-assert len(g["updates"]) == 2 * 10, len(g["updates"])  # params and momentum buffers
+assert len(g["updates"]) == 3 * 10, len(g["updates"])  # params, Adam's two moments
 PY
 expect 1 "show --stage grad without a train section" -- "$KILN" show tests/data/no_train.kiln \
   --stage grad
