@@ -132,6 +132,14 @@ KExpr *ke_cast(Kernel *k, KType t, KExpr *a) {
   return e;
 }
 
+KExpr *ke_fma(Kernel *k, KExpr *a, KExpr *b, KExpr *c) {
+  KExpr *e = expr(k, KE_FMA, KT_F32);
+  e->a = a;
+  e->b = b;
+  e->c = c;
+  return e;
+}
+
 static KStmt *stmt(Kernel *k, KStmtKind kind) {
   KStmt *s = arena_alloc(k->arena, sizeof *s);
   s->kind = kind;
@@ -252,6 +260,15 @@ static void print_expr(const Kernel *k, const KExpr *e, FILE *f) {
     fprintf(f, "(%s)", ktype_name(e->type));
     print_expr(k, e->a, f);
     break;
+  case KE_FMA:
+    fputs("fma(", f);
+    print_expr(k, e->a, f);
+    fputs(", ", f);
+    print_expr(k, e->b, f);
+    fputs(", ", f);
+    print_expr(k, e->c, f);
+    fputc(')', f);
+    break;
   }
 }
 
@@ -344,6 +361,10 @@ static bool check_expr(Check *c, const KExpr *e) {
       return bad(c, "%s: a select needs an i32 condition and like branches%s", "");
     return check_expr(c, e->a) && check_expr(c, e->b) && check_expr(c, e->c);
   case KE_CAST: return check_expr(c, e->a);
+  case KE_FMA:
+    if (e->a->type != KT_F32 || e->b->type != KT_F32 || e->c->type != KT_F32)
+      return bad(c, "%s: fma needs f32 operands%s", "");
+    return check_expr(c, e->a) && check_expr(c, e->b) && check_expr(c, e->c);
   }
   unreachable();
 }

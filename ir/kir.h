@@ -22,7 +22,7 @@
  *     parallel for i in 0..2 {
  *       for j in 0..4 {
  *         f32 acc = 0
- *         reduce for k in 0..3 { acc = acc + a[i*3 + k] * b[k*4 + j] }
+ *         reduce for k in 0..3 { acc = fma(a[i*3 + k], b[k*4 + j], acc) }
  *         t5[i*4 + j] = acc
  *       }
  *     }
@@ -30,7 +30,8 @@
  *
  * Semantics (ir/kir_eval.c is the oracle; both backends follow it bit for
  * bit): f32 arithmetic in IEEE single precision, no reassociation or
- * contraction; loops run in order, so a KL_REDUCE sum rounds in order and
+ * contraction (a fused multiply-add is explicit: KE_FMA, fmaf); loops run
+ * in order, so a KL_REDUCE sum rounds in order and
  * "first maximum" means the first index; min(a, b) = b < a ? b : a and
  * max(a, b) = a < b ? b : a (so max(NaN, 0) is NaN, as the reference's
  * relu); comparisons are C's (ordered, except != which is true for NaN);
@@ -84,6 +85,8 @@ typedef enum KExprKind {
   KE_BINARY, /* a op b */
   KE_SELECT, /* a ? b : c (a is KT_I32, nonzero = true) */
   KE_CAST,   /* a converted to `type` (f32 -> integer truncates toward 0) */
+  KE_FMA,    /* a * b + c, f32, rounded once (C's fmaf): the accumulation step
+              * of matmul and convolution, which backends keep fused */
 } KExprKind;
 
 typedef struct KExpr {
@@ -162,6 +165,7 @@ KExpr *ke_unary(Kernel *k, KOp op, KExpr *a);
 KExpr *ke_binary(Kernel *k, KOp op, KExpr *a, KExpr *b); /* folds constant indices */
 KExpr *ke_select(Kernel *k, KExpr *c, KExpr *a, KExpr *b);
 KExpr *ke_cast(Kernel *k, KType t, KExpr *a);
+KExpr *ke_fma(Kernel *k, KExpr *a, KExpr *b, KExpr *c); /* a * b + c, one rounding */
 KStmt *ks_block(Kernel *k);
 KStmt *ks_loop(Kernel *k, int var, KExpr *extent, KLoopKind kind);
 KStmt *ks_store(Kernel *k, int buf, KExpr *index, KExpr *value);
@@ -192,6 +196,14 @@ LOWER_FN(lower_conv2d_back_w) LOWER_FN(lower_maxpool2d_back) LOWER_FN(lower_avgp
 LOWER_FN(lower_upsample_back) LOWER_FN(lower_slice_back) LOWER_FN(lower_embedding_back)
 LOWER_FN(lower_cross_entropy_back)
 #undef LOWER_FN
+
+/* lower_nn.c: conv2d_back_w (node n) sums over the images in chunks of
+ * this many, each chunk's sum a partial sum from 0 of its own, the
+ * partials added to the total in order (N itself: one chunk, a plain sum).
+ * A function of the shapes only, never of the thread count, so the GEMM
+ * schedule (codegen/llvm/cg_gemm_ops.c) can run the chunks on different
+ * threads and still write the lowering's bits. */
+int64_t conv2d_back_w_chunk(const Node *n);
 
 /* --- kir_eval.c: a straightforward interpreter of Kernel IR --------------- */
 /* Runs k with bufs[i] pointing at each buffer's data; the test oracle that

@@ -14,6 +14,7 @@
  *    KO_OR take nonzero as true and give 0 or 1;
  *  - KO_DIV on integers truncates (x / 0 is 0, as no kernel divides by a
  *    variable integer); KO_FLOORDIV and KO_MOD round toward -infinity;
+ *  - KE_FMA is fmaf(a, b, c): the product and sum rounded once;
  *  - KE_CAST from f32 truncates toward zero, saturating, NaN giving 0;
  *    to i32 from an index wraps;
  *  - KO_HASH is rng_hash(a, b) >> 11 and KO_HASH64 all of rng_hash(a, b),
@@ -197,6 +198,7 @@ static float fexpr(Ev *e, const KExpr *x) {
   case KE_BINARY: return f_bin(x->op, fval(e, x->a), fval(e, x->b));
   case KE_SELECT: return truth(e, x->a) ? fexpr(e, x->b) : fexpr(e, x->c);
   case KE_CAST: return (float)iexpr(e, x->a);
+  case KE_FMA: return fmaf(fval(e, x->a), fval(e, x->b), fval(e, x->c));
   case KE_ICONST: break;
   }
   die("kir_eval: %s: an f32 expression of an integer kind", e->k->name);
@@ -243,7 +245,8 @@ static int64_t iexpr(Ev *e, const KExpr *x) {
       return f_to_int(fexpr(e, x->a), -2147483648.0, 2147483648.0, INT32_MIN, INT32_MAX);
     return f_to_int(fexpr(e, x->a), -9223372036854775808.0, 9223372036854775808.0, INT64_MIN,
                     INT64_MAX);
-  case KE_FCONST: break;
+  case KE_FCONST:
+  case KE_FMA: break;
   }
   die("kir_eval: %s: an integer expression of kind f32", e->k->name);
 }

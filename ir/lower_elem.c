@@ -163,10 +163,12 @@ static KExpr *elt_scalar(Kernel *k, KStmt *body, const Node *n, KExpr **v) {
 Kernel *lower_unary(Arena *a, const Node *n) { return eltwise(a, n, elt_scalar); }
 Kernel *lower_binary(Arena *a, const Node *n) { return eltwise(a, n, elt_scalar); }
 
-/* where(c, a, b): a nonzero (or NaN) condition selects a. */
+/* where(c, a, b): a nonzero (or NaN) condition selects a.  Both operands
+ * are loaded first (always in bounds), so the select has no loads in its
+ * branches and backends need not branch around them: it vectorizes. */
 static KExpr *elt_where(Kernel *k, KStmt *body, const Node *n, KExpr **v) {
   KExpr *zero = v[0]->type == KT_F32 ? FC(0) : ke_int(k, KT_I32, 0);
-  return SEL(NE(v[0], zero), v[1], v[2]);
+  return SEL(NE(v[0], zero), lw_bind(k, body, "a", v[1]), lw_bind(k, body, "b", v[2]));
 }
 
 Kernel *lower_where(Arena *a, const Node *n) { return eltwise(a, n, elt_where); }

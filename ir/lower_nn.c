@@ -15,7 +15,9 @@
  * source indices and weights (up_taps: computed in exact integer arithmetic
  * in the kernel, and checked against up_taps itself when lowering).
  * Accumulators are f32 (the reference's are double), so these kernels agree
- * within rounding; max pooling and nearest upsampling are exact.
+ * within rounding; max pooling and nearest upsampling are exact.  Matmul
+ * and the convolutions accumulate with fma (one rounding per term): the
+ * GEMM schedule of codegen/llvm/cg_gemm.c does, in the same order.
  */
 #include <math.h>
 
@@ -57,7 +59,7 @@ Kernel *lower_matmul(Arena *a, const Node *n) {
   KExpr *av = LOAD(0, ADD(ao, MUL(p, IC(n->at.ta ? m : 1))));
   KExpr *bv = LOAD(1, ADD(bo, MUL(p, IC(n->at.tb ? 1 : nn))));
   if (kk > 0)
-    ks_add(k, l, ks_set(k, acc, ADD(VAR(acc), MUL(av, bv))));
+    ks_add(k, l, ks_set(k, acc, ke_fma(k, av, bv, VAR(acc))));
   ks_add(k, ns.body, ks_store(k, lw_out(n), lw_at(k, &ns, 0, 0), VAR(acc)));
   return k;
 }
@@ -108,6 +110,14 @@ static void accumulate(Kernel *k, KStmt *body, int acc, KExpr *e) {
   ks_add(k, body, ks_set(k, acc, ADD(VAR(acc), e)));
 }
 
+/* acc = fma(a, b, acc): the multiply-accumulate of matmul and convolution,
+ * one rounding per term, so codegen/llvm's GEMM schedule (cg_gemm.c),
+ * which sums each output in the same order with vector FMAs, matches it
+ * bit for bit. */
+static void fused(Kernel *k, KStmt *body, int acc, KExpr *a, KExpr *b) {
+  ks_add(k, body, ks_set(k, acc, ke_fma(k, a, b, VAR(acc))));
+}
+
 static int decl(Kernel *k, KStmt *body, const char *name, KType t, KExpr *init) {
   int v = kir_var(k, name, t);
   ks_add(k, body, ks_decl(k, v, init));
@@ -141,7 +151,7 @@ Kernel *lower_conv2d(Arena *a, const Node *n) {
   KExpr *ix = tap(k, lj, "ix", v[4], j, g.sx, g.px, g.dx, g.w, &okx);
   KExpr *xv = LOAD(0, ADD(xc, ADD(MUL(iy, IC(g.w)), ix)));
   KExpr *wv = LOAD(1, ADD(wc, ADD(MUL(i, IC(g.kw)), j)));
-  accumulate(k, lw_if(k, lj, okx), acc, MUL(xv, wv));
+  fused(k, lw_if(k, lj, okx), acc, xv, wv);
   KExpr *oi = ADD(MUL(ADD(MUL(ADD(MUL(v[0], IC(g.o)), o), IC(g.ho)), v[3]), IC(g.wo)), v[4]);
   ks_add(k, body, ks_store(k, lw_out(n), oi, VAR(acc)));
   return k;
@@ -149,7 +159,10 @@ Kernel *lower_conv2d(Arena *a, const Node *n) {
 
 /* tconv_at: for taps (i, j) whose input position (iy, ix) exists (the
  * window covering output (y, x) through that tap), and the group's input
- * channels ic: x[b, ic, iy, ix] * w[ic, oc % Cog, i, j]. */
+ * channels ic: x[b, ic, iy, ix] * w[ic, oc % Cog, i, j].  Each tap's
+ * channel sum is a partial sum of its own, added to the total in tap
+ * order: the "col2im" form, where the per-tap sums are one GEMM over the
+ * input's pixels (codegen/llvm/cg_gemm_ops.c computes it that way). */
 Kernel *lower_conv_transpose2d(Arena *a, const Node *n) {
   Kernel *k = lw_kernel(a, n);
   Win g = geo(n, &n->in[0]->shape, &n->shape);
@@ -164,32 +177,65 @@ Kernel *lower_conv_transpose2d(Arena *a, const Node *n) {
   KExpr *iy = covering(k, li, "iy", v[3], i, g.sy, g.py, g.dy, g.h, &oky);
   KStmt *lj = lw_for(k, lw_if(k, li, oky), "j", g.kw, KL_REDUCE, &j);
   KExpr *ix = covering(k, lj, "ix", v[4], j, g.sx, g.px, g.dx, g.w, &okx);
-  KStmt *lc = lw_for(k, lw_if(k, lj, okx), "c", cig, KL_REDUCE, &c);
+  KStmt *tap = lw_if(k, lj, okx);
+  int part = decl(k, tap, "s", KT_F32, FC(0));
+  KStmt *lc = lw_for(k, tap, "c", cig, KL_REDUCE, &c);
   KExpr *ic = lw_bind(k, lc, "ic", ADD(MUL(v[1], IC(cig)), c));
   KExpr *xv = LOAD(0, ADD(MUL(ADD(MUL(ADD(MUL(v[0], IC(g.c)), ic), IC(g.h)), iy), IC(g.w)), ix));
   KExpr *wv = LOAD(1, ADD(MUL(ADD(MUL(ADD(MUL(ic, IC(cog)), v[2]), IC(g.kh)), i), IC(g.kw)), j));
-  accumulate(k, lc, acc, MUL(xv, wv));
+  fused(k, lc, part, xv, wv);
+  accumulate(k, tap, acc, VAR(part));
   KExpr *o = ADD(MUL(v[1], IC(cog)), v[2]);
   KExpr *oi = ADD(MUL(ADD(MUL(ADD(MUL(v[0], IC(g.o)), o), IC(g.ho)), v[3]), IC(g.wo)), v[4]);
   ks_add(k, body, ks_store(k, lw_out(n), oi, VAR(acc)));
   return k;
 }
 
+/* Chunks of conv2d_back_w's image sum: a weight gradient this small (at
+ * most BW_SMALL elements) has too few outputs to keep two threads busy, its
+ * work being all in the long sum over the images, so the sum is cut into
+ * BW_CHUNKS chunks of whole images that threads can share; the partials
+ * cost BW_CHUNKS times the output in scratch. */
+enum { BW_SMALL = 4096, BW_CHUNKS = 8 };
+
+int64_t conv2d_back_w_chunk(const Node *n) {
+  int64_t imgs = n->in[0]->shape.dim[0], out = shape_numel(&n->shape);
+  if (imgs < 2 || out > BW_SMALL)
+    return imgs > 0 ? imgs : 1;
+  int64_t want = imgs < BW_CHUNKS ? imgs : BW_CHUNKS;
+  return (imgs + want - 1) / want;
+}
+
 /* dW[o, c, i, j] = sum over b, oy, ox (taps in range) of
- * x[b, g*Cg + c, oy*sy - py + i*dy, ox*sx - px + j*dx] * gy[b, o, oy, ox]. */
+ * x[b, g*Cg + c, oy*sy - py + i*dy, ox*sx - px + j*dx] * gy[b, o, oy, ox],
+ * b in chunks of conv2d_back_w_chunk images when that is less than N:
+ * acc = 0 + part(chunk 0) + part(chunk 1) + ..., each part from 0. */
 Kernel *lower_conv2d_back_w(Arena *a, const Node *n) {
   Kernel *k = lw_kernel(a, n);
   Win g = geo(n, &n->in[0]->shape, &n->in[1]->shape);
-  int64_t cg = g.c / g.groups, og = g.o / g.groups;
+  int64_t cg = g.c / g.groups, og = g.o / g.groups, cs = conv2d_back_w_chunk(n);
   static const char *const names[] = {"g", "o", "c", "i", "j"};
   if (shape_numel(&n->shape) == 0)
     return k;
-  KExpr *v[5], *b, *oy, *ox, *oky, *okx;
+  KExpr *v[5], *b, *oy, *ox, *oky, *okx, *ch;
   KStmt *body = lw_fors(k, k->body, 5, (int64_t[]){g.groups, og, cg, g.kh, g.kw}, names, v,
                         KL_PARALLEL, KL_SERIAL);
   KExpr *o = lw_bind(k, body, "oc", ADD(MUL(v[0], IC(og)), v[1]));
-  int acc = decl(k, body, "acc", KT_F32, FC(0));
-  KStmt *lb = lw_for(k, body, "b", g.n, KL_REDUCE, &b);
+  int acc = decl(k, body, "acc", KT_F32, FC(0)), part = acc;
+  KStmt *lb;
+  if (cs < g.n) {
+    int64_t nch = (g.n + cs - 1) / cs;
+    KStmt *lch = lw_for(k, body, "ch", nch, KL_REDUCE, &ch);
+    part = decl(k, lch, "part", KT_F32, FC(0));
+    KExpr *b0 = lw_let(k, lch, "b0", MUL(ch, IC(cs)));
+    int bi = kir_var(k, "bi", KT_IDX);
+    lb = ks_loop(k, bi, MIN(IC(cs), SUB(IC(g.n), b0)), KL_REDUCE);
+    ks_add(k, lch, lb);
+    b = lw_bind(k, lb, "b", ADD(b0, VAR(bi)));
+    accumulate(k, lch, acc, VAR(part));
+  } else {
+    lb = lw_for(k, body, "b", g.n, KL_REDUCE, &b);
+  }
   KExpr *xc =
       lw_let(k, lb, "xc", MUL(ADD(MUL(b, IC(g.c)), ADD(MUL(v[0], IC(cg)), v[2])), IC(g.h * g.w)));
   KExpr *gc = lw_let(k, lb, "gc", MUL(ADD(MUL(b, IC(g.o)), o), IC(g.ho * g.wo)));
@@ -199,7 +245,7 @@ Kernel *lower_conv2d_back_w(Arena *a, const Node *n) {
   KExpr *ix = tap(k, lx, "ix", ox, v[4], g.sx, g.px, g.dx, g.w, &okx);
   KExpr *xv = LOAD(0, ADD(xc, ADD(MUL(iy, IC(g.w)), ix)));
   KExpr *gv = LOAD(1, ADD(gc, ADD(MUL(oy, IC(g.wo)), ox)));
-  accumulate(k, lw_if(k, lx, okx), acc, MUL(xv, gv));
+  fused(k, lw_if(k, lx, okx), part, xv, gv);
   KExpr *oi = ADD(MUL(ADD(MUL(ADD(MUL(o, IC(cg)), v[2]), IC(g.kh)), v[3]), IC(g.kw)), v[4]);
   ks_add(k, body, ks_store(k, lw_out(n), oi, VAR(acc)));
   return k;
@@ -245,17 +291,100 @@ static int window_max(Kernel *k, KStmt *body, const Win *g, KExpr *xc, KExpr *y,
   return best;
 }
 
+/* Small windows without padding (every tap in bounds): the taps written
+ * out one by one, so the loop over a row's windows (x) is innermost and
+ * vectorizes.  UNROLL_TAPS bounds the window. */
+enum { UNROLL_TAPS = 16 };
+
+static bool unrolled_taps(const Win *g) {
+  return g->py == 0 && g->px == 0 && g->kh * g->kw <= UNROLL_TAPS;
+}
+
+/* The input offset of window (y, x)'s tap (i, j), no padding. */
+static KExpr *tap_at(Kernel *k, const Win *g, KExpr *xc, KExpr *y, KExpr *x, int64_t i, int64_t j) {
+  return ADD(xc, ADD(MUL(ADD(MUL(y, IC(g->sy)), IC(i * g->dy)), IC(g->w)),
+                     ADD(MUL(x, IC(g->sx)), IC(j * g->dx))));
+}
+
+/* The window max as window_max computes it (a NaN tap sticks, else the
+ * max), from straight-line taps. */
+static KExpr *unrolled_max(Kernel *k, KStmt *body, const Win *g, KExpr *xc, KExpr *y, KExpr *x) {
+  int best = decl(k, body, "best", KT_F32, FC(-INFINITY));
+  for (int64_t i = 0; i < g->kh; i++)
+    for (int64_t j = 0; j < g->kw; j++) {
+      KExpr *v = lw_let(k, body, "v", LOAD(k->n_bufs - 2, tap_at(k, g, xc, y, x, i, j)));
+      ks_add(k, body, ks_set(k, best, SEL(UN(KO_ISNAN, v), v, MAX(VAR(best), v))));
+    }
+  return VAR(best);
+}
+
 Kernel *lower_maxpool2d(Arena *a, const Node *n) {
   Kernel *k = lw_kernel(a, n);
   Win g = geo(n, &n->in[0]->shape, &n->shape);
   KExpr *v[3];
   if (shape_numel(&n->shape) == 0)
     return k;
+  if (unrolled_taps(&g)) {
+    static const char *const names[] = {"bc", "y", "x"};
+    KStmt *row = lw_fors(k, k->body, 2, (int64_t[]){g.n * g.c, g.ho}, names, v, KL_PARALLEL,
+                         KL_SERIAL);
+    KExpr *xc = lw_bind(k, row, "xc", MUL(v[0], IC(g.h * g.w)));
+    KStmt *lx = lw_for(k, row, "x", g.wo, KL_VECTOR, &v[2]);
+    KExpr *best = unrolled_max(k, lx, &g, xc, v[1], v[2]);
+    KExpr *oi = ADD(MUL(ADD(MUL(v[0], IC(g.ho)), v[1]), IC(g.wo)), v[2]);
+    ks_add(k, lx, ks_store(k, lw_out(n), oi, best));
+    return k;
+  }
   KStmt *body = plane_loops(k, g.n * g.c, g.ho, g.wo, v);
   KExpr *xc = lw_bind(k, body, "xc", MUL(v[0], IC(g.h * g.w)));
   int best = window_max(k, body, &g, xc, v[1], v[2], NULL);
   KExpr *oi = ADD(MUL(ADD(MUL(v[0], IC(g.ho)), v[1]), IC(g.wo)), v[2]);
   ks_add(k, body, ks_store(k, lw_out(n), oi, VAR(best)));
+  return k;
+}
+
+/* Windows that never share an input position (each one's span, (k - 1) d
+ * + 1, at most its stride, on both axes, as in the usual 2x2 stride-2
+ * pooling): each plane is zeroed, then each window routes 0 + gy (the
+ * reference's one-term sum) to the position it picks, so the pick is
+ * computed once per window instead of once per window per covered
+ * position. */
+static Kernel *maxpool2d_back_disjoint(Kernel *k, const Node *n, const Win *g) {
+  KExpr *v[3], *e;
+  static const char *const names[] = {"bc", "y", "x"};
+  int64_t plane = g->h * g->w;
+  KStmt *lp = lw_fors(k, k->body, 1, (int64_t[]){g->n * g->c}, names, v, KL_PARALLEL, KL_SERIAL);
+  KExpr *xc = lw_bind(k, lp, "xc", MUL(v[0], IC(plane)));
+  bool tiled = g->py == 0 && g->px == 0 && g->kh * g->dy == g->sy && g->kw * g->dx == g->sx &&
+               g->ho * g->sy == g->h && g->wo * g->sx == g->w && g->dy == 1 && g->dx == 1;
+  if (!tiled || !unrolled_taps(g)) { /* positions no window picks stay 0 */
+    KStmt *lz = lw_for(k, lp, "e", plane, KL_VECTOR, &e);
+    ks_add(k, lz, ks_store(k, lw_out(n), ADD(xc, e), FC(0)));
+  }
+  if (unrolled_taps(g)) { /* every tap of the window written: gy at its pick, else 0 */
+    KStmt *row = lw_for(k, lp, "y", g->ho, KL_SERIAL, &v[1]);
+    KStmt *lx = lw_for(k, row, "x", g->wo, KL_VECTOR, &v[2]);
+    KExpr *best = lw_let(k, lx, "best", unrolled_max(k, lx, g, xc, v[1], v[2]));
+    KExpr *gi = ADD(MUL(ADD(MUL(v[0], IC(g->ho)), v[1]), IC(g->wo)), v[2]);
+    KExpr *gv = lw_let(k, lx, "g", ADD(FC(0), LOAD(0, gi)));
+    int done = decl(k, lx, "done", KT_I32, ke_int(k, KT_I32, 0));
+    for (int64_t i = 0; i < g->kh; i++)
+      for (int64_t j = 0; j < g->kw; j++) {
+        KExpr *at = lw_let(k, lx, "at", tap_at(k, g, xc, v[1], v[2], i, j));
+        KExpr *tv = LOAD(1, at);
+        KExpr *m = lw_let(k, lx, "m", AND(NOT(VAR(done)), OR(EQ(tv, best), UN(KO_ISNAN, tv))));
+        ks_add(k, lx, ks_set(k, done, OR(VAR(done), m)));
+        ks_add(k, lx, ks_store(k, lw_out(n), at, SEL(m, gv, FC(0))));
+      }
+    return k;
+  }
+  KStmt *body = lw_fors(k, lp, 2, (int64_t[]){g->ho, g->wo}, names + 1, v + 1, KL_SERIAL,
+                        KL_SERIAL);
+  int pick;
+  window_max(k, body, g, xc, v[1], v[2], &pick);
+  KExpr *gi = ADD(MUL(ADD(MUL(v[0], IC(g->ho)), v[1]), IC(g->wo)), v[2]);
+  KStmt *hit = lw_if(k, body, GE(VAR(pick), IC(0)));
+  ks_add(k, hit, ks_store(k, lw_out(n), ADD(xc, VAR(pick)), ADD(FC(0), LOAD(0, gi))));
   return k;
 }
 
@@ -267,6 +396,8 @@ Kernel *lower_maxpool2d_back(Arena *a, const Node *n) {
   KExpr *v[3], *i, *j, *oky, *okx;
   if (shape_numel(&n->shape) == 0)
     return k;
+  if ((g.kh - 1) * g.dy + 1 <= g.sy && (g.kw - 1) * g.dx + 1 <= g.sx)
+    return maxpool2d_back_disjoint(k, n, &g);
   KStmt *body = plane_loops(k, g.n * g.c, g.h, g.w, v);
   KExpr *xc = lw_bind(k, body, "xc", MUL(v[0], IC(g.h * g.w)));
   KExpr *gc = lw_bind(k, body, "gc", MUL(v[0], IC(g.ho * g.wo)));

@@ -438,6 +438,14 @@ static const OpCase op_cases[] = {
     {"input x: f32[1, 2, 5, 5]; y = maxpool2d(x, kernel=3, stride=2, pad=1) + "
      "avgpool2d(x, kernel=3, stride=2, pad=1, count_include_pad=false) + avgpool2d(x, 3, 2, 1)",
      NULL},
+    /* max pooling's disjoint-window backward: tiled with too many taps to
+     * unroll (25), and not tiled (stride 3 > kernel 2) */
+    {"input x: f32[1, 2, 10, 10]; y = maxpool2d(x, kernel=5, stride=5) + "
+     "maxpool2d(x, kernel=2, stride=3)[:, :, :2, :2]", NULL},
+    /* 2-wide stride-2 pooling as vector code (cg_pool.c): ties, NaN, -inf,
+     * rows of 20 windows, a [3, 2] window */
+    {"input x: f32[2, 3, 12, 40]; y = maxpool2d(relu(x), 2) + maxpool2d(log(x), 2) + "
+     "maxpool2d(x, kernel=[3, 2], stride=[3, 2])[:, :, :1, :]", NULL},
     {"input x: f32[1, 2, 3, 3]; y = upsample(x) + upsample(x, mode=\"bilinear\") + "
      "upsample(x, mode=\"bilinear\", align_corners=true)", NULL},
     {"input ids: i32[2, 4]; input t: f32[5, 3]; y = op.embedding(ids, t)", "ids=0:5"},

@@ -489,7 +489,7 @@ static void test_print(void **state) {
                   "      idx ao2 = (i0 * 3)\n"
                   "      f32 acc3 = 0\n"
                   "      reduce for p4 in 0..3 {\n"
-                  "        acc3 = (acc3 + (a[(ao2 + p4)] * b[(j1 + (p4 * 4))]))\n"
+                  "        acc3 = fma(a[(ao2 + p4)], b[(j1 + (p4 * 4))], acc3)\n"
                   "      }\n"
                   "      t4[((i0 * 4) + j1)] = acc3\n"
                   "    }\n"

@@ -19,8 +19,9 @@
  * pointers in k->bufs order (f32 buffers hold float, i32 int32_t, and the
  * KT_IDX step counter int64_t).  A kernel may be called with the same
  * pointer for an input and its output (in-place planning): codegen never
- * marks buffer pointers noalias, and the loop vectorizer guards vector
- * loops with its own run-time overlap checks.
+ * marks buffer pointers noalias; vector loops are declared free of
+ * cross-iteration dependences instead (see below), which in-place
+ * elementwise kernels are.
  *
  * Semantics are the KIR interpreter's (ir/kir_eval.c), bit for bit:
  * f32 arithmetic in IEEE single precision without fast-math (no
@@ -35,7 +36,9 @@
  * rt_parallel_for (runtime/rt_pool.h) with the loop body outlined into a
  * function; a loop with too little work, or inside a parallel body, runs
  * serially.  Innermost KL_VECTOR and KL_PARALLEL loops carry
- * llvm.loop.vectorize.enable; KL_REDUCE loops keep their order.
+ * llvm.loop.vectorize.enable and llvm.loop.parallel_accesses (their
+ * iterations are independent, in place too); KL_REDUCE loops keep their
+ * order.
  *
  * Leaves have no kernels: the caller provides inputs and parameters, and
  * should lower constants with lower_full at their place in the schedule
@@ -62,6 +65,8 @@ typedef struct CgOpts {
   const char *cpu;      /* NULL: the host's (LLVMGetHostCPUName) */
   const char *features; /* NULL: the host's (LLVMGetHostCPUFeatures) */
   bool verify;          /* also verify the module after each cg_kernel/cg_step */
+  bool no_schedule;     /* matmul and convolutions as their plain loop nests too,
+                         * not cg_gemm.c's schedule (for comparisons) */
 } CgOpts;
 
 typedef struct Cg Cg;
@@ -77,7 +82,15 @@ void cg_free(Cg *cg); /* NULL is fine; a JIT made from it stays valid */
 
 /* Emits `void NAME(void *const *bufs)` for k (NAME = k->name; noinline, so
  * step functions stay small), plus internal functions NAME.par0, ... for
- * outlined parallel loops.  False if k does not pass kir_verify, a name is
+ * outlined parallel loops.  The kernel of a matmul, conv2d,
+ * conv_transpose2d or conv2d_back_w node, in the layout its lowering
+ * (ir/lower_nn.c) gives it, is compiled from the node instead, with a GEMM
+ * schedule (cg_gemm.c: NAME.gemm, NAME.ukr; NAME.gemm_direct instead of
+ * NAME.gemm when B is read in place, without a packed panel) that writes
+ * the same bits as
+ * its Kernel IR; a kernel that only names such a node as its provenance
+ * (a fused kernel, say) must have another buffer layout, or it would be
+ * taken for the node's own.  False if k does not pass kir_verify, a name is
  * taken, a parallel loop assigns a local declared outside it, or the
  * module has already moved into a JIT. */
 bool cg_kernel(Cg *cg, const Kernel *k, char *err, size_t n);

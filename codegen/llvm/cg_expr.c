@@ -6,6 +6,8 @@
  * bit for bit:
  *
  *   f32 + - * /      fadd/fsub/fmul/fdiv, no fast-math flags: rounded like C
+ *   fma(a, b, c)     llvm.fma.f32: fused, one rounding, like fmaf (never
+ *                    llvm.fmuladd, which may or may not fuse)
  *   int + - *        wrapping (no nsw/nuw)
  *   int /            truncating; x / 0 and MIN / -1 give 0 (guarded, since
  *                    they are undefined in LLVM); i32 operands are divided
@@ -314,12 +316,18 @@ LLVMValueRef cg_expr(Fn *f, const KExpr *e) {
   case KE_VAR: return LLVMBuildLoad2(f->b, cg_type(cg, e->type), cg_slot(f, e->var), "");
   case KE_LOAD: {
     LLVMValueRef p = cg_elem_ptr(f, e->buf, cg_expr(f, e->a));
-    return LLVMBuildLoad2(f->b, cg_type(cg, e->type), p, "");
+    LLVMValueRef v = LLVMBuildLoad2(f->b, cg_type(cg, e->type), p, "");
+    cg_tag_access(f, v);
+    return v;
   }
   case KE_UNARY: return unary(f, e);
   case KE_BINARY: return binary(f, e);
   case KE_SELECT: return select_expr(f, e);
   case KE_CAST: return cast(f, e);
+  case KE_FMA: {
+    LLVMValueRef args[] = {cg_expr(f, e->a), cg_expr(f, e->b), cg_expr(f, e->c)};
+    return intrinsic(f, "llvm.fma", &cg->t_f32, 1, args, 3);
+  }
   }
   unreachable();
 }

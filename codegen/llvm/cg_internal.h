@@ -31,6 +31,7 @@ struct Cg {
   char *triple, *cpu, *features; /* malloc'ed */
   int opt_level;
   bool verify;
+  bool no_schedule;   /* CgOpts.no_schedule */
   bool avx512; /* the features include +avx512f: prefer 512-bit vectors */
   LLVMTypeRef t_void, t_i1, t_i8, t_i32, t_i64, t_f32, t_ptr;
   LLVMTypeRef t_kernel; /* void (ptr bufs) */
@@ -38,6 +39,7 @@ struct Cg {
   LLVMTypeRef t_step;   /* void (ptr arena, ptr ext) */
   LLVMTypeRef t_pfor;   /* void (i64 n, i64 grain, ptr fn, ptr ctx) */
   unsigned md_loop;     /* the "llvm.loop" metadata kind */
+  unsigned md_group;    /* "llvm.access.group" */
   char diag[512];       /* LLVM's last error diagnostic, or "" */
 };
 
@@ -53,6 +55,8 @@ typedef struct Fn {
   LLVMValueRef *buf;       /* per buffer: its data pointer */
   LLVMValueRef *slot;      /* per variable: its alloca, or NULL until used */
   bool in_parallel;        /* inside an outlined parallel body: loops run serially */
+  LLVMMetadataRef group;   /* inside a vectorized loop: its access group, which
+                            * every load and store is tagged with, or NULL */
   int depth;               /* loops around the statement being emitted */
   int *n_outlined;         /* parallel bodies made for this kernel so far */
 } Fn;
@@ -72,6 +76,11 @@ LLVMTargetMachineRef cg_target_machine(Cg *cg, char *err, size_t n);
  * remarks such as "loop not vectorized" are dropped), or, with cg NULL,
  * drops them all: for a context that outlives its Cg inside a JIT. */
 void cg_diagnostics(LLVMContextRef ctx, Cg *cg);
+/* A new access group (a distinct metadata node without operands) for the
+ * loads and stores of one loop whose iterations are independent. */
+LLVMMetadataRef cg_access_group(Cg *cg);
+/* Tags a load or store with f's access group, if it has one. */
+void cg_tag_access(Fn *f, LLVMValueRef inst);
 /* Target CPU and features, vector width preference, nounwind. */
 void cg_set_fn_attrs(Cg *cg, LLVMValueRef fn);
 /* Adds the function attribute `name` (an enum attribute, value 0). */
@@ -97,6 +106,18 @@ void cg_stmt(Fn *f, const KStmt *s);
  * declared inside a parallel loop are likewise private to each iteration
  * range and not seen after the loop).  False with a message. */
 bool cg_check_parallel(const Kernel *k, char *err, size_t n);
+
+/* --- cg_gemm.c -------------------------------------------------------------- */
+/* Emits k with the GEMM schedule when it is a matmul or convolution kernel
+ * cg_gemm_ops.c can describe (and the Cg allows it); false, having emitted
+ * nothing, otherwise. */
+bool cg_gemm(Cg *cg, const Kernel *k);
+
+/* --- cg_pool.c -------------------------------------------------------------- */
+/* Emits k as explicit vector code when it is the gradient of a 2-wide
+ * stride-2 max pooling (see cg_pool.c), unless the Cg says no_schedule;
+ * false, having emitted nothing, otherwise. */
+bool cg_pool(Cg *cg, const Kernel *k);
 
 /* --- cg_kernel.c ---------------------------------------------------------- */
 /* Starts a function of type ty named name: entry block, builders, slots. */

@@ -78,6 +78,8 @@ bool cg_kernel(Cg *cg, const Kernel *k, char *err, size_t n) {
   }
   if (!cg_check_parallel(k, err, n))
     return false;
+  if (cg_gemm(cg, k) || cg_pool(cg, k))
+    return !cg->verify || cg_verify(cg, err, n);
   int n_outlined = 0;
   Fn f;
   cg_fn_begin(&f, cg, k, k->name, cg->t_kernel, LLVMExternalLinkage);

@@ -8,11 +8,16 @@
  *   KL_SERIAL, KL_REDUCE  plain loops.  A reduction keeps its order: no
  *                         vectorize hint, because the hint would license the
  *                         vectorizer to reassociate the f32 accumulator.
- *   KL_VECTOR             llvm.loop.vectorize.enable (iterations are
- *                         independent by definition, so reordering is safe;
- *                         overlap of in-place buffers is still checked by
- *                         the vectorizer at run time, since pointers are
- *                         never noalias).
+ *   KL_VECTOR             llvm.loop.vectorize.enable, and
+ *                         llvm.loop.parallel_accesses naming an access group
+ *                         that tags every load and store of the body: the
+ *                         iterations are independent by definition, even
+ *                         when a kernel runs in place (element i is read and
+ *                         written by iteration i only), so the vectorizer
+ *                         needs no run-time overlap checks; without the
+ *                         group its checks saw the output overlap the input
+ *                         of an in-place kernel and ran the scalar loop
+ *                         (4x slower).
  *   KL_PARALLEL           outlined: the body becomes an internal function
  *                         `void K.parN(void *ctx, int64_t begin, int64_t end)`
  *                         running iterations [begin, end), and the loop
@@ -134,14 +139,26 @@ bool cg_check_parallel(const Kernel *k, char *err, size_t n) {
 
 /* --- loops ------------------------------------------------------------------------ */
 
-/* Loop metadata on the latch branch: !{!self, !{!"<hint>"[, i1 true]}}. */
-static void loop_hint(Fn *f, LLVMValueRef latch, const char *hint, bool with_true) {
+/* Loop metadata on the latch branch: !{!self, !{!"<hint>"[, i1 true]}},
+ * and for a vector loop (group given) also its parallel accesses and
+ * unroll.disable: LLVM fully unrolls short loops (a 14-window row of
+ * max pooling) before the vectorizer sees them, and the SLP vectorizer
+ * then leaves strided code scalar; kept as loops they vectorize (max
+ * pooling 2.5x, col2im 1.6x, every model's step 0-20% faster). */
+static void loop_hint(Fn *f, LLVMValueRef latch, const char *hint, bool with_true,
+                      LLVMMetadataRef group) {
   LLVMContextRef c = f->cg->ctx;
   LLVMMetadataRef on[] = {LLVMMDStringInContext2(c, hint, strlen(hint)),
                           LLVMValueAsMetadata(LLVMConstInt(f->cg->t_i1, 1, 0))};
   LLVMMetadataRef tmp = LLVMTemporaryMDNode(c, NULL, 0);
-  LLVMMetadataRef ops[] = {tmp, LLVMMDNodeInContext2(c, on, with_true ? 2 : 1)};
-  LLVMMetadataRef loop = LLVMMDNodeInContext2(c, ops, 2);
+  static const char pa[] = "llvm.loop.parallel_accesses";
+  LLVMMetadataRef par[] = {LLVMMDStringInContext2(c, pa, sizeof pa - 1), group};
+  static const char nu[] = "llvm.loop.unroll.disable";
+  LLVMMetadataRef nun = LLVMMDStringInContext2(c, nu, sizeof nu - 1);
+  LLVMMetadataRef ops[] = {tmp, LLVMMDNodeInContext2(c, on, with_true ? 2 : 1),
+                           group ? LLVMMDNodeInContext2(c, par, 2) : NULL,
+                           LLVMMDNodeInContext2(c, &nun, 1)};
+  LLVMMetadataRef loop = LLVMMDNodeInContext2(c, ops, group ? 4 : 2);
   LLVMMetadataReplaceAllUsesWith(tmp, loop); /* makes loop refer to itself; frees tmp */
   LLVMSetMetadata(latch, f->cg->md_loop, LLVMMetadataAsValue(c, loop));
 }
@@ -176,16 +193,20 @@ static void counted_loop(Fn *f, const KStmt *s, LLVMValueRef lo, LLVMValueRef hi
   LLVMValueRef i = LLVMBuildLoad2(f->b, cg->t_i64, slot, f->k->vars[s->var].name);
   LLVMBuildCondBr(f->b, LLVMBuildICmp(f->b, LLVMIntSLT, i, hi, ""), code, done);
   LLVMPositionBuilderAtEnd(f->b, code);
+  bool inner = !has_loop(s);
+  LLVMMetadataRef outer_group = f->group;
+  f->group = inner && vectorize ? cg_access_group(cg) : NULL;
   f->depth++;
   body(f, s);
   f->depth--;
   i = LLVMBuildLoad2(f->b, cg->t_i64, slot, "");
   LLVMBuildStore(f->b, LLVMBuildNSWAdd(f->b, i, LLVMConstInt(cg->t_i64, 1, 0), ""), slot);
   LLVMValueRef latch = LLVMBuildBr(f->b, head);
-  if (has_loop(s))
-    loop_hint(f, latch, "llvm.loop.unroll.disable", false);
+  if (!inner)
+    loop_hint(f, latch, "llvm.loop.unroll.disable", false, NULL);
   else if (vectorize)
-    loop_hint(f, latch, "llvm.loop.vectorize.enable", true);
+    loop_hint(f, latch, "llvm.loop.vectorize.enable", true, f->group);
+  f->group = outer_group;
   LLVMPositionBuilderAtEnd(f->b, done);
 }
 
@@ -303,7 +324,7 @@ void cg_stmt(Fn *f, const KStmt *s) {
   case KS_IF: if_stmt(f, s); return;
   case KS_STORE: {
     LLVMValueRef v = cg_expr(f, s->value);
-    LLVMBuildStore(f->b, v, cg_elem_ptr(f, s->buf, cg_expr(f, s->index)));
+    cg_tag_access(f, LLVMBuildStore(f->b, v, cg_elem_ptr(f, s->buf, cg_expr(f, s->index))));
     return;
   }
   case KS_DECL:

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include <llvm-c/Analysis.h>
+#include <llvm-c/IRReader.h>
 #include <llvm-c/Target.h>
 #include <llvm-c/Transforms/PassBuilder.h>
 
@@ -121,6 +122,30 @@ void cg_set_fn_attrs(Cg *cg, LLVMValueRef fn) {
   cg_fn_attr(cg, fn, "nounwind");
 }
 
+/* The C API makes uniqued metadata nodes only, and an access group must be
+ * distinct: so a two-line module that has one is parsed into the context,
+ * and its node kept (nodes belong to the context; the module is thrown
+ * away). */
+LLVMMetadataRef cg_access_group(Cg *cg) {
+  static const char ir[] = "define void @g() {\n  ret void, !kiln.group !0\n}\n"
+                           "!0 = distinct !{}\n";
+  LLVMMemoryBufferRef mb = LLVMCreateMemoryBufferWithMemoryRangeCopy(ir, sizeof ir - 1, "group");
+  LLVMModuleRef m;
+  char *msg = NULL;
+  if (LLVMParseIRInContext(cg->ctx, mb, &m, &msg)) /* takes mb */
+    die("codegen: parsing an access group: %s", msg ? msg : "?");
+  LLVMValueRef ret = LLVMGetFirstInstruction(LLVMGetFirstBasicBlock(LLVMGetNamedFunction(m, "g")));
+  LLVMValueRef md = LLVMGetMetadata(ret, LLVMGetMDKindIDInContext(cg->ctx, "kiln.group", 10));
+  LLVMMetadataRef node = LLVMValueAsMetadata(md);
+  LLVMDisposeModule(m);
+  return node;
+}
+
+void cg_tag_access(Fn *f, LLVMValueRef inst) {
+  if (f->group)
+    LLVMSetMetadata(inst, f->cg->md_group, LLVMMetadataAsValue(f->cg->ctx, f->group));
+}
+
 void cg_fn_attr(Cg *cg, LLVMValueRef fn, const char *name) {
   unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
   ASSERT(kind != 0);
@@ -145,6 +170,7 @@ static void init_types(Cg *cg) {
   cg->t_step = LLVMFunctionType(cg->t_void, step, 2, 0);
   cg->t_pfor = LLVMFunctionType(cg->t_void, pfor, 4, 0);
   cg->md_loop = LLVMGetMDKindIDInContext(c, "llvm.loop", 9);
+  cg->md_group = LLVMGetMDKindIDInContext(c, "llvm.access.group", 17);
 }
 
 /* --- the Cg --------------------------------------------------------------- */
@@ -162,6 +188,7 @@ Cg *cg_new(const char *module, const CgOpts *o, char *err, size_t n) {
   }
   cg->opt_level = o->opt_level < 0 ? 0 : o->opt_level > 3 ? 3 : o->opt_level;
   cg->verify = o->verify;
+  cg->no_schedule = o->no_schedule;
   char *t = LLVMGetDefaultTargetTriple();
   cg->triple = strdup(t);
   LLVMDisposeMessage(t);

@@ -1,0 +1,514 @@
+/*
+ * cg_gemm.c: matmul and convolution kernels with a real schedule: cache
+ * blocking, a packed B panel, and a register-blocked micro-kernel of
+ * 16-lane vector FMAs, split across threads by blocks of C.
+ *
+ * Which kernels: those cg_gemm_ops.c can describe as a GEMM (a matmul,
+ * conv2d, conv_transpose2d or conv2d_back_w node's kernel in the standard
+ * layout of ir/lower_nn.c).  Everything else, and these with CgOpts.
+ * no_schedule, is emitted from its Kernel IR as before.
+ *
+ * Bit for bit: each element of C is summed by one task, from 0, in the
+ * order of the Kernel IR's reduction loops, one fma per term (KE_FMA),
+ * so the result is kir_eval's exactly, for every thread count and every
+ * schedule parameter; only the speed differs.  (A kernel whose lowering
+ * sums in chunks, conv2d_back_w's images, has one task per chunk, each
+ * summing its partial from 0, and `finish` adds the partials in order
+ * after the tasks, as the lowering does: the chunks are the lowering's,
+ * fixed by the shapes, so the bits still never depend on the threads.)
+ *
+ * The code, for a kernel K (all sizes are compile-time constants):
+ *
+ *   void K(void *const *bufs)         rt_parallel_for(tasks, grain, K.gemm, &bufs)
+ *   void K.gemm(ctx, t0, t1)          for task t in [t0, t1):
+ *       (bt, mi, ni) = t              a batch element and a block of C: rows
+ *                                     m0 + [0, mb), columns n0 + [0, nb)
+ *       for kb in 0..KB (or the task's kb_lo..kb_hi), for pc in 0..KI by kc:
+ *         pack B[kb, pc.., n0..] into bp (kc x nb, stack, zero-padded)
+ *         for ir in m0.. by MR, for jr in n0.. by NR:
+ *           K.ukr(A at (ir, kb, pc), bp + jr, C at (ir, jr), kc, rows, cols, first)
+ *                                     (conv_direct: no packing; for each
+ *                                     output row y, for jr in 0..Wo by NR,
+ *                                     B at the row's pixels in the image,
+ *                                     its rows at K.ukr.taps's offsets)
+ *       (then, with chunks: finish: C = 0 + partial 0 + partial 1 + ...)
+ *   void K.ukr(...)                   MR x NR accumulators in registers,
+ *                                     loaded from C (or 0 on the first
+ *                                     panel); per k: NV vector loads of bp,
+ *                                     MR broadcasts of A, MR*NV fmas;
+ *                                     masked stores (edges need no other
+ *                                     code: masks cover rows >= rows and
+ *                                     lanes >= cols)
+ *
+ * Parameters, and why (AVX-512: 32 vector registers of 16 floats; 48 KiB
+ * L1d and 2 MiB L2 per core on the machine of docs/benchmarks.md):
+ *   NR = 16 NV, NV = 4 when N >= 49 (fewer for narrow N, which would
+ *        waste lanes), MR = 6 for NV = 4 (24 accumulators + 4 B vectors +
+ *        a broadcast = 29 registers), 8 for NV = 3, 12 for NV <= 2; MR
+ *        never exceeds M.  The 24 independent accumulators cover the 4-cycle
+ *        FMA latency of two FMA ports with room to spare.
+ *   kc <= KC_MAX = 256: a micro-kernel call runs over a panel of kc, its A
+ *        sliver (MR x kc = 6 KiB) stays in L1 while the loop over jr
+ *        streams the panel (kc x nb <= 256 x 512 floats = 512 KiB) from L2.
+ *        KI is cut into equal panels, so no panel is a short remainder.
+ *   nb <= NB_MAX = 512 columns per task; tasks are then split (nb halved,
+ *        then mb) until there are TASKS_WANT of them when the kernel has
+ *        enough work, so both threads of a 2-core machine get several
+ *        tasks.  A is never packed (it is read in place: broadcasts
+ *        need no layout), so splitting N costs no repacking; B's panel is
+ *        packed once per task and panel, and reused by every ir.
+ *   The panel's row stride ldbp is nb rounded up to NR, plus 16 floats
+ *   when that is a multiple of 1024 floats (4 KiB aliasing between rows).
+ *   The panel lives on the stack of the thread running the task (at most
+ *   KC_MAX x (NB_MAX + 16) floats: ~530 KiB of the 8 MiB default).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cg_gemm.h"
+
+enum {
+  KC_MAX = 256,
+  NB_MAX = 512,
+  TASKS_WANT = 8,
+  TASK_MIN_FLOPS = 1 << 18, /* below this per task, splitting further does not pay */
+  SERIAL_FLOPS = 1 << 16,   /* below this in all, no rt_parallel_for */
+  MB_MIN = 96,              /* rows per task before splitting M pays for repacking */
+};
+
+static int64_t up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+static int64_t cdiv(int64_t x, int64_t m) { return (x + m - 1) / m; }
+
+/* --- the schedule ------------------------------------------------------------------ */
+
+static void count_tasks(Gemm *g) {
+  GemmSched *s = &g->s;
+  s->m_blocks = cdiv(g->m, s->mb);
+  s->n_blocks = cdiv(g->n, s->nb);
+  s->tasks = g->batch * s->m_blocks * s->n_blocks;
+}
+
+static int64_t env_or(const char *name, int64_t v) {
+  const char *e = getenv(name);
+  return e && *e ? atoll(e) : v;
+}
+
+void gemm_schedule(Gemm *g) {
+  GemmSched *s = &g->s;
+  static const int mr_of[] = {0, 12, 12, 8, 6};
+  int64_t nv = cdiv(g->conv_direct ? g->d_wo : g->n, 16); /* direct: tiles within a row */
+  s->nv = nv >= 4 ? 4 : (int)nv;
+  s->nr = 16 * s->nv;
+  s->mr = mr_of[s->nv] < g->m ? mr_of[s->nv] : (int)g->m;
+  int64_t kcmax = env_or("KILN_GEMM_KC", KC_MAX), nbmax = env_or("KILN_GEMM_NB", NB_MAX);
+  int64_t want = env_or("KILN_GEMM_TASKS", TASKS_WANT);
+  s->kc = g->conv_direct ? g->ki : cdiv(g->ki, cdiv(g->ki, kcmax));
+  int64_t nalign = g->n_align > 1 ? g->n_align : s->nr;
+  s->nb = g->n_whole || g->n <= nbmax ? g->n : (nbmax / nalign > 0 ? nbmax / nalign * nalign : nalign);
+  int64_t align = g->m_align > 1 ? g->m_align : s->mr;
+  s->mb = g->m;
+  if (g->mb_max && s->mb > g->mb_max)
+    s->mb = g->mb_max / align > 0 ? g->mb_max / align * align : align;
+  count_tasks(g);
+  double flops = 2.0 * (double)g->batch * (double)g->m * (double)g->n * (double)(g->kb * g->ki);
+  while (!g->n_whole && s->tasks < want && s->nb > s->nr && s->nb > nalign &&
+         flops / (double)s->tasks >= 2.0 * TASK_MIN_FLOPS) {
+    s->nb = up(cdiv(s->nb, 2), nalign);
+    count_tasks(g);
+  }
+  /* each block of rows packs its panels again: only blocks of MB_MIN rows
+   * or more amortize that */
+  while (!g->m_whole && s->tasks < want && s->mb > align && s->mb >= 2 * MB_MIN &&
+         flops / (double)s->tasks >= 2.0 * TASK_MIN_FLOPS) {
+    s->mb = up(cdiv(s->mb, 2), align);
+    count_tasks(g);
+  }
+  s->ldbp = up(s->nb, s->nr);
+  if (s->ldbp % 1024 == 0)
+    s->ldbp += 16;
+}
+
+/* --- helpers --------------------------------------------------------------------------- */
+
+static LLVMValueRef i64c(Cg *cg, int64_t v) {
+  return LLVMConstInt(cg->t_i64, (unsigned long long)v, 1);
+}
+
+static LLVMValueRef get(Fn *f, int var) {
+  return LLVMBuildLoad2(f->b, f->cg->t_i64, cg_slot(f, var), "");
+}
+
+static void set(Fn *f, int var, LLVMValueRef v) { LLVMBuildStore(f->b, v, cg_slot(f, var)); }
+
+static LLVMValueRef smin(Fn *f, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildSelect(f->b, LLVMBuildICmp(f->b, LLVMIntSLT, a, b, ""), a, b, "");
+}
+
+static LLVMValueRef gep(Fn *f, LLVMValueRef p, LLVMValueRef i) {
+  return LLVMBuildGEP2(f->b, f->cg->t_f32, p, &i, 1, "");
+}
+
+/* A call of intrinsic `name` overloaded on tys. */
+static LLVMValueRef intrinsic(Cg *cg, LLVMBuilderRef b, const char *name, LLVMTypeRef *tys,
+                              int n_tys, LLVMValueRef *args, int n_args) {
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  ASSERT(id != 0);
+  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(cg->mod, id, tys, (size_t)n_tys);
+  LLVMTypeRef ty = LLVMIntrinsicGetType(cg->ctx, id, tys, (size_t)n_tys);
+  return LLVMBuildCall2(b, ty, fn, args, (unsigned)n_args, "");
+}
+
+/* for (var = lo; var < hi; var += step) { ... }: hl_begin opens the body,
+ * hl_end closes it.  hi is evaluated before the loop. */
+typedef struct HLoop {
+  LLVMBasicBlockRef head, done;
+  int var;
+  int64_t step;
+} HLoop;
+
+static void hl_begin(Fn *f, HLoop *l, int var, LLVMValueRef lo, LLVMValueRef hi, int64_t step) {
+  Cg *cg = f->cg;
+  l->var = var, l->step = step;
+  l->head = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "g.loop");
+  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "g.body");
+  l->done = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "g.done");
+  set(f, var, lo);
+  LLVMBuildBr(f->b, l->head);
+  LLVMPositionBuilderAtEnd(f->b, l->head);
+  LLVMBuildCondBr(f->b, LLVMBuildICmp(f->b, LLVMIntSLT, get(f, var), hi, ""), body, l->done);
+  LLVMPositionBuilderAtEnd(f->b, body);
+  f->depth++;
+}
+
+static void hl_end(Fn *f, HLoop *l) {
+  set(f, l->var, LLVMBuildNSWAdd(f->b, get(f, l->var), i64c(f->cg, l->step), ""));
+  LLVMBuildBr(f->b, l->head);
+  LLVMPositionBuilderAtEnd(f->b, l->done);
+  f->depth--;
+}
+
+/* --- the micro-kernel ------------------------------------------------------------------ */
+
+enum { MR_MAX = 12, NV_MAX = 4 };
+
+/* conv_direct's per-tap offsets of B's rows, a private constant array. */
+static LLVMValueRef tap_table(Gemm *g, Cg *cg, const char *ukr_name) {
+  char name[320];
+  snprintf(name, sizeof name, "%s.taps", ukr_name);
+  LLVMValueRef *v = malloc((size_t)g->ki * sizeof *v);
+  ASSERT(v);
+  for (int64_t i = 0; i < g->ki; i++)
+    v[i] = i64c(cg, g->d_off[i]);
+  LLVMTypeRef ty = LLVMArrayType2(cg->t_i64, (uint64_t)g->ki);
+  LLVMValueRef gl = LLVMAddGlobal(cg->mod, ty, name);
+  LLVMSetInitializer(gl, LLVMConstArray2(cg->t_i64, v, (uint64_t)g->ki));
+  LLVMSetGlobalConstant(gl, 1);
+  LLVMSetLinkage(gl, LLVMPrivateLinkage);
+  free(v);
+  return gl;
+}
+
+/* void ukr(ptr a, ptr b, ptr c, i64 kc, i64 rows, i64 cols, i1 first):
+ * C[r, 0..cols) (+)= sum over k < kc of A(r, k) bp[k, ..] for r < rows,
+ * A(r, k) at a[r a_rs + k a_ks], bp rows ldbp apart, C rows ldc apart. */
+static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name) {
+  const GemmSched *s = &g->s;
+  int mr = s->mr, nv = s->nv;
+  LLVMTypeRef vf = LLVMVectorType(cg->t_f32, 16), vi = LLVMVectorType(cg->t_i32, 16);
+  LLVMTypeRef vm = LLVMVectorType(cg->t_i1, 16);
+  LLVMTypeRef ps[] = {cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_i64, cg->t_i64, cg->t_i64, cg->t_i1};
+  LLVMTypeRef ty = LLVMFunctionType(cg->t_void, ps, 7, 0);
+  LLVMValueRef fn = LLVMAddFunction(cg->mod, name, ty);
+  LLVMSetLinkage(fn, LLVMInternalLinkage);
+  cg_set_fn_attrs(cg, fn);
+  unsigned nocap = LLVMGetEnumAttributeKindForName("nocapture", 9);
+  for (unsigned i = 1; i <= 3; i++)
+    LLVMAddAttributeAtIndex(fn, i, LLVMCreateEnumAttribute(cg->ctx, nocap, 0));
+  LLVMValueRef a = LLVMGetParam(fn, 0), bp = LLVMGetParam(fn, 1), c = LLVMGetParam(fn, 2);
+  LLVMValueRef kc = LLVMGetParam(fn, 3), rows = LLVMGetParam(fn, 4), cols = LLVMGetParam(fn, 5);
+  LLVMValueRef first = LLVMGetParam(fn, 6);
+  LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry");
+  LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->ctx, fn, "k");
+  LLVMBasicBlockRef exit = LLVMAppendBasicBlockInContext(cg->ctx, fn, "store");
+  LLVMBuilderRef b = LLVMCreateBuilderInContext(cg->ctx);
+  LLVMPositionBuilderAtEnd(b, entry);
+  Fn f = {.cg = cg, .fn = fn, .b = b};
+
+  LLVMValueRef lane[16], zero_m = LLVMConstNull(vm), zero_v = LLVMConstNull(vf);
+  LLVMValueRef masks[NV_MAX], rowa[MR_MAX], rowc[MR_MAX];
+  LLVMValueRef acc0[MR_MAX][NV_MAX], acc[MR_MAX][NV_MAX], nxt[MR_MAX][NV_MAX], smask[MR_MAX][NV_MAX];
+  LLVMValueRef cols32 = LLVMBuildTrunc(b, cols, cg->t_i32, "");
+  LLVMValueRef splat_cols = LLVMBuildShuffleVector(
+      b, LLVMBuildInsertElement(b, LLVMGetPoison(vi), cols32, LLVMConstInt(cg->t_i32, 0, 0), ""),
+      LLVMGetPoison(vi), LLVMConstNull(vi), "");
+  for (int v = 0; v < nv; v++) {
+    for (int l = 0; l < 16; l++)
+      lane[l] = LLVMConstInt(cg->t_i32, (unsigned long long)(16 * v + l), 0);
+    masks[v] = LLVMBuildICmp(b, LLVMIntSLT, LLVMConstVector(lane, 16), splat_cols, "");
+  }
+  LLVMValueRef notfirst = LLVMBuildNot(b, first, "");
+  LLVMValueRef last = LLVMBuildSub(b, rows, i64c(cg, 1), "");
+  LLVMTypeRef mtys[] = {vf, cg->t_ptr};
+  LLVMValueRef align4 = LLVMConstInt(cg->t_i32, 4, 0);
+  for (int r = 0; r < mr; r++) {
+    LLVMValueRef ok = LLVMBuildICmp(b, LLVMIntSLT, i64c(cg, r), rows, "");
+    LLVMValueRef rr = LLVMBuildSelect(b, ok, i64c(cg, r), last, ""); /* stay inside A */
+    rowa[r] = gep(&f, a, LLVMBuildMul(b, rr, i64c(cg, g->a_rs), ""));
+    rowc[r] = gep(&f, c, i64c(cg, r * g->ldc));
+    LLVMValueRef load_ok = LLVMBuildAnd(b, ok, notfirst, "");
+    for (int v = 0; v < nv; v++) {
+      smask[r][v] = LLVMBuildSelect(b, ok, masks[v], zero_m, "");
+      LLVMValueRef args[] = {gep(&f, rowc[r], i64c(cg, 16 * v)), align4,
+                             LLVMBuildSelect(b, load_ok, masks[v], zero_m, ""), zero_v};
+      acc0[r][v] = intrinsic(cg, b, "llvm.masked.load", mtys, 2, args, 4);
+    }
+  }
+  LLVMBuildBr(b, body);
+
+  LLVMPositionBuilderAtEnd(b, body);
+  LLVMValueRef k = LLVMBuildPhi(b, cg->t_i64, "k");
+  for (int r = 0; r < mr; r++)
+    for (int v = 0; v < nv; v++)
+      acc[r][v] = LLVMBuildPhi(b, vf, "");
+  LLVMValueRef bv[NV_MAX];
+  int64_t ldb = g->b_direct ? g->b_rs : g->s.ldbp;
+  LLVMValueRef brow = gep(&f, bp, LLVMBuildMul(b, k, i64c(cg, ldb), ""));
+  if (g->conv_direct) { /* row k of B: the tap's offset, from a table */
+    LLVMValueRef pk = LLVMBuildGEP2(b, cg->t_i64, tap_table(g, cg, name), &k, 1, "");
+    brow = gep(&f, bp, LLVMBuildLoad2(b, cg->t_i64, pk, ""));
+  }
+  for (int v = 0; v < nv; v++) {
+    LLVMValueRef p = gep(&f, brow, i64c(cg, 16 * v));
+    if (g->b_direct || g->conv_direct) { /* B in place: lanes past its last column are not
+                                          * ours to read */
+      LLVMValueRef args[] = {p, align4, masks[v], zero_v};
+      bv[v] = intrinsic(cg, b, "llvm.masked.load", mtys, 2, args, 4);
+    } else {
+      bv[v] = LLVMBuildLoad2(b, vf, p, "");
+      LLVMSetAlignment(bv[v], 64);
+    }
+  }
+  LLVMValueRef koff = LLVMBuildMul(b, k, i64c(cg, g->a_ks), "");
+  for (int r = 0; r < mr; r++) {
+    LLVMValueRef av = LLVMBuildLoad2(b, cg->t_f32, gep(&f, rowa[r], koff), "");
+    LLVMValueRef sv = LLVMBuildShuffleVector(
+        b, LLVMBuildInsertElement(b, LLVMGetPoison(vf), av, LLVMConstInt(cg->t_i32, 0, 0), ""),
+        LLVMGetPoison(vf), LLVMConstNull(vi), "");
+    for (int v = 0; v < nv; v++) {
+      LLVMValueRef args[] = {sv, bv[v], acc[r][v]};
+      nxt[r][v] = intrinsic(cg, b, "llvm.fma", &vf, 1, args, 3);
+    }
+  }
+  LLVMValueRef k1 = LLVMBuildNSWAdd(b, k, i64c(cg, 1), "");
+  LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, k1, kc, ""), body, exit);
+  LLVMValueRef zero = i64c(cg, 0);
+  LLVMAddIncoming(k, (LLVMValueRef[]){zero, k1}, (LLVMBasicBlockRef[]){entry, body}, 2);
+  for (int r = 0; r < mr; r++)
+    for (int v = 0; v < nv; v++)
+      LLVMAddIncoming(acc[r][v], (LLVMValueRef[]){acc0[r][v], nxt[r][v]},
+                      (LLVMBasicBlockRef[]){entry, body}, 2);
+
+  LLVMPositionBuilderAtEnd(b, exit);
+  for (int r = 0; r < mr; r++)
+    for (int v = 0; v < nv; v++) {
+      LLVMValueRef args[] = {nxt[r][v], gep(&f, rowc[r], i64c(cg, 16 * v)), align4, smask[r][v]};
+      intrinsic(cg, b, "llvm.masked.store", mtys, 2, args, 4);
+    }
+  LLVMBuildRetVoid(b);
+  LLVMDisposeBuilder(b);
+  return fn;
+}
+
+/* --- the task loop ---------------------------------------------------------------------- */
+
+/* t -> (bt, block of rows, block of columns), as Kernel IR statements. */
+static KStmt *task_split(Gemm *g) {
+  Kernel *k = g->pk;
+  const GemmSched *s = &g->s;
+  KStmt *blk = ks_block(k);
+  KExpr *t = ke_var(k, g->v_t);
+#define IC(v) ke_idx(k, (int64_t)(v))
+#define BIN(op, a, b) ke_binary(k, op, a, b)
+  KExpr *per = IC(s->m_blocks * s->n_blocks);
+  ks_add(k, blk, ks_set(k, g->v_bt, BIN(KO_FLOORDIV, t, per)));
+  KExpr *mi = BIN(KO_MOD, BIN(KO_FLOORDIV, t, IC(s->n_blocks)), IC(s->m_blocks));
+  ks_add(k, blk, ks_set(k, g->v_m0, BIN(KO_MUL, mi, IC(s->mb))));
+  KExpr *m0 = ke_var(k, g->v_m0), *n0 = ke_var(k, g->v_n0), *nb = ke_var(k, g->v_nb);
+  ks_add(k, blk, ks_set(k, g->v_mc, BIN(KO_MIN, IC(s->mb), BIN(KO_SUB, IC(g->m), m0))));
+  ks_add(k, blk, ks_set(k, g->v_n0, BIN(KO_MUL, BIN(KO_MOD, t, IC(s->n_blocks)), IC(s->nb))));
+  ks_add(k, blk, ks_set(k, g->v_nb, BIN(KO_MIN, IC(s->nb), BIN(KO_SUB, IC(g->n), n0))));
+  KExpr *rnb = BIN(KO_MUL, BIN(KO_FLOORDIV, BIN(KO_ADD, nb, IC(s->nr - 1)), IC(s->nr)), IC(s->nr));
+  ks_add(k, blk, ks_set(k, g->v_rnb, rnb));
+#undef IC
+#undef BIN
+  return blk;
+}
+
+/* void NAME(ptr ctx, i64 t0, i64 t1): ctx holds the buffer-pointer array. */
+static LLVMValueRef emit_tasks(Gemm *g, Cg *cg, LLVMValueRef ukr, const char *name) {
+  const GemmSched *s = &g->s;
+  const Kernel *k = g->pk;
+  int n_outlined = 0;
+  Fn f;
+  cg_fn_begin(&f, cg, k, name, cg->t_body, LLVMInternalLinkage);
+  f.in_parallel = true;
+  f.n_outlined = &n_outlined;
+  LLVMValueRef bufs = LLVMBuildLoad2(f.ab, cg->t_ptr, LLVMGetParam(f.fn, 0), "bufs");
+  if (g->ps_buf >= 0) { /* ctx = {bufs, ps} (emit_kernel) */
+    LLVMValueRef one = i64c(cg, 1);
+    LLVMValueRef p = LLVMBuildInBoundsGEP2(f.ab, cg->t_ptr, LLVMGetParam(f.fn, 0), &one, 1, "");
+    f.buf[g->ps_buf] = LLVMBuildLoad2(f.ab, cg->t_ptr, p, "ps");
+  }
+  for (int i = 0; i < g->k->n_bufs; i++) {
+    LLVMValueRef idx = i64c(cg, i);
+    LLVMValueRef p = LLVMBuildInBoundsGEP2(f.ab, cg->t_ptr, bufs, &idx, 1, "");
+    f.buf[i] = LLVMBuildLoad2(f.ab, cg->t_ptr, p, k->bufs[i].name);
+  }
+  int scratch[] = {g->bp_buf, g->xs_buf, g->cs_buf};
+  for (int i = 0; i < 3; i++) {
+    if (scratch[i] < 0)
+      continue;
+    const KBuf *sb = &k->bufs[scratch[i]];
+    LLVMTypeRef ty = LLVMArrayType2(cg->t_f32, (uint64_t)sb->numel);
+    f.buf[scratch[i]] = LLVMBuildAlloca(f.ab, ty, sb->name);
+    LLVMSetAlignment(f.buf[scratch[i]], 64);
+  }
+  KStmt *split = task_split(g);
+  LLVMTypeRef ukr_ty = LLVMGlobalGetValueType(ukr);
+
+  HLoop lt, lk, lp, li, lj;
+  hl_begin(&f, &lt, g->v_t, LLVMGetParam(f.fn, 1), LLVMGetParam(f.fn, 2), 1);
+  cg_stmt(&f, split);
+  LLVMValueRef cbase = cg_expr(&f, g->c_base);
+  LLVMValueRef kb_lo = g->kb_lo ? cg_expr(&f, g->kb_lo) : i64c(cg, 0);
+  LLVMValueRef kb_hi = g->kb_hi ? cg_expr(&f, g->kb_hi) : i64c(cg, g->kb);
+  hl_begin(&f, &lk, g->v_kb, kb_lo, kb_hi, 1);
+  LLVMValueRef abase = cg_expr(&f, g->a_base);
+  if (g->prep)
+    cg_stmt(&f, g->prep);
+  hl_begin(&f, &lp, g->v_pc, i64c(cg, 0), i64c(cg, g->ki), s->kc);
+  LLVMValueRef pc = get(&f, g->v_pc);
+  set(&f, g->v_kc, smin(&f, i64c(cg, s->kc), LLVMBuildSub(f.b, i64c(cg, g->ki), pc, "")));
+  LLVMValueRef panel = f.buf[g->bp_buf];
+  if (g->conv_direct) {
+    panel = gep(&f, f.buf[g->b_buf], cg_expr(&f, g->b_base));
+  } else if (g->b_direct) {
+    LLVMValueRef off = LLVMBuildAdd(f.b, cg_expr(&f, g->b_base), get(&f, g->v_n0), "");
+    off = LLVMBuildAdd(f.b, off, LLVMBuildMul(f.b, pc, i64c(cg, g->b_rs), ""), "");
+    panel = gep(&f, f.buf[g->b_buf], off);
+  } else {
+    cg_stmt(&f, g->pack);
+  }
+  pc = get(&f, g->v_pc);
+  LLVMValueRef z = i64c(cg, 0);
+  LLVMValueRef first = LLVMBuildAnd(f.b, LLVMBuildICmp(f.b, LLVMIntEQ, get(&f, g->v_kb), kb_lo, ""),
+                                    LLVMBuildICmp(f.b, LLVMIntEQ, pc, z, ""), "first");
+  LLVMValueRef aoff = LLVMBuildAdd(f.b, abase, LLVMBuildMul(f.b, pc, i64c(cg, g->a_ks), ""), "");
+  LLVMValueRef kc = get(&f, g->v_kc), mc = get(&f, g->v_mc), nb = get(&f, g->v_nb);
+  hl_begin(&f, &li, g->v_ir, z, mc, s->mr);
+  LLVMValueRef ir = get(&f, g->v_ir), m = LLVMBuildAdd(f.b, get(&f, g->v_m0), ir, "");
+  LLVMValueRef rows = smin(&f, i64c(cg, s->mr), LLVMBuildSub(f.b, mc, ir, ""));
+  LLVMValueRef arow = gep(&f, f.buf[g->a_buf],
+                          LLVMBuildAdd(f.b, aoff, LLVMBuildMul(f.b, m, i64c(cg, g->a_rs), ""), ""));
+  LLVMValueRef crow = gep(&f, f.buf[g->c_buf],
+                          LLVMBuildAdd(f.b, LLVMBuildAdd(f.b, cbase, get(&f, g->v_n0), ""),
+                                       LLVMBuildMul(f.b, m, i64c(cg, g->ldc), ""), ""));
+  if (g->conv_direct) { /* tiles within each output row y */
+    HLoop ly;
+    hl_begin(&f, &ly, g->v_y, z, i64c(cg, g->d_ho), 1);
+    LLVMValueRef y = get(&f, g->v_y);
+    LLVMValueRef brow = gep(&f, panel, LLVMBuildMul(f.b, y, i64c(cg, g->d_rs), ""));
+    LLVMValueRef orow = gep(&f, crow, LLVMBuildMul(f.b, y, i64c(cg, g->d_wo), ""));
+    hl_begin(&f, &lj, g->v_jr, z, i64c(cg, g->d_wo), s->nr);
+    LLVMValueRef jr = get(&f, g->v_jr);
+    LLVMValueRef cols = smin(&f, i64c(cg, s->nr), LLVMBuildSub(f.b, i64c(cg, g->d_wo), jr, ""));
+    LLVMValueRef args[] = {arow, gep(&f, brow, jr), gep(&f, orow, jr), kc, rows, cols, first};
+    LLVMBuildCall2(f.b, ukr_ty, ukr, args, 7, "");
+    hl_end(&f, &lj);
+    hl_end(&f, &ly);
+  } else {
+    hl_begin(&f, &lj, g->v_jr, z, nb, s->nr);
+    LLVMValueRef jr = get(&f, g->v_jr);
+    LLVMValueRef cols = smin(&f, i64c(cg, s->nr), LLVMBuildSub(f.b, nb, jr, ""));
+    LLVMValueRef args[] = {arow, gep(&f, panel, jr), gep(&f, crow, jr), kc, rows, cols, first};
+    LLVMBuildCall2(f.b, ukr_ty, ukr, args, 7, "");
+    hl_end(&f, &lj);
+  }
+  hl_end(&f, &li);
+  hl_end(&f, &lp);
+  hl_end(&f, &lk);
+  if (g->epilogue)
+    cg_stmt(&f, g->epilogue);
+  hl_end(&f, &lt);
+  cg_fn_end(&f);
+  return f.fn;
+}
+
+/* --- the kernel ------------------------------------------------------------------------- */
+
+/* The partial sums' scratch (ps) of a kernel with a finish, on the stack of
+ * the kernel function, which outlives its tasks; ctx gets {bufs, ps}. */
+static LLVMValueRef kernel_ctx(Gemm *g, Fn *f) {
+  Cg *cg = f->cg;
+  LLVMValueRef ctx = LLVMBuildAlloca(f->ab, LLVMArrayType2(cg->t_ptr, 2), "ctx");
+  LLVMBuildStore(f->b, LLVMGetParam(f->fn, 0), ctx);
+  if (g->ps_buf < 0)
+    return ctx;
+  const KBuf *pb = &g->pk->bufs[g->ps_buf];
+  f->buf[g->ps_buf] = LLVMBuildAlloca(f->ab, LLVMArrayType2(cg->t_f32, (uint64_t)pb->numel), "ps");
+  LLVMSetAlignment(f->buf[g->ps_buf], 64);
+  LLVMValueRef one = i64c(cg, 1);
+  LLVMBuildStore(f->b, f->buf[g->ps_buf], LLVMBuildInBoundsGEP2(f->b, cg->t_ptr, ctx, &one, 1, ""));
+  for (int i = 0; i < g->k->n_bufs; i++) {
+    LLVMValueRef idx = i64c(cg, i);
+    LLVMValueRef p = LLVMBuildInBoundsGEP2(f->ab, cg->t_ptr, LLVMGetParam(f->fn, 0), &idx, 1, "");
+    f->buf[i] = LLVMBuildLoad2(f->ab, cg->t_ptr, p, g->k->bufs[i].name);
+  }
+  return ctx;
+}
+
+static void emit_kernel(Gemm *g, Cg *cg, LLVMValueRef tasks_fn) {
+  const GemmSched *s = &g->s;
+  Fn f;
+  cg_fn_begin(&f, cg, g->pk, g->k->name, cg->t_kernel, LLVMExternalLinkage);
+  cg_fn_attr(cg, f.fn, "noinline");
+  LLVMValueRef ctx = kernel_ctx(g, &f);
+  double flops = 2.0 * (double)g->batch * (double)g->m * (double)g->n * (double)(g->kb * g->ki);
+  double per_task = flops / (double)s->tasks;
+  if (s->tasks == 1 || flops < SERIAL_FLOPS) {
+    LLVMValueRef args[] = {ctx, i64c(cg, 0), i64c(cg, s->tasks)};
+    LLVMBuildCall2(f.b, cg->t_body, tasks_fn, args, 3, "");
+  } else {
+    double grain = (double)TASK_MIN_FLOPS / per_task;
+    LLVMValueRef pfor = LLVMGetNamedFunction(cg->mod, "rt_parallel_for");
+    if (!pfor)
+      pfor = LLVMAddFunction(cg->mod, "rt_parallel_for", cg->t_pfor);
+    LLVMValueRef args[] = {i64c(cg, s->tasks), i64c(cg, grain > 1 ? (int64_t)grain : 1), tasks_fn,
+                           ctx};
+    LLVMBuildCall2(f.b, cg->t_pfor, pfor, args, 4, "");
+  }
+  if (g->finish) {
+    f.in_parallel = true; /* its loops stay here: ps is on this stack */
+    cg_stmt(&f, g->finish);
+  }
+  cg_fn_end(&f);
+}
+
+bool cg_gemm(Cg *cg, const Kernel *k) {
+  if (cg->no_schedule || !k->node || getenv("KILN_NO_GEMM"))
+    return false;
+  Arena *a = arena_new();
+  Gemm g;
+  if (!gemm_describe(&g, a, k)) {
+    arena_free(a);
+    return false;
+  }
+  char name[300];
+  snprintf(name, sizeof name, "%s.ukr", k->name);
+  LLVMValueRef ukr = emit_ukr(&g, cg, name);
+  snprintf(name, sizeof name, g.b_direct ? "%s.gemm_direct" : "%s.gemm", k->name);
+  LLVMValueRef tasks = emit_tasks(&g, cg, ukr, name);
+  emit_kernel(&g, cg, tasks);
+  arena_free(a);
+  return true;
+}

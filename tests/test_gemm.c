@@ -1,0 +1,336 @@
+/*
+ * test_gemm.c: the GEMM schedule of codegen/llvm (cg_gemm.c, cg_gemm_ops.c)
+ * for matmul, conv2d, conv_transpose2d and conv2d_back_w.
+ *
+ * Every case is a small model (statements separated by ';', output `y`);
+ * for an f32 `y` the harness appends loss = sum(y * r) and differentiates
+ * it with respect to every f32 input, so the backward kernels (matmuls
+ * with other transposes, conv_transpose2d, conv2d_back_w) are in the graph
+ * too.  Each of its matmul and convolution nodes is lowered, compiled at
+ * O3 with the schedule (the test checks that the NAME.ukr micro-kernel was
+ * emitted, or, for the cases that must fall back, that it was not) and
+ * without it (CgOpts.no_schedule), and run on the reference evaluator's
+ * inputs:
+ *   - bit for bit: scheduled == plain loop nest == kir_eval (the schedule
+ *     sums each output in the Kernel IR's order with fma, so it changes
+ *     no bit), with 1 and 2 threads;
+ *   - against the reference (double accumulation, ir/eval*.c) within the
+ *     classic bound of an f32 sum of n products, each fused, in any order:
+ *       |got - ref| <= gamma_n * S + 2^-23 |ref|,   gamma_n = n u / (1 - n u),
+ *     u = 2^-24, S the same op evaluated by the reference on |inputs| (the
+ *     sum of |a_k b_k|), n the number of terms of one output (K for matmul,
+ *     Cg kh kw for conv2d, Cin/groups kh kw for conv_transpose2d, N Ho Wo
+ *     for conv2d_back_w); the second term is the reference's own rounding
+ *     to f32.  The test prints the worst error seen as a fraction of it.
+ * Determinism: a large matmul and a convolution run three times with 2
+ * threads and once with 1 give identical bits.
+ * The gradient of 2-wide stride-2 max pooling (codegen/llvm/cg_pool.c, a
+ * NAME.rows function instead of NAME.ukr) is checked the same way, bit for
+ * bit (pooling is exact, so there is no bound to check).
+ */
+#include <math.h>
+
+#include "kiln_test.h"
+#include "cg.h"
+#include "rt_pool.h"
+
+typedef struct Case {
+  const char *body;
+  bool fallback; /* some kernel keeps the plain loop nest (an image too large) */
+} Case;
+
+static const Case cases[] = {
+    /* matmul: primes, degenerate sizes, panels, broadcast batches, transposes */
+    {"input a: f32[1, 1]; input b: f32[1, 1]; y = a @ b", false},
+    {"input a: f32[7, 17]; input b: f32[17, 13]; y = a @ b", false},
+    {"input a: f32[64, 64]; input b: f32[64, 64]; y = a @ b", false},
+    {"input a: f32[100, 300]; input b: f32[300, 50]; y = a @ b", false},
+    {"input a: f32[5, 1]; input b: f32[1, 9]; y = a @ b", false},
+    {"input a: f32[33, 40]; input b: f32[40, 5]; y = a @ b", false},
+    {"input a: f32[20, 600]; input b: f32[600, 70]; y = a @ b", false},
+    {"input a: f32[400, 64]; input b: f32[64, 64]; y = a @ b", false},
+    {"input a: f32[130, 200]; input b: f32[200, 300]; y = a @ b", false},
+    {"input a: f32[2, 1, 5, 7]; input b: f32[3, 7, 6]; y = a @ b", false},
+    {"input a: f32[3, 7, 5]; input b: f32[6, 7]; "
+     "y = matmul(a, b, transpose_a=true, transpose_b=true)", false},
+    {"input a: f32[9, 11]; input b: f32[19, 9]; y = matmul(a, b, transpose_a=true, "
+     "transpose_b=true) + matmul(a, transpose(b), transpose_a=true)", false},
+    {"input a: f32[2, 23, 3]; input b: f32[2, 23, 70]; y = matmul(a, b, transpose_a=true)", false},
+    /* convolutions: padding, stride, dilation, groups, depthwise, 1x1, rectangular */
+    {"input x: f32[2, 3, 9, 9]; input w: f32[4, 3, 3, 3]; y = op.conv2d(x, w, pad=1)", false},
+    {"input x: f32[2, 3, 10, 9]; input w: f32[5, 3, 3, 3]; y = op.conv2d(x, w, stride=2, pad=1)",
+     false},
+    {"input x: f32[1, 2, 11, 11]; input w: f32[3, 2, 3, 3]; y = op.conv2d(x, w, dilation=2, pad=2)",
+     false},
+    {"input x: f32[2, 4, 8, 8]; input w: f32[6, 2, 3, 3]; y = op.conv2d(x, w, groups=2, pad=1)",
+     false},
+    {"input x: f32[2, 4, 7, 7]; input w: f32[4, 1, 3, 3]; y = op.conv2d(x, w, groups=4, stride=2)",
+     false},
+    {"input x: f32[3, 5, 6, 6]; input w: f32[7, 5, 1, 1]; y = op.conv2d(x, w)", false},
+    {"input x: f32[2, 3, 8, 7]; input w: f32[4, 3, 3, 2]; "
+     "y = op.conv2d(x, w, stride=[2, 1], pad=[1, 0], dilation=[1, 2])", false},
+    {"input x: f32[3, 1, 28, 28]; input w: f32[6, 1, 5, 5]; y = op.conv2d(x, w, pad=2)", false},
+    {"input x: f32[3, 6, 14, 14]; input w: f32[16, 6, 5, 5]; y = op.conv2d(x, w)", false},
+    {"input x: f32[1, 4, 3, 3]; input w: f32[4, 2, 3, 2]; "
+     "y = op.conv_transpose2d(x, w, stride=2, pad=1, output_padding=1, groups=2)", false},
+    {"input x: f32[2, 3, 5, 4]; input w: f32[3, 2, 3, 3]; "
+     "y = op.conv_transpose2d(x, w, dilation=2, pad=1)", false},
+    /* conv2d with B read in place (K <= 64, stride 1 along x): rows of 70
+     * pixels (two tiles), 20 output channels (two row blocks), batch 1 */
+    {"input x: f32[1, 2, 5, 70]; input w: f32[3, 2, 3, 3]; y = op.conv2d(x, w, pad=1)", false},
+    {"input x: f32[2, 1, 6, 6]; input w: f32[20, 1, 3, 3]; y = op.conv2d(x, w, stride=[2, 1])",
+     false},
+    /* conv2d_back_w's chunks of images (conv2d_back_w_chunk): 9 and 20
+     * images (a short last chunk), padding, groups; and a gradient too large
+     * to chunk (16x32x3x3 > 4096 elements) */
+    {"input x: f32[9, 2, 7, 6]; input w: f32[3, 2, 3, 3]; y = op.conv2d(x, w, pad=1)", false},
+    {"input x: f32[20, 4, 6, 5]; input w: f32[6, 2, 3, 2]; "
+     "y = op.conv2d(x, w, groups=2, stride=[1, 2], pad=[2, 0], dilation=[2, 1])", false},
+    {"input x: f32[3, 16, 5, 5]; input w: f32[32, 16, 3, 3]; y = op.conv2d(x, w, pad=1)", false},
+    /* the gradient of 2-wide stride-2 max pooling (cg_pool.c): ties (relu's
+     * zeros), NaN and -inf (log of x <= 0), rows of more than 16 windows,
+     * kernel [3, 2]; windows that do not tile W keep the loop nest */
+    {"input x: f32[2, 3, 12, 40]; y = maxpool2d(relu(x), 2) + maxpool2d(log(x), 2)", false},
+    {"input x: f32[1, 2, 6, 36]; y = maxpool2d(relu(x) - log(x), kernel=[3, 2], stride=[3, 2])",
+     false},
+    {"input x: f32[1, 2, 9, 37]; y = maxpool2d(log(x), kernel=[3, 2], stride=[3, 2])", true},
+    {"input x: f32[1, 1, 2, 2]; y = maxpool2d(x, 2)", false},
+    {"input x: f32[2, 1, 18, 8]; y = maxpool2d(relu(x), kernel=[9, 2], stride=[9, 2])", false},
+    /* too large for col2im's scratch (taps x pixels > 2^17): the loop nest */
+    {"input x: f32[1, 1, 130, 130]; input w: f32[1, 1, 3, 3]; y = op.conv_transpose2d(x, w)",
+     true},
+};
+
+static Arena *ar;
+static double worst;
+
+static float frand(uint64_t *s) {
+  *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+  return -2 + 4 * (float)((*s >> 40) * 0x1.0p-24);
+}
+
+static bool pool_op(Op op) { return op == OP_MAXPOOL2D_BACK; }
+
+static bool gemm_op(Op op) {
+  return op == OP_MATMUL || op == OP_CONV2D || op == OP_CONV_TRANSPOSE2D ||
+         op == OP_CONV2D_BACK_W || pool_op(op);
+}
+
+/* Terms in the sum of one output element (see the header). */
+static double terms(const Node *n) {
+  const Shape *a = &n->in[0]->shape, *b = &n->in[1]->shape;
+  int groups = n->at.groups ? n->at.groups : 1;
+  switch (n->op) {
+  case OP_MATMUL: return (double)(n->at.ta ? a->dim[a->rank - 2] : a->dim[a->rank - 1]);
+  case OP_CONV2D: return (double)(b->dim[1] * b->dim[2] * b->dim[3]);
+  case OP_CONV_TRANSPOSE2D: return (double)(b->dim[0] / groups * b->dim[2] * b->dim[3]);
+  case OP_CONV2D_BACK_W: return (double)(b->dim[0] * b->dim[2] * b->dim[3]);
+  default: return 1;
+  }
+}
+
+/* The reference kernel of n on |inputs|: the bound's S. */
+static float *abs_reference(const Node *n, Eval *ev) {
+  RtTensor in[2], out = ev->vals[n->id];
+  const RtTensor *ins[2] = {&in[0], &in[1]};
+  for (int i = 0; i < 2; i++) {
+    in[i] = ev->vals[n->in[i]->id];
+    int64_t cnt = shape_numel(&n->in[i]->shape);
+    float *d = malloc((size_t)cnt * 4 + 4), *s = in[i].data;
+    for (int64_t j = 0; j < cnt; j++)
+      d[j] = fabsf(s[j]);
+    in[i].data = d;
+  }
+  out.data = malloc((size_t)shape_numel(&n->shape) * 4 + 4);
+  op_info[n->op].eval(n, &out, ins, &ev->cx);
+  free(in[0].data), free(in[1].data);
+  return out.data;
+}
+
+static void check_bound(const Node *n, const float *got, const float *ref, const float *s,
+                        const char *what) {
+  double u = 0x1.0p-24, t = terms(n), gamma = t * u / (1 - t * u);
+  for (int64_t i = 0; i < shape_numel(&n->shape); i++) {
+    double bound = gamma * s[i] + 0x1.0p-23 * fabs(ref[i]) + 1e-37;
+    double err = fabs((double)got[i] - ref[i]);
+    worst = err / bound > worst ? err / bound : worst;
+    if (!(err <= bound))
+      fail_msg("%s: %s (%s)[%lld] = %.9g, the reference says %.9g (bound %.3g)", what, n->name,
+               op_name(n->op), (long long)i, got[i], ref[i], bound);
+  }
+}
+
+/* A JIT with k alone; *scheduled says whether NAME.ukr was emitted. */
+static CgJit *compile(Kernel *k, bool no_schedule, bool *scheduled) {
+  char err[2048];
+  Cg *cg = cg_new("t", &(CgOpts){.opt_level = 3, .verify = true, .no_schedule = no_schedule},
+                  err, sizeof err);
+  if (!cg || !cg_kernel(cg, k, err, sizeof err))
+    fail_msg("compiling %s: %s", k->name, err);
+  char *ir = cg_print_ir(cg), want[300];
+  snprintf(want, sizeof want, "@%s.ukr", k->name); /* .ukr or .ukr_direct */
+  *scheduled = strstr(ir, want) != NULL;
+  snprintf(want, sizeof want, "@%s.rows(", k->name); /* cg_pool.c's */
+  *scheduled = *scheduled || strstr(ir, want) != NULL;
+  free(ir);
+  if (!cg_optimize(cg, err, sizeof err))
+    fail_msg("optimizing %s: %s", k->name, err);
+  CgJit *j = cg_jit(cg, err, sizeof err);
+  if (!j)
+    fail_msg("jit %s: %s", k->name, err);
+  cg_free(cg);
+  return j;
+}
+
+/* Runs k's compiled code on bufs, the output into out (numel floats). */
+static void run(CgJit *j, const Kernel *k, void **bufs, float *out, int64_t numel) {
+  CgKernelFn f = cg_jit_kernel(j, k->name);
+  if (!f)
+    fail_msg("lookup %s: %s", k->name, cg_jit_error(j));
+  memset(out, 0xff, (size_t)numel * 4);
+  bufs[k->n_bufs - 1] = out;
+  f(bufs);
+}
+
+static void diff(Compiled *c) {
+  Graph *g = c->g;
+  Node *y = graph_find_value(g, "y");
+  Node *r = graph_input(g, "r", DT_F32, y->shape, y->loc);
+  Node *yr[] = {y, r}, *m = graph_add_checked(g, OP_MUL, yr, 2, NULL, y->loc);
+  Attrs at;
+  attrs_default(OP_SUM, &at);
+  Node *loss = graph_add_checked(g, OP_SUM, &m, 1, &at, y->loc), *wrt[16], *grads[16];
+  int n = 0;
+  for (int i = 0; i < g->n_nodes && n < 16; i++)
+    if (g->nodes[i]->op == OP_INPUT && g->nodes[i] != r)
+      wrt[n++] = g->nodes[i];
+  pass_autodiff(g, &c->d, loss, wrt, n, grads);
+}
+
+static void diff_run(void *ud) { diff(ud); }
+
+static void one_case(const Case *cs) {
+  char text[1024];
+  snprintf(text, sizeof text, "model m() {\n  %s\n}\n", cs->body);
+  for (char *p = text; *p; p++)
+    *p = *p == ';' ? '\n' : *p;
+  Compiled c = compile_opts(text, true, NULL, 0);
+  MUST_COMPILE(c);
+  if (diag_protect(&c.d, diff_run, &c))
+    fail_msg("%s: autodiff: %s", cs->body, c.d.msg);
+  Graph *g = c.g;
+  Eval ev;
+  eval_init(&ev, g);
+  uint64_t seed = 7;
+  for (int i = 0; i < g->n_nodes; i++)
+    if (g->nodes[i]->op == OP_INPUT) {
+      float *d = eval_input(&ev, g->nodes[i]);
+      for (int64_t j = 0; j < shape_numel(&g->nodes[i]->shape); j++)
+        d[j] = frand(&seed);
+    }
+  char err[512];
+  if (eval_run(&ev, NULL, err, sizeof err))
+    fail_msg("%s: reference: %s", cs->body, err);
+  int seen = 0, plain = 0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    Node *n = g->nodes[i];
+    if (!gemm_op(n->op))
+      continue;
+    Kernel *k = lower_node(ar, n);
+    int64_t cnt = shape_numel(&n->shape);
+    void *bufs[3] = {ev.vals[n->in[0]->id].data, NULL, NULL}; /* inputs, then the output */
+    if (n->n_in > 1)
+      bufs[1] = ev.vals[n->in[1]->id].data;
+    float *got = malloc((size_t)cnt * 4 + 4), *loops = malloc((size_t)cnt * 4 + 4);
+    float *oracle = malloc((size_t)cnt * 4 + 4);
+    bool sched, sched_plain;
+    CgJit *j = compile(k, false, &sched), *jp = compile(k, true, &sched_plain);
+    assert_false(sched_plain);
+    plain += !sched;
+    run(jp, k, bufs, loops, cnt);
+    bufs[k->n_bufs - 1] = oracle;
+    kir_eval(k, bufs);
+    for (int threads = 1; threads <= 2; threads++) {
+      rt_set_threads(threads);
+      run(j, k, bufs, got, cnt);
+      if (memcmp(got, oracle, (size_t)cnt * 4) || memcmp(loops, oracle, (size_t)cnt * 4))
+        fail_msg("%s: %s (%s): not kir_eval's bits (%d threads)", cs->body, n->name,
+                 op_name(n->op), threads);
+    }
+    rt_set_threads(1);
+    if (!pool_op(n->op)) { /* pooling is exact: kir_eval's bits are the check (and
+                            * test_codegen compares them with the reference) */
+      float *s = abs_reference(n, &ev);
+      check_bound(n, got, ev.vals[n->id].data, s, cs->body);
+      free(s);
+    }
+    free(got), free(loops), free(oracle);
+    cg_jit_free(j), cg_jit_free(jp);
+    seen++;
+  }
+  assert_true(seen > 0);
+  if (cs->fallback ? plain == 0 : plain > 0)
+    fail_msg("%s: %d of %d kernels kept the plain loop nest", cs->body, plain, seen);
+  eval_free(&ev);
+  compiled_free(&c);
+}
+
+static void shapes(void **state) {
+  ar = arena_new();
+  for (int i = 0; i < countof(cases); i++)
+    one_case(&cases[i]);
+  print_message("  %d cases; worst |kiln - reference| / bound: %.3g\n", countof(cases), worst);
+  arena_free(ar);
+}
+
+/* Same bits on every run with 2 threads, and with 1. */
+static void determinism(void **state) {
+  static const char *const bodies[] = {
+      "input a: f32[300, 500]; input b: f32[500, 260]; y = a @ b",
+      "input x: f32[8, 6, 30, 30]; input w: f32[16, 6, 5, 5]; y = op.conv2d(x, w, pad=2)",
+  };
+  ar = arena_new();
+  for (int b = 0; b < countof(bodies); b++) {
+    char text[512];
+    snprintf(text, sizeof text, "model m() {\n  %s\n}\n", bodies[b]);
+    for (char *p = text; *p; p++)
+      *p = *p == ';' ? '\n' : *p;
+    Compiled c = compile_opts(text, false, NULL, 0);
+    MUST_COMPILE(c);
+    Node *y = graph_find_value(c.g, "y");
+    Kernel *k = lower_node(ar, y);
+    bool sched;
+    CgJit *j = compile(k, false, &sched);
+    assert_true(sched);
+    uint64_t seed = 3;
+    float *in[2];
+    for (int i = 0; i < 2; i++) {
+      int64_t cnt = shape_numel(&y->in[i]->shape);
+      in[i] = malloc((size_t)cnt * 4);
+      for (int64_t e = 0; e < cnt; e++)
+        in[i][e] = frand(&seed);
+    }
+    int64_t cnt = shape_numel(&y->shape);
+    float *first = malloc((size_t)cnt * 4), *again = malloc((size_t)cnt * 4);
+    void *bufs[3] = {in[0], in[1], NULL};
+    rt_set_threads(2);
+    run(j, k, bufs, first, cnt);
+    for (int rep = 0; rep < 3; rep++) {
+      rt_set_threads(rep < 2 ? 2 : 1);
+      run(j, k, bufs, again, cnt);
+      assert_memory_equal(first, again, (size_t)cnt * 4);
+    }
+    rt_set_threads(1);
+    free(in[0]), free(in[1]), free(first), free(again);
+    cg_jit_free(j);
+    compiled_free(&c);
+  }
+  arena_free(ar);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {cmocka_unit_test(shapes), cmocka_unit_test(determinism)};
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  rt_pool_shutdown();
+  return rc;
+}
