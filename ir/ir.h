@@ -305,7 +305,15 @@ struct Node {
   /* made by autodiff or the optimizer: part of the backward pass/update */
   bool is_backward;
   const Node *grad_of; /* the forward node whose gradient rule made it */
+  /* weight-derived (passes/prepack.c): computed from parameters only, once
+   * per change of the parameters by a prepare step, and kept beside them
+   * in the persistent region, never in the arena */
+  bool derived;
 };
+
+/* Whether n's value lives in the persistent region: a parameter or a
+ * weight-derived value. */
+static inline bool node_persistent(const Node *n) { return n->op == OP_PARAM || n->derived; }
 
 /* The training step writes `value` into the persistent tensor `target` (a
  * parameter or optimizer state) once the whole step has been computed. */

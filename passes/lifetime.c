@@ -10,12 +10,13 @@
  *
  * Backward nodes read forward values directly, so a forward value the
  * backward pass needs lives exactly until its last backward reader, and one
- * it does not need dies with its last forward reader.
+ * it does not need dies with its last forward reader.  Weight-derived
+ * values (passes/prepack.c) live with the parameters, outside the arena.
  */
 #include "passes.h"
 
 bool plan_in_arena(const Plan *p, const Node *n) {
-  return p->time[n->id] >= 0 && n->op != OP_PARAM;
+  return p->time[n->id] >= 0 && !node_persistent(n);
 }
 
 void fill_lifetimes(const Graph *g, Node *const *roots, int n_roots, Plan *p) {

@@ -13,8 +13,9 @@
  * the lower bound, the most bytes alive at any one step, which no placement
  * can beat.
  *
- * Parameters and optimizer state are in a persistent region of their own
- * (plan->persistent), never in the arena.
+ * Parameters, optimizer state and weight-derived values (passes/prepack.c)
+ * are in a persistent region of their own (plan->persistent; the derived
+ * ones also in plan->prepacked), never in the arena.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -239,9 +240,13 @@ void plan_build(Graph *g, Node *const *roots, int n_roots, const PlanOpts *o, Pl
   for (int i = 0; i < g->n_nodes; i++) {
     const Node *v = g->nodes[i];
     p->size[i] = (node_bytes(v) + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN;
-    if (v->op == OP_PARAM)
+    if (node_persistent(v) && (v->op == OP_PARAM || p->time[i] >= 0))
       p->persistent += p->size[i];
-    else if (p->time[i] >= 0)
+    if (v->derived && p->time[i] >= 0)
+      p->prepacked += p->size[i];
+    if (node_persistent(v))
+      continue;
+    if (p->time[i] >= 0)
       p->naive += p->size[i];
   }
   pass_inplace(g, p);

@@ -52,6 +52,14 @@ void build_train_step(Graph *g, Diag *d, TrainStep *ts);
 /* The train section's schedule in the runtime's terms (rt_data.h). */
 struct RtSchedule train_schedule(const TrainSpec *s);
 
+/* --- prepack.c --- */
+/* In an inference graph (not built for training, no updates), rewrites
+ * each matmul(x, w, tb=true) of a parameter w into matmul(x, wt) with wt
+ * = transpose(w) a weight-derived node (Node.derived: computed once per
+ * change of the parameters by a prepare step, kept in the persistent
+ * region).  Returns the number of matmuls rewritten. */
+int pass_prepack(Graph *g);
+
 /* --- memory planning: schedule.c, lifetime.c, inplace.c, memplan.c ---
  *
  * A Plan places every value the step computes (inputs, constants and node
@@ -85,7 +93,8 @@ typedef struct Plan {
   int64_t arena;     /* planned arena bytes */
   int64_t naive;     /* sum of all values' sizes: one buffer each */
   int64_t lower;     /* the most bytes alive at one time under the schedule */
-  int64_t persistent; /* parameters and optimizer state */
+  int64_t persistent; /* parameters, optimizer state and weight-derived values */
+  int64_t prepacked;  /* of which weight-derived values (passes/prepack.c) */
 } Plan;
 
 /* The whole plan for computing roots; raises nothing (plans always exist). */
@@ -94,7 +103,8 @@ void pass_schedule(const Graph *g, Node *const *roots, int n_roots, Plan *p);
 void fill_lifetimes(const Graph *g, Node *const *roots, int n_roots, Plan *p);
 void pass_inplace(const Graph *g, Plan *p);
 void pass_plan_offsets(Plan *p);
-/* Whether node n's value lives in the arena (scheduled and not a parameter). */
+/* Whether node n's value lives in the arena (scheduled and not persistent:
+ * a parameter or a weight-derived value). */
 bool plan_in_arena(const Plan *p, const Node *n);
 /* Checks a plan independently of how it was made (plan_verify.c). */
 bool plan_verify(const Graph *g, Node *const *roots, int n_roots, const Plan *p, char *err,

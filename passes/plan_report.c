@@ -5,6 +5,8 @@
  *   planned    the arena the plan lays out
  *   lower      the most bytes alive at one step under the schedule: no
  *              placement of these buffers can use less
+ *   persistent parameters, optimizer state, weight-derived values (these
+ *              also as "prepacked": passes/prepack.c)
  * plus, per value, its offset, size, lifetime and the values it shares
  * bytes with, and an SVG with time across and addresses up.
  */
@@ -15,12 +17,24 @@
 
 static double mib(int64_t b) { return (double)b / (1024.0 * 1024.0); }
 
+/* Scheduled weight-derived values: computed by the prepare step, not the step. */
+static int n_prepacked(const Plan *p) {
+  int n = 0;
+  for (int k = 0; k < p->n_order; k++)
+    n += p->order[k]->derived;
+  return n;
+}
+
 void plan_print_summary(const Plan *p, FILE *f) {
+  int prepacked = n_prepacked(p);
   fprintf(f, "memplan: %d values, naive %.3f MiB -> planned %.3f MiB (lower bound %.3f MiB; "
-             "planned/lower %.3f, planned/naive %.3f); persistent %.3f MiB\n",
-          p->n_order, mib(p->naive), mib(p->arena), mib(p->lower),
+             "planned/lower %.3f, planned/naive %.3f); persistent %.3f MiB",
+          p->n_order - prepacked, mib(p->naive), mib(p->arena), mib(p->lower),
           p->lower ? (double)p->arena / (double)p->lower : 1.0,
           p->naive ? (double)p->arena / (double)p->naive : 1.0, mib(p->persistent));
+  if (prepacked)
+    fprintf(f, " (%d prepacked, %.1f KiB)", prepacked, (double)p->prepacked / 1024.0);
+  fputc('\n', f);
 }
 
 /* Names of the other values at the same offset, "-" if none. */
@@ -64,9 +78,9 @@ void plan_print_text(const Plan *p, FILE *f) {
 
 void plan_print_json(const Plan *p, FILE *f) {
   fprintf(f, "{\n  \"naive\": %lld, \"planned\": %lld, \"lower_bound\": %lld, \"persistent\": %lld,\n"
-             "  \"schedule\": \"%s\", \"inplace\": %s, \"share\": %s,\n  \"values\": [\n",
+             "  \"prepacked\": %lld, \"schedule\": \"%s\", \"inplace\": %s, \"share\": %s,\n  \"values\": [\n",
           (long long)p->naive, (long long)p->arena, (long long)p->lower, (long long)p->persistent,
-          p->opts.min_memory ? "min-memory" : "default", p->opts.no_inplace ? "false" : "true",
+          (long long)p->prepacked, p->opts.min_memory ? "min-memory" : "default", p->opts.no_inplace ? "false" : "true",
           p->opts.no_share ? "false" : "true");
   int k = 0;
   for (int i = 0; i < p->n_order; i++) {

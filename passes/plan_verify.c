@@ -83,8 +83,9 @@ bool plan_verify(const Graph *g, Node *const *roots, int n_roots, const Plan *p,
     for (int k = 0; k < p->n_order && ok; k++) {
       const Node *v = p->order[k];
       int64_t off = p->offset[v->id], bytes = node_bytes(v);
-      if (v->op == OP_PARAM)
-        ok = off < 0 || verify_fail(err, errlen, "parameter %s is placed in the arena", v->name);
+      if (node_persistent(v))
+        ok = off < 0 || verify_fail(err, errlen, "%s %s is placed in the arena",
+                                    v->derived ? "weight-derived value" : "parameter", v->name);
       else if (off < 0 || off % PLAN_ALIGN || off + bytes > p->arena)
         ok = verify_fail(err, errlen, "%s at offset %lld (%lld bytes) is not an aligned place in the "
                   "%lld-byte arena", v->name, (long long)off, (long long)bytes, (long long)p->arena);

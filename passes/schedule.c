@@ -12,7 +12,7 @@
 #include "passes.h"
 
 static int64_t value_bytes(const Node *n) {
-  if (n->op == OP_PARAM || n->op == OP_INPUT)
+  if (node_persistent(n) || n->op == OP_INPUT)
     return 0; /* persistent, or alive from the start anyway */
   return (node_bytes(n) + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN;
 }

@@ -1,0 +1,83 @@
+/*
+ * prepack.c: weights laid out for inference once, not on every call (what
+ * onnxruntime calls prepacking).
+ *
+ * `dense` keeps PyTorch's weight layout [out, in] and multiplies with
+ * matmul(x, w, tb=true).  The GEMM kernel (codegen/llvm/cg_gemm.c) then
+ * packs B^T into its panel with strided gathers on every call, and at
+ * batch 1, where each panel is used once, that packing is most of the
+ * time.  In an inference graph the parameters do not change between
+ * calls, so this pass rewrites each such matmul into
+ *
+ *   matmul(x, wt, tb=false)    wt = transpose(w), marked `derived`
+ *
+ * A derived (weight-derived) value is computed from parameters only; it
+ * lives beside them in the persistent region, and a prepare step computes
+ * it again whenever the parameters are set or changed (codegen/program.c
+ * program_prepare, kiln_prepare in built programs), not the step itself.
+ * With B no longer transposed the GEMM reads it in place at batch 1
+ * (b_direct, no panel at all) and packs it with row copies instead of
+ * gathers at larger batches.  The sum order of each output is the
+ * matmul's Kernel IR order either way, so results are bit-identical.
+ *
+ * Never applied to a graph with a training step (updates) or built for
+ * training: there the parameters change every step.
+ */
+#include <string.h>
+
+#include "passes.h"
+
+/* Whether n is a parameter or computed from parameters only. */
+static bool weight_like(const Node *n) { return node_persistent(n); }
+
+/* Whether matmul n reads a constant weight as B^T. */
+static bool transposed_weight(const Node *n) {
+  return n->op == OP_MATMUL && n->at.tb && weight_like(n->in[1]) && n->in[1]->shape.rank == 2;
+}
+
+/* Moves the last node of g to position `at`, renumbering those after it,
+ * so ids stay a topological order. */
+static void move_last_to(Graph *g, int at) {
+  Node *t = g->nodes[g->n_nodes - 1];
+  memmove(&g->nodes[at + 1], &g->nodes[at], sizeof(Node *) * (size_t)(g->n_nodes - 1 - at));
+  g->nodes[at] = t;
+  for (int i = at; i < g->n_nodes; i++)
+    g->nodes[i]->id = i;
+}
+
+/* The derived transpose of w made earlier in this pass, or NULL. */
+static Node *made_for(Node *const *made, int n_made, const Node *w) {
+  for (int i = 0; i < n_made; i++)
+    if (made[i]->in[0] == w)
+      return made[i];
+  return NULL;
+}
+
+/* transpose(w) of a matrix w, placed just before node `at`. */
+static Node *derived_transpose(Graph *g, Node *w, int at, Loc loc) {
+  Node *t = graph_add_checked(g, OP_TRANSPOSE, &w, 1, NULL, loc);
+  t->derived = true;
+  move_last_to(g, at);
+  return t;
+}
+
+int pass_prepack(Graph *g) {
+  if (g->training || g->n_updates > 0)
+    return 0;
+  Node **made = arena_alloc(g->arena, sizeof(Node *) * (size_t)(g->n_nodes + 1));
+  int n_made = 0, rewritten = 0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    Node *n = g->nodes[i];
+    if (!transposed_weight(n))
+      continue;
+    Node *wt = made_for(made, n_made, n->in[1]);
+    if (!wt) {
+      wt = made[n_made++] = derived_transpose(g, n->in[1], i, n->loc);
+      i++; /* n moved one place on */
+    }
+    n->in[1] = wt;
+    n->at.tb = false;
+    rewritten++;
+  }
+  return rewritten;
+}

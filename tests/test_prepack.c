@@ -1,0 +1,206 @@
+/*
+ * test_prepack.c: prepacked weights for inference (passes/prepack.c and
+ * the prepare step of codegen/program.c).
+ *
+ *  1. Bit for bit: models/mlp.kiln and models/lenet5.kiln at N=1 and N=3,
+ *     compiled with and without the pass, on the same parameters and
+ *     inputs, write the same output bytes; the pass rewrote every dense
+ *     layer's matmul, the plan counts the prepacked bytes, and at N=1 the
+ *     GEMM micro-kernels read B in place (NAME.gemm_direct in the IR).
+ *  2. Stale weights: after a first run, new parameter values (written in
+ *     place then program_prepare, or bound as new buffers) give what a
+ *     program without prepacking computes on them.
+ *  3. Graphs with a training step are left alone.
+ */
+#include <string.h>
+
+#include "kiln_test.h"
+#include "program.h"
+#include "rt_pool.h"
+
+typedef struct Model {
+  Compiled c;
+  Program p;
+  void **pbuf; /* per node id: a parameter's buffer */
+  Node *out;
+} Model;
+
+static char *model_text(const char *name) { return read_model(name); }
+
+/* Compiles `name` at batch n, prepacked or not, parameters from seed. */
+static void model_open(Model *m, const char *name, int n, bool prepack, uint64_t seed) {
+  char def[32], err[4096];
+  snprintf(def, sizeof def, "N=%d", n);
+  const char *defs[] = {def};
+  char *text = model_text(name);
+  m->c = compile_opts(text, false, defs, 1);
+  free(text);
+  MUST_COMPILE(m->c);
+  Graph *g = m->c.g;
+  if (prepack) {
+    assert_true(pass_prepack(g) > 0);
+    assert_true(graph_verify(g, err, sizeof err));
+  }
+  m->out = g->outputs[0].node;
+  if (!program_compile(&m->p, g, &m->out, 1, &(PlanOpts){0},
+                       &(CgOpts){.opt_level = 3, .verify = true}, err, sizeof err))
+    fail_msg("%s: %s", name, err);
+  m->pbuf = calloc((size_t)g->n_nodes, sizeof(void *));
+  for (int i = 0; i < g->n_nodes; i++)
+    if (g->nodes[i]->op == OP_PARAM) {
+      m->pbuf[i] = malloc((size_t)node_bytes(g->nodes[i]));
+      param_init_fill(g->nodes[i], seed, m->pbuf[i]);
+      program_bind_param(&m->p, g->nodes[i], m->pbuf[i]);
+    }
+}
+
+static void model_close(Model *m) {
+  for (int i = 0; i < m->c.g->n_nodes; i++)
+    free(m->pbuf[i]);
+  free(m->pbuf);
+  program_free(&m->p);
+  compiled_free(&m->c);
+}
+
+/* Fills every input (seeded by name), runs, returns the output. */
+static const void *model_run(Model *m) {
+  Graph *g = m->c.g;
+  for (int i = 0; i < g->n_nodes; i++) {
+    Node *n = g->nodes[i];
+    float *x = n->op == OP_INPUT ? program_value(&m->p, n) : NULL;
+    if (!x || n->dtype != DT_F32)
+      continue;
+    uint64_t s = rng_seed_for(7, n->name);
+    for (int64_t k = 0; k < shape_numel(&n->shape); k++)
+      x[k] = (float)rng_normal(s, (uint64_t)k);
+  }
+  program_run(&m->p, 0);
+  return program_value(&m->p, m->out);
+}
+
+static void same_output(Model *a, Model *b, const char *what) {
+  const void *x = model_run(a), *y = model_run(b);
+  if (memcmp(x, y, (size_t)node_bytes(a->out)) != 0)
+    fail_msg("%s: prepacked and plain outputs differ", what);
+}
+
+static int count_matmul_tb(const Graph *g) {
+  int n = 0;
+  for (int i = 0; i < g->n_nodes; i++)
+    n += g->nodes[i]->op == OP_MATMUL && g->nodes[i]->at.tb;
+  return n;
+}
+
+/* The number of GEMM micro-kernels reading B in place in g's module. */
+static int direct_kernels(Model *m) {
+  Graph *g = m->c.g;
+  char err[4096];
+  int *slot = calloc((size_t)g->n_nodes, sizeof(int));
+  for (int i = 0, s = 1; i < g->n_nodes; i++)
+    if (node_persistent(g->nodes[i]))
+      slot[i] = s++;
+  CgCall *calls = calloc((size_t)m->p.plan.n_order + 1, sizeof *calls);
+  int nc = 0;
+  Cg *cg = cg_new("t", &(CgOpts){.opt_level = 0}, err, sizeof err);
+  if (!program_calls(g, &m->p.plan, slot, calls, &nc, err, sizeof err) ||
+      !cg_step(cg, "step", calls, nc, err, sizeof err))
+    fail_msg("%s", err);
+  char *ir = cg_print_ir(cg);
+  int n = 0;
+  for (const char *p = ir; (p = strstr(p, "define internal void @")); p++) {
+    const char *eol = strchr(p, '\n');
+    const char *d = strstr(p, ".gemm_direct");
+    n += d && eol && d < eol;
+  }
+  free(ir);
+  cg_free(cg);
+  free(calls);
+  free(slot);
+  return n;
+}
+
+static void bit_exact(void **state) {
+  const char *models[] = {"mlp.kiln", "lenet5.kiln"};
+  const int batches[] = {1, 3};
+  rt_set_threads(2);
+  for (int i = 0; i < 2; i++)
+    for (int b = 0; b < 2; b++) {
+      char what[64];
+      snprintf(what, sizeof what, "%s N=%d", models[i], batches[b]);
+      Model plain, packed;
+      model_open(&plain, models[i], batches[b], false, 3);
+      model_open(&packed, models[i], batches[b], true, 3);
+      assert_int_equal(count_matmul_tb(packed.c.g), 0);
+      assert_true(count_matmul_tb(plain.c.g) >= 3); /* the dense layers */
+      assert_int_equal(packed.p.n_derived, count_matmul_tb(plain.c.g));
+      assert_true(packed.p.plan.prepacked > 0);
+      assert_int_equal(plain.p.plan.prepacked, 0);
+      assert_int_equal(packed.p.n_kernels, plain.p.n_kernels); /* the transposes: prepare */
+      same_output(&plain, &packed, what);
+      if (batches[b] == 1)
+        assert_int_equal(direct_kernels(&packed), packed.p.n_derived);
+      print_message("  %-18s %d weights prepacked (%lld bytes), identical output\n", what,
+                    packed.p.n_derived, (long long)packed.p.plan.prepacked);
+      model_close(&plain);
+      model_close(&packed);
+    }
+  rt_set_threads(1);
+}
+
+/* New parameter values after a first run: in place, then program_prepare;
+ * or new buffers bound (the next run prepares by itself). */
+static void stale_weights(void **state) {
+  Model plain, packed;
+  model_open(&plain, "mlp.kiln", 1, false, 5);
+  model_open(&packed, "mlp.kiln", 1, true, 3);
+  const void *first = model_run(&packed);
+  char *old = malloc((size_t)node_bytes(packed.out));
+  memcpy(old, first, (size_t)node_bytes(packed.out));
+  Graph *g = packed.c.g;
+  for (int i = 0; i < g->n_nodes; i++) /* seed 5 in place */
+    if (g->nodes[i]->op == OP_PARAM)
+      param_init_fill(g->nodes[i], 5, packed.pbuf[i]);
+  program_prepare(&packed.p);
+  same_output(&plain, &packed, "mlp: weights changed in place");
+  assert_true(memcmp(old, program_value(&packed.p, packed.out), (size_t)node_bytes(packed.out)));
+  Model plain9;
+  model_open(&plain9, "mlp.kiln", 1, false, 9);
+  for (int i = 0; i < g->n_nodes; i++) /* seed 9 in new buffers */
+    if (g->nodes[i]->op == OP_PARAM) {
+      free(packed.pbuf[i]);
+      packed.pbuf[i] = malloc((size_t)node_bytes(g->nodes[i]));
+      param_init_fill(g->nodes[i], 9, packed.pbuf[i]);
+      program_bind_param(&packed.p, g->nodes[i], packed.pbuf[i]);
+    }
+  same_output(&plain9, &packed, "mlp: new weight buffers bound");
+  free(old);
+  model_close(&plain9);
+  model_close(&plain);
+  model_close(&packed);
+}
+
+static void training_untouched(void **state) {
+  char *text = model_text("mlp.kiln");
+  Compiled c = compile_opts(text, true, NULL, 0);
+  MUST_COMPILE(c);
+  int before = c.g->n_nodes;
+  assert_int_equal(pass_prepack(c.g), 0); /* built for training */
+  assert_int_equal(c.g->n_nodes, before);
+  compiled_free(&c);
+  c = compile_opts(text, false, NULL, 0);
+  TrainStep ts;
+  if (c.g->has_train) {
+    compiled_free(&c);
+    c = compile_opts(text, true, NULL, 0);
+    build_train_step(c.g, &c.d, &ts);
+    assert_int_equal(pass_prepack(c.g), 0); /* updates: parameters change */
+  }
+  compiled_free(&c);
+  free(text);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {cmocka_unit_test(bit_exact), cmocka_unit_test(stale_weights),
+                                     cmocka_unit_test(training_untouched)};
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
