@@ -35,6 +35,7 @@ static const Opt opts[] = {
     {'C', "--schedule", NULL, true}, {'P', "--no-plan", NULL, false},
     {'V', "--verbose", "-v", false}, {'Y', "--verify-plan", NULL, false},
     {'j', "--threads", NULL, true}, {'k', "--repeat", NULL, true},
+    {'e', "--emit", NULL, true},    {'K', "--no-prepack", NULL, false},
 };
 
 /* A positive integer option value; returns false if malformed. */
@@ -114,12 +115,14 @@ static int set_opt(Cli *c, const Opt *o, const char *val) {
   case 'P': c->no_plan = true; return EXIT_OK;
   case 'V': c->verbose = true; return EXIT_OK;
   case 'Y': c->verify_plan = true; return EXIT_OK;
+  case 'K': c->no_prepack = true; return EXIT_OK;
   case 'C':
     if (strcmp(val, "default") && strcmp(val, "min-memory"))
       return cli_usage_error(c->cmd, "--schedule must be default or min-memory, got '%s'", val);
     c->plan.min_memory = val[0] == 'm';
     return EXIT_OK;
   case 'd': c->data = val; return EXIT_OK;
+  case 'e': c->emit = c->emit ? arena_fmt(c->arena, "%s,%s", c->emit, val) : val; return EXIT_OK;
   case 'v': c->save = val; return EXIT_OK;
   case 'u': c->resume = val; return EXIT_OK;
   case 'E': case 'B': case 'L': case 'T': case 'j': case 'k': {

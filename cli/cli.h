@@ -38,7 +38,9 @@ typedef struct Cli {
   /* memory planning */
   PlanOpts plan;
   bool no_plan, verbose, verify_plan;
+  bool no_prepack; /* --no-prepack: weights as the model has them (passes/prepack.c) */
   int64_t threads; /* --threads (0: one per core) */
+  const char *emit; /* build: --emit LIST */
   int64_t repeat;  /* --repeat: timed runs */
   Arena *arena;
   Diag diag;
@@ -70,7 +72,7 @@ typedef struct Command {
 /* Parses argv, prints help or runs the command, frees; returns the exit code. */
 int cli_main(const Command *cmd, int argc, char **argv);
 
-extern const Command cmd_check, cmd_show, cmd_run, cmd_init, cmd_train;
+extern const Command cmd_check, cmd_show, cmd_run, cmd_init, cmd_train, cmd_build;
 
 /* Plans g for roots with the command line's switches, verifies the plan
  * under --verify-plan (an internal error if it fails), reports it with -v. */

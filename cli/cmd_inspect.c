@@ -23,6 +23,7 @@ static const char check_help[] =
 static const char show_help[] =
     "usage: kiln show MODEL.kiln [--format text|dot|json|svg] [--stage graph|grad|plan]\n"
     "                 [-o FILE] [--no-inplace] [--no-share] [--schedule=default|min-memory]\n"
+    "                 [--no-prepack]\n"
     "                 [-D NAME=VALUE]... [--model NAME] [--train]\n"
     "\n"
     "Prints the model's graph: every value's name, op, attributes, shape, dtype,\n"
@@ -41,6 +42,9 @@ static const char show_help[] =
     "  --no-inplace, --no-share, --schedule=default|min-memory\n"
     "                           switch off in-place reuse or sharing, or choose the\n"
     "                           order that lowers peak memory\n"
+    "  --no-prepack             plan: no weights prepacked for inference (by default\n"
+    "                           transposed weights of matmuls are kept transposed\n"
+    "                           beside the parameters, counted as \"prepacked\")\n"
     "  -o, --out FILE           write to FILE instead of standard output\n"
     "  -D, --define NAME=VALUE  override a model constant\n"
     "  --model NAME             which model of the file (default: the first)\n"
@@ -134,6 +138,8 @@ static void plan_fn(void *ud) {
       roots[i] = c->g->outputs[i].node;
     if (!n)
       error_plain(&c->diag, "model %s has no outputs to plan for", c->g->name);
+    if (!c->no_prepack)
+      pass_prepack(c->g); /* what run and build compile */
   }
   c->verify_plan = true;
   cli_plan(c, c->g, roots, n, &sp->p);
@@ -174,4 +180,4 @@ static int show_run(Cli *c) {
   return rc == EXIT_OK ? show_graph(c) : rc;
 }
 
-const Command cmd_show = {"show", "DmtfsohIHC", show_help, show_validate, show_run};
+const Command cmd_show = {"show", "DmtfsohIHCK", show_help, show_validate, show_run};

@@ -42,6 +42,10 @@ static const char run_help[] =
     "                           of the planned arena (compiled code always plans)\n"
     "  --no-inplace, --no-share, --schedule=default|min-memory\n"
     "                           memory-planning switches (see kiln show --stage plan)\n"
+    "  --no-prepack             compute with the weights as the model lays them out:\n"
+    "                           by default a matmul reading a weight transposed (dense)\n"
+    "                           reads a transposed copy made once, when the weights\n"
+    "                           are set (compiled inference only; same results)\n"
     "  --threads N              worker threads of compiled code (default: one per core)\n"
     "  --repeat N               run N more times and print the step's latency\n"
     "  -v, --verbose            print the memory plan's totals\n"
@@ -332,33 +336,6 @@ static RtTensor as_tensor(const Node *n, void *data) {
   return t;
 }
 
-static void print_value(const char *name, const Node *n, const RtTensor *t) {
-  char tb[160];
-  int64_t count = rt_numel(t);
-  double lo = INFINITY, hi = -INFINITY, sum = 0;
-  int64_t nan = 0;
-  for (int64_t i = 0; i < count; i++) {
-    double v = n->dtype == DT_F32 ? ((float *)t->data)[i] : ((int32_t *)t->data)[i];
-    if (isnan(v)) {
-      nan++;
-      continue;
-    }
-    lo = v < lo ? v : lo;
-    hi = v > hi ? v : hi;
-    sum += v;
-  }
-  printf("%s: %s", name, node_type_str(n, tb, sizeof tb));
-  if (count > nan)
-    printf("  min %.6g  max %.6g  mean %.6g", lo, hi, sum / (double)(count - nan));
-  if (nan)
-    printf("  (%lld NaN)", (long long)nan);
-  printf("\n  [");
-  for (int64_t i = 0; i < count && i < 8; i++)
-    printf("%s%.6g", i ? ", " : "", n->dtype == DT_F32 ? ((float *)t->data)[i]
-                                                        : (double)((int32_t *)t->data)[i]);
-  printf("%s]\n", count > 8 ? ", ..." : "");
-}
-
 static void write_outputs(Run *r) {
   Cli *c = r->c;
   char err[512];
@@ -367,7 +344,7 @@ static void write_outputs(Run *r) {
     RtTensor t = as_tensor(n, exec_value(&r->x, n));
     const char *name = c->n_outputs ? c->outputs[i].name : c->g->outputs[i].name;
     if (!r->root_paths[i]) {
-      print_value(name, n, &t);
+      rt_tensor_summary(stdout, name, &t);
       continue;
     }
     if (rt_npy_write(r->root_paths[i], &t, err, sizeof err) != RT_OK) {
@@ -426,6 +403,8 @@ static void run_fn(void *ud) {
   load_input_files(r);
   cli_compile(c);
   specialize(r);
+  if (!c->reference && !c->no_prepack)
+    pass_prepack(c->g); /* parameters do not change during a run */
   char err[512];
   if (!graph_verify(c->g, err, sizeof err))
     die("graph verification failed: %s", err);
@@ -456,7 +435,7 @@ static int with_run(Cli *c, void (*fn)(void *)) {
 
 static int run_run(Cli *c) { return with_run(c, run_fn); }
 
-const Command cmd_run = {"run", "DmtiOwrRShIHCPVYjk", run_help, NULL, run_run};
+const Command cmd_run = {"run", "DmtiOwrRShIHCPVYjkK", run_help, NULL, run_run};
 
 /* --- init --------------------------------------------------------------------------- */
 

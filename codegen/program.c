@@ -6,6 +6,15 @@
  * schedule (the arena may reuse their bytes before and after).  Each
  * kernel buffer is located for the step function as a byte offset into
  * the arena, or an extern slot (parameters; slot 0 for the step counter).
+ * program_calls is that translation alone: codegen/aot.c compiles the
+ * same calls into an object file.
+ *
+ * Weight-derived values (passes/prepack.c) are not computed by the step:
+ * a second function, the prepare step (program_prepare_calls), computes
+ * them from the parameters into persistent buffers of their own (extern
+ * slots after the parameters').  It runs before the first step after a
+ * parameter is bound, and whenever the caller says parameters changed
+ * (program_prepare), so the step never reads a stale prepacked weight.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -33,19 +42,23 @@ static int param_slot(const Program *p, int node) {
   for (int i = 0; i < p->n_params; i++)
     if (p->params[i]->id == node)
       return 1 + i;
+  for (int i = 0; i < p->n_derived; i++)
+    if (p->derived[i]->id == node)
+      return 1 + p->n_params + i;
   return -1;
 }
 
 /* Where the step function finds each buffer of k. */
-static bool locate(Program *p, const Kernel *k, CgRef *refs, char *err, size_t n) {
+static bool locate(const Plan *plan, const int *slot, const Kernel *k, CgRef *refs, char *err,
+                   size_t n) {
   for (int i = 0; i < k->n_bufs; i++) {
     int node = k->bufs[i].node;
     if (node == KBUF_STEP) {
       refs[i] = (CgRef){CG_EXTERN, 0};
-    } else if (node >= 0 && p->plan.offset[node] >= 0) {
-      refs[i] = (CgRef){CG_ARENA, p->plan.offset[node]};
-    } else if (node >= 0 && param_slot(p, node) > 0) {
-      refs[i] = (CgRef){CG_EXTERN, param_slot(p, node)};
+    } else if (node >= 0 && plan->offset[node] >= 0) {
+      refs[i] = (CgRef){CG_ARENA, plan->offset[node]};
+    } else if (node >= 0 && slot[node] > 0) {
+      refs[i] = (CgRef){CG_EXTERN, slot[node]};
     } else {
       snprintf(err, n, "kernel %s: buffer %s has no place (scratch buffers are not planned)",
                k->name, k->bufs[i].name);
@@ -55,19 +68,97 @@ static bool locate(Program *p, const Kernel *k, CgRef *refs, char *err, size_t n
   return true;
 }
 
-static bool build_calls(Program *p, CgCall *calls, int *n_calls, char *err, size_t n) {
-  Arena *a = p->g->arena;
+/* The calls of the scheduled nodes that are weight-derived (prepare) or
+ * are not (the step). */
+static bool calls_of(Graph *g, const Plan *plan, const int *slot, bool prepare, CgCall *calls,
+                     int *n_calls, char *err, size_t n) {
+  Arena *a = g->arena;
   *n_calls = 0;
-  for (int s = 0; s < p->plan.n_order; s++) {
-    const Node *v = p->plan.order[s];
-    if (v->op == OP_INPUT || v->op == OP_PARAM)
+  for (int s = 0; s < plan->n_order; s++) {
+    const Node *v = plan->order[s];
+    if (v->op == OP_INPUT || v->op == OP_PARAM || v->derived != prepare)
       continue;
     Kernel *k = v->op == OP_CONST ? const_kernel(a, v) : lower_node(a, v);
     k->name = arena_fmt(a, "%s_%d", k->name, v->id); /* unique in the module */
     CgRef *refs = arena_alloc(a, sizeof(CgRef) * (size_t)(k->n_bufs + 1));
-    if (!locate(p, k, refs, err, n))
+    if (!locate(plan, slot, k, refs, err, n))
       return false;
     calls[(*n_calls)++] = (CgCall){k, refs};
+  }
+  return true;
+}
+
+bool program_calls(Graph *g, const Plan *plan, const int *slot, CgCall *calls, int *n_calls,
+                   char *err, size_t n) {
+  return calls_of(g, plan, slot, false, calls, n_calls, err, n);
+}
+
+bool program_prepare_calls(Graph *g, const Plan *plan, const int *slot, CgCall *calls,
+                           int *n_calls, char *err, size_t n) {
+  return calls_of(g, plan, slot, true, calls, n_calls, err, n);
+}
+
+/* The scheduled parameters and weight-derived values, and their slots. */
+static int *persistent_slots(Program *p, Graph *g) {
+  size_t n = (size_t)(g->n_nodes + 1);
+  p->params = arena_alloc(g->arena, sizeof(Node *) * n);
+  p->derived = arena_alloc(g->arena, sizeof(Node *) * n);
+  for (int s = 0; s < p->plan.n_order; s++) {
+    Node *v = p->plan.order[s];
+    if (v->op == OP_PARAM)
+      p->params[p->n_params++] = v;
+    else if (v->derived)
+      p->derived[p->n_derived++] = v;
+  }
+  int *slot = arena_alloc(g->arena, sizeof(int) * n);
+  for (int i = 0; i < p->n_params; i++)
+    slot[p->params[i]->id] = 1 + i;
+  for (int i = 0; i < p->n_derived; i++)
+    slot[p->derived[i]->id] = 1 + p->n_params + i;
+  return slot;
+}
+
+/* The weight-derived values' persistent block, and their ext slots in it. */
+static bool alloc_prepared(Program *p, char *err, size_t errlen) {
+  size_t bytes = 0;
+  for (int i = 0; i < p->n_derived; i++)
+    bytes += (size_t)p->plan.size[p->derived[i]->id];
+  if (!p->n_derived)
+    return true;
+  p->prepared = aligned_alloc(PLAN_ALIGN, bytes);
+  if (!p->prepared) {
+    snprintf(err, errlen, "out of memory: prepacked weights need %zu bytes", bytes);
+    return false;
+  }
+  memset(p->prepared, 0, bytes);
+  size_t off = 0;
+  for (int i = 0; i < p->n_derived; i++) {
+    p->ext[1 + p->n_params + i] = p->prepared + off;
+    off += (size_t)p->plan.size[p->derived[i]->id];
+  }
+  p->stale = true;
+  return true;
+}
+
+/* Compiles the step (and the prepare step when there are derived values). */
+static bool compile_steps(Program *p, Graph *g, const int *slot, const CgOpts *co, char *err,
+                          size_t errlen) {
+  CgCall *calls = arena_alloc(g->arena, sizeof(CgCall) * (size_t)(p->plan.n_order + 1));
+  CgCall *prep = arena_alloc(g->arena, sizeof(CgCall) * (size_t)(p->plan.n_order + 1));
+  int n_prep = 0;
+  if (!program_calls(g, &p->plan, slot, calls, &p->n_kernels, err, errlen) ||
+      !program_prepare_calls(g, &p->plan, slot, prep, &n_prep, err, errlen))
+    return false;
+  p->cg = cg_new(g->name, co, err, errlen);
+  if (!p->cg || !cg_step(p->cg, "kiln_step", calls, p->n_kernels, err, errlen) ||
+      (n_prep && !cg_step(p->cg, "kiln_prepare", prep, n_prep, err, errlen)) ||
+      !cg_optimize(p->cg, err, errlen) || !(p->jit = cg_jit(p->cg, err, errlen)))
+    return false;
+  p->step = cg_jit_step(p->jit, "kiln_step");
+  p->prepare = n_prep ? cg_jit_step(p->jit, "kiln_prepare") : NULL;
+  if (!p->step || (n_prep && !p->prepare)) {
+    snprintf(err, errlen, "%s", cg_jit_error(p->jit));
+    return false;
   }
   return true;
 }
@@ -78,39 +169,38 @@ bool program_compile(Program *p, Graph *g, Node *const *roots, int n_roots, cons
   double t0 = now_seconds();
   p->g = g;
   plan_build(g, roots, n_roots, po, &p->plan);
-  p->params = arena_alloc(g->arena, sizeof(Node *) * (size_t)(g->n_nodes + 1));
-  for (int s = 0; s < p->plan.n_order; s++)
-    if (p->plan.order[s]->op == OP_PARAM)
-      p->params[p->n_params++] = p->plan.order[s];
-  CgCall *calls = arena_alloc(g->arena, sizeof(CgCall) * (size_t)(p->plan.n_order + 1));
-  if (!build_calls(p, calls, &p->n_kernels, err, errlen))
+  int *slot = persistent_slots(p, g);
+  if (!compile_steps(p, g, slot, co, err, errlen))
     return false;
-  p->cg = cg_new(g->name, co, err, errlen);
-  if (!p->cg || !cg_step(p->cg, "kiln_step", calls, p->n_kernels, err, errlen) ||
-      !cg_optimize(p->cg, err, errlen) || !(p->jit = cg_jit(p->cg, err, errlen)))
-    return false;
-  p->step = cg_jit_step(p->jit, "kiln_step");
-  if (!p->step) {
-    snprintf(err, errlen, "%s", cg_jit_error(p->jit));
-    return false;
-  }
   size_t bytes = ((size_t)p->plan.arena + PLAN_ALIGN) / PLAN_ALIGN * PLAN_ALIGN;
   p->arena = aligned_alloc(PLAN_ALIGN, bytes);
-  p->ext = calloc((size_t)p->n_params + 1, sizeof(void *));
+  p->ext = calloc((size_t)(p->n_params + p->n_derived) + 1, sizeof(void *));
   if (!p->arena || !p->ext) {
     snprintf(err, errlen, "out of memory: the arena needs %zu bytes", bytes);
     return false;
   }
   memset(p->arena, 0, bytes);
   p->ext[0] = &p->step_counter;
+  if (!alloc_prepared(p, err, errlen))
+    return false;
   p->compile_seconds = now_seconds() - t0;
   return true;
 }
 
 void program_bind_param(Program *p, const Node *param, void *data) {
   int slot = param_slot(p, param->id);
-  if (slot > 0)
+  if (slot > 0 && slot <= p->n_params) {
     p->ext[slot] = data;
+    p->stale = true; /* its values are written after binding, before the next run */
+  }
+}
+
+void program_prepare(Program *p) {
+  for (int i = 0; i < p->n_params; i++)
+    ASSERT(p->ext[1 + i]);
+  if (p->prepare)
+    p->prepare(p->arena, (void *const *)p->ext);
+  p->stale = false;
 }
 
 void *program_value(Program *p, const Node *n) {
@@ -123,6 +213,8 @@ void *program_value(Program *p, const Node *n) {
 void program_run(Program *p, int64_t step) {
   for (int i = 0; i < p->n_params; i++)
     ASSERT(p->ext[1 + i]);
+  if (p->stale)
+    program_prepare(p);
   p->step_counter = step;
   p->step(p->arena, (void *const *)p->ext);
 }
@@ -141,6 +233,7 @@ void program_free(Program *p) {
   cg_jit_free(p->jit);
   cg_free(p->cg);
   free(p->arena);
+  free(p->prepared);
   free(p->ext);
   memset(p, 0, sizeof *p);
 }

@@ -62,6 +62,7 @@ void rt_progress_set_clock(RtProgress *p, double (*clock)(void *ctx), void *ctx)
   p->clock_ctx = ctx;
   p->start = p->clock(p->clock_ctx);
   p->last_draw = -HUGE_VAL;
+  p->finished = -1;
 }
 
 /* "0:42" or "1:02:03" for the terminal line. */
@@ -147,6 +148,7 @@ void rt_progress_step(RtProgress *p, int64_t step, double loss) {
   p->loss_sum += loss;
   p->losses++;
   last = p->steps > 0 && p->done >= p->steps;
+  if (last) p->finished = now;
   if (p->terminal) {
     if (last || now - p->last_draw >= REDRAW_EVERY) draw_terminal(p, now);
   } else {
@@ -157,7 +159,7 @@ void rt_progress_step(RtProgress *p, int64_t step, double loss) {
 }
 
 void rt_progress_end(RtProgress *p, const char *extra) {
-  double now = p->clock(p->clock_ctx), loss, rate, eta;
+  double now = p->finished >= 0 ? p->finished : p->clock(p->clock_ctx), loss, rate, eta;
   char line[512], took[32];
   rates(p, now, &loss, &rate, &eta);
   if (now - p->start < 60) snprintf(took, sizeof took, "%.1fs", now - p->start);

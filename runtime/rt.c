@@ -1,7 +1,7 @@
 /*
  * rt.c: the small helpers every runtime user needs: names for statuses and
- * dtypes, element counts and byte sizes, and the "f32[2, 3]" type string
- * that diagnostics print.
+ * dtypes, element counts and byte sizes, the "f32[2, 3]" type string
+ * that diagnostics print, and a tensor's one-look summary.
  *
  * They are pure functions of their arguments (no global state), so any
  * thread may call them.  rt_numel uses checked multiplication because shapes
@@ -10,6 +10,7 @@
  */
 #include "rt.h"
 
+#include <math.h>
 #include <stdio.h>
 
 const char *rt_status_str(RtStatus s) {
@@ -97,4 +98,28 @@ char *rt_tensor_type_str(const RtTensor *t, char *buf, size_t n) {
   }
   put(buf, n, &used, "]");
   return buf;
+}
+
+void rt_tensor_summary(FILE *f, const char *name, const RtTensor *t) {
+  char tb[160];
+  int64_t count = rt_numel(t), nan = 0;
+  double lo = INFINITY, hi = -INFINITY, sum = 0;
+  for (int64_t i = 0; i < count; i++) {
+    double v = t->dtype == RT_F32 ? ((const float *)t->data)[i] : ((const int32_t *)t->data)[i];
+    if (isnan(v)) {
+      nan++;
+      continue;
+    }
+    lo = v < lo ? v : lo;
+    hi = v > hi ? v : hi;
+    sum += v;
+  }
+  fprintf(f, "%s: %s", name, rt_tensor_type_str(t, tb, sizeof tb));
+  if (count > nan) fprintf(f, "  min %.6g  max %.6g  mean %.6g", lo, hi, sum / (double)(count - nan));
+  if (nan) fprintf(f, "  (%lld NaN)", (long long)nan);
+  fprintf(f, "\n  [");
+  for (int64_t i = 0; i < count && i < 8; i++)
+    fprintf(f, "%s%.6g", i ? ", " : "",
+            t->dtype == RT_F32 ? ((const float *)t->data)[i] : (double)((const int32_t *)t->data)[i]);
+  fprintf(f, "%s]\n", count > 8 ? ", ..." : "");
 }

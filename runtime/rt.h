@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define RT_MAX_RANK 8
 
@@ -56,6 +57,10 @@ int64_t rt_numel(const RtTensor *t);
 size_t rt_nbytes(const RtTensor *t);
 /* Formats "f32[2, 3]" into buf (always NUL-terminated); returns buf. */
 char *rt_tensor_type_str(const RtTensor *t, char *buf, size_t n);
+/* Prints "NAME: f32[2, 3]  min ..  max ..  mean .." (NaNs left out and
+ * counted) and a line with the first 8 values to f: what `kiln run` and a
+ * built program print for an output given no --output file. */
+void rt_tensor_summary(FILE *f, const char *name, const RtTensor *t);
 
 /* ---- npy.c: NumPy .npy files (format versions 1.0, 2.0 and 3.0) ----
  * Reading accepts little-endian '<f4', '<i4' natively and converts '<f8' to

@@ -116,6 +116,7 @@ typedef struct RtProgress {
   double (*clock)(void *ctx);
   void *clock_ctx;
   double start, last_draw; /* clock values */
+  double finished;         /* clock value at the epoch's last step, or -1 */
   double loss_sum;
   int64_t done;   /* steps completed */
   int64_t losses; /* losses summed */
@@ -133,7 +134,10 @@ void rt_progress_init_mode(RtProgress *p, FILE *f, int epoch, int epochs, int64_
 void rt_progress_set_clock(RtProgress *p, double (*clock)(void *ctx), void *ctx);
 /* Reports that step `step` (0-based) finished with this loss. */
 void rt_progress_step(RtProgress *p, int64_t step, double loss);
-/* Prints the summary line; extra (e.g. "test accuracy 84.12%") may be NULL. */
+/* Prints the summary line; extra (e.g. "test accuracy 84.12%") may be NULL.
+ * Its time and examples/s are the training steps' (up to the last step,
+ * when the steps per epoch are known): work done between the last step and
+ * this call, such as measuring test accuracy, is not counted. */
 void rt_progress_end(RtProgress *p, const char *extra);
 /* Seconds on the monotonic clock (CLOCK_MONOTONIC). */
 double rt_now(void);

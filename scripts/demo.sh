@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # demo.sh: from a fresh checkout, install what is missing, build kiln, and run
-# the main job: check, show and run LeNet-5 with the reference evaluator,
-# then train the MLP on Fashion-MNIST (5,000 images, one epoch, reference
-# evaluator) and classify real test images with the trained weights.
+# the main job: check LeNet-5, compile it ahead of time with its training
+# step into a standalone program (kiln build --train), train that program on
+# Fashion-MNIST (2 epochs, progress bar, test accuracy after each), then
+# classify real test images with the built program and the trained weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -11,6 +12,8 @@ cmake --build build -j "$(nproc)"
 
 out=out/demo
 mkdir -p "$out"
+fmnist=/usr/share/datasets/fashion-mnist
+python3=/usr/bin/python3
 echo "== kiln check models/lenet5.kiln"
 ./build/kiln check models/lenet5.kiln
 echo
@@ -18,47 +21,28 @@ echo "== kiln show models/lenet5.kiln --format dot | dot -Tsvg > $out/lenet5.svg
 ./build/kiln show models/lenet5.kiln --format dot | dot -Tsvg > "$out/lenet5.svg"
 echo "wrote $out/lenet5.svg"
 echo
-echo "== kiln init models/lenet5.kiln -D N=4 -o $out/lenet5.safetensors"
-./build/kiln init models/lenet5.kiln -D N=4 --seed 1 -o "$out/lenet5.safetensors"
+echo "== kiln build models/lenet5.kiln --train -o $out/lenet5"
+./build/kiln build models/lenet5.kiln --train -o "$out/lenet5" -v
 echo
-echo "== four 28x28 images (a seeded pattern; real data arrives with training)"
-python3=/usr/bin/python3
-"$python3" - "$out/images.npy" <<'PY'
-import sys, numpy as np
-rng = np.random.default_rng(0)
-x = rng.random((4, 1, 28, 28), dtype=np.float32)
-np.save(sys.argv[1], x)
-print(f"wrote {sys.argv[1]}: float32{list(x.shape)}")
-PY
+echo "== $out/lenet5 --help"
+"$out/lenet5" --help
 echo
-echo "== kiln run --reference models/lenet5.kiln -D N=4 --weights ... --input x=... --output probs=..."
-./build/kiln run --reference models/lenet5.kiln -D N=4 --weights "$out/lenet5.safetensors" \
-  --input x="$out/images.npy" --output probs="$out/probs.npy"
-"$python3" - "$out/probs.npy" <<'PY'
-import sys, numpy as np
-p = np.load(sys.argv[1])
-print(f"probs {p.dtype}{list(p.shape)}; rows sum to {np.round(p.sum(1), 5).tolist()}")
-print("predicted classes:", p.argmax(1).tolist())
-PY
-
-fmnist=/usr/share/datasets/fashion-mnist
+echo "== $out/lenet5 train --data $fmnist --epochs 2 --save $out/lenet5.safetensors"
+"$out/lenet5" train --data "$fmnist" --epochs 2 --save "$out/lenet5.safetensors"
 echo
-echo "== kiln train models/mlp.kiln --data $fmnist --reference --limit 5000 --epochs 1 --save ..."
-./build/kiln train models/mlp.kiln --data "$fmnist" --reference --limit 5000 --epochs 1 --seed 1 \
-  --save "$out/mlp.safetensors"
-echo
-echo "== the first eight test images, classified by the trained MLP"
+echo "== the first eight test images, classified by the built program with the trained weights"
 "$python3" - "$fmnist" "$out" <<'PY'
 import gzip, sys, numpy as np
 src, out = sys.argv[1], sys.argv[2]
 with gzip.open(f"{src}/t10k-images-idx3-ubyte.gz") as f:
-    x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784)[:8] / 255.0
+    x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:8] / 255.0
 with gzip.open(f"{src}/t10k-labels-idx1-ubyte.gz") as f:
     y = np.frombuffer(f.read(), np.uint8, offset=8)[:8]
 np.save(f"{out}/test8.npy", x.astype(np.float32))
 np.save(f"{out}/labels8.npy", y.astype(np.int32))
+print(f"wrote {out}/test8.npy: float32{list(x.shape)}")
 PY
-./build/kiln run models/mlp.kiln --weights "$out/mlp.safetensors" --input x="$out/test8.npy" \
+"$out/lenet5" --weights "$out/lenet5.safetensors" --input x="$out/test8.npy" \
   --output probs="$out/probs8.npy"
 "$python3" - "$out" <<'PY'
 import sys, numpy as np

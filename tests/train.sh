@@ -56,20 +56,7 @@ for split, n in (("train", 96), ("test", 40)):
     np.save(f"{d}/{split}_x.npy", x)
     np.save(f"{d}/{split}_y.npy", y)
 PY
-cat >"$tmp/small.kiln" <<'EOF'
-model small(N = 8) {
-  input x: f32[N, 6]
-  input y: i32[N]
-  logits = dense(relu(dense(x, out=16)), out=3)
-  output probs = softmax(logits, axis=1)
-  loss = cross_entropy(logits, y)
-}
-train small {
-  minimize  loss
-  optimizer adam(lr=0.01)
-  epochs    3
-}
-EOF
+cp tests/data/small.kiln "$tmp/small.kiln"
 expect 0 "train on .npy files" -- "$KILN" train "$tmp/small.kiln" --data "$tmp/npy" --reference
 contains "$err" "epoch 3/3"
 contains "$err" "test accuracy"

@@ -1,0 +1,499 @@
+/*
+ * cmd_build.c: `kiln build`, the ahead-of-time compiler: a model in, a
+ * standalone program (or an object file and a C header) out.
+ *
+ * The inference graph (roots: the model's outputs) and, with --train, the
+ * training step become one LLVM module (codegen/aot.c) with the manifest
+ * and the initial parameters inside; the object file is linked with the
+ * runtime's main (libkiln_rt_main.a, runtime/rt_main.c) by the system C
+ * compiler, run with posix_spawnp (no shell).  Every file is written under
+ * a temporary name and renamed when complete, so a failed build leaves no
+ * partial program, object or header behind.
+ *
+ * The runtime archive is found at the path compiled in from the build
+ * tree (KILN_RT_MAIN_LIB), else next to the kiln executable
+ * (runtime/libkiln_rt_main.a, ../lib/kiln/libkiln_rt_main.a).
+ */
+#include <errno.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "aot.h"
+#include "cli.h"
+
+extern char **environ;
+
+static const char build_help[] =
+    "usage: kiln build MODEL.kiln -o PROG [--train] [--emit LIST] [--weights FILE]\n"
+    "                  [--seed N] [-D NAME=VALUE]... [--model NAME] [--no-prepack] [-v]\n"
+    "\n"
+    "Compiles the model ahead of time for this machine's CPU into a standalone\n"
+    "program PROG.  `PROG --input x=a.npy --output probs=b.npy` runs inference\n"
+    "(PROG --help lists the inputs and outputs); a build with --train also has\n"
+    "`PROG train --data DIR --epochs N --save FILE` (see PROG train --help).\n"
+    "The initial parameters (seeded, or --weights) are built in.\n"
+    "\n"
+    "  -o, --out PROG           the program (and the base name of --emit files)\n"
+    "  --train                  also compile the training step (the train section)\n"
+    "  --emit LIST              comma list of what to write: exe (the program, the\n"
+    "                           default), obj (PROG.o), header (PROG.h, for linking\n"
+    "                           PROG.o into a C program), llvm (PROG.ll, or the\n"
+    "                           optimized LLVM IR on stdout without -o), asm (PROG.s,\n"
+    "                           or stdout)\n"
+    "  --weights FILE           initial parameters from a safetensors file (kiln init,\n"
+    "                           kiln train --save)\n"
+    "  --seed N                 initialization seed (default 0; with --train: the\n"
+    "                           train section's, which also seeds shuffling)\n"
+    "  -D, --define NAME=VALUE  override a model constant (e.g. the batch: -D N=32)\n"
+    "  --model NAME             which model of the file (default: the first)\n"
+    "  --no-inplace, --no-share, --schedule=default|min-memory, --verify-plan\n"
+    "                           memory-planning switches (see kiln show --stage plan)\n"
+    "  --no-prepack             no transposed copy of matmul weights for inference\n"
+    "                           (by default kiln_prepare makes it once, when the\n"
+    "                           program loads its weights; same results)\n"
+    "  -v, --verbose            print the plans and where the time went\n"
+    "  -h, --help               this help\n";
+
+enum { EMIT_EXE = 1, EMIT_OBJ = 2, EMIT_HEADER = 4, EMIT_LLVM = 8, EMIT_ASM = 16 };
+
+typedef struct Build {
+  Cli *c;
+  unsigned emit;
+  Graph *ge, *gt;
+  TrainStep ts;
+  Aot a;
+  bool aot_ready;
+  char *tmp_obj; /* removed at the end */
+  double t0, t_front, t_link, t_write;
+} Build;
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int parse_emit(const char *list, unsigned *bits) {
+  static const char *const names[] = {"exe", "obj", "header", "llvm", "asm"};
+  *bits = 0;
+  for (const char *p = list; *p;) {
+    size_t len = strcspn(p, ",");
+    int k = 0;
+    while (k < 5 && !(strlen(names[k]) == len && strncmp(names[k], p, len) == 0))
+      k++;
+    if (k == 5)
+      return cli_usage_error("build", "--emit: unknown kind '%.*s' (kinds: exe, obj, header, "
+                             "llvm, asm)", (int)len, p);
+    *bits |= 1u << k;
+    p += len + (p[len] == ',');
+  }
+  return *bits ? EXIT_OK : cli_usage_error("build", "--emit needs a list of kinds");
+}
+
+static int build_validate(Cli *c) {
+  unsigned bits = EMIT_EXE;
+  if (c->emit && parse_emit(c->emit, &bits) != EXIT_OK)
+    return EXIT_USAGE;
+  if (!c->out && (bits & ~(unsigned)(EMIT_LLVM | EMIT_ASM)))
+    return cli_usage_error("build", "-o PROG is required (only --emit llvm,asm print to stdout)");
+  if (!c->out && (bits & EMIT_LLVM) && (bits & EMIT_ASM))
+    return cli_usage_error("build", "--emit llvm,asm without -o would mix both on stdout");
+  return EXIT_OK;
+}
+
+/* --- graphs and parameters ----------------------------------------------------------- */
+
+/* The training graph's f32 examples and i32 labels (as kiln train finds them). */
+static void find_data(Build *b, AotGraphs *gs) {
+  Cli *c = b->c;
+  gs->data = gs->labels = NULL;
+  for (int i = 0; i < b->gt->n_nodes; i++) {
+    Node *n = b->gt->nodes[i];
+    if (n->op != OP_INPUT || n->is_backward)
+      continue;
+    Node **slot = n->dtype == DT_F32 ? &gs->data : &gs->labels;
+    if (*slot)
+      error_at(&c->diag, n->loc, "kiln build --train needs one f32 input (the examples) and one "
+               "i32 input (the labels); model %s has another %s input '%s'", b->gt->name,
+               dtype_name(n->dtype), n->name);
+    *slot = n;
+  }
+  if (!gs->data || !gs->labels)
+    error_plain(&c->diag, "kiln build --train needs one f32 input (the examples) and one i32 "
+                "input (the labels) in model %s", b->gt->name);
+  const Node *out = b->ge->n_outputs ? b->ge->outputs[0].node : NULL;
+  gs->accuracy = out && out->shape.rank == 2 ? 0 : -1;
+}
+
+typedef struct Twin {
+  Build *b;
+  CompileOpts o;
+  Diag d;
+  Graph *g;
+} Twin;
+
+static void twin_fn(void *ud) {
+  Twin *t = ud;
+  t->g = frontend_compile(t->b->c->arena, &t->d, t->b->c->src, &t->o);
+}
+
+/* The inference graph again with its batch constant (the one whose value
+ * sizes the first input's first axis) one larger, for aot_batch_size. */
+static void batch_twin(Build *b, AotGraphs *gs) {
+  Cli *c = b->c;
+  const Graph *g = b->ge;
+  const Node *in = NULL;
+  for (int i = 0; i < g->n_nodes && !in; i++)
+    if (g->nodes[i]->op == OP_INPUT && g->nodes[i]->shape.rank >= 1)
+      in = g->nodes[i];
+  char want[32];
+  snprintf(want, sizeof want, "%lld", in ? (long long)in->shape.dim[0] : -1LL);
+  for (int k = 0; in && k < g->n_consts && !gs->twin; k++) {
+    if (strcmp(g->const_values[k], want) != 0)
+      continue;
+    Twin t = {.b = b, .o = c->co};
+    Define *defs = arena_alloc(c->arena, sizeof(Define) * (size_t)(c->co.n_defines + 1));
+    t.o.defines = defs;
+    t.o.n_defines = 0;
+    t.o.training = false;
+    for (int i = 0; i < c->co.n_defines; i++)
+      if (strcmp(c->co.defines[i].name, g->const_names[k]) != 0)
+        defs[t.o.n_defines++] = c->co.defines[i];
+    defs[t.o.n_defines++] = (Define){g->const_names[k],
+                                     arena_fmt(c->arena, "%lld", (long long)in->shape.dim[0] + 1)};
+    diag_init(&t.d);
+    if (diag_protect(&t.d, twin_fn, &t) == 0 && t.g->n_nodes == g->n_nodes) {
+      if (!c->no_prepack)
+        pass_prepack(t.g); /* node for node what the inference graph becomes */
+      gs->twin = t.g;
+      gs->batch_name = g->const_names[k];
+    }
+    diag_free(&t.d);
+  }
+}
+
+static void build_graphs(Build *b, AotGraphs *gs) {
+  Cli *c = b->c;
+  char err[512];
+  b->ge = gs->infer = cli_build(c, false);
+  if (!b->ge->n_outputs)
+    error_plain(&c->diag, "model %s declares no outputs: a built program computes the outputs",
+                b->ge->name);
+  batch_twin(b, gs);
+  if (!c->no_prepack)
+    pass_prepack(b->ge); /* built-in or loaded weights are prepared when a program starts */
+  if (c->co.training) {
+    b->gt = gs->train = cli_build(c, true);
+    if (!b->gt->has_train)
+      error_plain(&c->diag, "model %s has no train section (train %s { minimize LOSS ... })",
+                  b->gt->name, b->gt->name);
+    build_train_step(b->gt, &c->diag, &b->ts);
+    gs->ts = &b->ts;
+    find_data(b, gs);
+    gs->spec = b->gt->spec;
+    if (c->seed_given)
+      gs->spec.seed = c->seed;
+  }
+  if (!graph_verify(b->ge, err, sizeof err) || (b->gt && !graph_verify(b->gt, err, sizeof err)))
+    die("graph verification failed: %s", err);
+}
+
+static bool in_inference(const Build *b, const Node *p) {
+  const Node *q = graph_find(b->ge, p->name);
+  return q && q->op == OP_PARAM;
+}
+
+/* --weights: every parameter the inference graph has must be there; the
+ * optimizer state of a training build is taken when the file has it. */
+static void load_weights(Build *b) {
+  Cli *c = b->c;
+  Aot *a = &b->a;
+  RtTensorFile tf = {0};
+  char err[512], ta[160], tb[160];
+  if (rt_safetensors_read(c->weights, &tf, err, sizeof err) != RT_OK)
+    error_plain(&c->diag, "%s", err);
+  for (int i = 0; i < a->n_params; i++) {
+    const Node *n = a->params[i].node;
+    const RtNamedTensor *t = rt_tensor_file_find(&tf, n->name);
+    bool ok = t && t->t.dtype == n->dtype && t->t.rank == n->shape.rank;
+    for (int k = 0; ok && k < n->shape.rank; k++)
+      ok = t->t.dim[k] == n->shape.dim[k];
+    if (ok) {
+      memcpy(a->blob + a->params[i].offset, t->t.data, (size_t)a->params[i].bytes);
+    } else if (t || in_inference(b, n)) {
+      if (t)
+        rt_tensor_type_str(&t->t, tb, sizeof tb);
+      snprintf(err, sizeof err, "%s: parameter %s: expected %s, %s%s", c->weights, n->name,
+               node_type_str(n, ta, sizeof ta), t ? "got " : "the file does not have it",
+               t ? tb : "");
+      rt_tensor_file_free(&tf);
+      error_plain(&c->diag, "%s", err);
+    }
+  }
+  Graph *g = b->gt ? b->gt : b->ge;
+  for (int i = 0; i < tf.n; i++) {
+    Node *n = graph_find(g, tf.items[i].name);
+    if ((!n || n->op != OP_PARAM) && !optimizer_state_of(g, tf.items[i].name))
+      fprintf(stderr, "kiln: warning: %s: tensor %s is not a parameter of model %s (ignored)\n",
+              c->weights, tf.items[i].name, g->name);
+  }
+  rt_tensor_file_free(&tf);
+}
+
+static void fill_params(Build *b) {
+  Aot *a = &b->a;
+  uint64_t seed = b->gt ? a->src.spec.seed : b->c->seed;
+  for (int i = 0; i < a->n_params; i++)
+    param_init_fill(a->params[i].node, seed, a->blob + a->params[i].offset);
+  if (b->c->weights)
+    load_weights(b);
+}
+
+/* --- files ------------------------------------------------------------------------------ */
+
+static void write_text(Build *b, const char *path, const char *text) {
+  char err[512];
+  size_t len = strlen(text);
+  if (!path) {
+    fwrite(text, 1, len, stdout);
+    return;
+  }
+  const void *pieces[] = {text};
+  if (rt_write_file_atomic(path, pieces, &len, 1, err, sizeof err) != RT_OK)
+    error_plain(&b->c->diag, "%s", err);
+}
+
+static void write_object(Build *b, const char *path, bool assembly) {
+  char err[1024];
+  if (!aot_write_object(&b->a, path, assembly, err, sizeof err))
+    error_plain(&b->c->diag, "%s", err);
+}
+
+/* Assembly on stdout: through a temporary file. */
+static void print_asm(Build *b) {
+  char path[] = "/tmp/kiln-asm-XXXXXX", err[512];
+  int fd = mkstemp(path);
+  if (fd < 0)
+    error_plain(&b->c->diag, "cannot create a temporary file in /tmp");
+  close(fd);
+  write_object(b, path, true);
+  void *data;
+  size_t len;
+  RtStatus s = rt_read_file(path, &data, &len, err, sizeof err);
+  remove(path);
+  if (s != RT_OK)
+    error_plain(&b->c->diag, "%s", err);
+  fwrite(data, 1, len, stdout);
+  free(data);
+}
+
+static const char *with_ext(Build *b, const char *ext) {
+  return arena_fmt(b->c->arena, "%s%s", b->c->out, ext);
+}
+
+/* --- linking ----------------------------------------------------------------------------- */
+
+static const char *runtime_archive(Build *b) {
+#ifdef KILN_RT_MAIN_LIB
+  if (access(KILN_RT_MAIN_LIB, R_OK) == 0)
+    return KILN_RT_MAIN_LIB;
+#endif
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    *slash = '\0';
+    const char *tries[] = {"runtime/libkiln_rt_main.a", "../lib/kiln/libkiln_rt_main.a"};
+    for (int i = 0; i < 2; i++) {
+      const char *p = arena_fmt(b->c->arena, "%s/%s", exe, tries[i]);
+      if (access(p, R_OK) == 0)
+        return p;
+    }
+  }
+  error_plain(&b->c->diag, "cannot find the runtime library libkiln_rt_main.a (looked in the "
+              "build tree and next to the kiln executable)");
+}
+
+/* Runs argv, collecting its stdout and stderr; returns its exit status
+ * (-1 with *out set to the reason if it could not run). */
+static int run_capture(Build *b, char *const *argv, char **out) {
+  int fds[2];
+  if (pipe(fds) != 0) {
+    *out = arena_fmt(b->c->arena, "pipe: %s", strerror(errno));
+    return -1;
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addclose(&fa, fds[0]);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
+  posix_spawn_file_actions_addclose(&fa, fds[1]);
+  pid_t pid;
+  int e = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(fds[1]);
+  size_t len = 0, cap = 4096;
+  char *buf = arena_alloc(b->c->arena, cap + 1);
+  for (ssize_t k; e == 0 && (k = read(fds[0], buf + len, cap - len)) != 0;) {
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k < 0)
+      break;
+    len += (size_t)k;
+    if (len == cap) {
+      buf = arena_realloc(b->c->arena, buf, cap + 1, 2 * cap + 1);
+      cap *= 2;
+    }
+  }
+  close(fds[0]);
+  buf[len] = '\0';
+  *out = buf;
+  if (e != 0) {
+    *out = arena_fmt(b->c->arena, "cannot run %s: %s", argv[0], strerror(e));
+    return -1;
+  }
+  int status;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void link_program(Build *b, const char *obj) {
+  Cli *c = b->c;
+  const char *archive = runtime_archive(b);
+  const char *tmp = arena_fmt(c->arena, "%s.tmp.%ld", c->out, (long)getpid());
+  char *argv[32];
+  int n = 0;
+  argv[n++] = "cc";
+  char *flags = arena_strdup(c->arena, KILN_RT_LINK_FLAGS);
+  for (char *f = strtok(flags, " "); f && n < 24; f = strtok(NULL, " "))
+    argv[n++] = f;
+  char *rest[] = {"-o", (char *)tmp, (char *)obj, (char *)archive, "-lm", "-lpthread", NULL};
+  memcpy(argv + n, rest, sizeof rest);
+  char *out;
+  double t = now();
+  int rc = run_capture(b, argv, &out);
+  b->t_link = now() - t;
+  if (rc != 0) {
+    remove(tmp);
+    error_plain(&c->diag, "linking %s failed%s%s:\n%s", c->out, rc > 0 ? " (cc exited with " : "",
+                rc > 0 ? arena_fmt(c->arena, "status %d)", rc) : "", out);
+  }
+  if (c->verbose && out[0])
+    fputs(out, stderr);
+  if (rename(tmp, c->out) != 0) {
+    remove(tmp);
+    error_plain(&c->diag, "%s: cannot rename the linked program over it: %s", c->out,
+                strerror(errno));
+  }
+}
+
+/* --- the command ------------------------------------------------------------------------ */
+
+static void report(Build *b, double total) {
+  Aot *a = &b->a;
+  int kernels = a->infer.n_calls + a->train.n_calls;
+  fprintf(stderr, "built %s: model %s, %s, %d kernels, %d parameters (%.1f KiB), arena %.2f MiB",
+          b->c->out ? b->c->out : "(stdout)", a->model,
+          a->has_train ? "inference + training step" : "inference", kernels, a->n_params,
+          (double)a->params_bytes / 1024, (double)a->infer.plan.arena / 1048576);
+  if (a->has_train)
+    fprintf(stderr, " + %.2f MiB", (double)a->train.plan.arena / 1048576);
+  fprintf(stderr, ", in %.2f s\n", total);
+  if (!b->c->verbose)
+    return;
+  fprintf(stderr, "  front end %.3f s, plan %.3f s, lower %.3f s, LLVM IR %.3f s, O3 %.3f s, "
+          "write %.3f s, link %.3f s\n", b->t_front, a->times.plan, a->times.lower,
+          a->times.emit_ir, a->times.optimize, b->t_write, b->t_link);
+  fprintf(stderr, "  inference: ");
+  plan_print_summary(&a->infer.plan, stderr);
+  if (a->has_train) {
+    fprintf(stderr, "  training step: ");
+    plan_print_summary(&a->train.plan, stderr);
+  }
+}
+
+static void verify_plans(Build *b) {
+  char err[512];
+  Aot *a = &b->a;
+  Node **outs = arena_alloc(b->c->arena, sizeof(Node *) * (size_t)(b->ge->n_outputs + 1));
+  for (int i = 0; i < b->ge->n_outputs; i++)
+    outs[i] = b->ge->outputs[i].node;
+  if (!plan_verify(b->ge, outs, b->ge->n_outputs, &a->infer.plan, err, sizeof err) ||
+      (b->gt && !plan_verify(b->gt, b->ts.roots, b->ts.n_roots, &a->train.plan, err, sizeof err)))
+    die("the memory plan of %s failed verification: %s", a->model, err);
+}
+
+/* The folder of -o must exist and be writable before minutes are spent. */
+static void check_out_dir(Build *b) {
+  const char *out = b->c->out, *slash = out ? strrchr(out, '/') : NULL;
+  if (!out)
+    return;
+  const char *dir = slash ? arena_strndup(b->c->arena, out, (size_t)(slash - out)) : ".";
+  if (access(dir[0] ? dir : "/", W_OK) != 0)
+    error_plain(&b->c->diag, "%s: cannot write in folder %s: %s", out, dir[0] ? dir : "/",
+                strerror(errno));
+}
+
+static void build_fn(void *ud) {
+  Build *b = ud;
+  Cli *c = b->c;
+  AotGraphs gs = {0};
+  char err[1024];
+  check_out_dir(b);
+  build_graphs(b, &gs);
+  b->t_front = now() - b->t0;
+  aot_init(&b->a, &gs, &c->plan);
+  b->aot_ready = true;
+  if (c->verify_plan)
+    verify_plans(b);
+  fill_params(b);
+  CgOpts co = {.opt_level = 3};
+  if (!aot_compile(&b->a, &co, err, sizeof err))
+    die("compiling %s: %s", b->a.model, err); /* a compiler bug, not the user's */
+  double t = now();
+  unsigned e = b->emit;
+  if (e & EMIT_LLVM) {
+    char *ir = cg_print_ir(b->a.cg), *text = arena_strdup(c->arena, ir);
+    free(ir);
+    write_text(b, c->out ? with_ext(b, ".ll") : NULL, text);
+  }
+  if ((e & EMIT_ASM) && c->out)
+    write_object(b, with_ext(b, ".s"), true);
+  else if (e & EMIT_ASM)
+    print_asm(b);
+  if (e & EMIT_HEADER) {
+    const char *base = strrchr(c->out, '/') ? strrchr(c->out, '/') + 1 : c->out;
+    char *h = aot_header(&b->a, base), *text = arena_strdup(c->arena, h);
+    free(h);
+    write_text(b, with_ext(b, ".h"), text);
+  }
+  const char *obj = with_ext(b, ".o");
+  if (!(e & EMIT_OBJ) && (e & EMIT_EXE))
+    obj = b->tmp_obj = arena_fmt(c->arena, "%s.tmp.%ld.o", c->out, (long)getpid());
+  if (e & (EMIT_OBJ | EMIT_EXE))
+    write_object(b, obj, false);
+  b->t_write = now() - t;
+  if (e & EMIT_EXE)
+    link_program(b, obj);
+  report(b, now() - b->t0);
+}
+
+static int build_run(Cli *c) {
+  Build b = {.c = c, .emit = EMIT_EXE, .t0 = now()};
+  if (c->emit)
+    parse_emit(c->emit, &b.emit);
+  int rc = cli_protect(c, build_fn, &b);
+  if (b.tmp_obj)
+    remove(b.tmp_obj);
+  if (b.aot_ready)
+    aot_free(&b.a);
+  return rc;
+}
+
+const Command cmd_build = {"build", "DmtowSeIHCVYhK", build_help, build_validate, build_run};

@@ -1,0 +1,369 @@
+/*
+ * aot.c: a model compiled ahead of time into one LLVM module (see aot.h):
+ * the step functions, the manifest that the program's main reads, and the
+ * parameters' initial values.
+ *
+ * The kernel calls come from program_calls, exactly as the JIT makes them,
+ * so a built program computes what `kiln run` and `kiln train` compute.
+ * Kernels of the training step are renamed "train_<op>_<id>" and those of
+ * the inference graph "infer_<op>_<id>" (node ids repeat across the two
+ * graphs), and every function but the entry points becomes internal, so
+ * the object exports kiln_* symbols only and identical kernels of the two
+ * graphs can merge before the module is optimized.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <llvm-c/Transforms/PassBuilder.h>
+
+#include "aot.h"
+#include "cg_internal.h"
+#include "program.h"
+#include "rt_data.h"
+
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int64_t round_up(int64_t v) { return (v + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN; }
+
+/* --- layout ----------------------------------------------------------------- */
+
+static AotIo io_of(const Plan *p, Node *n, const bool *batched) {
+  return (AotIo){n->name, n, p->time[n->id] >= 0 ? p->offset[n->id] : -1,
+                 batched && batched[n->id]};
+}
+
+/* Plans g for roots; slots from the parameter table (by name for the
+ * inference graph of a training build). */
+static void plan_step(Aot *a, AotStep *s, Graph *g, Node *const *roots, int n_roots,
+                      const PlanOpts *po) {
+  s->g = g;
+  plan_build(g, roots, n_roots, po, &s->plan);
+  s->slot = arena_alloc(a->arena, sizeof(int) * (size_t)(g->n_nodes + 1));
+  for (int i = 0; i < a->n_params; i++) {
+    Node *q = graph_find(g, a->params[i].node->name);
+    if (q && q->op == OP_PARAM)
+      s->slot[q->id] = a->params[i].slot;
+  }
+  for (int i = 0; i < g->n_nodes; i++)
+    if (g->nodes[i]->op == OP_PARAM && !s->slot[i])
+      die("parameter %s of the %s graph has no slot", g->nodes[i]->name,
+          g->training ? "training" : "inference");
+}
+
+static void layout_params(Aot *a, Graph *owner) {
+  a->params = arena_alloc(a->arena, sizeof(AotParam) * (size_t)(owner->n_nodes + 1));
+  for (int i = 0; i < owner->n_nodes; i++) {
+    Node *n = owner->nodes[i];
+    if (n->op != OP_PARAM)
+      continue;
+    int64_t bytes = node_bytes(n);
+    a->params[a->n_params] = (AotParam){n, a->n_params + 1, a->params_bytes, bytes};
+    a->n_params++;
+    a->params_bytes += round_up(bytes);
+  }
+  a->blob = calloc(1, (size_t)(a->params_bytes ? a->params_bytes : 1));
+  if (!a->blob)
+    die("out of memory for %lld bytes of parameters", (long long)a->params_bytes);
+}
+
+static void infer_io(Aot *a) {
+  AotStep *s = &a->infer;
+  Graph *g = s->g;
+  bool *batched = arena_alloc(a->arena, sizeof(bool) * (size_t)g->n_nodes);
+  Node **outs = arena_alloc(a->arena, sizeof(Node *) * (size_t)(g->n_outputs + 1));
+  for (int i = 0; i < g->n_outputs; i++)
+    outs[i] = g->outputs[i].node;
+  a->batch = aot_batch_size(g, a->src.twin, &s->plan, outs, g->n_outputs, batched);
+  s->inputs = arena_alloc(a->arena, sizeof(AotIo) * (size_t)(g->n_nodes + 1));
+  for (int i = 0; i < g->n_nodes; i++)
+    if (g->nodes[i]->op == OP_INPUT)
+      s->inputs[s->n_inputs++] = io_of(&s->plan, g->nodes[i], batched);
+  s->outputs = arena_alloc(a->arena, sizeof(AotIo) * (size_t)(g->n_outputs + 1));
+  for (int i = 0; i < g->n_outputs; i++) {
+    s->outputs[i] = io_of(&s->plan, g->outputs[i].node, batched);
+    s->outputs[i].name = g->outputs[i].name;
+    if (s->outputs[i].offset < 0)
+      die("output %s is not in the arena", g->outputs[i].name);
+  }
+  s->n_outputs = g->n_outputs;
+}
+
+/* The inference graph's weight-derived values: slots after the parameters,
+ * places in the prepared block. */
+static void layout_prepared(Aot *a) {
+  AotStep *s = &a->infer;
+  a->prepared = arena_alloc(a->arena, sizeof(AotParam) * (size_t)(s->plan.n_order + 1));
+  for (int k = 0; k < s->plan.n_order; k++) {
+    Node *n = s->plan.order[k];
+    if (!n->derived)
+      continue;
+    int slot = a->n_params + 1 + a->n_prepared;
+    a->prepared[a->n_prepared++] = (AotParam){n, slot, a->prepared_bytes, node_bytes(n)};
+    a->prepared_bytes += round_up(node_bytes(n));
+    s->slot[n->id] = slot;
+  }
+}
+
+void aot_init(Aot *a, const AotGraphs *gs, const PlanOpts *po) {
+  memset(a, 0, sizeof *a);
+  double t0 = now_seconds();
+  Graph *ge = gs->infer, *gt = gs->train;
+  a->src = *gs;
+  a->model = ge->name;
+  a->arena = ge->arena;
+  a->has_train = gt != NULL;
+  layout_params(a, gt ? gt : ge);
+  Node **outs = arena_alloc(a->arena, sizeof(Node *) * (size_t)(ge->n_outputs + 1));
+  for (int i = 0; i < ge->n_outputs; i++)
+    outs[i] = ge->outputs[i].node;
+  plan_step(a, &a->infer, ge, outs, ge->n_outputs, po);
+  layout_prepared(a);
+  infer_io(a);
+  a->infer_data = -1;
+  if (gt) {
+    plan_step(a, &a->train, gt, gs->ts->roots, gs->ts->n_roots, po);
+    for (int i = 0; i < a->infer.n_inputs; i++)
+      if (strcmp(a->infer.inputs[i].name, gs->data->name) == 0)
+        a->infer_data = i;
+  }
+  a->times.plan = now_seconds() - t0;
+}
+
+/* --- the manifest ------------------------------------------------------------- */
+
+static void json_str(FILE *f, const char *s) {
+  fputc('"', f);
+  for (; *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\')
+      fprintf(f, "\\%c", ch);
+    else if (ch < 0x20)
+      fprintf(f, "\\u%04x", ch);
+    else
+      fputc(ch, f);
+  }
+  fputc('"', f);
+}
+
+static void json_type(FILE *f, const Node *n) {
+  fprintf(f, "\"dtype\": \"%s\", \"shape\": [", dtype_name(n->dtype));
+  for (int i = 0; i < n->shape.rank; i++)
+    fprintf(f, "%s%lld", i ? ", " : "", (long long)n->shape.dim[i]);
+  fputc(']', f);
+}
+
+static void json_io(FILE *f, const AotIo *io) {
+  fputs("{\"name\": ", f);
+  json_str(f, io->name);
+  fputs(", ", f);
+  json_type(f, io->node);
+  fprintf(f, ", \"offset\": %lld, \"batch\": %d}", (long long)io->offset, io->batch);
+}
+
+static void json_ios(FILE *f, const char *key, const AotIo *ios, int n) {
+  fprintf(f, "\"%s\": [", key);
+  for (int i = 0; i < n; i++) {
+    fputs(i ? ",\n    " : "\n    ", f);
+    json_io(f, &ios[i]);
+  }
+  fputs("]", f);
+}
+
+static int64_t train_offset(const Aot *a, const Node *n) {
+  return n && a->train.plan.time[n->id] >= 0 ? a->train.plan.offset[n->id] : -1;
+}
+
+static void json_train(FILE *f, const Aot *a) {
+  const AotStep *s = &a->train;
+  const TrainSpec *sp = &a->src.spec;
+  AotIo data = io_of(&s->plan, a->src.data, NULL), labels = io_of(&s->plan, a->src.labels, NULL);
+  fprintf(f, ",\n \"train\": {\"function\": \"kiln_train_step\", \"arena\": %lld,\n  \"data\": ",
+          (long long)s->plan.arena);
+  json_io(f, &data);
+  fputs(",\n  \"labels\": ", f);
+  json_io(f, &labels);
+  fprintf(f, ",\n  \"lr\": %lld, \"step\": %lld, \"loss\": %lld, \"infer_data\": %d, "
+          "\"accuracy\": %d,\n  \"updates\": [", (long long)train_offset(a, a->src.ts->lr),
+          (long long)train_offset(a, a->src.ts->step), (long long)train_offset(a, a->src.ts->loss),
+          a->infer_data, a->src.accuracy);
+  const Graph *g = s->g;
+  for (int i = 0; i < g->n_updates; i++) {
+    int64_t off = train_offset(a, g->updates[i].value);
+    if (off < 0 || !s->slot[g->updates[i].target->id])
+      die("update of %s: its value is not in the arena", g->updates[i].target->name);
+    fprintf(f, "%s{\"value\": %lld, \"slot\": %d, \"bytes\": %lld}", i ? ", " : "",
+            (long long)off, s->slot[g->updates[i].target->id],
+            (long long)node_bytes(g->updates[i].target));
+  }
+  RtSchedule r = train_schedule(sp);
+  fputs("],\n  \"optimizer\": ", f);
+  json_str(f, sp->opt_name ? sp->opt_name : "sgd");
+  fprintf(f, ", \"optimizer_kind\": %d,\n  \"schedule\": {\"kind\": %d, \"lr\": %.17g, "
+          "\"gamma\": %.17g, \"every\": %d, \"end\": %.17g, \"epochs\": %d, \"warmup\": %lld},\n"
+          "  \"epochs\": %d, \"seed\": %llu, \"shuffle\": %d}", (int)sp->opt, (int)r.kind, r.lr,
+          r.gamma, r.every, r.end, r.epochs, (long long)r.warmup, sp->epochs,
+          (unsigned long long)sp->seed, sp->shuffle);
+}
+
+/* "], prepared_bytes, prepared: [...": closes params, opens nothing. */
+static void json_prepared(FILE *f, const Aot *a) {
+  fprintf(f, "],\n \"prepared_bytes\": %lld, \"prepared\": [", (long long)a->prepared_bytes);
+  for (int i = 0; i < a->n_prepared; i++) {
+    const AotParam *p = &a->prepared[i];
+    fputs(i ? ",\n  {\"name\": " : "\n  {\"name\": ", f);
+    json_str(f, p->node->name);
+    fputs(", ", f);
+    json_type(f, p->node);
+    fprintf(f, ", \"offset\": %lld, \"slot\": %d}", (long long)p->offset, p->slot);
+  }
+}
+
+static char *manifest(const Aot *a) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (!f)
+    die("out of memory");
+  fputs("{\"format\": \"kiln-program\", \"version\": 1, \"model\": ", f);
+  json_str(f, a->model);
+  fprintf(f, ",\n \"ext_slots\": %d, \"params_bytes\": %lld,\n \"params\": [",
+          a->n_params + a->n_prepared + 1, (long long)a->params_bytes);
+  bool *in_infer = arena_alloc(a->arena, sizeof(bool) * (size_t)(a->n_params + 2));
+  for (int i = 0; i < a->infer.g->n_nodes; i++)
+    in_infer[a->infer.slot[i]] = true;
+  for (int i = 0; i < a->n_params; i++) {
+    const AotParam *p = &a->params[i];
+    fputs(i ? ",\n  {\"name\": " : "\n  {\"name\": ", f);
+    json_str(f, p->node->name);
+    fputs(", ", f);
+    json_type(f, p->node);
+    fprintf(f, ", \"offset\": %lld, \"slot\": %d, \"trainable\": %d, \"infer\": %d}",
+            (long long)p->offset, p->slot, p->node->trainable, in_infer[p->slot]);
+  }
+  json_prepared(f, a);
+  fprintf(f, "],\n \"infer\": {\"function\": \"kiln_infer\", \"arena\": %lld, \"batch\": %lld, "
+          "\"batch_name\": ", (long long)a->infer.plan.arena, (long long)a->batch);
+  json_str(f, a->batch && a->src.batch_name ? a->src.batch_name : "");
+  fputs(",\n  ", f);
+  json_ios(f, "inputs", a->infer.inputs, a->infer.n_inputs);
+  fputs(",\n  ", f);
+  json_ios(f, "outputs", a->infer.outputs, a->infer.n_outputs);
+  fputs("}", f);
+  if (a->has_train)
+    json_train(f, a);
+  fputs("}\n", f);
+  if (fclose(f) != 0)
+    die("out of memory");
+  return text;
+}
+
+/* --- the module ------------------------------------------------------------------ */
+
+static void add_bytes(Cg *cg, const char *name, const void *data, size_t len, unsigned align) {
+  LLVMValueRef init = LLVMConstStringInContext(cg->ctx, data, (unsigned)len, 1);
+  LLVMValueRef g = LLVMAddGlobal(cg->mod, LLVMTypeOf(init), name);
+  LLVMSetInitializer(g, init);
+  LLVMSetGlobalConstant(g, 1);
+  LLVMSetLinkage(g, LLVMExternalLinkage);
+  LLVMSetAlignment(g, align);
+}
+
+static bool is_entry(const char *name) {
+  return strcmp(name, "kiln_infer") == 0 || strcmp(name, "kiln_train_step") == 0 ||
+         strcmp(name, "kiln_prepare") == 0;
+}
+
+/* Identical functions become one (LLVM's MergeFunctions, exact): the
+ * inference graph's kernels are mostly the training step's forward ones,
+ * so a training build optimizes and compiles them once. */
+static bool merge_functions(Cg *cg, char *err, size_t n) {
+  LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
+  LLVMErrorRef e = LLVMRunPasses(cg->mod, "mergefunc", cg->tm, po);
+  LLVMDisposePassBuilderOptions(po);
+  if (e)
+    cg_err_error(err, n, "LLVM mergefunc", e);
+  return !e;
+}
+
+static bool lower_step(Aot *a, AotStep *s, const char *prefix, char *err, size_t n) {
+  s->calls = arena_alloc(a->arena, sizeof(CgCall) * (size_t)(s->plan.n_order + 1));
+  if (!program_calls(s->g, &s->plan, s->slot, s->calls, &s->n_calls, err, n))
+    return false;
+  for (int i = 0; i < s->n_calls; i++) {
+    Kernel *k = (Kernel *)s->calls[i].k;
+    k->name = arena_fmt(a->arena, "%s_%s", prefix, k->name);
+  }
+  return true;
+}
+
+/* kiln_prepare's calls: the inference graph's weight-derived values. */
+static bool lower_prepare(Aot *a, char *err, size_t n) {
+  AotStep *s = &a->infer;
+  a->prep_calls = arena_alloc(a->arena, sizeof(CgCall) * (size_t)(s->plan.n_order + 1));
+  if (!program_prepare_calls(s->g, &s->plan, s->slot, a->prep_calls, &a->n_prep_calls, err, n))
+    return false;
+  for (int i = 0; i < a->n_prep_calls; i++) {
+    Kernel *k = (Kernel *)a->prep_calls[i].k;
+    k->name = arena_fmt(a->arena, "prepare_%s", k->name);
+  }
+  return true;
+}
+
+bool aot_compile(Aot *a, const CgOpts *co, char *err, size_t n) {
+  double t0 = now_seconds();
+  if (!lower_step(a, &a->infer, "infer", err, n) || !lower_prepare(a, err, n) ||
+      (a->has_train && !lower_step(a, &a->train, "train", err, n)))
+    return false;
+  double t1 = now_seconds();
+  a->cg = cg_new(a->model, co, err, n);
+  if (!a->cg || !cg_step(a->cg, "kiln_infer", a->infer.calls, a->infer.n_calls, err, n) ||
+      !cg_step(a->cg, "kiln_prepare", a->prep_calls, a->n_prep_calls, err, n) ||
+      (a->has_train &&
+       !cg_step(a->cg, "kiln_train_step", a->train.calls, a->train.n_calls, err, n)))
+    return false;
+  for (LLVMValueRef f = LLVMGetFirstFunction(a->cg->mod); f; f = LLVMGetNextFunction(f))
+    if (!LLVMIsDeclaration(f) && !is_entry(LLVMGetValueName(f)))
+      LLVMSetLinkage(f, LLVMInternalLinkage);
+  if (!merge_functions(a->cg, err, n))
+    return false;
+  a->manifest = manifest(a);
+  add_bytes(a->cg, "kiln_manifest", a->manifest, strlen(a->manifest) + 1, 1);
+  add_bytes(a->cg, "kiln_params", a->blob, (size_t)(a->params_bytes ? a->params_bytes : 1),
+            PLAN_ALIGN);
+  double t2 = now_seconds();
+  bool ok = cg_optimize(a->cg, err, n);
+  a->times.lower = t1 - t0;
+  a->times.emit_ir = t2 - t1;
+  a->times.optimize = now_seconds() - t2;
+  return ok;
+}
+
+bool aot_write_object(Aot *a, const char *path, bool assembly, char *err, size_t n) {
+  char *tmp = malloc(strlen(path) + 32);
+  if (!tmp)
+    die("out of memory");
+  sprintf(tmp, "%s.tmp.%ld", path, (long)getpid());
+  bool ok = cg_emit_file(a->cg, tmp, assembly, err, n);
+  if (ok && rename(tmp, path) != 0) {
+    snprintf(err, n, "%s: cannot rename the temporary file over it", path);
+    ok = false;
+  }
+  if (!ok)
+    remove(tmp);
+  free(tmp);
+  return ok;
+}
+
+void aot_free(Aot *a) {
+  cg_free(a->cg);
+  free(a->blob);
+  free(a->manifest);
+  memset(a, 0, sizeof *a);
+}

@@ -1,0 +1,143 @@
+/*
+ * aot.h: ahead-of-time compilation: a model's inference graph (and, for
+ * training builds, its training step) as one LLVM module that `kiln build`
+ * writes as an object file and links with the runtime's main
+ * (runtime/rt_main.c) into a standalone program.
+ *
+ * The module defines
+ *   void kiln_infer(char *arena, void *const *ext);       the inference graph
+ *   void kiln_prepare(char *arena, void *const *ext);     its weight-derived values
+ *   void kiln_train_step(char *arena, void *const *ext);  training builds
+ *   const char kiln_manifest[];        JSON: what the program's main reads
+ *   const unsigned char kiln_params[]; every parameter's initial value
+ * and nothing else (the kernels are internal).  Both step functions use one
+ * ext array: ext[0] points at the int64 step counter, ext[slot] at a
+ * parameter (slots 1.. in the training graph's node order, or the
+ * inference graph's without training; the inference graph's parameters
+ * take their training twins' slots, by name; the inference graph's
+ * weight-derived values (passes/prepack.c) take the slots after all
+ * parameters, and kiln_prepare computes them from the parameters: it reads
+ * no arena, and must run after the parameters are set or changed, before
+ * kiln_infer).  Each step function has its
+ * own arena and plan (codegen/program.c's program_calls builds the calls,
+ * as for the JIT).
+ *
+ *   Aot a;
+ *   aot_init(&a, &graphs, &plan_opts);                 // plans, parameter layout
+ *   ... fill a.blob: a.params[i] at a.params[i].offset ...
+ *   aot_compile(&a, &cg_opts, err, n);                 // module, O3
+ *   aot_write_object(&a, "prog.o", false, err, n);
+ *   aot_header(&a, "prog");                            // the C header's text
+ *   aot_free(&a);
+ *
+ * The manifest (version 1) is one JSON object:
+ *   model, ext_slots, params_bytes,
+ *   params: [{name, dtype, shape, offset (into kiln_params), slot, trainable,
+ *             infer (the inference graph has it)}]
+ *   prepared_bytes, prepared: [{name, dtype, shape, offset (into a block of
+ *             prepared_bytes the program allocates), slot}]: kiln_prepare's
+ *   infer: {function, arena, batch, batch_name,
+ *           inputs: [{name, dtype, shape, offset (-1: not read), batch}],
+ *           outputs: [{name, dtype, shape, offset, batch}]}
+ *   train (training builds): {function, arena, data: IO, labels: IO,
+ *           lr, step, loss (arena offsets; -1: not read), infer_data (index
+ *           into infer.inputs), accuracy (index into infer.outputs, or -1),
+ *           updates: [{value (arena offset), slot, bytes}], optimizer (name),
+ *           optimizer_kind, schedule: {kind, lr, gamma, every, end, epochs,
+ *           warmup}, epochs, seed, shuffle}
+ * "batch" is the size of the first axis along which the inference graph
+ * is row-separable (aot_batch.c), 0 if it is not; inputs and outputs with
+ * "batch": 1 have that axis first, so a program may run any number of rows
+ * in chunks of that size.
+ */
+#ifndef KILN_AOT_H
+#define KILN_AOT_H
+
+#include "cg.h"
+#include "passes.h"
+
+typedef struct AotParam {
+  Node *node;     /* in the graph that owns the slots */
+  int slot;       /* ext slot, 1.. */
+  int64_t offset; /* bytes into the blob (PLAN_ALIGN-aligned) */
+  int64_t bytes;
+} AotParam;
+
+typedef struct AotIo {
+  const char *name;
+  Node *node;
+  int64_t offset; /* in its step's arena; -1 when the step does not read it */
+  bool batch;     /* its first axis is the batch axis */
+} AotIo;
+
+typedef struct AotStep {
+  Graph *g;
+  Plan plan;
+  int *slot;      /* per node id: a parameter's ext slot, else 0 */
+  CgCall *calls;
+  int n_calls;
+  AotIo *inputs, *outputs;
+  int n_inputs, n_outputs;
+} AotStep;
+
+/* What to compile. */
+typedef struct AotGraphs {
+  Graph *infer;           /* the inference graph; roots: its outputs */
+  const Graph *twin;      /* infer built with its batch constant one larger, or NULL */
+  const char *batch_name; /* that constant's name */
+  Graph *train;           /* the training graph, or NULL for inference only */
+  const TrainStep *ts;    /* train's step */
+  TrainSpec spec;         /* the train section, command line applied */
+  Node *data, *labels;    /* train's f32 examples and i32 labels */
+  int accuracy;           /* index of the inference output giving class scores, or -1 */
+} AotGraphs;
+
+typedef struct AotTimes {
+  double plan, lower, emit_ir, optimize;
+} AotTimes;
+
+typedef struct Aot {
+  const char *model;
+  Arena *arena;
+  AotParam *params;
+  int n_params;
+  int64_t params_bytes;
+  AotParam *prepared;     /* weight-derived values of the inference graph: slots */
+  int n_prepared;         /* n_params + 1.., offsets into a block of */
+  int64_t prepared_bytes; /* prepared_bytes the caller allocates */
+  unsigned char *blob; /* params_bytes (at least 1), zeroed, for the caller to fill */
+  AotStep infer, train;
+  CgCall *prep_calls;     /* kiln_prepare's */
+  int n_prep_calls;
+  bool has_train;
+  AotGraphs src;
+  int infer_data; /* index of the inference graph's data input */
+  int64_t batch;  /* see the manifest; 0: not row-separable */
+  char *manifest; /* malloc'ed JSON */
+  Cg *cg;
+  AotTimes times;
+} Aot;
+
+/* Plans the inference graph and the training step, if any, and lays out
+ * the parameters.  User errors were the caller's to raise; failures here
+ * are internal (die). */
+void aot_init(Aot *a, const AotGraphs *gs, const PlanOpts *po);
+/* Builds the module: kernels, step functions, manifest and blob globals;
+ * verifies and optimizes it.  False with a message (an internal error). */
+bool aot_compile(Aot *a, const CgOpts *co, char *err, size_t n);
+/* Writes the object file (assembly when `assembly`) to path, atomically. */
+bool aot_write_object(Aot *a, const char *path, bool assembly, char *err, size_t n);
+/* The C header for embedding the object (malloc'ed text); guard from `base`. */
+char *aot_header(const Aot *a, const char *base);
+void aot_free(Aot *a);
+
+/* --- aot_batch.c --- */
+/* The first-axis size B (the first input's) along which g computes outs
+ * row by row (each row of every output depends only on the same row of
+ * the batch inputs, for any number of rows), or 0.  twin is g built with
+ * B + 1 instead (NULL: 0).  batched[node id] marks the inputs and outputs
+ * with that axis first. */
+int64_t aot_batch_size(const Graph *g, const Graph *twin, const Plan *p, Node *const *outs,
+                       int n_outs, bool *batched);
+
+#endif

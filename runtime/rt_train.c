@@ -1,0 +1,227 @@
+/*
+ * rt_train.c: `./prog train`, the training loop of a program built with
+ * `kiln build --train`: cli/cmd_train.c's loop on the compiled training
+ * step, with the same data loading (rt_dataset_load), shuffled batches
+ * (rt_batcher), learning-rate schedule (rt_schedule_lr), progress line,
+ * test accuracy after each epoch, and --save/--resume files (parameters,
+ * optimizer state, metadata epoch and step) that kiln train reads and
+ * writes too.
+ *
+ * Each step: gather a batch into the step's arena, write the learning rate
+ * and the step number (from 1) into their inputs and the step counter
+ * (from 0) into ext[0], run kiln_train_step, copy each update value over
+ * its parameter.  Initial parameters are those built into the program
+ * (kiln build --seed or --weights); --seed here seeds the shuffling.
+ */
+#include "rt_pool.h"
+#include "rt_prog.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct Train {
+  RtProg *p;
+  const char *data, *save, *resume;
+  int64_t epochs, limit, test_limit, threads, seed;
+  int seed_given;
+  double lr;
+  RtProgParams params;
+  char *arena, *infer_arena;
+  RtDataset train, test;
+  RtBatcher batcher;
+  int have_train, have_test, have_batcher, first_epoch;
+  int64_t global_step;
+} Train;
+
+static const char train_help[] =
+    "usage: %s train --data DIR [--epochs N] [--lr X] [--seed N] [--limit N]\n"
+    "              [--test-limit N] [--save FILE.safetensors] [--resume FILE.safetensors]\n"
+    "              [--threads N]\n"
+    "\n"
+    "Trains model %s as its train section said when it was built (optimizer %s,\n"
+    "%d epochs, batch %lld), with a progress line on stderr and test accuracy after\n"
+    "each epoch.  Starts from the parameters built into the program.\n"
+    "\n"
+    "  --data DIR               IDX files (train-images-idx3-ubyte[.gz], ... as in\n"
+    "                           MNIST/Fashion-MNIST) or train_x.npy, train_y.npy,\n"
+    "                           test_x.npy, test_y.npy\n"
+    "  --epochs N, --lr X       override the train section\n"
+    "  --seed N                 shuffling seed (default: the train section's)\n"
+    "  --limit N                train on the first N examples only\n"
+    "  --test-limit N           measure accuracy on the first N test examples only\n"
+    "  --save FILE              write parameters and optimizer state after each epoch\n"
+    "                           (the format kiln train --save writes)\n"
+    "  --resume FILE            start from a file written by --save (here or by kiln train)\n"
+    "  --threads N              worker threads (default: one per core)\n"
+    "  -h, --help               this help\n";
+
+static int parse(Train *t, int argc, char **argv, int *want_help) {
+  const RtProg *p = t->p;
+  static const char *const opts[] = {"--epochs", "--limit", "--test-limit", "--threads", "--seed",
+                                     "--data",   "--save",  "--resume",     "--lr"};
+  for (int i = 0; i < argc; i++) {
+    int64_t *ints[] = {&t->epochs, &t->limit, &t->test_limit, &t->threads};
+    const char **strs[] = {&t->data, &t->save, &t->resume};
+    const char *v = NULL, *a = argv[i];
+    int r = 0, k;
+    for (k = 0; k < 9 && !(r = rt_prog_opt(argc, argv, &i, opts[k], 1, &v)); k++) {}
+    if (r < 0) return rt_prog_usage(p, "train", "option %s needs a value", a);
+    if (k < 4 && !rt_prog_positive(v, ints[k]))
+      return rt_prog_usage(p, "train", "%s needs a positive integer, got '%s'", opts[k], v);
+    if (k == 4 && (!*v || strspn(v, "0123456789") != strlen(v)))
+      return rt_prog_usage(p, "train", "--seed needs a non-negative integer, got '%s'", v);
+    if (k == 4) t->seed = (int64_t)strtoull(v, NULL, 10), t->seed_given = 1;
+    if (k >= 5 && k < 8) *strs[k - 5] = v;
+    if (k == 8) {
+      char *end;
+      t->lr = strtod(v, &end);
+      if (!*v || *end || !(t->lr > 0))
+        return rt_prog_usage(p, "train", "--lr needs a positive number, got '%s'", v);
+    }
+    if (k < 9) continue;
+    if (!strcmp(a, "-h") || !strcmp(a, "--help")) return *want_help = 1, RP_OK;
+    return rt_prog_usage(p, "train", "%s '%s'", a[0] == '-' ? "unknown option" : "unexpected argument", a);
+  }
+  return t->data ? RP_OK : rt_prog_usage(p, "train", "--data DIR is required");
+}
+
+/* Examples and labels must fit the model: sizes per example, label range. */
+static int check_data(Train *t, const RtDataset *d) {
+  const RtProg *p = t->p;
+  char tb[160];
+  int64_t per = (int64_t)(rt_prog_bytes(&p->data) / 4) / p->data.dim[0];
+  int64_t classes = p->accuracy >= 0 ? p->outputs[p->accuracy].dim[1] : INT32_MAX;
+  if (rt_dataset_example_size(d) != per)
+    return rt_prog_error(p, RP_USER,
+                         "%s: an example has %lld values, but input %s (%s) needs %lld per example", t->data,
+                         (long long)rt_dataset_example_size(d), p->data.name,
+                         rt_prog_type(&p->data, tb, sizeof tb), (long long)per);
+  for (int64_t i = 0; i < d->n; i++) {
+    int32_t v = ((int32_t *)d->y.data)[i];
+    if (v < 0 || v >= classes)
+      return rt_prog_error(p, RP_USER, "%s: label %d of example %lld is outside 0 .. %lld", t->data, v,
+                           (long long)i, (long long)classes - 1);
+  }
+  return RP_OK;
+}
+
+static int setup(Train *t) {
+  RtProg *p = t->p;
+  char err[512];
+  int rc;
+  if ((rc = rt_prog_params_init(p, &t->params))) return rc;
+  if (t->resume && (rc = rt_prog_params_load(p, &t->params, t->resume, 1, &t->first_epoch, &t->global_step)))
+    return rc;
+  if (rt_dataset_load(t->data, "train", &t->train, err, sizeof err) != RT_OK)
+    return rt_prog_error(p, RP_USER, "%s", err);
+  t->have_train = 1;
+  if (rt_dataset_load(t->data, "test", &t->test, err, sizeof err) != RT_OK)
+    return rt_prog_error(p, RP_USER, "%s", err);
+  t->have_test = 1;
+  if ((rc = check_data(t, &t->train)) || (rc = check_data(t, &t->test))) return rc;
+  t->arena = rt_prog_arena(p->train_arena);
+  t->infer_arena = rt_prog_arena(p->infer_arena);
+  if (!t->arena || !t->infer_arena) return rt_prog_error(p, RP_USER, "out of memory for the arenas");
+  uint64_t seed = t->seed_given ? (uint64_t)t->seed : p->seed;
+  if (rt_batcher_init(&t->batcher, t->train.n, p->data.dim[0], seed, p->shuffle, t->limit) != RT_OK)
+    return rt_prog_error(p, RP_USER, "out of memory shuffling %lld examples", (long long)t->train.n);
+  t->have_batcher = 1;
+  return RP_OK;
+}
+
+/* Fraction of test examples whose highest score is the label; -1 if none. */
+static double test_accuracy(Train *t) {
+  const RtProg *p = t->p;
+  if (p->accuracy < 0 || p->infer_data < 0 || p->inputs[p->infer_data].offset < 0) return -1;
+  const RtProgTensor *in = &p->inputs[p->infer_data], *out = &p->outputs[p->accuracy];
+  int64_t batch = in->dim[0], classes = out->dim[1], right = 0;
+  int64_t n = t->test_limit && t->test_limit < t->test.n ? t->test_limit : t->test.n;
+  float *x = (float *)(t->infer_arena + in->offset);
+  int32_t *labels = malloc(sizeof(int32_t) * (size_t)batch);
+  if (!labels) return -1;
+  rt_prog_prepare(&t->params); /* the inference graph's prepared weights, from the trained ones */
+  for (int64_t first = 0; first < n; first += batch) {
+    int64_t count = n - first < batch ? n - first : batch;
+    memset(x, 0, rt_prog_bytes(in));
+    rt_dataset_gather(&t->test, first, count, x, labels);
+    kiln_infer(t->infer_arena, (void *const *)t->params.ext);
+    const float *s = (const float *)(t->infer_arena + out->offset);
+    for (int64_t r = 0; r < count; r++) {
+      int64_t best = 0;
+      for (int64_t k = 1; k < classes; k++) best = s[r * classes + k] > s[r * classes + best] ? k : best;
+      right += best == labels[r];
+    }
+  }
+  free(labels);
+  return n ? (double)right / (double)n : -1;
+}
+
+static double run_step(Train *t, int64_t per_epoch, int64_t total) {
+  const RtProg *p = t->p;
+  if (p->lr >= 0)
+    *(float *)(t->arena + p->lr) = (float)rt_schedule_lr(&p->sched, t->global_step, per_epoch, total);
+  if (p->step >= 0) *(float *)(t->arena + p->step) = (float)(t->global_step + 1);
+  t->params.counter = t->global_step;
+  kiln_train_step(t->arena, (void *const *)t->params.ext);
+  for (int i = 0; i < p->n_updates; i++)
+    memcpy(t->params.ext[p->updates[i].slot], t->arena + p->updates[i].value, (size_t)p->updates[i].bytes);
+  t->global_step++;
+  return p->loss >= 0 ? *(float *)(t->arena + p->loss) : 0;
+}
+
+static int loop(Train *t) {
+  RtProg *p = t->p;
+  int64_t batch = p->data.dim[0], steps = rt_batcher_steps(&t->batcher), total = steps * p->epochs;
+  if (steps == 0)
+    return rt_prog_error(p, RP_USER, "%s: fewer training examples than one batch of %lld", t->data,
+                         (long long)batch);
+  if (t->first_epoch >= p->epochs)
+    fprintf(stderr, "%s: %s already holds %d epochs; nothing to do\n", p->name, t->resume, t->first_epoch);
+  float *x = (float *)(t->arena + p->data.offset);
+  int32_t *y = (int32_t *)(t->arena + p->labels.offset);
+  for (int epoch = t->first_epoch; epoch < p->epochs; epoch++) {
+    RtProgress pr;
+    rt_progress_init(&pr, stderr, epoch + 1, p->epochs, steps, batch);
+    rt_batcher_epoch(&t->batcher, epoch);
+    for (int64_t s = 0; s < steps; s++) {
+      rt_batcher_gather(&t->batcher, &t->train, s, x, y);
+      rt_progress_step(&pr, s, run_step(t, steps, total));
+    }
+    double acc = test_accuracy(t);
+    char extra[64] = "";
+    if (acc >= 0) snprintf(extra, sizeof extra, "test accuracy %.2f%%", 100 * acc);
+    rt_progress_end(&pr, acc >= 0 ? extra : NULL);
+    int rc = t->save ? rt_prog_params_save(p, &t->params, t->save, epoch + 1, t->global_step) : RP_OK;
+    if (rc) return rc;
+  }
+  return RP_OK;
+}
+
+int rt_prog_train_main(RtProg *p, int argc, char **argv) {
+  Train t = {.p = p};
+  int want_help = 0, rc;
+  if (!p->has_train || !kiln_train_step)
+    return rt_prog_usage(p, NULL,
+                         "this program was built without training (kiln build --train makes one with a "
+                         "train command)");
+  rc = parse(&t, argc, argv, &want_help);
+  if (want_help) {
+    printf(train_help, p->name, p->model, p->optimizer, p->epochs, (long long)p->data.dim[0]);
+    return RP_OK;
+  }
+  if (rc) return rc;
+  if (t.epochs) p->epochs = (int)t.epochs;
+  if (t.lr > 0) p->sched.lr = t.lr;
+  if (p->data.offset < 0 || p->labels.offset < 0)
+    return rt_prog_error(p, RP_USER, "the training step does not read its examples or labels");
+  rt_set_threads((int)t.threads);
+  rc = setup(&t);
+  if (rc == RP_OK) rc = loop(&t);
+  rt_prog_params_free(&t.params);
+  free(t.arena);
+  free(t.infer_arena);
+  if (t.have_train) rt_dataset_free(&t.train);
+  if (t.have_test) rt_dataset_free(&t.test);
+  if (t.have_batcher) rt_batcher_free(&t.batcher);
+  return rc;
+}

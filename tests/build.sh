@@ -1,0 +1,313 @@
+#!/usr/bin/env bash
+# build.sh: `kiln build` and the programs it makes, run as a user runs them.
+#
+# Programs built from mlp, lenet5, resnet_small and attention compute what
+# `kiln run` computes on the same .npy inputs (any number of rows: chunks of
+# the built batch); --help lists the shapes; bad inputs, files and options
+# fail with exit 1 or 2 and leave no partial output; --weights reads what
+# `kiln init` writes; a --train program trains a small model on .npy data,
+# its --save/--resume equals an uninterrupted run and its files are byte
+# for byte those of `kiln train`; --emit obj,header gives an object that
+# calls no malloc and a header that a C program compiles and runs with;
+# a failed link leaves nothing behind.  (How long a build takes is measured
+# by bench/build_time.sh, not here.)
+#
+# Usage: tests/build.sh path/to/kiln    (ctest passes the built binary)
+set -uo pipefail
+source "$(dirname "$0")/sh_helpers.sh"
+
+absent() { # absent PATH: a failed command must not leave this file or temporaries
+  if [ -e "$1" ] || ls "$(dirname "$1")"/*.tmp.* >/dev/null 2>&1; then
+    echo "FAIL: $1 (or a temporary file) exists after a failure"
+    fails=$((fails + 1))
+  fi
+}
+
+same_npy() { # same_npy A.npy B.npy WHAT: same shape and dtype, allclose
+  if "$PY" - "$1" "$2" <<'PY'; then echo "ok: $3"; else echo "FAIL: $3"; fails=$((fails + 1)); fi
+import sys, numpy as np
+a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
+assert a.shape == b.shape and a.dtype == b.dtype, (a.shape, a.dtype, b.shape, b.dtype)
+assert np.allclose(a, b, rtol=1e-5, atol=1e-6), float(abs(a - b).max())
+PY
+}
+
+same_file() { # same_file A B WHAT
+  if cmp -s "$1" "$2"; then echo "ok: $3"; else echo "FAIL: $3 ($1 and $2 differ)"; fails=$((fails + 1)); fi
+}
+
+d="$tmp/data"
+mkdir -p "$d"
+"$PY" - "$d" <<'PY'
+import sys, numpy as np
+d = sys.argv[1]
+rng = np.random.default_rng(0)
+for n in (8, 64, 100):
+    np.save(f"{d}/x{n}.npy", rng.random((n, 784), dtype=np.float32))
+np.save(f"{d}/x64_f8.npy", rng.random((64, 784)))            # float64: converted
+np.save(f"{d}/x_i32.npy", np.zeros((64, 784), np.int32))      # wrong dtype
+np.save(f"{d}/x_bad.npy", np.zeros((8, 10), np.float32))      # wrong shape
+np.save(f"{d}/img3.npy", rng.random((3, 1, 28, 28), dtype=np.float32))
+np.save(f"{d}/cifar5.npy", rng.random((5, 3, 32, 32), dtype=np.float32))
+np.save(f"{d}/tok5.npy", rng.integers(0, 100, (5, 8)).astype(np.int32))
+rng.random((64, 784), dtype=np.float32).tofile(f"{d}/x64.raw")
+for split, n in (("train", 96), ("test", 40)):                # a separable toy task
+    y = rng.integers(0, 3, n)
+    np.save(f"{d}/{split}_x.npy", rng.normal(0, 1, (n, 6)).astype(np.float32) + y[:, None])
+    np.save(f"{d}/{split}_y.npy", y)
+PY
+
+# --- kiln build: usage and errors ------------------------------------------------
+expect 0 "kiln build --help" -- "$KILN" build --help
+contains "$out" "usage: kiln build MODEL.kiln -o PROG"
+expect 0 "kiln --help lists build" -- "$KILN" --help
+contains "$out" "build   compile the model ahead of time"
+expect 2 "build without -o" -- "$KILN" build models/mlp.kiln
+contains "$err" "-o PROG is required"
+expect 2 "unknown --emit kind" -- "$KILN" build models/mlp.kiln -o "$tmp/x" --emit obj,exe,pdf
+contains "$err" "unknown kind 'pdf'"
+expect 2 "unknown option" -- "$KILN" build models/mlp.kiln -o "$tmp/x" --frob
+expect 1 "missing model file" -- "$KILN" build "$tmp/nope.kiln" -o "$tmp/x"
+absent "$tmp/x"
+expect 1 "-o into a missing folder" -- "$KILN" build models/mlp.kiln -o "$tmp/no/dir/prog"
+contains "$err" "cannot write in folder $tmp/no/dir"
+expect 1 "--train without a train section" -- "$KILN" build tests/data/no_train.kiln --train \
+  -o "$tmp/x"
+contains "$err" "has no train section"
+absent "$tmp/x"
+expect 1 "--weights that do not exist" -- "$KILN" build models/mlp.kiln -o "$tmp/x" \
+  --weights "$tmp/none.safetensors"
+contains "$err" "none.safetensors"
+absent "$tmp/x"
+
+# --- the MLP: inference against kiln run -------------------------------------------
+expect 0 "build mlp" -- "$KILN" build models/mlp.kiln -o "$tmp/mlp"
+contains "$err" "built $tmp/mlp: model mlp, inference"
+expect 0 "mlp --help" -- "$tmp/mlp" --help
+contains "$out" "usage: mlp [--input NAME=FILE.npy]"
+contains "$out" "x                f32[64, 784]             (any number of rows)"
+contains "$out" "y                i32[64]                  (not needed)"
+contains "$out" "probs            f32[64, 10]"
+for n in 8 64 100; do
+  expect 0 "mlp on $n rows" -- "$tmp/mlp" --input x="$d/x$n.npy" --output probs="$tmp/p$n.npy" \
+    --threads 2
+  contains "$err" "wrote probs (f32[$n, 10]) to $tmp/p$n.npy"
+  expect 0 "kiln run on $n rows" -- "$KILN" run models/mlp.kiln --input x="$d/x$n.npy" \
+    --output probs="$tmp/r$n.npy" --threads 2
+  same_npy "$tmp/p$n.npy" "$tmp/r$n.npy" "mlp program = kiln run ($n rows)"
+done
+expect 0 "float64 input converted" -- "$tmp/mlp" --input x="$d/x64_f8.npy"
+contains "$out" "probs: f32[64, 10]  min "
+expect 0 "kiln run prints the same summary" -- "$KILN" run models/mlp.kiln --input x="$d/x64_f8.npy"
+cp "$out" "$tmp/summary_run.txt"
+"$tmp/mlp" --input x="$d/x64_f8.npy" >"$tmp/summary_prog.txt" 2>/dev/null
+same_file "$tmp/summary_prog.txt" "$tmp/summary_run.txt" "summary without --output = kiln run's"
+
+# --- bad inputs, files and options ------------------------------------------------
+expect 1 "wrong shape" -- "$tmp/mlp" --input x="$d/x_bad.npy" --output probs="$tmp/never.npy"
+contains "$err" "x_bad.npy: input x must be f32[64, 784] with any number of rows (the first axis), but the file holds f32[8, 10]"
+absent "$tmp/never.npy"
+expect 1 "wrong dtype" -- "$tmp/mlp" --input x="$d/x_i32.npy" --output probs="$tmp/never.npy"
+contains "$err" "but the file holds i32[64, 784]"
+absent "$tmp/never.npy"
+expect 1 "missing input file" -- "$tmp/mlp" --input x="$tmp/gone.npy" --output probs="$tmp/never.npy"
+contains "$err" "gone.npy"
+absent "$tmp/never.npy"
+expect 1 "input not given" -- "$tmp/mlp" --output probs="$tmp/never.npy"
+contains "$err" "input 'x' (f32[64, 784]) is needed: give --input x=FILE.npy"
+expect 1 "unknown input" -- "$tmp/mlp" --input z="$d/x8.npy"
+contains "$err" "model mlp has no input named 'z' (its inputs: x, y)"
+expect 1 "unknown output" -- "$tmp/mlp" --input x="$d/x8.npy" --output h1="$tmp/never.npy"
+contains "$err" "has no output named 'h1' (its outputs: probs)"
+expect 1 "output into a missing folder" -- "$tmp/mlp" --input x="$d/x8.npy" \
+  --output probs="$tmp/no/dir/p.npy"
+absent "$tmp/no/dir/p.npy"
+expect 2 "unknown option" -- "$tmp/mlp" --input x="$d/x8.npy" --frob
+contains "$err" "unknown option '--frob'"
+expect 2 "--input without NAME=" -- "$tmp/mlp" --input "$d/x8.npy"
+expect 2 "--input given twice" -- "$tmp/mlp" --input x="$d/x8.npy" --input x="$d/x8.npy"
+expect 2 "--threads 0" -- "$tmp/mlp" --input x="$d/x8.npy" --threads 0
+expect 2 "option without its value" -- "$tmp/mlp" --input
+expect 2 "train on an inference-only program" -- "$tmp/mlp" train --data "$d"
+contains "$err" "built without training"
+
+# --- --weights round trip with kiln init ---------------------------------------------
+expect 0 "kiln init" -- "$KILN" init models/mlp.kiln --seed 7 -o "$tmp/w7.safetensors"
+expect 0 "program with --weights" -- "$tmp/mlp" --weights "$tmp/w7.safetensors" \
+  --input x="$d/x8.npy" --output probs="$tmp/pw.npy"
+expect 0 "kiln run with --weights" -- "$KILN" run models/mlp.kiln --weights "$tmp/w7.safetensors" \
+  --input x="$d/x8.npy" --output probs="$tmp/rw.npy"
+same_npy "$tmp/pw.npy" "$tmp/rw.npy" "--weights: program = kiln run"
+expect 0 "build with the weights built in" -- "$KILN" build models/mlp.kiln -o "$tmp/mlp7" \
+  --weights "$tmp/w7.safetensors"
+expect 0 "built-in weights" -- "$tmp/mlp7" --input x="$d/x8.npy" --output probs="$tmp/pw7.npy"
+same_npy "$tmp/pw7.npy" "$tmp/rw.npy" "kiln build --weights = program --weights"
+expect 0 "build with --seed 7" -- "$KILN" build models/mlp.kiln -o "$tmp/mlps7" --seed 7
+expect 0 "seeded build" -- "$tmp/mlps7" --input x="$d/x8.npy" --output probs="$tmp/ps7.npy"
+same_npy "$tmp/ps7.npy" "$tmp/rw.npy" "kiln build --seed 7 = kiln init --seed 7"
+expect 0 "kiln init lenet5" -- "$KILN" init models/lenet5.kiln -o "$tmp/lenet.safetensors"
+expect 1 "--weights of another model" -- "$tmp/mlp" --weights "$tmp/lenet.safetensors" \
+  --input x="$d/x8.npy" --output probs="$tmp/never.npy"
+contains "$err" "lenet.safetensors: parameter h1.weight: expected f32[256, 784], the file does not have it"
+absent "$tmp/never.npy"
+
+# --- LeNet-5, ResNet, attention: every model against kiln run -------------------------
+check_model() { # check_model NAME INPUT FILE [-D ...]: build, run, compare with kiln run
+  local m=$1 in=$2 f=$3
+  shift 3
+  expect 0 "build $m $*" -- "$KILN" build "models/$m.kiln" "$@" -o "$tmp/$m" || return
+  expect 0 "$m program" -- "$tmp/$m" --input "$in=$f" --output probs="$tmp/p_$m.npy"
+  expect 0 "$m kiln run" -- "$KILN" run "models/$m.kiln" "$@" --input "$in=$f" \
+    --output probs="$tmp/r_$m.npy"
+  same_npy "$tmp/p_$m.npy" "$tmp/r_$m.npy" "$m program = kiln run"
+}
+check_model lenet5 x "$d/img3.npy"
+check_model resnet_small x "$d/cifar5.npy" -D blocks=1 -D N=5
+check_model attention tokens "$d/tok5.npy" -D N=5 -D T=8
+expect 0 "attention built for 2 rows runs 5" -- "$KILN" build models/attention.kiln -D N=2 -D T=8 \
+  -o "$tmp/att2"
+expect 0 "attention --help" -- "$tmp/att2" --help
+contains "$out" "tokens           i32[2, 8]                (any number of rows)"
+expect 0 "att2 on 5 rows" -- "$tmp/att2" --input tokens="$d/tok5.npy" --output probs="$tmp/p_att2.npy"
+same_npy "$tmp/p_att2.npy" "$tmp/r_attention.npy" "chunks of 2 rows = kiln run on 5"
+
+# --- --emit: object, header, IR, assembly --------------------------------------------
+expect 0 "emit obj,header" -- "$KILN" build models/mlp.kiln -o "$tmp/emb" --emit obj,header
+[ -e "$tmp/emb" ] && { echo "FAIL: --emit obj,header also linked a program"; fails=$((fails + 1)); }
+if nm -u "$tmp/emb.o" >"$tmp/undef.txt" && ! grep -Ewq 'malloc|calloc|realloc|free|aligned_alloc' \
+  "$tmp/undef.txt"; then
+  echo "ok: the object calls no malloc (needs: $(tr -s ' \n' ' ' <"$tmp/undef.txt"))"
+else
+  echo "FAIL: nm -u lists an allocator:"; cat "$tmp/undef.txt"; fails=$((fails + 1))
+fi
+contains "$tmp/emb.h" "#define KILN_ARENA_BYTES"
+contains "$tmp/emb.h" "#define KILN_INPUT_x_OFFSET"
+contains "$tmp/emb.h" "#define KILN_PARAM_h1_weight_SLOT 1"
+contains "$tmp/emb.h" "void kiln_infer(char *arena, void *const *ext);"
+cat >"$tmp/embed.c" <<'EOF'
+/* A C program embedding the MLP: the caller's arena and parameters. */
+#include <stdint.h>
+#include <stdio.h>
+#include "emb.h"
+
+void rt_parallel_for(int64_t n, int64_t grain, void (*fn)(void *, int64_t, int64_t), void *ctx) {
+  (void)grain;
+  if (n > 0)
+    fn(ctx, 0, n);
+}
+
+static _Alignas(KILN_ARENA_ALIGN) char arena[KILN_ARENA_BYTES];
+
+int main(int argc, char **argv) {
+  int64_t step = 0;
+  void *ext[KILN_EXT_SLOTS] = {&step};
+#define P(name) ext[KILN_PARAM_##name##_SLOT] = (void *)(kiln_params + KILN_PARAM_##name##_OFFSET)
+  P(h1_weight); P(h1_bias); P(h2_weight); P(h2_bias); P(logits_weight); P(logits_bias);
+  static _Alignas(KILN_ARENA_ALIGN) unsigned char prepared[KILN_PREPARED_BYTES];
+  static const struct { int slot; long long offset, bytes; } prep[] = KILN_PREPARED;
+  for (int i = 0; i < KILN_PREPARED_COUNT; i++)
+    ext[prep[i].slot] = prepared + prep[i].offset;
+  kiln_prepare(arena, ext); /* after setting the parameters */
+  FILE *in = fopen(argv[1], "rb"), *out = fopen(argv[2], "wb");
+  if (argc != 3 || !in || !out ||
+      fread(arena + KILN_INPUT_x_OFFSET, 1, KILN_INPUT_x_BYTES, in) != KILN_INPUT_x_BYTES)
+    return 1;
+  kiln_infer(arena, ext);
+  fwrite(arena + KILN_OUTPUT_probs_OFFSET, 1, KILN_OUTPUT_probs_BYTES, out);
+  return fclose(out) != 0;
+}
+EOF
+expect 0 "the header compiles (cc -c)" -- cc -std=c11 -Wall -Werror -c "$tmp/embed.c" \
+  -I "$tmp" -o "$tmp/embed_main.o"
+expect 0 "link the object into a C program" -- cc -o "$tmp/embed" "$tmp/embed_main.o" \
+  "$tmp/emb.o" -lm
+expect 0 "the embedding program runs" -- "$tmp/embed" "$d/x64.raw" "$tmp/embed_out.raw"
+"$PY" -c "import numpy as np, sys; np.save(sys.argv[2], np.fromfile(sys.argv[1], np.float32).reshape(64, 784))" \
+  "$d/x64.raw" "$tmp/x64raw.npy"
+"$PY" -c "import numpy as np, sys; np.save(sys.argv[2], np.fromfile(sys.argv[1], np.float32).reshape(64, 10))" \
+  "$tmp/embed_out.raw" "$tmp/embed_out.npy"
+expect 0 "the program on the same input" -- "$tmp/mlp" --input x="$tmp/x64raw.npy" \
+  --output probs="$tmp/p_raw.npy"
+same_npy "$tmp/embed_out.npy" "$tmp/p_raw.npy" "embedded object = built program"
+expect 0 "--emit llvm to stdout" -- "$KILN" build models/mlp.kiln --emit llvm
+contains "$out" "define void @kiln_infer(ptr"
+contains "$out" "@kiln_manifest = "
+expect 0 "--emit asm to stdout" -- "$KILN" build models/mlp.kiln --emit asm
+contains "$out" "kiln_infer:"
+expect 0 "--emit llvm,asm,exe with -o" -- "$KILN" build models/mlp.kiln -o "$tmp/all" \
+  --emit llvm,asm,exe
+for f in "$tmp/all" "$tmp/all.ll" "$tmp/all.s"; do
+  [ -s "$f" ] || { echo "FAIL: $f was not written"; fails=$((fails + 1)); }
+done
+expect 2 "llvm and asm together on stdout" -- "$KILN" build models/mlp.kiln --emit llvm,asm
+
+# --- linking fails: cc's output, exit 1, nothing left -----------------------------------
+mkdir -p "$tmp/fakebin" "$tmp/linkfail"
+printf '#!/bin/sh\necho "fake cc: cannot link this" >&2\nexit 3\n' >"$tmp/fakebin/cc"
+chmod +x "$tmp/fakebin/cc"
+expect 1 "a failing linker" -- env PATH="$tmp/fakebin:$PATH" "$KILN" build models/mlp.kiln \
+  -o "$tmp/linkfail/prog"
+contains "$err" "linking $tmp/linkfail/prog failed (cc exited with status 3)"
+contains "$err" "fake cc: cannot link this"
+absent "$tmp/linkfail/prog"
+[ -z "$(ls -A "$tmp/linkfail")" ] || { echo "FAIL: files left: $(ls "$tmp/linkfail")"; fails=$((fails + 1)); }
+
+# --- a --train program on a small .npy dataset ------------------------------------------
+cp tests/data/small.kiln "$tmp/small.kiln"
+expect 0 "build small --train" -- "$KILN" build "$tmp/small.kiln" --train -o "$tmp/small"
+contains "$err" "inference + training step"
+expect 0 "small train --help" -- "$tmp/small" train --help
+contains "$out" "optimizer adam"
+expect 0 "--help mentions train" -- "$tmp/small" --help
+contains "$out" "small train --data DIR"
+last_line() { tail -n 1 "$err" | sed 's/| [0-9]* ex\/s | [0-9.]*s //'; }
+expect 0 "three epochs (the train section)" -- "$tmp/small" train --data "$d" --threads 2
+contains "$err" "epoch 3/3"
+contains "$err" "test accuracy"
+expect 0 "two epochs straight" -- "$tmp/small" train --data "$d" --epochs 2 --threads 2 \
+  --save "$tmp/straight.safetensors"
+last_line >"$tmp/straight.txt"
+expect 0 "one epoch, saved" -- "$tmp/small" train --data "$d" --epochs 1 --threads 2 \
+  --save "$tmp/half.safetensors"
+expect 0 "resumed for the second" -- "$tmp/small" train --data "$d" --epochs 2 --threads 2 \
+  --resume "$tmp/half.safetensors" --save "$tmp/resumed.safetensors"
+last_line >"$tmp/resumed.txt"
+same_file "$tmp/straight.txt" "$tmp/resumed.txt" "resumed run reports what the straight one does"
+same_file "$tmp/straight.safetensors" "$tmp/resumed.safetensors" "resume = uninterrupted (parameters, state)"
+expect 0 "kiln train, two epochs" -- "$KILN" train "$tmp/small.kiln" --data "$d" --epochs 2 \
+  --threads 2 --save "$tmp/kiln_straight.safetensors"
+same_file "$tmp/kiln_straight.safetensors" "$tmp/straight.safetensors" "program train --save = kiln train --save"
+expect 0 "kiln train, one epoch" -- "$KILN" train "$tmp/small.kiln" --data "$d" --epochs 1 \
+  --threads 2 --save "$tmp/kiln_half.safetensors"
+expect 0 "the program resumes kiln train's file" -- "$tmp/small" train --data "$d" --epochs 2 \
+  --threads 2 --resume "$tmp/kiln_half.safetensors" --save "$tmp/mixed.safetensors"
+same_file "$tmp/mixed.safetensors" "$tmp/straight.safetensors" "kiln train file resumed by the program"
+expect 0 "inference with trained weights" -- "$tmp/small" --weights "$tmp/straight.safetensors" \
+  --input x="$d/test_x.npy" --output probs="$tmp/p_small.npy"
+if grep -q warning "$err"; then echo "FAIL: warnings about optimizer state"; fails=$((fails + 1)); fi
+expect 0 "kiln run with trained weights" -- "$KILN" run "$tmp/small.kiln" \
+  --weights "$tmp/straight.safetensors" --input x="$d/test_x.npy" --output probs="$tmp/r_small.npy"
+same_npy "$tmp/p_small.npy" "$tmp/r_small.npy" "trained program = kiln run"
+expect 0 "emit a training build's object and header" -- "$KILN" build "$tmp/small.kiln" --train \
+  -o "$tmp/smallemb" --emit obj,header
+printf '#include "smallemb.h"\nstatic const struct { long long value; int slot; long long bytes; }\n  updates[KILN_UPDATE_COUNT] = KILN_UPDATES;\nvoid step(char *a, void *const *e) { kiln_train_step(a, e); }\nlong long first(void) { return updates[0].bytes + KILN_TRAIN_ARENA_BYTES + KILN_TRAIN_LOSS_OFFSET; }\n' \
+  >"$tmp/train_embed.c"
+expect 0 "the training header compiles" -- cc -std=c11 -Wall -Werror -c "$tmp/train_embed.c" \
+  -I "$tmp" -o "$tmp/train_embed.o"
+if nm -u "$tmp/smallemb.o" | grep -Ewq 'malloc|calloc|realloc|free'; then
+  echo "FAIL: the training object calls an allocator"; fails=$((fails + 1))
+fi
+expect 2 "train without --data" -- "$tmp/small" train
+contains "$err" "--data DIR is required"
+expect 2 "train with a bad option" -- "$tmp/small" train --data "$d" --frob
+expect 2 "train with --epochs 0" -- "$tmp/small" train --data "$d" --epochs 0
+expect 1 "train from a missing folder" -- "$tmp/small" train --data "$tmp/none"
+contains "$err" "none"
+expect 1 "resume from another model's file" -- "$tmp/small" train --data "$d" \
+  --resume "$tmp/lenet.safetensors" --save "$tmp/never.safetensors"
+contains "$err" "lenet.safetensors: parameter"
+absent "$tmp/never.safetensors"
+expect 1 "data of the wrong width" -- "$tmp/mlp7" --input x="$d/train_x.npy"
+ls "$tmp"/*.tmp.* >/dev/null 2>&1 && { echo "FAIL: temporary files left"; fails=$((fails + 1)); }
+
+finish build
