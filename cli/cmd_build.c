@@ -29,7 +29,8 @@ extern char **environ;
 
 static const char build_help[] =
     "usage: kiln build MODEL.kiln -o PROG [--train] [--emit LIST] [--weights FILE]\n"
-    "                  [--seed N] [-D NAME=VALUE]... [--model NAME] [--no-prepack] [-v]\n"
+    "                  [--seed N] [-D NAME=VALUE]... [--model NAME] [--no-prepack]\n"
+    "                  [--threads N] [-v]\n"
     "\n"
     "Compiles the model ahead of time for this machine's CPU into a standalone\n"
     "program PROG.  `PROG --input x=a.npy --output probs=b.npy` runs inference\n"
@@ -55,6 +56,8 @@ static const char build_help[] =
     "  --no-prepack             no transposed copy of matmul weights for inference\n"
     "                           (by default kiln_prepare makes it once, when the\n"
     "                           program loads its weights; same results)\n"
+    "  --threads N              compile on N threads (default: one per core); the\n"
+    "                           program's code is then N object files linked together\n"
     "  -v, --verbose            print the plans and where the time went\n"
     "  -h, --help               this help\n";
 
@@ -67,7 +70,8 @@ typedef struct Build {
   TrainStep ts;
   Aot a;
   bool aot_ready;
-  char *tmp_obj; /* removed at the end */
+  char *tmp_obj[AOT_MAX_PARTS]; /* object files removed at the end */
+  int n_parts;                  /* > 0: the program's code in that many objects */
   double t0, t_front, t_link, t_write;
 } Build;
 
@@ -363,17 +367,21 @@ static int run_capture(Build *b, char *const *argv, char **out) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-static void link_program(Build *b, const char *obj) {
+static void link_program(Build *b, char *const *objs, int n_objs) {
   Cli *c = b->c;
   const char *archive = runtime_archive(b);
   const char *tmp = arena_fmt(c->arena, "%s.tmp.%ld", c->out, (long)getpid());
-  char *argv[32];
+  char *argv[32 + AOT_MAX_PARTS];
   int n = 0;
   argv[n++] = "cc";
   char *flags = arena_strdup(c->arena, KILN_RT_LINK_FLAGS);
   for (char *f = strtok(flags, " "); f && n < 24; f = strtok(NULL, " "))
     argv[n++] = f;
-  char *rest[] = {"-o", (char *)tmp, (char *)obj, (char *)archive, "-lm", "-lpthread", NULL};
+  argv[n++] = "-o";
+  argv[n++] = (char *)tmp;
+  for (int i = 0; i < n_objs; i++)
+    argv[n++] = objs[i];
+  char *rest[] = {(char *)archive, "-lm", "-lpthread", NULL};
   memcpy(argv + n, rest, sizeof rest);
   char *out;
   double t = now();
@@ -407,9 +415,14 @@ static void report(Build *b, double total) {
   fprintf(stderr, ", in %.2f s\n", total);
   if (!b->c->verbose)
     return;
-  fprintf(stderr, "  front end %.3f s, plan %.3f s, lower %.3f s, LLVM IR %.3f s, O3 %.3f s, "
-          "write %.3f s, link %.3f s\n", b->t_front, a->times.plan, a->times.lower,
-          a->times.emit_ir, a->times.optimize, b->t_write, b->t_link);
+  fprintf(stderr, "  front end %.3f s, plan %.3f s, lower %.3f s, LLVM IR %.3f s, ", b->t_front,
+          a->times.plan, a->times.lower, a->times.emit_ir);
+  if (b->n_parts > 0)
+    fprintf(stderr, "O3 and objects on %d thread%s %.3f s", b->n_parts, b->n_parts > 1 ? "s" : "",
+            b->t_write);
+  else
+    fprintf(stderr, "O3 %.3f s, write %.3f s", a->times.optimize, b->t_write);
+  fprintf(stderr, ", link %.3f s\n", b->t_link);
   fprintf(stderr, "  inference: ");
   plan_print_summary(&a->infer.plan, stderr);
   if (a->has_train) {
@@ -440,6 +453,28 @@ static void check_out_dir(Build *b) {
                 strerror(errno));
 }
 
+static void write_header(Build *b) {
+  const char *out = b->c->out, *base = strrchr(out, '/') ? strrchr(out, '/') + 1 : out;
+  char *h = aot_header(&b->a, base), *text = arena_strdup(b->c->arena, h);
+  free(h);
+  write_text(b, with_ext(b, ".h"), text);
+}
+
+/* The program's code as one object per thread (--threads, default one per
+ * core, up to AOT_MAX_PARTS), each optimized and compiled on its own
+ * thread (codegen/aot_split.c). */
+static void write_parts(Build *b) {
+  char err[1024];
+  long want = b->c->threads > 0 ? (long)b->c->threads : sysconf(_SC_NPROCESSORS_ONLN);
+  b->n_parts = want < 1 ? 1 : want > AOT_MAX_PARTS ? AOT_MAX_PARTS : (int)want;
+  for (int i = 0; i < b->n_parts; i++)
+    b->tmp_obj[i] = arena_fmt(b->c->arena, "%s.tmp.%ld.%d.o", b->c->out, (long)getpid(), i);
+  double t = now();
+  if (!aot_write_parts(&b->a, b->n_parts, b->tmp_obj, err, sizeof err))
+    error_plain(&b->c->diag, "%s", err);
+  b->t_write = now() - t;
+}
+
 static void build_fn(void *ud) {
   Build *b = ud;
   Cli *c = b->c;
@@ -456,8 +491,18 @@ static void build_fn(void *ud) {
   CgOpts co = {.opt_level = 3};
   if (!aot_compile(&b->a, &co, err, sizeof err))
     die("compiling %s: %s", b->a.model, err); /* a compiler bug, not the user's */
-  double t = now();
   unsigned e = b->emit;
+  if (e == EMIT_EXE || e == (EMIT_EXE | EMIT_HEADER)) { /* no single object wanted */
+    write_parts(b);
+    if (e & EMIT_HEADER)
+      write_header(b);
+    link_program(b, b->tmp_obj, b->n_parts);
+    report(b, now() - b->t0);
+    return;
+  }
+  if (!aot_optimize(&b->a, err, sizeof err))
+    die("compiling %s: %s", b->a.model, err);
+  double t = now();
   if (e & EMIT_LLVM) {
     char *ir = cg_print_ir(b->a.cg), *text = arena_strdup(c->arena, ir);
     free(ir);
@@ -467,20 +512,16 @@ static void build_fn(void *ud) {
     write_object(b, with_ext(b, ".s"), true);
   else if (e & EMIT_ASM)
     print_asm(b);
-  if (e & EMIT_HEADER) {
-    const char *base = strrchr(c->out, '/') ? strrchr(c->out, '/') + 1 : c->out;
-    char *h = aot_header(&b->a, base), *text = arena_strdup(c->arena, h);
-    free(h);
-    write_text(b, with_ext(b, ".h"), text);
-  }
-  const char *obj = with_ext(b, ".o");
+  if (e & EMIT_HEADER)
+    write_header(b);
+  char *obj = (char *)with_ext(b, ".o");
   if (!(e & EMIT_OBJ) && (e & EMIT_EXE))
-    obj = b->tmp_obj = arena_fmt(c->arena, "%s.tmp.%ld.o", c->out, (long)getpid());
+    obj = b->tmp_obj[0] = arena_fmt(c->arena, "%s.tmp.%ld.o", c->out, (long)getpid());
   if (e & (EMIT_OBJ | EMIT_EXE))
     write_object(b, obj, false);
   b->t_write = now() - t;
   if (e & EMIT_EXE)
-    link_program(b, obj);
+    link_program(b, &obj, 1);
   report(b, now() - b->t0);
 }
 
@@ -489,11 +530,12 @@ static int build_run(Cli *c) {
   if (c->emit)
     parse_emit(c->emit, &b.emit);
   int rc = cli_protect(c, build_fn, &b);
-  if (b.tmp_obj)
-    remove(b.tmp_obj);
+  for (int i = 0; i < AOT_MAX_PARTS; i++)
+    if (b.tmp_obj[i])
+      remove(b.tmp_obj[i]);
   if (b.aot_ready)
     aot_free(&b.a);
   return rc;
 }
 
-const Command cmd_build = {"build", "DmtowSeIHCVYhK", build_help, build_validate, build_run};
+const Command cmd_build = {"build", "DmtowSeIHCVYhKj", build_help, build_validate, build_run};

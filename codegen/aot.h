@@ -25,8 +25,10 @@
  *   Aot a;
  *   aot_init(&a, &graphs, &plan_opts);                 // plans, parameter layout
  *   ... fill a.blob: a.params[i] at a.params[i].offset ...
- *   aot_compile(&a, &cg_opts, err, n);                 // module, O3
+ *   aot_compile(&a, &cg_opts, err, n);                 // the module
+ *   aot_optimize(&a, err, n);                          // O3
  *   aot_write_object(&a, "prog.o", false, err, n);
+ * (or, instead of the last two, aot_write_parts: on several threads)
  *   aot_header(&a, "prog");                            // the C header's text
  *   aot_free(&a);
  *
@@ -122,11 +124,21 @@ typedef struct Aot {
  * the parameters.  User errors were the caller's to raise; failures here
  * are internal (die). */
 void aot_init(Aot *a, const AotGraphs *gs, const PlanOpts *po);
-/* Builds the module: kernels, step functions, manifest and blob globals;
- * verifies and optimizes it.  False with a message (an internal error). */
+/* Builds the module: kernels, step functions, manifest and blob globals
+ * (not yet optimized).  False with a message (an internal error). */
 bool aot_compile(Aot *a, const CgOpts *co, char *err, size_t n);
-/* Writes the object file (assembly when `assembly`) to path, atomically. */
+/* Verifies and optimizes the module (O3), for aot_write_object or for
+ * printing it (a->cg). */
+bool aot_optimize(Aot *a, char *err, size_t n);
+/* Writes the optimized module's object file (assembly when `assembly`) to
+ * path, atomically. */
 bool aot_write_object(Aot *a, const char *path, bool assembly, char *err, size_t n);
+
+/* aot_split.c: the module, not optimized, cut into `parts` object files
+ * (paths[i]), each optimized and compiled on a thread of its own; linked
+ * together they are the program's code.  The module is left as it was. */
+enum { AOT_MAX_PARTS = 8 };
+bool aot_write_parts(Aot *a, int parts, char *const *paths, char *err, size_t n);
 /* The C header for embedding the object (malloc'ed text); guard from `base`. */
 char *aot_header(const Aot *a, const char *base);
 void aot_free(Aot *a);

@@ -96,6 +96,12 @@ for n in 8 64 100; do
     --output probs="$tmp/r$n.npy" --threads 2
   same_npy "$tmp/p$n.npy" "$tmp/r$n.npy" "mlp program = kiln run ($n rows)"
 done
+for t in 1 3; do # the code cut into 1 and 3 object files, compiled on as many threads
+  expect 0 "build mlp on $t threads" -- "$KILN" build models/mlp.kiln --threads $t -o "$tmp/mlp_t$t" -v
+  contains "$err" "O3 and objects on $t thread$([ $t = 1 ] || echo s) "
+  expect 0 "mlp built on $t threads" -- "$tmp/mlp_t$t" --input x="$d/x100.npy" --output probs="$tmp/pt$t.npy"
+  same_npy "$tmp/pt$t.npy" "$tmp/r100.npy" "program compiled on $t threads = kiln run"
+done
 expect 0 "float64 input converted" -- "$tmp/mlp" --input x="$d/x64_f8.npy"
 contains "$out" "probs: f32[64, 10]  min "
 expect 0 "kiln run prints the same summary" -- "$KILN" run models/mlp.kiln --input x="$d/x64_f8.npy"
