@@ -76,13 +76,18 @@ bool cg_expr_unsafe(const KExpr *e) {
 /* --- calls ---------------------------------------------------------------------- */
 
 /* A call of the intrinsic `name` overloaded on type t (one or two). */
-static LLVMValueRef intrinsic(Fn *f, const char *name, LLVMTypeRef *tys, int n_tys,
-                              LLVMValueRef *args, int n_args) {
+LLVMValueRef cg_intrinsic(Cg *cg, LLVMBuilderRef b, const char *name, LLVMTypeRef *tys,
+                          int n_tys, LLVMValueRef *args, int n_args) {
   unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
   ASSERT(id != 0);
-  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(f->cg->mod, id, tys, (size_t)n_tys);
-  LLVMTypeRef ty = LLVMIntrinsicGetType(f->cg->ctx, id, tys, (size_t)n_tys);
-  return LLVMBuildCall2(f->b, ty, fn, args, (unsigned)n_args, "");
+  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(cg->mod, id, tys, (size_t)n_tys);
+  LLVMTypeRef ty = LLVMIntrinsicGetType(cg->ctx, id, tys, (size_t)n_tys);
+  return LLVMBuildCall2(b, ty, fn, args, (unsigned)n_args, "");
+}
+
+static LLVMValueRef intrinsic(Fn *f, const char *name, LLVMTypeRef *tys, int n_tys,
+                              LLVMValueRef *args, int n_args) {
+  return cg_intrinsic(f->cg, f->b, name, tys, n_tys, args, n_args);
 }
 
 static LLVMValueRef f32_intrinsic(Fn *f, const char *name, LLVMValueRef a) {

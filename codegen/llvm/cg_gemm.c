@@ -148,16 +148,6 @@ static LLVMValueRef gep(Fn *f, LLVMValueRef p, LLVMValueRef i) {
   return LLVMBuildGEP2(f->b, f->cg->t_f32, p, &i, 1, "");
 }
 
-/* A call of intrinsic `name` overloaded on tys. */
-static LLVMValueRef intrinsic(Cg *cg, LLVMBuilderRef b, const char *name, LLVMTypeRef *tys,
-                              int n_tys, LLVMValueRef *args, int n_args) {
-  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
-  ASSERT(id != 0);
-  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(cg->mod, id, tys, (size_t)n_tys);
-  LLVMTypeRef ty = LLVMIntrinsicGetType(cg->ctx, id, tys, (size_t)n_tys);
-  return LLVMBuildCall2(b, ty, fn, args, (unsigned)n_args, "");
-}
-
 /* for (var = lo; var < hi; var += step) { ... }: hl_begin opens the body,
  * hl_end closes it.  hi is evaluated before the loop. */
 typedef struct HLoop {
@@ -260,7 +250,7 @@ static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name) {
       smask[r][v] = LLVMBuildSelect(b, ok, masks[v], zero_m, "");
       LLVMValueRef args[] = {gep(&f, rowc[r], i64c(cg, 16 * v)), align4,
                              LLVMBuildSelect(b, load_ok, masks[v], zero_m, ""), zero_v};
-      acc0[r][v] = intrinsic(cg, b, "llvm.masked.load", mtys, 2, args, 4);
+      acc0[r][v] = cg_intrinsic(cg, b, "llvm.masked.load", mtys, 2, args, 4);
     }
   }
   LLVMBuildBr(b, body);
@@ -282,7 +272,7 @@ static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name) {
     if (g->b_direct || g->conv_direct) { /* B in place: lanes past its last column are not
                                           * ours to read */
       LLVMValueRef args[] = {p, align4, masks[v], zero_v};
-      bv[v] = intrinsic(cg, b, "llvm.masked.load", mtys, 2, args, 4);
+      bv[v] = cg_intrinsic(cg, b, "llvm.masked.load", mtys, 2, args, 4);
     } else {
       bv[v] = LLVMBuildLoad2(b, vf, p, "");
       LLVMSetAlignment(bv[v], 64);
@@ -296,7 +286,7 @@ static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name) {
         LLVMGetPoison(vf), LLVMConstNull(vi), "");
     for (int v = 0; v < nv; v++) {
       LLVMValueRef args[] = {sv, bv[v], acc[r][v]};
-      nxt[r][v] = intrinsic(cg, b, "llvm.fma", &vf, 1, args, 3);
+      nxt[r][v] = cg_intrinsic(cg, b, "llvm.fma", &vf, 1, args, 3);
     }
   }
   LLVMValueRef k1 = LLVMBuildNSWAdd(b, k, i64c(cg, 1), "");
@@ -312,7 +302,7 @@ static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name) {
   for (int r = 0; r < mr; r++)
     for (int v = 0; v < nv; v++) {
       LLVMValueRef args[] = {nxt[r][v], gep(&f, rowc[r], i64c(cg, 16 * v)), align4, smask[r][v]};
-      intrinsic(cg, b, "llvm.masked.store", mtys, 2, args, 4);
+      cg_intrinsic(cg, b, "llvm.masked.store", mtys, 2, args, 4);
     }
   LLVMBuildRetVoid(b);
   LLVMDisposeBuilder(b);

@@ -107,6 +107,11 @@ void cg_stmt(Fn *f, const KStmt *s);
  * range and not seen after the loop).  False with a message. */
 bool cg_check_parallel(const Kernel *k, char *err, size_t n);
 
+/* A call of LLVM intrinsic `name` (llvm.fma, llvm.masked.load, ...)
+ * overloaded on tys, at b's position (cg_expr.c). */
+LLVMValueRef cg_intrinsic(Cg *cg, LLVMBuilderRef b, const char *name, LLVMTypeRef *tys,
+                          int n_tys, LLVMValueRef *args, int n_args);
+
 /* --- cg_gemm.c -------------------------------------------------------------- */
 /* Emits k with the GEMM schedule when it is a matmul or convolution kernel
  * cg_gemm_ops.c can describe (and the Cg allows it); false, having emitted

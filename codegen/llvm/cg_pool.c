@@ -79,15 +79,6 @@ static LLVMValueRef gep(Cg *cg, LLVMBuilderRef b, LLVMValueRef p, LLVMValueRef i
   return LLVMBuildGEP2(b, cg->t_f32, p, &i, 1, "");
 }
 
-static LLVMValueRef intrinsic(Cg *cg, LLVMBuilderRef b, const char *name, LLVMTypeRef *tys,
-                              int n_tys, LLVMValueRef *args, int n_args) {
-  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
-  ASSERT(id != 0);
-  LLVMValueRef fn = LLVMGetIntrinsicDeclaration(cg->mod, id, tys, (size_t)n_tys);
-  LLVMTypeRef ty = LLVMIntrinsicGetType(cg->ctx, id, tys, (size_t)n_tys);
-  return LLVMBuildCall2(b, ty, fn, args, (unsigned)n_args, "");
-}
-
 /* Lane l of the mask: l + off < n (n an i32 splat). */
 static LLVMValueRef lanes_below(Cg *cg, LLVMBuilderRef b, LLVMValueRef splat_n, int off) {
   LLVMValueRef lane[LANES];
@@ -114,12 +105,12 @@ typedef struct Vec {
 
 static LLVMValueRef vload(Vec *v, LLVMValueRef p, LLVMValueRef mask) {
   LLVMValueRef args[] = {p, v->align4, mask, v->zero_v};
-  return intrinsic(v->cg, v->b, "llvm.masked.load", v->mtys, 2, args, 4);
+  return cg_intrinsic(v->cg, v->b, "llvm.masked.load", v->mtys, 2, args, 4);
 }
 
 static void vstore(Vec *v, LLVMValueRef x, LLVMValueRef p, LLVMValueRef mask) {
   LLVMValueRef args[] = {x, p, v->align4, mask};
-  intrinsic(v->cg, v->b, "llvm.masked.store", v->mtys, 2, args, 4);
+  cg_intrinsic(v->cg, v->b, "llvm.masked.store", v->mtys, 2, args, 4);
 }
 
 static LLVMValueRef isnan_v(Vec *v, LLVMValueRef x) {
