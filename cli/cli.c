@@ -36,6 +36,7 @@ static const Opt opts[] = {
     {'V', "--verbose", "-v", false}, {'Y', "--verify-plan", NULL, false},
     {'j', "--threads", NULL, true}, {'k', "--repeat", NULL, true},
     {'e', "--emit", NULL, true},    {'K', "--no-prepack", NULL, false},
+    {'G', "--grad", NULL, true},
 };
 
 /* A positive integer option value; returns false if malformed. */
@@ -58,25 +59,23 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
   return EXIT_USAGE;
 }
 
-/* NAME=PATH into the inputs or outputs table. */
-static int add_pair(Cli *c, const char *text, bool input) {
+/* NAME=PATH into the inputs, outputs or grads table (which: 'i', 'O', 'G'). */
+static int add_pair(Cli *c, const char *text, char which) {
   const char *eq = strchr(text, '=');
-  const char *what = input ? "--input" : "--output";
-  int *n = input ? &c->n_inputs : &c->n_outputs;
+  const char *what = which == 'i' ? "--input" : which == 'O' ? "--output" : "--grad";
+  const char *form = which == 'G' ? "PARAM=FILE.npy" : "NAME=FILE.npy";
+  int *n = which == 'i' ? &c->n_inputs : which == 'O' ? &c->n_outputs : &c->n_grads;
+  CliPair *tab = which == 'i' ? c->inputs : which == 'O' ? c->outputs : c->grads;
   if (!eq || eq == text || !eq[1])
-    return cli_usage_error(c->cmd, "%s needs NAME=FILE.npy, got '%s'", what, text);
+    return cli_usage_error(c->cmd, "%s needs %s, got '%s'", what, form, text);
   if (*n >= 64)
     return cli_usage_error(c->cmd, "too many %s options", what);
   char *name = arena_strndup(c->arena, text, (size_t)(eq - text));
-  for (int i = 0; i < *n; i++) {
-    const char *other = input ? c->inputs[i].name : c->outputs[i].name;
-    if (strcmp(other, name) == 0)
+  for (int i = 0; i < *n; i++)
+    if (strcmp(tab[i].name, name) == 0)
       return cli_usage_error(c->cmd, "%s %s is given twice", what, name);
-  }
-  if (input)
-    c->inputs[*n].name = name, c->inputs[*n].path = eq + 1;
-  else
-    c->outputs[*n].name = name, c->outputs[*n].path = eq + 1;
+  tab[*n].name = name;
+  tab[*n].path = eq + 1;
   (*n)++;
   return EXIT_OK;
 }
@@ -95,8 +94,7 @@ static int set_opt(Cli *c, const Opt *o, const char *val) {
   case 'f': c->format = val; return EXIT_OK;
   case 's': c->stage = val; return EXIT_OK;
   case 'o': c->out = val; return EXIT_OK;
-  case 'i': return add_pair(c, val, true);
-  case 'O': return add_pair(c, val, false);
+  case 'i': case 'O': case 'G': return add_pair(c, val, o->key);
   case 'w': c->weights = val; return EXIT_OK;
   case 'W': c->save_weights = val; return EXIT_OK;
   case 'r': c->random_inputs = true; return EXIT_OK;

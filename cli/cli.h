@@ -16,6 +16,11 @@
 
 enum { EXIT_OK = 0, EXIT_USER = 1, EXIT_USAGE = 2 };
 
+/* NAME=PATH from --input, --output, --grad. */
+typedef struct CliPair {
+  const char *name, *path;
+} CliPair;
+
 typedef struct Cli {
   const char *cmd;       /* "check", "show", ... */
   const char *file;      /* the model file */
@@ -26,8 +31,8 @@ typedef struct Cli {
   const char *out;       /* -o */
   const char *weights;   /* run: --weights */
   const char *save_weights;
-  struct { const char *name, *path; } inputs[64], outputs[64];
-  int n_inputs, n_outputs;
+  CliPair inputs[64], outputs[64], grads[64];
+  int n_inputs, n_outputs, n_grads; /* grads: run --grad PARAM=FILE.npy */
   bool random_inputs, reference;
   uint64_t seed;
   bool seed_given;

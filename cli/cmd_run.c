@@ -20,6 +20,7 @@ static const char run_help[] =
     "usage: kiln run MODEL.kiln [--input NAME=FILE.npy]... [--output NAME=FILE.npy]...\n"
     "                [--random-inputs] [--weights FILE.safetensors] [--seed N]\n"
     "                [--reference] [-D NAME=VALUE]... [--model NAME] [--train]\n"
+    "                [--grad PARAM=FILE.npy]...\n"
     "\n"
     "Evaluates the model once.  Without --output, prints a summary of each of\n"
     "the model's outputs; with it, writes the named values (any output or\n"
@@ -29,9 +30,18 @@ static const char run_help[] =
     "a constant's value (say the batch size N), that constant is taken from\n"
     "the file, as if given with -D.\n"
     "\n"
+    "With --grad, it builds the training-mode graph (batch statistics, dropout)\n"
+    "and its backward pass for the loss the model's train section minimizes,\n"
+    "runs forward and backward once (no parameter update) and writes the\n"
+    "gradient of the loss with respect to each named parameter; --output values\n"
+    "then come from the same training-mode graph.  Without --output it prints\n"
+    "the loss.\n"
+    "\n"
     "  --input NAME=FILE.npy    value of an input (f32 or i32, exactly the model's\n"
     "                           shape; float64 and int64 files are converted)\n"
     "  --output NAME=FILE.npy   write a value (written atomically)\n"
+    "  --grad PARAM=FILE.npy    write d loss / d PARAM, a trainable parameter (as\n"
+    "                           `kiln init` names it), written atomically\n"
     "  --random-inputs          fill inputs not given with seeded random values\n"
     "                           (f32 ~ N(0, 1); i32 labels/ids within their range)\n"
     "  --weights FILE           parameters from a safetensors file (see kiln init);\n"
@@ -78,8 +88,9 @@ typedef struct Run {
   RtTensor *files; /* the --input files, in order */
   int owned_files;
   Node **roots;
-  const char **root_paths;
+  const char **root_names, **root_paths; /* path NULL: print a summary */
   int n_roots;
+  Node **grads; /* --grad: per c->grads entry, the gradient node */
   void **owned; /* buffers to free */
   int n_owned, cap_owned;
 } Run;
@@ -309,14 +320,19 @@ static void bind_inputs(Run *r) {
 
 /* --- outputs ------------------------------------------------------------------------ */
 
+/* The values to compute: the --output values (else the model's outputs),
+ * then the --grad gradients (and the loss, printed, when no --output). */
 static void pick_roots(Run *r) {
   Cli *c = r->c;
-  int n = c->n_outputs ? c->n_outputs : c->g->n_outputs;
-  if (!n)
+  int n = c->n_outputs ? c->n_outputs : c->n_grads ? 0 : c->g->n_outputs;
+  int extra = c->n_grads ? c->n_grads + (c->n_outputs == 0) : 0;
+  if (!n && !extra)
     error_plain(&c->diag, "model %s declares no outputs; name the values to compute with "
                 "--output NAME=FILE.npy", c->g->name);
-  r->roots = arena_alloc(c->arena, sizeof(Node *) * (size_t)n);
-  r->root_paths = arena_alloc(c->arena, sizeof(char *) * (size_t)n);
+  int total = n + extra;
+  r->roots = arena_alloc(c->arena, sizeof(Node *) * (size_t)total);
+  r->root_names = arena_alloc(c->arena, sizeof(char *) * (size_t)total);
+  r->root_paths = arena_alloc(c->arena, sizeof(char *) * (size_t)total);
   for (int i = 0; i < n; i++) {
     const char *name = c->n_outputs ? c->outputs[i].name : c->g->outputs[i].name;
     Node *v = graph_find_value(c->g, name);
@@ -324,9 +340,66 @@ static void pick_roots(Run *r) {
       error_plain(&c->diag, "--output %s: model %s has no output or value named '%s'", name,
                   c->g->name, name);
     r->roots[i] = v;
+    r->root_names[i] = name;
     r->root_paths[i] = c->n_outputs ? c->outputs[i].path : NULL;
   }
-  r->n_roots = n;
+  for (int i = 0; i < c->n_grads; i++) {
+    r->roots[n + i] = r->grads[i];
+    r->root_names[n + i] = arena_fmt(c->arena, "grad(%s)", c->grads[i].name);
+    r->root_paths[n + i] = c->grads[i].path;
+  }
+  if (c->n_grads && !c->n_outputs) {
+    r->roots[total - 1] = graph_find_value(c->g, c->g->minimize);
+    r->root_names[total - 1] = c->g->minimize;
+    r->root_paths[total - 1] = NULL;
+  }
+  r->n_roots = total;
+}
+
+/* A list of the model's trainable parameters for an error message. */
+static const char *trainable_list(Cli *c) {
+  const char *s = "";
+  int shown = 0, more = 0;
+  for (int i = 0; i < c->g->n_nodes; i++) {
+    const Node *n = c->g->nodes[i];
+    if (n->op != OP_PARAM || !n->trainable || n->dtype != DT_F32)
+      continue;
+    if (shown < 8)
+      s = arena_fmt(c->arena, "%s%s%s", s, shown++ ? ", " : "", n->name);
+    else
+      more++;
+  }
+  if (more)
+    s = arena_fmt(c->arena, "%s and %d more; `kiln init` writes them all", s, more);
+  return shown ? s : "none";
+}
+
+/* --grad: the backward pass of the train section's loss with respect to
+ * the named parameters, appended to the training-mode graph. */
+static void build_grads(Run *r) {
+  Cli *c = r->c;
+  Graph *g = c->g;
+  if (!g->has_train || !g->minimize)
+    error_plain(&c->diag, "--grad: model %s has no train section (train %s { minimize LOSS "
+                "... }), so there is no loss to differentiate", g->name, g->name);
+  Node *loss = graph_find_value(g, g->minimize);
+  if (!loss)
+    error_at(&c->diag, g->train_loc, "minimize: the model has no value named '%s'", g->minimize);
+  Node **wrt = arena_alloc(c->arena, sizeof(Node *) * (size_t)c->n_grads);
+  for (int i = 0; i < c->n_grads; i++) {
+    Node *p = graph_find(g, c->grads[i].name);
+    if (!p || p->op != OP_PARAM)
+      error_plain(&c->diag, "--grad %s: model %s has no parameter '%s' (its trainable "
+                  "parameters: %s)", c->grads[i].name, g->name, c->grads[i].name,
+                  trainable_list(c));
+    if (!p->trainable || p->dtype != DT_F32)
+      error_plain(&c->diag, "--grad %s: parameter '%s' of model %s is not trained (%s), so it "
+                  "has no gradient", c->grads[i].name, p->name, g->name,
+                  p->dtype != DT_F32 ? "not f32" : "trainable=false");
+    wrt[i] = p;
+  }
+  r->grads = arena_alloc(c->arena, sizeof(Node *) * (size_t)c->n_grads);
+  pass_autodiff(g, &c->diag, loss, wrt, c->n_grads, r->grads);
 }
 
 static RtTensor as_tensor(const Node *n, void *data) {
@@ -342,7 +415,7 @@ static void write_outputs(Run *r) {
   for (int i = 0; i < r->n_roots; i++) {
     const Node *n = r->roots[i];
     RtTensor t = as_tensor(n, exec_value(&r->x, n));
-    const char *name = c->n_outputs ? c->outputs[i].name : c->g->outputs[i].name;
+    const char *name = r->root_names[i];
     if (!r->root_paths[i]) {
       rt_tensor_summary(stdout, name, &t);
       continue;
@@ -355,7 +428,7 @@ static void write_outputs(Run *r) {
   }
   for (int i = 0; i < r->n_roots; i++)
     if (r->root_paths[i])
-      fprintf(stderr, "wrote %s (%s) to %s\n", c->outputs[i].name,
+      fprintf(stderr, "wrote %s (%s) to %s\n", r->root_names[i],
               node_type_str(r->roots[i], (char[160]){0}, 160), r->root_paths[i]);
 }
 
@@ -400,10 +473,14 @@ static void time_runs(Run *r, void **saved) {
 static void run_fn(void *ud) {
   Run *r = ud;
   Cli *c = r->c;
+  if (c->n_grads)
+    c->co.training = true; /* gradients are of the training-mode graph */
   load_input_files(r);
   cli_compile(c);
   specialize(r);
-  if (!c->reference && !c->no_prepack)
+  if (c->n_grads)
+    build_grads(r);
+  else if (!c->reference && !c->no_prepack)
     pass_prepack(c->g); /* parameters do not change during a run */
   char err[512];
   if (!graph_verify(c->g, err, sizeof err))
@@ -435,7 +512,7 @@ static int with_run(Cli *c, void (*fn)(void *)) {
 
 static int run_run(Cli *c) { return with_run(c, run_fn); }
 
-const Command cmd_run = {"run", "DmtiOwrRShIHCPVYjkK", run_help, NULL, run_run};
+const Command cmd_run = {"run", "DmtiOGwrRShIHCPVYjkK", run_help, NULL, run_run};
 
 /* --- init --------------------------------------------------------------------------- */
 

@@ -210,4 +210,76 @@ expect 1 "malformed weights" -- "$KILN" run models/mlp.kiln --random-inputs \
   --weights "$tmp/junk.safetensors"
 contains "$err" "junk.safetensors"
 
+# --- run --grad: d loss / d parameter, no update ---------------------------------
+expect 2 "--grad without a file" -- "$KILN" run models/mlp.kiln --grad h1.weight
+contains "$err" "--grad needs PARAM=FILE.npy, got 'h1.weight'"
+expect 2 "--grad given twice" -- "$KILN" run models/mlp.kiln --grad h1.bias=a.npy \
+  --grad h1.bias=b.npy
+expect 1 "--grad of an unknown parameter" -- "$KILN" run models/lenet5.kiln -D N=2 \
+  --random-inputs --grad c1.bias="$tmp/g_ok.npy" --grad nope="$tmp/g_never.npy"
+contains "$err" "--grad nope: model lenet5 has no parameter 'nope' (its trainable parameters: c1.weight, c1.bias,"
+absent "$tmp/g_ok.npy"
+expect 1 "--grad of a running statistic" -- "$KILN" run models/resnet_small.kiln -D N=2 \
+  --random-inputs --grad h.batchnorm.running_var="$tmp/g_never.npy"
+contains "$err" "is not trained (trainable=false), so it has no gradient"
+expect 1 "--grad without a train section" -- "$KILN" run tests/data/no_train.kiln \
+  --random-inputs --grad w="$tmp/g_never.npy"
+contains "$err" "model plain has no train section"
+absent "$tmp/g_never.npy"
+expect 0 "--grad prints the loss" -- "$KILN" run models/lenet5.kiln -D N=2 --random-inputs \
+  --seed 3 --weights "$tmp/w.safetensors" --grad c1.weight="$tmp/gc.npy" \
+  --grad logits.bias="$tmp/gb.npy" --grad f5.weight="$tmp/gf.npy"
+contains "$out" "loss: f32[]"
+contains "$err" "wrote grad(c1.weight) (f32[6, 1, 5, 5]) to $tmp/gc.npy"
+expect 0 "--grad on the reference evaluator, with outputs" -- "$KILN" run models/lenet5.kiln \
+  -D N=2 --random-inputs --seed 3 --weights "$tmp/w.safetensors" --reference \
+  --grad c1.weight="$tmp/rc.npy" --grad logits.bias="$tmp/rb.npy" \
+  --grad f5.weight="$tmp/rf.npy" --output probs="$tmp/gp.npy" --output loss="$tmp/gl.npy"
+expect 0 "the labels of that run" -- "$KILN" run models/lenet5.kiln -D N=2 --random-inputs \
+  --seed 3 --output y="$tmp/gy.npy"
+if have_numpy; then
+  # compiled = reference; d loss / d logits.bias = mean(probs - onehot(y)) exactly
+  "$PY" - "$tmp" <<'PY' && echo "ok: gradients: compiled = reference = analytic" || {
+import sys, numpy as np
+t = sys.argv[1]
+for a, b in (("gc", "rc"), ("gb", "rb"), ("gf", "rf")):
+    x, y = np.load(f"{t}/{a}.npy"), np.load(f"{t}/{b}.npy")
+    assert x.shape == y.shape and x.dtype == np.float32, (x.shape, y.shape)
+    assert abs(x - y).max() <= 1e-5 * abs(y).max() + 1e-7, (a, abs(x - y).max())
+    assert abs(y).max() > 0, b
+p, lab = np.load(f"{t}/gp.npy"), np.load(f"{t}/gy.npy")
+want = (p - np.eye(10, dtype=np.float32)[lab]).mean(0)
+assert abs(np.load(f"{t}/rb.npy") - want).max() < 1e-6, (np.load(f"{t}/rb.npy"), want)
+PY
+    echo "FAIL: gradients"; fails=$((fails + 1)); }
+  # a central finite difference on two weights of c1 (deep in the graph)
+  fd_ok=1
+  for idx in 0 37; do
+    for sign in 1 -1; do
+      "$PY" - "$tmp/w.safetensors" "$tmp/w_fd.safetensors" c1.weight $idx $((sign))e-3 <<'PY'
+import json, struct, sys
+src, dst, name, idx, eps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+import numpy as np
+b = bytearray(open(src, "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+start = 8 + n + json.loads(b[8:8 + n])[name]["data_offsets"][0] + 4 * idx
+v = np.frombuffer(bytes(b[start:start + 4]), np.float32)[0] + np.float32(eps)
+b[start:start + 4] = np.float32(v).tobytes()
+open(dst, "wb").write(b)
+PY
+      "$KILN" run models/lenet5.kiln -D N=2 --random-inputs --seed 3 --train --reference \
+        --weights "$tmp/w_fd.safetensors" --output loss="$tmp/fd_${idx}_$sign.npy" 2>"$err" || fd_ok=0
+    done
+  done
+  if [ $fd_ok = 1 ] && "$PY" - "$tmp" <<'PY'; then echo "ok: --grad = finite difference"; else
+import sys, numpy as np
+t = sys.argv[1]
+g = np.load(f"{t}/rc.npy").reshape(-1)
+for idx in (0, 37):
+    fd = (float(np.load(f"{t}/fd_{idx}_1.npy")) - float(np.load(f"{t}/fd_{idx}_-1.npy"))) / 2e-3
+    assert abs(fd - g[idx]) <= 1e-2 * abs(g).max(), (idx, fd, g[idx])
+PY
+    echo "FAIL: --grad against a finite difference"; fails=$((fails + 1)); fi
+fi
+
 finish driver

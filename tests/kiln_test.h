@@ -65,6 +65,37 @@ static inline void compiled_free(Compiled *c) {
   arena_free(c->a);
 }
 
+/* Whole-model tests that run the reference evaluator (test_models.c,
+ * test_codegen.c) run models/ with these constants overridden where a
+ * model declares them: an image size H, a base width, a classifier width
+ * (fc_width), as large ImageNet-sized networks have, so that each model
+ * evaluates in milliseconds.  Batch sizes stay as written.
+ * (test_model_grads.c has a table of its own.) */
+static const struct {
+  const char *name, *value;
+} kt_small_consts[] = {{"H", "32"}, {"width", "4"}, {"fc_width", "16"}};
+
+/* compile_opts(text, training) with kt_small_consts for the constants the
+ * model declares (read from a first compilation with the defaults). */
+static inline Compiled compile_model_small(const char *text, bool training) {
+  Compiled c0 = compile_opts(text, training, NULL, 0);
+  if (!c0.g)
+    return c0;
+  const char *defs[sizeof kt_small_consts / sizeof kt_small_consts[0]];
+  char def_text[sizeof kt_small_consts / sizeof kt_small_consts[0]][64];
+  int n = 0;
+  for (int i = 0; i < c0.g->n_consts; i++)
+    for (size_t j = 0; j < sizeof kt_small_consts / sizeof kt_small_consts[0]; j++)
+      if (strcmp(c0.g->const_names[i], kt_small_consts[j].name) == 0) {
+        snprintf(def_text[n], sizeof def_text[n], "%s=%s", kt_small_consts[j].name,
+                 kt_small_consts[j].value);
+        defs[n] = def_text[n];
+        n++;
+      }
+  compiled_free(&c0);
+  return compile_opts(text, training, defs, n);
+}
+
 /* Asserts that text compiles. */
 #define MUST_COMPILE(c)                                                                 \
   do {                                                                                  \

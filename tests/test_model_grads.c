@@ -72,6 +72,9 @@ static const struct {
 } small[] = {
     {"N", "2"},      {"T", "4"},      {"D", "8"},       {"heads", "2"},
     {"vocab", "11"}, {"layers", "1"}, {"classes", "3"}, {"blocks", "1"},
+    {"S", "8"},      {"base", "2"},   {"hidden", "5"},  {"latent", "3"},  {"features", "3"},
+    {"H", "96"},     {"width", "4"},  {"fc_width", "16"}, {"p_drop", "0"}, {"depth", "14"},
+    {"growth", "4"},
 };
 
 #define H 1e-2

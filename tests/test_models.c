@@ -55,7 +55,7 @@ static void check_finite(const Node *n, const RtTensor *t, const char *model) {
 
 static void check_model(const char *name, bool training) {
   char *text = read_model(name);
-  Compiled c = compile_opts(text, training, NULL, 0);
+  Compiled c = compile_model_small(text, training);
   if (!c.g)
     fail_msg("%s does not compile:\n%s", name, c.msg);
   assert_true(c.g->n_outputs >= 1);
