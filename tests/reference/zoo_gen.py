@@ -25,10 +25,15 @@ same inputs, and the eval-mode forward output and the loss are compared
 (and, where `kiln run --grad` exists, the training-mode gradients).
 """
 import math
+import os
+import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from zoo_base import SelfAttention  # noqa: E402  (the prelude's attention block)
 
 
 class Scope(nn.Module):
@@ -211,27 +216,6 @@ def positional_encoding(T, D):
     freq = torch.exp(torch.arange(D // 2, dtype=torch.float32) * (-2 * math.log(10000.0) / D))
     angle = pos * freq.reshape(1, D // 2)
     return torch.stack([torch.sin(angle), torch.cos(angle)], dim=2).reshape(T, D)
-
-
-class SelfAttention(nn.Module):
-    """The prelude's attention(x, heads, causal): q, k, v, proj dense layers."""
-
-    def __init__(self, d, heads, causal=False):
-        super().__init__()
-        self.heads, self.causal = heads, causal
-        self.q, self.k, self.v, self.proj = (nn.Linear(d, d) for _ in range(4))
-
-    def forward(self, x):
-        n, t, d = x.shape
-        hd = d // self.heads
-        split = lambda z: z.reshape(n, t, self.heads, hd).transpose(1, 2)
-        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
-        scores = q @ k.transpose(-1, -2) * (1.0 / math.sqrt(hd))
-        if self.causal:
-            later = torch.arange(t).reshape(1, t) > torch.arange(t).reshape(t, 1)
-            scores = torch.where(later, torch.full_like(scores, -1e9), scores)
-        o = torch.softmax(scores, dim=-1) @ v
-        return self.proj(o.transpose(1, 2).reshape(n, t, d))
 
 
 class Block(nn.Module):
