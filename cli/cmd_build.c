@@ -19,11 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "aot.h"
 #include "cli.h"
+#include "rt_data.h"
 
 extern char **environ;
 
@@ -74,12 +74,6 @@ typedef struct Build {
   int n_parts;                  /* > 0: the program's code in that many objects */
   double t0, t_front, t_link, t_write;
 } Build;
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int parse_emit(const char *list, unsigned *bits) {
   static const char *const names[] = {"exe", "obj", "header", "llvm", "asm"};
@@ -384,9 +378,9 @@ static void link_program(Build *b, char *const *objs, int n_objs) {
   char *rest[] = {(char *)archive, "-lm", "-lpthread", NULL};
   memcpy(argv + n, rest, sizeof rest);
   char *out;
-  double t = now();
+  double t = rt_now();
   int rc = run_capture(b, argv, &out);
-  b->t_link = now() - t;
+  b->t_link = rt_now() - t;
   if (rc != 0) {
     remove(tmp);
     error_plain(&c->diag, "linking %s failed%s%s:\n%s", c->out, rc > 0 ? " (cc exited with " : "",
@@ -469,10 +463,10 @@ static void write_parts(Build *b) {
   b->n_parts = want < 1 ? 1 : want > AOT_MAX_PARTS ? AOT_MAX_PARTS : (int)want;
   for (int i = 0; i < b->n_parts; i++)
     b->tmp_obj[i] = arena_fmt(b->c->arena, "%s.tmp.%ld.%d.o", b->c->out, (long)getpid(), i);
-  double t = now();
+  double t = rt_now();
   if (!aot_write_parts(&b->a, b->n_parts, b->tmp_obj, err, sizeof err))
     error_plain(&b->c->diag, "%s", err);
-  b->t_write = now() - t;
+  b->t_write = rt_now() - t;
 }
 
 static void build_fn(void *ud) {
@@ -482,7 +476,7 @@ static void build_fn(void *ud) {
   char err[1024];
   check_out_dir(b);
   build_graphs(b, &gs);
-  b->t_front = now() - b->t0;
+  b->t_front = rt_now() - b->t0;
   aot_init(&b->a, &gs, &c->plan);
   b->aot_ready = true;
   if (c->verify_plan)
@@ -497,12 +491,12 @@ static void build_fn(void *ud) {
     if (e & EMIT_HEADER)
       write_header(b);
     link_program(b, b->tmp_obj, b->n_parts);
-    report(b, now() - b->t0);
+    report(b, rt_now() - b->t0);
     return;
   }
   if (!aot_optimize(&b->a, err, sizeof err))
     die("compiling %s: %s", b->a.model, err);
-  double t = now();
+  double t = rt_now();
   if (e & EMIT_LLVM) {
     char *ir = cg_print_ir(b->a.cg), *text = arena_strdup(c->arena, ir);
     free(ir);
@@ -519,14 +513,14 @@ static void build_fn(void *ud) {
     obj = b->tmp_obj[0] = arena_fmt(c->arena, "%s.tmp.%ld.o", c->out, (long)getpid());
   if (e & (EMIT_OBJ | EMIT_EXE))
     write_object(b, obj, false);
-  b->t_write = now() - t;
+  b->t_write = rt_now() - t;
   if (e & EMIT_EXE)
     link_program(b, &obj, 1);
-  report(b, now() - b->t0);
+  report(b, rt_now() - b->t0);
 }
 
 static int build_run(Cli *c) {
-  Build b = {.c = c, .emit = EMIT_EXE, .t0 = now()};
+  Build b = {.c = c, .emit = EMIT_EXE, .t0 = rt_now()};
   if (c->emit)
     parse_emit(c->emit, &b.emit);
   int rc = cli_protect(c, build_fn, &b);

@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <llvm-c/Transforms/PassBuilder.h>
@@ -23,12 +22,6 @@
 #include "cg_internal.h"
 #include "program.h"
 #include "rt_data.h"
-
-static double now_seconds(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int64_t round_up(int64_t v) { return (v + PLAN_ALIGN - 1) / PLAN_ALIGN * PLAN_ALIGN; }
 
@@ -113,7 +106,7 @@ static void layout_prepared(Aot *a) {
 
 void aot_init(Aot *a, const AotGraphs *gs, const PlanOpts *po) {
   memset(a, 0, sizeof *a);
-  double t0 = now_seconds();
+  double t0 = rt_now();
   Graph *ge = gs->infer, *gt = gs->train;
   a->src = *gs;
   a->model = ge->name;
@@ -133,7 +126,7 @@ void aot_init(Aot *a, const AotGraphs *gs, const PlanOpts *po) {
       if (strcmp(a->infer.inputs[i].name, gs->data->name) == 0)
         a->infer_data = i;
   }
-  a->times.plan = now_seconds() - t0;
+  a->times.plan = rt_now() - t0;
 }
 
 /* --- the manifest ------------------------------------------------------------- */
@@ -275,7 +268,7 @@ static void add_bytes(Cg *cg, const char *name, const void *data, size_t len, un
   LLVMSetAlignment(g, align);
 }
 
-static bool is_entry(const char *name) {
+bool aot_is_entry(const char *name) {
   return strcmp(name, "kiln_infer") == 0 || strcmp(name, "kiln_train_step") == 0 ||
          strcmp(name, "kiln_prepare") == 0;
 }
@@ -317,11 +310,11 @@ static bool lower_prepare(Aot *a, char *err, size_t n) {
 }
 
 bool aot_compile(Aot *a, const CgOpts *co, char *err, size_t n) {
-  double t0 = now_seconds();
+  double t0 = rt_now();
   if (!lower_step(a, &a->infer, "infer", err, n) || !lower_prepare(a, err, n) ||
       (a->has_train && !lower_step(a, &a->train, "train", err, n)))
     return false;
-  double t1 = now_seconds();
+  double t1 = rt_now();
   a->cg = cg_new(a->model, co, err, n);
   if (!a->cg || !cg_step(a->cg, "kiln_infer", a->infer.calls, a->infer.n_calls, err, n) ||
       !cg_step(a->cg, "kiln_prepare", a->prep_calls, a->n_prep_calls, err, n) ||
@@ -329,7 +322,7 @@ bool aot_compile(Aot *a, const CgOpts *co, char *err, size_t n) {
        !cg_step(a->cg, "kiln_train_step", a->train.calls, a->train.n_calls, err, n)))
     return false;
   for (LLVMValueRef f = LLVMGetFirstFunction(a->cg->mod); f; f = LLVMGetNextFunction(f))
-    if (!LLVMIsDeclaration(f) && !is_entry(LLVMGetValueName(f)))
+    if (!LLVMIsDeclaration(f) && !aot_is_entry(LLVMGetValueName(f)))
       LLVMSetLinkage(f, LLVMInternalLinkage);
   if (!merge_functions(a->cg, err, n))
     return false;
@@ -338,14 +331,14 @@ bool aot_compile(Aot *a, const CgOpts *co, char *err, size_t n) {
   add_bytes(a->cg, "kiln_params", a->blob, (size_t)(a->params_bytes ? a->params_bytes : 1),
             PLAN_ALIGN);
   a->times.lower = t1 - t0;
-  a->times.emit_ir = now_seconds() - t1;
+  a->times.emit_ir = rt_now() - t1;
   return true;
 }
 
 bool aot_optimize(Aot *a, char *err, size_t n) {
-  double t = now_seconds();
+  double t = rt_now();
   bool ok = cg_optimize(a->cg, err, n);
-  a->times.optimize = now_seconds() - t;
+  a->times.optimize = rt_now() - t;
   return ok;
 }
 

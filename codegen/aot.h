@@ -134,6 +134,10 @@ bool aot_optimize(Aot *a, char *err, size_t n);
  * path, atomically. */
 bool aot_write_object(Aot *a, const char *path, bool assembly, char *err, size_t n);
 
+/* Whether `name` is one of the module's entry points (kiln_infer,
+ * kiln_prepare, kiln_train_step): the functions that stay exported. */
+bool aot_is_entry(const char *name);
+
 /* aot_split.c: the module, not optimized, cut into `parts` object files
  * (paths[i]), each optimized and compiled on a thread of its own; linked
  * together they are the program's code.  The module is left as it was. */

@@ -47,8 +47,6 @@ typedef struct Part {
 /* The group of a function: its name up to the first '.'. */
 static size_t group_len(const char *name) { return strcspn(name, "."); }
 
-static bool is_entry(const char *name) { return strncmp(name, "kiln_", 5) == 0; }
-
 static int64_t code_size(LLVMValueRef f) {
   int64_t n = 0;
   for (LLVMBasicBlockRef b = LLVMGetFirstBasicBlock(f); b; b = LLVMGetNextBasicBlock(b))
@@ -74,13 +72,13 @@ static int *assign(LLVMModuleRef m, int parts, int *n_defined) {
     if (!(group_len(name) == glen && strncmp(name, group, glen) == 0)) { /* a new group */
       group = name, glen = group_len(name);
       cur = 0;
-      for (int p = 1; p < parts && !is_entry(name); p++)
+      for (int p = 1; p < parts && !aot_is_entry(name); p++)
         cur = load[p] < load[cur] ? p : cur;
     }
     load[cur] += code_size(f);
     if (n == cap)
       where = realloc(where, sizeof(int) * (size_t)(cap *= 2));
-    where[n++] = is_entry(name) ? 0 : cur;
+    where[n++] = aot_is_entry(name) ? 0 : cur;
   }
   *n_defined = n;
   return where;
@@ -96,7 +94,7 @@ static void drop_body(LLVMModuleRef m, LLVMValueRef f) {
   LLVMSetFunctionCallConv(d, LLVMGetFunctionCallConv(f));
   LLVMReplaceAllUsesWith(f, d);
   LLVMDeleteFunction(f);
-  if (!is_entry(name))
+  if (!aot_is_entry(name))
     LLVMSetVisibility(d, LLVMHiddenVisibility);
   free(name);
 }

@@ -96,6 +96,19 @@ static inline Compiled compile_model_small(const char *text, bool training) {
   return compile_opts(text, training, defs, n);
 }
 
+/* Appends loss = sum(y * r) to g, r a new f32 input shaped like the value
+ * `y`: a scalar whose gradient reaches every input of y (through random
+ * weights r), for tests that differentiate a case's graph.  *r_out gets r. */
+static inline Node *probe_loss(Graph *g, Node **r_out) {
+  Node *y = graph_find_value(g, "y");
+  Node *r = graph_input(g, "r", DT_F32, y->shape, y->loc);
+  Node *yr[] = {y, r}, *m = graph_add_checked(g, OP_MUL, yr, 2, NULL, y->loc);
+  Attrs at;
+  attrs_default(OP_SUM, &at);
+  *r_out = r;
+  return graph_add_checked(g, OP_SUM, &m, 1, &at, y->loc);
+}
+
 /* Asserts that text compiles. */
 #define MUST_COMPILE(c)                                                                 \
   do {                                                                                  \
