@@ -36,7 +36,8 @@ static const Opt opts[] = {
     {'V', "--verbose", "-v", false}, {'Y', "--verify-plan", NULL, false},
     {'j', "--threads", NULL, true}, {'k', "--repeat", NULL, true},
     {'e', "--emit", NULL, true},    {'K', "--no-prepack", NULL, false},
-    {'G', "--grad", NULL, true},
+    {'G', "--grad", NULL, true},    {'F', "--fuse", NULL, true},
+    {'J', "--json", NULL, false},
 };
 
 /* A positive integer option value; returns false if malformed. */
@@ -119,6 +120,13 @@ static int set_opt(Cli *c, const Opt *o, const char *val) {
       return cli_usage_error(c->cmd, "--schedule must be default or min-memory, got '%s'", val);
     c->plan.min_memory = val[0] == 'm';
     return EXIT_OK;
+  case 'F':
+    if (!fuse_opts_parse(val, &c->plan.fuse))
+      return cli_usage_error(c->cmd, "--fuse must be none, all or a comma list of eltwise, "
+                             "reduce, multi; got '%s'", val);
+    c->fuse_given = true;
+    return EXIT_OK;
+  case 'J': c->json = true; return EXIT_OK;
   case 'd': c->data = val; return EXIT_OK;
   case 'e': c->emit = c->emit ? arena_fmt(c->arena, "%s,%s", c->emit, val) : val; return EXIT_OK;
   case 'v': c->save = val; return EXIT_OK;
@@ -207,6 +215,40 @@ Graph *cli_build(Cli *c, bool training) {
 
 void cli_compile(Cli *c) { c->g = cli_build(c, c->co.training); }
 
+Node **cli_step_roots(Cli *c, Graph *g, bool train, TrainStep *ts, int *n) {
+  if (train) {
+    build_train_step(g, &c->diag, ts);
+    *n = ts->n_roots;
+    return ts->roots;
+  }
+  *n = g->n_outputs;
+  if (!*n)
+    error_plain(&c->diag, "model %s has no outputs to compute", g->name);
+  Node **roots = arena_alloc(c->arena, sizeof(Node *) * (size_t)*n);
+  for (int i = 0; i < *n; i++)
+    roots[i] = g->outputs[i].node;
+  if (!c->no_prepack)
+    pass_prepack(g);
+  return roots;
+}
+
+void cli_define_batch(Cli *c, const Graph *g, const Node *x) {
+  char want[32];
+  snprintf(want, sizeof want, "%lld", (long long)x->shape.dim[0]);
+  const char *name = NULL;
+  for (int k = 0; k < g->n_consts; k++)
+    if (strcmp(g->const_values[k], want) == 0)
+      name = name ? "" : g->const_names[k];
+  if (!name || !name[0])
+    error_plain(&c->diag, "--batch: no single model constant sizes the first axis of input %s "
+                "(set it with -D instead)", x->name);
+  if (c->co.n_defines >= countof(c->defs))
+    error_plain(&c->diag, "--batch: too many -D options");
+  Define *d = &c->defs[c->co.n_defines++];
+  d->name = name;
+  d->value = arena_fmt(c->arena, "%lld", (long long)c->batch);
+}
+
 void cli_plan(Cli *c, Graph *g, Node *const *roots, int n_roots, Plan *p) {
   plan_build(g, roots, n_roots, &c->plan, p);
   char err[512];
@@ -216,6 +258,24 @@ void cli_plan(Cli *c, Graph *g, Node *const *roots, int n_roots, Plan *p) {
     fprintf(stderr, "%s: ", g->name);
     plan_print_summary(p, stderr);
   }
+}
+
+const char *cli_loc(Cli *c, Loc l) {
+  return l.src ? arena_fmt(c->arena, "%s:%d:%d", l.src->name, l.line, l.col) : "-";
+}
+
+void cli_json_str(FILE *f, const char *s) {
+  fputc('"', f);
+  for (; *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\')
+      fprintf(f, "\\%c", ch);
+    else if (ch < 0x20)
+      fprintf(f, "\\u%04x", ch);
+    else
+      fputc(ch, f);
+  }
+  fputc('"', f);
 }
 
 int cli_protect(Cli *c, void (*fn)(void *), void *ud) {

@@ -27,7 +27,8 @@ typedef struct Cli {
   CompileOpts co;        /* -D, --model, --train */
   Define defs[64];
   const char *format;    /* show: text, dot, json */
-  const char *stage;     /* show: graph */
+  const char *stage;     /* show: graph, grad, plan, fused */
+  bool json;             /* bench: --json */
   const char *out;       /* -o */
   const char *weights;   /* run: --weights */
   const char *save_weights;
@@ -41,7 +42,8 @@ typedef struct Cli {
   int64_t epochs, batch, limit, test_limit; /* 0: not given */
   double lr;                                /* 0: not given */
   /* memory planning */
-  PlanOpts plan;
+  PlanOpts plan;         /* .fuse: --fuse (all kinds when not given) */
+  bool fuse_given;
   bool no_plan, verbose, verify_plan;
   bool no_prepack; /* --no-prepack: weights as the model has them (passes/prepack.c) */
   int64_t threads; /* --threads (0: one per core) */
@@ -77,7 +79,32 @@ typedef struct Command {
 /* Parses argv, prints help or runs the command, frees; returns the exit code. */
 int cli_main(const Command *cmd, int argc, char **argv);
 
-extern const Command cmd_check, cmd_show, cmd_run, cmd_init, cmd_train, cmd_build;
+extern const Command cmd_check, cmd_show, cmd_run, cmd_init, cmd_train, cmd_build, cmd_bench;
+
+/* --fuse in the help of every command that compiles or plans (passes.h,
+ * fuse.c, says what each kind does). */
+#define CLI_FUSE_HELP                                                                       \
+  "  --fuse=LIST              operator fusion: all (default), none, or a comma list of\n"   \
+  "                           the kinds to do: eltwise (a chain of elementwise ops of\n"   \
+  "                           one shape in one loop), reduce (elementwise producers\n"     \
+  "                           recomputed inside the reduction, softmax, loss or data\n"    \
+  "                           movement op that reads them), multi (results of the\n"       \
+  "                           step, e.g. an optimizer's new values, as extra outputs\n"    \
+  "                           of one elementwise kernel); a fused value gets no buffer\n"
+
+/* What one step computes.  With `train`, the training step of g (g built
+ * in training mode; *ts filled): the loss and the update values.  Else
+ * g's outputs, after prepacking matmul weights unless --no-prepack (what
+ * run and build compile).  Raises a user error when there is nothing. */
+Node **cli_step_roots(Cli *c, Graph *g, bool train, TrainStep *ts, int *n);
+/* --batch: adds the -D of the one model constant of g that sizes the
+ * first axis of its input x, after (so over) any -D of it; a user error
+ * if no single constant does. */
+void cli_define_batch(Cli *c, const Graph *g, const Node *x);
+/* "file:line:col", or "-" without a location (arena-allocated). */
+const char *cli_loc(Cli *c, Loc l);
+/* s as a JSON string, quoted and escaped. */
+void cli_json_str(FILE *f, const char *s);
 
 /* Plans g for roots with the command line's switches, verifies the plan
  * under --verify-plan (an internal error if it fails), reports it with -v. */
@@ -108,6 +135,12 @@ void exec_run(Exec *x, int64_t step);       /* raises user errors (out of memory
 void *exec_value(Exec *x, const Node *n);
 void exec_apply_updates(Exec *x);
 void exec_free(Exec *x);
+
+/* --- show_fused.c: kiln show --stage fused, a plan's kernels in schedule
+ * order with their members and why each kernel ends where it does --- */
+void fused_print_text(Cli *c, const Plan *p, FILE *f);
+void fused_print_dot(Cli *c, const Plan *p, FILE *f);
+void fused_print_json(Cli *c, const Plan *p, FILE *f);
 
 /* Runs fn(c) under diag_protect; prints the error and returns 1 if it raised. */
 int cli_protect(Cli *c, void (*fn)(void *), void *ud);

@@ -30,7 +30,7 @@ extern char **environ;
 static const char build_help[] =
     "usage: kiln build MODEL.kiln -o PROG [--train] [--emit LIST] [--weights FILE]\n"
     "                  [--seed N] [-D NAME=VALUE]... [--model NAME] [--no-prepack]\n"
-    "                  [--threads N] [-v]\n"
+    "                  [--fuse=LIST] [--threads N] [-v]\n"
     "\n"
     "Compiles the model ahead of time for this machine's CPU into a standalone\n"
     "program PROG.  `PROG --input x=a.npy --output probs=b.npy` runs inference\n"
@@ -51,6 +51,8 @@ static const char build_help[] =
     "                           train section's, which also seeds shuffling)\n"
     "  -D, --define NAME=VALUE  override a model constant (e.g. the batch: -D N=32)\n"
     "  --model NAME             which model of the file (default: the first)\n"
+    CLI_FUSE_HELP
+    "                           (see kiln show --stage fused)\n"
     "  --no-inplace, --no-share, --schedule=default|min-memory, --verify-plan\n"
     "                           memory-planning switches (see kiln show --stage plan)\n"
     "  --no-prepack             no transposed copy of matmul weights for inference\n"
@@ -532,4 +534,4 @@ static int build_run(Cli *c) {
   return rc;
 }
 
-const Command cmd_build = {"build", "DmtowSeIHCVYhKj", build_help, build_validate, build_run};
+const Command cmd_build = {"build", "DmtowSeIHCVYhKjF", build_help, build_validate, build_run};

@@ -1,6 +1,7 @@
 /*
  * cmd_inspect.c: `kiln check` and `kiln show`, the commands that build a
- * graph and describe it without running it.
+ * graph and describe it without running it (the kernels of `show --stage
+ * fused` are printed by show_fused.c).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -21,9 +22,9 @@ static const char check_help[] =
     "  -h, --help               this help\n";
 
 static const char show_help[] =
-    "usage: kiln show MODEL.kiln [--format text|dot|json|svg] [--stage graph|grad|plan]\n"
-    "                 [-o FILE] [--no-inplace] [--no-share] [--schedule=default|min-memory]\n"
-    "                 [--no-prepack]\n"
+    "usage: kiln show MODEL.kiln [--format text|dot|json|svg] [--stage graph|grad|plan|fused]\n"
+    "                 [-o FILE] [--fuse=LIST] [--no-inplace] [--no-share]\n"
+    "                 [--schedule=default|min-memory] [--no-prepack]\n"
     "                 [-D NAME=VALUE]... [--model NAME] [--train]\n"
     "\n"
     "Prints the model's graph: every value's name, op, attributes, shape, dtype,\n"
@@ -31,14 +32,22 @@ static const char show_help[] =
     "\n"
     "  --format text|dot|json   text (default), Graphviz DOT (kiln show m.kiln\n"
     "                           --format dot | dot -Tsvg > m.svg), or JSON\n"
-    "  --stage graph|grad|plan  graph: the model after elaboration (default);\n"
+    "  --stage graph|grad|plan|fused\n"
+    "                           graph: the model after elaboration (default);\n"
     "                           grad: the whole training step (training-mode forward,\n"
     "                           backward nodes marked with the forward node they\n"
     "                           come from, the optimizer update); needs a train section;\n"
     "                           plan: the memory plan of the outputs (with --train: of\n"
     "                           the training step): naive, planned and lower-bound\n"
     "                           bytes, each value's offset, size, lifetime and who\n"
-    "                           shares its bytes; --format svg draws the arena over time\n"
+    "                           shares its bytes; --format svg draws the arena over time;\n"
+    "                           fused: the kernels of that plan in the order they run,\n"
+    "                           each with its nodes (op, name, shape, source line,\n"
+    "                           internal: computed in the kernel without a buffer, or\n"
+    "                           stored) and why fusion stopped at each stored value;\n"
+    "                           dot draws each kernel as a cluster\n"
+    CLI_FUSE_HELP
+    "                           (--stage plan and fused)\n"
     "  --no-inplace, --no-share, --schedule=default|min-memory\n"
     "                           switch off in-place reuse or sharing, or choose the\n"
     "                           order that lowers peak memory\n"
@@ -48,7 +57,8 @@ static const char show_help[] =
     "  -o, --out FILE           write to FILE instead of standard output\n"
     "  -D, --define NAME=VALUE  override a model constant\n"
     "  --model NAME             which model of the file (default: the first)\n"
-    "  --train                  build the training-mode graph\n"
+    "  --train                  build the training-mode graph (plan, fused: the\n"
+    "                           training step)\n"
     "  -h, --help               this help\n";
 
 static void verify_or_die(Cli *c) {
@@ -105,12 +115,16 @@ static bool is_stage(const Cli *c, const char *s) { return c->stage && strcmp(c-
 
 static int show_validate(Cli *c) {
   const char *f = c->format ? c->format : "text";
-  if (c->stage && !is_stage(c, "graph") && !is_stage(c, "grad") && !is_stage(c, "plan"))
-    return cli_usage_error("show", "unknown stage '%s' (available: graph, grad, plan)", c->stage);
+  bool planned = is_stage(c, "plan") || is_stage(c, "fused");
+  if (c->stage && !is_stage(c, "graph") && !is_stage(c, "grad") && !planned)
+    return cli_usage_error("show", "unknown stage '%s' (available: graph, grad, plan, fused)",
+                           c->stage);
   if (is_stage(c, "plan") && strcmp(f, "text") && strcmp(f, "json") && strcmp(f, "svg"))
     return cli_usage_error("show", "--stage plan shows as text, json or svg, not '%s'", f);
   if (!is_stage(c, "plan") && strcmp(f, "text") && strcmp(f, "dot") && strcmp(f, "json"))
     return cli_usage_error("show", "unknown format '%s' (expected text, dot or json)", f);
+  if (c->fuse_given && !planned)
+    return cli_usage_error("show", "--fuse applies to --stage plan and --stage fused");
   return EXIT_OK;
 }
 
@@ -119,28 +133,15 @@ typedef struct ShowPlan {
   Plan p;
 } ShowPlan;
 
-/* The memory plan of the inference graph (roots: the outputs), or with
- * --train of the whole training step (roots: loss and updates). */
+/* The plan of the inference graph (roots: the outputs), or with --train
+ * of the whole training step (roots: loss and updates). */
 static void plan_fn(void *ud) {
   ShowPlan *sp = ud;
   Cli *c = sp->c;
   c->g = cli_build(c, c->co.training);
-  Node **roots;
+  TrainStep ts;
   int n;
-  if (c->co.training) {
-    TrainStep ts;
-    build_train_step(c->g, &c->diag, &ts);
-    roots = ts.roots, n = ts.n_roots;
-  } else {
-    n = c->g->n_outputs;
-    roots = arena_alloc(c->arena, sizeof(Node *) * (size_t)(n + 1));
-    for (int i = 0; i < n; i++)
-      roots[i] = c->g->outputs[i].node;
-    if (!n)
-      error_plain(&c->diag, "model %s has no outputs to plan for", c->g->name);
-    if (!c->no_prepack)
-      pass_prepack(c->g); /* what run and build compile */
-  }
+  Node **roots = cli_step_roots(c, c->g, c->co.training, &ts, &n);
   c->verify_plan = true;
   cli_plan(c, c->g, roots, n, &sp->p);
 }
@@ -154,7 +155,13 @@ static int show_plan(Cli *c) {
   size_t len = 0;
   FILE *f = c->out ? open_memstream(&buf, &len) : stdout;
   const char *fmt = c->format ? c->format : "text";
-  if (strcmp(fmt, "json") == 0)
+  if (is_stage(c, "fused") && strcmp(fmt, "json") == 0)
+    fused_print_json(c, &sp.p, f);
+  else if (is_stage(c, "fused") && strcmp(fmt, "dot") == 0)
+    fused_print_dot(c, &sp.p, f);
+  else if (is_stage(c, "fused"))
+    fused_print_text(c, &sp.p, f);
+  else if (strcmp(fmt, "json") == 0)
     plan_print_json(&sp.p, f);
   else if (strcmp(fmt, "svg") == 0)
     plan_print_svg(&sp.p, f);
@@ -173,11 +180,11 @@ static void grad_fn(void *ud) {
 }
 
 static int show_run(Cli *c) {
-  if (is_stage(c, "plan"))
+  if (is_stage(c, "plan") || is_stage(c, "fused"))
     return show_plan(c);
   bool grad = is_stage(c, "grad");
   int rc = cli_protect(c, grad ? grad_fn : check_fn, c);
   return rc == EXIT_OK ? show_graph(c) : rc;
 }
 
-const Command cmd_show = {"show", "DmtfsohIHCK", show_help, show_validate, show_run};
+const Command cmd_show = {"show", "DmtfsohIHCKF", show_help, show_validate, show_run};

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "kbench.h"
 #include "rt_data.h"
 #include "passes.h"
 
@@ -20,7 +21,7 @@ static const char run_help[] =
     "usage: kiln run MODEL.kiln [--input NAME=FILE.npy]... [--output NAME=FILE.npy]...\n"
     "                [--random-inputs] [--weights FILE.safetensors] [--seed N]\n"
     "                [--reference] [-D NAME=VALUE]... [--model NAME] [--train]\n"
-    "                [--grad PARAM=FILE.npy]...\n"
+    "                [--grad PARAM=FILE.npy]... [--fuse=LIST]\n"
     "\n"
     "Evaluates the model once.  Without --output, prints a summary of each of\n"
     "the model's outputs; with it, writes the named values (any output or\n"
@@ -50,6 +51,8 @@ static const char run_help[] =
     "  --reference              use the reference evaluator instead of compiled code\n"
     "  --no-plan                with --reference: every value its own buffer instead\n"
     "                           of the planned arena (compiled code always plans)\n"
+    CLI_FUSE_HELP
+    "                           (compiled code; see kiln show --stage fused)\n"
     "  --no-inplace, --no-share, --schedule=default|min-memory\n"
     "                           memory-planning switches (see kiln show --stage plan)\n"
     "  --no-prepack             compute with the weights as the model lays them out:\n"
@@ -272,30 +275,9 @@ static void check_input(Run *r, Node *n, const RtTensor *t, const char *path) {
   memcpy(input_buffer(r, n), t->data, (size_t)node_bytes(n));
 }
 
-/* Labels and ids must be valid indices: the bound comes from the consumer. */
-static int64_t int_bound(const Graph *g, const Node *in) {
-  for (int i = in->id + 1; i < g->n_nodes; i++) {
-    const Node *u = g->nodes[i];
-    if (u->op == OP_CROSS_ENTROPY && u->in[1] == in)
-      return u->in[0]->shape.dim[u->in[0]->shape.rank - 1];
-    if (u->op == OP_EMBEDDING && u->in[0] == in)
-      return u->in[1]->shape.dim[0];
-  }
-  return 2;
-}
-
+/* --random-inputs: seeded by the input's name (the same values as kiln bench's). */
 static void random_input(Run *r, Node *n) {
-  int64_t count = shape_numel(&n->shape);
-  void *data = input_buffer(r, n);
-  uint64_t s = rng_seed_for(r->c->seed, n->name);
-  if (n->dtype == DT_F32) {
-    for (int64_t i = 0; i < count; i++)
-      ((float *)data)[i] = (float)rng_normal(s, (uint64_t)i);
-  } else {
-    int64_t bound = int_bound(r->c->g, n);
-    for (int64_t i = 0; i < count; i++)
-      ((int32_t *)data)[i] = (int32_t)(rng_uniform(s, (uint64_t)i) * (double)bound);
-  }
+  kbench_random_fill(r->c->g, n, r->c->seed, input_buffer(r, n));
 }
 
 static void bind_inputs(Run *r) {
@@ -512,7 +494,7 @@ static int with_run(Cli *c, void (*fn)(void *)) {
 
 static int run_run(Cli *c) { return with_run(c, run_fn); }
 
-const Command cmd_run = {"run", "DmtiOGwrRShIHCPVYjkK", run_help, NULL, run_run};
+const Command cmd_run = {"run", "DmtiOGwrRShIHCPVYjkKF", run_help, NULL, run_run};
 
 /* --- init --------------------------------------------------------------------------- */
 

@@ -26,7 +26,7 @@ static const char train_help[] =
     "usage: kiln train MODEL.kiln --data DIR [--reference] [--epochs N] [--batch N]\n"
     "                  [--lr X] [--seed N] [--limit N] [--test-limit N]\n"
     "                  [--save FILE.safetensors] [--resume FILE.safetensors]\n"
-    "                  [-D NAME=VALUE]... [--model NAME]\n"
+    "                  [--fuse=LIST] [-D NAME=VALUE]... [--model NAME]\n"
     "\n"
     "Trains the model as its `train` section says (minimize, optimizer, schedule,\n"
     "epochs, ...), with a progress line on stderr, and reports test accuracy after\n"
@@ -48,6 +48,8 @@ static const char train_help[] =
     "  --resume FILE            start from a file written by --save\n"
     "  --no-plan                with --reference: one buffer per value instead of the\n"
     "                           planned arena (compiled code always plans)\n"
+    CLI_FUSE_HELP
+    "                           (compiled code; see kiln show --stage fused --train)\n"
     "  --no-inplace, --no-share, --schedule=default|min-memory\n"
     "                           memory-planning switches (see kiln show --stage plan)\n"
     "  --threads N              worker threads of compiled code (default: one per core)\n"
@@ -86,8 +88,6 @@ static void *alloc_buf(Trainer *t, Node *n) {
   return p;
 }
 
-
-
 /* The one f32 input and the one i32 input (the trainer's own excluded). */
 static void find_inputs(Trainer *t, Graph *g, Node **x, Node **y) {
   *x = *y = NULL;
@@ -109,22 +109,10 @@ static void find_inputs(Trainer *t, Graph *g, Node **x, Node **y) {
 
 /* --batch B: set the constant that sizes the examples' first axis. */
 static void apply_batch(Trainer *t) {
-  Cli *c = t->c;
-  Graph *g = cli_build(c, false);
+  Graph *g = cli_build(t->c, false);
   Node *x, *y;
   find_inputs(t, g, &x, &y);
-  char want[32];
-  snprintf(want, sizeof want, "%lld", (long long)x->shape.dim[0]);
-  const char *name = NULL;
-  for (int k = 0; k < g->n_consts; k++)
-    if (strcmp(g->const_values[k], want) == 0)
-      name = name ? "" : g->const_names[k];
-  if (!name || !name[0])
-    error_plain(&c->diag, "--batch: no single model constant sizes the first axis of input %s "
-                "(set it with -D instead)", x->name);
-  Define *d = &c->defs[c->co.n_defines++];
-  d->name = name;
-  d->value = arena_fmt(c->arena, "%lld", (long long)c->batch);
+  cli_define_batch(t->c, g, x);
 }
 
 static void apply_overrides(Trainer *t) {
@@ -374,4 +362,4 @@ static int train_run(Cli *c) {
   return rc;
 }
 
-const Command cmd_train = {"train", "DmdRESBlLTvuhIHCPVYj", train_help, NULL, train_run};
+const Command cmd_train = {"train", "DmdRESBlLTvuhIHCPVYjF", train_help, NULL, train_run};

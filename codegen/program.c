@@ -1,8 +1,9 @@
 /*
  * program.c: from a graph and its roots to a running step function.
  *
- * The plan's schedule is the program: each node, in order, becomes one
- * kernel call; constants become one-store kernels at their place in the
+ * The plan's schedule is the program: each kernel of the plan (a fused
+ * group, passes/fuse.c, or one node), in order, becomes one kernel call
+ * (ir/lower_fuse.c or ir/lower*.c); constants become one-store kernels at their place in the
  * schedule (the arena may reuse their bytes before and after).  Each
  * kernel buffer is located for the step function as a byte offset into
  * the arena, or an extern slot (parameters; slot 0 for the step counter).
@@ -68,6 +69,27 @@ static bool locate(const Plan *plan, const int *slot, const Kernel *k, CgRef *re
   return true;
 }
 
+/* A reshape (or stop_gradient) the plan put over its input's bytes
+ * (passes/inplace.c): its copy would write every element onto itself. */
+static bool copies_onto_itself(const Plan *plan, const Node *v) {
+  return op_info[v->op].lower == lower_copy && plan->offset[v->id] >= 0 &&
+         plan->offset[v->id] == plan->offset[v->in[0]->id];
+}
+
+Kernel *program_kernel_at(Arena *a, const Plan *plan, const Node *v) {
+  const FuseGroup *G = plan_group(plan, v);
+  if (!G)
+    return v->op == OP_CONST ? const_kernel(a, v) : NULL;
+  if (G->n_members == 1)
+    return copies_onto_itself(plan, v) ? NULL : lower_node(a, v);
+  if (plan->start[v->id] != plan->time[v->id])
+    return NULL;
+  bool *stored = arena_alloc(a, sizeof(bool) * (size_t)G->n_members);
+  for (int m = 0; m < G->n_members; m++)
+    stored[m] = !plan->internal[G->members[m]->id];
+  return lower_fused(a, G->members, stored, G->n_members, G->eltwise);
+}
+
 /* The calls of the scheduled nodes that are weight-derived (prepare) or
  * are not (the step). */
 static bool calls_of(Graph *g, const Plan *plan, const int *slot, bool prepare, CgCall *calls,
@@ -78,7 +100,9 @@ static bool calls_of(Graph *g, const Plan *plan, const int *slot, bool prepare, 
     const Node *v = plan->order[s];
     if (v->op == OP_INPUT || v->op == OP_PARAM || v->derived != prepare)
       continue;
-    Kernel *k = v->op == OP_CONST ? const_kernel(a, v) : lower_node(a, v);
+    Kernel *k = program_kernel_at(a, plan, v);
+    if (!k)
+      continue;
     k->name = arena_fmt(a, "%s_%d", k->name, v->id); /* unique in the module */
     CgRef *refs = arena_alloc(a, sizeof(CgRef) * (size_t)(k->n_bufs + 1));
     if (!locate(plan, slot, k, refs, err, n))

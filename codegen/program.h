@@ -76,6 +76,11 @@ void program_free(Program *p);
  * prepare step reads no arena), in the same way. */
 bool program_calls(Graph *g, const Plan *plan, const int *slot, CgCall *calls, int *n_calls,
                    char *err, size_t errlen);
+/* The kernel that runs at scheduled node v's step: a constant's store,
+ * v's own kernel, its fused group's (passes/fuse.c) at the group's first
+ * step, or NULL (a later stored value of a group, an input, a reshape
+ * planned over its input's bytes: nothing to do). */
+Kernel *program_kernel_at(Arena *a, const Plan *plan, const Node *v);
 bool program_prepare_calls(Graph *g, const Plan *plan, const int *slot, CgCall *calls,
                            int *n_calls, char *err, size_t errlen);
 

@@ -143,7 +143,9 @@ typedef struct KVar {
 
 typedef struct Kernel {
   const char *name; /* a readable C identifier, unique in a program */
-  const Node *node; /* what it computes (provenance) */
+  const Node *node; /* what it computes (provenance); a fused kernel's anchor */
+  Node *const *members; /* a fused kernel's nodes, the anchor last; NULL for one node */
+  int n_members;
   KBuf *bufs;
   int n_bufs, cap_bufs;
   KVar *vars;
@@ -196,6 +198,22 @@ LOWER_FN(lower_conv2d_back_w) LOWER_FN(lower_maxpool2d_back) LOWER_FN(lower_avgp
 LOWER_FN(lower_upsample_back) LOWER_FN(lower_slice_back) LOWER_FN(lower_embedding_back)
 LOWER_FN(lower_cross_entropy_back)
 #undef LOWER_FN
+
+/* --- lower_fuse.c: one kernel for a fused group (passes/fuse.c) ------------ */
+/* members[0..n) in topological order, the anchor last; stored[i] when
+ * member i gets a buffer (the anchor always does).  eltwise: every member
+ * is elementwise over the anchor's shape or has one element, and the
+ * stored ones are the kernel's outputs, computed in one loop; otherwise
+ * the anchor's own kernel with every load of a member replaced by the
+ * member's formula at that index.  Buffers: the group's inputs (in order
+ * of first use), then its outputs; named "<ops>_<anchor name>". */
+Kernel *lower_fused(Arena *a, Node *const *members, const bool *stored, int n, bool eltwise);
+/* Whether op may be a member of a fused group other than its anchor (its
+ * value is a formula of its inputs' values at the same element). */
+bool lower_fusable(Op op);
+/* Whether a group anchored at op may take members (its lowering is the
+ * generic one: code generation has no schedule of its own for it). */
+bool lower_takes_producers(Op op);
 
 /* lower_nn.c: conv2d_back_w (node n) sums over the images in chunks of
  * this many, each chunk's sum a partial sum from 0 of its own, the

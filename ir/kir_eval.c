@@ -3,8 +3,9 @@
  * tests check lowering with (against the graph's reference evaluator) and
  * that defines what each KIR operation computes, for the backends to match:
  *
- *  - KT_F32 arithmetic is done in float (C's float operations and the f32
- *    libm functions: expf, logf, tanhf, erff, ...), KT_I32 in int32_t and
+ *  - KT_F32 arithmetic is done in float (C's float operations, the f32
+ *    libm functions logf, sqrtf, sinf, ..., and kiln's own exp, tanh and
+ *    erf of kmath.h, which vectorize), KT_I32 in int32_t and
  *    KT_IDX in int64_t, both wrapping around on overflow (two's complement;
  *    computed in unsigned, so there is no undefined behaviour);
  *  - KO_MIN / KO_MAX are b < a ? b : a and a < b ? b : a: on f32 the first
@@ -33,6 +34,7 @@
 #include <string.h>
 
 #include "kir.h"
+#include "kmath.h"
 
 typedef union Val {
   float f;
@@ -133,11 +135,11 @@ static float f_un(KOp op, float a) {
   switch (op) {
   case KO_NEG: return -a;
   case KO_ABS: return fabsf(a);
-  case KO_EXP: return expf(a);
+  case KO_EXP: return km_expf(a);
   case KO_LOG: return logf(a);
   case KO_SQRT: return sqrtf(a);
-  case KO_TANH: return tanhf(a);
-  case KO_ERF: return erff(a);
+  case KO_TANH: return km_tanhf(a);
+  case KO_ERF: return km_erff(a);
   case KO_SIN: return sinf(a);
   case KO_COS: return cosf(a);
   case KO_LOG1P: return log1pf(a);

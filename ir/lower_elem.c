@@ -156,6 +156,8 @@ static Kernel *eltwise(Arena *a, const Node *n, EltFn f) {
   return k;
 }
 
+static KExpr *elt_add_n(Kernel *k, KStmt *body, const Node *n, KExpr **v);
+
 static KExpr *elt_scalar(Kernel *k, KStmt *body, const Node *n, KExpr **v) {
   return lw_scalar(k, body, n->op, &n->at, v[0], n->n_in > 1 ? v[1] : NULL);
 }
@@ -189,6 +191,16 @@ static KExpr *elt_cast(Kernel *k, KStmt *body, const Node *n, KExpr **v) {
 }
 
 Kernel *lower_cast(Arena *a, const Node *n) { return eltwise(a, n, elt_cast); }
+
+KExpr *lw_elt_value(Kernel *k, KStmt *body, const Node *n, KExpr **v) {
+  switch (n->op) {
+  case OP_WHERE: return elt_where(k, body, n, v);
+  case OP_CAST: return elt_cast(k, body, n, v);
+  case OP_ADD_N: return elt_add_n(k, body, n, v);
+  case OP_STOP_GRADIENT: case OP_BROADCAST_TO: return v[0];
+  default: return elt_scalar(k, body, n, v);
+  }
+}
 
 /* A flat copy: reshape's output has another shape but the same elements. */
 Kernel *lower_copy(Arena *a, const Node *n) {

@@ -64,7 +64,7 @@ void lw_bcast_strides(const Shape *in, const Shape *out, int64_t *st);
  * operands addressed by per-axis strides.  Extent-1 axes get no loop, and
  * adjacent axes that every operand walks contiguously merge into one loop;
  * loop i runs over dim[i] with variable var[i] and strides st[op][i]. */
-enum { LW_OPS = 5 };
+enum { LW_OPS = 16 };
 typedef struct Nest {
   int rank;
   int64_t dim[MAX_RANK];
@@ -117,5 +117,9 @@ int32_t lw_to_i32(double v);
  * formula of its scalar function in eval_elem.c; temporaries it needs are
  * declared in body. */
 KExpr *lw_scalar(Kernel *k, KStmt *body, Op op, const Attrs *at, KExpr *a, KExpr *b);
+/* The value of elementwise node n (lower_fusable) given its operands'
+ * values v[0..n_in) at one element: lw_scalar, where, cast, add_n, and
+ * the identities stop_gradient and broadcast_to. */
+KExpr *lw_elt_value(Kernel *k, KStmt *body, const Node *n, KExpr **v);
 
 #endif

@@ -88,6 +88,38 @@ static Kernel *lanes_sum(Kernel *k, const Node *n, int nk, int64_t *kd, int64_t 
   return k;
 }
 
+/* A sum or mean over axes outside a contiguous run of kept ones (a bias
+ * gradient: [rows, C] -> [C]): the output row is the accumulator, zeroed,
+ * then each reduced position's run added to it with a vector loop, then
+ * divided for a mean.  Each element adds the same values in the same order
+ * as the one-accumulator loop (from 0, row-major over the reduced axes), so
+ * the bits are the same; only the loop order changed, from a strided
+ * chain of dependent adds to unit-stride vectors. */
+static Kernel *run_sum(Kernel *k, const Node *n, int nk, int64_t *kd, int64_t kst[][MAX_RANK],
+                       int nr, int64_t *rd, int64_t rst[][MAX_RANK], int m, int64_t run,
+                       int64_t cnt) {
+  Nest no, ni;
+  lw_nest(k, k->body, m, kd, 2, kst, NEST_ROWS, &no);
+  KExpr *ob = lw_bind(k, no.body, "ob", lw_at(k, &no, 0, 0));
+  KExpr *xb = lw_bind(k, no.body, "xb", lw_at(k, &no, 1, 0));
+  KType t = lw_type(n->dtype);
+  KExpr *j;
+  KStmt *l0 = lw_for(k, no.body, "j", run, KL_VECTOR, &j);
+  ks_add(k, l0, ks_store(k, lw_out(n), ADD(ob, j), t == KT_F32 ? FC(0) : ke_int(k, KT_I32, 0)));
+  lw_nest(k, no.body, nr, rd, 1, rst, NEST_INNER, &ni);
+  KExpr *rb = lw_bind(k, ni.body, "rb", ADD(xb, lw_at(k, &ni, 0, 0)));
+  KStmt *l1 = lw_for(k, ni.body, "j", run, KL_VECTOR, &j);
+  KExpr *o = ADD(ob, j);
+  ks_add(k, l1, ks_store(k, lw_out(n), o, ADD(LOAD(lw_out(n), o), LOAD(0, ADD(rb, j)))));
+  if (n->op == OP_MEAN) {
+    KStmt *l2 = lw_for(k, no.body, "j", run, KL_VECTOR, &j);
+    o = ADD(ob, j);
+    ks_add(k, l2, ks_store(k, lw_out(n), o, DIV(LOAD(lw_out(n), o), FC((double)cnt))));
+  }
+  (void)nk;
+  return k;
+}
+
 Kernel *lower_reduce(Arena *a, const Node *n) {
   Kernel *k = lw_kernel(a, n);
   int nk, nr;
@@ -105,6 +137,14 @@ Kernel *lower_reduce(Arena *a, const Node *n) {
       run *= rd[--m];
     if (run >= 4 * LANES)
       return lanes_sum(k, n, nk, kd, kst, m, rd, rst, run, cnt);
+  }
+  if (n->op != OP_MAX && nr > 0 && nk > 0 && rst[0][nr - 1] != 1 && kst[1][nk - 1] == 1) {
+    int64_t run = kd[nk - 1];
+    int m = nk - 1; /* leading kept axes; the rest continue the run */
+    while (m > 0 && kst[1][m - 1] == run)
+      run *= kd[--m];
+    if (run >= 4)
+      return run_sum(k, n, nk, kd, kst, nr, rd, rst, m, run, cnt);
   }
   KExpr *init;
   if (n->op == OP_MAX)
@@ -185,7 +225,9 @@ Kernel *lower_argmax(Arena *a, const Node *n) {
   return k;
 }
 
-/* softmax: exp(x - max) / sum; log_softmax: (x - max) - log(sum). */
+/* softmax: exp(x - max) / sum; log_softmax: (x - max) - log(sum).  The
+ * exponentials go through the output (stored, summed in order, then
+ * divided), the same operations as summing them directly. */
 Kernel *lower_softmax(Arena *a, const Node *n) {
   Kernel *k = lw_kernel(a, n);
   int64_t len, inner;
@@ -198,18 +240,25 @@ Kernel *lower_softmax(Arena *a, const Node *n) {
   int mx = kir_var(k, "mx", KT_F32), sum = kir_var(k, "sum", KT_F32);
   int r1 = lw_ivar(k, "r"), r2 = lw_ivar(k, "r"), r3 = lw_ivar(k, "r");
 #define X(r) LOAD(0, ADD(base, MUL(VAR(r), IC(inner))))
+#define Y(r) ADD(base, MUL(VAR(r), IC(inner)))
   ks_add(k, b, ks_decl(k, mx, FC(-INFINITY)));
   KStmt *l1 = lw_loop(k, b, r1, len, KL_REDUCE);
   ks_add(k, l1, ks_set(k, mx, MAX(VAR(mx), X(r1)))); /* mx < v ? v : mx, NaN skipped */
+  /* the exponentials into the output first (independent: they vectorize),
+   * then their sum in order, then the output from them */
+  int r4 = lw_ivar(k, "r");
+  KLoopKind map = inner == 1 ? KL_VECTOR : KL_SERIAL;
+  KStmt *l2 = lw_loop(k, b, r2, len, map);
+  ks_add(k, l2, ks_store(k, lw_out(n), Y(r2), UN(KO_EXP, SUB(X(r2), VAR(mx)))));
   ks_add(k, b, ks_decl(k, sum, FC(0)));
-  KStmt *l2 = lw_loop(k, b, r2, len, KL_REDUCE);
-  ks_add(k, l2, ks_set(k, sum, ADD(VAR(sum), UN(KO_EXP, SUB(X(r2), VAR(mx))))));
+  KStmt *l4 = lw_loop(k, b, r4, len, KL_REDUCE);
+  ks_add(k, l4, ks_set(k, sum, ADD(VAR(sum), LOAD(lw_out(n), Y(r4)))));
   KExpr *lse = n->op == OP_LOG_SOFTMAX ? lw_let(k, b, "lse", UN(KO_LOG, VAR(sum))) : NULL;
-  KStmt *l3 = lw_loop(k, b, r3, len, inner == 1 ? KL_VECTOR : KL_SERIAL);
-  KExpr *z = SUB(X(r3), VAR(mx));
-  KExpr *y = lse ? SUB(z, lse) : DIV(UN(KO_EXP, z), VAR(sum));
-  ks_add(k, l3, ks_store(k, lw_out(n), ADD(base, MUL(VAR(r3), IC(inner))), y));
+  KStmt *l3 = lw_loop(k, b, r3, len, map);
+  KExpr *y = lse ? SUB(SUB(X(r3), VAR(mx)), lse) : DIV(LOAD(lw_out(n), Y(r3)), VAR(sum));
+  ks_add(k, l3, ks_store(k, lw_out(n), Y(r3), y));
 #undef X
+#undef Y
   return k;
 }
 

@@ -13,6 +13,13 @@
  * The op's kernel reads element i before it writes element i, so aliasing
  * is safe; every kernel is also correct without it (the hint may be
  * ignored, as MXNet's ForwardInplaceOption says).
+ *
+ * Pending reads are counted per kernel (fuse.c): a group reads each of its
+ * inputs once, at its anchor's step.  An elementwise group's outputs may
+ * each take one input this way: ir/lower_fuse.c loads every input of an
+ * element before it stores any output of it.  Not the one-element values of a
+ * group: the kernel computes them before its loop, one after another.
+ * x * x reads x once, so it may overwrite x too.
  */
 #include "passes.h"
 
@@ -22,25 +29,50 @@ static bool fits_in_place(const Node *n, const Node *u) {
   return n->op == OP_RESHAPE || shape_eq(&u->shape, &n->shape);
 }
 
+/* Whether the kernel of group G may write its output n over an input. */
+static bool may_overwrite(const FuseGroup *G, const Node *n) {
+  return G->n_members == 1 ? op_has(n->op, F_INPLACE)
+                           : G->eltwise && shape_numel(&n->shape) > 1;
+}
+
+/* At the step k of G's anchor, where G reads its inputs: each of its
+ * outputs takes an input it reads last, each input at most once. */
+static void place_group(const Plan *p, const FuseGroup *G, int k, const int *pending,
+                        bool *taken) {
+  for (int m = 0; m < G->n_members; m++) {
+    const Node *n = G->members[m];
+    if (p->internal[n->id] || !plan_in_arena(p, n) || !may_overwrite(G, n))
+      continue;
+    for (int j = 0; j < G->n_ins && p->alias[n->id] < 0; j++) {
+      Node *u = G->ins[j];
+      if (plan_in_arena(p, u) && u->op != OP_INPUT && !p->root[u->id] && p->last[u->id] == k &&
+          pending[u->id] == 1 && !taken[u->id] && fits_in_place(n, u)) {
+        p->alias[n->id] = u->id;
+        taken[u->id] = true;
+      }
+    }
+  }
+}
+
 void pass_inplace(const Graph *g, Plan *p) {
   for (int i = 0; i < g->n_nodes; i++)
     p->alias[i] = -1;
   if (p->opts.no_inplace)
     return;
   int *pending = arena_alloc(g->arena, sizeof(int) * (size_t)g->n_nodes);
-  for (int k = 0; k < p->n_order; k++)
-    for (int j = 0; j < p->order[k]->n_in; j++)
-      pending[p->order[k]->in[j]->id]++;
+  bool *taken = arena_alloc(g->arena, sizeof(bool) * (size_t)g->n_nodes);
   for (int k = 0; k < p->n_order; k++) {
-    Node *n = p->order[k];
-    bool can = op_has(n->op, F_INPLACE) && plan_in_arena(p, n);
-    for (int j = 0; can && j < n->n_in && p->alias[n->id] < 0; j++) {
-      Node *u = n->in[j];
-      if (plan_in_arena(p, u) && u->op != OP_INPUT && !p->root[u->id] && p->last[u->id] == k &&
-          pending[u->id] == 1 && fits_in_place(n, u))
-        p->alias[n->id] = u->id;
-    }
-    for (int j = 0; j < n->n_in; j++)
-      pending[n->in[j]->id]--;
+    int cnt;
+    Node *const *in = plan_reads(p, p->order[k], &cnt);
+    for (int j = 0; j < cnt; j++)
+      pending[in[j]->id]++;
+  }
+  for (int k = 0; k < p->n_order; k++) {
+    int cnt;
+    Node *const *in = plan_reads(p, p->order[k], &cnt);
+    if (cnt)
+      place_group(p, plan_group(p, p->order[k]), k, pending, taken);
+    for (int j = 0; j < cnt; j++)
+      pending[in[j]->id]--;
   }
 }

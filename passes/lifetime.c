@@ -12,6 +12,11 @@
  * backward pass needs lives exactly until its last backward reader, and one
  * it does not need dies with its last forward reader.  Weight-derived
  * values (passes/prepack.c) live with the parameters, outside the arena.
+ *
+ * A fused kernel (fuse.c) writes all its stored values at its first step
+ * (Plan.start) and reads its inputs at its anchor's, so its outputs and
+ * inputs are alive together over its whole span: none can share bytes
+ * with another but through a legal in-place pair (inplace.c).
  */
 #include "passes.h"
 
@@ -27,15 +32,16 @@ void fill_lifetimes(const Graph *g, Node *const *roots, int n_roots, Plan *p) {
     Node *n = p->order[k];
     if (!plan_in_arena(p, n))
       continue;
-    p->first[n->id] = n->op == OP_INPUT ? 0 : k;
+    p->first[n->id] = n->op == OP_INPUT ? 0 : p->start[n->id];
     if (p->last[n->id] < k)
       p->last[n->id] = k;
   }
   for (int k = 0; k < p->n_order; k++) {
-    Node *n = p->order[k];
-    for (int j = 0; j < n->n_in; j++)
-      if (plan_in_arena(p, n->in[j]) && p->last[n->in[j]->id] < k)
-        p->last[n->in[j]->id] = k;
+    int cnt;
+    Node *const *in = plan_reads(p, p->order[k], &cnt);
+    for (int j = 0; j < cnt; j++)
+      if (plan_in_arena(p, in[j]) && p->last[in[j]->id] < k)
+        p->last[in[j]->id] = k;
   }
   for (int r = 0; r < n_roots; r++) {
     p->root[roots[r]->id] = true;

@@ -235,6 +235,8 @@ void plan_build(Graph *g, Node *const *roots, int n_roots, const PlanOpts *o, Pl
   p->root = arena_alloc(g->arena, sizeof(bool) * n);
   p->size = arena_alloc(g->arena, sizeof(int64_t) * n);
   p->offset = arena_alloc(g->arena, sizeof(int64_t) * n);
+  p->start = arena_alloc(g->arena, sizeof(int) * n);
+  pass_fuse(g, roots, n_roots, p);
   pass_schedule(g, roots, n_roots, p);
   fill_lifetimes(g, roots, n_roots, p);
   for (int i = 0; i < g->n_nodes; i++) {
@@ -246,8 +248,8 @@ void plan_build(Graph *g, Node *const *roots, int n_roots, const PlanOpts *o, Pl
       p->prepacked += p->size[i];
     if (node_persistent(v))
       continue;
-    if (p->time[i] >= 0)
-      p->naive += p->size[i];
+    if (p->time[i] >= 0 || p->internal[i])
+      p->naive += p->size[i]; /* fused values too: what one buffer per node takes */
   }
   pass_inplace(g, p);
   pass_plan_offsets(p);

@@ -73,10 +73,50 @@ int pass_prepack(Graph *g);
  */
 enum { PLAN_ALIGN = 64 };
 
+/* --- fuse.c: operator fusion (seed 002, sections 7.3.3 and 7.3.6) ---
+ *
+ * Groups the nodes a step computes into kernels.  Every computing node is
+ * in exactly one group; a group is lowered to one Kernel IR loop nest
+ * (ir/lower_fuse.c) whose anchor, the group's last node, gives it its
+ * iteration space.  A node joins the group of its consumers when all of
+ * them are in that one group, it is elementwise, and the kind of fusion is
+ * on:
+ *   eltwise  into an elementwise anchor: every member has the anchor's
+ *            shape (or one element), so one loop computes them all;
+ *   reduce   into a reduction, softmax, the loss or a data movement op:
+ *            its value is recomputed where the anchor loads it;
+ *   multi    a result of the step (an update value, an output) joins an
+ *            elementwise group as an extra output: one kernel per
+ *            optimizer update instead of one per formula.
+ * A member that is not a result is internal: it never gets a buffer, and
+ * the memory plan does not see it.  Each value that ends a group records
+ * why fusion stopped there (Plan.why). */
+typedef struct FuseOpts {
+  bool no_eltwise; /* --fuse without eltwise */
+  bool no_reduce;  /* --fuse without reduce */
+  bool no_multi;   /* --fuse without multi */
+} FuseOpts;
+
+typedef struct FuseGroup {
+  Node *anchor;    /* the last member: its kernel's name and iteration space */
+  Node **members;  /* in topological (id) order, the anchor last */
+  int n_members;
+  Node **ins;      /* the values it reads from outside, each once, in order */
+  int n_ins;
+  bool eltwise;    /* an elementwise anchor: outputs may overwrite inputs */
+} FuseGroup;
+
+/* Parses --fuse's value: none, all, or a comma list of eltwise, reduce,
+ * multi (the kinds to do).  False on a word it does not know. */
+bool fuse_opts_parse(const char *s, FuseOpts *o);
+/* The kinds on, as --fuse would spell them ("all", "none", "eltwise,multi"). */
+const char *fuse_opts_text(const FuseOpts *o);
+
 typedef struct PlanOpts {
   bool no_inplace;  /* --no-inplace */
   bool no_share;    /* --no-share: every buffer its own bytes */
   bool min_memory;  /* --schedule=min-memory */
+  FuseOpts fuse;    /* --fuse (all kinds on when zero) */
 } PlanOpts;
 
 typedef struct Plan {
@@ -91,14 +131,31 @@ typedef struct Plan {
   int64_t *size;     /* per node id: bytes, rounded up to PLAN_ALIGN */
   int64_t *offset;   /* per node id: offset in the arena, -1 if not in it */
   int64_t arena;     /* planned arena bytes */
-  int64_t naive;     /* sum of all values' sizes: one buffer each */
+  int64_t naive;     /* sum of all values' sizes, fused ones included: one buffer each */
   int64_t lower;     /* the most bytes alive at one time under the schedule */
   int64_t persistent; /* parameters, optimizer state and weight-derived values */
   int64_t prepacked;  /* of which weight-derived values (passes/prepack.c) */
+  /* fusion (fuse.c): the kernels and who is in which */
+  FuseGroup *groups;
+  int n_groups;
+  int *group;        /* per node id: its group, -1 for leaves and unscheduled nodes */
+  bool *internal;    /* per node id: computed inside its group's kernel, no buffer */
+  const char **why;  /* per node id: why a computed value ends its group (NULL: nothing reads it) */
+  int *start;        /* per node id: the step at which its group's kernel runs */
 } Plan;
 
 /* The whole plan for computing roots; raises nothing (plans always exist). */
 void plan_build(Graph *g, Node *const *roots, int n_roots, const PlanOpts *o, Plan *p);
+/* Fills groups, group, internal and why (before the schedule). */
+void pass_fuse(const Graph *g, Node *const *roots, int n_roots, Plan *p);
+/* The values the kernel computing n reads, attributed to n's step: its
+ * group's inputs for the group's anchor, nothing for its other members.
+ * Leaves read nothing. */
+Node *const *plan_reads(const Plan *p, const Node *n, int *count);
+/* Whether n is written by a kernel of the plan (scheduled, not a leaf). */
+static inline const FuseGroup *plan_group(const Plan *p, const Node *n) {
+  return p->group[n->id] >= 0 ? &p->groups[p->group[n->id]] : NULL;
+}
 void pass_schedule(const Graph *g, Node *const *roots, int n_roots, Plan *p);
 void fill_lifetimes(const Graph *g, Node *const *roots, int n_roots, Plan *p);
 void pass_inplace(const Graph *g, Plan *p);

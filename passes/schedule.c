@@ -8,6 +8,12 @@
  * are all computed, run the one that adds the fewest live bytes: its
  * output's size minus the inputs it is the last reader of.  Ties go to the
  * earliest node, so the order stays close to the program's.
+ *
+ * Either order is of nodes; fusion (fuse.c) then turns it into an order of
+ * kernels: each group runs where its anchor was, its stored values listed
+ * together, its internal values not at all (they have no step and no
+ * buffer).  A group's kernel runs at the step of its first stored value
+ * (Plan.start), and reads its inputs by the step of its anchor.
  */
 #include "passes.h"
 
@@ -73,6 +79,29 @@ static void min_memory_order(const Graph *g, const bool *live, const bool *pinne
   }
 }
 
+/* From an order of the nodes to one of the kernels (fuse.c): each group
+ * where its anchor was, its stored members just before the anchor, its
+ * internal members nowhere. */
+static void compact(const Graph *g, Plan *p) {
+  Node **order = arena_alloc(g->arena, sizeof(Node *) * (size_t)(p->n_order + 1));
+  int k = 0;
+  for (int s = 0; s < p->n_order; s++) {
+    Node *v = p->order[s];
+    const FuseGroup *G = plan_group(p, v);
+    if (!G) {
+      order[k++] = v;
+      continue;
+    }
+    if (G->anchor != v)
+      continue;
+    for (int m = 0; m < G->n_members; m++)
+      if (!p->internal[G->members[m]->id])
+        order[k++] = G->members[m];
+  }
+  p->order = order;
+  p->n_order = k;
+}
+
 void pass_schedule(const Graph *g, Node *const *roots, int n_roots, Plan *p) {
   int n = g->n_nodes;
   bool *live = arena_alloc(g->arena, sizeof(bool) * (size_t)n);
@@ -92,8 +121,17 @@ void pass_schedule(const Graph *g, Node *const *roots, int n_roots, Plan *p) {
       if (live[i])
         p->order[k++] = g->nodes[i];
   }
+  compact(g, p);
   for (int i = 0; i < n; i++)
-    p->time[i] = -1;
+    p->time[i] = p->start[i] = -1;
   for (int k = 0; k < p->n_order; k++)
     p->time[p->order[k]->id] = k;
+  for (int k = 0; k < p->n_order; k++) {
+    const FuseGroup *G = plan_group(p, p->order[k]);
+    int first = G ? p->time[G->anchor->id] : k;
+    for (int m = 0; G && m < G->n_members; m++)
+      if (p->time[G->members[m]->id] >= 0 && p->time[G->members[m]->id] < first)
+        first = p->time[G->members[m]->id];
+    p->start[p->order[k]->id] = first;
+  }
 }

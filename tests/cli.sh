@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # cli.sh: the `kiln` driver as a user runs it: exit codes, --help, the three
 # show formats, run with .npy files (read back with NumPy), init and
-# --weights, and that failures never leave partial output files.
+# --weights, that failures never leave partial output files, and fusion
+# (--fuse, show --stage fused, bench: that it runs and agrees, never how fast).
 #
 # Usage: tests/cli.sh path/to/kiln     (ctest passes the built binary)
 # Adding a case: call `expect CODE "what" -- kiln args...` and, if needed,
@@ -34,7 +35,8 @@ expect 2 "no model file" -- "$KILN" check
 expect 2 "option without its value" -- "$KILN" check models/mlp.kiln -D
 expect 2 "malformed -D" -- "$KILN" check models/mlp.kiln -D N
 expect 2 "unknown format" -- "$KILN" show models/mlp.kiln --format yaml
-expect 2 "unknown stage" -- "$KILN" show models/mlp.kiln --stage fused
+expect 2 "unknown stage" -- "$KILN" show models/mlp.kiln --stage bogus
+contains "$err" "unknown stage 'bogus' (available: graph, grad, plan, fused)"
 expect 2 "init without -o" -- "$KILN" init models/mlp.kiln
 
 # --- check ------------------------------------------------------------------
@@ -85,8 +87,8 @@ assert g["flops"] > 5e7
 PY
 fi
 
-# --- show --stage plan ---------------------------------------------------------
-expect 0 "show --stage plan" -- "$KILN" show models/lenet5.kiln --stage plan
+# --- show --stage plan (unfused: every value its buffer) --------------------------
+expect 0 "show --stage plan" -- "$KILN" show models/lenet5.kiln --stage plan --fuse=none
 contains "$out" "memplan: 35 values, naive 5.831 MiB -> planned 1.436 MiB (lower bound 1.436 MiB"
 contains "$out" "shares bytes with"
 expect 0 "show --stage plan --train as json" -- "$KILN" show models/lenet5.kiln --stage plan \
@@ -100,7 +102,8 @@ PY
 expect 0 "show --stage plan --format svg" -- "$KILN" show models/mlp.kiln --stage plan --format svg
 contains "$out" "<svg"
 contains "$out" "<rect"
-expect 0 "--no-share" -- "$KILN" show models/lenet5.kiln --stage plan --no-share --no-inplace
+expect 0 "--no-share" -- "$KILN" show models/lenet5.kiln --stage plan --no-share --no-inplace \
+  --fuse=none
 contains "$out" "planned 5.831 MiB"
 expect 0 "--schedule=min-memory" -- "$KILN" show models/lenet5.kiln --stage plan \
   --schedule=min-memory
@@ -161,10 +164,21 @@ expect 1 "missing input" -- "$KILN" run models/mlp.kiln
 contains "$err" "input 'x' (f32[64, 784]) is needed: give --input x=FILE.npy or use --random-inputs"
 expect 0 "random inputs" -- "$KILN" run models/lenet5.kiln --random-inputs -D N=2
 contains "$out" "probs: f32[2, 10]"
+compiled_kernels() { sed -n 's/^lenet5: compiled \([0-9]*\) kernels in .*/\1/p' "$err"; }
 expect 0 "-v prints the plan" -- "$KILN" run models/lenet5.kiln --random-inputs -D N=2 -v \
   --verify-plan --output probs="$tmp/compiled.npy"
-contains "$err" "lenet5: compiled 24 kernels in"
+contains "$err" "lenet5: compiled "
+contains "$err" "memplan: "
+k_fused=$(compiled_kernels)
+expect 0 "-v, unfused: every value its buffer" -- "$KILN" run models/lenet5.kiln --random-inputs \
+  -D N=2 -v --verify-plan --fuse=none --output probs="$tmp/unfused.npy"
 contains "$err" "memplan: 35 values"
+k_unfused=$(compiled_kernels)
+if [ -n "$k_fused" ] && [ -n "$k_unfused" ] && [ "$k_fused" -lt "$k_unfused" ]; then
+  echo "ok: fused, the step compiles fewer kernels ($k_fused, unfused $k_unfused)"
+else
+  echo "FAIL: kernels compiled: fused '$k_fused', unfused '$k_unfused'"; fails=$((fails + 1))
+fi
 expect 0 "the reference evaluator, planned" -- "$KILN" run models/lenet5.kiln --reference \
   --random-inputs -D N=2 --verify-plan --output probs="$tmp/planned.npy"
 expect 0 "the reference evaluator, --no-plan" -- "$KILN" run models/lenet5.kiln --reference \
@@ -176,7 +190,10 @@ if have_numpy; then
 import numpy as np
 a, b = np.load('$tmp/compiled.npy'), np.load('$tmp/planned.npy')
 assert np.allclose(a, b, rtol=1e-5, atol=1e-6), abs(a - b).max()
-" && echo "ok: compiled = reference" || { echo "FAIL: compiled and reference differ"; fails=$((fails + 1)); }
+a = np.load('$tmp/unfused.npy')
+assert np.allclose(a, b, rtol=1e-5, atol=1e-6), abs(a - b).max()
+" && echo "ok: compiled (fused, unfused) = reference" || {
+    echo "FAIL: compiled and reference differ"; fails=$((fails + 1)); }
 fi
 expect 0 "--repeat times the step" -- "$KILN" run models/lenet5.kiln --random-inputs -D N=2 \
   --repeat 5 --output probs="$tmp/repeated.npy"
@@ -281,5 +298,95 @@ for idx in (0, 37):
 PY
     echo "FAIL: --grad against a finite difference"; fails=$((fails + 1)); fi
 fi
+
+# --- fusion: --fuse, show --stage fused, bench -------------------------------------
+expect 2 "--fuse=bogus" -- "$KILN" show models/lenet5.kiln --stage fused --fuse=bogus
+contains "$err" "--fuse must be none, all or a comma list of eltwise, reduce, multi; got 'bogus'"
+expect 2 "--fuse with an empty kind" -- "$KILN" run models/mlp.kiln --random-inputs --fuse eltwise,
+expect 2 "--fuse where nothing is fused" -- "$KILN" show models/lenet5.kiln --fuse=none
+for c in run train build show bench; do
+  expect 0 "kiln $c --help tells of --fuse" -- "$KILN" $c --help
+  contains "$out" "--fuse=LIST"
+done
+expect 0 "kiln --help lists bench" -- "$KILN" --help
+contains "$out" "  bench   "
+# "N nodes in K kernels, M values internal (no buffer)": prints "N K M"
+kernel_counts() { sed -n 's/^\([0-9]*\) nodes in \([0-9]*\) kernels, \([0-9]*\) values internal.*/\1 \2 \3/p' "$1"; }
+expect 0 "show --stage fused" -- "$KILN" show models/lenet5.kiln --stage fused
+contains "$out" "kernel 0: "
+contains "$out" "models/lenet5.kiln:14:"
+contains "$out" " internal"
+contains "$out" " stored"
+contains "$out" "ends at probs: a result of the step"
+read -r nodes fused internal <<<"$(kernel_counts "$out")"
+expect 0 "show --stage fused --fuse=none" -- "$KILN" show models/lenet5.kiln --stage fused \
+  --fuse=none
+read -r nodes_u unfused internal_u <<<"$(kernel_counts "$out")"
+expect 0 "show --stage fused --fuse=eltwise" -- "$KILN" show models/lenet5.kiln --stage fused \
+  --fuse=eltwise
+read -r _ eltwise _ <<<"$(kernel_counts "$out")"
+if [ -n "${fused:-}" ] && [ "$nodes" = "$nodes_u" ] && [ "$unfused" = "$nodes_u" ] &&
+  [ "$internal_u" = 0 ] && [ "$internal" -gt 0 ] && [ "$fused" -lt "$unfused" ] &&
+  [ "$fused" -le "$eltwise" ] && [ "$eltwise" -le "$unfused" ]; then
+  echo "ok: fusion makes fewer kernels ($fused, eltwise only $eltwise, unfused $unfused)"
+else
+  echo "FAIL: kernels: all '${fused:-}', eltwise '${eltwise:-}', none '${unfused:-}' of '${nodes:-}' nodes"
+  fails=$((fails + 1))
+fi
+expect 0 "show --stage fused --train --format dot" -- "$KILN" show models/lenet5.kiln \
+  --stage fused --train --format dot -D N=2
+contains "$out" "subgraph cluster_0 {"
+contains "$out" "(the backward pass needs it)"
+if command -v dot >/dev/null; then
+  if dot -Tsvg "$out" >"$tmp/k.svg" 2>"$err" && grep -q "<svg" "$tmp/k.svg"; then
+    echo "ok: dot renders the kernels"
+  else
+    echo "FAIL: dot could not render the kernels"; fails=$((fails + 1))
+  fi
+fi
+expect 0 "show --stage fused --train --format json" -- "$KILN" show models/lenet5.kiln \
+  --stage fused --train --format json -D N=2 -o "$tmp/k.json"
+if "$PY" - "$tmp/k.json" <<'PY'; then echo "ok: the kernels' json"; else fails=$((fails + 1)); fi
+import json, sys
+k = json.load(open(sys.argv[1]))
+assert k["model"] == "lenet5" and k["training"] and k["fuse"] == "all", k["fuse"]
+assert k["n_kernels"] == len(k["kernels"]) < k["n_nodes"], (k["n_kernels"], k["n_nodes"])
+assert sum(len(g["members"]) for g in k["kernels"]) == k["n_nodes"]
+members = [m for g in k["kernels"] for m in g["members"]]
+assert sum(m["internal"] for m in members) == k["n_internal"] > 0
+for m in members:
+    for f in ("name", "op", "shape", "loc", "internal"):
+        assert f in m, (f, m)
+assert any(m["loc"].startswith("models/lenet5.kiln:") for m in members)
+assert all(b["why"] for g in k["kernels"] for b in g["boundaries"])
+PY
+expect 0 "bench mlp" -- "$KILN" bench models/mlp.kiln --repeat 3
+contains "$out" "results agree: every output within 1e-5 relative"
+contains "$out" "fused (--fuse=all): "
+contains "$out" "unfused (--fuse=none): "
+contains "$out" "speedup (unfused / fused): "
+expect 0 "bench mlp --train --json" -- "$KILN" bench models/mlp.kiln --train --json --repeat 3 \
+  --batch 8
+if "$PY" - "$out" <<'PY'; then echo "ok: the benchmark's json"; else fails=$((fails + 1)); fi
+import json, sys
+b = json.load(open(sys.argv[1]))
+assert b["agree"] is True and b["max_rel_diff"] <= 1e-5, b["max_rel_diff"]
+assert b["mode"] == "training" and b["constants"]["N"] == "8" and b["rounds"] == 3, b
+assert b["speedup"] > 0
+fused, unfused = b["builds"]
+assert fused["fuse"] == "all" and unfused["fuse"] == "none"
+assert 0 < fused["n_kernels"] < unfused["n_kernels"] == len(unfused["kernels"])
+for k in fused["kernels"] + unfused["kernels"]:
+    assert k["name"] and k["bytes"] > 0 and k["time"]["min_s"] <= k["time"]["median_s"], k
+assert fused["step"]["median_s"] > 0 and unfused["step"]["median_s"] > 0
+PY
+expect 1 "bench a missing file" -- "$KILN" bench "$tmp/nope.kiln"
+contains "$err" "nope.kiln"
+expect 1 "bench a model with an error" -- "$KILN" bench "$tmp/bad.kiln"
+contains "$err" "bad.kiln:3:22: error: matmul: inner dimensions differ"
+expect 1 "bench --train without a train section" -- "$KILN" bench tests/data/no_train.kiln \
+  --train --repeat 1
+contains "$err" "has no train section"
+expect 2 "bench --repeat 0" -- "$KILN" bench models/mlp.kiln --repeat 0
 
 finish driver

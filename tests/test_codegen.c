@@ -34,6 +34,7 @@
 
 #include "kiln_test.h"
 #include "cg.h"
+#include "program.h"
 #include "rt_pool.h"
 
 /* --- helpers ----------------------------------------------------------------------- */
@@ -148,6 +149,54 @@ static void elementwise(void **state) {
     assert_int_equal(Z[t], (int)isnan(A[t]) + (A[t] < B[t]));
   }
   assert_true(isnan(Y[3]) && isnan(Y[5]));
+}
+
+/* Error of got against the exact want in units of f32's last place at want. */
+static double ulps(float got, double want) {
+  float w = (float)fabs(want);
+  double ulp = (double)nextafterf(w, INFINITY) - (double)w;
+  return fabs((double)got - want) / ulp;
+}
+
+/* exp, tanh and erf (ir/kmath.h): vectorized, kir_eval's bits, within
+ * their documented error of the exact functions, NaN, infinities and
+ * subnormal results included. */
+static void kmath(void **state) {
+  enum { NK = 200003 };
+  static float X[NK], E[NK], T[NK], R[NK];
+  Kernel *k = kir_new(ar, "km", NULL);
+  int x = kir_buf(k, "x", KT_F32, NK, KB_IN, 0);
+  int ye = kir_buf(k, "e", KT_F32, NK, KB_OUT, 1), yt = kir_buf(k, "t", KT_F32, NK, KB_OUT, 2);
+  int yr = kir_buf(k, "r", KT_F32, NK, KB_OUT, 3);
+  int i = kir_var(k, "i", KT_IDX);
+  KStmt *l = ks_loop(k, i, I(NK), KL_VECTOR);
+  ks_add(k, k->body, l);
+  ks_add(k, l, ks_store(k, ye, V(i), ke_unary(k, KO_EXP, LD(x, V(i)))));
+  ks_add(k, l, ks_store(k, yt, V(i), ke_unary(k, KO_TANH, LD(x, V(i)))));
+  ks_add(k, l, ks_store(k, yr, V(i), ke_unary(k, KO_ERF, LD(x, V(i)))));
+  for (int t = 0; t < NK; t++) /* [-110, 110], denser near 0 */
+    X[t] = (float)(110.0 * pow((t - NK / 2) / (double)(NK / 2), 3));
+  float special[] = {NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 88.72f, 88.73f, -87.5f, -103.9f,
+                     -0.625f, 0.625f, 0.9f, -0.9f, 4.0f, 1e-30f, -1e-30f};
+  for (int t = 0; t < countof(special); t++)
+    X[t] = special[t];
+  run1(k, (void *[]){X, E, T, R});
+  double worst[3] = {0};
+  for (int t = 0; t < NK; t++) {
+    double want[3] = {exp((double)X[t]), tanh((double)X[t]), erf((double)X[t])};
+    float got[3] = {E[t], T[t], R[t]};
+    for (int f = 0; f < 3; f++) {
+      if (isnan(want[f]) || isinf(want[f]) || (float)want[f] == 0.0f) {
+        if (!(isnan(want[f]) ? isnan(got[f]) : got[f] == (float)want[f]))
+          fail_msg("function %d at %g: %g, want %g", f, X[t], got[f], want[f]);
+        continue;
+      }
+      double u = ulps(got[f], want[f]);
+      worst[f] = u > worst[f] ? u : worst[f];
+    }
+  }
+  print_message("  worst ulps: exp %.2f tanh %.2f erf %.2f\n", worst[0], worst[1], worst[2]);
+  assert_true(worst[0] <= 1.5 && worst[1] <= 1.5 && worst[2] <= 3.0);
 }
 
 /* out[r] = sum_c x[r*C + c] in order, bit-exact: no reassociation, in a
@@ -680,9 +729,9 @@ static void run_model(Graph *g, Node *const *roots, int n_roots, const char *wha
   plan_build(g, roots, n_roots, &(PlanOpts){0}, &p);
   CgCall *calls = calloc((size_t)p.n_order, sizeof *calls);
   int nc = 0;
-  for (int i = 0; i < p.n_order; i++) { /* constants: full's kernel, at their time in the plan */
+  for (int i = 0; i < p.n_order; i++) {
     Node *n = p.order[i];
-    Kernel *k = n->op == OP_CONST ? lower_full(g->arena, n) : lower_node(g->arena, n);
+    Kernel *k = program_kernel_at(g->arena, &p, n); /* fused groups too */
     if (!k)
       continue;
     CgRef *refs = arena_alloc(g->arena, sizeof(CgRef) * (size_t)k->n_bufs);
@@ -821,7 +870,7 @@ static void errors(void **state) {
 int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, arena_setup, arena_teardown)
   const struct CMUnitTest tests[] = {
-      T(elementwise),   T(reduction),    T(nested_index), T(select_guarded), T(casts),
+      T(elementwise),   T(kmath),        T(reduction),    T(nested_index), T(select_guarded), T(casts),
       T(parallel),      T(hash),         T(step_function), T(emit_files),
       T(errors),        T(every_op),     T(every_model),
   };

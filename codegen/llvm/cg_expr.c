@@ -19,9 +19,11 @@
  *   f32 compare      ordered, except != (true with a NaN), as in C
  *   && ||            nonzero is true (f32: x != 0, so NaN is true); both
  *                    sides evaluated, as in the interpreter
- *   exp log sqrt sin cos floor abs pow   LLVM intrinsics, which become the
- *                    same libm calls (expf, ...) the interpreter makes
- *   tanh erf log1p   libm's tanhf/erff/log1pf, declared memory(none)
+ *   log sqrt sin cos floor abs pow   LLVM intrinsics, which become the
+ *                    same libm calls (logf, ...) the interpreter makes
+ *   log1p            libm's log1pf, declared memory(none)
+ *   exp tanh erf     kiln's f32 sequences of ir/kmath.h (cg_math.c), which
+ *                    the interpreter runs too (ir/kmath.c) and which vectorize
  *   f32 -> int       llvm.fptosi.sat: truncation, saturating, NaN -> 0
  *   hash(a, b)       SplitMix64 as ir/rng.c: mix(mix(a) + G (b + 1)), >> 11
  *                    for KO_HASH, all 64 bits for KO_HASH64
@@ -169,14 +171,14 @@ static LLVMValueRef unary(Fn *f, const KExpr *e) {
   switch (e->op) {
   case KO_NEG: return LLVMBuildFNeg(f->b, a, "");
   case KO_ABS: return f32_intrinsic(f, "llvm.fabs", a);
-  case KO_EXP: return f32_intrinsic(f, "llvm.exp", a);
+  case KO_EXP: return cg_km_exp(f, a);
   case KO_LOG: return f32_intrinsic(f, "llvm.log", a);
   case KO_SQRT: return f32_intrinsic(f, "llvm.sqrt", a);
   case KO_SIN: return f32_intrinsic(f, "llvm.sin", a);
   case KO_COS: return f32_intrinsic(f, "llvm.cos", a);
   case KO_FLOOR: return f32_intrinsic(f, "llvm.floor", a);
-  case KO_TANH: return libm_call(f, "tanhf", a);
-  case KO_ERF: return libm_call(f, "erff", a);
+  case KO_TANH: return cg_km_tanh(f, a);
+  case KO_ERF: return cg_km_erf(f, a);
   case KO_LOG1P: return libm_call(f, "log1pf", a);
   case KO_ISNAN: return bool_i32(f, LLVMBuildFCmp(f->b, LLVMRealUNO, a, a, ""));
   default: die("codegen: kernel %s: %s is not a unary operation", f->k->name, kop_name(e->op));

@@ -109,6 +109,10 @@ bool cg_check_parallel(const Kernel *k, char *err, size_t n);
 
 /* A call of LLVM intrinsic `name` (llvm.fma, llvm.masked.load, ...)
  * overloaded on tys, at b's position (cg_expr.c). */
+/* cg_math.c: exp, tanh and erf as the f32 sequences of ir/kmath.h. */
+LLVMValueRef cg_km_exp(Fn *f, LLVMValueRef x);
+LLVMValueRef cg_km_tanh(Fn *f, LLVMValueRef x);
+LLVMValueRef cg_km_erf(Fn *f, LLVMValueRef x);
 LLVMValueRef cg_intrinsic(Cg *cg, LLVMBuilderRef b, const char *name, LLVMTypeRef *tys,
                           int n_tys, LLVMValueRef *args, int n_args);
 

@@ -1,0 +1,419 @@
+/*
+ * cmd_bench.c: `kiln bench`, fused against unfused.  The model is compiled
+ * twice, once with --fuse's kinds (default all) and once with none; each
+ * build's step is timed whole (program_run) and kernel by kernel
+ * (codegen/kbench.c), the two builds taking turns round after round so
+ * that drift in the machine's speed (frequency, other load) hits both
+ * alike.  Reported per kernel: median time, spread, bytes moved, GB/s and
+ * GFLOP/s; end to end: each build's median step and the speedup.
+ *
+ * Both builds start from the same parameters (seeded initialization) and
+ * the same seeded random inputs, and their results after one step must
+ * agree within 1e-5 relative before anything is timed: a fast kernel that
+ * computes something else is no speedup, so a disagreement is an error.
+ * With --train the step is the training step (forward, backward, update),
+ * its updates applied after every run, so both builds train along the
+ * same path.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "kbench.h"
+#include "rt_data.h"
+#include "rt_pool.h"
+
+static const char bench_help[] =
+    "usage: kiln bench MODEL.kiln [--train] [--batch N] [--repeat N] [--threads N]\n"
+    "                  [--fuse=LIST] [--json] [--seed N] [-D NAME=VALUE]...\n"
+    "                  [--model NAME]\n"
+    "\n"
+    "Compiles the model twice, fused (--fuse, default all) and unfused (--fuse=none),\n"
+    "checks that both compute the same results (within 1e-5 relative, after one\n"
+    "step from the same parameters and inputs; exit 1 if not), then runs them in\n"
+    "turns and prints, for each build, every kernel's median time, spread (min ..\n"
+    "max), bytes moved (the sizes of its buffers), GB/s and GFLOP/s (timed one\n"
+    "kernel at a time), then each build's median step time end to end and the\n"
+    "speedup (unfused / fused).  Inputs are seeded random values (f32 ~ N(0, 1),\n"
+    "i32 labels and ids within their range), parameters freshly initialized.\n"
+    "\n"
+    "  --train                  benchmark the training step (training-mode forward,\n"
+    "                           backward, optimizer update; updates applied after each\n"
+    "                           step) instead of inference\n"
+    "  --batch N                the batch size (the model constant that sizes the\n"
+    "                           first axis of the first input; or -D NAME=N)\n"
+    "  --repeat N               timed rounds (default 20, after 2 warm-up rounds); a\n"
+    "                           round runs each build twice: whole, then kernel by kernel\n"
+    CLI_FUSE_HELP
+    "                           (the fused build's; the other has none)\n"
+    "  --threads N              worker threads of compiled code (default: one per core)\n"
+    "  --json                   print the report as JSON (for scripts)\n"
+    "  --seed N                 seed of the parameters and inputs (default 0)\n"
+    "  --no-inplace, --no-share, --schedule=default|min-memory, --no-prepack\n"
+    "                           as for kiln run, in both builds\n"
+    "  -D, --define NAME=VALUE  override a model constant (e.g. -D N=8)\n"
+    "  --model NAME             which model of the file (default: the first)\n"
+    "  -h, --help               this help\n";
+
+enum { FUSED, UNFUSED, WARMUP = 2, DEFAULT_ROUNDS = 20 };
+static const double TOLERANCE = 1e-5;
+static const char TOLERANCE_TEXT[] = "1e-5";
+static const char *const build_name[2] = {"fused", "unfused"};
+
+/* One build of the model. */
+typedef struct Side {
+  PlanOpts po;
+  Graph *g;
+  TrainStep ts;
+  Node **roots;
+  int n_roots;
+  Program prog;
+  bool ready;
+  KBench kb;
+  void **inputs;  /* per node id: an input's values, copied in before each run */
+  int64_t step;   /* steps run */
+  double *step_t; /* per round: the whole step */
+  double *kern_t; /* per round and kernel: [round * kb.n + kernel] */
+} Side;
+
+typedef struct Bench {
+  Cli *c;
+  bool train;
+  int rounds, threads;
+  Side s[2];
+  double rel;        /* the largest relative difference between the builds' results */
+  const char *worst; /* the value where it is */
+} Bench;
+
+/* --- building ----------------------------------------------------------------- */
+
+/* --batch N: the constant that sizes the first input's first axis. */
+static void apply_batch(Bench *b) {
+  Cli *c = b->c;
+  Graph *g = cli_build(c, false);
+  for (int i = 0; i < g->n_nodes; i++)
+    if (g->nodes[i]->op == OP_INPUT && g->nodes[i]->shape.rank > 0) {
+      cli_define_batch(c, g, g->nodes[i]);
+      return;
+    }
+  error_plain(&c->diag, "--batch: model %s has no input with a batch axis", g->name);
+}
+
+/* Parameters freshly initialized (the same in both builds), inputs seeded. */
+static void bind_data(Bench *b, Side *s) {
+  Cli *c = b->c;
+  Graph *g = s->g;
+  s->inputs = arena_alloc(c->arena, sizeof(void *) * (size_t)g->n_nodes);
+  for (int i = 0; i < g->n_nodes; i++) {
+    Node *n = g->nodes[i];
+    void *data = n->op == OP_PARAM || n->op == OP_INPUT
+                     ? arena_alloc(c->arena, (size_t)node_bytes(n) + 1) : NULL;
+    if (n->op == OP_PARAM) {
+      param_init_fill(n, c->seed, data);
+      program_bind_param(&s->prog, n, data);
+    } else if (n->op == OP_INPUT && s->prog.plan.time[i] >= 0 && n != s->ts.lr &&
+               n != s->ts.step) {
+      kbench_random_fill(g, n, c->seed, data);
+      s->inputs[i] = data;
+    }
+  }
+}
+
+static void build(Bench *b, int which) {
+  Cli *c = b->c;
+  Side *s = &b->s[which];
+  char err[1024];
+  s->po = c->plan;
+  if (which == UNFUSED)
+    fuse_opts_parse("none", &s->po.fuse);
+  s->g = cli_build(c, b->train);
+  s->roots = cli_step_roots(c, s->g, b->train, &s->ts, &s->n_roots);
+  if (!graph_verify(s->g, err, sizeof err))
+    die("graph verification failed: %s", err);
+  CgOpts co = {.opt_level = 3};
+  if (!program_compile(&s->prog, s->g, s->roots, s->n_roots, &s->po, &co, err, sizeof err))
+    die("compiling %s (%s): %s", s->g->name, build_name[which], err); /* a compiler bug */
+  s->ready = true;
+  if (!kbench_init(&s->kb, &s->prog, err, sizeof err))
+    die("timing the kernels of %s (%s): %s", s->g->name, build_name[which], err);
+  bind_data(b, s);
+  s->step_t = arena_alloc(c->arena, sizeof(double) * (size_t)b->rounds);
+  s->kern_t = arena_alloc(c->arena, sizeof(double) * (size_t)(b->rounds * s->kb.n + 1));
+}
+
+/* --- running ------------------------------------------------------------------ */
+
+static void set_scalar(Side *s, const Node *n, float v) {
+  float *p = n ? program_value(&s->prog, n) : NULL;
+  if (p)
+    *p = v;
+}
+
+/* The inputs of the next step (a planned arena may have reused their bytes). */
+static void feed(Side *s) {
+  Graph *g = s->g;
+  for (int i = 0; i < g->n_nodes; i++)
+    if (s->inputs[i])
+      memcpy(program_value(&s->prog, g->nodes[i]), s->inputs[i], (size_t)node_bytes(g->nodes[i]));
+  set_scalar(s, s->ts.lr, (float)g->spec.lr);
+  set_scalar(s, s->ts.step, (float)(s->step + 1));
+}
+
+static void step_done(Bench *b, Side *s) {
+  if (b->train)
+    program_apply_updates(&s->prog);
+  s->step++;
+}
+
+/* The largest difference between x and y relative to y's largest value
+ * (0 when equal; infinite when only one is NaN or infinite). */
+static double rel_diff(const Node *n, const void *x, const void *y) {
+  int64_t count = shape_numel(&n->shape);
+  double diff = 0, scale = 0;
+  for (int64_t i = 0; i < count; i++) {
+    double u = n->dtype == DT_F32 ? ((const float *)x)[i] : ((const int32_t *)x)[i];
+    double v = n->dtype == DT_F32 ? ((const float *)y)[i] : ((const int32_t *)y)[i];
+    if (isnan(u) && isnan(v))
+      continue;
+    if (u != v && (!isfinite(u) || !isfinite(v)))
+      return INFINITY;
+    diff = fmax(diff, fabs(u - v));
+    scale = fmax(scale, fabs(v));
+  }
+  return diff == 0 ? 0 : scale > 0 ? diff / scale : INFINITY;
+}
+
+/* One step of each build from the same start; their results must agree. */
+static void check_agree(Bench *b) {
+  Side *f = &b->s[FUSED], *u = &b->s[UNFUSED];
+  for (int k = 0; k < 2; k++) {
+    feed(&b->s[k]);
+    program_run(&b->s[k].prog, b->s[k].step);
+  }
+  b->worst = f->roots[0]->name;
+  for (int i = 0; i < f->n_roots; i++) {
+    double r = rel_diff(u->roots[i], program_value(&f->prog, f->roots[i]),
+                        program_value(&u->prog, u->roots[i]));
+    if (r > b->rel || isnan(r))
+      b->rel = r, b->worst = f->roots[i]->name;
+  }
+  if (!(b->rel <= TOLERANCE))
+    error_plain(&b->c->diag, "the fused and unfused builds of %s disagree: %s differs by %.3g "
+                "relative (largest difference / largest value), more than %s: fusion "
+                "computes something else", f->g->name, b->worst, b->rel, TOLERANCE_TEXT);
+  for (int k = 0; k < 2; k++)
+    step_done(b, &b->s[k]);
+}
+
+/* Round after round: each build whole, then kernel by kernel. */
+static void measure(Bench *b) {
+  double *scratch =
+      arena_alloc(b->c->arena, sizeof(double) * (size_t)(b->s[0].kb.n + b->s[1].kb.n + 1));
+  for (int r = -WARMUP; r < b->rounds; r++)
+    for (int k = 0; k < 2; k++) {
+      Side *s = &b->s[k];
+      feed(s);
+      double t0 = rt_now();
+      program_run(&s->prog, s->step);
+      double t = rt_now() - t0;
+      step_done(b, s);
+      if (r >= 0)
+        s->step_t[r] = t;
+      feed(s);
+      kbench_run(&s->kb, s->step, r >= 0 ? &s->kern_t[r * s->kb.n] : scratch);
+      step_done(b, s);
+    }
+}
+
+static void bench_fn(void *ud) {
+  Bench *b = ud;
+  Cli *c = b->c;
+  if (c->batch)
+    apply_batch(b);
+  b->threads = rt_set_threads((int)c->threads); /* 0: one per core */
+  for (int k = 0; k < 2; k++)
+    build(b, k);
+  check_agree(b);
+  measure(b);
+}
+
+/* --- the report --------------------------------------------------------------- */
+
+typedef struct Stat {
+  double min, q1, med, q3, max;
+} Stat;
+
+static int by_value(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* The spread of v[0], v[stride], ... (n values). */
+static Stat stat_of(Arena *a, const double *v, int n, int stride) {
+  double *t = arena_alloc(a, sizeof(double) * (size_t)n);
+  for (int i = 0; i < n; i++)
+    t[i] = v[(size_t)i * (size_t)stride];
+  qsort(t, (size_t)n, sizeof *t, by_value);
+  return (Stat){t[0], t[n / 4], t[n / 2], t[(3 * n) / 4], t[n - 1]};
+}
+
+static const char *fmt_time(Arena *a, double s) {
+  return s < 1e-6   ? arena_fmt(a, "%.0f ns", 1e9 * s)
+         : s < 1e-3 ? arena_fmt(a, "%.1f us", 1e6 * s)
+         : s < 1    ? arena_fmt(a, "%.3f ms", 1e3 * s)
+                    : arena_fmt(a, "%.3f s", s);
+}
+
+static const char *fmt_bytes(Arena *a, double v) {
+  return v < 1e3   ? arena_fmt(a, "%.0f B", v)
+         : v < 1e6 ? arena_fmt(a, "%.1f KB", v / 1e3)
+         : v < 1e9 ? arena_fmt(a, "%.2f MB", v / 1e6)
+                   : arena_fmt(a, "%.2f GB", v / 1e9);
+}
+
+static const char *constants(Cli *c, const Graph *g) {
+  const char *s = "";
+  for (int i = 0; i < g->n_consts; i++)
+    s = arena_fmt(c->arena, "%s%s%s = %s", s, i ? ", " : "", g->const_names[i],
+                  g->const_values[i]);
+  return s;
+}
+
+static double speedup(const Bench *b, Arena *a) {
+  Stat f = stat_of(a, b->s[FUSED].step_t, b->rounds, 1);
+  Stat u = stat_of(a, b->s[UNFUSED].step_t, b->rounds, 1);
+  return f.med > 0 ? u.med / f.med : 0;
+}
+
+static void text_kernels(Bench *b, int which) {
+  Arena *a = b->c->arena;
+  const Side *s = &b->s[which];
+  const KBench *kb = &s->kb;
+  double sum = 0;
+  printf("\n%s (--fuse=%s): %d kernels, compiled in %.2f s\n", build_name[which],
+         fuse_opts_text(&s->po.fuse), kb->n, s->prog.compile_seconds);
+  printf("  %-4s %-36s %5s %11s %23s %10s %8s %8s\n", "#", "kernel", "nodes", "median",
+         "min .. max", "bytes", "GB/s", "GFLOP/s");
+  for (int i = 0; i < kb->n; i++) {
+    Stat t = stat_of(a, &s->kern_t[i], b->rounds, kb->n);
+    sum += t.med;
+    double sec = t.med > 0 ? t.med : 1e-12;
+    printf("  %-4d %-36s %5d %11s %23s %10s %8.1f %8s\n", i, kb->name[i], kb->n_nodes[i],
+           fmt_time(a, t.med), arena_fmt(a, "%s .. %s", fmt_time(a, t.min), fmt_time(a, t.max)),
+           fmt_bytes(a, (double)kb->bytes[i]), (double)kb->bytes[i] / sec / 1e9,
+           kb->flops[i] > 0 ? arena_fmt(a, "%.1f", kb->flops[i] / sec / 1e9) : "-");
+  }
+  printf("  sum of the kernels' medians: %s\n", fmt_time(a, sum));
+}
+
+static void print_text(Bench *b) {
+  Cli *c = b->c;
+  Arena *a = c->arena;
+  const Graph *g = b->s[FUSED].g;
+  printf("kiln bench: %s(%s), %s, %d threads, %d round%s after %d warm-up\n", g->name,
+         constants(c, g), b->train ? "training step" : "inference", b->threads, b->rounds,
+         b->rounds == 1 ? "" : "s", WARMUP);
+  printf("results agree: %s within %s relative after one step (", b->train ?
+         "the loss and the updates" : "every output", TOLERANCE_TEXT);
+  if (b->rel > 0)
+    printf("largest difference %.3g, in %s)\n", b->rel, b->worst);
+  else
+    printf("identical)\n");
+  for (int k = 0; k < 2; k++)
+    text_kernels(b, k);
+  printf("\nstep, end to end (median, min .. max):\n");
+  for (int k = 0; k < 2; k++) {
+    Stat t = stat_of(a, b->s[k].step_t, b->rounds, 1);
+    printf("  %-8s %10s   %s .. %s\n", build_name[k], fmt_time(a, t.med), fmt_time(a, t.min),
+           fmt_time(a, t.max));
+  }
+  printf("speedup (unfused / fused): %.2fx\n", speedup(b, a));
+}
+
+/* A number, or null where JSON has none (NaN, infinities). */
+static void json_num(FILE *f, double v) {
+  if (isfinite(v))
+    fprintf(f, "%.6g", v);
+  else
+    fprintf(f, "null");
+}
+
+static void json_stat(FILE *f, const char *key, Stat t) {
+  fprintf(f, "\"%s\": {\"median_s\": %.6g, \"min_s\": %.6g, \"q1_s\": %.6g, \"q3_s\": %.6g, "
+             "\"max_s\": %.6g}", key, t.med, t.min, t.q1, t.q3, t.max);
+}
+
+static void json_build(Bench *b, int which, FILE *f) {
+  Arena *a = b->c->arena;
+  const Side *s = &b->s[which];
+  const KBench *kb = &s->kb;
+  fprintf(f, "    {\"build\": \"%s\", \"fuse\": \"%s\", \"n_kernels\": %d, "
+             "\"compile_s\": %.6g,\n     ", build_name[which], fuse_opts_text(&s->po.fuse),
+          kb->n, s->prog.compile_seconds);
+  json_stat(f, "step", stat_of(a, s->step_t, b->rounds, 1));
+  fprintf(f, ",\n     \"kernels\": [\n");
+  for (int i = 0; i < kb->n; i++) {
+    Stat t = stat_of(a, &s->kern_t[i], b->rounds, kb->n);
+    fprintf(f, "       {\"name\": ");
+    cli_json_str(f, kb->name[i]);
+    fprintf(f, ", \"nodes\": %d, \"bytes\": %lld, \"flops\": %.0f, ", kb->n_nodes[i],
+            (long long)kb->bytes[i], kb->flops[i]);
+    json_stat(f, "time", t);
+    fprintf(f, ", \"gb_per_s\": ");
+    json_num(f, (double)kb->bytes[i] / t.med / 1e9);
+    fprintf(f, ", \"gflop_per_s\": ");
+    json_num(f, kb->flops[i] > 0 ? kb->flops[i] / t.med / 1e9 : NAN);
+    fprintf(f, "}%s\n", i + 1 < kb->n ? "," : "");
+  }
+  fprintf(f, "     ]}");
+}
+
+static void print_json(Bench *b) {
+  Cli *c = b->c;
+  const Graph *g = b->s[FUSED].g;
+  FILE *f = stdout;
+  fprintf(f, "{\n  \"model\": ");
+  cli_json_str(f, g->name);
+  fprintf(f, ",\n  \"constants\": {");
+  for (int i = 0; i < g->n_consts; i++) {
+    fprintf(f, "%s", i ? ", " : "");
+    cli_json_str(f, g->const_names[i]);
+    fprintf(f, ": ");
+    cli_json_str(f, g->const_values[i]);
+  }
+  fprintf(f, "},\n  \"mode\": \"%s\",\n  \"threads\": %d,\n  \"rounds\": %d,\n"
+             "  \"warmup\": %d,\n  \"agree\": true,\n  \"tolerance\": %g,\n"
+             "  \"max_rel_diff\": %.6g,\n  \"builds\": [\n",
+          b->train ? "training" : "inference", b->threads, b->rounds, WARMUP, TOLERANCE, b->rel);
+  for (int k = 0; k < 2; k++) {
+    json_build(b, k, f);
+    fprintf(f, "%s\n", k ? "" : ",");
+  }
+  fprintf(f, "  ],\n  \"speedup\": ");
+  json_num(f, speedup(b, c->arena));
+  fprintf(f, "\n}\n");
+}
+
+static int bench_validate(Cli *c) {
+  if (c->repeat > 100000)
+    return cli_usage_error("bench", "--repeat %lld: at most 100000 rounds",
+                           (long long)c->repeat);
+  return EXIT_OK;
+}
+
+static int bench_run(Cli *c) {
+  Bench b = {.c = c, .train = c->co.training};
+  b.rounds = c->repeat ? (int)c->repeat : DEFAULT_ROUNDS;
+  int rc = cli_protect(c, bench_fn, &b);
+  if (rc == EXIT_OK && c->json)
+    print_json(&b);
+  else if (rc == EXIT_OK)
+    print_text(&b);
+  for (int k = 0; k < 2; k++)
+    if (b.s[k].ready)
+      program_free(&b.s[k].prog);
+  return rc;
+}
+
+const Command cmd_bench = {"bench", "DmtBkjSJFIHCKh", bench_help, bench_validate, bench_run};

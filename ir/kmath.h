@@ -1,0 +1,67 @@
+/*
+ * kmath.h: kiln's own f32 exp, tanh and erf, the definition of Kernel IR's
+ * KO_EXP, KO_TANH and KO_ERF (kir.h).
+ *
+ * Why not libm's expf/tanhf/erff: a call per element cannot be vectorized,
+ * and these three were most of the time of the LSTM (tanh) and of the
+ * transformer (GELU's erf) steps.  Written as a fixed sequence of f32
+ * operations (multiplies, adds, fused multiply-adds, comparisons and
+ * selects, one floor and a power of two built from its bits), the same
+ * formula runs in kir_eval (kmath.c, this C) and in every backend (the
+ * LLVM emitter in codegen/llvm/cg_expr.c builds the same operations, which
+ * the loop vectorizer turns into 16-lane code), so compiled kernels still
+ * give kir_eval's bits exactly.  No branches: both sides of each select
+ * are computed, as a vector unit does.
+ *
+ *   exp(x)   NaN -> NaN; x clamped to [-104, 89] (beyond, 0 or inf come
+ *            out by themselves); k = floor(x log2(e) + 1/2); r = x - k ln2
+ *            in two parts (ln2 = HI + LO, HI with 12 trailing zero bits so
+ *            k HI is exact); e^r by a degree-6 polynomial P on
+ *            [-ln2/2, ln2/2]; the result P(r) 2^k1 2^k2 with k1 = floor(k/2),
+ *            k2 = k - k1, both in the normal range, so the only rounding of
+ *            the scaling is the last multiply (subnormal results included).
+ *   tanh(x)  |x| < 0.625: x T(x^2), T of degree 5; else 1 - 2 / (exp(2|x|) + 1)
+ *            with x's sign (|x| large: exp gives inf and the result 1).
+ *   erf(x)   |x| < 0.9: x S(x^2), S of degree 6; else 1 - exp(L(min(|x|, 4) - 2.45))
+ *            with x's sign, L of degree 10 fitting log(erfc) on [0.9, 4].
+ * The coefficients are least-squares fits on Chebyshev nodes, rounded to
+ * f32 (tests/reference/kmath_fit.py makes them and simulates the f32
+ * sequence).  Errors against the exact functions: exp 1.03 ulp, tanh 1.34
+ * ulp, erf 2.51 ulp (largest near |x| = 0.9), over every f32 sampled;
+ * test_codegen checks the bounds and the bit equality with compiled code.
+ */
+#ifndef KILN_KMATH_H
+#define KILN_KMATH_H
+
+enum { KM_EXP_N = 7, KM_TANH_N = 6, KM_ERF_SMALL_N = 7, KM_ERF_LARGE_N = 11 };
+
+/* polynomial coefficients, constant term first */
+static const float km_exp_c[KM_EXP_N] = {
+    1.000000000e+00f, 1.000000000e+00f, 4.999999106e-01f, 1.666642129e-01f,
+    4.166835919e-02f, 8.374771103e-03f, 1.382942079e-03f};
+static const float km_tanh_c[KM_TANH_N] = {1.000000000e+00f,  -3.333327472e-01f,
+                                           1.333136559e-01f,  -5.373585969e-02f,
+                                           2.063029259e-02f,  -5.697509274e-03f};
+static const float km_erf_small_c[KM_ERF_SMALL_N] = {
+    1.128379226e+00f, -3.761263490e-01f, 1.128372550e-01f, -2.686097845e-02f,
+    5.204870366e-03f, -8.185926126e-04f, 8.553011867e-05f};
+static const float km_erf_large_c[KM_ERF_LARGE_N] = {
+    -7.541539669e+00f, -5.258373737e+00f, -9.422320127e-01f, -1.130203251e-02f,
+    2.273729071e-03f,  -4.443918006e-04f, 8.149180212e-05f,  -1.378105117e-05f,
+    1.938472678e-06f,  -3.163540185e-08f, -5.464845643e-08f};
+
+#define KM_LOG2E 1.44269502162933349609375f /* f32(log2(e)) */
+#define KM_LN2_HI 0.693145751953125f        /* ln 2, 12 trailing zero bits */
+#define KM_LN2_LO 1.428606765330187e-06f    /* f32(ln 2 - KM_LN2_HI) */
+#define KM_EXP_LO -104.0f
+#define KM_EXP_HI 89.0f
+#define KM_TANH_SMALL 0.625f
+#define KM_ERF_SMALL 0.9f
+#define KM_ERF_CLAMP 4.0f
+#define KM_ERF_CENTER -2.45f /* added to min(|x|, 4) */
+
+float km_expf(float x);
+float km_tanhf(float x);
+float km_erff(float x);
+
+#endif

@@ -1,0 +1,370 @@
+/*
+ * lower_fuse.c: one Kernel IR loop nest for a group of fused nodes
+ * (passes/fuse.c decides the groups; this file only builds their kernels).
+ *
+ * Two shapes of group:
+ *
+ *  eltwise  the anchor is elementwise, and every member has the anchor's
+ *           shape D or one element.  One-element members are computed once,
+ *           before the loop (their inputs have one element too).  The loop
+ *           walks D like an elementwise op's (lw_nest: broadcast inputs by
+ *           strides, axes merged where every operand allows), loads every
+ *           input of the element first, then computes the members in order
+ *           as locals and stores the ones that have buffers.  Loading
+ *           before storing is what lets an output overwrite an input of
+ *           the same shape (passes/inplace.c).
+ *           out[i] = relu(a[i] + b[i % C])  becomes
+ *             parallel for i { vector for j { a_ = a[i*C + j]; b_ = b[j];
+ *                                             t = a_ + b_; out[i*C + j] = max(t, 0) } }
+ *
+ *  other    the anchor (a reduction, softmax, the loss, a data movement op:
+ *           lower_takes_producers) is lowered as usual, then every load of
+ *           an internal member's buffer at index e becomes the member's
+ *           formula at e: its inputs are loaded at e (same shape), at 0
+ *           (one element) or at e's broadcast index (unravelled with
+ *           division and remainder).  sum(x * x) reads x and never stores
+ *           x * x.  A member loaded several times is recomputed each time:
+ *           cheaper than a round trip through memory for the formulas
+ *           fused here.
+ *
+ * Each member's formula is its single-node kernel's (lw_elt_value), so a
+ * fused kernel computes the same f32 operations in the same order as the
+ * unfused kernels, and gives the same bits.
+ */
+#include <string.h>
+
+#include "lower_internal.h"
+
+bool lower_fusable(Op op) { return op_info[op].cls == CL_ELTWISE || op == OP_BROADCAST_TO; }
+
+bool lower_takes_producers(Op op) {
+  switch (op) {
+  case OP_SUM: case OP_MEAN: case OP_MAX: case OP_ARGMAX: case OP_SOFTMAX: case OP_LOG_SOFTMAX:
+  case OP_CROSS_ENTROPY: case OP_CROSS_ENTROPY_BACK: case OP_TRANSPOSE: case OP_SLICE:
+  case OP_SLICE_BACK: case OP_CONCAT: case OP_RESHAPE: case OP_MAXPOOL2D: case OP_AVGPOOL2D:
+    return true;
+  default:
+    return false;
+  }
+}
+
+typedef struct Fz {
+  Kernel *k;
+  Node *const *members;
+  const bool *stored;
+  int n;
+  int *buf;        /* per member: its buffer, -1 if internal */
+  KExpr **val;     /* eltwise: per member, its value in the current scope */
+} Fz;
+
+static int member_index(const Fz *z, const Node *x) {
+  for (int m = 0; m < z->n; m++)
+    if (z->members[m] == x)
+      return m;
+  return -1;
+}
+
+/* "<op>_<op>_..._<anchor name>", the ops in order, each once, at most 4. */
+static const char *fused_name(Arena *a, Node *const *members, int n) {
+  char ops[160] = "";
+  size_t len = 0;
+  int shown = 0;
+  for (int m = 0; m < n; m++) {
+    bool dup = false;
+    for (int j = 0; j < m; j++)
+      dup |= members[j]->op == members[m]->op;
+    if (dup)
+      continue;
+    if (shown++ == 4) {
+      len += (size_t)snprintf(ops + len, sizeof ops - len, "etc_");
+      break;
+    }
+    len += (size_t)snprintf(ops + len, sizeof ops - len, "%s_", op_name(members[m]->op));
+  }
+  char *s = arena_fmt(a, "%s%s", ops, members[n - 1]->name);
+  for (char *p = s; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')))
+      *p = '_';
+  return s;
+}
+
+static Kernel *new_kernel(Arena *a, Node *const *members, int n) {
+  Kernel *k = kir_new(a, fused_name(a, members, n), members[n - 1]);
+  k->members = members;
+  k->n_members = n;
+  return k;
+}
+
+/* The buffer of node x in k, added (KB_IN or KB_OUT) if it has none. */
+static int buf_of(Kernel *k, const Node *x, KBufRole role) {
+  for (int b = 0; b < k->n_bufs; b++)
+    if (k->bufs[b].node == x->id)
+      return b;
+  char *name = arena_fmt(k->arena, "%s", x->name);
+  for (char *p = name; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')))
+      *p = '_';
+  for (int b = 0; b < k->n_bufs; b++)
+    if (strcmp(k->bufs[b].name, name) == 0)
+      name = arena_fmt(k->arena, "%s_%d", name, k->n_bufs);
+  return kir_buf(k, name, lw_type(x->dtype), shape_numel(&x->shape), role, x->id);
+}
+
+/* The index of x's element that broadcasting reads for element e of a
+ * value of shape s (x's shape broadcasts to s). */
+static KExpr *bcast_index(Kernel *k, KStmt *body, const Node *x, const Shape *s, KExpr *e) {
+  if (shape_numel(&x->shape) == 1)
+    return IC(0);
+  if (shape_eq(&x->shape, s))
+    return e;
+  int64_t st[MAX_RANK], bst[MAX_RANK];
+  lw_strides(s, st);
+  lw_bcast_strides(&x->shape, s, bst);
+  e = lw_bind(k, body, "e", e);
+  KExpr *idx = IC(0);
+  for (int d = 0; d < s->rank; d++)
+    if (bst[d])
+      idx = ADD(idx, MUL(MOD(FDIV(e, IC(st[d])), IC(s->dim[d])), IC(bst[d])));
+  return idx;
+}
+
+/* --- eltwise groups ---------------------------------------------------------- */
+
+static KExpr **operands(Kernel *k, const Node *v) {
+  return arena_alloc(k->arena, sizeof(KExpr *) * (size_t)(v->n_in + 1));
+}
+
+/* Computes member m from the values of its operands (members' or loads). */
+static void compute(Fz *z, KStmt *body, int m, KExpr **in_val) {
+  Kernel *k = z->k;
+  const Node *v = z->members[m];
+  KExpr **ops = operands(k, v);
+  for (int j = 0; j < v->n_in; j++) {
+    int mi = member_index(z, v->in[j]);
+    ops[j] = mi >= 0 ? z->val[mi] : in_val[j];
+  }
+  z->val[m] = lw_bind(k, body, "v", lw_elt_value(k, body, v, ops));
+}
+
+/* The scalar members, before the loop: their inputs have one element. */
+static void scalars(Fz *z, bool all) {
+  Kernel *k = z->k;
+  for (int m = 0; m < z->n; m++) {
+    const Node *v = z->members[m];
+    if (!all && shape_numel(&v->shape) != 1)
+      continue;
+    KExpr **in_val = operands(k, v);
+    for (int j = 0; j < v->n_in; j++)
+      if (member_index(z, v->in[j]) < 0)
+        in_val[j] = LOAD(buf_of(k, v->in[j], KB_IN), IC(0));
+    compute(z, k->body, m, in_val);
+    if (z->buf[m] >= 0)
+      ks_add(k, k->body, ks_store(k, z->buf[m], IC(0), z->val[m]));
+  }
+}
+
+static Kernel *lower_eltwise_group(Fz *z) {
+  Kernel *k = z->k;
+  const Node *anchor = z->members[z->n - 1];
+  const Shape *D = &anchor->shape;
+  int64_t cnt = shape_numel(D);
+  if (cnt == 0)
+    return k;
+  if (cnt == 1) {
+    scalars(z, true);
+    return k;
+  }
+  /* operand 0: D's own strides; then one per distinct broadcast input */
+  const Node *bc[LW_OPS];
+  int64_t st[LW_OPS][MAX_RANK];
+  int n_ops = 1;
+  lw_strides(D, st[0]);
+  for (int m = 0; m < z->n; m++)
+    for (int j = 0; j < z->members[m]->n_in && shape_numel(&z->members[m]->shape) > 1; j++) {
+      const Node *x = z->members[m]->in[j];
+      if (member_index(z, x) >= 0 || shape_numel(&x->shape) == 1 || shape_eq(&x->shape, D))
+        continue;
+      bool seen = false;
+      for (int o = 1; o < n_ops; o++)
+        seen |= bc[o] == x;
+      if (!seen && n_ops < LW_OPS) {
+        bc[n_ops] = x;
+        lw_bcast_strides(&x->shape, D, st[n_ops++]);
+      }
+    }
+  scalars(z, false);
+  Nest ns;
+  lw_nest(k, k->body, D->rank, D->dim, n_ops, st, NEST_MAP, &ns);
+  KExpr *i = lw_bind(k, ns.body, "i", lw_at(k, &ns, 0, 0));
+  /* every input of the element first, each once */
+  KExpr **loaded = arena_alloc(k->arena, sizeof(KExpr *) * (size_t)(k->n_bufs + 4 * z->n + 1));
+  int *loaded_node = arena_alloc(k->arena, sizeof(int) * (size_t)(k->n_bufs + 4 * z->n + 1));
+  int n_loaded = 0;
+  for (int m = 0; m < z->n; m++) {
+    const Node *v = z->members[m];
+    if (shape_numel(&v->shape) == 1)
+      continue;
+    for (int j = 0; j < v->n_in; j++) {
+      const Node *x = v->in[j];
+      bool seen = member_index(z, x) >= 0;
+      for (int l = 0; l < n_loaded && !seen; l++)
+        seen = loaded_node[l] == x->id;
+      if (seen)
+        continue;
+      int o = 0;
+      for (int b = 1; b < n_ops; b++)
+        if (bc[b] == x)
+          o = b;
+      KExpr *idx = o ? lw_at(k, &ns, o, 0) : bcast_index(k, ns.body, x, D, i);
+      loaded_node[n_loaded] = x->id;
+      loaded[n_loaded++] = lw_bind(k, ns.body, "x", LOAD(buf_of(k, x, KB_IN), idx));
+    }
+  }
+  for (int m = 0; m < z->n; m++) {
+    const Node *v = z->members[m];
+    if (shape_numel(&v->shape) == 1)
+      continue;
+    KExpr **in_val = operands(k, v);
+    for (int j = 0; j < v->n_in; j++)
+      for (int l = 0; l < n_loaded; l++)
+        if (loaded_node[l] == v->in[j]->id)
+          in_val[j] = loaded[l];
+    compute(z, ns.body, m, in_val);
+    if (z->buf[m] >= 0)
+      ks_add(k, ns.body, ks_store(k, z->buf[m], i, z->val[m]));
+  }
+  return k;
+}
+
+/* --- other groups: members substituted for the anchor's loads ---------------- */
+
+/* Member m's value at its element e, as an expression (decls into body). */
+static KExpr *value_at(Fz *z, KStmt *body, int m, KExpr *e) {
+  Kernel *k = z->k;
+  const Node *v = z->members[m];
+  if (shape_numel(&v->shape) == 1)
+    e = IC(0);
+  else
+    e = lw_bind(k, body, "e", e);
+  KExpr **ops = operands(k, v);
+  for (int j = 0; j < v->n_in; j++) {
+    const Node *x = v->in[j];
+    int mi = member_index(z, x);
+    KExpr *idx = bcast_index(k, body, x, &v->shape, e);
+    ops[j] = mi >= 0 ? value_at(z, body, mi, idx)
+                     : lw_bind(k, body, "x", LOAD(buf_of(k, x, KB_IN), idx));
+  }
+  return lw_elt_value(k, body, v, ops);
+}
+
+/* e with every load of a member buffer replaced (decls into body). */
+static KExpr *subst(Fz *z, KStmt *body, const int *member_of_buf, KExpr *e) {
+  if (!e)
+    return NULL;
+  KExpr *a = subst(z, body, member_of_buf, e->a);
+  KExpr *b = subst(z, body, member_of_buf, e->b);
+  KExpr *c = subst(z, body, member_of_buf, e->c);
+  if (e->kind == KE_LOAD && member_of_buf[e->buf] >= 0)
+    return value_at(z, body, member_of_buf[e->buf], a);
+  if (a == e->a && b == e->b && c == e->c)
+    return e;
+  KExpr *r = arena_alloc(z->k->arena, sizeof *r);
+  *r = *e;
+  r->a = a, r->b = b, r->c = c;
+  return r;
+}
+
+/* Rewrites the statements of block s: the decls a statement's rewrite
+ * needs go just before it, in the same block. */
+static void subst_block(Fz *z, const int *member_of_buf, KStmt *s) {
+  Kernel *k = z->k;
+  KStmt **old = s->body;
+  int n_old = s->n_body;
+  s->body = NULL;
+  s->n_body = s->cap_body = 0;
+  for (int i = 0; i < n_old; i++) {
+    KStmt *c = old[i];
+    c->extent = subst(z, s, member_of_buf, c->extent);
+    c->index = subst(z, s, member_of_buf, c->index);
+    c->value = subst(z, s, member_of_buf, c->value);
+    c->cond = subst(z, s, member_of_buf, c->cond);
+    if (c->kind == KS_BLOCK || c->kind == KS_LOOP || c->kind == KS_IF)
+      subst_block(z, member_of_buf, c);
+    ks_add(k, s, c);
+  }
+}
+
+/* Renumbers buffers: the group's inputs, then its outputs; member buffers go. */
+static void renumber(Kernel *k, KExpr *e, const int *to) {
+  if (!e)
+    return;
+  if (e->kind == KE_LOAD)
+    e->buf = to[e->buf];
+  renumber(k, e->a, to), renumber(k, e->b, to), renumber(k, e->c, to);
+}
+
+static void renumber_stmt(Kernel *k, KStmt *s, const int *to) {
+  renumber(k, s->extent, to), renumber(k, s->index, to), renumber(k, s->value, to);
+  renumber(k, s->cond, to);
+  if (s->kind == KS_STORE)
+    s->buf = to[s->buf];
+  for (int i = 0; i < s->n_body; i++)
+    renumber_stmt(k, s->body[i], to);
+}
+
+static Kernel *lower_other_group(Arena *a, Fz *z) {
+  const Node *anchor = z->members[z->n - 1];
+  Kernel *k = lower_node(a, anchor);
+  k->name = new_kernel(a, z->members, z->n)->name;
+  k->members = z->members;
+  k->n_members = z->n;
+  z->k = k;
+  int n_old = k->n_bufs;
+  int *member_of_buf = arena_alloc(a, sizeof(int) * (size_t)(n_old + 1));
+  for (int b = 0; b < n_old; b++) {
+    int mi = -1;
+    for (int m = 0; m < z->n - 1; m++)
+      if (k->bufs[b].node == z->members[m]->id)
+        mi = m;
+    member_of_buf[b] = mi;
+  }
+  subst_block(z, member_of_buf, k->body);
+  /* new order: kept inputs and the inputs members added, then the rest */
+  int *to = arena_alloc(a, sizeof(int) * (size_t)(k->n_bufs + 1));
+  KBuf *bufs = arena_alloc(a, sizeof(KBuf) * (size_t)(k->n_bufs + 1));
+  int n = 0;
+  for (int pass = 0; pass < 2; pass++)
+    for (int b = 0; b < k->n_bufs; b++) {
+      if (b < n_old && member_of_buf[b] >= 0) {
+        to[b] = -1;
+        continue;
+      }
+      if ((k->bufs[b].role == KB_IN) == (pass == 0)) {
+        to[b] = n;
+        bufs[n++] = k->bufs[b];
+      }
+    }
+  renumber_stmt(k, k->body, to);
+  k->bufs = bufs;
+  k->n_bufs = k->cap_bufs = n;
+  return k;
+}
+
+Kernel *lower_fused(Arena *a, Node *const *members, const bool *stored, int n, bool eltwise) {
+  Fz z = {NULL, members, stored, n, NULL, NULL};
+  z.buf = arena_alloc(a, sizeof(int) * (size_t)n);
+  z.val = arena_alloc(a, sizeof(KExpr *) * (size_t)n);
+  for (int m = 0; m < n; m++)
+    ASSERT(m == n - 1 || lower_fusable(members[m]->op));
+  if (!eltwise)
+    return lower_other_group(a, &z);
+  z.k = new_kernel(a, members, n);
+  /* inputs first (in order of first use), then the outputs */
+  for (int m = 0; m < n; m++)
+    for (int j = 0; j < members[m]->n_in; j++)
+      if (member_index(&z, members[m]->in[j]) < 0)
+        buf_of(z.k, members[m]->in[j], KB_IN);
+  for (int m = 0; m < n; m++)
+    z.buf[m] = stored[m] || m == n - 1 ? buf_of(z.k, members[m], KB_OUT) : -1;
+  return lower_eltwise_group(&z);
+}

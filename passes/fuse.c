@@ -1,0 +1,253 @@
+/*
+ * fuse.c: which nodes share a kernel (seed 002, section 7.3.3: folding
+ * is legal only when the folded intermediates are needed nowhere else;
+ * 7.3.6: fused kernels are where the time goes back).
+ *
+ * Nodes are visited from the last to the first.  Each either joins the
+ * group of its consumers or starts a group of its own, as its anchor.  A
+ * node joins when
+ *   - every node that reads it is in one group G (so its value is needed
+ *     nowhere else, the backward pass included, and no cycle can form:
+ *     any path out of it runs through G);
+ *   - it is elementwise (ir/lower_fuse.c: lower_fusable), computed by the
+ *     same step function (both weight-derived or neither);
+ *   - G takes it: an elementwise anchor when each of its readers in G has
+ *     its shape or it has one element (then one loop computes the whole
+ *     group; kind eltwise), or an anchor whose generic lowering can load a
+ *     formula instead of a buffer (reductions, softmax, the loss, data
+ *     movement; kind reduce), its readers' shapes matching the same way;
+ *   - it is not a result of the step (an output, the loss, an update
+ *     value), unless G is elementwise (kind multi: it becomes one more
+ *     output of G's loop, as the optimizer's m, v and p of one parameter).
+ * Since a group's founder is its highest id and every member reaches it,
+ * placing the group at its anchor's place in any topological order of the
+ * nodes is again one (pass_schedule does so).
+ *
+ * Where a computed value ends its group, why[] says why, in words a user
+ * can act on (kiln show --stage fused prints them).
+ */
+#include <string.h>
+
+#include "kir.h"
+#include "passes.h"
+
+bool fuse_opts_parse(const char *s, FuseOpts *o) {
+  if (strcmp(s, "all") == 0) {
+    *o = (FuseOpts){0};
+    return true;
+  }
+  *o = (FuseOpts){true, true, true};
+  if (strcmp(s, "none") == 0)
+    return true;
+  while (*s) {
+    size_t len = strcspn(s, ",");
+    if (len == 7 && strncmp(s, "eltwise", len) == 0)
+      o->no_eltwise = false;
+    else if (len == 6 && strncmp(s, "reduce", len) == 0)
+      o->no_reduce = false;
+    else if (len == 5 && strncmp(s, "multi", len) == 0)
+      o->no_multi = false;
+    else
+      return false;
+    s += len;
+    if (*s == ',' && *++s == '\0')
+      return false;
+  }
+  return true;
+}
+
+const char *fuse_opts_text(const FuseOpts *o) {
+  static const char *const text[8] = {"all",          "reduce,multi",   "eltwise,multi",
+                                      "multi",        "eltwise,reduce", "reduce",
+                                      "eltwise",      "none"};
+  return text[o->no_eltwise | o->no_reduce << 1 | o->no_multi << 2];
+}
+
+typedef struct Fuser {
+  const Graph *g;
+  Plan *p;
+  Users us;
+  const bool *live, *result;
+  int **members; /* per group: member ids, in the order they joined (decreasing) */
+  int *n_members, *cap_members;
+} Fuser;
+
+static Node *anchor_of(const Fuser *f, int gi) { return f->g->nodes[f->members[gi][0]]; }
+
+static void add_member(Fuser *f, int gi, int id) {
+  Arena *a = f->g->arena;
+  if (f->n_members[gi] == f->cap_members[gi]) {
+    int cap = f->cap_members[gi] ? 2 * f->cap_members[gi] : 4;
+    int *m = arena_alloc(a, sizeof(int) * (size_t)cap);
+    if (f->n_members[gi])
+      memcpy(m, f->members[gi], sizeof(int) * (size_t)f->n_members[gi]);
+    f->members[gi] = m;
+    f->cap_members[gi] = cap;
+  }
+  f->members[gi][f->n_members[gi]++] = id;
+  f->p->group[id] = gi;
+}
+
+static const char *shape_text(Arena *a, const Shape *s) {
+  char buf[160];
+  shape_str(s, buf, sizeof buf);
+  return arena_strndup(a, buf, strlen(buf));
+}
+
+/* The one group every live reader of n is in, or -1 (why says why). */
+static int readers_group(Fuser *f, const Node *n, const char **why) {
+  Arena *a = f->g->arena;
+  int gi = -1, n_groups = 0, n_readers = 0;
+  bool backward = false;
+  int seen[8];
+  for (int k = f->us.off[n->id]; k < f->us.off[n->id + 1]; k++) {
+    const Node *u = f->us.list[k];
+    if (!f->live[u->id])
+      continue;
+    n_readers++;
+    backward |= u->is_backward && !n->is_backward;
+    int ug = f->p->group[u->id];
+    bool known = false;
+    for (int s = 0; s < n_groups && s < 8; s++)
+      known |= seen[s] == ug;
+    if (!known) {
+      if (n_groups < 8)
+        seen[n_groups] = ug;
+      n_groups++;
+    }
+    gi = ug;
+  }
+  if (n_readers == 0) {
+    *why = f->result[n->id] ? "a result of the step" : NULL;
+    return -1;
+  }
+  if (n_groups > 1) {
+    *why = arena_fmt(a, "read by %d kernels%s", n_groups,
+                     backward ? " (the backward pass needs it)" : "");
+    return -1;
+  }
+  return gi;
+}
+
+/* Whether n may join group gi; NULL if so, else why not. */
+static const char *refuse(Fuser *f, const Node *n, int gi) {
+  const Plan *p = f->p;
+  const FuseOpts *o = &p->opts.fuse;
+  Arena *a = f->g->arena;
+  const Node *anchor = anchor_of(f, gi);
+  bool eltwise = lower_fusable(anchor->op);
+  if (!lower_fusable(n->op))
+    return arena_fmt(a, "%s makes a kernel of its own", op_name(n->op));
+  if (n->derived != anchor->derived)
+    return "weight-derived: computed once by the prepare step, not every step";
+  if (!eltwise && !lower_takes_producers(anchor->op))
+    return arena_fmt(a, "%s reads its inputs in a schedule of its own", op_name(anchor->op));
+  if (eltwise ? o->no_eltwise : o->no_reduce)
+    return eltwise ? "elementwise fusion is off (--fuse)" : "reduce fusion is off (--fuse)";
+  if (f->result[n->id] && !eltwise)
+    return arena_fmt(a, "a result of the step, and %s makes one output", op_name(anchor->op));
+  if (f->result[n->id] && o->no_multi)
+    return "a result of the step (multi-output fusion is off, --fuse)";
+  int64_t one = shape_numel(&n->shape) == 1;
+  for (int k = f->us.off[n->id]; k < f->us.off[n->id + 1]; k++) {
+    const Node *u = f->us.list[k];
+    if (!f->live[u->id] || one || (u == anchor && !eltwise) || shape_eq(&u->shape, &n->shape))
+      continue;
+    return arena_fmt(a, "its shape %s is broadcast into %s's %s", shape_text(a, &n->shape),
+                     u->name, shape_text(a, &u->shape));
+  }
+  return NULL;
+}
+
+static bool is_leaf(const Node *n) { return op_info[n->op].cls == CL_LEAF; }
+
+/* The group's members in id order and the values it reads from outside. */
+static void finish_group(Fuser *f, int gi) {
+  Arena *a = f->g->arena;
+  FuseGroup *G = &f->p->groups[gi];
+  int n = f->n_members[gi];
+  G->anchor = anchor_of(f, gi);
+  G->eltwise = lower_fusable(G->anchor->op);
+  G->n_members = n;
+  G->members = arena_alloc(a, sizeof(Node *) * (size_t)n);
+  for (int i = 0; i < n; i++) /* joined in decreasing id order */
+    G->members[i] = f->g->nodes[f->members[gi][n - 1 - i]];
+  int cap = 0;
+  for (int i = 0; i < n; i++)
+    cap += G->members[i]->n_in;
+  G->ins = arena_alloc(a, sizeof(Node *) * (size_t)(cap + 1));
+  for (int i = 0; i < n; i++)
+    for (int j = 0; j < G->members[i]->n_in; j++) {
+      Node *x = G->members[i]->in[j];
+      bool seen = f->p->group[x->id] == gi;
+      for (int s = 0; s < G->n_ins && !seen; s++)
+        seen = G->ins[s] == x;
+      if (!seen)
+        G->ins[G->n_ins++] = x;
+    }
+}
+
+void pass_fuse(const Graph *g, Node *const *roots, int n_roots, Plan *p) {
+  Arena *a = g->arena;
+  int n = g->n_nodes;
+  bool *live = arena_alloc(a, sizeof(bool) * (size_t)n);
+  bool *result = arena_alloc(a, sizeof(bool) * (size_t)n);
+  graph_live(g, roots, n_roots, live);
+  for (int r = 0; r < n_roots; r++)
+    result[roots[r]->id] = true;
+  Fuser f = {g, p, graph_users(g), live, result, NULL, NULL, NULL};
+  f.members = arena_alloc(a, sizeof(int *) * (size_t)(n + 1));
+  f.n_members = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
+  f.cap_members = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
+  p->group = arena_alloc(a, sizeof(int) * (size_t)n);
+  p->internal = arena_alloc(a, sizeof(bool) * (size_t)n);
+  p->why = arena_alloc(a, sizeof(char *) * (size_t)n);
+  for (int i = 0; i < n; i++)
+    p->group[i] = -1;
+  int n_groups = 0;
+  for (int i = n - 1; i >= 0; i--) {
+    Node *v = g->nodes[i];
+    if (!live[i] || is_leaf(v))
+      continue;
+    const char *why = NULL;
+    int gi = readers_group(&f, v, &why);
+    if (gi >= 0 && (why = refuse(&f, v, gi)) != NULL)
+      gi = -1;
+    if (gi < 0) {
+      gi = n_groups++;
+      p->why[i] = why;
+    } else {
+      p->internal[i] = !result[i];
+    }
+    add_member(&f, gi, i);
+  }
+  p->n_groups = n_groups;
+  p->groups = arena_alloc(a, sizeof(FuseGroup) * (size_t)(n_groups + 1));
+  /* number groups by their anchors' order (ids increasing), as scheduled */
+  int *renum = arena_alloc(a, sizeof(int) * (size_t)(n_groups + 1));
+  for (int gi = 0; gi < n_groups; gi++)
+    renum[gi] = n_groups - 1 - gi;
+  int **members = arena_alloc(a, sizeof(int *) * (size_t)(n_groups + 1));
+  int *counts = arena_alloc(a, sizeof(int) * (size_t)(n_groups + 1));
+  for (int gi = 0; gi < n_groups; gi++) {
+    members[renum[gi]] = f.members[gi];
+    counts[renum[gi]] = f.n_members[gi];
+  }
+  f.members = members;
+  f.n_members = counts;
+  for (int i = 0; i < n; i++)
+    if (p->group[i] >= 0)
+      p->group[i] = renum[p->group[i]];
+  for (int gi = 0; gi < n_groups; gi++)
+    finish_group(&f, gi);
+}
+
+Node *const *plan_reads(const Plan *p, const Node *n, int *count) {
+  const FuseGroup *G = plan_group(p, n);
+  if (!G || G->anchor != n) {
+    *count = 0;
+    return NULL;
+  }
+  *count = G->n_ins;
+  return G->ins;
+}

@@ -1,0 +1,273 @@
+/*
+ * test_fuse.c: operator fusion (passes/fuse.c groups nodes, ir/lower_fuse.c
+ * makes their kernels, the planner sees only what they store).
+ *
+ *  - small models written here: what fuses, what does not, and the reason
+ *    recorded at each boundary;
+ *  - --fuse's words;
+ *  - every model in models/, inference and training step: the fused
+ *    program computes exactly the unfused one's bits (each member keeps
+ *    its own kernel's formula), with fewer kernels and a plan that
+ *    verifies; every fused kernel passes kir_verify.  (test_codegen runs
+ *    the fused programs against the reference evaluator.)
+ */
+#include "kiln_test.h"
+#include "program.h"
+#include "rt_pool.h"
+
+static const FuseOpts fuse_none = {true, true, true};
+
+static Node *value(Graph *g, const char *name) {
+  for (int i = 0; i < g->n_values; i++)
+    if (strcmp(g->values[i].name, name) == 0)
+      return g->values[i].node;
+  fail_msg("no value %s", name);
+  return NULL;
+}
+
+static Plan plan_of(Graph *g, Node *const *roots, int n, FuseOpts f) {
+  Plan p;
+  plan_build(g, roots, n, &(PlanOpts){.fuse = f}, &p);
+  char err[512];
+  if (!plan_verify(g, roots, n, &p, err, sizeof err))
+    fail_msg("plan of %s does not verify: %s", g->name, err);
+  return p;
+}
+
+static Node **outputs(Compiled *c, int *n) {
+  *n = c->g->n_outputs;
+  Node **r = arena_alloc(c->a, sizeof(Node *) * (size_t)(*n + 1));
+  for (int i = 0; i < *n; i++)
+    r[i] = c->g->outputs[i].node;
+  return r;
+}
+
+/* relu(x * 2 + b): one kernel, and only y has a buffer. */
+static void chain(void **state) {
+  Compiled c = compile_text("model m() {\n  input x: f32[4, 8]\n  input b: f32[8]\n"
+                            "  t = x * 2 + b\n  y = relu(t)\n  output y\n}\n");
+  MUST_COMPILE(c);
+  int n;
+  Node **roots = outputs(&c, &n);
+  Plan p = plan_of(c.g, roots, n, (FuseOpts){0});
+  Node *y = value(c.g, "y"), *t = value(c.g, "t");
+  const FuseGroup *G = plan_group(&p, y);
+  assert_non_null(G);
+  assert_ptr_equal(G->anchor, y);
+  assert_int_equal(G->n_members, 3);
+  assert_true(G->eltwise);
+  assert_true(p.internal[t->id]);
+  assert_int_equal(p.offset[t->id], -1);
+  assert_int_equal(p.time[t->id], -1);
+  Kernel *k = program_kernel_at(c.a, &p, y);
+  assert_string_equal(k->name, "mul_add_relu_y");
+  assert_int_equal(k->n_members, 3);
+  char err[256];
+  assert_true(kir_verify(k, err, sizeof err));
+  /* inputs x, the constant 2, b; then y */
+  assert_int_equal(k->n_bufs, 4);
+  assert_int_equal(k->bufs[3].node, y->id);
+  assert_int_equal(k->bufs[3].role, KB_OUT);
+  /* unfused: three kernels, t has a buffer */
+  Plan q = plan_of(c.g, roots, n, fuse_none);
+  assert_false(q.internal[t->id]);
+  assert_true(q.offset[t->id] >= 0);
+  assert_int_equal(plan_group(&q, y)->n_members, 1);
+  compiled_free(&c);
+}
+
+/* sum(x * x) never stores x * x; a value read twice is stored, and why. */
+static void reduce_and_boundaries(void **state) {
+  Compiled c = compile_text("model m() {\n  input x: f32[16, 8]\n  sq = x * x\n"
+                            "  s = sum(sq, axis=1, keepdims=true)\n  e = exp(x)\n  a = e + 1\n  b = e * s\n"
+                            "  output a\n  output b\n}\n");
+  MUST_COMPILE(c);
+  int n;
+  Node **roots = outputs(&c, &n);
+  Plan p = plan_of(c.g, roots, n, (FuseOpts){0});
+  Node *sq = value(c.g, "sq"), *s = value(c.g, "s"), *e = value(c.g, "e");
+  assert_true(p.internal[sq->id]);
+  assert_int_equal(p.group[sq->id], p.group[s->id]);
+  assert_false(p.internal[e->id]);
+  assert_string_equal(p.why[e->id], "read by 2 kernels");
+  assert_non_null(strstr(p.why[s->id], "makes a kernel of its own"));
+  /* the reduce kind alone off: x * x gets its buffer back */
+  Plan q = plan_of(c.g, roots, n, (FuseOpts){.no_reduce = true});
+  assert_false(q.internal[sq->id]);
+  assert_string_equal(q.why[sq->id], "reduce fusion is off (--fuse)");
+  compiled_free(&c);
+}
+
+/* The update of parameter target's state or of the parameter itself: the
+ * parameter whose name it extends ("fc1.w.exp_avg" of "fc1.w"). */
+static const Node *owner(const TrainStep *ts, const Node *target) {
+  for (int i = 0; i < ts->n_params; i++) {
+    size_t len = strlen(ts->params[i]->name);
+    if (target == ts->params[i] ||
+        (strncmp(target->name, ts->params[i]->name, len) == 0 && target->name[len] == '.'))
+      return ts->params[i];
+  }
+  return NULL;
+}
+
+/* A forward value the backward pass reads is stored, and says so; each
+ * parameter's Adam update is one kernel writing p, m and v. */
+static void training_step(void **state) {
+  Compiled c = compile_opts("model m(N = 8) {\n  input x: f32[N, 6]\n  input y: i32[N]\n"
+                            "  h = relu(dense(x, out=5))\n  z = dense(h, out=3)\n"
+                            "  output z\n  loss = cross_entropy(z, y)\n}\n"
+                            "train m {\n  minimize loss\n  optimizer adam(lr=0.01)\n}\n",
+                            true, NULL, 0);
+  MUST_COMPILE(c);
+  TrainStep ts = {0};
+  build_train_step(c.g, &c.d, &ts);
+  Plan p = plan_of(c.g, ts.roots, ts.n_roots, (FuseOpts){0});
+  Node *h = value(c.g, "h");
+  assert_non_null(p.why[h->id]);
+  assert_non_null(strstr(p.why[h->id], "the backward pass needs it"));
+  int n_updates = 0;
+  for (int u = 0; u < c.g->n_updates; u++) {
+    const Node *param = owner(&ts, c.g->updates[u].target);
+    assert_non_null(param);
+    for (int w = 0; w < c.g->n_updates; w++)
+      if (c.g->updates[w].target == param) /* the parameter's own update: the same kernel */
+        assert_int_equal(p.group[c.g->updates[u].value->id], p.group[c.g->updates[w].value->id]);
+    n_updates++;
+  }
+  assert_int_equal(n_updates, 3 * ts.n_params); /* p, m, v */
+  Plan q = plan_of(c.g, ts.roots, ts.n_roots, (FuseOpts){.no_multi = true});
+  int g0 = q.group[c.g->updates[0].value->id], g1 = q.group[c.g->updates[1].value->id];
+  assert_int_not_equal(g0, g1);
+  compiled_free(&c);
+}
+
+static void opts_words(void **state) {
+  FuseOpts o;
+  assert_true(fuse_opts_parse("none", &o));
+  assert_true(o.no_eltwise && o.no_reduce && o.no_multi);
+  assert_string_equal(fuse_opts_text(&o), "none");
+  assert_true(fuse_opts_parse("all", &o));
+  assert_string_equal(fuse_opts_text(&o), "all");
+  assert_true(fuse_opts_parse("eltwise,multi", &o));
+  assert_true(!o.no_eltwise && o.no_reduce && !o.no_multi);
+  assert_string_equal(fuse_opts_text(&o), "eltwise,multi");
+  assert_true(fuse_opts_parse("reduce", &o));
+  assert_string_equal(fuse_opts_text(&o), "reduce");
+  assert_false(fuse_opts_parse("bogus", &o));
+  assert_false(fuse_opts_parse("eltwise,", &o));
+  assert_false(fuse_opts_parse("", &o) && !o.no_eltwise);
+}
+
+/* --- every model: fused == unfused, bit for bit ----------------------------------- */
+
+static void fill(Program *p, const Graph *g, float **bufs) {
+  for (int i = 0; i < p->n_params; i++)
+    program_bind_param(p, p->params[i], bufs[p->params[i]->id]);
+  for (int i = 0; i < g->n_nodes; i++) {
+    const Node *v = g->nodes[i];
+    void *at = v->op == OP_INPUT ? program_value(p, v) : NULL;
+    int64_t k = shape_numel(&v->shape);
+    for (int64_t j = 0; at && j < k; j++)
+      if (v->dtype == DT_F32)
+        ((float *)at)[j] = (float)rng_normal(rng_seed_for(3, v->name), (uint64_t)j);
+      else
+        ((int32_t *)at)[j] = (int32_t)(j % 3);
+  }
+}
+
+static int run_variant(Graph *g, Node *const *roots, int n, FuseOpts f, float **bufs,
+                       char **out, int *n_groups) {
+  Program p;
+  char err[2048];
+  PlanOpts po = {.fuse = f};
+  if (!program_compile(&p, g, roots, n, &po, &(CgOpts){.opt_level = 2}, err, sizeof err))
+    fail_msg("%s: %s", g->name, err);
+  if (!plan_verify(g, roots, n, &p.plan, err, sizeof err))
+    fail_msg("%s (--fuse=%s): %s", g->name, fuse_opts_text(&f), err);
+  for (int s = 0; s < p.plan.n_order; s++) {
+    Kernel *k = program_kernel_at(g->arena, &p.plan, p.plan.order[s]);
+    if (k && !kir_verify(k, err, sizeof err))
+      fail_msg("%s: kernel %s: %s", g->name, k->name, err);
+  }
+  fill(&p, g, bufs);
+  program_run(&p, 1);
+  for (int r = 0; r < n; r++) {
+    out[r] = malloc((size_t)node_bytes(roots[r]) + 1);
+    memcpy(out[r], program_value(&p, roots[r]), (size_t)node_bytes(roots[r]));
+  }
+  int kernels = p.n_kernels;
+  *n_groups = p.plan.n_groups;
+  program_free(&p);
+  return kernels;
+}
+
+/* Fusion off, then on; every kind alone off too when `kinds` (the
+ * results must not depend on which kinds are on). */
+static void model_variants(Graph *g, Node *const *roots, int n, const char *what, bool kinds) {
+  float **bufs = calloc((size_t)g->n_nodes, sizeof *bufs);
+  for (int i = 0; i < g->n_nodes; i++)
+    if (g->nodes[i]->op == OP_PARAM) {
+      int64_t k = shape_numel(&g->nodes[i]->shape);
+      bufs[i] = calloc((size_t)k + 1, 4);
+      for (int64_t j = 0; j < k; j++)
+        bufs[i][j] = (float)(0.2 * rng_normal(rng_seed_for(5, g->nodes[i]->name), (uint64_t)j));
+    }
+  static const FuseOpts variants[] = {{true, true, true}, {0}, {.no_multi = true},
+                                      {.no_reduce = true}, {.no_eltwise = true}};
+  char **base = calloc((size_t)n, sizeof(char *)), **got = calloc((size_t)n, sizeof(char *));
+  int groups, k0 = run_variant(g, roots, n, variants[0], bufs, base, &groups), k1 = 0;
+  for (int v = 1; v < (kinds ? countof(variants) : 2); v++) {
+    int kv = run_variant(g, roots, n, variants[v], bufs, got, &groups);
+    if (v == 1)
+      k1 = kv;
+    for (int r = 0; r < n; r++) {
+      if (memcmp(base[r], got[r], (size_t)node_bytes(roots[r])) != 0)
+        fail_msg("%s: %s differs with --fuse=%s", what, roots[r]->name,
+                 fuse_opts_text(&variants[v]));
+      free(got[r]);
+    }
+  }
+  print_message("  %-34s %4d kernels unfused, %4d fused\n", what, k0, k1);
+  assert_true(k1 < k0);
+  for (int r = 0; r < n; r++)
+    free(base[r]);
+  for (int i = 0; i < g->n_nodes; i++)
+    free(bufs[i]);
+  free(base), free(got), free(bufs);
+}
+
+static void every_model(void **state) {
+  char names[32][64];
+  int nm = list_models(names, 32);
+  assert_true(nm >= 4);
+  rt_set_threads(2);
+  for (int m = 0; m < nm; m++) {
+    char *text = read_model(names[m]), what[128];
+    for (int train = 0; train < 2; train++) {
+      Compiled c = compile_model_small(text, train);
+      MUST_COMPILE(c);
+      TrainStep ts = {.n_roots = c.g->n_outputs};
+      ts.roots = arena_alloc(c.a, sizeof(Node *) * (size_t)(ts.n_roots + 1));
+      for (int i = 0; i < ts.n_roots; i++)
+        ts.roots[i] = c.g->outputs[i].node;
+      if (train)
+        build_train_step(c.g, &c.d, &ts);
+      snprintf(what, sizeof what, "%.63s (%s)", names[m], train ? "training step" : "inference");
+      bool kinds = train && (strcmp(names[m], "lenet5.kiln") == 0 ||
+                             strcmp(names[m], "transformer.kiln") == 0);
+      model_variants(c.g, ts.roots, ts.n_roots, what, kinds);
+      compiled_free(&c);
+    }
+    free(text);
+  }
+  rt_set_threads(1);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(chain),         cmocka_unit_test(reduce_and_boundaries),
+      cmocka_unit_test(training_step), cmocka_unit_test(opts_words),
+      cmocka_unit_test(every_model),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
