@@ -90,7 +90,9 @@ extern const Command cmd_check, cmd_show, cmd_run, cmd_init, cmd_train, cmd_buil
   "                           recomputed inside the reduction, softmax, loss or data\n"    \
   "                           movement op that reads them), multi (results of the\n"       \
   "                           step, e.g. an optimizer's new values, as extra outputs\n"    \
-  "                           of one elementwise kernel); a fused value gets no buffer\n"
+  "                           of one elementwise kernel), epilogue (a matmul or\n"        \
+  "                           convolution and the elementwise ops after it: bias,\n"      \
+  "                           activation, residual add); a fused value gets no buffer\n"
 
 /* What one step computes.  With `train`, the training step of g (g built
  * in training mode; *ts filled): the loss and the update values.  Else

@@ -20,7 +20,7 @@ static void ref_init(Exec *x, Cli *c, Graph *g, Node *const *roots, int n) {
   graph_live(g, roots, n, x->live);
   if (c->no_plan)
     return;
-  c->plan.fuse = (FuseOpts){true, true, true}; /* it computes node by node: each its buffer */
+  c->plan.fuse = FUSE_NONE; /* it computes node by node: each its buffer */
   cli_plan(c, g, roots, n, &x->plan);
   size_t bytes = ((size_t)x->plan.arena + PLAN_ALIGN) / PLAN_ALIGN * PLAN_ALIGN;
   x->arena = aligned_alloc(PLAN_ALIGN, bytes);

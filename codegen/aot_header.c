@@ -96,11 +96,17 @@ static void prepared_defines(FILE *f, const Aot *a) {
   fprintf(f, "#define KILN_PREPARED_BYTES %lld\n#define KILN_PREPARED_COUNT %d\n",
           (long long)a->prepared_bytes, a->n_prepared);
   fprintf(f, "#define KILN_PREPARED { \\\n");
-  for (int i = 0; i < a->n_prepared; i++)
-    fprintf(f, "    {%d, %lld, %lld}, /* %s = %s(%s) */ \\\n", a->prepared[i].slot,
-            (long long)a->prepared[i].offset, (long long)a->prepared[i].bytes,
-            a->prepared[i].node->name, op_name(a->prepared[i].node->op),
-            a->prepared[i].node->in[0]->name);
+  for (int i = 0; i < a->n_prepared; i++) {
+    const Node *n = a->prepared[i].node;
+    fprintf(f, "    {%d, %lld, %lld}, /* %s = %s(", a->prepared[i].slot,
+            (long long)a->prepared[i].offset, (long long)a->prepared[i].bytes, n->name,
+            op_name(n->op));
+    if (n->op == OP_CONST)
+      fprintf(f, "%g", n->at.value);
+    for (int j = 0; j < n->n_in; j++)
+      fprintf(f, "%s%s", j ? ", " : "", n->in[j]->name);
+    fprintf(f, ") */ \\\n");
+  }
   fprintf(f, "  }\n");
 }
 

@@ -146,6 +146,12 @@ typedef struct Kernel {
   const Node *node; /* what it computes (provenance); a fused kernel's anchor */
   Node *const *members; /* a fused kernel's nodes, the anchor last; NULL for one node */
   int n_members;
+  /* A fused kernel led by a matmul or convolution (lower_gemm_head): its
+   * first n_head statements of body are that node's own lowering, writing
+   * into the kernel's output buffer, the rest the elementwise epilogue
+   * over it; codegen may replace the first part by a schedule of its own. */
+  const Node *head;
+  int n_head;
   KBuf *bufs;
   int n_bufs, cap_bufs;
   KVar *vars;
@@ -203,7 +209,8 @@ LOWER_FN(lower_cross_entropy_back)
 /* members[0..n) in topological order, the anchor last; stored[i] when
  * member i gets a buffer (the anchor always does).  eltwise: every member
  * is elementwise over the anchor's shape or has one element, and the
- * stored ones are the kernel's outputs, computed in one loop; otherwise
+ * stored ones are the kernel's outputs, computed in one loop (after the
+ * own nest of a member that is a lower_gemm_head op, if any); otherwise
  * the anchor's own kernel with every load of a member replaced by the
  * member's formula at that index.  Buffers: the group's inputs (in order
  * of first use), then its outputs; named "<ops>_<anchor name>". */
@@ -211,6 +218,9 @@ Kernel *lower_fused(Arena *a, Node *const *members, const bool *stored, int n, b
 /* Whether op may be a member of a fused group other than its anchor (its
  * value is a formula of its inputs' values at the same element). */
 bool lower_fusable(Op op);
+/* Whether op may lead an elementwise group as its epilogue's source (a
+ * matmul or convolution that codegen/llvm/cg_gemm.c schedules). */
+bool lower_gemm_head(Op op);
 /* Whether a group anchored at op may take members (its lowering is the
  * generic one: code generation has no schedule of its own for it). */
 bool lower_takes_producers(Op op);

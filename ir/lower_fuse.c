@@ -27,6 +27,12 @@
  *           cheaper than a round trip through memory for the formulas
  *           fused here.
  *
+ *  epilogue an eltwise group with a matmul or convolution among its members
+ *           (lower_gemm_head): the kernel starts with that node's own
+ *           nest, writing into the group's output buffer, and the loop
+ *           above then reads it from there (codegen may run the first part
+ *           as its GEMM schedule: Kernel.head, n_head).
+ *
  * Each member's formula is its single-node kernel's (lw_elt_value), so a
  * fused kernel computes the same f32 operations in the same order as the
  * unfused kernels, and gives the same bits.
@@ -36,6 +42,10 @@
 #include "lower_internal.h"
 
 bool lower_fusable(Op op) { return op_info[op].cls == CL_ELTWISE || op == OP_BROADCAST_TO; }
+
+bool lower_gemm_head(Op op) {
+  return op == OP_MATMUL || op == OP_CONV2D || op == OP_CONV_TRANSPOSE2D;
+}
 
 bool lower_takes_producers(Op op) {
   switch (op) {
@@ -55,6 +65,8 @@ typedef struct Fz {
   int n;
   int *buf;        /* per member: its buffer, -1 if internal */
   KExpr **val;     /* eltwise: per member, its value in the current scope */
+  int head;        /* eltwise: the member whose own nest writes the output first, or -1 */
+  int out;         /* its buffer (the anchor's) */
 } Fz;
 
 static int member_index(const Fz *z, const Node *x) {
@@ -153,6 +165,10 @@ static void scalars(Fz *z, bool all) {
     const Node *v = z->members[m];
     if (!all && shape_numel(&v->shape) != 1)
       continue;
+    if (m == z->head) {
+      z->val[m] = lw_bind(k, k->body, "v", LOAD(z->out, IC(0)));
+      continue;
+    }
     KExpr **in_val = operands(k, v);
     for (int j = 0; j < v->n_in; j++)
       if (member_index(z, v->in[j]) < 0)
@@ -180,7 +196,8 @@ static Kernel *lower_eltwise_group(Fz *z) {
   int n_ops = 1;
   lw_strides(D, st[0]);
   for (int m = 0; m < z->n; m++)
-    for (int j = 0; j < z->members[m]->n_in && shape_numel(&z->members[m]->shape) > 1; j++) {
+    for (int j = 0; m != z->head && j < z->members[m]->n_in &&
+                    shape_numel(&z->members[m]->shape) > 1; j++) {
       const Node *x = z->members[m]->in[j];
       if (member_index(z, x) >= 0 || shape_numel(&x->shape) == 1 || shape_eq(&x->shape, D))
         continue;
@@ -197,12 +214,15 @@ static Kernel *lower_eltwise_group(Fz *z) {
   lw_nest(k, k->body, D->rank, D->dim, n_ops, st, NEST_MAP, &ns);
   KExpr *i = lw_bind(k, ns.body, "i", lw_at(k, &ns, 0, 0));
   /* every input of the element first, each once */
-  KExpr **loaded = arena_alloc(k->arena, sizeof(KExpr *) * (size_t)(k->n_bufs + 4 * z->n + 1));
-  int *loaded_node = arena_alloc(k->arena, sizeof(int) * (size_t)(k->n_bufs + 4 * z->n + 1));
+  size_t cap = 1;
+  for (int m = 0; m < z->n; m++)
+    cap += (size_t)z->members[m]->n_in;
+  KExpr **loaded = arena_alloc(k->arena, sizeof(KExpr *) * cap);
+  int *loaded_node = arena_alloc(k->arena, sizeof(int) * cap);
   int n_loaded = 0;
   for (int m = 0; m < z->n; m++) {
     const Node *v = z->members[m];
-    if (shape_numel(&v->shape) == 1)
+    if (shape_numel(&v->shape) == 1 || m == z->head)
       continue;
     for (int j = 0; j < v->n_in; j++) {
       const Node *x = v->in[j];
@@ -220,9 +240,11 @@ static Kernel *lower_eltwise_group(Fz *z) {
       loaded[n_loaded++] = lw_bind(k, ns.body, "x", LOAD(buf_of(k, x, KB_IN), idx));
     }
   }
+  if (z->head >= 0) /* what the head's nest wrote: loaded before any store */
+    z->val[z->head] = lw_bind(k, ns.body, "v", LOAD(z->out, i));
   for (int m = 0; m < z->n; m++) {
     const Node *v = z->members[m];
-    if (shape_numel(&v->shape) == 1)
+    if (shape_numel(&v->shape) == 1 || m == z->head)
       continue;
     KExpr **in_val = operands(k, v);
     for (int j = 0; j < v->n_in; j++)
@@ -350,21 +372,47 @@ static Kernel *lower_other_group(Arena *a, Fz *z) {
   return k;
 }
 
+/* The head's own kernel, its output made the group's (the anchor's), as
+ * the start of the group's kernel. */
+static Kernel *head_kernel(Arena *a, Fz *z) {
+  const Node *head = z->members[z->head], *anchor = z->members[z->n - 1];
+  Kernel *k = lower_node(a, head);
+  k->name = new_kernel(a, z->members, z->n)->name;
+  k->members = z->members;
+  k->n_members = z->n;
+  k->node = anchor;
+  k->head = head;
+  k->n_head = k->body->n_body;
+  KBuf *out = &k->bufs[head->n_in];
+  ASSERT(out->role == KB_OUT && out->node == head->id && out->numel == shape_numel(&anchor->shape));
+  out->node = anchor->id;
+  out->name = "out";
+  for (int b = 0; b < head->n_in; b++) /* a unique name that buf_of will not give an input */
+    if (strcmp(k->bufs[b].name, "out") == 0)
+      k->bufs[b].name = "out_in";
+  z->out = head->n_in;
+  return k;
+}
+
 Kernel *lower_fused(Arena *a, Node *const *members, const bool *stored, int n, bool eltwise) {
-  Fz z = {NULL, members, stored, n, NULL, NULL};
+  Fz z = {NULL, members, stored, n, NULL, NULL, -1, -1};
   z.buf = arena_alloc(a, sizeof(int) * (size_t)n);
   z.val = arena_alloc(a, sizeof(KExpr *) * (size_t)n);
-  for (int m = 0; m < n; m++)
-    ASSERT(m == n - 1 || lower_fusable(members[m]->op));
+  for (int m = 0; m < n - 1; m++) {
+    if (lower_gemm_head(members[m]->op) && eltwise && z.head < 0)
+      z.head = m;
+    else
+      ASSERT(lower_fusable(members[m]->op));
+  }
   if (!eltwise)
     return lower_other_group(a, &z);
-  z.k = new_kernel(a, members, n);
+  z.k = z.head >= 0 ? head_kernel(a, &z) : new_kernel(a, members, n);
   /* inputs first (in order of first use), then the outputs */
   for (int m = 0; m < n; m++)
     for (int j = 0; j < members[m]->n_in; j++)
       if (member_index(&z, members[m]->in[j]) < 0)
         buf_of(z.k, members[m]->in[j], KB_IN);
   for (int m = 0; m < n; m++)
-    z.buf[m] = stored[m] || m == n - 1 ? buf_of(z.k, members[m], KB_OUT) : -1;
+    z.buf[m] = m == z.head ? -1 : stored[m] || m == n - 1 ? buf_of(z.k, members[m], KB_OUT) : -1;
   return lower_eltwise_group(&z);
 }

@@ -15,10 +15,15 @@
  *     its shape or it has one element (then one loop computes the whole
  *     group; kind eltwise), or an anchor whose generic lowering can load a
  *     formula instead of a buffer (reductions, softmax, the loss, data
- *     movement; kind reduce), its readers' shapes matching the same way;
+ *     movement; kind reduce), its readers' shapes matching the same way
+ *     and none of its inputs broadcast (the anchor loads at an index of
+ *     its own; a broadcast input's index would take a division there);
  *   - it is not a result of the step (an output, the loss, an update
  *     value), unless G is elementwise (kind multi: it becomes one more
  *     output of G's loop, as the optimizer's m, v and p of one parameter).
+ * A matmul or convolution of G's shape may join an elementwise G as its
+ * head (kind epilogue), not a result, one per group; nothing it reads may
+ * join after it (it reads its inputs from memory, in its own schedule).
  * Since a group's founder is its highest id and every member reaches it,
  * placing the group at its anchor's place in any topological order of the
  * nodes is again one (pass_schedule does so).
@@ -31,24 +36,29 @@
 #include "kir.h"
 #include "passes.h"
 
+static const char *const kinds[] = {"eltwise", "reduce", "multi", "epilogue"};
+
+static bool *kind_off(FuseOpts *o, int i) {
+  bool *off[] = {&o->no_eltwise, &o->no_reduce, &o->no_multi, &o->no_epilogue};
+  return off[i];
+}
+
 bool fuse_opts_parse(const char *s, FuseOpts *o) {
   if (strcmp(s, "all") == 0) {
     *o = (FuseOpts){0};
     return true;
   }
-  *o = (FuseOpts){true, true, true};
+  *o = FUSE_NONE;
   if (strcmp(s, "none") == 0)
     return true;
   while (*s) {
     size_t len = strcspn(s, ",");
-    if (len == 7 && strncmp(s, "eltwise", len) == 0)
-      o->no_eltwise = false;
-    else if (len == 6 && strncmp(s, "reduce", len) == 0)
-      o->no_reduce = false;
-    else if (len == 5 && strncmp(s, "multi", len) == 0)
-      o->no_multi = false;
-    else
+    int i = 0;
+    while (i < countof(kinds) && (strlen(kinds[i]) != len || strncmp(s, kinds[i], len) != 0))
+      i++;
+    if (i == countof(kinds))
       return false;
+    *kind_off(o, i) = false;
     s += len;
     if (*s == ',' && *++s == '\0')
       return false;
@@ -56,11 +66,17 @@ bool fuse_opts_parse(const char *s, FuseOpts *o) {
   return true;
 }
 
+/* (The text is valid until the next call.) */
 const char *fuse_opts_text(const FuseOpts *o) {
-  static const char *const text[8] = {"all",          "reduce,multi",   "eltwise,multi",
-                                      "multi",        "eltwise,reduce", "reduce",
-                                      "eltwise",      "none"};
-  return text[o->no_eltwise | o->no_reduce << 1 | o->no_multi << 2];
+  static char text[64];
+  FuseOpts c = *o;
+  size_t len = 0;
+  int on = 0;
+  text[0] = '\0';
+  for (int i = 0; i < countof(kinds); i++)
+    if (!*kind_off(&c, i))
+      len += (size_t)snprintf(text + len, sizeof text - len, "%s%s", on++ ? "," : "", kinds[i]);
+  return on == countof(kinds) ? "all" : on == 0 ? "none" : text;
 }
 
 typedef struct Fuser {
@@ -70,6 +86,7 @@ typedef struct Fuser {
   const bool *live, *result;
   int **members; /* per group: member ids, in the order they joined (decreasing) */
   int *n_members, *cap_members;
+  int *head;     /* per group: its matmul or convolution's id, or -1 */
 } Fuser;
 
 static Node *anchor_of(const Fuser *f, int gi) { return f->g->nodes[f->members[gi][0]]; }
@@ -129,6 +146,22 @@ static int readers_group(Fuser *f, const Node *n, const char **why) {
   return gi;
 }
 
+/* Whether n may lead group gi's epilogue; NULL if so, else why not. */
+static const char *refuse_head(Fuser *f, const Node *n, int gi) {
+  const Node *anchor = anchor_of(f, gi);
+  Arena *a = f->g->arena;
+  if (!lower_fusable(anchor->op) || f->head[gi] >= 0 || n->dtype != DT_F32)
+    return arena_fmt(a, "%s makes a kernel of its own", op_name(n->op));
+  if (f->p->opts.fuse.no_epilogue)
+    return "epilogue fusion is off (--fuse)";
+  if (f->result[n->id])
+    return arena_fmt(a, "a result of the step, and %s's epilogue writes one", op_name(n->op));
+  if (!shape_eq(&n->shape, &anchor->shape))
+    return arena_fmt(a, "its shape %s differs from its epilogue's %s",
+                     shape_text(a, &n->shape), shape_text(a, &anchor->shape));
+  return NULL;
+}
+
 /* Whether n may join group gi; NULL if so, else why not. */
 static const char *refuse(Fuser *f, const Node *n, int gi) {
   const Plan *p = f->p;
@@ -136,16 +169,29 @@ static const char *refuse(Fuser *f, const Node *n, int gi) {
   Arena *a = f->g->arena;
   const Node *anchor = anchor_of(f, gi);
   bool eltwise = lower_fusable(anchor->op);
-  if (!lower_fusable(n->op))
-    return arena_fmt(a, "%s makes a kernel of its own", op_name(n->op));
   if (n->derived != anchor->derived)
     return "weight-derived: computed once by the prepare step, not every step";
+  if (f->head[gi] >= 0)
+    for (int k = f->us.off[n->id]; k < f->us.off[n->id + 1]; k++)
+      if (f->us.list[k]->id == f->head[gi])
+        return arena_fmt(a, "%s reads its inputs in a schedule of its own",
+                         op_name(f->us.list[k]->op));
+  if (lower_gemm_head(n->op))
+    return refuse_head(f, n, gi);
+  if (!lower_fusable(n->op))
+    return arena_fmt(a, "%s makes a kernel of its own", op_name(n->op));
   if (!eltwise && !lower_takes_producers(anchor->op))
     return arena_fmt(a, "%s reads its inputs in a schedule of its own", op_name(anchor->op));
   if (eltwise ? o->no_eltwise : o->no_reduce)
     return eltwise ? "elementwise fusion is off (--fuse)" : "reduce fusion is off (--fuse)";
   if (f->result[n->id] && !eltwise)
     return arena_fmt(a, "a result of the step, and %s makes one output", op_name(anchor->op));
+  for (int j = 0; j < n->n_in && !eltwise; j++) {
+    const Node *x = n->in[j]; /* its index from the anchor's would take a division per load */
+    if (shape_numel(&x->shape) != 1 && !shape_eq(&x->shape, &n->shape))
+      return arena_fmt(a, "it broadcasts %s %s, and %s would recompute it at every load",
+                       x->name, shape_text(a, &x->shape), op_name(anchor->op));
+  }
   if (f->result[n->id] && o->no_multi)
     return "a result of the step (multi-output fusion is off, --fuse)";
   int64_t one = shape_numel(&n->shape) == 1;
@@ -168,6 +214,7 @@ static void finish_group(Fuser *f, int gi) {
   int n = f->n_members[gi];
   G->anchor = anchor_of(f, gi);
   G->eltwise = lower_fusable(G->anchor->op);
+  G->head = f->head[gi] >= 0 ? f->g->nodes[f->head[gi]] : NULL;
   G->n_members = n;
   G->members = arena_alloc(a, sizeof(Node *) * (size_t)n);
   for (int i = 0; i < n; i++) /* joined in decreasing id order */
@@ -195,7 +242,8 @@ void pass_fuse(const Graph *g, Node *const *roots, int n_roots, Plan *p) {
   graph_live(g, roots, n_roots, live);
   for (int r = 0; r < n_roots; r++)
     result[roots[r]->id] = true;
-  Fuser f = {g, p, graph_users(g), live, result, NULL, NULL, NULL};
+  Fuser f = {g, p, graph_users(g), live, result, NULL, NULL, NULL, NULL};
+  f.head = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
   f.members = arena_alloc(a, sizeof(int *) * (size_t)(n + 1));
   f.n_members = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
   f.cap_members = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
@@ -215,9 +263,12 @@ void pass_fuse(const Graph *g, Node *const *roots, int n_roots, Plan *p) {
       gi = -1;
     if (gi < 0) {
       gi = n_groups++;
+      f.head[gi] = -1;
       p->why[i] = why;
     } else {
       p->internal[i] = !result[i];
+      if (lower_gemm_head(v->op))
+        f.head[gi] = i;
     }
     add_member(&f, gi, i);
   }
@@ -229,12 +280,15 @@ void pass_fuse(const Graph *g, Node *const *roots, int n_roots, Plan *p) {
     renum[gi] = n_groups - 1 - gi;
   int **members = arena_alloc(a, sizeof(int *) * (size_t)(n_groups + 1));
   int *counts = arena_alloc(a, sizeof(int) * (size_t)(n_groups + 1));
+  int *heads = arena_alloc(a, sizeof(int) * (size_t)(n_groups + 1));
   for (int gi = 0; gi < n_groups; gi++) {
     members[renum[gi]] = f.members[gi];
     counts[renum[gi]] = f.n_members[gi];
+    heads[renum[gi]] = f.head[gi];
   }
   f.members = members;
   f.n_members = counts;
+  f.head = heads;
   for (int i = 0; i < n; i++)
     if (p->group[i] >= 0)
       p->group[i] = renum[p->group[i]];

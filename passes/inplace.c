@@ -18,7 +18,9 @@
  * inputs once, at its anchor's step.  An elementwise group's outputs may
  * each take one input this way: ir/lower_fuse.c loads every input of an
  * element before it stores any output of it.  Not the one-element values of a
- * group: the kernel computes them before its loop, one after another.
+ * group (the kernel computes them before its loop, one after another), nor
+ * the outputs of an epilogue group (its matmul writes the output before
+ * the loop reads the inputs).
  * x * x reads x once, so it may overwrite x too.
  */
 #include "passes.h"
@@ -32,7 +34,7 @@ static bool fits_in_place(const Node *n, const Node *u) {
 /* Whether the kernel of group G may write its output n over an input. */
 static bool may_overwrite(const FuseGroup *G, const Node *n) {
   return G->n_members == 1 ? op_has(n->op, F_INPLACE)
-                           : G->eltwise && shape_numel(&n->shape) > 1;
+                           : G->eltwise && !G->head && shape_numel(&n->shape) > 1;
 }
 
 /* At the step k of G's anchor, where G reads its inputs: each of its

@@ -57,7 +57,9 @@ struct RtSchedule train_schedule(const TrainSpec *s);
  * each matmul(x, w, tb=true) of a parameter w into matmul(x, wt) with wt
  * = transpose(w) a weight-derived node (Node.derived: computed once per
  * change of the parameters by a prepare step, kept in the persistent
- * region).  Returns the number of matmuls rewritten. */
+ * region); then marks derived every node computed from parameters and
+ * constants only (a batchnorm's running statistics turned into a scale).
+ * Returns the number of matmuls rewritten plus nodes marked. */
 int pass_prepack(Graph *g);
 
 /* --- memory planning: schedule.c, lifetime.c, inplace.c, memplan.c ---
@@ -87,15 +89,21 @@ enum { PLAN_ALIGN = 64 };
  *            its value is recomputed where the anchor loads it;
  *   multi    a result of the step (an update value, an output) joins an
  *            elementwise group as an extra output: one kernel per
- *            optimizer update instead of one per formula.
+ *            optimizer update instead of one per formula;
+ *   epilogue a matmul or convolution leads an elementwise group of its
+ *            shape: it writes into the group's output, and the group's
+ *            loop (bias, activation, residual add, scaling) runs over it
+ *            in the same kernel.
  * A member that is not a result is internal: it never gets a buffer, and
  * the memory plan does not see it.  Each value that ends a group records
  * why fusion stopped there (Plan.why). */
 typedef struct FuseOpts {
-  bool no_eltwise; /* --fuse without eltwise */
-  bool no_reduce;  /* --fuse without reduce */
-  bool no_multi;   /* --fuse without multi */
+  bool no_eltwise;  /* --fuse without eltwise */
+  bool no_reduce;   /* --fuse without reduce */
+  bool no_multi;    /* --fuse without multi */
+  bool no_epilogue; /* --fuse without epilogue */
 } FuseOpts;
+#define FUSE_NONE ((FuseOpts){true, true, true, true}) /* --fuse=none */
 
 typedef struct FuseGroup {
   Node *anchor;    /* the last member: its kernel's name and iteration space */
@@ -104,10 +112,11 @@ typedef struct FuseGroup {
   Node **ins;      /* the values it reads from outside, each once, in order */
   int n_ins;
   bool eltwise;    /* an elementwise anchor: outputs may overwrite inputs */
+  Node *head;      /* or NULL: the matmul or convolution an epilogue group starts with */
 } FuseGroup;
 
 /* Parses --fuse's value: none, all, or a comma list of eltwise, reduce,
- * multi (the kinds to do).  False on a word it does not know. */
+ * multi, epilogue (the kinds to do).  False on a word it does not know. */
 bool fuse_opts_parse(const char *s, FuseOpts *o);
 /* The kinds on, as --fuse would spell them ("all", "none", "eltwise,multi"). */
 const char *fuse_opts_text(const FuseOpts *o);

@@ -20,6 +20,10 @@
  * gathers at larger batches.  The sum order of each output is the
  * matmul's Kernel IR order either way, so results are bit-identical.
  *
+ * Then every other node computed from parameters and constants only is
+ * marked derived as well (hoist): at inference it needs computing once,
+ * not on every call.
+ *
  * Never applied to a graph with a training step (updates) or built for
  * training: there the parameters change every step.
  */
@@ -61,6 +65,31 @@ static Node *derived_transpose(Graph *g, Node *w, int at, Loc loc) {
   return t;
 }
 
+/* Marks weight-derived every node computed from parameters (and
+ * constants) only: a batchnorm's rsqrt(running_var + eps) and its
+ * reshaped statistics, a bias reshaped to [C, 1, 1].  The constants such
+ * a node reads become derived too (computed by the prepare step into the
+ * persistent region; step kernels may read them there).  Not the model's
+ * outputs, which callers read from the arena, nor random nodes.  Returns
+ * the number of nodes marked. */
+static int hoist(Graph *g) {
+  int marked = 0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    Node *n = g->nodes[i];
+    bool ok = op_info[n->op].cls != CL_LEAF && !n->derived && !n->is_output &&
+              !op_has(n->op, F_RANDOM) && n->n_in > 0;
+    for (int j = 0; ok && j < n->n_in; j++)
+      ok = weight_like(n->in[j]) || n->in[j]->op == OP_CONST;
+    if (!ok)
+      continue;
+    for (int j = 0; j < n->n_in; j++)
+      n->in[j]->derived |= n->in[j]->op == OP_CONST;
+    n->derived = true;
+    marked++;
+  }
+  return marked;
+}
+
 int pass_prepack(Graph *g) {
   if (g->training || g->n_updates > 0)
     return 0;
@@ -79,5 +108,5 @@ int pass_prepack(Graph *g) {
     n->at.tb = false;
     rewritten++;
   }
-  return rewritten;
+  return rewritten + hoist(g);
 }

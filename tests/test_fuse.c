@@ -15,7 +15,6 @@
 #include "program.h"
 #include "rt_pool.h"
 
-static const FuseOpts fuse_none = {true, true, true};
 
 static Node *value(Graph *g, const char *name) {
   for (int i = 0; i < g->n_values; i++)
@@ -69,10 +68,39 @@ static void chain(void **state) {
   assert_int_equal(k->bufs[3].node, y->id);
   assert_int_equal(k->bufs[3].role, KB_OUT);
   /* unfused: three kernels, t has a buffer */
-  Plan q = plan_of(c.g, roots, n, fuse_none);
+  Plan q = plan_of(c.g, roots, n, FUSE_NONE);
   assert_false(q.internal[t->id]);
   assert_true(q.offset[t->id] >= 0);
   assert_int_equal(plan_group(&q, y)->n_members, 1);
+  compiled_free(&c);
+}
+
+/* relu(dense(x) + r): the matmul leads the kernel (epilogue), its result
+ * never stored on its own; the kernel's interpreter and compiled runs
+ * (GEMM schedule plus epilogue) agree with the unfused program. */
+static void epilogue(void **state) {
+  Compiled c = compile_text("model m() {\n  input x: f32[8, 16]\n  input r: f32[8, 32]\n"
+                            "  d = dense(x, out=32)\n  y = relu(d + r)\n  output y\n}\n");
+  MUST_COMPILE(c);
+  int n;
+  Node **roots = outputs(&c, &n);
+  Plan p = plan_of(c.g, roots, n, (FuseOpts){0});
+  Node *y = value(c.g, "y");
+  const FuseGroup *G = plan_group(&p, y);
+  assert_non_null(G->head);
+  assert_int_equal(G->head->op, OP_MATMUL);
+  assert_true(p.internal[G->head->id]);
+  for (int m = 0; m < G->n_members; m++)
+    assert_true(G->members[m] == y || p.internal[G->members[m]->id]);
+  Kernel *k = program_kernel_at(c.a, &p, y);
+  assert_ptr_equal(k->head, G->head);
+  assert_true(k->n_head > 0 && k->n_head < k->body->n_body);
+  char err[256];
+  assert_true(kir_verify(k, err, sizeof err));
+  Plan q = plan_of(c.g, roots, n, (FuseOpts){.no_epilogue = true});
+  assert_null(plan_group(&q, y)->head);
+  assert_false(q.internal[G->head->id]);
+  assert_string_equal(q.why[G->head->id], "epilogue fusion is off (--fuse)");
   compiled_free(&c);
 }
 
@@ -149,8 +177,10 @@ static void opts_words(void **state) {
   assert_true(fuse_opts_parse("all", &o));
   assert_string_equal(fuse_opts_text(&o), "all");
   assert_true(fuse_opts_parse("eltwise,multi", &o));
-  assert_true(!o.no_eltwise && o.no_reduce && !o.no_multi);
+  assert_true(!o.no_eltwise && o.no_reduce && !o.no_multi && o.no_epilogue);
   assert_string_equal(fuse_opts_text(&o), "eltwise,multi");
+  assert_true(fuse_opts_parse("epilogue,reduce", &o));
+  assert_string_equal(fuse_opts_text(&o), "reduce,epilogue");
   assert_true(fuse_opts_parse("reduce", &o));
   assert_string_equal(fuse_opts_text(&o), "reduce");
   assert_false(fuse_opts_parse("bogus", &o));
@@ -212,8 +242,9 @@ static void model_variants(Graph *g, Node *const *roots, int n, const char *what
       for (int64_t j = 0; j < k; j++)
         bufs[i][j] = (float)(0.2 * rng_normal(rng_seed_for(5, g->nodes[i]->name), (uint64_t)j));
     }
-  static const FuseOpts variants[] = {{true, true, true}, {0}, {.no_multi = true},
-                                      {.no_reduce = true}, {.no_eltwise = true}};
+  const FuseOpts variants[] = {FUSE_NONE,           {0},
+                                      {.no_multi = true},  {.no_reduce = true},
+                                      {.no_eltwise = true}, {.no_epilogue = true}};
   char **base = calloc((size_t)n, sizeof(char *)), **got = calloc((size_t)n, sizeof(char *));
   int groups, k0 = run_variant(g, roots, n, variants[0], bufs, base, &groups), k1 = 0;
   for (int v = 1; v < (kinds ? countof(variants) : 2); v++) {
@@ -265,7 +296,8 @@ static void every_model(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(chain),         cmocka_unit_test(reduce_and_boundaries),
+      cmocka_unit_test(chain),         cmocka_unit_test(epilogue),
+      cmocka_unit_test(reduce_and_boundaries),
       cmocka_unit_test(training_step), cmocka_unit_test(opts_words),
       cmocka_unit_test(every_model),
   };

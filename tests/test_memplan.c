@@ -19,7 +19,7 @@ enum { S = 4096 }; /* bytes of an f32[1024] */
 static Plan plan_fused(Graph *g, Node *const *roots, int n, PlanOpts o, bool fused) {
   Plan p;
   if (!fused)
-    o.fuse = (FuseOpts){true, true, true};
+    o.fuse = FUSE_NONE;
   plan_build(g, roots, n, &o, &p);
   char err[512];
   if (!plan_verify(g, roots, n, &p, err, sizeof err))

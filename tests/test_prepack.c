@@ -132,14 +132,18 @@ static void bit_exact(void **state) {
       model_open(&packed, models[i], batches[b], true, 3);
       assert_int_equal(count_matmul_tb(packed.c.g), 0);
       assert_true(count_matmul_tb(plain.c.g) >= 3); /* the dense layers */
-      assert_int_equal(packed.p.n_derived, count_matmul_tb(plain.c.g));
+      /* the transposes, and what else depends on parameters only (bias reshapes) */
+      assert_true(packed.p.n_derived >= count_matmul_tb(plain.c.g));
       assert_true(packed.p.plan.prepacked > 0);
       assert_int_equal(plain.p.plan.prepacked, 0);
-      assert_int_equal(packed.p.n_kernels, plain.p.n_kernels); /* the transposes: prepare */
+      assert_true(packed.p.n_kernels <= plain.p.n_kernels); /* those run in prepare */
+      if (strcmp(models[i], "lenet5.kiln") == 0) /* the conv biases' reshapes moved too */
+        assert_true(packed.p.n_derived > count_matmul_tb(plain.c.g) &&
+                    packed.p.n_kernels < plain.p.n_kernels);
       same_output(&plain, &packed, what);
-      if (batches[b] == 1)
-        assert_int_equal(direct_kernels(&packed), packed.p.n_derived);
-      print_message("  %-18s %d weights prepacked (%lld bytes), identical output\n", what,
+      if (batches[b] == 1) /* every dense layer reads its transposed weight in place */
+        assert_int_equal(direct_kernels(&packed), count_matmul_tb(plain.c.g));
+      print_message("  %-18s %d weight-derived values (%lld bytes), identical output\n", what,
                     packed.p.n_derived, (long long)packed.p.plan.prepacked);
       model_close(&plain);
       model_close(&packed);

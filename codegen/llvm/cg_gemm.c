@@ -32,6 +32,8 @@
  *                                     B at the row's pixels in the image,
  *                                     its rows at K.ukr.taps's offsets)
  *       (then, with chunks: finish: C = 0 + partial 0 + partial 1 + ...)
+ *   (then, for a fused kernel with this GEMM as its head: the epilogue's
+ *   own statements, an elementwise loop over C: Kernel.head, n_head)
  *   void K.ukr(...)                   MR x NR accumulators in registers,
  *                                     loaded from C (or 0 on the first
  *                                     panel); per k: NV vector loads of bp,
@@ -457,6 +459,30 @@ static LLVMValueRef kernel_ctx(Gemm *g, Fn *f) {
   return ctx;
 }
 
+/* A fused kernel's epilogue (Kernel.head): the statements after the
+ * head's own, over the output the tasks wrote, as a function of the
+ * kernel's own buffers and variables, `void K.epilogue(void *const *bufs)`,
+ * which the kernel calls last. */
+static void emit_epilogue(Gemm *g, Fn *f) {
+  const Kernel *k = g->k;
+  if (!k->head)
+    return;
+  Cg *cg = f->cg;
+  char name[300];
+  snprintf(name, sizeof name, "%s.epilogue", k->name);
+  int n_outlined = 0;
+  Fn e;
+  cg_fn_begin(&e, cg, k, name, cg->t_kernel, LLVMInternalLinkage);
+  e.n_outlined = &n_outlined;
+  cg_fn_load_bufs(&e, LLVMGetParam(e.fn, 0));
+  for (int i = k->n_head; i < k->body->n_body; i++)
+    cg_stmt(&e, k->body->body[i]);
+  LLVMValueRef fn = e.fn;
+  cg_fn_end(&e);
+  LLVMValueRef bufs = LLVMGetParam(f->fn, 0);
+  LLVMBuildCall2(f->b, cg->t_kernel, fn, &bufs, 1, "");
+}
+
 static void emit_kernel(Gemm *g, Cg *cg, LLVMValueRef tasks_fn) {
   const GemmSched *s = &g->s;
   Fn f;
@@ -481,6 +507,7 @@ static void emit_kernel(Gemm *g, Cg *cg, LLVMValueRef tasks_fn) {
     f.in_parallel = true; /* its loops stay here: ps is on this stack */
     cg_stmt(&f, g->finish);
   }
+  emit_epilogue(g, &f);
   cg_fn_end(&f);
 }
 

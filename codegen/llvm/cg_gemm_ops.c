@@ -134,17 +134,22 @@ static KStmt *rows_of(Gemm *g, KStmt *body, KExpr *first, KExpr *cnt, int64_t le
 
 /* --- the kernels --------------------------------------------------------------------- */
 
+/* The node whose GEMM k computes: its own, or a fused kernel's head. */
+static const Node *gemm_node(const Kernel *k) { return k->head ? k->head : k->node; }
+
 /* Whether k is n's kernel in lw_kernel's layout: inputs in order, then
- * the output, all f32 and of their nodes' sizes. */
+ * the output, all f32 and of their nodes' sizes (a fused kernel's head
+ * writes the group's output, and the epilogue's buffers follow). */
 static bool standard_layout(const Kernel *k) {
-  const Node *n = k->node;
-  if (!n || k->n_bufs != n->n_in + 1)
+  const Node *n = gemm_node(k);
+  if (!n || (k->head ? k->n_bufs < n->n_in + 1 : k->n_bufs != n->n_in + 1))
     return false;
   for (int i = 0; i <= n->n_in; i++) {
     const KBuf *b = &k->bufs[i];
     const Node *v = i < n->n_in ? n->in[i] : n;
-    if (b->node != v->id || b->type != KT_F32 || b->role != (i < n->n_in ? KB_IN : KB_OUT) ||
-        b->numel != shape_numel(&v->shape) || v->dtype != DT_F32)
+    if ((b->node != v->id && !(k->head && i == n->n_in)) || b->type != KT_F32 ||
+        b->role != (i < n->n_in ? KB_IN : KB_OUT) || b->numel != shape_numel(&v->shape) ||
+        v->dtype != DT_F32)
       return false;
   }
   return true;
@@ -153,13 +158,13 @@ static bool standard_layout(const Kernel *k) {
 static void begin(Gemm *g, Arena *a, const Kernel *k0) {
   memset(g, 0, sizeof *g);
   g->k = k0;
-  Kernel *k = g->pk = kir_new(a, k0->name, k0->node);
+  Kernel *k = g->pk = kir_new(a, k0->name, gemm_node(k0));
   for (int i = 0; i < k0->n_bufs; i++)
     kir_buf(k, k0->bufs[i].name, k0->bufs[i].type, k0->bufs[i].numel, k0->bufs[i].role,
             k0->bufs[i].node);
   g->bp_buf = kir_buf(k, "bp", KT_F32, 1, KB_SCRATCH, -1);
   g->xs_buf = g->cs_buf = g->ps_buf = -1;
-  g->c_buf = k0->n_bufs - 1;
+  g->c_buf = gemm_node(k0)->n_in;
   int *vs[] = {&g->v_t, &g->v_bt, &g->v_kb, &g->v_pc, &g->v_kc, &g->v_m0,
                &g->v_mc, &g->v_n0, &g->v_nb, &g->v_rnb, &g->v_ir, &g->v_jr, &g->v_y};
   static const char *const names[] = {"t", "bt", "kb", "pc", "kc", "m0",
@@ -196,7 +201,7 @@ static KExpr *batch_offset(Kernel *k, KExpr *bt, const Shape *out, int br, const
 
 static bool matmul(Gemm *g) {
   Kernel *k = g->pk;
-  const Node *n = g->k->node;
+  const Node *n = gemm_node(g->k);
   const Shape *as = &n->in[0]->shape, *bs = &n->in[1]->shape, *os = &n->shape;
   int br = os->rank - 2;
   int64_t m = os->dim[br], nn = os->dim[br + 1];
@@ -315,7 +320,7 @@ static bool conv2d_direct(Gemm *g, const Geo *w, int64_t cg, KExpr *b, KExpr *gi
  * the output positions n0.. read through that tap. */
 static bool conv2d(Gemm *g) {
   Kernel *k = g->pk;
-  const Node *n = g->k->node;
+  const Node *n = gemm_node(g->k);
   Geo w = geo(n, &n->in[0]->shape, &n->shape);
   int64_t cg = w.c / w.groups, og = w.o / w.groups, taps = w.kh * w.kw, hw = w.ho * w.wo;
   g->batch = w.n * w.groups, g->m = og, g->n = hw, g->kb = 1, g->ki = cg * taps;
@@ -365,7 +370,7 @@ static KStmt *col2im(Gemm *g, const Geo *w, int64_t cog, int64_t taps, KExpr *b,
   KStmt *lo = loop(k, body, "ol", FDIV(VAR(g->v_mc), IC(taps)), KL_SERIAL, &ol);
   KExpr *ob = let(k, lo, "ob", MUL(ADD(ADD(MUL(b, IC(w->o)), MUL(gi, IC(cog))), ADD(oc0, ol)),
                                    IC(hw)));
-  int out = g->k->n_bufs - 1;
+  int out = gemm_node(g->k)->n_in;
   KStmt *lz = loop(k, lo, "e", IC(hw), KL_VECTOR, &e);
   ks_add(k, lz, ks_store(k, out, ADD(ob, e), FZ));
   KStmt *li = loop(k, lo, "i", IC(w->kh), KL_SERIAL, &i);
@@ -398,7 +403,7 @@ static KStmt *col2im(Gemm *g, const Geo *w, int64_t cog, int64_t taps, KExpr *b,
 
 static bool conv_t(Gemm *g) {
   Kernel *k = g->pk;
-  const Node *n = g->k->node;
+  const Node *n = gemm_node(g->k);
   Geo w = geo(n, &n->in[0]->shape, &n->shape);
   int64_t cig = w.c / w.groups, cog = w.o / w.groups, taps = w.kh * w.kw, hw_in = w.h * w.w;
   g->batch = w.n * w.groups, g->m = cog * taps, g->n = hw_in, g->kb = 1, g->ki = cig;
@@ -437,7 +442,7 @@ static void back_w_chunks(Gemm *g, int64_t groups, int64_t imgs, int64_t cs, int
   g->ps_buf = kir_buf(k, "ps", KT_F32, nch * numel, KB_SCRATCH, -1);
   g->c_buf = g->ps_buf;
   KStmt *fin = g->finish = ks_block(k);
-  int out = g->k->n_bufs - 1;
+  int out = gemm_node(g->k)->n_in;
   KStmt *l0 = loop(k, fin, "e", IC(numel), KL_VECTOR, &e);
   ks_add(k, l0, ks_store(k, out, e, ADD(FZ, LOAD(g->ps_buf, e))));
   KStmt *lc = loop(k, fin, "ch", IC(nch - 1), KL_SERIAL, &c);
@@ -455,7 +460,7 @@ static void back_w_chunks(Gemm *g, int64_t groups, int64_t imgs, int64_t cs, int
  * the images in chunks (back_w_chunks), which is what parallelizes them. */
 static bool back_w(Gemm *g) {
   Kernel *k = g->pk;
-  const Node *n = g->k->node;
+  const Node *n = gemm_node(g->k);
   Geo w = geo(n, &n->in[0]->shape, &n->in[1]->shape);
   int64_t cg = w.c / w.groups, og = w.o / w.groups, taps = w.kh * w.kw, hw = w.ho * w.wo;
   int64_t cs = conv2d_back_w_chunk(n);
@@ -530,7 +535,7 @@ bool gemm_describe(Gemm *g, Arena *a, const Kernel *k) {
   if (!standard_layout(k))
     return false;
   begin(g, a, k);
-  switch (k->node->op) {
+  switch (gemm_node(k)->op) {
   case OP_MATMUL: return matmul(g);
   case OP_CONV2D: return conv2d(g);
   case OP_CONV_TRANSPOSE2D: return conv_t(g);
