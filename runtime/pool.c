@@ -7,10 +7,13 @@
  * (the low 16), so a worker learns from one atomic load both that there is
  * new work and whether it has a part in it; workers with no part never
  * touch the job fields, which the next call may already be rewriting.
- * Worker t (1..k-1) runs chunk t, the caller runs chunk 0 and then waits
- * for a counter of outstanding chunks to reach zero.  The split is a pure
- * function of (n, grain, threads), which is what makes per-chunk
- * floating-point reductions reproducible.
+ * Workers 1..k-1 and the caller then take chunks from a claim word (the
+ * generation and the next chunk, taken by compare-and-swap), so a thread
+ * the VM has descheduled holds up no one: the others run its chunks, and
+ * the caller waits only for chunks already running.  A worker that comes
+ * late finds the generation changed and takes nothing.  The split is a
+ * pure function of (n, grain, threads), whoever runs each chunk, which is
+ * what makes per-chunk floating-point reductions reproducible.
  *
  * Waiting.  Kernels issue parallel loops back to back, so a waiter (worker
  * or caller) first spins for up to RT_POOL_SPIN_US microseconds, then
@@ -72,7 +75,8 @@ typedef struct Worker {
 
 static struct {
   _Alignas(64) atomic_uint_fast64_t ticket; /* generation << 16 | k */
-  _Alignas(64) atomic_int pending;          /* chunks the workers have yet to finish */
+  _Alignas(64) atomic_int pending;          /* chunks not yet finished */
+  _Alignas(64) atomic_uint_fast64_t claim;  /* generation << 16 | the next chunk to take */
   atomic_int caller_sleeping;
   _Alignas(64) atomic_int busy; /* the pool is taken (see above) */
   atomic_int stop;              /* workers should exit */
@@ -182,21 +186,40 @@ static void wait_done(void) {
   pthread_mutex_unlock(&P.done_mu);
 }
 
-static void *worker_main(void *arg) {
-  Worker *w = arg;
-  uint64_t seen = w->seen, t;
-  while (wait_ticket(w, seen, &t)) {
-    seen = t;
-    int k = (int)(t & CHUNK_MASK);
-    if (w->id >= k) continue; /* no part in this call: read nothing else */
+/* Takes the next chunk of the call with ticket t, or returns -1 when they
+ * are all taken or the call is over (its generation left the claim word).
+ * Until a chunk of it is taken its call cannot end, so the job's fields
+ * are read only after. */
+static int take_chunk(uint64_t t) {
+  uint64_t gen = t >> CHUNK_BITS, k = t & CHUNK_MASK;
+  uint64_t c = atomic_load(&P.claim);
+  while ((c >> CHUNK_BITS) == gen && (c & CHUNK_MASK) < k)
+    if (atomic_compare_exchange_weak(&P.claim, &c, c + 1)) return (int)(c & CHUNK_MASK);
+  return -1;
+}
+
+/* Runs chunks of the call with ticket t until none is left. */
+static void run_chunks(uint64_t t) {
+  int k = (int)(t & CHUNK_MASK), c;
+  while ((c = take_chunk(t)) >= 0) {
     int64_t b, e;
-    chunk_range(P.n, k, w->id, &b, &e);
+    chunk_range(P.n, k, c, &b, &e);
     P.fn(P.ctx, b, e);
     if (atomic_fetch_sub(&P.pending, 1) == 1 && atomic_load(&P.caller_sleeping)) {
       pthread_mutex_lock(&P.done_mu);
       pthread_cond_signal(&P.done_cv);
       pthread_mutex_unlock(&P.done_mu);
     }
+  }
+}
+
+static void *worker_main(void *arg) {
+  Worker *w = arg;
+  uint64_t seen = w->seen, t;
+  while (wait_ticket(w, seen, &t)) {
+    seen = t;
+    if (w->id >= (int)(t & CHUNK_MASK)) continue; /* no part in this call: read nothing else */
+    run_chunks(t);
   }
   return NULL;
 }
@@ -221,9 +244,11 @@ void rt_parallel_for(int64_t n, int64_t grain, RtRangeFn fn, void *ctx) {
     P.fn = fn;
     P.ctx = ctx;
     P.n = n;
-    atomic_store(&P.pending, k - 1);
+    atomic_store(&P.pending, k);
     uint64_t gen = (atomic_load(&P.ticket) >> CHUNK_BITS) + 1;
-    atomic_store(&P.ticket, gen << CHUNK_BITS | (uint64_t)k);
+    uint64_t t = gen << CHUNK_BITS | (uint64_t)k;
+    atomic_store(&P.claim, gen << CHUNK_BITS);
+    atomic_store(&P.ticket, t);
     for (int i = 0; i < k - 1; i++) {
       Worker *w = &P.w[i];
       if (atomic_load(&w->sleeping)) {
@@ -232,9 +257,7 @@ void rt_parallel_for(int64_t n, int64_t grain, RtRangeFn fn, void *ctx) {
         pthread_mutex_unlock(&w->mu);
       }
     }
-    int64_t b, e;
-    chunk_range(n, k, 0, &b, &e);
-    fn(ctx, b, e);
+    run_chunks(t);
     wait_done();
   }
   atomic_store(&P.busy, 0);

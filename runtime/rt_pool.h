@@ -10,12 +10,13 @@
  * chunk per thread, the calling thread included.
  *
  * Determinism: the split is static.  For the same n, grain and thread
- * count, chunk t is always the same range and always runs on the same
- * thread (chunk 0 on the caller, chunk t >= 1 on worker t).  A kernel that
- * reduces per chunk and then combines the partial results in chunk order
- * therefore gets bit-identical floating-point results on every run with
- * the same thread count (but not across thread counts, since the chunks
- * differ).  The calls that cannot use the pool (nested calls, or a second
+ * count, chunk t is always the same range; which thread runs it is not
+ * fixed (the caller and the workers take chunks as they come, so a thread
+ * the machine has descheduled delays no one).  A kernel that reduces per
+ * chunk (into a slot of chunk t, never of a thread) and then combines the
+ * partial results in chunk order therefore gets bit-identical
+ * floating-point results on every run with the same thread count (but
+ * not across thread counts, since the chunks differ).  The calls that cannot use the pool (nested calls, or a second
  * thread calling while the pool is busy) run the same chunks one after
  * another on their own thread, so their results are the same too.
  *
@@ -37,7 +38,8 @@
 typedef void (*RtRangeFn)(void *ctx, int64_t begin, int64_t end);
 
 /* Runs fn over [0, n) split into rt_parallel_chunks(n, grain, rt_threads())
- * contiguous chunks, one per thread, the calling thread taking chunk 0;
+ * contiguous chunks, at most one per thread, the calling thread and the
+ * workers taking them in turn (each chunk runs once, on one of them);
  * returns when every chunk is done, with the workers' writes visible to
  * the caller.  grain is the smallest chunk worth a thread (values < 1 mean
  * 1): when n <= grain, or the pool has one thread, fn runs once on the
