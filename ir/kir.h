@@ -218,6 +218,9 @@ Kernel *lower_fused(Arena *a, Node *const *members, const bool *stored, int n, b
 /* Whether op may be a member of a fused group other than its anchor (its
  * value is a formula of its inputs' values at the same element). */
 bool lower_fusable(Op op);
+/* Whether op may be a member of an elementwise group as a strided view of
+ * its input (slice), read where the group's loop needs it. */
+bool lower_view(Op op);
 /* Whether op may lead an elementwise group as its epilogue's source (a
  * matmul or convolution that codegen/llvm/cg_gemm.c schedules). */
 bool lower_gemm_head(Op op);

@@ -27,6 +27,9 @@
  *           cheaper than a round trip through memory for the formulas
  *           fused here.
  *
+ *           A slice member is a strided view: loaded from its input where
+ *           the loop needs it (its own row of nest strides), never stored.
+ *
  *  epilogue an eltwise group with a matmul or convolution among its members
  *           (lower_gemm_head): the kernel starts with that node's own
  *           nest, writing into the group's output buffer, and the loop
@@ -42,6 +45,32 @@
 #include "lower_internal.h"
 
 bool lower_fusable(Op op) { return op_info[op].cls == CL_ELTWISE || op == OP_BROADCAST_TO; }
+
+bool lower_view(Op op) { return op == OP_SLICE; }
+
+/* Where slice v reads its input: base + sum over axes of c[d] st[d]. */
+static int64_t view_strides(const Node *v, int64_t *st) {
+  int64_t base = 0;
+  lw_strides(&v->in[0]->shape, st);
+  for (int d = 0; d < v->shape.rank; d++) {
+    base += v->at.begin[d] * st[d];
+    st[d] *= v->at.step[d];
+  }
+  return base;
+}
+
+/* Slice v's element at flat index i of its shape (unravelled). */
+static KExpr *view_index(Kernel *k, KStmt *body, const Node *v, KExpr *i) {
+  int64_t st[MAX_RANK], ost[MAX_RANK];
+  int64_t base = view_strides(v, st);
+  lw_strides(&v->shape, ost);
+  i = lw_bind(k, body, "e", i);
+  KExpr *idx = IC(base);
+  for (int d = 0; d < v->shape.rank; d++)
+    if (v->shape.dim[d] > 1)
+      idx = ADD(idx, MUL(MOD(FDIV(i, IC(ost[d])), IC(v->shape.dim[d])), IC(st[d])));
+  return idx;
+}
 
 bool lower_gemm_head(Op op) {
   return op == OP_MATMUL || op == OP_CONV2D || op == OP_CONV_TRANSPOSE2D;
@@ -169,6 +198,11 @@ static void scalars(Fz *z, bool all) {
       z->val[m] = lw_bind(k, k->body, "v", LOAD(z->out, IC(0)));
       continue;
     }
+    if (lower_view(v->op)) {
+      int64_t st[MAX_RANK];
+      z->val[m] = lw_bind(k, k->body, "v", LOAD(buf_of(k, v->in[0], KB_IN), IC(view_strides(v, st))));
+      continue;
+    }
     KExpr **in_val = operands(k, v);
     for (int j = 0; j < v->n_in; j++)
       if (member_index(z, v->in[j]) < 0)
@@ -195,8 +229,19 @@ static Kernel *lower_eltwise_group(Fz *z) {
   int64_t st[LW_OPS][MAX_RANK];
   int n_ops = 1;
   lw_strides(D, st[0]);
+  int view_op[64 + 1];
+  int64_t view_base[64 + 1];
+  for (int m = 0; m < z->n && m < 64; m++) { /* slices: their input's strides */
+    view_op[m] = -1;
+    if (!lower_view(z->members[m]->op) || shape_numel(&z->members[m]->shape) == 1 ||
+        n_ops == LW_OPS)
+      continue;
+    view_base[m] = view_strides(z->members[m], st[n_ops]);
+    bc[n_ops] = NULL;
+    view_op[m] = n_ops++;
+  }
   for (int m = 0; m < z->n; m++)
-    for (int j = 0; m != z->head && j < z->members[m]->n_in &&
+    for (int j = 0; m != z->head && !lower_view(z->members[m]->op) && j < z->members[m]->n_in &&
                     shape_numel(&z->members[m]->shape) > 1; j++) {
       const Node *x = z->members[m]->in[j];
       if (member_index(z, x) >= 0 || shape_numel(&x->shape) == 1 || shape_eq(&x->shape, D))
@@ -220,9 +265,17 @@ static Kernel *lower_eltwise_group(Fz *z) {
   KExpr **loaded = arena_alloc(k->arena, sizeof(KExpr *) * cap);
   int *loaded_node = arena_alloc(k->arena, sizeof(int) * cap);
   int n_loaded = 0;
+  for (int m = 0; m < z->n; m++) { /* slices: loaded where they look */
+    const Node *v = z->members[m];
+    if (!lower_view(v->op) || shape_numel(&v->shape) == 1)
+      continue;
+    int o = m < 64 ? view_op[m] : -1;
+    KExpr *idx = o > 0 ? lw_at(k, &ns, o, view_base[m]) : view_index(k, ns.body, v, i);
+    z->val[m] = lw_bind(k, ns.body, "x", LOAD(buf_of(k, v->in[0], KB_IN), idx));
+  }
   for (int m = 0; m < z->n; m++) {
     const Node *v = z->members[m];
-    if (shape_numel(&v->shape) == 1 || m == z->head)
+    if (shape_numel(&v->shape) == 1 || m == z->head || lower_view(v->op))
       continue;
     for (int j = 0; j < v->n_in; j++) {
       const Node *x = v->in[j];
@@ -244,7 +297,7 @@ static Kernel *lower_eltwise_group(Fz *z) {
     z->val[z->head] = lw_bind(k, ns.body, "v", LOAD(z->out, i));
   for (int m = 0; m < z->n; m++) {
     const Node *v = z->members[m];
-    if (shape_numel(&v->shape) == 1 || m == z->head)
+    if (shape_numel(&v->shape) == 1 || m == z->head || lower_view(v->op))
       continue;
     KExpr **in_val = operands(k, v);
     for (int j = 0; j < v->n_in; j++)
@@ -402,7 +455,7 @@ Kernel *lower_fused(Arena *a, Node *const *members, const bool *stored, int n, b
     if (lower_gemm_head(members[m]->op) && eltwise && z.head < 0)
       z.head = m;
     else
-      ASSERT(lower_fusable(members[m]->op));
+      ASSERT(lower_fusable(members[m]->op) || (eltwise && lower_view(members[m]->op)));
   }
   if (!eltwise)
     return lower_other_group(a, &z);

@@ -21,6 +21,8 @@
  *   - it is not a result of the step (an output, the loss, an update
  *     value), unless G is elementwise (kind multi: it becomes one more
  *     output of G's loop, as the optimizer's m, v and p of one parameter).
+ * A slice may join an elementwise G too, as a strided view of its input
+ * (which then cannot join: it is read at other places than its element).
  * A matmul or convolution of G's shape may join an elementwise G as its
  * head (kind epilogue), not a result, one per group; nothing it reads may
  * join after it (it reads its inputs from memory, in its own schedule).
@@ -178,7 +180,12 @@ static const char *refuse(Fuser *f, const Node *n, int gi) {
                          op_name(f->us.list[k]->op));
   if (lower_gemm_head(n->op))
     return refuse_head(f, n, gi);
-  if (!lower_fusable(n->op))
+  for (int k = f->us.off[n->id]; k < f->us.off[n->id + 1]; k++)
+    if (f->live[f->us.list[k]->id] && f->us.list[k]->op == OP_SLICE)
+      return "slice reads it at other places than its own element";
+  if (lower_view(n->op) && !eltwise)
+    return arena_fmt(a, "%s joins elementwise kernels only", op_name(n->op));
+  if (!lower_fusable(n->op) && !lower_view(n->op))
     return arena_fmt(a, "%s makes a kernel of its own", op_name(n->op));
   if (!eltwise && !lower_takes_producers(anchor->op))
     return arena_fmt(a, "%s reads its inputs in a schedule of its own", op_name(anchor->op));
@@ -219,6 +226,8 @@ static void finish_group(Fuser *f, int gi) {
   G->members = arena_alloc(a, sizeof(Node *) * (size_t)n);
   for (int i = 0; i < n; i++) /* joined in decreasing id order */
     G->members[i] = f->g->nodes[f->members[gi][n - 1 - i]];
+  for (int i = 0; i < n - 1; i++)
+    G->views |= lower_view(G->members[i]->op);
   int cap = 0;
   for (int i = 0; i < n; i++)
     cap += G->members[i]->n_in;

@@ -20,7 +20,8 @@
  * element before it stores any output of it.  Not the one-element values of a
  * group (the kernel computes them before its loop, one after another), nor
  * the outputs of an epilogue group (its matmul writes the output before
- * the loop reads the inputs).
+ * the loop reads the inputs) or of a group with a slice (it reads its
+ * input at other elements than the one being written).
  * x * x reads x once, so it may overwrite x too.
  */
 #include "passes.h"
@@ -34,7 +35,7 @@ static bool fits_in_place(const Node *n, const Node *u) {
 /* Whether the kernel of group G may write its output n over an input. */
 static bool may_overwrite(const FuseGroup *G, const Node *n) {
   return G->n_members == 1 ? op_has(n->op, F_INPLACE)
-                           : G->eltwise && !G->head && shape_numel(&n->shape) > 1;
+                           : G->eltwise && !G->head && !G->views && shape_numel(&n->shape) > 1;
 }
 
 /* At the step k of G's anchor, where G reads its inputs: each of its

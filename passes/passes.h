@@ -113,6 +113,7 @@ typedef struct FuseGroup {
   int n_ins;
   bool eltwise;    /* an elementwise anchor: outputs may overwrite inputs */
   Node *head;      /* or NULL: the matmul or convolution an epilogue group starts with */
+  bool views;      /* a slice among the members: it reads its input at other places */
 } FuseGroup;
 
 /* Parses --fuse's value: none, all, or a comma list of eltwise, reduce,

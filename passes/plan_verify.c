@@ -134,7 +134,7 @@ static bool legal_inplace(const Plan *p, const Node *u, const Node *v, const Lif
     for (int j = 0; j < s.G->members[m]->n_in; j++)
       reads = reads || s.G->members[m]->in[j] == u;
   bool kind = s.G && (s.G->n_members == 1 ? op_has(v->op, F_INPLACE)
-                                            : s.G->eltwise && !s.G->head &&
+                                            : s.G->eltwise && !s.G->head && !s.G->views &&
                                                   shape_numel(&v->shape) > 1);
   return reads && kind && !member(s.G, u) && u->op != OP_INPUT && !L[u->id].root &&
          L[u->id].last == s.read && L[v->id].first == s.start &&
