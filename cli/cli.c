@@ -264,19 +264,6 @@ const char *cli_loc(Cli *c, Loc l) {
   return l.src ? arena_fmt(c->arena, "%s:%d:%d", l.src->name, l.line, l.col) : "-";
 }
 
-void cli_json_str(FILE *f, const char *s) {
-  fputc('"', f);
-  for (; *s; s++) {
-    unsigned char ch = (unsigned char)*s;
-    if (ch == '"' || ch == '\\')
-      fprintf(f, "\\%c", ch);
-    else if (ch < 0x20)
-      fprintf(f, "\\u%04x", ch);
-    else
-      fputc(ch, f);
-  }
-  fputc('"', f);
-}
 
 int cli_protect(Cli *c, void (*fn)(void *), void *ud) {
   if (diag_protect(&c->diag, fn, ud) == 0)

@@ -105,8 +105,6 @@ Node **cli_step_roots(Cli *c, Graph *g, bool train, TrainStep *ts, int *n);
 void cli_define_batch(Cli *c, const Graph *g, const Node *x);
 /* "file:line:col", or "-" without a location (arena-allocated). */
 const char *cli_loc(Cli *c, Loc l);
-/* s as a JSON string, quoted and escaped. */
-void cli_json_str(FILE *f, const char *s);
 
 /* Plans g for roots with the command line's switches, verifies the plan
  * under --verify-plan (an internal error if it fails), reports it with -v. */

@@ -356,7 +356,7 @@ static void json_build(Bench *b, int which, FILE *f) {
   for (int i = 0; i < kb->n; i++) {
     Stat t = stat_of(a, &s->kern_t[i], b->rounds, kb->n);
     fprintf(f, "       {\"name\": ");
-    cli_json_str(f, kb->name[i]);
+    json_write_str(f, kb->name[i]);
     fprintf(f, ", \"nodes\": %d, \"bytes\": %lld, \"flops\": %.0f, ", kb->n_nodes[i],
             (long long)kb->bytes[i], kb->flops[i]);
     json_stat(f, "time", t);
@@ -374,13 +374,13 @@ static void print_json(Bench *b) {
   const Graph *g = b->s[FUSED].g;
   FILE *f = stdout;
   fprintf(f, "{\n  \"model\": ");
-  cli_json_str(f, g->name);
+  json_write_str(f, g->name);
   fprintf(f, ",\n  \"constants\": {");
   for (int i = 0; i < g->n_consts; i++) {
     fprintf(f, "%s", i ? ", " : "");
-    cli_json_str(f, g->const_names[i]);
+    json_write_str(f, g->const_names[i]);
     fprintf(f, ": ");
-    cli_json_str(f, g->const_values[i]);
+    json_write_str(f, g->const_values[i]);
   }
   fprintf(f, "},\n  \"mode\": \"%s\",\n  \"threads\": %d,\n  \"rounds\": %d,\n"
              "  \"warmup\": %d,\n  \"agree\": true,\n  \"tolerance\": %g,\n"

@@ -191,14 +191,14 @@ void fused_print_dot(Cli *c, const Plan *p, FILE *f) {
 
 static void json_member(Cli *c, const Plan *p, const Node *n, FILE *f) {
   fprintf(f, "        {\"id\": %d, \"name\": ", n->id);
-  cli_json_str(f, n->name);
+  json_write_str(f, n->name);
   fprintf(f, ", \"op\": \"%s\", \"dtype\": \"%s\", \"shape\": [", op_name(n->op),
           dtype_name(n->dtype));
   for (int i = 0; i < n->shape.rank; i++)
     fprintf(f, "%s%lld", i ? ", " : "", (long long)n->shape.dim[i]);
   fprintf(f, "], \"loc\": ");
   if (n->loc.src)
-    cli_json_str(f, cli_loc(c, n->loc));
+    json_write_str(f, cli_loc(c, n->loc));
   else
     fprintf(f, "null");
   fprintf(f, ", \"internal\": %s, \"backward\": %s}", p->internal[n->id] ? "true" : "false",
@@ -207,7 +207,7 @@ static void json_member(Cli *c, const Plan *p, const Node *n, FILE *f) {
 
 static void json_kernel(Cli *c, const Plan *p, int k, const FuseGroup *G, FILE *f) {
   fprintf(f, "    {\"index\": %d, \"anchor\": ", k);
-  cli_json_str(f, G->anchor->name);
+  json_write_str(f, G->anchor->name);
   fprintf(f, ", \"op\": \"%s\", \"eltwise\": %s, \"derived\": %s,\n      \"members\": [\n",
           op_name(G->anchor->op), G->eltwise ? "true" : "false",
           G->anchor->derived ? "true" : "false");
@@ -218,7 +218,7 @@ static void json_kernel(Cli *c, const Plan *p, int k, const FuseGroup *G, FILE *
   fprintf(f, "      ],\n      \"inputs\": [");
   for (int i = 0; i < G->n_ins; i++) {
     fprintf(f, "%s", i ? ", " : "");
-    cli_json_str(f, G->ins[i]->name);
+    json_write_str(f, G->ins[i]->name);
   }
   fprintf(f, "],\n      \"boundaries\": [");
   int nb = 0;
@@ -227,9 +227,9 @@ static void json_kernel(Cli *c, const Plan *p, int k, const FuseGroup *G, FILE *
     if (p->internal[n->id] || !p->why[n->id])
       continue;
     fprintf(f, "%s{\"name\": ", nb++ ? ", " : "");
-    cli_json_str(f, n->name);
+    json_write_str(f, n->name);
     fprintf(f, ", \"why\": ");
-    cli_json_str(f, p->why[n->id]);
+    json_write_str(f, p->why[n->id]);
     fprintf(f, "}");
   }
   fprintf(f, "]}");
@@ -238,7 +238,7 @@ static void json_kernel(Cli *c, const Plan *p, int k, const FuseGroup *G, FILE *
 void fused_print_json(Cli *c, const Plan *p, FILE *f) {
   int *ord = kernel_order(c, p);
   fprintf(f, "{\n  \"model\": ");
-  cli_json_str(f, p->g->name);
+  json_write_str(f, p->g->name);
   fprintf(f, ",\n  \"training\": %s,\n  \"fuse\": \"%s\",\n  \"n_nodes\": %d,\n"
              "  \"n_kernels\": %d,\n  \"n_internal\": %d,\n  \"kernels\": [\n",
           p->g->training ? "true" : "false", fuse_opts_text(&p->opts.fuse), count_members(p),

@@ -131,19 +131,6 @@ void aot_init(Aot *a, const AotGraphs *gs, const PlanOpts *po) {
 
 /* --- the manifest ------------------------------------------------------------- */
 
-static void json_str(FILE *f, const char *s) {
-  fputc('"', f);
-  for (; *s; s++) {
-    unsigned char ch = (unsigned char)*s;
-    if (ch == '"' || ch == '\\')
-      fprintf(f, "\\%c", ch);
-    else if (ch < 0x20)
-      fprintf(f, "\\u%04x", ch);
-    else
-      fputc(ch, f);
-  }
-  fputc('"', f);
-}
 
 static void json_type(FILE *f, const Node *n) {
   fprintf(f, "\"dtype\": \"%s\", \"shape\": [", dtype_name(n->dtype));
@@ -154,7 +141,7 @@ static void json_type(FILE *f, const Node *n) {
 
 static void json_io(FILE *f, const AotIo *io) {
   fputs("{\"name\": ", f);
-  json_str(f, io->name);
+  json_write_str(f, io->name);
   fputs(", ", f);
   json_type(f, io->node);
   fprintf(f, ", \"offset\": %lld, \"batch\": %d}", (long long)io->offset, io->batch);
@@ -197,7 +184,7 @@ static void json_train(FILE *f, const Aot *a) {
   }
   RtSchedule r = train_schedule(sp);
   fputs("],\n  \"optimizer\": ", f);
-  json_str(f, sp->opt_name ? sp->opt_name : "sgd");
+  json_write_str(f, sp->opt_name ? sp->opt_name : "sgd");
   fprintf(f, ", \"optimizer_kind\": %d,\n  \"schedule\": {\"kind\": %d, \"lr\": %.17g, "
           "\"gamma\": %.17g, \"every\": %d, \"end\": %.17g, \"epochs\": %d, \"warmup\": %lld},\n"
           "  \"epochs\": %d, \"seed\": %llu, \"shuffle\": %d}", (int)sp->opt, (int)r.kind, r.lr,
@@ -211,7 +198,7 @@ static void json_prepared(FILE *f, const Aot *a) {
   for (int i = 0; i < a->n_prepared; i++) {
     const AotParam *p = &a->prepared[i];
     fputs(i ? ",\n  {\"name\": " : "\n  {\"name\": ", f);
-    json_str(f, p->node->name);
+    json_write_str(f, p->node->name);
     fputs(", ", f);
     json_type(f, p->node);
     fprintf(f, ", \"offset\": %lld, \"slot\": %d}", (long long)p->offset, p->slot);
@@ -225,7 +212,7 @@ static char *manifest(const Aot *a) {
   if (!f)
     die("out of memory");
   fputs("{\"format\": \"kiln-program\", \"version\": 1, \"model\": ", f);
-  json_str(f, a->model);
+  json_write_str(f, a->model);
   fprintf(f, ",\n \"ext_slots\": %d, \"params_bytes\": %lld,\n \"params\": [",
           a->n_params + a->n_prepared + 1, (long long)a->params_bytes);
   bool *in_infer = arena_alloc(a->arena, sizeof(bool) * (size_t)(a->n_params + 2));
@@ -234,7 +221,7 @@ static char *manifest(const Aot *a) {
   for (int i = 0; i < a->n_params; i++) {
     const AotParam *p = &a->params[i];
     fputs(i ? ",\n  {\"name\": " : "\n  {\"name\": ", f);
-    json_str(f, p->node->name);
+    json_write_str(f, p->node->name);
     fputs(", ", f);
     json_type(f, p->node);
     fprintf(f, ", \"offset\": %lld, \"slot\": %d, \"trainable\": %d, \"infer\": %d}",
@@ -243,7 +230,7 @@ static char *manifest(const Aot *a) {
   json_prepared(f, a);
   fprintf(f, "],\n \"infer\": {\"function\": \"kiln_infer\", \"arena\": %lld, \"batch\": %lld, "
           "\"batch_name\": ", (long long)a->infer.plan.arena, (long long)a->batch);
-  json_str(f, a->batch && a->src.batch_name ? a->src.batch_name : "");
+  json_write_str(f, a->batch && a->src.batch_name ? a->src.batch_name : "");
   fputs(",\n  ", f);
   json_ios(f, "inputs", a->infer.inputs, a->infer.n_inputs);
   fputs(",\n  ", f);

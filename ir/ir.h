@@ -639,6 +639,8 @@ int64_t node_traffic(const Node *n);
 void graph_print_text(const Graph *g, FILE *f, bool with_summary);
 void graph_print_dot(const Graph *g, FILE *f);
 void graph_print_json(const Graph *g, FILE *f);
+/* s as a JSON string, quoted and escaped (every JSON kiln writes). */
+void json_write_str(FILE *f, const char *s);
 void graph_print_summary(const Graph *g, FILE *f); /* `kiln check` */
 void attrs_print(const Node *n, FILE *f);          /* "stride=2 pad=1" */
 

@@ -190,7 +190,7 @@ void graph_print_dot(const Graph *g, FILE *f) {
 
 /* --- JSON ------------------------------------------------------------------- */
 
-static void json_str(FILE *f, const char *s) {
+void json_write_str(FILE *f, const char *s) {
   fputc('"', f);
   for (; *s; s++) {
     unsigned char c = (unsigned char)*s;
@@ -206,7 +206,7 @@ static void json_str(FILE *f, const char *s) {
 
 static void json_node(const Node *n, FILE *f) {
   fprintf(f, "    {\"id\": %d, \"name\": ", n->id);
-  json_str(f, n->name);
+  json_write_str(f, n->name);
   fprintf(f, ", \"op\": \"%s\", \"class\": \"%s\", \"role\": \"%s\", \"dtype\": \"%s\", \"shape\": [",
           op_name(n->op), op_class_name(op_info[n->op].cls), role(n), dtype_name(n->dtype));
   for (int i = 0; i < n->shape.rank; i++)
@@ -220,7 +220,7 @@ static void json_node(const Node *n, FILE *f) {
   FILE *m = open_memstream(&buf, &len);
   attrs_print(n, m);
   fclose(m);
-  json_str(f, buf[0] == ' ' ? buf + 1 : buf);
+  json_write_str(f, buf[0] == ' ' ? buf + 1 : buf);
   free(buf);
   fprintf(f, ", \"flops\": %.0f, \"bytes\": %lld", node_flops(n), (long long)node_bytes(n));
   if (n->op == OP_PARAM)
@@ -232,7 +232,7 @@ static void json_node(const Node *n, FILE *f) {
   fprintf(f, ", \"source\": ");
   if (n->loc.src) {
     fprintf(f, "{\"file\": ");
-    json_str(f, n->loc.src->name);
+    json_write_str(f, n->loc.src->name);
     fprintf(f, ", \"line\": %d, \"col\": %d}", n->loc.line, n->loc.col);
   } else {
     fprintf(f, "null");
@@ -242,13 +242,13 @@ static void json_node(const Node *n, FILE *f) {
 
 void graph_print_json(const Graph *g, FILE *f) {
   fprintf(f, "{\n  \"model\": ");
-  json_str(f, g->name);
+  json_write_str(f, g->name);
   fprintf(f, ",\n  \"training\": %s,\n  \"constants\": {", g->training ? "true" : "false");
   for (int i = 0; i < g->n_consts; i++) {
     fprintf(f, "%s", i ? ", " : "");
-    json_str(f, g->const_names[i]);
+    json_write_str(f, g->const_names[i]);
     fprintf(f, ": ");
-    json_str(f, g->const_values[i]);
+    json_write_str(f, g->const_values[i]);
   }
   fprintf(f, "},\n  \"parameters\": %lld,\n  \"trainable_parameters\": %lld,\n",
           (long long)graph_param_count(g, false), (long long)graph_param_count(g, true));
@@ -260,7 +260,7 @@ void graph_print_json(const Graph *g, FILE *f) {
   fprintf(f, "  ],\n  \"outputs\": [");
   for (int i = 0; i < g->n_outputs; i++) {
     fprintf(f, "%s{\"name\": ", i ? ", " : "");
-    json_str(f, g->outputs[i].name);
+    json_write_str(f, g->outputs[i].name);
     fprintf(f, ", \"node\": %d}", g->outputs[i].node->id);
   }
   fprintf(f, "],\n  \"updates\": [");

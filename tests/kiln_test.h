@@ -96,6 +96,19 @@ static inline Compiled compile_model_small(const char *text, bool training) {
   return compile_opts(text, training, defs, n);
 }
 
+/* What a step of c computes: its outputs, or with `train` the whole
+ * training step (built into c's graph): the roots, n_roots in *n. */
+static inline Node **kt_step_roots(Compiled *c, bool train, int *n) {
+  TrainStep ts = {.n_roots = c->g->n_outputs};
+  ts.roots = arena_alloc(c->a, sizeof(Node *) * (size_t)(ts.n_roots + 1));
+  for (int i = 0; i < ts.n_roots; i++)
+    ts.roots[i] = c->g->outputs[i].node;
+  if (train)
+    build_train_step(c->g, &c->d, &ts);
+  *n = ts.n_roots;
+  return ts.roots;
+}
+
 /* Appends loss = sum(y * r) to g, r a new f32 input shaped like the value
  * `y`: a scalar whose gradient reaches every input of y (through random
  * weights r), for tests that differentiate a case's graph.  *r_out gets r. */
@@ -182,6 +195,30 @@ static inline char *read_model(const char *name) {
   char *s = realloc(data, len + 1);
   s[len] = 0;
   return s;
+}
+
+/* Calls fn for every model of models/ at kt_small_consts' sizes, its
+ * inference step and then its training step: the graph, the step's roots,
+ * the file's name and "NAME (inference)" or "NAME (training step)". */
+typedef void (*KtStepFn)(Graph *g, Node **roots, int n, const char *file, bool train,
+                         const char *what);
+static inline void kt_every_model_step(KtStepFn fn) {
+  char names[32][64], what[128];
+  int nm = list_models(names, 32);
+  assert_true(nm >= 4);
+  for (int m = 0; m < nm; m++) {
+    char *text = read_model(names[m]);
+    for (int train = 0; train < 2; train++) {
+      Compiled c = compile_model_small(text, train);
+      MUST_COMPILE(c);
+      int n;
+      Node **roots = kt_step_roots(&c, train, &n);
+      snprintf(what, sizeof what, "%.63s (%s)", names[m], train ? "training step" : "inference");
+      fn(c.g, roots, n, names[m], train, what);
+      compiled_free(&c);
+    }
+    free(text);
+  }
 }
 
 #endif

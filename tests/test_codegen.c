@@ -776,28 +776,14 @@ static void run_model(Graph *g, Node *const *roots, int n_roots, const char *wha
   ref_free(&ev, own);
 }
 
+static void model_step(Graph *g, Node **roots, int n, const char *file, bool train,
+                       const char *what) {
+  run_model(g, roots, n, what, 1e-4);
+}
+
 static void every_model(void **state) {
-  char names[32][64];
-  int nm = list_models(names, 32);
-  assert_true(nm >= 4);
   rt_set_threads(2);
-  for (int m = 0; m < nm; m++) {
-    char *text = read_model(names[m]), what[128];
-    for (int train = 0; train < 2; train++) {
-      Compiled c = compile_model_small(text, train);
-      MUST_COMPILE(c);
-      TrainStep ts = {.n_roots = c.g->n_outputs};
-      ts.roots = arena_alloc(c.a, sizeof(Node *) * (size_t)(ts.n_roots + 1));
-      for (int i = 0; i < ts.n_roots; i++)
-        ts.roots[i] = c.g->outputs[i].node;
-      if (train)
-        build_train_step(c.g, &c.d, &ts);
-      snprintf(what, sizeof what, "%.63s (%s)", names[m], train ? "training step" : "inference");
-      run_model(c.g, ts.roots, ts.n_roots, what, 1e-4);
-      compiled_free(&c);
-    }
-    free(text);
-  }
+  kt_every_model_step(model_step);
   rt_set_threads(1);
   print_message("  worst |JIT - reference| / tolerance: %.3g\n", worst);
 }
