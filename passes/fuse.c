@@ -118,7 +118,7 @@ static int readers_group(Fuser *f, const Node *n, const char **why) {
   Arena *a = f->g->arena;
   int gi = -1, n_groups = 0, n_readers = 0;
   bool backward = false;
-  int seen[8];
+  int *seen = arena_alloc(a, sizeof(int) * (size_t)(f->us.off[n->id + 1] - f->us.off[n->id] + 1));
   for (int k = f->us.off[n->id]; k < f->us.off[n->id + 1]; k++) {
     const Node *u = f->us.list[k];
     if (!f->live[u->id])
@@ -127,13 +127,10 @@ static int readers_group(Fuser *f, const Node *n, const char **why) {
     backward |= u->is_backward && !n->is_backward;
     int ug = f->p->group[u->id];
     bool known = false;
-    for (int s = 0; s < n_groups && s < 8; s++)
+    for (int s = 0; s < n_groups; s++)
       known |= seen[s] == ug;
-    if (!known) {
-      if (n_groups < 8)
-        seen[n_groups] = ug;
-      n_groups++;
-    }
+    if (!known)
+      seen[n_groups++] = ug;
     gi = ug;
   }
   if (n_readers == 0) {
