@@ -35,8 +35,7 @@ Kernel *lower_node(Arena *a, const Node *n) {
 
 KType lw_type(DType t) { return t == DT_I32 ? KT_I32 : KT_F32; }
 
-/* name with every non-identifier character replaced by '_'. */
-static char *ident(Arena *a, const char *prefix, const char *name) {
+char *lw_ident(Arena *a, const char *prefix, const char *name) {
   char *s = arena_fmt(a, "%s%s", prefix, name);
   for (char *p = s; *p; p++) {
     char c = *p;
@@ -57,18 +56,18 @@ static const char *unique(Kernel *k, const char *name) {
   return name;
 }
 
-static void add_buf(Kernel *k, const Node *nd, KBufRole role) {
-  const char *name = unique(k, ident(k->arena, "", nd->name));
-  kir_buf(k, name, lw_type(nd->dtype), shape_numel(&nd->shape), role, nd->id);
+int lw_node_buf(Kernel *k, const Node *nd, KBufRole role) {
+  const char *name = unique(k, lw_ident(k->arena, "", nd->name));
+  return kir_buf(k, name, lw_type(nd->dtype), shape_numel(&nd->shape), role, nd->id);
 }
 
 int lw_step_buf(Kernel *k) { return kir_buf(k, unique(k, "step"), KT_IDX, 1, KB_IN, KBUF_STEP); }
 
 Kernel *lw_kernel(Arena *a, const Node *n) {
-  Kernel *k = kir_new(a, ident(a, arena_fmt(a, "%s_", op_name(n->op)), n->name), n);
+  Kernel *k = kir_new(a, lw_ident(a, arena_fmt(a, "%s_", op_name(n->op)), n->name), n);
   for (int i = 0; i < n->n_in; i++)
-    add_buf(k, n->in[i], KB_IN);
-  add_buf(k, n, KB_OUT);
+    lw_node_buf(k, n->in[i], KB_IN);
+  lw_node_buf(k, n, KB_OUT);
   return k;
 }
 

@@ -122,11 +122,7 @@ static const char *fused_name(Arena *a, Node *const *members, int n) {
     }
     len += (size_t)snprintf(ops + len, sizeof ops - len, "%s_", op_name(members[m]->op));
   }
-  char *s = arena_fmt(a, "%s%s", ops, members[n - 1]->name);
-  for (char *p = s; *p; p++)
-    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')))
-      *p = '_';
-  return s;
+  return lw_ident(a, ops, members[n - 1]->name);
 }
 
 static Kernel *new_kernel(Arena *a, Node *const *members, int n) {
@@ -141,14 +137,7 @@ static int buf_of(Kernel *k, const Node *x, KBufRole role) {
   for (int b = 0; b < k->n_bufs; b++)
     if (k->bufs[b].node == x->id)
       return b;
-  char *name = arena_fmt(k->arena, "%s", x->name);
-  for (char *p = name; *p; p++)
-    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')))
-      *p = '_';
-  for (int b = 0; b < k->n_bufs; b++)
-    if (strcmp(k->bufs[b].name, name) == 0)
-      name = arena_fmt(k->arena, "%s_%d", name, k->n_bufs);
-  return kir_buf(k, name, lw_type(x->dtype), shape_numel(&x->shape), role, x->id);
+  return lw_node_buf(k, x, role);
 }
 
 /* The index of x's element that broadcasting reads for element e of a
@@ -390,7 +379,7 @@ static void renumber_stmt(Kernel *k, KStmt *s, const int *to) {
 static Kernel *lower_other_group(Arena *a, Fz *z) {
   const Node *anchor = z->members[z->n - 1];
   Kernel *k = lower_node(a, anchor);
-  k->name = new_kernel(a, z->members, z->n)->name;
+  k->name = fused_name(a, z->members, z->n);
   k->members = z->members;
   k->n_members = z->n;
   z->k = k;
@@ -430,7 +419,7 @@ static Kernel *lower_other_group(Arena *a, Fz *z) {
 static Kernel *head_kernel(Arena *a, Fz *z) {
   const Node *head = z->members[z->head], *anchor = z->members[z->n - 1];
   Kernel *k = lower_node(a, head);
-  k->name = new_kernel(a, z->members, z->n)->name;
+  k->name = fused_name(a, z->members, z->n);
   k->members = z->members;
   k->n_members = z->n;
   k->node = anchor;

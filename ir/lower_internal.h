@@ -52,6 +52,12 @@ KType lw_type(DType t);
  * (in order) and the KB_OUT buffer, index n->n_in (lw_out). */
 Kernel *lw_kernel(Arena *a, const Node *n);
 static inline int lw_out(const Node *n) { return n->n_in; }
+/* prefix + name with every character that cannot be in a C identifier
+ * replaced by '_'. */
+char *lw_ident(Arena *a, const char *prefix, const char *name);
+/* A buffer for node nd's value (named after it, made unique in k);
+ * returns its index. */
+int lw_node_buf(Kernel *k, const Node *nd, KBufRole role);
 /* Adds the step counter's buffer (KB_IN, KT_IDX[1], node KBUF_STEP). */
 int lw_step_buf(Kernel *k);
 
