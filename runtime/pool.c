@@ -69,7 +69,7 @@ typedef struct Worker {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   atomic_int sleeping; /* set while it waits (or is about to) on cv */
-  int id;              /* 1..threads-1: the chunk it runs */
+  int id;              /* 1..threads-1: takes part in calls of more than id chunks */
   uint64_t seen;       /* the ticket when it was started */
 } Worker;
 
