@@ -74,6 +74,7 @@ typedef struct Build {
   bool aot_ready;
   char *tmp_obj[AOT_MAX_PARTS]; /* object files removed at the end */
   int n_parts;                  /* > 0: the program's code in that many objects */
+  char *tmp_params;             /* the parameters' file for the assembler, removed too */
   double t0, t_front, t_link, t_write;
 } Build;
 
@@ -247,10 +248,20 @@ static void load_weights(Build *b) {
 static void fill_params(Build *b) {
   Aot *a = &b->a;
   uint64_t seed = b->gt ? a->src.spec.seed : b->c->seed;
+  if (!b->c->weights && b->emit == EMIT_EXE) { /* nothing to carry: the program draws them */
+    aot_params_at_start(a, seed);
+    return;
+  }
   for (int i = 0; i < a->n_params; i++)
     param_init_fill(a->params[i].node, seed, a->blob + a->params[i].offset);
   if (b->c->weights)
     load_weights(b);
+  if (b->emit & (EMIT_LLVM | EMIT_ASM))
+    return; /* their text would name a file that is gone: keep the constant */
+  char err[512];
+  b->tmp_params = arena_fmt(b->c->arena, "%s.tmp.%ld.params", b->c->out, (long)getpid());
+  if (!aot_params_to_file(a, b->tmp_params, err, sizeof err))
+    error_plain(&b->c->diag, "%s", err);
 }
 
 /* --- files ------------------------------------------------------------------------------ */
@@ -529,6 +540,8 @@ static int build_run(Cli *c) {
   for (int i = 0; i < AOT_MAX_PARTS; i++)
     if (b.tmp_obj[i])
       remove(b.tmp_obj[i]);
+  if (b.tmp_params)
+    remove(b.tmp_params);
   if (b.aot_ready)
     aot_free(&b.a);
   return rc;

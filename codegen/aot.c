@@ -62,6 +62,7 @@ static void layout_params(Aot *a, Graph *owner) {
     a->params_bytes += round_up(bytes);
   }
   a->blob = calloc(1, (size_t)(a->params_bytes ? a->params_bytes : 1));
+  a->params_stored = true;
   if (!a->blob)
     die("out of memory for %lld bytes of parameters", (long long)a->params_bytes);
 }
@@ -213,8 +214,9 @@ static char *manifest(const Aot *a) {
     die("out of memory");
   fputs("{\"format\": \"kiln-program\", \"version\": 1, \"model\": ", f);
   json_write_str(f, a->model);
-  fprintf(f, ",\n \"ext_slots\": %d, \"params_bytes\": %lld,\n \"params\": [",
-          a->n_params + a->n_prepared + 1, (long long)a->params_bytes);
+  fprintf(f, ",\n \"ext_slots\": %d, \"params_bytes\": %lld, \"params_stored\": %d, "
+          "\"init_seed\": %llu,\n \"params\": [", a->n_params + a->n_prepared + 1,
+          (long long)a->params_bytes, a->params_stored, (unsigned long long)a->init_seed);
   bool *in_infer = arena_alloc(a->arena, sizeof(bool) * (size_t)(a->n_params + 2));
   for (int i = 0; i < a->infer.g->n_nodes; i++)
     in_infer[a->infer.slot[i]] = true;
@@ -224,8 +226,14 @@ static char *manifest(const Aot *a) {
     json_write_str(f, p->node->name);
     fputs(", ", f);
     json_type(f, p->node);
-    fprintf(f, ", \"offset\": %lld, \"slot\": %d, \"trainable\": %d, \"infer\": %d}",
+    fprintf(f, ", \"offset\": %lld, \"slot\": %d, \"trainable\": %d, \"infer\": %d",
             (long long)p->offset, p->slot, p->node->trainable, in_infer[p->slot]);
+    const Init *in = &p->node->init;
+    if (!a->params_stored)
+      fprintf(f, ",\n   \"init\": {\"kind\": \"%s\", \"a\": %.17g, \"b\": %.17g, "
+              "\"fan_in\": %lld, \"fan_out\": %lld}", rt_init_name(in->kind), in->a, in->b,
+              (long long)in->fan_in, (long long)in->fan_out);
+    fputc('}', f);
   }
   json_prepared(f, a);
   fprintf(f, "],\n \"infer\": {\"function\": \"kiln_infer\", \"arena\": %lld, \"batch\": %lld, "
@@ -253,6 +261,53 @@ static void add_bytes(Cg *cg, const char *name, const void *data, size_t len, un
   LLVMSetGlobalConstant(g, 1);
   LLVMSetLinkage(g, LLVMExternalLinkage);
   LLVMSetAlignment(g, align);
+}
+
+/* kiln_params through the assembler: the module's top-level assembly
+ * defines the symbol and includes the file's bytes (.incbin) when the
+ * object is written.  An LLVM constant of the same bytes costs time and
+ * memory in every step after it (IR, the bitcode each part of
+ * aot_split.c reads back, the object writer): VGG-11's 1 GB of
+ * parameters and optimizer state took 60 s that way. */
+static void add_params_file(Cg *cg, const char *path, int64_t bytes) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (!f)
+    die("out of memory");
+  fprintf(f, "\t.section .rodata.kiln_params,\"a\",@progbits\n\t.globl kiln_params\n"
+          "\t.type kiln_params,@object\n\t.size kiln_params,%lld\n\t.p2align %d\n"
+          "kiln_params:\n\t.incbin \"", (long long)bytes, __builtin_ctz(PLAN_ALIGN));
+  for (const unsigned char *c = (const unsigned char *)path; *c; c++)
+    if (*c == '"' || *c == '\\' || *c < 0x20 || *c >= 0x7f)
+      fprintf(f, "\\%03o", *c);
+    else
+      fputc(*c, f);
+  fputs("\"\n\t.text\n", f);
+  if (fclose(f) != 0)
+    die("out of memory");
+  LLVMSetModuleInlineAsm2(cg->mod, text, len);
+  free(text);
+}
+
+void aot_params_at_start(Aot *a, uint64_t seed) {
+  free(a->blob);
+  a->blob = calloc(1, 1);
+  if (!a->blob)
+    die("out of memory");
+  a->params_stored = false;
+  a->init_seed = seed;
+}
+
+bool aot_params_to_file(Aot *a, const char *path, char *err, size_t n) {
+  size_t len = a->params_stored && a->params_bytes ? (size_t)a->params_bytes : 1;
+  const void *pieces[] = {a->blob};
+  if (rt_write_file_atomic(path, pieces, &len, 1, err, n) != RT_OK)
+    return false;
+  free(a->blob);
+  a->blob = NULL;
+  a->params_file = path;
+  return true;
 }
 
 bool aot_is_entry(const char *name) {
@@ -315,8 +370,11 @@ bool aot_compile(Aot *a, const CgOpts *co, char *err, size_t n) {
     return false;
   a->manifest = manifest(a);
   add_bytes(a->cg, "kiln_manifest", a->manifest, strlen(a->manifest) + 1, 1);
-  add_bytes(a->cg, "kiln_params", a->blob, (size_t)(a->params_bytes ? a->params_bytes : 1),
-            PLAN_ALIGN);
+  size_t blob_bytes = a->params_stored && a->params_bytes ? (size_t)a->params_bytes : 1;
+  if (a->params_file)
+    add_params_file(a->cg, a->params_file, (int64_t)blob_bytes);
+  else
+    add_bytes(a->cg, "kiln_params", a->blob, blob_bytes, PLAN_ALIGN);
   a->times.lower = t1 - t0;
   a->times.emit_ir = rt_now() - t1;
   return true;

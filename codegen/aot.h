@@ -10,6 +10,7 @@
  *   void kiln_train_step(char *arena, void *const *ext);  training builds
  *   const char kiln_manifest[];        JSON: what the program's main reads
  *   const unsigned char kiln_params[]; every parameter's initial value
+ *                                      (one byte if the program fills them)
  * and nothing else (the kernels are internal).  Both step functions use one
  * ext array: ext[0] points at the int64 step counter, ext[slot] at a
  * parameter (slots 1.. in the training graph's node order, or the
@@ -25,6 +26,8 @@
  *   Aot a;
  *   aot_init(&a, &graphs, &plan_opts);                 // plans, parameter layout
  *   ... fill a.blob: a.params[i] at a.params[i].offset ...
+ *       (or aot_params_at_start(&a, seed): the program fills them)
+ *   aot_params_to_file(&a, "prog.params", err, n);    // optional, see there
  *   aot_compile(&a, &cg_opts, err, n);                 // the module
  *   aot_optimize(&a, err, n);                          // O3
  *   aot_write_object(&a, "prog.o", false, err, n);
@@ -33,9 +36,12 @@
  *   aot_free(&a);
  *
  * The manifest (version 1) is one JSON object:
- *   model, ext_slots, params_bytes,
- *   params: [{name, dtype, shape, offset (into kiln_params), slot, trainable,
- *             infer (the inference graph has it)}]
+ *   model, ext_slots, params_bytes, params_stored (1: kiln_params holds
+ *             the initial values; 0: the program fills them), init_seed,
+ *   params: [{name, dtype, shape, offset (into kiln_params, or the block the
+ *             program fills), slot, trainable, infer (the inference graph
+ *             has it), init (when not stored: {kind, a, b, fan_in,
+ *             fan_out}, runtime/rt.h's RtInit with the kind's name)}]
  *   prepared_bytes, prepared: [{name, dtype, shape, offset (into a block of
  *             prepared_bytes the program allocates), slot}]: kiln_prepare's
  *   infer: {function, arena, batch, batch_name,
@@ -108,6 +114,9 @@ typedef struct Aot {
   int n_prepared;         /* n_params + 1.., offsets into a block of */
   int64_t prepared_bytes; /* prepared_bytes the caller allocates */
   unsigned char *blob; /* params_bytes (at least 1), zeroed, for the caller to fill */
+  const char *params_file; /* the blob's file (aot_params_to_file), or NULL */
+  bool params_stored;      /* false: the program fills them (aot_params_at_start) */
+  uint64_t init_seed;      /* then with this seed */
   AotStep infer, train;
   CgCall *prep_calls;     /* kiln_prepare's */
   int n_prep_calls;
@@ -124,6 +133,19 @@ typedef struct Aot {
  * the parameters.  User errors were the caller's to raise; failures here
  * are internal (die). */
 void aot_init(Aot *a, const AotGraphs *gs, const PlanOpts *po);
+/* Instead of filling the blob: the program fills the parameters when it
+ * starts, from each one's initializer in the manifest and this seed
+ * (rt_init_fill, the formulas param_init_fill uses, so the same bits);
+ * kiln_params is then one byte.  For programs linked with the runtime's
+ * main: an object for other code (--emit obj) must carry the values. */
+void aot_params_at_start(Aot *a, uint64_t seed);
+/* Writes the filled blob to path and frees it: the module then includes
+ * the file when its object is written (the assembler's .incbin) instead
+ * of holding the bytes as a constant, which is much faster for large
+ * models.  The file must exist until the last object is written; the
+ * module's LLVM IR and assembly then name it, so keep the constant for
+ * those.  False with a message if the file cannot be written. */
+bool aot_params_to_file(Aot *a, const char *path, char *err, size_t n);
 /* Builds the module: kernels, step functions, manifest and blob globals
  * (not yet optimized).  False with a message (an internal error). */
 bool aot_compile(Aot *a, const CgOpts *co, char *err, size_t n);

@@ -17,8 +17,9 @@
  * K.gemm, K.par0: one name before the first '.') stay together; groups go
  * to the part with the least code so far, in module order, so every thread
  * computes the same split.  Functions that were internal become hidden
- * globals so that a part can call into another; the entry points and the
- * manifest and parameter globals live in part 0.  The result is the same
+ * globals so that a part can call into another; the entry points, the
+ * manifest and parameter globals and the module's top-level assembly
+ * (kiln_params from a file, aot.c) live in part 0.  The result is the same
  * code as the single module's, cut differently (inlining never crossed
  * kernels: they are noinline).
  */
@@ -130,6 +131,7 @@ static void cut(LLVMModuleRef m, const int *where, int index) {
   free(other);
   if (index == 0)
     return;
+  LLVMSetModuleInlineAsm2(m, "", 0); /* kiln_params' (aot.c): part 0's */
   for (LLVMValueRef g = LLVMGetFirstGlobal(m), next; g; g = next) {
     next = LLVMGetNextGlobal(g);
     if (LLVMGetLinkage(g) != LLVMExternalLinkage || LLVMIsDeclaration(g))

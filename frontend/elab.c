@@ -208,7 +208,7 @@ static void exec_param(Elab *e, const Stmt *s) {
   const char *full = join(e, e->fr->path, with_loops(e, nm->name));
   if (graph_find(e->g, full))
     elab_error(e, nm->loc, "parameter '%s' is declared twice", full);
-  Init init = {INIT_AUTO, 0, 0, 0, 0};
+  Init init = {RT_INIT_AUTO, 0, 0, 0, 0};
   bool trainable = true;
   for (int i = 0; i < s->n_opts; i++) {
     const Arg *o = &s->opts[i];
@@ -227,8 +227,8 @@ static void exec_param(Elab *e, const Stmt *s) {
     }
   }
   Shape sh = eval_type(e, &s->type, arena_fmt(e->a, "parameter %s", full));
-  if (s->type.dtype == DT_I32 && init.kind != INIT_ZEROS && init.kind != INIT_ONES &&
-      init.kind != INIT_CONSTANT)
+  if (s->type.dtype == DT_I32 && init.kind != RT_INIT_ZEROS && init.kind != RT_INIT_ONES &&
+      init.kind != RT_INIT_CONSTANT)
     elab_error(e, s->loc, "i32 parameter '%s' needs init=zeros, ones or constant(v)", full);
   Node *n = graph_param(e->g, full, s->type.dtype, sh, init, trainable, user_loc(e, nm->loc));
   frame_bind(e, e->fr, nm->name, v_tensor(n));

@@ -278,19 +278,19 @@ static Value bi_init(Elab *e, const Expr *x, const Args *a) {
   Value v[2], r = {.kind = V_INIT};
   if (strcmp(x->str, "normal") == 0) {
     bind_builtin(e, x, a, pn, 2, 0, v);
-    r.init = (Init){INIT_NORMAL, v[0].kind ? v_number(&v[0]) : 0, v[1].kind ? v_number(&v[1]) : 1, 0, 0};
+    r.init = (Init){RT_INIT_NORMAL, v[0].kind ? v_number(&v[0]) : 0, v[1].kind ? v_number(&v[1]) : 1, 0, 0};
     if (!(r.init.b > 0))
       elab_error(e, x->loc, "normal(): std must be positive");
   } else if (strcmp(x->str, "uniform") == 0) {
     bind_builtin(e, x, a, pu, 2, 0, v);
-    r.init = (Init){INIT_UNIFORM, v[0].kind ? v_number(&v[0]) : -1, v[1].kind ? v_number(&v[1]) : 1, 0, 0};
+    r.init = (Init){RT_INIT_UNIFORM, v[0].kind ? v_number(&v[0]) : -1, v[1].kind ? v_number(&v[1]) : 1, 0, 0};
     if (!(r.init.a < r.init.b))
       elab_error(e, x->loc, "uniform(): low must be less than high");
   } else {
     bind_builtin(e, x, a, pc, 1, 1, v);
     if (!v_is_number(&v[0]))
       elab_error(e, v[0].origin, "constant() needs a number, got %s", v_describe(e, &v[0]));
-    r.init = (Init){INIT_CONSTANT, v_number(&v[0]), 0, 0, 0};
+    r.init = (Init){RT_INIT_CONSTANT, v_number(&v[0]), 0, 0, 0};
   }
   return r;
 }

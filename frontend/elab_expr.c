@@ -300,9 +300,9 @@ static Value index_value(Elab *e, const Expr *x) {
 
 static bool builtin_init(const char *name, Init *out) {
   static const struct { const char *name; InitKind k; } tab[] = {
-      {"auto", INIT_AUTO}, {"zeros", INIT_ZEROS}, {"ones", INIT_ONES},
-      {"xavier", INIT_XAVIER}, {"xavier_normal", INIT_XAVIER_NORMAL}, {"he", INIT_HE},
-      {"he_uniform", INIT_HE_UNIFORM},
+      {"auto", RT_INIT_AUTO}, {"zeros", RT_INIT_ZEROS}, {"ones", RT_INIT_ONES},
+      {"xavier", RT_INIT_XAVIER}, {"xavier_normal", RT_INIT_XAVIER_NORMAL}, {"he", RT_INIT_HE},
+      {"he_uniform", RT_INIT_HE_UNIFORM},
   };
   for (int i = 0; i < countof(tab); i++)
     if (strcmp(tab[i].name, name) == 0) {

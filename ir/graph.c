@@ -287,21 +287,7 @@ void graph_live(const Graph *g, Node *const *roots, int n_roots, bool *live) {
 
 /* --- initializer resolution ---------------------------------------------- */
 
-const char *init_name(InitKind k) {
-  switch (k) {
-  case INIT_AUTO: return "auto";
-  case INIT_ZEROS: return "zeros";
-  case INIT_ONES: return "ones";
-  case INIT_CONSTANT: return "constant";
-  case INIT_XAVIER: return "xavier";
-  case INIT_XAVIER_NORMAL: return "xavier_normal";
-  case INIT_HE: return "he";
-  case INIT_HE_UNIFORM: return "he_uniform";
-  case INIT_NORMAL: return "normal";
-  case INIT_UNIFORM: return "uniform";
-  }
-  unreachable();
-}
+const char *init_name(InitKind k) { return rt_init_name(k); }
 
 /* Fan-in and fan-out as the use defines them: a matmul's right operand
  * [K, M] (or [M, K] transposed) maps K inputs to M outputs; a conv weight
@@ -371,7 +357,7 @@ void graph_resolve_init(Graph *g) {
     if (p->op != OP_PARAM)
       continue;
     fans(&us, p);
-    if (p->init.kind == INIT_AUTO)
-      p->init.kind = feeds_relu(&us, p, 0) ? INIT_HE : INIT_XAVIER;
+    if (p->init.kind == RT_INIT_AUTO)
+      p->init.kind = feeds_relu(&us, p, 0) ? RT_INIT_HE : RT_INIT_XAVIER;
   }
 }

@@ -266,24 +266,10 @@ const AttrSpec *attr_find(Op op, const char *name);
 
 /* --- graph.c ------------------------------------------------------------ */
 
-typedef enum InitKind {
-  INIT_AUTO,    /* he if the layer feeds a ReLU-family activation, else xavier */
-  INIT_ZEROS,
-  INIT_ONES,
-  INIT_CONSTANT, /* a */
-  INIT_XAVIER,   /* uniform, bound sqrt(6 / (fan_in + fan_out)) */
-  INIT_XAVIER_NORMAL,
-  INIT_HE,       /* normal, std sqrt(2 / fan_in) */
-  INIT_HE_UNIFORM,
-  INIT_NORMAL,   /* mean a, std b */
-  INIT_UNIFORM,  /* [a, b) */
-} InitKind;
-
-typedef struct Init {
-  InitKind kind;
-  double a, b;
-  int64_t fan_in, fan_out; /* filled by graph_resolve_init */
-} Init;
+/* A parameter's initializer: the runtime's type (runtime/rt.h, RT_INIT_*),
+ * so that built programs can fill their parameters with the same code. */
+typedef RtInitKind InitKind;
+typedef RtInit Init;
 
 const char *init_name(InitKind k);
 
@@ -416,7 +402,7 @@ void graph_add_output(Graph *g, const char *name, Node *n, Loc loc);
 /* Records target <- value for the end of the step (same type). */
 void graph_add_update(Graph *g, Node *target, Node *value);
 void graph_set_value(Graph *g, const char *name, Node *n, Loc loc);
-/* Fills fan_in/fan_out of every param and turns INIT_AUTO into he or xavier,
+/* Fills fan_in/fan_out of every param and turns RT_INIT_AUTO into he or xavier,
  * looking at how each parameter is used (see graph.c). */
 void graph_resolve_init(Graph *g);
 int64_t graph_param_count(const Graph *g, bool trainable_only);
@@ -572,11 +558,20 @@ SC_FN(sc_gelu_back) /* a = dy, b = x: dy * gelu'(x) */
 #undef SC_FN
 
 /* Counter-based random numbers (SplitMix64 mixing), identical wherever they
- * are computed, so a compiled program can reproduce the reference. */
-uint64_t rng_hash(uint64_t seed, uint64_t counter);
-double rng_uniform(uint64_t seed, uint64_t counter); /* [0, 1) */
-double rng_normal(uint64_t seed, uint64_t counter);  /* N(0, 1) */
-uint64_t rng_seed_for(uint64_t seed, const char *name);
+ * are computed, so a compiled program can reproduce the reference: the
+ * runtime's (runtime/rt_init.c), under the compiler's names. */
+static inline uint64_t rng_hash(uint64_t seed, uint64_t counter) {
+  return rt_rng_hash(seed, counter);
+}
+static inline double rng_uniform(uint64_t seed, uint64_t counter) { /* [0, 1) */
+  return rt_rng_uniform(seed, counter);
+}
+static inline double rng_normal(uint64_t seed, uint64_t counter) { /* N(0, 1) */
+  return rt_rng_normal(seed, counter);
+}
+static inline uint64_t rng_seed_for(uint64_t seed, const char *name) {
+  return rt_rng_seed_for(seed, name);
+}
 
 /* --- grad.c: gradient rules and the helpers they build with ------------- */
 

@@ -75,7 +75,7 @@ bool optimizer_state_of(const Graph *g, const char *name) {
 static Node *state(Opt *o, int which) {
   const char *suffix = state_names[which];
   const Node *p = o->param;
-  Init zeros = {INIT_ZEROS, 0, 0, 0, 0};
+  Init zeros = {RT_INIT_ZEROS, 0, 0, 0, 0};
   return graph_param(o->g, arena_fmt(o->g->arena, "%s.%s", p->name, suffix), DT_F32, p->shape,
                      zeros, false, p->loc);
 }

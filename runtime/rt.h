@@ -115,4 +115,42 @@ RtStatus rt_read_file(const char *path, void **data, size_t *len, char *err, siz
 RtStatus rt_write_file_atomic(const char *path, const void *const *pieces, const size_t *sizes,
                               int n, char *err, size_t errlen);
 
+/* --- parameter initialization (rt_init.c) ------------------------------------------ */
+
+/* Counter-based random numbers: pure functions of (seed, counter). */
+uint64_t rt_rng_hash(uint64_t seed, uint64_t counter);
+double rt_rng_uniform(uint64_t seed, uint64_t counter); /* [0, 1) */
+double rt_rng_normal(uint64_t seed, uint64_t counter);  /* N(0, 1) */
+uint64_t rt_rng_seed_for(uint64_t seed, const char *name); /* a parameter's stream */
+
+typedef enum RtInitKind {
+  RT_INIT_AUTO,     /* he if the layer feeds a ReLU-family activation, else xavier */
+  RT_INIT_ZEROS,
+  RT_INIT_ONES,
+  RT_INIT_CONSTANT, /* a */
+  RT_INIT_XAVIER,   /* uniform, bound sqrt(6 / (fan_in + fan_out)) */
+  RT_INIT_XAVIER_NORMAL,
+  RT_INIT_HE,       /* normal, std sqrt(2 / fan_in) */
+  RT_INIT_HE_UNIFORM,
+  RT_INIT_NORMAL,   /* mean a, std b */
+  RT_INIT_UNIFORM,  /* [a, b) */
+} RtInitKind;
+
+/* A parameter's initializer (the compiler's Init is this type). */
+typedef struct RtInit {
+  RtInitKind kind;
+  double a, b;
+  int64_t fan_in, fan_out; /* the compiler fills them (graph_resolve_init) */
+} RtInit;
+
+const char *rt_init_name(RtInitKind k); /* "he"; "?" if out of range */
+int rt_init_lookup(const char *name);   /* the kind, or -1 */
+/* Fills cnt values of type dt at data: element i is drawn with counter i
+ * from rt_rng_seed_for(seed, name) (f32), or the constant (i32 takes
+ * zeros, ones and constant only).  Runs on the thread pool; the values do
+ * not depend on the thread count.  RT_OK, or an error for an unresolved
+ * kind (auto) or an i32 parameter with a random initializer. */
+RtStatus rt_init_fill(const RtInit *in, uint64_t seed, const char *name, RtDType dt, void *data,
+                      int64_t cnt, char *err, size_t n);
+
 #endif

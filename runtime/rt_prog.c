@@ -109,6 +109,17 @@ static int opt(RtProgJson *o, const char *key) {
 
 static const char *str(Rd *r, RtProgJson *o, const char *key) { return get(r, o, key, 's')->text; }
 
+/* A parameter's initializer: {kind (a name), a, b, fan_in, fan_out}. */
+static void init_spec(Rd *r, RtProgJson *o, RtProgTensor *t) {
+  int k = rt_init_lookup(str(r, o, "kind"));
+  t->init.kind = k > RT_INIT_AUTO ? (RtInitKind)k : RT_INIT_AUTO;
+  t->init.a = strtod(get(r, o, "a", 'n')->text, NULL);
+  t->init.b = strtod(get(r, o, "b", 'n')->text, NULL);
+  t->init.fan_in = num(r, o, "fan_in");
+  t->init.fan_out = num(r, o, "fan_out");
+  if (k <= RT_INIT_AUTO) snprintf(r->bad, sizeof r->bad, "%s's init", t->name);
+}
+
 static void tensor(Rd *r, RtProgJson *o, RtProgTensor *t) {
   RtProgJson *shape = get(r, o, "shape", 'a');
   const char *dt = str(r, o, "dtype");
@@ -122,6 +133,8 @@ static void tensor(Rd *r, RtProgJson *o, RtProgTensor *t) {
   t->trainable = opt(o, "trainable");
   t->infer = opt(o, "infer");
   t->batch = opt(o, "batch");
+  for (int i = 0; i < o->n; i++)
+    if (strcmp(o->kid[i].key, "init") == 0) init_spec(r, &o->kid[i], t);
   if (shape->n > RT_MAX_RANK || (strcmp(dt, "i32") && strcmp(dt, "f32")))
     snprintf(r->bad, sizeof r->bad, "%s's type", t->name);
 }
@@ -183,6 +196,8 @@ int rt_prog_read(RtProg *p, const char *name, const char *json, char *err, size_
   p->model = str(&r, m, "model");
   p->ext_slots = (int)num(&r, m, "ext_slots");
   p->params_bytes = num(&r, m, "params_bytes");
+  p->params_stored = (int)num(&r, m, "params_stored");
+  p->init_seed = strtoull(get(&r, m, "init_seed", 'n')->text, NULL, 10);
   p->params = tensors(&r, m, "params", &p->n_params);
   p->prepared_bytes = num(&r, m, "prepared_bytes");
   p->prepared = tensors(&r, m, "prepared", &p->n_prepared);
@@ -194,9 +209,14 @@ int rt_prog_read(RtProg *p, const char *name, const char *json, char *err, size_
   p->accuracy = p->infer_data = -1;
   for (int i = 0; i < m->n; i++)
     if (strcmp(m->kid[i].key, "train") == 0) read_train(&r, p, &m->kid[i]);
-  for (int i = 0; i < p->n_params; i++)
+  for (int i = 0; i < p->n_params; i++) {
     if (p->params[i].slot < 1 || p->params[i].slot >= p->ext_slots)
       snprintf(r.bad, sizeof r.bad, "params.slot");
+    if (p->params[i].offset < 0 || p->params[i].offset + (int64_t)rt_prog_bytes(&p->params[i]) > p->params_bytes)
+      snprintf(r.bad, sizeof r.bad, "params.offset");
+    if (!p->params_stored && p->params[i].init.kind == RT_INIT_AUTO)
+      snprintf(r.bad, sizeof r.bad, "params.init");
+  }
   for (int i = 0; i < p->n_prepared; i++)
     if (p->prepared[i].slot <= p->n_params || p->prepared[i].slot >= p->ext_slots ||
         p->prepared[i].offset < 0 || p->prepared[i].offset + (int64_t)rt_prog_bytes(&p->prepared[i]) > p->prepared_bytes)
@@ -291,7 +311,14 @@ int rt_prog_params_init(const RtProg *p, RtProgParams *s) {
   s->prepared = (unsigned char *)rt_prog_arena(p->prepared_bytes);
   s->ext = calloc((size_t)p->ext_slots + 1, sizeof(void *));
   if (!s->block || !s->prepared || !s->ext) return rt_prog_error(p, RP_USER, "out of memory for the parameters");
-  memcpy(s->block, kiln_params, (size_t)p->params_bytes);
+  if (p->params_stored) memcpy(s->block, kiln_params, (size_t)p->params_bytes);
+  for (int i = 0; i < p->n_params && !p->params_stored; i++) {
+    const RtProgTensor *t = &p->params[i];
+    char err[256];
+    RtTensor x = rt_prog_tensor(t, s->block + t->offset);
+    if (rt_init_fill(&t->init, p->init_seed, t->name, t->dtype, x.data, rt_numel(&x), err, sizeof err) != RT_OK)
+      return rt_prog_error(p, RP_USER, "%s", err);
+  }
   s->ext[0] = &s->counter;
   for (int i = 0; i < p->n_params; i++) s->ext[p->params[i].slot] = s->block + p->params[i].offset;
   for (int i = 0; i < p->n_prepared; i++) s->ext[p->prepared[i].slot] = s->prepared + p->prepared[i].offset;

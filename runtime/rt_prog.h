@@ -31,6 +31,7 @@ typedef struct RtProgTensor {
   int64_t dim[RT_MAX_RANK];
   int64_t offset;
   int slot, trainable, infer; /* parameters */
+  RtInit init;                /* parameters the program fills (kind RT_INIT_AUTO: none) */
   int batch;                  /* inputs and outputs: first axis is the batch */
 } RtProgTensor;
 
@@ -47,6 +48,8 @@ typedef struct RtProg {
   const char *model;
   int ext_slots;
   int64_t params_bytes;
+  int params_stored;  /* 1: kiln_params holds the initial values; 0: each param's init */
+  uint64_t init_seed; /* ... with this seed (rt_init_fill) */
   RtProgTensor *params, *inputs, *outputs;
   int n_params, n_inputs, n_outputs;
   RtProgTensor *prepared; /* weight-derived values: slot, offset into their block */
@@ -88,7 +91,8 @@ RtTensor rt_prog_tensor(const RtProgTensor *t, void *data);
 char *rt_prog_type(const RtProgTensor *t, char *buf, size_t n); /* "f32[64, 10]" */
 
 /* The parameters: one 64-byte aligned block of params_bytes holding
- * kiln_params' copy, ext[0] = &counter, ext[slot] inside the block; the
+ * kiln_params' copy (or the values each parameter's initializer draws,
+ * when the program was built to fill them: params_stored 0), ext[0] = &counter, ext[slot] inside the block; the
  * prepared values in a block of their own, computed by kiln_prepare from
  * the parameters (rt_prog_prepare: after every change of the parameters;
  * rt_prog_params_init and rt_prog_params_load call it). */

@@ -299,10 +299,10 @@ static void auto_init_is_he_before_relu_else_xavier(void **state) {
                             "}\n");
   MUST_COMPILE(c);
   Node *h = find_param(c.g, "h.weight"), *y = find_param(c.g, "y.weight"), *w = find_param(c.g, "w");
-  assert_int_equal(h->init.kind, INIT_HE);
+  assert_int_equal(h->init.kind, RT_INIT_HE);
   assert_int_equal(h->init.fan_in, 8);
-  assert_int_equal(y->init.kind, INIT_XAVIER);
-  assert_int_equal(find_param(c.g, "h.bias")->init.kind, INIT_ZEROS);
+  assert_int_equal(y->init.kind, RT_INIT_XAVIER);
+  assert_int_equal(find_param(c.g, "h.bias")->init.kind, RT_INIT_ZEROS);
   /* x @ w with w [8, 5]: 8 inputs, 5 outputs */
   assert_int_equal(w->init.fan_in, 8);
   assert_int_equal(w->init.fan_out, 5);

@@ -430,12 +430,12 @@ static void moments(const float *v, int n, double *mean, double *sd, double *ama
 static void test_init_stats(void **state) {
   reset();
   static float v[NP];
-  Node *px = param("wx", DT_F32, shp(2, 200, 100), INIT_XAVIER, 0, 0);
-  Node *ph = param("wh", DT_F32, shp(2, 200, 100), INIT_HE, 0, 0);
-  Node *pxn = param("wxn", DT_F32, shp(2, 200, 100), INIT_XAVIER_NORMAL, 0, 0);
-  Node *phu = param("whu", DT_F32, shp(2, 200, 100), INIT_HE_UNIFORM, 0, 0);
-  Node *pn = param("wn", DT_F32, shp(2, 200, 100), INIT_NORMAL, 1, 2);
-  Node *pu = param("wu", DT_F32, shp(2, 200, 100), INIT_UNIFORM, 2, 3);
+  Node *px = param("wx", DT_F32, shp(2, 200, 100), RT_INIT_XAVIER, 0, 0);
+  Node *ph = param("wh", DT_F32, shp(2, 200, 100), RT_INIT_HE, 0, 0);
+  Node *pxn = param("wxn", DT_F32, shp(2, 200, 100), RT_INIT_XAVIER_NORMAL, 0, 0);
+  Node *phu = param("whu", DT_F32, shp(2, 200, 100), RT_INIT_HE_UNIFORM, 0, 0);
+  Node *pn = param("wn", DT_F32, shp(2, 200, 100), RT_INIT_NORMAL, 1, 2);
+  Node *pu = param("wu", DT_F32, shp(2, 200, 100), RT_INIT_UNIFORM, 2, 3);
   graph_resolve_init(G);
   assert_int_equal(px->init.fan_in, 100);
   assert_int_equal(px->init.fan_out, 200);
@@ -467,8 +467,8 @@ static void test_init_stats(void **state) {
 static void test_init_determinism(void **state) {
   static float a1[64], a2[64], b1[64], a3[64];
   reset();
-  Node *a = param("enc.w", DT_F32, shp(2, 8, 8), INIT_HE, 0, 0);
-  Node *b = param("dec.w", DT_F32, shp(2, 8, 8), INIT_HE, 0, 0);
+  Node *a = param("enc.w", DT_F32, shp(2, 8, 8), RT_INIT_HE, 0, 0);
+  Node *b = param("dec.w", DT_F32, shp(2, 8, 8), RT_INIT_HE, 0, 0);
   graph_resolve_init(G);
   param_init_fill(a, 42, a1);
   param_init_fill(a, 42, a2);
@@ -478,9 +478,9 @@ static void test_init_determinism(void **state) {
   assert_memory_not_equal(a1, b1, sizeof a1);
   assert_memory_not_equal(a1, a3, sizeof a1);
   reset(); /* the other order, with a node in between */
-  param("dec.w", DT_F32, shp(2, 8, 8), INIT_HE, 0, 0);
-  param("other", DT_F32, shp(1, 3), INIT_ZEROS, 0, 0);
-  Node *a_again = param("enc.w", DT_F32, shp(2, 8, 8), INIT_HE, 0, 0);
+  param("dec.w", DT_F32, shp(2, 8, 8), RT_INIT_HE, 0, 0);
+  param("other", DT_F32, shp(1, 3), RT_INIT_ZEROS, 0, 0);
+  Node *a_again = param("enc.w", DT_F32, shp(2, 8, 8), RT_INIT_HE, 0, 0);
   graph_resolve_init(G);
   param_init_fill(a_again, 42, a2);
   assert_memory_equal(a1, a2, sizeof a1);
@@ -490,10 +490,10 @@ static void test_init_constant(void **state) {
   float f[4];
   int32_t k[3];
   reset();
-  Node *z = param("z", DT_F32, shp(1, 4), INIT_ZEROS, 0, 0);
-  Node *o = param("o", DT_F32, shp(1, 4), INIT_ONES, 0, 0);
-  Node *c = param("c", DT_F32, shp(1, 4), INIT_CONSTANT, 0.5, 0);
-  Node *ki = param("k", DT_I32, shp(1, 3), INIT_CONSTANT, 3, 0);
+  Node *z = param("z", DT_F32, shp(1, 4), RT_INIT_ZEROS, 0, 0);
+  Node *o = param("o", DT_F32, shp(1, 4), RT_INIT_ONES, 0, 0);
+  Node *c = param("c", DT_F32, shp(1, 4), RT_INIT_CONSTANT, 0.5, 0);
+  Node *ki = param("k", DT_I32, shp(1, 3), RT_INIT_CONSTANT, 3, 0);
   graph_resolve_init(G);
   param_init_fill(z, 0, f);
   assert_true(f[0] == 0 && f[3] == 0);
@@ -514,7 +514,7 @@ static void test_param_in_graph(void **state) {
   char err[256];
   float w[2];
   Node *x = IN_F("x", shp(1, 2), 1, 2);
-  Node *p = param("w", DT_F32, shp(1, 2), INIT_CONSTANT, 0.5, 0);
+  Node *p = param("w", DT_F32, shp(1, 2), RT_INIT_CONSTANT, 0.5, 0);
   Node *y = mk(OP_MUL, NULL, 2, x, p);
   graph_resolve_init(G);
   prep();
@@ -533,10 +533,10 @@ static void test_param_in_graph(void **state) {
 static void test_apply_updates(void **state) {
   reset();
   float a[] = {1, 2}, b[] = {10, 20}, c[] = {3, 4}, d[] = {30, 40};
-  Node *pa = param("a", DT_F32, shp(1, 2), INIT_ZEROS, 0, 0);
-  Node *pb = param("b", DT_F32, shp(1, 2), INIT_ZEROS, 0, 0);
-  Node *pc = param("c", DT_F32, shp(1, 2), INIT_ZEROS, 0, 0);
-  Node *pd = param("d", DT_F32, shp(1, 2), INIT_ZEROS, 0, 0);
+  Node *pa = param("a", DT_F32, shp(1, 2), RT_INIT_ZEROS, 0, 0);
+  Node *pb = param("b", DT_F32, shp(1, 2), RT_INIT_ZEROS, 0, 0);
+  Node *pc = param("c", DT_F32, shp(1, 2), RT_INIT_ZEROS, 0, 0);
+  Node *pd = param("d", DT_F32, shp(1, 2), RT_INIT_ZEROS, 0, 0);
   Node *one = graph_const(G, DT_F32, 1, L0);
   graph_add_update(G, pa, mk(OP_MUL, NULL, 2, pb, one));
   graph_add_update(G, pb, mk(OP_MUL, NULL, 2, pa, one));
