@@ -35,8 +35,11 @@ static const char build_help[] =
     "Compiles the model ahead of time for this machine's CPU into a standalone\n"
     "program PROG.  `PROG --input x=a.npy --output probs=b.npy` runs inference\n"
     "(PROG --help lists the inputs and outputs); a build with --train also has\n"
-    "`PROG train --data DIR --epochs N --save FILE` (see PROG train --help).\n"
-    "The initial parameters (seeded, or --weights) are built in.\n"
+    "`PROG train --data DIR --epochs N --save FILE` (see PROG train --help): for\n"
+    "models whose inputs are one f32 input (examples) and one i32 (labels); any\n"
+    "model's training step compiles with --emit obj,header, for code of your own.\n"
+    "--weights are built in; without them the program draws the seeded initial\n"
+    "parameters when it starts (the values kiln init writes).\n"
     "\n"
     "  -o, --out PROG           the program (and the base name of --emit files)\n"
     "  --train                  also compile the training step (the train section)\n"
@@ -108,24 +111,36 @@ static int build_validate(Cli *c) {
 
 /* --- graphs and parameters ----------------------------------------------------------- */
 
-/* The training graph's f32 examples and i32 labels (as kiln train finds them). */
+/* The training graph's f32 examples and i32 labels (as kiln train finds
+ * them), which the program's `train` command reads from a dataset.  A
+ * model with other inputs gets its training step compiled for code of
+ * one's own (--emit obj,header) but no program. */
 static void find_data(Build *b, AotGraphs *gs) {
   Cli *c = b->c;
   gs->data = gs->labels = NULL;
+  gs->accuracy = -1;
+  const Node *other = NULL;
   for (int i = 0; i < b->gt->n_nodes; i++) {
     Node *n = b->gt->nodes[i];
     if (n->op != OP_INPUT || n->is_backward)
       continue;
     Node **slot = n->dtype == DT_F32 ? &gs->data : &gs->labels;
-    if (*slot)
-      error_at(&c->diag, n->loc, "kiln build --train needs one f32 input (the examples) and one "
-               "i32 input (the labels); model %s has another %s input '%s'", b->gt->name,
-               dtype_name(n->dtype), n->name);
+    if (*slot && !other)
+      other = n;
     *slot = n;
   }
-  if (!gs->data || !gs->labels)
-    error_plain(&c->diag, "kiln build --train needs one f32 input (the examples) and one i32 "
-                "input (the labels) in model %s", b->gt->name);
+  if (other || !gs->data || !gs->labels) {
+    gs->data = gs->labels = NULL;
+    if (!(b->emit & EMIT_EXE))
+      return;
+    const char *why = "kiln build --train makes a program whose `train` command reads one f32 "
+                      "input (the examples) and one i32 input (the labels) from a dataset";
+    const char *hint = "--emit obj,header compiles the training step for code of your own";
+    if (other)
+      error_at(&c->diag, other->loc, "%s; model %s has another %s input '%s' (%s)", why,
+               b->gt->name, dtype_name(other->dtype), other->name, hint);
+    error_plain(&c->diag, "%s; model %s does not have both (%s)", why, b->gt->name, hint);
+  }
   const Node *out = b->ge->n_outputs ? b->ge->outputs[0].node : NULL;
   gs->accuracy = out && out->shape.rank == 2 ? 0 : -1;
 }

@@ -89,6 +89,16 @@ static void infer_io(Aot *a) {
   s->n_outputs = g->n_outputs;
 }
 
+/* The training step's inputs (the user's, not the optimizer's lr and step). */
+static void train_io(Aot *a) {
+  AotStep *s = &a->train;
+  Graph *g = s->g;
+  s->inputs = arena_alloc(a->arena, sizeof(AotIo) * (size_t)(g->n_nodes + 1));
+  for (int i = 0; i < g->n_nodes; i++)
+    if (g->nodes[i]->op == OP_INPUT && !g->nodes[i]->is_backward)
+      s->inputs[s->n_inputs++] = io_of(&s->plan, g->nodes[i], NULL);
+}
+
 /* The inference graph's weight-derived values: slots after the parameters,
  * places in the prepared block. */
 static void layout_prepared(Aot *a) {
@@ -123,7 +133,8 @@ void aot_init(Aot *a, const AotGraphs *gs, const PlanOpts *po) {
   a->infer_data = -1;
   if (gt) {
     plan_step(a, &a->train, gt, gs->ts->roots, gs->ts->n_roots, po);
-    for (int i = 0; i < a->infer.n_inputs; i++)
+    train_io(a);
+    for (int i = 0; i < a->infer.n_inputs && gs->data; i++)
       if (strcmp(a->infer.inputs[i].name, gs->data->name) == 0)
         a->infer_data = i;
   }
@@ -164,12 +175,16 @@ static int64_t train_offset(const Aot *a, const Node *n) {
 static void json_train(FILE *f, const Aot *a) {
   const AotStep *s = &a->train;
   const TrainSpec *sp = &a->src.spec;
-  AotIo data = io_of(&s->plan, a->src.data, NULL), labels = io_of(&s->plan, a->src.labels, NULL);
-  fprintf(f, ",\n \"train\": {\"function\": \"kiln_train_step\", \"arena\": %lld,\n  \"data\": ",
+  fprintf(f, ",\n \"train\": {\"function\": \"kiln_train_step\", \"arena\": %lld,\n  ",
           (long long)s->plan.arena);
-  json_io(f, &data);
-  fputs(",\n  \"labels\": ", f);
-  json_io(f, &labels);
+  json_ios(f, "inputs", s->inputs, s->n_inputs);
+  if (a->src.data && a->src.labels) {
+    AotIo data = io_of(&s->plan, a->src.data, NULL), labels = io_of(&s->plan, a->src.labels, NULL);
+    fputs(",\n  \"data\": ", f);
+    json_io(f, &data);
+    fputs(",\n  \"labels\": ", f);
+    json_io(f, &labels);
+  }
   fprintf(f, ",\n  \"lr\": %lld, \"step\": %lld, \"loss\": %lld, \"infer_data\": %d, "
           "\"accuracy\": %d,\n  \"updates\": [", (long long)train_offset(a, a->src.ts->lr),
           (long long)train_offset(a, a->src.ts->step), (long long)train_offset(a, a->src.ts->loss),

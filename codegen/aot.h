@@ -47,7 +47,9 @@
  *   infer: {function, arena, batch, batch_name,
  *           inputs: [{name, dtype, shape, offset (-1: not read), batch}],
  *           outputs: [{name, dtype, shape, offset, batch}]}
- *   train (training builds): {function, arena, data: IO, labels: IO,
+ *   train (training builds): {function, arena, inputs: [IO] (every input
+ *           of the training step), data: IO, labels: IO (a classifier's
+ *           f32 examples and i32 labels; only for models with just those),
  *           lr, step, loss (arena offsets; -1: not read), infer_data (index
  *           into infer.inputs), accuracy (index into infer.outputs, or -1),
  *           updates: [{value (arena offset), slot, bytes}], optimizer (name),
@@ -96,7 +98,7 @@ typedef struct AotGraphs {
   Graph *train;           /* the training graph, or NULL for inference only */
   const TrainStep *ts;    /* train's step */
   TrainSpec spec;         /* the train section, command line applied */
-  Node *data, *labels;    /* train's f32 examples and i32 labels */
+  Node *data, *labels;    /* train's f32 examples and i32 labels, or NULL (other inputs) */
   int accuracy;           /* index of the inference output giving class scores, or -1 */
 } AotGraphs;
 

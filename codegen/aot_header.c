@@ -51,7 +51,8 @@ static void type_comment(FILE *f, const Node *n) {
 static void io_defines(FILE *f, Ids *ids, const char *kind, const AotIo *io) {
   const char *id = ident(ids, io->name);
   if (io->offset < 0) {
-    fprintf(f, "/* input %s is not read by kiln_infer */\n", io->name);
+    fprintf(f, "/* input %s is not read by %s */\n", io->name,
+            strncmp(kind, "TRAIN", 5) == 0 ? "kiln_train_step" : "kiln_infer");
     return;
   }
   type_comment(f, io->node);
@@ -65,18 +66,23 @@ static int64_t toff(const Aot *a, const Node *n) {
 
 static void train_defines(FILE *f, const Aot *a) {
   const Node *x = a->src.data, *y = a->src.labels;
-  fprintf(f, "\n/* kiln_train_step: before each step fill the examples, the labels, the\n"
-          " * learning rate (f32) and the step number (f32, from 1; -1: not read), and\n"
-          " * set *ext[0] to the step number from 0.  After it, copy each update: for\n"
-          " * each {value, slot, bytes} of KILN_UPDATES, memcpy(ext[slot], arena + value,\n"
-          " * bytes).  The loss (f32) is at KILN_TRAIN_LOSS_OFFSET. */\n");
+  fprintf(f, "\n/* kiln_train_step: before each step fill its inputs (KILN_TRAIN_INPUT_*),\n"
+          " * the learning rate (f32) and the step number (f32, from 1; -1: not read),\n"
+          " * and set *ext[0] to the step number from 0.  After it, copy each update:\n"
+          " * for each {value, slot, bytes} of KILN_UPDATES, memcpy(ext[slot], arena +\n"
+          " * value, bytes).  The loss (f32) is at KILN_TRAIN_LOSS_OFFSET. */\n");
   fprintf(f, "#define KILN_TRAIN_ARENA_BYTES %lld\n", (long long)a->train.plan.arena);
-  type_comment(f, x);
-  fprintf(f, "#define KILN_TRAIN_DATA_OFFSET %lld\n", (long long)toff(a, x));
-  fprintf(f, "#define KILN_TRAIN_DATA_BYTES %lld\n", (long long)node_bytes(x));
-  type_comment(f, y);
-  fprintf(f, "#define KILN_TRAIN_LABELS_OFFSET %lld\n", (long long)toff(a, y));
-  fprintf(f, "#define KILN_TRAIN_LABELS_BYTES %lld\n", (long long)node_bytes(y));
+  Ids ids = {a->arena, arena_alloc(a->arena, sizeof(char *) * (size_t)(a->train.n_inputs + 1)),
+             0};
+  for (int i = 0; i < a->train.n_inputs; i++)
+    io_defines(f, &ids, "TRAIN_INPUT", &a->train.inputs[i]);
+  if (x && y) { /* a classifier's examples and labels, under the names kiln's trainer uses */
+    fprintf(f, "#define KILN_TRAIN_DATA_OFFSET %lld /* %s */\n", (long long)toff(a, x), x->name);
+    fprintf(f, "#define KILN_TRAIN_DATA_BYTES %lld\n", (long long)node_bytes(x));
+    fprintf(f, "#define KILN_TRAIN_LABELS_OFFSET %lld /* %s */\n", (long long)toff(a, y),
+            y->name);
+    fprintf(f, "#define KILN_TRAIN_LABELS_BYTES %lld\n", (long long)node_bytes(y));
+  }
   fprintf(f, "#define KILN_TRAIN_LR_OFFSET %lld\n", (long long)toff(a, a->src.ts->lr));
   fprintf(f, "#define KILN_TRAIN_STEP_OFFSET %lld\n", (long long)toff(a, a->src.ts->step));
   fprintf(f, "#define KILN_TRAIN_LOSS_OFFSET %lld\n", (long long)toff(a, a->src.ts->loss));

@@ -313,6 +313,17 @@ expect 0 "the training header compiles" -- cc -std=c11 -Wall -Werror -c "$tmp/tr
 if nm -u "$tmp/smallemb.o" | grep -Ewq 'malloc|calloc|realloc|free'; then
   echo "FAIL: the training object calls an allocator"; fails=$((fails + 1))
 fi
+# A model with inputs other than examples and labels (the VAE's noise eps):
+# its training step compiles for code of one's own, not into a program.
+expect 1 "a program training the VAE" -- "$KILN" build models/vae.kiln --train -o "$tmp/vae"
+contains "$err" "model vae has another f32 input 'eps' (--emit obj,header compiles the training step"
+absent "$tmp/vae"
+expect 0 "the VAE's training step as an object" -- "$KILN" build models/vae.kiln --train \
+  -o "$tmp/vaeemb" --emit obj,header
+printf '#include "vaeemb.h"\nlong long eps(void) { return KILN_TRAIN_INPUT_eps_OFFSET + KILN_TRAIN_INPUT_eps_BYTES + KILN_TRAIN_INPUT_x_OFFSET; }\nvoid step(char *a, void *const *e) { kiln_train_step(a, e); }\n' \
+  >"$tmp/vae_embed.c"
+expect 0 "the VAE's training header names every input" -- cc -std=c11 -Wall -Werror \
+  -c "$tmp/vae_embed.c" -I "$tmp" -o "$tmp/vae_embed.o"
 expect 2 "train without --data" -- "$tmp/small" train
 contains "$err" "--data DIR is required"
 expect 2 "train with a bad option" -- "$tmp/small" train --data "$d" --frob
