@@ -389,37 +389,50 @@ static int run_capture(Build *b, char *const *argv, char **out) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-static void link_program(Build *b, char *const *objs, int n_objs) {
+/* Links objs into dest: the program (with the runtime's main), or with
+ * `relocatable` one object file of them all (cc -r: --emit obj of a
+ * module compiled in parts). */
+static void link_objects(Build *b, char *const *objs, int n_objs, const char *dest,
+                         bool relocatable) {
   Cli *c = b->c;
-  const char *archive = runtime_archive(b);
-  const char *tmp = arena_fmt(c->arena, "%s.tmp.%ld", c->out, (long)getpid());
+  const char *tmp = arena_fmt(c->arena, "%s.tmp.%ld", dest, (long)getpid());
   char *argv[32 + AOT_MAX_PARTS];
   int n = 0;
   argv[n++] = "cc";
-  char *flags = arena_strdup(c->arena, KILN_RT_LINK_FLAGS);
+  char *flags = arena_strdup(c->arena, relocatable ? "-r -nostdlib" : KILN_RT_LINK_FLAGS);
   for (char *f = strtok(flags, " "); f && n < 24; f = strtok(NULL, " "))
     argv[n++] = f;
   argv[n++] = "-o";
   argv[n++] = (char *)tmp;
   for (int i = 0; i < n_objs; i++)
     argv[n++] = objs[i];
-  char *rest[] = {(char *)archive, "-lm", "-lpthread", NULL};
-  memcpy(argv + n, rest, sizeof rest);
+  char *rest[] = {(char *)runtime_archive(b), "-lm", "-lpthread", NULL};
+  if (relocatable)
+    argv[n] = NULL;
+  else
+    memcpy(argv + n, rest, sizeof rest);
   char *out;
   double t = rt_now();
   int rc = run_capture(b, argv, &out);
-  b->t_link = rt_now() - t;
+  b->t_link += rt_now() - t;
   if (rc != 0) {
     remove(tmp);
-    error_plain(&c->diag, "linking %s failed%s%s:\n%s", c->out, rc > 0 ? " (cc exited with " : "",
+    error_plain(&c->diag, "linking %s failed%s%s:\n%s", dest, rc > 0 ? " (cc exited with " : "",
                 rc > 0 ? arena_fmt(c->arena, "status %d)", rc) : "", out);
   }
   if (c->verbose && out[0])
     fputs(out, stderr);
-  if (rename(tmp, c->out) != 0) {
+  /* the parts call each other through hidden symbols: local in the
+   * result, so the object exports the kiln_* entry points only */
+  char *localize[] = {"objcopy", "--localize-hidden", (char *)tmp, NULL};
+  if (relocatable && (rc = run_capture(b, localize, &out)) != 0) {
     remove(tmp);
-    error_plain(&c->diag, "%s: cannot rename the linked program over it: %s", c->out,
-                strerror(errno));
+    error_plain(&c->diag, "objcopy --localize-hidden on %s failed:\n%s", dest, out);
+  }
+  if (rename(tmp, dest) != 0) {
+    remove(tmp);
+    error_plain(&c->diag, "%s: cannot rename the linked %s over it: %s", dest,
+                relocatable ? "object" : "program", strerror(errno));
   }
 }
 
@@ -514,11 +527,14 @@ static void build_fn(void *ud) {
   if (!aot_compile(&b->a, &co, err, sizeof err))
     die("compiling %s: %s", b->a.model, err); /* a compiler bug, not the user's */
   unsigned e = b->emit;
-  if (e == EMIT_EXE || e == (EMIT_EXE | EMIT_HEADER)) { /* no single object wanted */
+  if (!(e & (EMIT_LLVM | EMIT_ASM))) { /* no text of the module wanted: compile it in parts */
     write_parts(b);
     if (e & EMIT_HEADER)
       write_header(b);
-    link_program(b, b->tmp_obj, b->n_parts);
+    if (e & EMIT_OBJ)
+      link_objects(b, b->tmp_obj, b->n_parts, with_ext(b, ".o"), true);
+    if (e & EMIT_EXE)
+      link_objects(b, b->tmp_obj, b->n_parts, c->out, false);
     report(b, rt_now() - b->t0);
     return;
   }
@@ -543,7 +559,7 @@ static void build_fn(void *ud) {
     write_object(b, obj, false);
   b->t_write = rt_now() - t;
   if (e & EMIT_EXE)
-    link_program(b, &obj, 1);
+    link_objects(b, &obj, 1, c->out, false);
   report(b, rt_now() - b->t0);
 }
 

@@ -310,6 +310,12 @@ printf '#include "smallemb.h"\nstatic const struct { long long value; int slot; 
   >"$tmp/train_embed.c"
 expect 0 "the training header compiles" -- cc -std=c11 -Wall -Werror -c "$tmp/train_embed.c" \
   -I "$tmp" -o "$tmp/train_embed.o"
+exported=$(nm -g --defined-only "$tmp/smallemb.o" | awk '{ print $3 }' | sort | tr '\n' ' ')
+if [ "$exported" = "kiln_infer kiln_manifest kiln_params kiln_prepare kiln_train_step " ]; then
+  echo "ok: the object (compiled in parts) exports the kiln_* entry points only"
+else
+  echo "FAIL: the object exports: $exported"; fails=$((fails + 1))
+fi
 if nm -u "$tmp/smallemb.o" | grep -Ewq 'malloc|calloc|realloc|free'; then
   echo "FAIL: the training object calls an allocator"; fails=$((fails + 1))
 fi
