@@ -132,8 +132,10 @@ int main(int argc, char **argv) {
     ts.roots[i] = g->outputs[i].node;
   if (!infer)
     build_train_step(g, &d, &ts);
-  else if (prepack)
-    pass_prepack(g); /* as kiln run does: transposed weights made once, not timed */
+  else if (prepack) { /* as kiln run does: weights folded and transposed once, not timed */
+    pass_fold_affine(g);
+    pass_prepack(g);
+  }
 
   char err[4096];
   Program p;

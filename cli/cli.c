@@ -227,9 +227,16 @@ Node **cli_step_roots(Cli *c, Graph *g, bool train, TrainStep *ts, int *n) {
   Node **roots = arena_alloc(c->arena, sizeof(Node *) * (size_t)*n);
   for (int i = 0; i < *n; i++)
     roots[i] = g->outputs[i].node;
-  if (!c->no_prepack)
-    pass_prepack(g);
+  cli_inference_passes(c, g);
   return roots;
+}
+
+void cli_inference_passes(Cli *c, Graph *g) {
+  if (c->no_prepack)
+    return; /* a folded weight would be computed on every call */
+  if (!c->plan.fuse.no_fold)
+    pass_fold_affine(g);
+  pass_prepack(g);
 }
 
 void cli_define_batch(Cli *c, const Graph *g, const Node *x) {

@@ -92,7 +92,15 @@ extern const Command cmd_check, cmd_show, cmd_run, cmd_init, cmd_train, cmd_buil
   "                           step, e.g. an optimizer's new values, as extra outputs\n"    \
   "                           of one elementwise kernel), epilogue (a matmul or\n"        \
   "                           convolution and the elementwise ops after it: bias,\n"      \
-  "                           activation, residual add); a fused value gets no buffer\n"
+  "                           activation, residual add), fold (at inference, a\n"        \
+  "                           batchnorm after a convolution folded into its weights;\n"  \
+  "                           last bits differ); a fused value gets no buffer\n"
+
+/* The rewrites an inference graph gets before planning (kiln run, build,
+ * bench), unless --no-prepack: batchnorm folded into convolution weights
+ * (--fuse kind fold, passes/fold.c), then weights prepacked and
+ * parameter-only values hoisted into the prepare step (passes/prepack.c). */
+void cli_inference_passes(Cli *c, Graph *g);
 
 /* What one step computes.  With `train`, the training step of g (g built
  * in training mode; *ts filled): the loss and the update values.  Else

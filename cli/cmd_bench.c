@@ -131,7 +131,10 @@ static void build(Bench *b, int which) {
   if (which == UNFUSED)
     fuse_opts_parse("none", &s->po.fuse);
   s->g = cli_build(c, b->train);
+  FuseOpts keep = c->plan.fuse; /* the unfused build's graph is not folded either */
+  c->plan.fuse = s->po.fuse;
   s->roots = cli_step_roots(c, s->g, b->train, &s->ts, &s->n_roots);
+  c->plan.fuse = keep;
   if (!graph_verify(s->g, err, sizeof err))
     die("graph verification failed: %s", err);
   CgOpts co = {.opt_level = 3};

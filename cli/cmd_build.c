@@ -183,8 +183,7 @@ static void batch_twin(Build *b, AotGraphs *gs) {
                                      arena_fmt(c->arena, "%lld", (long long)in->shape.dim[0] + 1)};
     diag_init(&t.d);
     if (diag_protect(&t.d, twin_fn, &t) == 0 && t.g->n_nodes == g->n_nodes) {
-      if (!c->no_prepack)
-        pass_prepack(t.g); /* node for node what the inference graph becomes */
+      cli_inference_passes(c, t.g); /* node for node what the inference graph becomes */
       gs->twin = t.g;
       gs->batch_name = g->const_names[k];
     }
@@ -200,8 +199,7 @@ static void build_graphs(Build *b, AotGraphs *gs) {
     error_plain(&c->diag, "model %s declares no outputs: a built program computes the outputs",
                 b->ge->name);
   batch_twin(b, gs);
-  if (!c->no_prepack)
-    pass_prepack(b->ge); /* built-in or loaded weights are prepared when a program starts */
+  cli_inference_passes(c, b->ge); /* weights are prepared when a program starts */
   if (c->co.training) {
     b->gt = gs->train = cli_build(c, true);
     if (!b->gt->has_train)

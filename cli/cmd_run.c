@@ -462,8 +462,8 @@ static void run_fn(void *ud) {
   specialize(r);
   if (c->n_grads)
     build_grads(r);
-  else if (!c->reference && !c->no_prepack)
-    pass_prepack(c->g); /* parameters do not change during a run */
+  else if (!c->reference)
+    cli_inference_passes(c, c->g); /* parameters do not change during a run */
   char err[512];
   if (!graph_verify(c->g, err, sizeof err))
     die("graph verification failed: %s", err);

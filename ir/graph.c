@@ -247,6 +247,14 @@ int64_t graph_param_count(const Graph *g, bool trainable_only) {
   return total;
 }
 
+void graph_move_last_to(Graph *g, int at) {
+  Node *t = g->nodes[g->n_nodes - 1];
+  memmove(&g->nodes[at + 1], &g->nodes[at], sizeof(Node *) * (size_t)(g->n_nodes - 1 - at));
+  g->nodes[at] = t;
+  for (int i = at; i < g->n_nodes; i++)
+    g->nodes[i]->id = i;
+}
+
 Users graph_users(const Graph *g) {
   Users u;
   u.off = arena_alloc(g->arena, sizeof(int) * (size_t)(g->n_nodes + 1));

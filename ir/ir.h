@@ -413,6 +413,10 @@ typedef struct Users {
   Node **list;
 } Users;
 Users graph_users(const Graph *g); /* arena-allocated */
+/* Moves the last node of g to position `at`, renumbering those after it:
+ * for passes that make a node some existing node must read, keeping ids a
+ * topological order. */
+void graph_move_last_to(Graph *g, int at);
 /* saved[i]: forward node i is read by some backward node, so it must live
  * until the backward pass has used it (its forward dependencies). */
 void graph_saved_for_backward(const Graph *g, bool *saved);

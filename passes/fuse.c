@@ -38,10 +38,10 @@
 #include "kir.h"
 #include "passes.h"
 
-static const char *const kinds[] = {"eltwise", "reduce", "multi", "epilogue"};
+static const char *const kinds[] = {"eltwise", "reduce", "multi", "epilogue", "fold"};
 
 static bool *kind_off(FuseOpts *o, int i) {
-  bool *off[] = {&o->no_eltwise, &o->no_reduce, &o->no_multi, &o->no_epilogue};
+  bool *off[] = {&o->no_eltwise, &o->no_reduce, &o->no_multi, &o->no_epilogue, &o->no_fold};
   return off[i];
 }
 

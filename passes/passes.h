@@ -62,6 +62,14 @@ struct RtSchedule train_schedule(const TrainSpec *s);
  * Returns the number of matmuls rewritten plus nodes marked. */
 int pass_prepack(Graph *g);
 
+/* --- fold.c --- */
+/* In an inference graph, rewrites each chain of per-channel add, sub and
+ * mul by parameter-derived values after a conv2d (a batchnorm, the conv's
+ * bias) into conv2d(x, W * S) + T: the scale folded into the weights.
+ * Run before pass_prepack (which makes W * S and T weight-derived).
+ * Changes the results' last bits.  Returns the number of chains folded. */
+int pass_fold_affine(Graph *g);
+
 /* --- memory planning: schedule.c, lifetime.c, inplace.c, memplan.c ---
  *
  * A Plan places every value the step computes (inputs, constants and node
@@ -102,8 +110,9 @@ typedef struct FuseOpts {
   bool no_reduce;   /* --fuse without reduce */
   bool no_multi;    /* --fuse without multi */
   bool no_epilogue; /* --fuse without epilogue */
+  bool no_fold;     /* --fuse without fold: batchnorm into conv weights (fold.c) */
 } FuseOpts;
-#define FUSE_NONE ((FuseOpts){true, true, true, true}) /* --fuse=none */
+#define FUSE_NONE ((FuseOpts){true, true, true, true, true}) /* --fuse=none */
 
 typedef struct FuseGroup {
   Node *anchor;    /* the last member: its kernel's name and iteration space */
@@ -117,7 +126,7 @@ typedef struct FuseGroup {
 } FuseGroup;
 
 /* Parses --fuse's value: none, all, or a comma list of eltwise, reduce,
- * multi, epilogue (the kinds to do).  False on a word it does not know. */
+ * multi, epilogue, fold (the kinds to do).  False on a word it does not know. */
 bool fuse_opts_parse(const char *s, FuseOpts *o);
 /* The kinds on, as --fuse would spell them ("all", "none", "eltwise,multi"). */
 const char *fuse_opts_text(const FuseOpts *o);

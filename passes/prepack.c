@@ -39,16 +39,6 @@ static bool transposed_weight(const Node *n) {
   return n->op == OP_MATMUL && n->at.tb && weight_like(n->in[1]) && n->in[1]->shape.rank == 2;
 }
 
-/* Moves the last node of g to position `at`, renumbering those after it,
- * so ids stay a topological order. */
-static void move_last_to(Graph *g, int at) {
-  Node *t = g->nodes[g->n_nodes - 1];
-  memmove(&g->nodes[at + 1], &g->nodes[at], sizeof(Node *) * (size_t)(g->n_nodes - 1 - at));
-  g->nodes[at] = t;
-  for (int i = at; i < g->n_nodes; i++)
-    g->nodes[i]->id = i;
-}
-
 /* The derived transpose of w made earlier in this pass, or NULL. */
 static Node *made_for(Node *const *made, int n_made, const Node *w) {
   for (int i = 0; i < n_made; i++)
@@ -61,7 +51,7 @@ static Node *made_for(Node *const *made, int n_made, const Node *w) {
 static Node *derived_transpose(Graph *g, Node *w, int at, Loc loc) {
   Node *t = graph_add_checked(g, OP_TRANSPOSE, &w, 1, NULL, loc);
   t->derived = true;
-  move_last_to(g, at);
+  graph_move_last_to(g, at);
   return t;
 }
 
