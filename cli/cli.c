@@ -37,7 +37,8 @@ static const Opt opts[] = {
     {'j', "--threads", NULL, true}, {'k', "--repeat", NULL, true},
     {'e', "--emit", NULL, true},    {'K', "--no-prepack", NULL, false},
     {'G', "--grad", NULL, true},    {'F', "--fuse", NULL, true},
-    {'J', "--json", NULL, false},
+    {'J', "--json", NULL, false},   {'X', "--target", NULL, true},
+    {'A', "--arch", NULL, true},
 };
 
 /* A positive integer option value; returns false if malformed. */
@@ -127,6 +128,12 @@ static int set_opt(Cli *c, const Opt *o, const char *val) {
     c->fuse_given = true;
     return EXIT_OK;
   case 'J': c->json = true; return EXIT_OK;
+  case 'X':
+    if (strcmp(val, "cpu") && strcmp(val, "cuda"))
+      return cli_usage_error(c->cmd, "--target must be cpu or cuda, got '%s'", val);
+    c->cuda = val[1] == 'u';
+    return EXIT_OK;
+  case 'A': c->arch = val; return EXIT_OK;
   case 'd': c->data = val; return EXIT_OK;
   case 'e': c->emit = c->emit ? arena_fmt(c->arena, "%s,%s", c->emit, val) : val; return EXIT_OK;
   case 'v': c->save = val; return EXIT_OK;
@@ -288,10 +295,13 @@ int cli_main(const Command *cmd, int argc, char **argv) {
   Cli c = {.cmd = cmd->name};
   bool help;
   int rc = cli_parse(&c, argc, argv, cmd->options, &help);
-  if (help)
+  if (help) {
     fputs(cmd->help, stdout);
-  else if (rc == EXIT_OK && cmd->validate)
+    if (cmd->help_end)
+      fputs(cmd->help_end, stdout);
+  } else if (rc == EXIT_OK && cmd->validate) {
     rc = cmd->validate(&c);
+  }
   if (rc == EXIT_OK && !help)
     rc = cmd->run(&c);
   cli_free(&c);

@@ -49,6 +49,8 @@ typedef struct Cli {
   int64_t threads; /* --threads (0: one per core) */
   const char *emit; /* build: --emit LIST */
   int64_t repeat;  /* --repeat: timed runs */
+  bool cuda;       /* --target cuda (else the CPU: --target cpu, the default) */
+  const char *arch; /* build --target cuda: --arch LIST (cuda_nvrtc.h's targets) */
   Arena *arena;
   Diag diag;
   const Source *src; /* read once */
@@ -74,6 +76,8 @@ typedef struct Command {
   const char *help;
   int (*validate)(Cli *c);
   int (*run)(Cli *c);
+  const char *help_end; /* printed after help, or NULL (C compilers need only take
+                         * string literals of 4095 characters) */
 } Command;
 
 /* Parses argv, prints help or runs the command, frees; returns the exit code. */
@@ -149,6 +153,23 @@ void exec_free(Exec *x);
 void fused_print_text(Cli *c, const Plan *p, FILE *f);
 void fused_print_dot(Cli *c, const Plan *p, FILE *f);
 void fused_print_json(Cli *c, const Plan *p, FILE *f);
+
+/* --- cuda.c: the CUDA target (--target cuda) --- */
+/* For run, train and bench: raises "no CUDA device found (...)", or, with a
+ * device, that running on it is not implemented yet (stage 2). */
+void cli_need_cuda(Cli *c);
+/* kiln build --target cuda: its usage checks and the build (--emit cuda,
+ * ptx, cubin; --arch). */
+int cli_build_cuda_validate(Cli *c);
+int cli_build_cuda(Cli *c);
+/* The end of the help of run, train and bench: --target, then -h. */
+#define CLI_TARGET_HELP                                                                     \
+  "  --target cpu|cuda        where to compute: this machine's CPU (the default), or a\n"  \
+  "                           CUDA device; without one, cuda stops with \"no CUDA\n"      \
+  "                           device found\" (exit 1); running a model on a device is\n"  \
+  "                           not implemented yet (kiln build --target cuda writes the\n" \
+  "                           kernels)\n"                                                  \
+  "  -h, --help               this help\n"
 
 /* Runs fn(c) under diag_protect; prints the error and returns 1 if it raised. */
 int cli_protect(Cli *c, void (*fn)(void *), void *ud);

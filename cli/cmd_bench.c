@@ -28,7 +28,7 @@
 static const char bench_help[] =
     "usage: kiln bench MODEL.kiln [--train] [--batch N] [--repeat N] [--threads N]\n"
     "                  [--fuse=LIST] [--json] [--seed N] [-D NAME=VALUE]...\n"
-    "                  [--model NAME]\n"
+    "                  [--model NAME] [--target cpu|cuda]\n"
     "\n"
     "Compiles the model twice, fused (--fuse, default all) and unfused (--fuse=none),\n"
     "checks that both compute the same results (within 1e-5 relative, after one\n"
@@ -55,8 +55,7 @@ static const char bench_help[] =
     "  --no-inplace, --no-share, --schedule=default|min-memory, --no-prepack\n"
     "                           as for kiln run, in both builds\n"
     "  -D, --define NAME=VALUE  override a model constant (e.g. -D N=8)\n"
-    "  --model NAME             which model of the file (default: the first)\n"
-    "  -h, --help               this help\n";
+    "  --model NAME             which model of the file (default: the first)\n";
 
 enum { FUSED, UNFUSED, WARMUP = 2, DEFAULT_ROUNDS = 20, MAX_BURST = 64 };
 static const double BURST_SECONDS = 2e-3; /* of whole steps per build and round */
@@ -251,6 +250,8 @@ static void measure(Bench *b) {
 static void bench_fn(void *ud) {
   Bench *b = ud;
   Cli *c = b->c;
+  if (c->cuda)
+    cli_need_cuda(c);
   if (c->batch)
     apply_batch(b);
   b->threads = rt_set_threads((int)c->threads); /* 0: one per core */
@@ -438,4 +439,5 @@ static int bench_run(Cli *c) {
   return rc;
 }
 
-const Command cmd_bench = {"bench", "DmtBkjSJFIHCKh", bench_help, bench_validate, bench_run};
+const Command cmd_bench = {"bench", "DmtBkjSJFIHCKhX", bench_help, bench_validate, bench_run,
+                           CLI_TARGET_HELP};

@@ -31,6 +31,8 @@ static const char build_help[] =
     "usage: kiln build MODEL.kiln -o PROG [--train] [--emit LIST] [--weights FILE]\n"
     "                  [--seed N] [-D NAME=VALUE]... [--model NAME] [--no-prepack]\n"
     "                  [--fuse=LIST] [--threads N] [-v]\n"
+    "       kiln build MODEL.kiln --target cuda [--emit cuda,ptx,cubin] [-o FILE]\n"
+    "                  [--arch LIST] [--train] (and -D, --model, --fuse, -v)\n"
     "\n"
     "Compiles the model ahead of time for this machine's CPU into a standalone\n"
     "program PROG.  `PROG --input x=a.npy --output probs=b.npy` runs inference\n"
@@ -64,6 +66,10 @@ static const char build_help[] =
     "  --threads N              compile on N threads (default: one per core); the\n"
     "                           program's code is then N object files linked together\n"
     "  -v, --verbose            print the plans and where the time went\n"
+    "  --target cpu|cuda        cuda: the steps' kernels as CUDA C (codegen/cuda) instead\n"
+    "  --emit cuda,ptx,cubin    with cuda: the source (FILE.cu, or stdout), FILE.ptx,\n"
+    "                           FILE.sm_XY.cubin (NVRTC; --arch, default sm_80,sm_90,\n"
+    "                           compute_80)\n"
     "  -h, --help               this help\n";
 
 enum { EMIT_EXE = 1, EMIT_OBJ = 2, EMIT_HEADER = 4, EMIT_LLVM = 8, EMIT_ASM = 16 };
@@ -99,6 +105,8 @@ static int parse_emit(const char *list, unsigned *bits) {
 }
 
 static int build_validate(Cli *c) {
+  if (c->cuda)
+    return cli_build_cuda_validate(c); /* cli/cuda.c */
   unsigned bits = EMIT_EXE;
   if (c->emit && parse_emit(c->emit, &bits) != EXIT_OK)
     return EXIT_USAGE;
@@ -562,6 +570,8 @@ static void build_fn(void *ud) {
 }
 
 static int build_run(Cli *c) {
+  if (c->cuda)
+    return cli_build_cuda(c);
   Build b = {.c = c, .emit = EMIT_EXE, .t0 = rt_now()};
   if (c->emit)
     parse_emit(c->emit, &b.emit);
@@ -576,4 +586,5 @@ static int build_run(Cli *c) {
   return rc;
 }
 
-const Command cmd_build = {"build", "DmtowSeIHCVYhKjF", build_help, build_validate, build_run};
+const Command cmd_build = {"build", "DmtowSeIHCVYhKjFXA", build_help, build_validate,
+                          build_run, NULL};

@@ -80,7 +80,7 @@ static int check_run(Cli *c) {
   return rc;
 }
 
-const Command cmd_check = {"check", "Dmth", check_help, NULL, check_run};
+const Command cmd_check = {"check", "Dmth", check_help, NULL, check_run, NULL};
 
 /* Closes the memory stream f (which sets *buf and *len) and writes what
  * it holds to c->out, whole. */
@@ -187,4 +187,5 @@ static int show_run(Cli *c) {
   return rc == EXIT_OK ? show_graph(c) : rc;
 }
 
-const Command cmd_show = {"show", "DmtfsohIHCKF", show_help, show_validate, show_run};
+const Command cmd_show = {"show", "DmtfsohIHCKF", show_help, show_validate, show_run,
+                         NULL};

@@ -21,7 +21,7 @@ static const char run_help[] =
     "usage: kiln run MODEL.kiln [--input NAME=FILE.npy]... [--output NAME=FILE.npy]...\n"
     "                [--random-inputs] [--weights FILE.safetensors] [--seed N]\n"
     "                [--reference] [-D NAME=VALUE]... [--model NAME] [--train]\n"
-    "                [--grad PARAM=FILE.npy]... [--fuse=LIST]\n"
+    "                [--grad PARAM=FILE.npy]... [--fuse=LIST] [--target cpu|cuda]\n"
     "\n"
     "Evaluates the model once.  Without --output, prints a summary of each of\n"
     "the model's outputs; with it, writes the named values (any output or\n"
@@ -65,8 +65,7 @@ static const char run_help[] =
     "  --verify-plan            check the memory plan independently before running\n"
     "  -D, --define NAME=VALUE  override a model constant (e.g. -D N=1)\n"
     "  --model NAME             which model of the file (default: the first)\n"
-    "  --train                  evaluate the training-mode graph\n"
-    "  -h, --help               this help\n";
+    "  --train                  evaluate the training-mode graph\n";
 
 static const char init_help[] =
     "usage: kiln init MODEL.kiln -o FILE.safetensors [--seed N] [-D NAME=VALUE]...\n"
@@ -455,6 +454,8 @@ static void time_runs(Run *r, void **saved) {
 static void run_fn(void *ud) {
   Run *r = ud;
   Cli *c = r->c;
+  if (c->cuda)
+    cli_need_cuda(c);
   if (c->n_grads)
     c->co.training = true; /* gradients are of the training-mode graph */
   load_input_files(r);
@@ -494,7 +495,8 @@ static int with_run(Cli *c, void (*fn)(void *)) {
 
 static int run_run(Cli *c) { return with_run(c, run_fn); }
 
-const Command cmd_run = {"run", "DmtiOGwrRShIHCPVYjkKF", run_help, NULL, run_run};
+const Command cmd_run = {"run", "DmtiOGwrRShIHCPVYjkKFX", run_help, NULL, run_run,
+                         CLI_TARGET_HELP};
 
 /* --- init --------------------------------------------------------------------------- */
 
@@ -531,4 +533,4 @@ static int init_validate(Cli *c) {
 
 static int init_run(Cli *c) { return with_run(c, init_fn); }
 
-const Command cmd_init = {"init", "DmoSh", init_help, init_validate, init_run};
+const Command cmd_init = {"init", "DmoSh", init_help, init_validate, init_run, NULL};

@@ -27,6 +27,7 @@ static const char train_help[] =
     "                  [--lr X] [--seed N] [--limit N] [--test-limit N]\n"
     "                  [--save FILE.safetensors] [--resume FILE.safetensors]\n"
     "                  [--fuse=LIST] [-D NAME=VALUE]... [--model NAME]\n"
+    "                  [--target cpu|cuda]\n"
     "\n"
     "Trains the model as its `train` section says (minimize, optimizer, schedule,\n"
     "epochs, ...), with a progress line on stderr, and reports test accuracy after\n"
@@ -56,8 +57,7 @@ static const char train_help[] =
     "  -v, --verbose            print the memory plans' totals\n"
     "  --verify-plan            check the memory plans independently first\n"
     "  -D, --define NAME=VALUE  override a model constant\n"
-    "  --model NAME             which model of the file (default: the first)\n"
-    "  -h, --help               this help\n";
+    "  --model NAME             which model of the file (default: the first)\n";
 
 typedef struct Trainer {
   Cli *c;
@@ -321,6 +321,8 @@ static void train_loop(Trainer *t) {
 
 static void train_fn(void *ud) {
   Trainer *t = ud;
+  if (t->c->cuda)
+    cli_need_cuda(t->c);
   build_graphs(t);
   t->buf = arena_alloc(t->c->arena, sizeof(void *) * (size_t)t->g->n_nodes);
   exec_init(&t->step, t->c, t->g, t->ts.roots, t->ts.n_roots);
@@ -362,4 +364,5 @@ static int train_run(Cli *c) {
   return rc;
 }
 
-const Command cmd_train = {"train", "DmdRESBlLTvuhIHCPVYjF", train_help, NULL, train_run};
+const Command cmd_train = {"train", "DmdRESBlLTvuhIHCPVYjFX", train_help, NULL, train_run,
+                           CLI_TARGET_HELP};

@@ -389,4 +389,57 @@ expect 1 "bench --train without a train section" -- "$KILN" bench tests/data/no_
 contains "$err" "has no train section"
 expect 2 "bench --repeat 0" -- "$KILN" bench models/mlp.kiln --repeat 0
 
+# --- the CUDA target (codegen/cuda; no GPU needed) ---------------------------
+# No driver (KILN_LIBCUDA names the library to load, here one that is not
+# there, so the check holds on a machine with a GPU too): exit 1, one line.
+nodev=(env KILN_LIBCUDA=/nonexistent/libcuda.so.1 "$KILN")
+nodev_msg="kiln: error: no CUDA device found (/nonexistent/libcuda.so.1: cannot open shared"
+expect 1 "run --target cuda without a device" -- "${nodev[@]}" run models/mlp.kiln \
+  --random-inputs --target cuda
+contains "$err" "$nodev_msg"
+expect 1 "train --target cuda without a device" -- "${nodev[@]}" train models/lenet5.kiln \
+  --data "$tmp" --target cuda
+contains "$err" "$nodev_msg"
+expect 1 "bench --target cuda without a device" -- "${nodev[@]}" bench models/mlp.kiln \
+  --target cuda
+contains "$err" "$nodev_msg"
+expect 2 "an unknown --target" -- "$KILN" run models/mlp.kiln --target gpu
+contains "$err" "--target must be cpu or cuda, got 'gpu'"
+for c in run train bench build; do
+  expect 0 "kiln $c --help mentions --target" -- "$KILN" $c --help
+  contains "$out" "--target cpu|cuda"
+done
+if command -v ldd >/dev/null && ldd "$KILN" | grep -q libcuda; then
+  echo "FAIL: kiln links libcuda (the runtime must load it with dlopen)"
+  fails=$((fails + 1))
+fi
+expect 0 "build --target cuda prints CUDA C" -- "$KILN" build models/mlp.kiln --target cuda
+contains "$out" 'extern "C" __global__ void softmax_probs_'
+contains "$out" "KILN_DEV float kiln_exp(float x)"
+contains "$out" " * kiln_infer: 7 launches, arena "
+contains "$out" " *   extern \$1: h1.weight f32[256, 784]"
+expect 0 "build --target cuda --train -o" -- "$KILN" build models/mlp.kiln --target cuda \
+  --train -o "$tmp/mlp_cuda"
+contains "$tmp/mlp_cuda.cu" 'extern "C" __global__ void train_'
+contains "$tmp/mlp_cuda.cu" " * kiln_train_step: "
+expect 2 "build --target cuda --emit exe" -- "$KILN" build models/mlp.kiln --target cuda \
+  --emit exe -o "$tmp/x"
+contains "$err" "unknown kind 'exe' for --target cuda"
+expect 2 "build --emit ptx without -o" -- "$KILN" build models/mlp.kiln --target cuda --emit ptx
+expect 2 "build --arch with a bad word" -- "$KILN" build models/mlp.kiln --target cuda \
+  --arch sm_80,gfx90a -o "$tmp/x"
+contains "$err" "'gfx90a' is not an architecture"
+"$KILN" build models/mlp.kiln --target cuda --emit ptx,cubin --arch sm_80,compute_80 \
+  -o "$tmp/mlp_nv" >"$out" 2>"$err"
+if [ $? -eq 0 ]; then
+  [ "$(head -c 4 "$tmp/mlp_nv.sm_80.cubin" | od -An -c | tr -d ' ')" = "177ELF" ] &&
+    grep -q "^.target sm_80" "$tmp/mlp_nv.ptx" && [ ! -e "$tmp/mlp_nv.cu" ] &&
+    echo "ok: build --emit ptx,cubin (NVRTC)" ||
+    { echo "FAIL: build --emit ptx,cubin wrote no CUBIN or PTX"; fails=$((fails + 1)); }
+elif grep -q "built without the CUDA toolkit" "$err"; then
+  echo "skipped: build --emit ptx,cubin (kiln was built without the CUDA toolkit)"
+else
+  echo "FAIL: build --emit ptx,cubin"; sed 's/^/    /' "$err" | tail -n 8; fails=$((fails + 1))
+fi
+
 finish driver

@@ -1,0 +1,277 @@
+/*
+ * cuda.c: the driver's CUDA target (--target cuda).
+ *
+ * `kiln build MODEL --target cuda` writes the model's kernels as CUDA C
+ * (codegen/cuda) and, through NVRTC, as PTX or CUBINs:
+ *
+ *   --emit cuda   the source (the default): FILE.cu with -o FILE (or FILE
+ *                 itself when it ends in .cu), else on stdout
+ *   --emit ptx    FILE.ptx, for compute_XY of --arch (default compute_80)
+ *   --emit cubin  FILE.sm_XY.cubin for each sm_XY of --arch (default sm_80,
+ *                 sm_90)
+ *
+ * The module holds the inference step's kernels, the prepare step's (the
+ * weight-derived values, computed once when weights are loaded), and with
+ * --train the training step's (named train_*).  A comment at its end lists
+ * each step's launches in order, with where each argument points: @OFFSET
+ * in the step's arena (the memory plan's) or $SLOT in the array of extern
+ * pointers ($0 the step counter, then the parameters, then the
+ * weight-derived values), which is what a runtime needs to run it.
+ *
+ * `kiln run|train|bench --target cuda` look for a device first
+ * (runtime/rt_cuda.h): without one they stop with "no CUDA device found
+ * (REASON)" (exit 1).  Running a model on a device is stage 2 of the CUDA
+ * backend (codegen/README.md): with a device they say so, also exit 1.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cuda_nvrtc.h"
+#include "cuda_program.h"
+#include "rt_cuda.h"
+
+/* --- run, train, bench ------------------------------------------------------------- */
+
+void cli_need_cuda(Cli *c) {
+  char err[768];
+  RtCuda *d;
+  if (rt_cuda_open(0, &d, err, sizeof err) != RT_OK)
+    error_plain(&c->diag, "%s", err);
+  char name[256];
+  snprintf(name, sizeof name, "%s (sm_%d)", rt_cuda_name(d), rt_cuda_arch(d));
+  rt_cuda_close(d);
+  error_plain(&c->diag, "kiln %s --target cuda: found %s, but running models on a CUDA device "
+              "is not implemented yet (stage 2 of the CUDA backend); kiln build --target cuda "
+              "writes the kernels", c->cmd, name);
+}
+
+/* --- build ----------------------------------------------------------------------------- */
+
+enum { EMIT_CUDA = 1, EMIT_PTX = 2, EMIT_CUBIN = 4 };
+
+static int parse_emit(const char *list, unsigned *bits) {
+  static const char *const names[] = {"cuda", "ptx", "cubin"};
+  *bits = 0;
+  for (const char *p = list; *p;) {
+    size_t len = strcspn(p, ",");
+    int k = 0;
+    while (k < 3 && !(strlen(names[k]) == len && strncmp(names[k], p, len) == 0))
+      k++;
+    if (k == 3)
+      return cli_usage_error("build", "--emit: unknown kind '%.*s' for --target cuda (kinds: "
+                             "cuda, ptx, cubin)", (int)len, p);
+    *bits |= 1u << k;
+    p += len + (p[len] == ',');
+  }
+  return *bits ? EXIT_OK : cli_usage_error("build", "--emit needs a list of kinds");
+}
+
+int cli_build_cuda_validate(Cli *c) {
+  unsigned bits = EMIT_CUDA;
+  CuTargets t;
+  char err[256];
+  if (c->emit && parse_emit(c->emit, &bits) != EXIT_OK)
+    return EXIT_USAGE;
+  if (!c->out && (bits & (EMIT_PTX | EMIT_CUBIN)))
+    return cli_usage_error("build", "--emit ptx,cubin need -o FILE (only the CUDA source prints "
+                           "to stdout)");
+  if (c->arch && !cu_targets_parse(c->arch, &t, err, sizeof err))
+    return cli_usage_error("build", "--arch: %s", err);
+  if (c->weights)
+    return cli_usage_error("build", "--weights does not apply to --target cuda (the kernels "
+                           "take the parameters as arguments)");
+  return EXIT_OK;
+}
+
+typedef struct CuBuild {
+  Cli *c;
+  unsigned emit;
+  CuSrc *s;
+  char *steps;  /* the launch tables' comment */
+  size_t steps_len;
+  FILE *sf;
+} CuBuild;
+
+/* Extern slots: parameters from 1, then weight-derived values. */
+static int *slots(Cli *c, const Graph *g, const Plan *p) {
+  int *slot = arena_alloc(c->arena, sizeof(int) * (size_t)(g->n_nodes + 1)), n = 1;
+  for (int s = 0; s < p->n_order; s++)
+    if (p->order[s]->op == OP_PARAM)
+      slot[p->order[s]->id] = n++;
+  for (int s = 0; s < p->n_order; s++)
+    if (p->order[s]->derived && p->order[s]->op != OP_PARAM)
+      slot[p->order[s]->id] = n++;
+  return slot;
+}
+
+/* Adds calls' kernels (renamed with prefix) and their launch table. */
+static void add_calls(CuBuild *b, CgCall *calls, int n, const char *prefix, const char *step,
+                      int64_t arena) {
+  Cli *c = b->c;
+  char err[1024];
+  for (int i = 0; i < n; i++)
+    if (*prefix) {
+      Kernel *k = (Kernel *)calls[i].k;
+      k->name = arena_fmt(c->arena, "%s%s", prefix, k->name);
+    }
+  RtCuLaunch *ls;
+  int nl;
+  if (!cu_step(b->s, calls, n, c->arena, &ls, &nl, err, sizeof err))
+    die("compiling %s for CUDA: %s", step, err); /* a compiler bug, not the user's */
+  fprintf(b->sf, " *\n * %s: %d launches, arena %lld bytes\n", step, nl, (long long)arena);
+  for (int i = 0; i < nl; i++) {
+    fprintf(b->sf, " *   %s <<<%lld>>> (", ls[i].fn, (long long)ls[i].threads);
+    for (int a = 0; a < ls[i].n_args; a++)
+      fprintf(b->sf, "%s%c%lld", a ? ", " : "", ls[i].args[a].base == RT_CU_ARENA ? '@' : '$',
+              (long long)ls[i].args[a].at);
+    fprintf(b->sf, ")\n");
+  }
+}
+
+/* Where a step's values are: each extern slot's parameter or weight-derived
+ * value, the inputs and the roots in the arena. */
+static void print_places(CuBuild *b, const Graph *g, const Plan *p, const int *slot,
+                         Node *const *roots, int n_roots) {
+  char sh[128];
+  fprintf(b->sf, " *   extern $0: the step counter (int64)\n");
+  for (int k = 1, found = 1; found; k++) {
+    found = 0;
+    for (int i = 0; i < g->n_nodes && !found; i++)
+      if (slot[i] == k) {
+        found = 1;
+        fprintf(b->sf, " *   extern $%d: %s %s%s\n", k, g->nodes[i]->name,
+                dtype_name(g->nodes[i]->dtype), shape_str(&g->nodes[i]->shape, sh, sizeof sh));
+      }
+  }
+  for (int i = 0; i < g->n_nodes; i++)
+    if (g->nodes[i]->op == OP_INPUT && p->time[i] >= 0 && p->offset[i] >= 0)
+      fprintf(b->sf, " *   input %s @%lld %s%s\n", g->nodes[i]->name, (long long)p->offset[i],
+              dtype_name(g->nodes[i]->dtype), shape_str(&g->nodes[i]->shape, sh, sizeof sh));
+  for (int r = 0; r < n_roots; r++)
+    if (p->offset[roots[r]->id] >= 0)
+      fprintf(b->sf, " *   result %s @%lld %s%s\n", roots[r]->name,
+              (long long)p->offset[roots[r]->id], dtype_name(roots[r]->dtype),
+              shape_str(&roots[r]->shape, sh, sizeof sh));
+}
+
+/* Plans one step of g and adds its kernels (and the prepare step's). */
+static void add_step(CuBuild *b, Graph *g, bool train) {
+  Cli *c = b->c;
+  TrainStep ts = {0};
+  int n, nc;
+  Node **roots = cli_step_roots(c, g, train, &ts, &n);
+  Plan p;
+  cli_plan(c, g, roots, n, &p);
+  int *slot = slots(c, g, &p);
+  CgCall *calls = arena_alloc(c->arena, sizeof(CgCall) * (size_t)(p.n_order + 1));
+  char err[1024];
+  if (!train) {
+    if (!program_prepare_calls(g, &p, slot, calls, &nc, err, sizeof err))
+      die("compiling %s: %s", g->name, err);
+    if (nc)
+      add_calls(b, calls, nc, "", "kiln_prepare (the weight-derived values, once)", 0);
+  }
+  if (!program_calls(g, &p, slot, calls, &nc, err, sizeof err))
+    die("compiling %s: %s", g->name, err);
+  add_calls(b, calls, nc, train ? "train_" : "", train ? "kiln_train_step" : "kiln_infer",
+            p.arena);
+  print_places(b, g, &p, slot, roots, n);
+}
+
+/* FILE.cu (FILE itself when it ends in .cu), or base.EXT. */
+static const char *out_path(Cli *c, const char *ext) {
+  size_t n = strlen(c->out);
+  bool cu = n > 3 && strcmp(c->out + n - 3, ".cu") == 0;
+  if (strcmp(ext, ".cu") == 0)
+    return cu ? c->out : arena_fmt(c->arena, "%s.cu", c->out);
+  return arena_fmt(c->arena, "%.*s%s", (int)(cu ? n - 3 : n), c->out, ext);
+}
+
+static void write_file(Cli *c, const char *path, const void *data, size_t len) {
+  char err[512];
+  const void *pieces[] = {data};
+  if (rt_write_file_atomic(path, pieces, &len, 1, err, sizeof err) != RT_OK)
+    error_plain(&c->diag, "%s", err);
+}
+
+static void compile_images(CuBuild *b, const char *text, const char *model) {
+  Cli *c = b->c;
+  CuTargets t = CU_NVRTC_DEFAULT;
+  char err[1024], *report;
+  if (c->arch)
+    cu_targets_parse(c->arch, &t, err, sizeof err); /* validated */
+  if (!(b->emit & EMIT_CUBIN))
+    t.n_archs = 0;
+  if (!(b->emit & EMIT_PTX))
+    t.ptx_arch = 0;
+  if (!t.n_archs && !t.ptx_arch)
+    error_plain(&c->diag, "--arch %s names no %s", c->arch,
+                b->emit & EMIT_PTX ? "compute_XY for --emit ptx" : "sm_XY for --emit cubin");
+  CuImages im;
+  if (!cu_nvrtc_compile(text, model, &t, &im, err, sizeof err, &report)) {
+    if (report)
+      fputs(report, stderr);
+    free(report);
+    error_plain(&c->diag, "%s", err);
+  }
+  for (int i = 0; i < im.n; i++) {
+    const CuImage *g = &im.images[i];
+    const char *ext = g->ptx ? ".ptx" : arena_fmt(c->arena, ".sm_%d.cubin", g->arch);
+    write_file(c, out_path(c, ext), g->data, g->ptx ? g->size - 1 : g->size);
+  }
+  if (c->verbose)
+    fprintf(stderr, "%s: NVRTC compiled %d image%s in %.2f s\n", model, im.n, im.n == 1 ? "" : "s",
+            im.seconds);
+  cu_images_free(&im);
+}
+
+static void build_fn(void *ud) {
+  CuBuild *b = ud;
+  Cli *c = b->c;
+  Graph *ge = cli_build(c, false);
+  if (!ge->n_outputs)
+    error_plain(&c->diag, "model %s declares no outputs to compute", ge->name);
+  Graph *gt = NULL;
+  if (c->co.training) {
+    gt = cli_build(c, true);
+    if (!gt->has_train)
+      error_plain(&c->diag, "model %s has no train section (train %s { minimize LOSS ... })",
+                  gt->name, gt->name);
+  }
+  b->s = cu_new(ge->name);
+  b->sf = open_memstream(&b->steps, &b->steps_len);
+  if (!b->sf)
+    die("out of memory");
+  fprintf(b->sf, "\n/*\n * The steps' launches in order: FUNCTION <<<threads>>> (arguments: @ an "
+          "offset into the\n * step's arena, $ an extern slot: $0 the step counter, then the "
+          "parameters, then\n * the weight-derived values, in the order of the step's schedule)\n");
+  add_step(b, ge, false);
+  if (gt)
+    add_step(b, gt, true);
+  fprintf(b->sf, " */\n");
+  fclose(b->sf);
+  b->sf = NULL;
+  const char *src = cu_text(b->s);
+  char *text = arena_fmt(c->arena, "%s%s", src, b->steps);
+  if (b->emit & EMIT_CUDA) {
+    if (c->out)
+      write_file(c, out_path(c, ".cu"), text, strlen(text));
+    else
+      fputs(text, stdout);
+  }
+  if (b->emit & (EMIT_PTX | EMIT_CUBIN))
+    compile_images(b, text, ge->name);
+}
+
+int cli_build_cuda(Cli *c) {
+  CuBuild b = {.c = c, .emit = EMIT_CUDA};
+  if (c->emit)
+    parse_emit(c->emit, &b.emit);
+  int rc = cli_protect(c, build_fn, &b);
+  if (b.sf)
+    fclose(b.sf);
+  free(b.steps);
+  cu_free(b.s);
+  return rc;
+}
