@@ -287,6 +287,7 @@ int cli_protect(Cli *c, void (*fn)(void *), void *ud) {
 }
 
 void cli_free(Cli *c) {
+  rt_cuda_close(c->dev);
   diag_free(&c->diag);
   arena_free(c->arena);
 }

@@ -13,6 +13,7 @@
 #include "ir.h"
 #include "passes.h"
 #include "program.h"
+#include "cuda_program.h"
 
 enum { EXIT_OK = 0, EXIT_USER = 1, EXIT_USAGE = 2 };
 
@@ -51,6 +52,7 @@ typedef struct Cli {
   int64_t repeat;  /* --repeat: timed runs */
   bool cuda;       /* --target cuda (else the CPU: --target cpu, the default) */
   const char *arch; /* build --target cuda: --arch LIST (cuda_nvrtc.h's targets) */
+  RtCuda *dev;      /* --target cuda: the device, opened once (cli_cuda_device) */
   Arena *arena;
   Diag diag;
   const Source *src; /* read once */
@@ -122,12 +124,18 @@ const char *cli_loc(Cli *c, Loc l);
  * under --verify-plan (an internal error if it fails), reports it with -v. */
 void cli_plan(Cli *c, Graph *g, Node *const *roots, int n_roots, Plan *p);
 
-/* --- exec.c: running a graph on the compiled program or the reference
- * evaluator (--reference), the same way for every command --- */
+/* --- exec.c: running a graph on the compiled program, the reference
+ * evaluator (--reference) or a CUDA device (--target cuda, cli/cuda.c),
+ * the same way for every command --- */
 typedef struct Exec {
   Cli *c;
   Graph *g;
-  bool compiled;
+  bool compiled; /* on the CPU */
+  bool cuda;     /* on the device: cu, with a host copy of the arena */
+  CuProgram cu;
+  bool cu_ready;
+  char *host;    /* the arena's host copy: inputs are written, results read there */
+  void **hval;   /* per node id: the host copy of a value outside the arena */
   Program prog;  /* compiled */
   bool prog_ready;
   Eval ev;       /* reference */
@@ -146,6 +154,13 @@ bool exec_needs(const Exec *x, const Node *in);
 void exec_run(Exec *x, int64_t step);       /* raises user errors (out of memory) */
 void *exec_value(Exec *x, const Node *n);
 void exec_apply_updates(Exec *x);
+/* After training steps: the parameters' bound buffers hold their current
+ * values (on the CPU they always do; a device's are copied back). */
+void exec_sync_params(Exec *x);
+/* The bound parameter buffers were changed by someone else (another Exec's
+ * training): a device copies them in again before the next run.  On the
+ * CPU, the engines read the buffers themselves: nothing to do. */
+void exec_params_changed(Exec *x);
 void exec_free(Exec *x);
 
 /* --- show_fused.c: kiln show --stage fused, a plan's kernels in schedule
@@ -155,20 +170,39 @@ void fused_print_dot(Cli *c, const Plan *p, FILE *f);
 void fused_print_json(Cli *c, const Plan *p, FILE *f);
 
 /* --- cuda.c: the CUDA target (--target cuda) --- */
-/* For run, train and bench: raises "no CUDA device found (...)", or, with a
- * device, that running on it is not implemented yet (stage 2). */
+/* The device of --target cuda, opened at the first call (closed by
+ * cli_free); raises "no CUDA device found (...)" without one. */
+RtCuda *cli_cuda_device(Cli *c);
+/* For bench: raises "no CUDA device found (...)", or, with a device, that
+ * bench does not run on it yet. */
 void cli_need_cuda(Cli *c);
+/* Exec on the device (exec.c calls them when x->cuda). */
+void cuda_exec_init(Exec *x, Cli *c, Graph *g, Node *const *roots, int n);
+void *cuda_exec_input(Exec *x, const Node *in);
+void cuda_exec_run(Exec *x, int64_t step);
+void *cuda_exec_value(Exec *x, const Node *n);
+void cuda_exec_bind_param(Exec *x, const Node *p, void *data);
+void cuda_exec_apply_updates(Exec *x);
+void cuda_exec_sync_params(Exec *x);
+void cuda_exec_free(Exec *x);
 /* kiln build --target cuda: its usage checks and the build (--emit cuda,
  * ptx, cubin; --arch). */
 int cli_build_cuda_validate(Cli *c);
 int cli_build_cuda(Cli *c);
-/* The end of the help of run, train and bench: --target, then -h. */
+/* The end of the help of run and train, and of bench: --target, then -h. */
 #define CLI_TARGET_HELP                                                                     \
-  "  --target cpu|cuda        where to compute: this machine's CPU (the default), or a\n"  \
-  "                           CUDA device; without one, cuda stops with \"no CUDA\n"      \
-  "                           device found\" (exit 1); running a model on a device is\n"  \
-  "                           not implemented yet (kiln build --target cuda writes the\n" \
-  "                           kernels)\n"                                                  \
+  "  --target cpu|cuda        where to compute: this machine's CPU (the default), or\n"   \
+  "                           CUDA device 0: the same memory plan in device memory,\n"    \
+  "                           parameters uploaded once, kernels compiled by NVRTC for\n"  \
+  "                           the device (not yet run on a real GPU; tested against a\n"  \
+  "                           fake driver).  Without a device it stops with \"no CUDA\n"  \
+  "                           device found\" (exit 1).  KILN_CUDA_SYNC=1 waits after\n"   \
+  "                           each kernel, so a fault names its kernel\n"                  \
+  "  -h, --help               this help\n"
+#define CLI_TARGET_HELP_BENCH                                                               \
+  "  --target cpu|cuda        cuda: not supported by bench yet (`kiln run --target cuda\n" \
+  "                           --repeat N` times the step on a device); without a device\n" \
+  "                           it stops with \"no CUDA device found\" (exit 1)\n"          \
   "  -h, --help               this help\n"
 
 /* Runs fn(c) under diag_protect; prints the error and returns 1 if it raised. */

@@ -440,4 +440,4 @@ static int bench_run(Cli *c) {
 }
 
 const Command cmd_bench = {"bench", "DmtBkjSJFIHCKhX", bench_help, bench_validate, bench_run,
-                           CLI_TARGET_HELP};
+                           CLI_TARGET_HELP_BENCH};

@@ -447,15 +447,21 @@ static void time_runs(Run *r, void **saved) {
   }
   qsort(t, (size_t)c->repeat, sizeof(double), by_value);
   fprintf(stderr, "%s: %lld runs on %s: median %.1f us, min %.1f us, max %.1f us\n", c->g->name,
-          (long long)c->repeat, r->x.compiled ? "compiled code" : "the reference evaluator",
+          (long long)c->repeat,
+          r->x.cuda       ? "the CUDA device (each copying the inputs in)"
+          : r->x.compiled ? "compiled code"
+                          : "the reference evaluator",
           1e6 * t[c->repeat / 2], 1e6 * t[0], 1e6 * t[c->repeat - 1]);
 }
 
 static void run_fn(void *ud) {
   Run *r = ud;
   Cli *c = r->c;
+  if (c->cuda && c->reference)
+    error_plain(&c->diag, "--reference evaluates on the CPU; it does not combine with "
+                "--target cuda");
   if (c->cuda)
-    cli_need_cuda(c);
+    cli_cuda_device(c); /* no device: stop before reading anything */
   if (c->n_grads)
     c->co.training = true; /* gradients are of the training-mode graph */
   load_input_files(r);

@@ -309,6 +309,9 @@ static void train_loop(Trainer *t) {
       rt_batcher_gather(b, &t->train, s, x, y);
       rt_progress_step(&pr, s, run_step(t, steps, total));
     }
+    exec_sync_params(&t->step); /* a device's parameters, back in t->buf */
+    if (t->eval_ready)
+      exec_params_changed(&t->eval);
     double acc = test_accuracy(t);
     char extra[64] = "";
     if (acc >= 0)
@@ -321,8 +324,11 @@ static void train_loop(Trainer *t) {
 
 static void train_fn(void *ud) {
   Trainer *t = ud;
+  if (t->c->cuda && t->c->reference)
+    error_plain(&t->c->diag, "--reference evaluates on the CPU; it does not combine with "
+                "--target cuda");
   if (t->c->cuda)
-    cli_need_cuda(t->c);
+    cli_cuda_device(t->c); /* no device: stop before reading anything */
   build_graphs(t);
   t->buf = arena_alloc(t->c->arena, sizeof(void *) * (size_t)t->g->n_nodes);
   exec_init(&t->step, t->c, t->g, t->ts.roots, t->ts.n_roots);

@@ -20,8 +20,17 @@
  *
  * `kiln run|train|bench --target cuda` look for a device first
  * (runtime/rt_cuda.h): without one they stop with "no CUDA device found
- * (REASON)" (exit 1).  Running a model on a device is stage 2 of the CUDA
- * backend (codegen/README.md): with a device they say so, also exit 1.
+ * (REASON)" (exit 1).  With one, `run` and `train` compute on it through
+ * cli/exec.c's Exec: cuda_exec_* below wrap a CuProgram
+ * (codegen/cuda/cuda_program.h) with a host copy of the arena, where the
+ * commands write inputs and read results; inputs are copied in before each
+ * run, values copied out when read, parameters uploaded when bound and
+ * copied back after training (exec_sync_params).  Device errors are the
+ * user's (exit 1), naming the kernel.  `bench` does not run on a device
+ * yet: with one it says so (exit 1).
+ *
+ * UNTESTED ON A GPU: the device paths ran only against tests/fake_cuda.c
+ * (tests/cuda_run.sh).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -33,17 +42,109 @@
 
 /* --- run, train, bench ------------------------------------------------------------- */
 
-void cli_need_cuda(Cli *c) {
+RtCuda *cli_cuda_device(Cli *c) {
   char err[768];
-  RtCuda *d;
-  if (rt_cuda_open(0, &d, err, sizeof err) != RT_OK)
+  if (!c->dev && rt_cuda_open(0, &c->dev, err, sizeof err) != RT_OK)
     error_plain(&c->diag, "%s", err);
-  char name[256];
-  snprintf(name, sizeof name, "%s (sm_%d)", rt_cuda_name(d), rt_cuda_arch(d));
-  rt_cuda_close(d);
-  error_plain(&c->diag, "kiln %s --target cuda: found %s, but running models on a CUDA device "
-              "is not implemented yet (stage 2 of the CUDA backend); kiln build --target cuda "
-              "writes the kernels", c->cmd, name);
+  return c->dev;
+}
+
+void cli_need_cuda(Cli *c) {
+  RtCuda *d = cli_cuda_device(c);
+  error_plain(&c->diag, "kiln %s --target cuda: found %s (sm_%d), but only `kiln run` and "
+              "`kiln train` run models on a CUDA device yet (`kiln run --target cuda --repeat "
+              "N` times the step)", c->cmd, rt_cuda_name(d), rt_cuda_arch(d));
+}
+
+/* A device call's error, raised as the user's (exit 1). */
+static void device_error(Exec *x, const char *err) {
+  error_plain(&x->c->diag, "running %s on %s: %s", x->g->name, rt_cuda_name(x->c->dev), err);
+}
+
+/* UNTESTED ON A GPU (the paths below ran only against tests/fake_cuda.c) */
+void cuda_exec_init(Exec *x, Cli *c, Graph *g, Node *const *roots, int n) {
+  char err[1024];
+  RtCuda *d = cli_cuda_device(c);
+  x->cu_ready = true; /* cu_program_free releases whatever compile got to */
+  if (!cu_program_compile(&x->cu, d, g, roots, n, &c->plan, err, sizeof err))
+    error_plain(&c->diag, "compiling %s for %s (sm_%d): %s", g->name, rt_cuda_name(d),
+                rt_cuda_arch(d), err);
+  if (c->verify_plan && !plan_verify(g, roots, n, &x->cu.plan, err, sizeof err))
+    die("the memory plan of %s failed verification: %s", g->name, err);
+  size_t bytes = ((size_t)x->cu.plan.arena + PLAN_ALIGN) / PLAN_ALIGN * PLAN_ALIGN;
+  x->host = aligned_alloc(PLAN_ALIGN, bytes);
+  x->hval = arena_alloc(c->arena, sizeof(void *) * (size_t)g->n_nodes);
+  if (!x->host)
+    error_plain(&c->diag, "out of memory: the arena's host copy needs %zu bytes", bytes);
+  memset(x->host, 0, bytes);
+  if (c->verbose) {
+    fprintf(stderr, "%s: compiled %d kernels (%d launches) for %s (sm_%d) in %.3f s", g->name,
+            x->cu.n_kernels, x->cu.n_step, rt_cuda_name(d), rt_cuda_arch(d),
+            x->cu.compile_seconds);
+    if (x->cu.nvrtc_seconds > 0)
+      fprintf(stderr, " (NVRTC %.3f s)", x->cu.nvrtc_seconds);
+    fputs("; ", stderr);
+    plan_print_summary(&x->cu.plan, stderr);
+  }
+}
+
+/* The host copy of n's value: in the arena's, or a buffer of its own. */
+static void *host_copy(Exec *x, const Node *n) {
+  if (x->cu.plan.offset[n->id] >= 0)
+    return x->host + x->cu.plan.offset[n->id];
+  if (!x->hval[n->id])
+    x->hval[n->id] = arena_alloc(x->c->arena, (size_t)node_bytes(n) + 1);
+  return x->hval[n->id];
+}
+
+void *cuda_exec_input(Exec *x, const Node *in) { return host_copy(x, in); }
+
+void cuda_exec_bind_param(Exec *x, const Node *p, void *data) {
+  cu_program_bind_param(&x->cu, p, data);
+}
+
+/* Copies the inputs in and runs the step (parameters go up first when
+ * they were bound since the last run). */
+void cuda_exec_run(Exec *x, int64_t step) {
+  char err[1024];
+  const char *sync = getenv("KILN_CUDA_SYNC");
+  for (int i = 0; i < x->g->n_nodes; i++) {
+    const Node *n = x->g->nodes[i];
+    if (n->op == OP_INPUT && x->cu.plan.time[i] >= 0 &&
+        cu_program_upload(&x->cu, n, host_copy(x, n), err, sizeof err) != RT_OK)
+      device_error(x, err);
+  }
+  if (cu_program_run(&x->cu, step, sync && strcmp(sync, "1") == 0, err, sizeof err) != RT_OK)
+    device_error(x, err);
+}
+
+/* Copies n's value out (after a run). */
+void *cuda_exec_value(Exec *x, const Node *n) {
+  char err[1024];
+  void *h = host_copy(x, n);
+  if (cu_program_download(&x->cu, n, h, err, sizeof err) != RT_OK)
+    device_error(x, err);
+  return h;
+}
+
+void cuda_exec_apply_updates(Exec *x) {
+  char err[1024];
+  if (cu_program_apply_updates(&x->cu, err, sizeof err) != RT_OK)
+    device_error(x, err);
+}
+
+void cuda_exec_sync_params(Exec *x) {
+  char err[1024];
+  if (cu_program_download_params(&x->cu, err, sizeof err) != RT_OK)
+    device_error(x, err);
+}
+
+void cuda_exec_free(Exec *x) {
+  if (x->cu_ready)
+    cu_program_free(&x->cu);
+  free(x->host);
+  x->host = NULL;
+  x->cu_ready = false;
 }
 
 /* --- build ----------------------------------------------------------------------------- */

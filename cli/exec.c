@@ -1,7 +1,8 @@
 /*
  * exec.c: one way for the driver to run a graph, whichever engine does it:
- * the compiled program (codegen/program.c, the default) or the reference
- * evaluator (--reference), with or without a memory plan.
+ * the compiled program (codegen/program.c, the default), the reference
+ * evaluator (--reference), with or without a memory plan, or a CUDA device
+ * (--target cuda: codegen/cuda/cuda_program.h, driven by cli/cuda.c).
  *
  * The commands speak to an Exec only: bind parameters, fill inputs, run,
  * read values, apply updates.  So `kiln run` and `kiln train` behave the
@@ -50,15 +51,20 @@ void exec_init(Exec *x, Cli *c, Graph *g, Node *const *roots, int n) {
   memset(x, 0, sizeof *x);
   x->c = c;
   x->g = g;
-  x->compiled = !c->reference;
-  if (x->compiled)
+  x->cuda = c->cuda && !c->reference;
+  x->compiled = !c->reference && !x->cuda;
+  if (x->cuda)
+    cuda_exec_init(x, c, g, roots, n);
+  else if (x->compiled)
     compiled_init(x, c, g, roots, n);
   else
     ref_init(x, c, g, roots, n);
 }
 
 void exec_bind_param(Exec *x, const Node *p, void *data) {
-  if (x->compiled)
+  if (x->cuda)
+    cuda_exec_bind_param(x, p, data);
+  else if (x->compiled)
     program_bind_param(&x->prog, p, data);
   else
     eval_bind(&x->ev, p, data);
@@ -72,7 +78,9 @@ void *exec_input(Exec *x, const Node *in) {
       x->spare[in->id] = arena_alloc(x->c->arena, (size_t)node_bytes(in) + 1);
     return x->spare[in->id];
   }
-  void *p = x->compiled ? program_value(&x->prog, in) : eval_input(&x->ev, in);
+  void *p = x->cuda       ? cuda_exec_input(x, in)
+            : x->compiled ? program_value(&x->prog, in)
+                          : eval_input(&x->ev, in);
   if (!p)
     error_plain(&x->c->diag, "out of memory for input %s", in->name);
   return p;
@@ -80,10 +88,16 @@ void *exec_input(Exec *x, const Node *in) {
 
 /* Whether the graph reads input n (an input nothing needs has no place). */
 bool exec_needs(const Exec *x, const Node *n) {
+  if (x->cuda)
+    return x->cu.plan.time[n->id] >= 0;
   return x->compiled ? x->prog.plan.time[n->id] >= 0 : x->live[n->id];
 }
 
 void exec_run(Exec *x, int64_t step) {
+  if (x->cuda) {
+    cuda_exec_run(x, step);
+    return;
+  }
   if (x->compiled) {
     program_run(&x->prog, step);
     return;
@@ -95,17 +109,33 @@ void exec_run(Exec *x, int64_t step) {
 }
 
 void *exec_value(Exec *x, const Node *n) {
+  if (x->cuda)
+    return cuda_exec_value(x, n);
   return x->compiled ? program_value(&x->prog, n) : x->ev.vals[n->id].data;
 }
 
 void exec_apply_updates(Exec *x) {
-  if (x->compiled)
+  if (x->cuda)
+    cuda_exec_apply_updates(x);
+  else if (x->compiled)
     program_apply_updates(&x->prog);
   else
     eval_apply_updates(&x->ev);
 }
 
+void exec_sync_params(Exec *x) {
+  if (x->cuda)
+    cuda_exec_sync_params(x);
+}
+
+void exec_params_changed(Exec *x) {
+  if (x->cuda)
+    cu_program_params_changed(&x->cu);
+}
+
 void exec_free(Exec *x) {
+  if (x->cuda)
+    cuda_exec_free(x);
   if (x->prog_ready)
     program_free(&x->prog);
   if (x->ev_ready)

@@ -355,7 +355,13 @@ RtStatus rt_cuda_run(RtCuModule *m, RtCuPtr arena, const RtCuPtr *ext, bool sync
       params[a] = &ptrs[a];
     }
     unsigned grid, block;
-    rt_cuda_grid(l->threads, BLOCK, max_blocks, &grid, &block);
+    if (l->block > 0) { /* tiles shared by exactly l->block threads: a block per tile */
+      int64_t blocks = l->threads < 0 ? max_blocks : (l->threads + l->block - 1) / l->block;
+      grid = (unsigned)(blocks < 1 ? 1 : blocks);
+      block = (unsigned)l->block;
+    } else {
+      rt_cuda_grid(l->threads, BLOCK, max_blocks, &grid, &block);
+    }
     CUresult r = d->drv.launch(m->fns[i], grid, 1, 1, block, 1, 1, 0, d->stream, params, NULL);
     if (r == 0 && sync_each)
       r = d->drv.stream_sync(d->stream);

@@ -27,11 +27,12 @@
  * environment variable KILN_CUDA_SYNC=1 in the driver) each launch is
  * synchronized, which names the kernel that failed.
  *
- * Status: only the paths without a device are tested here (no GPU on the
- * machines this was written on): loading the library, resolving its
- * symbols, and the errors when either fails or no device is present.  The
- * device paths follow the driver API's documentation and are marked
- * UNTESTED ON A GPU in rt_cuda.c.
+ * Status: no GPU on the machines this was written on.  Tested: loading the
+ * library, resolving its symbols, and the errors when either fails or no
+ * device is present; the device paths against a fake driver that runs the
+ * kernels on the host (tests/fake_cuda.c: test_cuda_rt, and `kiln run|train
+ * --target cuda` in tests/cuda_run.sh).  The device paths follow the driver
+ * API's documentation and are marked UNTESTED ON A GPU in rt_cuda.c.
  */
 #ifndef KILN_RT_CUDA_H
 #define KILN_RT_CUDA_H
@@ -56,13 +57,18 @@ typedef struct RtCuLaunch {
   const char *fn;  /* the extern "C" __global__ function */
   int64_t threads; /* iterations it wants (its loop is grid-stride): 0 skips it,
                     * -1 means any grid (the count is computed on the device) */
+  int block;       /* 0: blocks of the runtime's size; else exactly this many threads per
+                    * block (a kernel sharing tiles through __shared__ memory), and
+                    * threads / block blocks */
   int n_args;
   const RtCuArg *args;
 } RtCuLaunch;
 
 /* The block and grid a launch gets: blocks of `block` threads (1 thread
  * for threads == 1), as many as cover `threads`, at most max_blocks (the
- * grid-stride loop does the rest); max_blocks for threads == -1. */
+ * grid-stride loop does the rest); max_blocks for threads == -1.  (A
+ * launch with its own RtCuLaunch.block gets that block and every block
+ * its threads need, uncapped.) */
 void rt_cuda_grid(int64_t threads, int block, int max_blocks, unsigned *grid, unsigned *blockdim);
 
 typedef unsigned long long RtCuPtr; /* a device address (CUdeviceptr) */

@@ -416,7 +416,9 @@ fi
 expect 0 "build --target cuda prints CUDA C" -- "$KILN" build models/mlp.kiln --target cuda
 contains "$out" 'extern "C" __global__ void softmax_probs_'
 contains "$out" "KILN_DEV float kiln_exp(float x)"
-contains "$out" " * kiln_infer: 7 launches, arena "
+contains "$out" " * kiln_infer: 4 launches, arena " # each dense layer one tiled GEMM launch
+contains "$out" "per thread (cuda_gemm.c)"
+contains "$out" "/* the epilogue at this element */"
 contains "$out" " *   extern \$1: h1.weight f32[256, 784]"
 expect 0 "build --target cuda --train -o" -- "$KILN" build models/mlp.kiln --target cuda \
   --train -o "$tmp/mlp_cuda"

@@ -10,13 +10,21 @@
  * with dlopen.  emu_launch then runs a launch's grid on this
  * thread: for every block and every thread of it, set the coordinates and
  * call the function (stage 1 kernels share nothing between threads, so
- * one after another is a faithful schedule).  Two schedules (EmuMode):
+ * one after another is a faithful schedule).  A function whose launch
+ * wants blocks of a fixed size (CuLaunch.block: shared memory and
+ * barriers) gets a wrapper that runs the whole block as fibers
+ * (cuda_emu.h's kiln_emu_block) when called for thread 0 and does nothing
+ * for the others, so the same thread-by-thread calls run it (as
+ * tests/fake_cuda.c makes them).  Two schedules (EmuMode):
  *
  *   EMU_STRIDED   blocks of 32 threads, at most 3 blocks: each thread's
  *                 grid-stride loop takes many iterations, far apart
+ *                 (fixed-size blocks: that size, at most 3 blocks)
  *   EMU_REVERSED  enough blocks of 64 threads, run from the last thread
  *                 to the first; one-thread parts get 2 blocks of 4
  *                 threads, which their guard must reduce to one
+ *                 (fixed-size blocks: all of them, last first, and the
+ *                 fibers of each scheduled from the last)
  *
  * A step (runtime/rt_cuda.h's launches) runs either way with emu_step, or
  * as the same kernel calls in kir_eval with kir_step; tests compare the
@@ -43,7 +51,12 @@ typedef struct Emu {
   char lib_path[128]; /* the compiled module */
   void *lib;
   void (*set)(unsigned thread, unsigned block, unsigned block_dim, unsigned grid_dim);
+  void (*order)(int reversed);
   double compile_ms;
+  /* the functions whose launches want fixed-size blocks, and that size */
+  const char **block_fn;
+  int *block_of;
+  int n_block;
 } Emu;
 
 static inline double emu_now_ms(void) {
@@ -52,15 +65,32 @@ static inline double emu_now_ms(void) {
   return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
 }
 
-/* The wrapper of function fn of kernel k: its arguments from an array. */
-static inline void emu_wrapper(FILE *f, const Kernel *k, const char *fn) {
-  fprintf(f, "extern \"C\" void kiln_emu_%s(void *const *a) {\n  %s(", fn, fn);
+/* The wrapper of function fn of kernel k: its arguments from an array.
+ * With `block` (fixed-size blocks), thread 0's call runs the block. */
+static inline void emu_wrapper(FILE *f, const Kernel *k, const char *fn, int block) {
+  fprintf(f, "%s void kiln_emu_%s%s(void *const *a) {\n  %s(", block ? "static" : "extern \"C\"",
+          block ? "body_" : "", fn, fn);
   for (int b = 0; b < k->n_bufs; b++) {
     const char *t = k->bufs[b].type == KT_F32 ? "float" : k->bufs[b].type == KT_I32 ? "int"
                                                                                       : "long long";
     fprintf(f, "%s(%s%s *)a[%d]", b ? ", " : "", k->bufs[b].role == KB_IN ? "const " : "", t, b);
   }
-  fprintf(f, ");\n}\nextern \"C\" const int kiln_emu_nargs_%s = %d;\n", fn, k->n_bufs);
+  fprintf(f, ");\n}\n");
+  if (block)
+    fprintf(f,
+            "extern \"C\" void kiln_emu_%s(void *const *a) {\n"
+            "  if (threadIdx.x == 0) /* the block's threads as fibers */\n"
+            "    kiln_emu_block(kiln_emu_body_%s, a, blockIdx.x, blockDim.x, gridDim.x);\n}\n",
+            fn, fn);
+  fprintf(f, "extern \"C\" const int kiln_emu_nargs_%s = %d;\n", fn, k->n_bufs);
+}
+
+/* The block size launches of fn want (0: any). */
+static inline int emu_block_of(const Emu *e, const char *fn) {
+  for (int i = 0; i < e->n_block; i++)
+    if (strcmp(e->block_fn[i], fn) == 0)
+      return e->block_of[i];
+  return 0;
 }
 
 /* Compiles and loads s; fails the test with the compiler's messages. */
@@ -82,8 +112,17 @@ static inline void emu_build(Emu *e, CuSrc *s) {
     bool twin = false; /* a kernel with an earlier one's code runs its functions */
     for (int h = 0; h < i && !twin; h++)
       twin = cu_kernel_at(s, h)->launches[0].fn == ck->launches[0].fn;
-    for (int j = 0; j < ck->n_launches && !twin; j++)
-      emu_wrapper(f, ck->k, ck->launches[j].fn);
+    for (int j = 0; j < ck->n_launches && !twin; j++) {
+      int block = ck->launches[j].block;
+      emu_wrapper(f, ck->k, ck->launches[j].fn, block);
+      if (!block)
+        continue;
+      e->block_fn = realloc(e->block_fn, sizeof *e->block_fn * (size_t)(e->n_block + 1));
+      e->block_of = realloc(e->block_of, sizeof *e->block_of * (size_t)(e->n_block + 1));
+      assert_true(e->block_fn && e->block_of);
+      e->block_fn[e->n_block] = strdup(ck->launches[j].fn);
+      e->block_of[e->n_block++] = block;
+    }
   }
   fclose(f);
   snprintf(cmd, sizeof cmd,
@@ -103,7 +142,9 @@ static inline void emu_build(Emu *e, CuSrc *s) {
   if (!e->lib)
     fail_msg("dlopen: %s", dlerror());
   *(void **)&e->set = dlsym(e->lib, "kiln_emu_set");
+  *(void **)&e->order = dlsym(e->lib, "kiln_emu_order");
   assert_non_null(e->set);
+  assert_non_null(e->order);
 }
 
 static inline void emu_free(Emu *e) {
@@ -116,6 +157,10 @@ static inline void emu_free(Emu *e) {
     remove(path);
   }
   rmdir(e->dir);
+  for (int i = 0; i < e->n_block; i++)
+    free((void *)e->block_fn[i]);
+  free(e->block_fn);
+  free(e->block_of);
 }
 
 static inline EmuFn emu_fn(Emu *e, const char *fn) {
@@ -135,6 +180,16 @@ static inline void emu_launch(Emu *e, const char *fn, int64_t threads, void *con
   if (threads == 0)
     return;
   unsigned grid, block;
+  int fixed = emu_block_of(e, fn);
+  if (fixed) { /* thread 0 of each block runs the block (emu_wrapper) */
+    rt_cuda_grid(threads, fixed, mode == EMU_STRIDED ? 3 : 1 << 20, &grid, &block);
+    e->order(mode == EMU_REVERSED);
+    for (unsigned i = 0; i < grid; i++) {
+      e->set(0, mode == EMU_REVERSED ? grid - 1 - i : i, block, grid);
+      f(args);
+    }
+    return;
+  }
   if (mode == EMU_STRIDED)
     rt_cuda_grid(threads, 32, 3, &grid, &block);
   else

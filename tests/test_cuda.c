@@ -14,6 +14,10 @@
  *  2. every op with a lowering, through small graphs and their backward
  *     passes (op_cases), as program steps: unfused with every value its own
  *     bytes, and fused; the whole arena after the step must be kir_eval's;
+ *  2b. the kernels with schedules of their own: tiled GEMMs (matmul and
+ *     conv2d of odd shapes, transposed, batched, fused, with padding taps
+ *     and infinite weights) and shuffle sums, bit for bit; reassociated
+ *     sums (cu_reassociate) within a tolerance of the exact sum;
  *  3. whole models (mlp, lenet5, attention; inference and training step)
  *     as program steps (codegen/program.c's calls, cuda_program.h's
  *     launches, in-place and shared buffers as planned);
@@ -712,15 +716,18 @@ static void autodiff_run(void *ud) {
   pass_autodiff(g, &c->d, loss, wrt, n, grads);
 }
 
-/* Every op case, unfused (every value its own bytes: each kernel's output
- * survives the step, so the arena check sees all of them) and fused, in
- * one module. */
-static void every_op(void **state) {
-  enum { NC = countof(op_cases) };
-  static Step steps[2 * NC];
-  CuSrc *s = cu_new("ops");
-  for (int i = 0; i < 2 * NC; i++) {
-    const OpCase *oc = &op_cases[i / 2];
+/* Each case (with grads: its graph and its backward pass, every value a
+ * root; without: y, the only root), unfused (every value its own bytes:
+ * each kernel's output survives the step, so the arena check sees all of
+ * them) and fused, in one module; n[i] gets how many times the module's
+ * source has count[i] in it. */
+static void check_cases(const OpCase *cases, int nc, bool grads, const char *module,
+                        const char *const *count, int *n, int n_count) {
+  Step *steps = calloc((size_t)(2 * nc), sizeof *steps);
+  assert_non_null(steps);
+  CuSrc *s = cu_new(module);
+  for (int i = 0; i < 2 * nc; i++) {
+    const OpCase *oc = &cases[i / 2];
     Step *st = &steps[i];
     memset(st, 0, sizeof *st);
     char text[1024];
@@ -730,28 +737,168 @@ static void every_op(void **state) {
     st->c = compile_opts(text, true, NULL, 0);
     MUST_COMPILE(st->c);
     Graph *g = st->c.g;
-    if (graph_find_value(g, "y")->dtype == DT_F32 && diag_protect(&st->c.d, autodiff_run, &st->c))
+    if (grads && graph_find_value(g, "y")->dtype == DT_F32 &&
+        diag_protect(&st->c.d, autodiff_run, &st->c))
       fail_msg("%s: autodiff: %s", oc->body, st->c.d.msg);
     snprintf(st->what, sizeof st->what, "%.120s (%s)", oc->body, i % 2 ? "fused" : "unfused");
     st->fill = oc->fill ? oc->fill : "";
     PlanOpts po = i % 2 ? (PlanOpts){0} : (PlanOpts){true, true, false, FUSE_NONE};
     char tag[16];
     snprintf(tag, sizeof tag, "c%d", i);
-    step_prepare(st, g->nodes, g->n_nodes, &po, tag, s);
+    Node *y = graph_find_value(g, "y");
+    if (grads) /* every value a root: kept, and checked */
+      step_prepare(st, g->nodes, g->n_nodes, &po, tag, s);
+    else /* y alone: its producers fuse as in a real program */
+      step_prepare(st, &y, 1, &po, tag, s);
   }
   Emu e;
   emu_build(&e, s);
   int kernels = cu_n_kernels(s);
-  for (int i = 0; i < 2 * NC; i++) {
+  double t0 = emu_now_ms();
+  for (int i = 0; i < 2 * nc; i++) {
     step_check(&steps[i], &e);
     compiled_free(&steps[i].c);
   }
-  print_message("  %d cases, %d kernels: host compile %.0f ms\n", 2 * NC, kernels, e.compile_ms);
+  print_message("  %d cases, %d kernels: host compile %.0f ms, run %.0f ms\n", 2 * nc, kernels,
+                e.compile_ms, emu_now_ms() - t0);
+  for (int i = 0; i < n_count; i++) {
+    n[i] = 0;
+    for (const char *p = cu_text(s); (p = strstr(p, count[i])); p++)
+      n[i]++;
+  }
   emu_free(&e);
   cu_free(s);
+  free(steps);
+}
+
+static void every_op(void **state) {
+  check_cases(op_cases, countof(op_cases), true, "ops", NULL, NULL, 0);
   for (int op = 0; op < OP_COUNT; op++)
     if (op_info[op].lower && !covered[op])
       fail_msg("op %s has a lowering but no case computes it", op_name((Op)op));
+}
+
+/* Matmuls and convolutions the tiled GEMM (codegen/cuda/cuda_gemm.c)
+ * computes: shapes that are not multiples of its tiles (1 x 1 x 1, 33 x
+ * 17 x 65, several tiles with ragged edges), transposed operands, broadcast
+ * batch dimensions, fused epilogues, their backward passes (more
+ * transposed matmuls), and convolutions with stride, padding, dilation,
+ * groups, 1 x 1 kernels and infinite weights; every element must be
+ * kir_eval's bits, so a tile edge read wrongly, a K tile added twice or
+ * out of order, a padding tap added, or a missing barrier shows.  Each
+ * case's matmul or convolution must have taken the tiled path. */
+static void gemm(void **state) {
+  static const OpCase cases[] = {
+      {"input a: f32[1, 1]; input b: f32[1, 1]; y = a @ b", NULL},
+      {"input a: f32[33, 17]; input b: f32[17, 65]; y = a @ b", NULL},
+      {"input a: f32[17, 33]; input b: f32[17, 65]; y = matmul(a, b, transpose_a=true)", NULL},
+      {"input a: f32[33, 17]; input b: f32[65, 17]; y = matmul(a, b, transpose_b=true)", NULL},
+      {"input a: f32[17, 33]; input b: f32[65, 17]; "
+       "y = matmul(a, b, transpose_a=true, transpose_b=true)", NULL},
+      {"input a: f32[130, 47]; input b: f32[47, 129]; y = a @ b", "a=-3:3 b=-3:3"},
+      {"input a: f32[2, 1, 70, 19]; input b: f32[3, 19, 66]; y = a @ b", NULL},
+      {"input x: f32[5, 70]; input w: f32[70, 33]; input c: f32[33]; "
+       "y = relu(x @ w + c) * 2 - sigmoid(x @ w)", NULL},
+      {"input x: f32[1, 300]; input w: f32[300, 7]; y = tanh(x @ w)", NULL},
+      {"input x: f32[70, 20]; input w: f32[20, 66]; y = relu((x @ w)[1:, ::2]) * 2", NULL},
+      {"input x: f32[2, 4, 9, 11]; input w: f32[6, 2, 3, 3]; "
+       "y = op.conv2d(x, w, stride=2, pad=1, groups=2)", NULL},
+      {"input x: f32[1, 3, 13, 10]; input w: f32[70, 3, 3, 2]; "
+       "y = relu(op.conv2d(x, w, pad=2, dilation=2)) + 1", NULL},
+      {"input x: f32[3, 33, 5, 7]; input w: f32[17, 33, 1, 1]; y = op.conv2d(x, w)", NULL},
+      /* infinite weights: a padding tap must add nothing (0 * inf would be NaN) */
+      {"input x: f32[1, 2, 6, 7]; input w: f32[3, 2, 3, 3]; "
+       "y = op.conv2d(x, w * 1e30 * 1e30, pad=1)", "x=1:2 w=1:2"},
+  };
+  static const char *const count[] = {"(cuda_gemm.c)", "the epilogue at this element"};
+  int n[2], ne;
+  check_cases(cases, countof(cases), true, "gemm", count, n, 1);
+  assert_true(n[0] >= countof(cases)); /* each case's matmul at least (twins merge) */
+  /* without the backward pass, the epilogues fuse: applied in the tiles */
+  check_cases(cases, countof(cases), false, "gemm_fwd", count + 1, &ne, 1);
+  assert_true(ne >= 3);
+  print_message("  %d tiled GEMM functions; %d with their epilogue in the tiles\n", n[0], ne);
+}
+
+/* Sums and means over trailing axes (codegen/cuda/cuda_reduce.c's exact
+ * schedule: a half-warp per row, the Kernel IR's 16 partial sums and its
+ * tree through shuffles): rows of 64 (the shortest it takes), 65 (one
+ * partial gets an extra element), a ragged count of rows, a whole tensor;
+ * kir_eval's bits, and each case's reduction on the shuffle path. */
+static void warp_sums(void **state) {
+  static const OpCase cases[] = {
+      {"input x: f32[3, 64]; y = sum(x, axis=1)", "x=-100:100"},
+      {"input x: f32[17, 65]; y = mean(x, axis=1) + sum(x, axis=1)", "x=-100:100"},
+      {"input x: f32[7, 5, 33]; y = sum(x, axis=[1, 2])", "x=-1:1000"},
+      {"input x: f32[40, 50]; y = sum(x) + mean(x)", "x=-1e3:1e4"},
+  };
+  static const char *const count[] = {"bit for bit (cuda_reduce.c)"};
+  int n;
+  check_cases(cases, countof(cases), true, "sums", count, &n, 1);
+  assert_true(n >= countof(cases));
+  print_message("  %d shuffle reductions\n", n);
+}
+
+/* The reassociated schedule (cu_reassociate): a block per row.  Its sums
+ * are not kir_eval's bits, so they are checked against the exact sum (in
+ * double) within 4 n eps sum |x| (the worst case of kir_eval's own order
+ * is about n / 16 eps sum |x|, the tree's much less), and the schedule must
+ * differ from kir_eval's somewhere on rows made to cancel (showing the
+ * order really changed, so the bit-exact tests are not what checks it). */
+static void reassociated_sums(void **state) {
+  static const int64_t shapes[][2] = {{1, 100000}, {3, 4096}, {2, 5000}};
+  int differ = 0;
+  for (int c = 0; c < countof(shapes); c++) {
+    int64_t rows = shapes[c][0], cnt = shapes[c][1];
+    char text[256];
+    snprintf(text, sizeof text,
+             "model m() {\n  input x: f32[%lld, %lld]\n  output y = %s(x, axis=1)\n}\n",
+             (long long)rows, (long long)cnt, c == 1 ? "mean" : "sum");
+    Compiled cc = compile_opts(text, false, NULL, 0);
+    MUST_COMPILE(cc);
+    Kernel *k = lower_node(ar, graph_find_value(cc.g, "y"));
+    CuSrc *s = cu_new("re");
+    cu_reassociate(s, true);
+    char err[512];
+    if (!cu_kernel(s, k, err, sizeof err))
+      fail_msg("cu_kernel: %s", err);
+    assert_non_null(strstr(cu_text(s), "reassociated (cuda_reduce.c)"));
+    float *x = malloc(sizeof(float) * (size_t)(rows * cnt)), *want = calloc((size_t)rows, 4),
+          *got = calloc((size_t)rows, 4);
+    uint64_t seed = 5;
+    for (int64_t i = 0; i < rows * cnt; i++) /* large terms that cancel, small ones that don't */
+      x[i] = i % 3 ? frand(&seed, -1, 1) : (i % 2 ? 1e4f : -1e4f) + frand(&seed, -1, 1);
+    void *bufs[2] = {x, want};
+    kir_eval(k, bufs);
+    Emu e;
+    emu_build(&e, s);
+    const CuKernel *ck = cu_find(s, k->name);
+    assert_int_equal(ck->n_launches, 1);
+    for (int mode = 0; mode < 2; mode++) {
+      bufs[1] = got;
+      emu_launch(&e, ck->launches[0].fn, ck->launches[0].threads, bufs, (EmuMode)mode);
+      for (int64_t r = 0; r < rows; r++) {
+        double exact = 0, abs_sum = 0;
+        for (int64_t i = 0; i < cnt; i++) {
+          exact += x[r * cnt + i];
+          abs_sum += fabs(x[r * cnt + i]);
+        }
+        double scale = c == 1 ? 1.0 / (double)cnt : 1.0;
+        double tol = 4.0 * (double)cnt * 0x1p-24 * abs_sum * scale;
+        if (fabs(got[r] - exact * scale) > tol || fabs(want[r] - exact * scale) > tol)
+          fail_msg("row %lld of %lld: %.9g (reassociated), %.9g (kir_eval), %.9g exact",
+                   (long long)r, (long long)cnt, got[r], want[r], exact * scale);
+        differ += memcmp(&got[r], &want[r], 4) != 0;
+      }
+    }
+    emu_free(&e);
+    cu_free(s);
+    free(x), free(want), free(got);
+    compiled_free(&cc);
+  }
+  assert_true(differ > 0);
+  print_message("  %d of the rows' results differ from kir_eval's bits (within tolerance)\n",
+                differ);
 }
 
 /* mlp, lenet5 (batch 8) and attention: inference and training step. */
@@ -796,7 +943,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       T(elementwise), T(kmath),  T(reduction), T(nested_index), T(select_guarded),
       T(casts),       T(wrapping), T(parallel_prefix), T(parts), T(flatten), T(interchange),
-      T(hash),        T(errors), T(every_op),  T(models),
+      T(hash),        T(errors), T(every_op),  T(gemm),   T(warp_sums),
+      T(reassociated_sums), T(models),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

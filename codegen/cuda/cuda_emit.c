@@ -25,9 +25,21 @@
  * loop's coefficient larger than all the serial loops can add) runs with
  * that loop as the grid-stride loop and the serial loops inside each
  * thread: each element gets the same operations in the same order as in
- * kir_eval, from one thread.  Stage 2 (codegen/README.md):
- * warp-shuffle reductions, matmul and convolution tiled through shared
- * memory with register blocking.
+ * kir_eval, from one thread.
+ *
+ * Kernels with a schedule of their own, one function each, launched in
+ * blocks of exactly CU_GEMM_THREADS threads (CuLaunch.block):
+ *   - matmul and conv2d, and fused kernels led by one (Kernel.head): the
+ *     head is a GEMM tiled through shared memory with register blocking
+ *     (cuda_gemm.c).  The epilogue, when it is one parallel loop over C's
+ *     elements storing nothing that may be the GEMM's operands' memory
+ *     (epi_fits), runs in the same function at each element as its tile
+ *     stores it (Part.epi); otherwise it is cut into parts as above,
+ *     launched after the GEMM;
+ *   - f32 sums and means over trailing axes with rows of 64 or more
+ *     (cuda_reduce.c): warp-shuffle reductions, in kir_eval's order, or
+ *     reassociated (a block per row) after cu_reassociate.
+ * Both keep kir_eval's bits (the reassociated sums excepted).
  *
  * Kernels with the same code: each kernel is first printed with positional
  * names (buffers kiln_bN, variables kiln_vN, functions kiln_fN); when that
@@ -42,15 +54,21 @@
  *
  * The emitted code stays within this subset of CUDA C++, which
  * tests/cuda_emu.h defines for running it on the host (so keep it so):
- *   - `extern "C" __global__ void` functions with pointer parameters, and
- *     `static __device__ __forceinline__` helper functions (overloaded on
- *     float, int and long long);
+ *   - `extern "C" __global__ void` functions with pointer parameters
+ *     (`__launch_bounds__(N)` before the name of those launched with
+ *     fixed-size blocks), and `static __device__ __forceinline__` helper
+ *     functions (overloaded on float, int and long long);
  *   - `static __device__` variables of scalar types;
  *   - threadIdx.x, blockIdx.x, blockDim.x, gridDim.x (one dimension);
- *   - float, int, long long and unsigned arithmetic, casts, ?:, if, for,
- *     return; __int_as_float;
- *   - the f32 functions fabsf sqrtf floorf fmaf logf sinf cosf log1pf powf.
- * No shared memory, __syncthreads, warp intrinsics or atomics (stage 2).
+ *   - float, int, long long, bool and unsigned arithmetic, local arrays of
+ *     constant size, casts, ?:, if, for, return; __int_as_float; __trap;
+ *   - the f32 functions fabsf sqrtf floorf fmaf logf sinf cosf log1pf powf;
+ *   - in fixed-size-block functions only (cuda_gemm.c, cuda_reduce.c):
+ *     `__shared__` arrays of float and bool declared at the function's
+ *     top, __syncthreads() reached by every thread of the block (block-
+ *     uniform loops), and __shfl_down_sync(0xffffffffu, float, int)
+ *     reached by all 32 lanes of the warp.
+ * No atomics, no other warp intrinsics, no dynamic shared memory.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +87,7 @@ struct CuSrc {
   char **key;
   uint64_t *hash;
   int *code_of;
+  bool reassociate; /* cu_reassociate */
 };
 
 CuSrc *cu_new(const char *module) {
@@ -95,6 +114,8 @@ const CuKernel *cu_find(const CuSrc *s, const char *name) {
 }
 
 int cu_n_kernels(const CuSrc *s) { return s->n_ks; }
+
+void cu_reassociate(CuSrc *s, bool on) { s->reassociate = on; }
 
 const CuKernel *cu_kernel_at(const CuSrc *s, int i) { return &s->ks[i]; }
 
@@ -268,6 +289,11 @@ typedef struct Part {
   bool par;
   int first, end;
   const KStmt *swap;
+  const CuGemm *gemm; /* or NULL: the tiled matmul replacing the kernel's head (no items) */
+  const CuRed *red;   /* or NULL: the whole kernel as a warp-shuffle reduction (no items) */
+  bool reassociate;   /* with red: its faster order */
+  bool epi;           /* with gemm: items[first, end) are the epilogue, a parallel part
+                       * applied to each element as its tile is stored */
 } Part;
 
 static bool is_par(const Kernel *k, const KStmt *s) {
@@ -336,12 +362,12 @@ static int cut(Em *m, const KStmt *const *items, int n, Part *parts) {
     while (j < i && !prefix_ok(k, items, j, i, n))
       j++;
     if (j > run)
-      parts[np++] = (Part){false, run, j, NULL};
-    parts[np++] = (Part){true, j, i + 1, swap};
+      parts[np++] = (Part){false, run, j, NULL, NULL, NULL, false, false};
+    parts[np++] = (Part){true, j, i + 1, swap, NULL, NULL, false, false};
     run = i + 1;
   }
   if (run < n || np == 0)
-    parts[np++] = (Part){false, run, n, NULL};
+    parts[np++] = (Part){false, run, n, NULL, NULL, NULL, false, false};
   return np;
 }
 
@@ -382,14 +408,18 @@ static bool find_globals(Em *m, const KStmt *const *items, const Part *parts, in
 
 /* --- functions ------------------------------------------------------------------- */
 
-static void begin_fn(Em *m, const char *name) {
+static void begin_fn(Em *m, const char *name, int bounds) {
   const Kernel *k = m->k;
   Sb p = {0};
   for (int b = 0; b < k->n_bufs; b++)
     sb_printf(&p, "%s%s%s *%s", b ? ", " : "", k->bufs[b].role == KB_IN ? "const " : "",
               cu_ctype(k->bufs[b].type), m->buf[b]);
   m->indent = 0;
-  cu_line(m, "extern \"C\" __global__ void %s(%s) {", name, p.s ? p.s : "");
+  if (bounds)
+    cu_line(m, "extern \"C\" __global__ void __launch_bounds__(%d) %s(%s) {", bounds, name,
+            p.s ? p.s : "");
+  else
+    cu_line(m, "extern \"C\" __global__ void %s(%s) {", name, p.s ? p.s : "");
   sb_free(&p);
   m->indent = 1;
   memset(m->declared, 0, (size_t)k->n_vars + 1);
@@ -441,6 +471,28 @@ static int nest_of(Em *m, const KStmt *loop, const KStmt **chain, int64_t *total
   return n;
 }
 
+/* The variables of a flattened nest (constant extents, `total` in all)
+ * from its flat index `flat`. */
+static void decompose(Em *m, const KStmt *const *chain, int n, int64_t total, const char *flat,
+                      const char *ind) {
+  int64_t inner = total;
+  for (int d = 0; d < n; d++) {
+    int64_t ext = chain[d]->extent->i;
+    inner /= ext; /* the product of the extents inside d */
+    const char *v = m->var[chain[d]->var];
+    if (n == 1)
+      cu_line(m, "%sconst long long %s = %s;", ind, v, flat);
+    else if (d == 0)
+      cu_line(m, "%sconst long long %s = %s / %lldLL;", ind, v, flat, (long long)inner);
+    else if (d == n - 1)
+      cu_line(m, "%sconst long long %s = %s %% %lldLL;", ind, v, flat, (long long)ext);
+    else
+      cu_line(m, "%sconst long long %s = %s / %lldLL %% %lldLL;", ind, v, flat,
+              (long long)inner, (long long)ext);
+    m->rng[chain[d]->var] = (Rng){true, 0, ext - 1};
+  }
+}
+
 static void grid_stride(Em *m, const KStmt *const *chain, int n, int64_t total) {
   const char *first = "blockIdx.x * (long long)blockDim.x + threadIdx.x";
   const char *stride = "(long long)gridDim.x * blockDim.x";
@@ -469,20 +521,7 @@ static void grid_stride(Em *m, const KStmt *const *chain, int n, int64_t total) 
   sb_free(&what);
   cu_line(m, "for (long long kiln_i = %s; kiln_i < %lldLL; kiln_i += %s) {", first,
           (long long)total, stride);
-  int64_t inner = total;
-  for (int d = 0; d < n; d++) {
-    int64_t ext = chain[d]->extent->i;
-    inner /= ext; /* the product of the extents inside d */
-    const char *v = m->var[chain[d]->var];
-    if (d == 0)
-      cu_line(m, "  const long long %s = kiln_i / %lldLL;", v, (long long)inner);
-    else if (d == n - 1)
-      cu_line(m, "  const long long %s = kiln_i %% %lldLL;", v, (long long)ext);
-    else
-      cu_line(m, "  const long long %s = kiln_i / %lldLL %% %lldLL;", v, (long long)inner,
-              (long long)ext);
-    m->rng[chain[d]->var] = (Rng){true, 0, ext - 1};
-  }
+  decompose(m, chain, n, total, "kiln_i", "  ");
 }
 
 /* A serial nest run per iteration of its last loop (Part.swap): the
@@ -524,6 +563,64 @@ static void par_part(Em *m, const KStmt *const *items, const Part *p, CuLaunch *
   l->threads = total;
 }
 
+/* --- a tiled GEMM's epilogue, per element (Part.epi) --------------------------------- */
+
+typedef struct EpiCtx {
+  const KStmt *const *items;
+  const Part *p;
+} EpiCtx;
+
+static void epi_top(Em *m, const void *ctx) {
+  const EpiCtx *e = ctx;
+  hoist(m, e->items + e->p->first, e->p->end - e->p->first);
+  cu_stmts(m, e->items + e->p->first, e->p->end - 1 - e->p->first);
+}
+
+static void epi_element(Em *m, const void *ctx) {
+  const EpiCtx *e = ctx;
+  const KStmt *chain[8];
+  int64_t total;
+  int n = nest_of(m, e->items[e->p->end - 1], chain, &total);
+  decompose(m, chain, n, total, "kiln_c", "");
+  const KStmt **body;
+  int nb = cu_flatten(chain[n - 1], &body);
+  cu_stmts(m, body, nb);
+  free(body);
+}
+
+/* Whether parallel part p, the epilogue after a tiled GEMM g, can run at
+ * each element as the tile stores it: its flattened loop covers C's
+ * elements one per iteration (the lowering's row-major nest over the
+ * anchor's shape, so iteration i is C's element i, the only one of C it
+ * reads: no member is a view, which could read C elsewhere, a reversed
+ * slice of the same size), and it stores into no buffer that may be A's
+ * or B's memory (in-place planning gives an output an input's bytes only
+ * when they have the same size and type): other blocks may still be
+ * reading those. */
+static bool epi_fits(Em *m, const KStmt *const *items, const Part *p, const CuGemm *g) {
+  const Kernel *k = m->k;
+  if (!p->par || p->swap)
+    return false;
+  for (int i = 0; i < k->n_members; i++)
+    if (lower_view(k->members[i]->op))
+      return false;
+  const KStmt *chain[8];
+  int64_t total;
+  nest_of(m, items[p->end - 1], chain, &total);
+  if (total != g->batch * g->m * g->n)
+    return false;
+  size_t nb = (size_t)k->n_bufs + 1;
+  bool *ld = calloc(nb, 1), *st = calloc(nb, 1), ok = true;
+  ASSERT(ld && st);
+  for (int i = p->first; i < p->end; i++)
+    cu_stmt_bufs(items[i], ld, st);
+  for (int b = 0; b < k->n_bufs && ok; b++)
+    for (int a = 0; a < 2 && ok && st[b] && b != 2; a++)
+      ok = b != a && (k->bufs[a].numel != k->bufs[b].numel || k->bufs[a].type != k->bufs[b].type);
+  free(ld), free(st);
+  return ok;
+}
+
 /* --- kernels ------------------------------------------------------------------------ */
 
 /* The static __device__ variables of the locals that cross parts. */
@@ -547,8 +644,18 @@ static void print_kernel(Em *m, Arena *a, const KStmt *const *items, const Part 
   globals(m, a, out, canonical);
   m->out = out;
   for (int p = 0; p < np; p++) {
-    begin_fn(m, canonical ? arena_fmt(a, "kiln_f%d", p) : ls[p].fn);
-    if (parts[p].par)
+    begin_fn(m, canonical ? arena_fmt(a, "kiln_f%d", p) : ls[p].fn,
+             parts[p].gemm || parts[p].red ? CU_GEMM_THREADS : 0);
+    ls[p].block = 0;
+    if (parts[p].red)
+      cu_reduce_body(m, parts[p].red, parts[p].reassociate, &ls[p]);
+    else if (parts[p].gemm && parts[p].epi) {
+      EpiCtx e = {items, &parts[p]};
+      CuEpi epi = {epi_top, epi_element, &e};
+      cu_gemm_body(m, parts[p].gemm, &ls[p], &epi);
+    } else if (parts[p].gemm)
+      cu_gemm_body(m, parts[p].gemm, &ls[p], NULL);
+    else if (parts[p].par)
       par_part(m, items, &parts[p], &ls[p]);
     else
       serial_part(m, items, &parts[p], &ls[p]);
@@ -651,10 +758,30 @@ bool cu_kernel(CuSrc *s, const Kernel *k, char *err, size_t n) {
     return false;
   Em m;
   em_init(&m, s->a, k);
+  CuGemm *g = arena_alloc(s->a, sizeof *g);
+  CuRed *red = arena_alloc(s->a, sizeof *red);
+  bool gemm = cu_gemm_describe(k, g), rd = !gemm && cu_reduce_describe(k, red);
   const KStmt **items;
-  int ni = cu_flatten(k->body, &items);
-  Part *parts = arena_alloc(s->a, sizeof *parts * (size_t)(2 * ni + 1));
-  int np = cut(&m, items, ni, parts);
+  /* a tiled matmul head: part 0, then the parts of the statements after it */
+  KStmt rest = *k->body;
+  rest.body += gemm ? g->n_head : 0;
+  rest.n_body -= gemm ? g->n_head : 0;
+  rest.n_body = rd ? 0 : rest.n_body;
+  int ni = cu_flatten(&rest, &items);
+  Part *parts = arena_alloc(s->a, sizeof *parts * (size_t)(2 * ni + 2));
+  int np = 0;
+  if (gemm)
+    parts[np++] = (Part){true, 0, 0, NULL, g, NULL, false, false};
+  if (rd)
+    parts[np++] = (Part){true, 0, 0, NULL, NULL, red, s->reassociate, false};
+  if ((!gemm && !rd) || ni > 0)
+    np += cut(&m, items, ni, parts + np);
+  if (gemm && np == 2 && epi_fits(&m, items, &parts[1], g)) { /* one launch */
+    parts[0].first = parts[1].first;
+    parts[0].end = parts[1].end;
+    parts[0].epi = true;
+    np = 1;
+  }
   bool ok = add(s, &m, items, parts, np, err, n);
   free(items);
   return ok;

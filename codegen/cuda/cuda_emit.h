@@ -36,6 +36,13 @@
  *     locals for the parallel loop right after them (a fused kernel's
  *     one-element values) are computed by every thread of that loop's
  *     launch instead of a launch of their own.
+ *   - a matmul or conv2d kernel (or a fused kernel led by one: its head)
+ *     is a GEMM tiled through shared memory with register blocking
+ *     (cuda_gemm.c), and an f32 sum or mean over trailing axes with long
+ *     rows a warp-shuffle reduction (cuda_reduce.c): one function each,
+ *     whose launch wants blocks of exactly CuLaunch.block threads (256);
+ *     a fused kernel's epilogue runs in the GEMM's function, at each
+ *     element as its tile is stored, or else as parts launched after it.
  *
  * A kernel whose code is an earlier kernel's but for names (the repeated
  * blocks of a network) gets no functions of its own: its launches name the
@@ -49,7 +56,8 @@
  * from the same constants as ir/kmath.h and the runtime's rt_rng_hash.
  * Exception: log, sin, cos, log1p and pow call CUDA's logf, sinf, ...,
  * which are within 1-2 ulp of glibc's but not its bits (the host emulator,
- * tests/cuda_emu.h, calls glibc's; see codegen/README.md).
+ * tests/cuda_emu.h, calls glibc's; see codegen/README.md); and sums
+ * after cu_reassociate(s, true), which are within rounding of kir_eval's.
  *
  * Errors: cu_kernel returns false with one sentence in err when the kernel
  * fails kir_verify, its name is taken, or a parallel loop assigns a local
@@ -71,6 +79,9 @@ typedef struct CuLaunch {
                     * to do, skip the launch), 1 for a one-thread part, -1 when the count
                     * is only known on the device (a parallel loop with a computed extent:
                     * launch any grid) */
+  int block;       /* 0: any block size; else blocks of exactly this many threads (the
+                    * function shares tiles through __shared__ memory across them: the
+                    * tiled GEMM, cuda_gemm.c); threads is then a multiple of it */
 } CuLaunch;
 
 /* A kernel as emitted: its launches, in order. */
@@ -85,6 +96,12 @@ typedef struct CuSrc CuSrc;
 /* An empty module named `module` (the name goes in its header comment). */
 CuSrc *cu_new(const char *module);
 void cu_free(CuSrc *s); /* NULL is fine */
+
+/* Whether sums over long rows may be summed in a faster order than
+ * kir_eval's (cuda_reduce.c: a block per row; within rounding of kir_eval,
+ * not its bits; deterministic).  Off by default; applies to kernels added
+ * after the call. */
+void cu_reassociate(CuSrc *s, bool on);
 
 /* Appends k's functions (and __device__ variables); see above. */
 bool cu_kernel(CuSrc *s, const Kernel *k, char *err, size_t n);

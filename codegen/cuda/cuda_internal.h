@@ -8,7 +8,8 @@
  * the prelude's wrapping helpers), and which variables live in __device__
  * variables between launches.
  *
- * Files: cuda_prelude.c (the prelude text), cuda_expr.c (expressions and
+ * Files: cuda_gemm.c (tiled matmul and conv2d), cuda_reduce.c (warp-shuffle
+ * sums), cuda_prelude.c (the prelude text), cuda_expr.c (expressions and
  * ranges), cuda_stmt.c (statements and the analyses of loops: independence,
  * affine indices), cuda_emit.c (parts, launches, functions, the module),
  * cuda_sb.c (Sb).
@@ -101,5 +102,44 @@ void cu_stmt_vars(const KStmt *s, bool *used, bool *defined);
 void cu_expr_vars(const KExpr *e, bool *used);
 /* Marks the buffers s loads from (loads) and stores to (stores). */
 void cu_stmt_bufs(const KStmt *s, bool *loads, bool *stores);
+
+/* cuda_gemm.c: a matmul or conv2d kernel (or a fused kernel led by one)
+ * as a batch of GEMMs over shared-memory tiles */
+enum { CU_GEMM_THREADS = 256 }; /* the tiled function's block size */
+typedef struct CuGemm {
+  int64_t batch, m, n, k, tiles;
+  int tm;                                        /* rows per thread: the tile is 16 tm x 64 */
+  bool ta, tb;
+  bool conv;                                     /* conv2d: implicit GEMM (cuda_gemm.c) */
+  int64_t groups, c, h, w, cg, og, ho, wo, kh, kw, sy, sx, py, px, dy, dx; /* its geometry */
+  int br;                                        /* batch dimensions of C */
+  int64_t bdim[MAX_RANK], sa[MAX_RANK], sb[MAX_RANK]; /* their sizes, A's and B's strides */
+  int n_head;                                    /* k's statements the GEMM replaces */
+} CuGemm;
+/* Whether k's first statements (g->n_head) are a matmul or conv2d nest
+ * the tiled function can compute; g describes it. */
+bool cu_gemm_describe(const Kernel *k, CuGemm *g);
+/* A fused kernel's epilogue applied to each element of C as its tile is
+ * stored (cuda_emit.c prints it): `top` once at the function's top (the
+ * cheap definitions before its loop), `element` with kiln_c, the element's
+ * flat index in C, declared (the loop's body at that element). */
+typedef struct CuEpi {
+  void (*top)(Em *m, const void *ctx);
+  void (*element)(Em *m, const void *ctx);
+  const void *ctx;
+} CuEpi;
+/* The tiled function's body (after begin_fn), with epi's epilogue per
+ * element (NULL: none); sets l's threads and block. */
+void cu_gemm_body(Em *m, const CuGemm *g, CuLaunch *l, const CuEpi *epi);
+
+/* cuda_reduce.c: an f32 sum or mean over trailing axes as warp-shuffle
+ * reductions */
+typedef struct CuRed {
+  int64_t rows, cnt; /* output elements, reduced elements per row */
+  bool mean;
+} CuRed;
+bool cu_reduce_describe(const Kernel *k, CuRed *r);
+/* The function's body; reassociate: the faster order (not kir_eval's bits). */
+void cu_reduce_body(Em *m, const CuRed *r, bool reassociate, CuLaunch *l);
 
 #endif

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# cuda_run.sh: `kiln run --target cuda` end to end without a GPU, on the fake
+# driver (tests/fake_cuda.c: device memory is host memory, and the module's
+# CUDA source, which kiln passes as the image under KILN_CUDA_IMAGE=source,
+# is compiled by the host C++ compiler with tests/cuda_emu.h and run a
+# block at a time).  Everything kiln does for a device runs for real:
+# opening it, codegen/cuda/cuda_program.c's module, launches and device
+# arena, parameters uploaded once and prepared on the device, inputs copied
+# in, outputs copied out.  What a real GPU and NVRTC's CUBIN do is not
+# tested here (UNTESTED ON A GPU).
+#
+# Checks: mlp, lenet5 and resnet_small compute the CPU's outputs bit for bit
+# (random inputs; lenet5 also with --input and --weights files, and --grad
+# on mlp); --repeat and -v on the device; `kiln train --target cuda` saves
+# the CPU's parameters and optimizer state bit for bit (and resumes); the
+# error paths: a failing launch named (exit 1, no output file left), an
+# image the driver cannot load, no device, --reference with --target cuda,
+# bench on a device (not supported yet).
+#
+# Usage: tests/cuda_run.sh path/to/kiln path/to/libfake_cuda.so
+set -uo pipefail
+FAKE=$(realpath "$2")
+source "$(dirname "$0")/sh_helpers.sh"
+
+fake=(env KILN_LIBCUDA="$FAKE" KILN_CUDA_IMAGE=source "$KILN")
+
+same_bytes() { # same_bytes WHAT A B: the two files are identical
+  if cmp -s "$2" "$3"; then
+    echo "ok: $1: bit for bit"
+  else
+    echo "FAIL: $1: $2 and $3 differ"
+    fails=$((fails + 1))
+  fi
+}
+
+# --- results: the CPU's, bit for bit ---------------------------------------
+for m in mlp lenet5 resnet_small; do
+  expect 0 "run $m on the CPU" -- "$KILN" run models/$m.kiln --random-inputs --seed 4 \
+    --output probs="$tmp/$m.cpu.npy"
+  expect 0 "run $m --target cuda" -- "${fake[@]}" run models/$m.kiln --random-inputs \
+    --seed 4 --target cuda --output probs="$tmp/$m.cuda.npy"
+  contains "$err" "wrote probs (f32["
+  same_bytes "$m --target cuda" "$tmp/$m.cpu.npy" "$tmp/$m.cuda.npy"
+done
+
+# the summary printed without --output is the CPU's too
+expect 0 "run mlp --target cuda, printed" -- "${fake[@]}" run models/mlp.kiln --random-inputs \
+  --target cuda
+cp "$out" "$tmp/printed.cuda"
+expect 0 "run mlp, printed" -- "$KILN" run models/mlp.kiln --random-inputs
+same_bytes "mlp's printed summary" "$tmp/printed.cuda" "$out"
+
+# input and weights from files; parameters are uploaded and prepared once
+expect 0 "init lenet5" -- "$KILN" init models/lenet5.kiln --seed 9 -o "$tmp/w.safetensors"
+expect 0 "an input file" -- "$KILN" run models/lenet5.kiln --random-inputs --seed 2 \
+  --output x="$tmp/x.npy"
+expect 0 "run lenet5 with files" -- "$KILN" run models/lenet5.kiln --input x="$tmp/x.npy" \
+  --weights "$tmp/w.safetensors" --output probs="$tmp/lf.cpu.npy"
+expect 0 "run lenet5 --target cuda with files, -v, --repeat 2" -- "${fake[@]}" run \
+  models/lenet5.kiln --input x="$tmp/x.npy" --weights "$tmp/w.safetensors" --target cuda \
+  -v --repeat 2 --output probs="$tmp/lf.cuda.npy"
+contains "$err" "for kiln fake device (sm_80)"
+contains "$err" "lenet5: 2 runs on the CUDA device"
+same_bytes "lenet5 --target cuda with files" "$tmp/lf.cpu.npy" "$tmp/lf.cuda.npy"
+
+# a gradient (the training-mode graph and its backward pass, run once)
+expect 0 "run mlp --grad" -- "$KILN" run models/mlp.kiln --random-inputs \
+  --grad h1.weight="$tmp/g.cpu.npy"
+expect 0 "run mlp --grad --target cuda" -- "${fake[@]}" run models/mlp.kiln --random-inputs \
+  --target cuda --grad h1.weight="$tmp/g.cuda.npy"
+same_bytes "mlp --grad --target cuda" "$tmp/g.cpu.npy" "$tmp/g.cuda.npy"
+
+# --- training: steps and updates on the device, the CPU's parameters ---------
+if "$PY" -c 'import numpy' 2>/dev/null; then
+  mkdir -p "$tmp/npy"
+  "$PY" - "$tmp/npy" <<'PY'
+import sys, numpy as np
+rng = np.random.default_rng(0)
+for split, n in (("train", 96), ("test", 40)):
+    y = rng.integers(0, 3, n)
+    x = rng.normal(0, 1, (n, 6)).astype(np.float32) + y[:, None]
+    np.save(f"{sys.argv[1]}/{split}_x.npy", x)
+    np.save(f"{sys.argv[1]}/{split}_y.npy", y)
+PY
+  for t in cpu cuda; do
+    expect 0 "train 2 epochs, --target $t" -- env KILN_LIBCUDA="$FAKE" KILN_CUDA_IMAGE=source \
+      "$KILN" train tests/data/small.kiln --data "$tmp/npy" --epochs 2 --target $t \
+      --save "$tmp/trained.$t.safetensors"
+    tail -n 1 "$err" | sed 's/| [0-9]* ex\/s | [0-9.]*s //' >"$tmp/trained.$t.txt"
+  done
+  contains "$tmp/trained.cuda.txt" "test accuracy"
+  same_bytes "train --target cuda: parameters and optimizer state" \
+    "$tmp/trained.cpu.safetensors" "$tmp/trained.cuda.safetensors"
+  same_bytes "train --target cuda: loss and test accuracy" "$tmp/trained.cpu.txt" \
+    "$tmp/trained.cuda.txt"
+  expect 0 "train --target cuda, resumed" -- "${fake[@]}" train tests/data/small.kiln \
+    --data "$tmp/npy" --epochs 3 --target cuda --resume "$tmp/trained.cuda.safetensors" \
+    --save "$tmp/resumed.cuda.safetensors"
+  expect 0 "train, resumed" -- "$KILN" train tests/data/small.kiln --data "$tmp/npy" \
+    --epochs 3 --resume "$tmp/trained.cpu.safetensors" --save "$tmp/resumed.cpu.safetensors"
+  same_bytes "train --target cuda --resume" "$tmp/resumed.cpu.safetensors" \
+    "$tmp/resumed.cuda.safetensors"
+else
+  echo "skipped: train --target cuda (no NumPy to write a dataset)"
+fi
+
+# --- errors -----------------------------------------------------------------
+# a launch that fails is named, and no output file is left behind
+kernel=$("$KILN" build models/lenet5.kiln --target cuda |
+  sed -n '/ \* kiln_infer: /,$p' | sed -n 's/^ \*   \([A-Za-z0-9_]*\) <<<.*/\1/p' | sed -n 3p)
+if [ -z "$kernel" ]; then
+  echo "FAIL: no launch of lenet5's step found in its CUDA source"
+  fails=$((fails + 1))
+fi
+expect 1 "a failing launch" -- env FAKE_CUDA_FAIL="$kernel" "${fake[@]}" run \
+  models/lenet5.kiln --random-inputs --target cuda --output probs="$tmp/failed.npy"
+contains "$err" "kiln: error: running lenet5 on kiln fake device: kernel $kernel: CUDA_ERROR_LAUNCH_FAILED: unspecified launch failure"
+if [ -e "$tmp/failed.npy" ]; then
+  echo "FAIL: a failed run left its output file"
+  fails=$((fails + 1))
+fi
+expect 1 "a failing launch, synchronized after each" -- env FAKE_CUDA_FAIL="$kernel" \
+  KILN_CUDA_SYNC=1 "${fake[@]}" run models/lenet5.kiln --random-inputs --target cuda
+contains "$err" "kernel $kernel: CUDA_ERROR_LAUNCH_FAILED"
+
+# without KILN_CUDA_IMAGE=source kiln hands the driver NVRTC's CUBIN, which
+# the fake cannot run (or says NVRTC is missing): either way exit 1, clearly
+expect 1 "an image the driver cannot load" -- env KILN_LIBCUDA="$FAKE" "$KILN" run \
+  models/mlp.kiln --random-inputs --target cuda
+contains "$err" "kiln: error: compiling mlp for kiln fake device (sm_80): "
+if ! grep -qF "loading the CUDA module: CUDA_ERROR_INVALID_IMAGE" "$err" &&
+  ! grep -qF "built without the CUDA toolkit" "$err"; then
+  echo "FAIL: neither the driver's nor NVRTC's reason in:"
+  sed 's/^/    /' "$err"
+  fails=$((fails + 1))
+fi
+
+expect 1 "no device" -- env KILN_LIBCUDA=/nonexistent/libcuda.so.1 "$KILN" run \
+  models/mlp.kiln --random-inputs --target cuda --output probs="$tmp/nodev.npy"
+contains "$err" "kiln: error: no CUDA device found (/nonexistent/libcuda.so.1: cannot open"
+[ -e "$tmp/nodev.npy" ] && { echo "FAIL: no device, yet an output"; fails=$((fails + 1)); }
+expect 1 "--reference with --target cuda" -- "${fake[@]}" run models/mlp.kiln \
+  --random-inputs --target cuda --reference
+contains "$err" "--reference evaluates on the CPU"
+expect 1 "bench --target cuda on a device" -- "${fake[@]}" bench models/mlp.kiln --target cuda
+contains "$err" "found kiln fake device (sm_80), but only \`kiln run\` and \`kiln train\` run"
+
+finish cuda_run
