@@ -308,3 +308,25 @@ int cli_main(const Command *cmd, int argc, char **argv) {
   cli_free(&c);
   return rc;
 }
+
+int cli_parse_emit(const char *list, const char *const *names, int n_names, const char *target,
+                   unsigned *bits) {
+  *bits = 0;
+  for (const char *p = list; *p;) {
+    size_t len = strcspn(p, ",");
+    int k = 0;
+    while (k < n_names && !(strlen(names[k]) == len && strncmp(names[k], p, len) == 0))
+      k++;
+    if (k == n_names) {
+      char kinds[128] = "";
+      for (int i = 0; i < n_names; i++)
+        snprintf(kinds + strlen(kinds), sizeof kinds - strlen(kinds), "%s%s", i ? ", " : "",
+                 names[i]);
+      return cli_usage_error("build", "--emit: unknown kind '%.*s'%s (kinds: %s)", (int)len, p,
+                             target, kinds);
+    }
+    *bits |= 1u << k;
+    p += len + (p[len] == ',');
+  }
+  return *bits ? EXIT_OK : cli_usage_error("build", "--emit needs a list of kinds");
+}

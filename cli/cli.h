@@ -205,6 +205,12 @@ int cli_build_cuda(Cli *c);
   "                           it stops with \"no CUDA device found\" (exit 1)\n"          \
   "  -h, --help               this help\n"
 
+/* Parses build's --emit LIST into bits (1 << index in names); a usage
+ * error naming the kinds (and `target`, e.g. " for --target cuda") for a
+ * word that is not one of them, or an empty list. */
+int cli_parse_emit(const char *list, const char *const *names, int n_names, const char *target,
+                   unsigned *bits);
+
 /* Runs fn(c) under diag_protect; prints the error and returns 1 if it raised. */
 int cli_protect(Cli *c, void (*fn)(void *), void *ud);
 void cli_free(Cli *c);

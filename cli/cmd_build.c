@@ -89,19 +89,7 @@ typedef struct Build {
 
 static int parse_emit(const char *list, unsigned *bits) {
   static const char *const names[] = {"exe", "obj", "header", "llvm", "asm"};
-  *bits = 0;
-  for (const char *p = list; *p;) {
-    size_t len = strcspn(p, ",");
-    int k = 0;
-    while (k < 5 && !(strlen(names[k]) == len && strncmp(names[k], p, len) == 0))
-      k++;
-    if (k == 5)
-      return cli_usage_error("build", "--emit: unknown kind '%.*s' (kinds: exe, obj, header, "
-                             "llvm, asm)", (int)len, p);
-    *bits |= 1u << k;
-    p += len + (p[len] == ',');
-  }
-  return *bits ? EXIT_OK : cli_usage_error("build", "--emit needs a list of kinds");
+  return cli_parse_emit(list, names, 5, "", bits);
 }
 
 static int build_validate(Cli *c) {

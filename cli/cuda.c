@@ -153,19 +153,7 @@ enum { EMIT_CUDA = 1, EMIT_PTX = 2, EMIT_CUBIN = 4 };
 
 static int parse_emit(const char *list, unsigned *bits) {
   static const char *const names[] = {"cuda", "ptx", "cubin"};
-  *bits = 0;
-  for (const char *p = list; *p;) {
-    size_t len = strcspn(p, ",");
-    int k = 0;
-    while (k < 3 && !(strlen(names[k]) == len && strncmp(names[k], p, len) == 0))
-      k++;
-    if (k == 3)
-      return cli_usage_error("build", "--emit: unknown kind '%.*s' for --target cuda (kinds: "
-                             "cuda, ptx, cubin)", (int)len, p);
-    *bits |= 1u << k;
-    p += len + (p[len] == ',');
-  }
-  return *bits ? EXIT_OK : cli_usage_error("build", "--emit needs a list of kinds");
+  return cli_parse_emit(list, names, 3, " for --target cuda", bits);
 }
 
 int cli_build_cuda_validate(Cli *c) {
