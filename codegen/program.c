@@ -122,24 +122,31 @@ bool program_prepare_calls(Graph *g, const Plan *plan, const int *slot, CgCall *
   return calls_of(g, plan, slot, true, calls, n_calls, err, n);
 }
 
-/* The scheduled parameters and weight-derived values, and their slots. */
-static int *persistent_slots(Program *p, Graph *g) {
+int *program_persistent_slots(Graph *g, const Plan *plan, Node ***params, int *n_params,
+                              Node ***derived, int *n_derived) {
   size_t n = (size_t)(g->n_nodes + 1);
-  p->params = arena_alloc(g->arena, sizeof(Node *) * n);
-  p->derived = arena_alloc(g->arena, sizeof(Node *) * n);
-  for (int s = 0; s < p->plan.n_order; s++) {
-    Node *v = p->plan.order[s];
+  *params = arena_alloc(g->arena, sizeof(Node *) * n);
+  *derived = arena_alloc(g->arena, sizeof(Node *) * n);
+  *n_params = *n_derived = 0;
+  for (int s = 0; s < plan->n_order; s++) {
+    Node *v = plan->order[s];
     if (v->op == OP_PARAM)
-      p->params[p->n_params++] = v;
+      (*params)[(*n_params)++] = v;
     else if (v->derived)
-      p->derived[p->n_derived++] = v;
+      (*derived)[(*n_derived)++] = v;
   }
   int *slot = arena_alloc(g->arena, sizeof(int) * n);
-  for (int i = 0; i < p->n_params; i++)
-    slot[p->params[i]->id] = 1 + i;
-  for (int i = 0; i < p->n_derived; i++)
-    slot[p->derived[i]->id] = 1 + p->n_params + i;
+  for (int i = 0; i < *n_params; i++)
+    slot[(*params)[i]->id] = 1 + i;
+  for (int i = 0; i < *n_derived; i++)
+    slot[(*derived)[i]->id] = 1 + *n_params + i;
   return slot;
+}
+
+/* The scheduled parameters and weight-derived values, and their slots. */
+static int *persistent_slots(Program *p, Graph *g) {
+  return program_persistent_slots(g, &p->plan, &p->params, &p->n_params, &p->derived,
+                                  &p->n_derived);
 }
 
 /* The weight-derived values' persistent block, and their ext slots in it. */

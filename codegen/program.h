@@ -66,6 +66,13 @@ void program_run(Program *p, int64_t step);
 void program_apply_updates(Program *p);
 void program_free(Program *p);
 
+/* The parameters and weight-derived values plan schedules, in schedule
+ * order, and per node id their ext slot (1.. the parameters, then the
+ * derived values; 0 for others): the numbering program_calls and the CUDA
+ * program (codegen/cuda/cuda_program.c) share. */
+int *program_persistent_slots(Graph *g, const Plan *plan, Node ***params, int *n_params,
+                              Node ***derived, int *n_derived);
+
 /* The kernel calls that compute a planned graph, in the plan's order: what
  * program_compile compiles, and what codegen/aot.c compiles ahead of time.
  * slot[node id] is a parameter's extern slot (>= 1), 0 for other nodes;

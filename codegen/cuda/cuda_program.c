@@ -64,22 +64,8 @@ static double now_seconds(void) {
 /* The scheduled parameters and weight-derived values, and their slots (as
  * program.c numbers them). */
 static int *persistent_slots(CuProgram *p, Graph *g) {
-  size_t n = (size_t)(g->n_nodes + 1);
-  p->params = arena_alloc(g->arena, sizeof(Node *) * n);
-  p->derived = arena_alloc(g->arena, sizeof(Node *) * n);
-  for (int s = 0; s < p->plan.n_order; s++) {
-    Node *v = p->plan.order[s];
-    if (v->op == OP_PARAM)
-      p->params[p->n_params++] = v;
-    else if (v->derived)
-      p->derived[p->n_derived++] = v;
-  }
-  int *slot = arena_alloc(g->arena, sizeof(int) * n);
-  for (int i = 0; i < p->n_params; i++)
-    slot[p->params[i]->id] = 1 + i;
-  for (int i = 0; i < p->n_derived; i++)
-    slot[p->derived[i]->id] = 1 + p->n_params + i;
-  return slot;
+  return program_persistent_slots(g, &p->plan, &p->params, &p->n_params, &p->derived,
+                                  &p->n_derived);
 }
 
 static int slot_of(const CuProgram *p, int node) {
