@@ -50,6 +50,19 @@ expect 0 "check -DN=2 (attached)" -- "$KILN" check models/lenet5.kiln -DN=2
 contains "$out" "f32[2, 1, 28, 28]"
 expect 1 "unknown -D constant" -- "$KILN" check models/lenet5.kiln -D M=3
 contains "$err" "model 'lenet5' has no constant 'M' (its constants: N)"
+# the ImageNet classics at batch 1: the published parameter counts, and the
+# FLOP totals test_models.c counts by hand layer by layer (check rounds to 3
+# digits; show's JSON has the exact total)
+expect 0 "check vgg11 at batch 1" -- "$KILN" check models/vgg11.kiln -D N=1
+contains "$out" "parameters: 132863336 in 22 tensors (132863336 trainable)"
+contains "$out" "graph: 72 nodes, 15.2G FLOPs per run"
+expect 0 "show vgg11 as JSON" -- "$KILN" show models/vgg11.kiln -D N=1 --format json
+contains "$out" '"flops": 15239180048,'
+expect 0 "check resnet50 at batch 1" -- "$KILN" check models/resnet50.kiln -D N=1
+contains "$out" "(25557032 trainable)"
+contains "$out" "8.24G FLOPs per run"
+expect 0 "show resnet50 as JSON" -- "$KILN" show models/resnet50.kiln -D N=1 --format json
+contains "$out" '"flops": 8240002000,'
 expect 1 "missing file" -- "$KILN" check "$tmp/nope.kiln"
 contains "$err" "nope.kiln"
 printf 'model m() {\n  input x: f32[2, 3]\n  output y = relu(x) @ x\n}\n' >"$tmp/bad.kiln"

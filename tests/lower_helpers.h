@@ -261,31 +261,12 @@ static inline float *mask_noise_entries(const TrainStep *ts, void *const *ref, c
   return NULL;
 }
 
-static inline bool has_const(const Graph *g, const char *name) {
-  for (int i = 0; i < g->n_consts; i++)
-    if (strcmp(g->const_names[i], name) == 0)
-      return true;
-  return false;
-}
-
 static inline void check_model(const char *file, bool training) {
   char *text = read_model(file);
-  static const char *const shrink[] = {"N=2", "blocks=1"}; /* where the model has them */
-  const char *defs[countof(shrink)];
-  int n_defs = 0;
-  Compiled c = compile_opts(text, training, NULL, 0);
+  /* kt_small_consts' sizes, and N=2, blocks=1 where the model has them */
+  static const char *const shrink[] = {"N=2", "blocks=1"};
+  Compiled c = compile_model_small_with(text, training, shrink, countof(shrink));
   MUST_COMPILE(c);
-  for (int i = 0; i < countof(shrink); i++) {
-    char name[16];
-    snprintf(name, sizeof name, "%.*s", (int)(strchr(shrink[i], '=') - shrink[i]), shrink[i]);
-    if (has_const(c.g, name))
-      defs[n_defs++] = shrink[i];
-  }
-  if (n_defs) {
-    compiled_free(&c);
-    c = compile_opts(text, training, defs, n_defs);
-    MUST_COMPILE(c);
-  }
   Graph *g = c.g;
   TrainStep ts = {0};
   Node **roots = arena_alloc(c.a, sizeof(Node *) * (size_t)(g->n_outputs + 1));

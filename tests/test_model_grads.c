@@ -19,9 +19,12 @@
  *
  * Sizes.  A model's constants that appear in `small` below are overridden
  * with -D (N=2; attention's T=4, D=8, heads=2, vocab=11, layers=1,
- * classes=3; resnet_small's blocks=1); the test first compiles with the
- * defaults to read which constants the model declares.  Sizes a model
- * fixes (28x28 images, 3x32x32) stay.
+ * classes=3; resnet_small's and se_resnet's blocks=1; the ImageNet
+ * networks' H=96 (vgg11's 32), width=4, fc_width=16, resnet50's depth=14;
+ * densenet's growth=4, layers=1; unet's S=8, base=2); the test first
+ * compiles with the defaults to read which constants the model declares.
+ * An entry that names a model applies to it alone, over the general one.
+ * Sizes a model fixes (28x28 images, 3x32x32) stay.
  *
  * Values.  Parameters get their own initializers (param_init_fill), so the
  * check runs where training starts; f32 inputs are uniform in [-1, 1); i32
@@ -36,7 +39,8 @@
  * ReLUs) are checked but do not count towards PER_PARAM.
  *
  * Numerical gradient.  n = (L(x_i + h) - L(x_i - h)) / 2h with the largest
- * h of 1e-2, 1e-3, 1e-4 for which no piecewise op changes its decision
+ * h of 1e-2, 1e-3, 1e-4 (from 1e-3 for the smoothed checks that smoothed_h
+ * names) for which no piecewise op changes its decision
  * between x_i - h and x_i + h (gp_branch_hash: every relu's side, every
  * maxpool window's argmax, ...); the loss is then smooth on that interval.
  * If even 1e-4 crosses a kink, another entry is drawn (MAX_TRIES per
@@ -51,12 +55,21 @@
  * intermediates, so L(x + h) - L(x - h) is known to about an ulp of L
  * (2.4e-7 at L ~ 3), which is 1.2e-5 of gradient at h = 1e-2 and 1.2e-3 at
  * h = 1e-4: hence the ulp term.  Truncation (h^2 f''' / 6) is far below
- * rtol.  The largest |a - n| / tolerance seen: smoothed 0.06 at the default
- * points and 0.31 over 30 other seeds (KILN_GRAD_SEED); as written 0.23
- * and 0.35.  KILN_GRAD_VERBOSE=1 prints these per model, =2 every entry.
+ * rtol, but for the stems of deep batchnorm networks smoothed (see
+ * smoothed_h).  The largest |a - n| / tolerance seen: smoothed 0.22 at
+ * the default points and 0.49 over KILN_GRAD_SEED=1..30; as written 0.37
+ * and 0.66.  KILN_GRAD_VERBOSE=1 prints these per model, =2 every entry.
+ * Some other seeds fail for want of usable entries, not for a wrong
+ * gradient: dcgan smoothed (7 of the 30 seeds, as before the zoo's conv
+ * networks came), whose generator leaves too few entries with a nonzero
+ * gradient; resnet50 as written at seed 27, where one of the 2304 inputs
+ * of its last ReLU lies 1e-5 from 0 and every step of 1e-4 upstream moves
+ * it across.
  *
- * Time: ~7 s in a RelWithDebInfo build (resnet_small as written, where
- * kinks force many retries, is 5 s of it), ~26 s with ASan and UBSan.
+ * Time: ~15 s in a RelWithDebInfo build (resnet_small as written, where
+ * kinks force many retries, is 5 s of it; resnet50 3 s), ~26 s with ASan
+ * and UBSan, where kt_model_wanted (tests/kiln_test.h) leaves out
+ * resnet18, resnet50, vgg11 and vgg_small.
  *
  * Adding a model: put it in models/; if it declares new size constants,
  * add small values for them to `small`; if it has i32 inputs used by
@@ -68,17 +81,40 @@
 #include "grad_helpers.h"
 
 static const struct {
-  const char *name, *value;
+  const char *model, *name, *value; /* model NULL: any model declaring the constant */
 } small[] = {
-    {"N", "2"},      {"T", "4"},      {"D", "8"},       {"heads", "2"},
-    {"vocab", "11"}, {"layers", "1"}, {"classes", "3"}, {"blocks", "1"},
-    {"S", "8"},      {"base", "2"},   {"hidden", "5"},  {"latent", "3"},  {"features", "3"},
-    {"H", "96"},     {"width", "4"},  {"fc_width", "16"}, {"p_drop", "0"}, {"depth", "14"},
-    {"growth", "4"},
+    {NULL, "N", "2"},        {NULL, "T", "4"},       {NULL, "D", "8"},
+    {NULL, "heads", "2"},    {NULL, "vocab", "11"},  {NULL, "layers", "1"},
+    {NULL, "classes", "3"},  {NULL, "blocks", "1"},  {NULL, "S", "8"},
+    {NULL, "base", "2"},     {NULL, "hidden", "5"},  {NULL, "latent", "3"},
+    {NULL, "features", "3"}, {NULL, "H", "96"},      {NULL, "width", "4"},
+    {NULL, "fc_width", "16"}, {NULL, "p_drop", "0"}, {NULL, "depth", "14"},
+    {NULL, "growth", "4"},
+    /* VGG-11 needs no 3x3 last map (it has no batchnorm).  At H = 96, where
+     * kinks push the check as written down to h = 1e-4, the difference of
+     * its loss is noisier than the 2 ulp atol allows for (1.16 x the
+     * tolerance at KILN_GRAD_SEED=1); at 32 the worst of seeds 0..11 is
+     * 0.5, and it runs 10x faster */
+    {"vgg11", "H", "32"},
 };
 
-#define H 1e-2
-#define N_STEPS 3
+/* The smoothed check's first step where it is not H.  Smoothed, the loss
+ * is smooth but every GELU curves it, and through the batchnormed layers of
+ * a deep network (resnet18's 8 basic blocks, resnet50's 4 bottlenecks at
+ * depth 14) the third derivative along a stem weight reaches ~35: the
+ * centred difference's truncation error h^2 f''' / 6 is then up to 6e-4 at
+ * h = 1e-2, up to 1.7 x the tolerance over KILN_GRAD_SEED=0..11 (measured:
+ * D(1e-2) - D(1e-3) = 3e-4 .. 6e-4 where D(1e-3) and the analytic gradient
+ * agree to 0.1 of the tolerance; as written, the ReLU networks are
+ * piecewise far less curved and H is fine).  A hundredth of the
+ * truncation at h = 1e-3, for 10x the rounding term of atol. */
+static const struct {
+  const char *file;
+  double h;
+} smoothed_h[] = {{"resnet18.kiln", 1e-3}, {"resnet50.kiln", 1e-3}};
+
+#define H 1e-2 /* the first step tried (but see smoothed_h) */
+#define H_MIN 1e-4 /* the smallest step tried */
 #define RTOL 1e-2
 #define RTOL_SMOOTHED 3e-3
 #define ATOL 1e-4
@@ -145,13 +181,18 @@ static Compiled compile_small(const char *path, bool smooth) {
   const char *defs[countof(small)];
   char def_text[countof(small)][64];
   int n_defs = 0;
-  for (int i = 0; i < c0.g->n_consts; i++)
+  for (int i = 0; i < c0.g->n_consts; i++) {
+    const char *value = NULL; /* a model's own entry comes after the general one */
     for (int j = 0; j < countof(small); j++)
-      if (strcmp(c0.g->const_names[i], small[j].name) == 0) {
-        snprintf(def_text[n_defs], sizeof def_text[n_defs], "%s=%s", small[j].name, small[j].value);
-        defs[n_defs] = def_text[n_defs];
-        n_defs++;
-      }
+      if (strcmp(c0.g->const_names[i], small[j].name) == 0 &&
+          (!small[j].model || strcmp(small[j].model, c0.g->name) == 0))
+        value = small[j].value;
+    if (value) {
+      snprintf(def_text[n_defs], sizeof def_text[n_defs], "%s=%s", c0.g->const_names[i], value);
+      defs[n_defs] = def_text[n_defs];
+      n_defs++;
+    }
+  }
   compiled_free(&c0);
   Compiled c = compile_opts(text, true, defs, n_defs);
   free(text);
@@ -221,7 +262,10 @@ static void check_model(void **state) {
   double ulp = nextafterf((float)fabs(f0), INFINITY) - (float)fabs(f0), worst = 0;
   int worst_k = -1, n_kinked = 0, n_zero = 0, n_checked = 0, last = -1, n_small_h = 0;
   int sought = 0, found = 0, max_tries = mc->smooth ? MAX_TRIES : MAX_TRIES_AS_WRITTEN;
-  double rtol = mc->smooth ? RTOL_SMOOTHED : RTOL;
+  double rtol = mc->smooth ? RTOL_SMOOTHED : RTOL, h_first = H;
+  for (int j = 0; j < countof(smoothed_h) && mc->smooth; j++)
+    if (strcmp(file, smoothed_h[j].file) == 0)
+      h_first = smoothed_h[j].h;
   GcLog log = {0}, notes = {0};
   for (int s = 0; s < N_POSITIONS; s++) {
     int k = (int)((int64_t)s * (n - 1) / (N_POSITIONS - 1));
@@ -244,9 +288,9 @@ static void check_model(void **state) {
       tried[n_tried++] = i;
       /* the largest step that crosses no kink */
       bool same = false;
-      double h = H;
+      double h = h_first;
       GcProbe pr;
-      for (int t = 0; t < N_STEPS && !same; t++, h /= 10)
+      for (; !same && h > H_MIN / 2; h /= 10)
         pr = gp_probe(&gp, p, i, h, base, &same);
       h *= 10;
       if (!same) {
@@ -277,7 +321,7 @@ static void check_model(void **state) {
       gc_logf(mc->smooth ? &log : &notes,
               "  %s: %d of the %d entries tried are smooth within h = %g with a nonzero "
               "gradient (%d wanted)\n",
-              p->name, got, n_tried, H / pow(10, N_STEPS - 1), want);
+              p->name, got, n_tried, H_MIN, want);
   }
   /* as written, kinks may leave a parameter unchecked, but not most entries */
   if (!mc->smooth && 4 * found < sought)
@@ -327,7 +371,7 @@ int main(void) {
   struct dirent *e;
   while ((e = readdir(d)) != NULL && n_files < countof(files)) {
     size_t len = strlen(e->d_name);
-    if (len > 5 && strcmp(e->d_name + len - 5, ".kiln") == 0) {
+    if (len > 5 && strcmp(e->d_name + len - 5, ".kiln") == 0 && kt_model_wanted(e->d_name)) {
       files[n_files] = malloc(strlen(dir) + len + 2);
       sprintf(files[n_files++], "%s/%s", dir, e->d_name);
     }

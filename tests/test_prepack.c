@@ -12,7 +12,8 @@
  *     program without prepacking computes on them.
  *  3. Graphs with a training step are left alone.
  *  4. Batchnorm folded into convolution weights (passes/fold.c): resnet_small
- *     (every batchnorm follows a convolution), with random batchnorm parameters and
+ *     (every batchnorm follows a convolution), mobilenet_v2 (depthwise
+ *     convolutions) and se_resnet (squeeze-and-excitation), with random batchnorm parameters and
  *     statistics, compiled with and without the fold on the same values:
  *     every batchnorm of resnet_small is folded, the step computes fewer
  *     multiplications of 4-D values, and the outputs agree within 1e-4 of their largest value
@@ -266,8 +267,8 @@ static int step_muls(Model *m) {
 }
 
 static void folded_batchnorm(void **state) {
-  const char *cases[] = {"resnet_small.kiln"};
-  for (int i = 0; i < 1; i++) {
+  const char *cases[] = {"resnet_small.kiln", "mobilenet_v2.kiln", "se_resnet.kiln"};
+  for (int i = 0; i < 3; i++) {
     Model plain, folded;
     int n0, n1;
     const float *a = fold_run(&plain, cases[i], false, &n0);

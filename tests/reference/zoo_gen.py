@@ -1,8 +1,6 @@
-"""PyTorch twins of the generative and sequence models of the zoo:
-models/autoencoder.kiln, vae.kiln, dcgan.kiln (two models: dcgan_g and
-dcgan_d), transformer.kiln, lm.kiln and lstm.kiln.  (The U-Net twin below
-waits for models/unet.kiln, which is not in the tree yet: it is not in
-MODELS.)
+"""PyTorch twins of the generative, segmentation and sequence models of the
+zoo: models/unet.kiln, autoencoder.kiln, vae.kiln, dcgan.kiln (two models:
+dcgan_g and dcgan_d), transformer.kiln, lm.kiln and lstm.kiln.
 make_fixtures.py reads MODELS (the contract is in docs/zoo.md).
 
 Each module's state_dict() names are exactly kiln's parameter names, with
@@ -280,6 +278,15 @@ class LSTMClassifier(nn.Module):
 
 
 MODELS = {
+    "unet": {
+        "module": lambda: UNet(base=4),
+        "defines": {"N": 2, "S": 16, "base": 4},
+        "inputs": {"x": ("f32", (2, 1, 16, 16)), "mask": ("f32", (2, 1, 16, 16))},
+        "ranges": {"mask": (0, 1)},
+        "output": "probs",
+        "grads": ["down1.a.weight", "down2.b.bias", "bottom.a.weight", "up2t.weight", "up1.b.weight",
+                  "logits.bias"],
+    },
     "autoencoder": {
         "module": lambda: Autoencoder(D=64, hidden=32, latent=8),
         "defines": {"N": 4, "D": 64, "hidden": 32, "latent": 8},

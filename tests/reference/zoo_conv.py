@@ -23,9 +23,10 @@ gradient fixtures module.train() (batch statistics).  Dropout (vgg11) is
 disabled at the fixture sizes (-D p_drop=0) so both sides compute the same
 function.
 
-`python3 tests/reference/zoo_conv.py` checks every twin's names and shapes
-against `kiln init` and its eval output against `kiln run` (needs
-build/kiln).
+`/usr/bin/python3 tests/reference/zoo_conv.py [NAME...]` checks every twin's
+names and shapes against `kiln init`, its eval output against `kiln run`
+and its gradients against `kiln run --grad` (needs build/kiln), from the
+repository root.  make_fixtures.py reads MODELS like every zoo_*.py's.
 """
 import torch
 import torch.nn as nn
@@ -315,11 +316,15 @@ MODELS = {
         32, 10,
         ["conv1.weight", "layer2.0.conv1.weight", "layer3.0.downsample.0.weight",
          "layer4.1.bn2.weight", "fc.weight"]),
+    # depth 14: one bottleneck per stage (depth 50's 16 take 3.5x as long to
+    # compile in tests/zoo.sh; test_models.c counts depth 50's parameters);
+    # a batch of 8, as the last stage is 1x1 at H = 32 and batchnorm
+    # normalizes over the batch there
     "resnet50": _spec(
-        lambda: ResNet("resnet50", [3, 4, 6, 3], width=4, classes=10),
-        {"N": 8, "H": 32, "width": 4, "classes": 10}, 32, 10,
-        ["conv1.weight", "layer3.2.conv2.weight", "layer2.0.downsample.0.weight",
-         "fc.weight"]),
+        lambda: ResNet("resnet50", [1, 1, 1, 1], width=4, classes=10),
+        {"N": 8, "H": 32, "width": 4, "depth": 14, "classes": 10}, 32, 10,
+        ["conv1.weight", "layer3.0.conv2.weight", "layer2.0.downsample.0.weight",
+         "layer4.0.bn3.weight", "fc.weight"]),
     "mobilenet_v2": _spec(
         lambda: MobileNetV2(classes=10), {"N": 2}, 32, 10,
         ["stem.weight", "blocks.3.depthwise.weight", "blocks.3.project.weight",
@@ -380,7 +385,7 @@ def _self_check(names, kiln="build/kiln", grads=True):
         spec = MODELS[name]
         d = tempfile.mkdtemp(prefix="zoo_conv_")
         defs = sum((["-D", "%s=%s" % kv] for kv in spec["defines"].items()), [])
-        model = os.path.join(os.environ.get("KILN_MODELS", "models"), name + ".kiln")
+        model = os.path.join("models", name + ".kiln")
         w = os.path.join(d, "w.safetensors")
         subprocess.run([kiln, "init", model, "-o", w] + defs, check=True, stdout=subprocess.DEVNULL)
         m = load_kiln_weights(spec["module"](), w)
