@@ -330,16 +330,71 @@ bool aot_is_entry(const char *name) {
          strcmp(name, "kiln_prepare") == 0;
 }
 
+/* Whether f is a thunk MergeFunctions left behind: one block, `call
+ * g(f's own parameters, in order)` of a g of the same type, then ret. */
+static LLVMValueRef thunk_target(LLVMValueRef f) {
+  if (LLVMCountBasicBlocks(f) != 1)
+    return NULL;
+  LLVMValueRef call = LLVMGetFirstInstruction(LLVMGetEntryBasicBlock(f));
+  if (!call || LLVMGetInstructionOpcode(call) != LLVMCall)
+    return NULL;
+  LLVMValueRef ret = LLVMGetNextInstruction(call);
+  if (!ret || LLVMGetInstructionOpcode(ret) != LLVMRet || LLVMGetNextInstruction(ret))
+    return NULL;
+  LLVMValueRef g = LLVMGetCalledValue(call);
+  if (!g || !LLVMIsAFunction(g) || g == f || LLVMGlobalGetValueType(g) != LLVMGlobalGetValueType(f))
+    return NULL;
+  unsigned np = LLVMCountParams(f);
+  if ((unsigned)LLVMGetNumArgOperands(call) != np)
+    return NULL;
+  for (unsigned i = 0; i < np; i++)
+    if (LLVMGetOperand(call, i) != LLVMGetParam(f, i))
+      return NULL;
+  if (LLVMGetNumOperands(ret) == 1 && LLVMGetOperand(ret, 0) != call)
+    return NULL;
+  return g;
+}
+
+/* Every internal thunk replaced by its target everywhere, then deleted;
+ * the number dropped. */
+static int drop_thunks(LLVMModuleRef m) {
+  int dropped = 0;
+  LLVMValueRef next;
+  for (LLVMValueRef f = LLVMGetFirstFunction(m); f; f = next) {
+    next = LLVMGetNextFunction(f);
+    LLVMValueRef g = LLVMIsDeclaration(f) || LLVMGetLinkage(f) != LLVMInternalLinkage
+                         ? NULL
+                         : thunk_target(f);
+    if (!g)
+      continue;
+    LLVMReplaceAllUsesWith(f, g);
+    LLVMDeleteFunction(f);
+    dropped++;
+  }
+  return dropped;
+}
+
 /* Identical functions become one (LLVM's MergeFunctions, exact): the
  * inference graph's kernels are mostly the training step's forward ones,
- * so a training build optimizes and compiles them once. */
+ * and a ResNet repeats its blocks, so a build optimizes and compiles each
+ * distinct kernel once.  A function whose address is taken (a kernel's
+ * parallel body, handed to the thread pool) is merged into a thunk that
+ * calls its twin, which keeps the kernels that use the two apart; so the
+ * thunks are replaced by their twins and the merge repeated until none is
+ * left (each round merges the next level up: bodies, then kernels). */
 static bool merge_functions(Cg *cg, char *err, size_t n) {
-  LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
-  LLVMErrorRef e = LLVMRunPasses(cg->mod, "mergefunc", cg->tm, po);
-  LLVMDisposePassBuilderOptions(po);
-  if (e)
-    cg_err_error(err, n, "LLVM mergefunc", e);
-  return !e;
+  for (int round = 0; round < 8; round++) {
+    LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
+    LLVMErrorRef e = LLVMRunPasses(cg->mod, "mergefunc", cg->tm, po);
+    LLVMDisposePassBuilderOptions(po);
+    if (e) {
+      cg_err_error(err, n, "LLVM mergefunc", e);
+      return false;
+    }
+    if (drop_thunks(cg->mod) == 0)
+      break;
+  }
+  return true;
 }
 
 static bool lower_step(Aot *a, AotStep *s, const char *prefix, char *err, size_t n) {

@@ -257,6 +257,65 @@ for f in "$tmp/all" "$tmp/all.ll" "$tmp/all.s"; do
 done
 expect 2 "llvm and asm together on stdout" -- "$KILN" build models/mlp.kiln --emit llvm,asm
 
+# --- each distinct kernel compiled once; step functions unoptimized ---------------------
+# resnet_small repeats its blocks, and its inference kernels are mostly the
+# training step's: no two functions of the optimized module may have the
+# same code up to names (value names, and the functions they call or hand
+# to the thread pool, compared by their own code in turn), which catches
+# a merge stopped by MergeFunctions' thunks (codegen/aot.c).  The step
+# functions are optnone (codegen/llvm/cg_kernel.c: their O3 cost seconds).
+expect 0 "resnet_small --train --emit llvm" -- "$KILN" build models/resnet_small.kiln --train \
+  --emit llvm -o "$tmp/rs"
+if "$PY" - "$tmp/rs.ll" >"$tmp/dups.txt" <<'PY'; then echo "ok: $(tail -n 1 "$tmp/dups.txt")"; else
+import re, sys
+fns, cur = {}, None
+for line in open(sys.argv[1], errors="replace"):
+    if len(line) > 10000:            # the manifest and parameter constants
+        continue
+    if line.startswith("define "):
+        name = re.search(r"@([-\w$.]+)\(", line).group(1)
+        cur = fns[name] = [line.split("@", 1)[0] + "@SELF(" + line.split("(", 1)[1]]
+    elif cur is not None:
+        cur.append(line.split(";", 1)[0])
+        if line.startswith("}"):
+            cur = None
+tok = re.compile(r"([%@])([-\w$.]+)")
+def key(name, cls):                  # the code, values numbered, functions by class
+    seen = {}
+    def sub(m):
+        g = m.group(2)
+        if m.group(1) == "%":
+            return "%%%d" % seen.setdefault(g, len(seen))
+        return "@SELF" if g == name else ("@F%d" % cls[g] if g in cls else m.group(0))
+    return "".join(tok.sub(sub, l) for l in fns[name])
+cls = {f: 0 for f in fns}            # refined until the classes stop splitting
+while True:
+    ids = {}
+    new = {f: ids.setdefault(key(f, cls), len(ids)) for f in fns}
+    if len(ids) == len(set(cls.values())):
+        break
+    cls = new
+groups = {}
+for f, c in cls.items():
+    groups.setdefault(c, []).append(f)
+for g in groups.values():
+    if len(g) > 1:
+        print("same code: " + " = ".join(g))
+print("%d functions, %d distinct" % (len(fns), len(groups)))
+sys.exit(len(fns) != len(groups))
+PY
+  echo "FAIL: functions with the same code were compiled separately:"; head -n 5 "$tmp/dups.txt"
+  tail -n 1 "$tmp/dups.txt"; fails=$((fails + 1))
+fi
+for step in kiln_infer kiln_prepare kiln_train_step; do
+  grp=$(sed -n "s/^define .*@$step(.*) [a-z_ ]*#\([0-9]*\) {\$/\1/p" "$tmp/rs.ll")
+  if [ -n "$grp" ] && grep -q "^attributes #$grp = { .*optnone" "$tmp/rs.ll"; then
+    echo "ok: $step is optnone"
+  else
+    echo "FAIL: $step is not optnone (attributes #${grp:-?})"; fails=$((fails + 1))
+  fi
+done
+
 # --- linking fails: cc's output, exit 1, nothing left -----------------------------------
 mkdir -p "$tmp/fakebin" "$tmp/linkfail"
 printf '#!/bin/sh\necho "fake cc: cannot link this" >&2\nexit 3\n' >"$tmp/fakebin/cc"
