@@ -106,18 +106,25 @@ void cu_stmt_bufs(const KStmt *s, bool *loads, bool *stores);
 /* cuda_gemm.c: a matmul or conv2d kernel (or a fused kernel led by one)
  * as a batch of GEMMs over shared-memory tiles */
 enum { CU_GEMM_THREADS = 256 }; /* the tiled function's block size */
+/* The nests cuda_gemm.c tiles: matmul, and the convolutions as implicit
+ * GEMMs (conv2d, conv_transpose2d, conv2d_back_w). */
+typedef enum { CU_GEMM_MATMUL, CU_GEMM_CONV, CU_GEMM_TCONV, CU_GEMM_BACKW } CuGemmKind;
+
 typedef struct CuGemm {
   int64_t batch, m, n, k, tiles;
   int tm;                                        /* rows per thread: the tile is 16 tm x 64 */
   bool ta, tb;
-  bool conv;                                     /* conv2d: implicit GEMM (cuda_gemm.c) */
+  CuGemmKind kind;                               /* which nest (cuda_gemm.c) */
+  int64_t seg;                                   /* K in segments of seg terms, each summed
+                                                    from 0 and then added (0: one sum) */
+  int64_t nimg, o;                               /* images; all output channels */
   int64_t groups, c, h, w, cg, og, ho, wo, kh, kw, sy, sx, py, px, dy, dx; /* its geometry */
   int br;                                        /* batch dimensions of C */
   int64_t bdim[MAX_RANK], sa[MAX_RANK], sb[MAX_RANK]; /* their sizes, A's and B's strides */
   int n_head;                                    /* k's statements the GEMM replaces */
 } CuGemm;
-/* Whether k's first statements (g->n_head) are a matmul or conv2d nest
- * the tiled function can compute; g describes it. */
+/* Whether k's first statements (g->n_head) are a matmul or convolution
+ * nest the tiled function can compute; g describes it. */
 bool cu_gemm_describe(const Kernel *k, CuGemm *g);
 /* A fused kernel's epilogue applied to each element of C as its tile is
  * stored (cuda_emit.c prints it): `top` once at the function's top (the
