@@ -173,9 +173,6 @@ void fused_print_json(Cli *c, const Plan *p, FILE *f);
 /* The device of --target cuda, opened at the first call (closed by
  * cli_free); raises "no CUDA device found (...)" without one. */
 RtCuda *cli_cuda_device(Cli *c);
-/* For bench: raises "no CUDA device found (...)", or, with a device, that
- * bench does not run on it yet. */
-void cli_need_cuda(Cli *c);
 /* Exec on the device (exec.c calls them when x->cuda). */
 void cuda_exec_init(Exec *x, Cli *c, Graph *g, Node *const *roots, int n);
 void *cuda_exec_input(Exec *x, const Node *in);
@@ -189,6 +186,8 @@ void cuda_exec_free(Exec *x);
  * ptx, cubin; --arch). */
 int cli_build_cuda_validate(Cli *c);
 int cli_build_cuda(Cli *c);
+/* Whether that build is a program (--emit exe: cmd_build.c makes it). */
+bool cli_build_cuda_exe(const Cli *c);
 /* The end of the help of run and train, and of bench: --target, then -h. */
 #define CLI_TARGET_HELP                                                                     \
   "  --target cpu|cuda        where to compute: this machine's CPU (the default), or\n"   \
@@ -200,9 +199,13 @@ int cli_build_cuda(Cli *c);
   "                           each kernel, so a fault names its kernel\n"                  \
   "  -h, --help               this help\n"
 #define CLI_TARGET_HELP_BENCH                                                               \
-  "  --target cpu|cuda        cuda: not supported by bench yet (`kiln run --target cuda\n" \
-  "                           --repeat N` times the step on a device); without a device\n" \
-  "                           it stops with \"no CUDA device found\" (exit 1)\n"          \
+  "  --target cpu|cuda        cuda: both builds on CUDA device 0 (compiled as for kiln\n"  \
+  "                           run --target cuda), the step and each kernel timed with\n"  \
+  "                           CUDA events, each kernel's GB/s also as a fraction of the\n" \
+  "                           device memory's peak (memory clock x bus width x 2, when\n"  \
+  "                           the driver reports them); not yet run on a real GPU\n"     \
+  "                           (tested against a fake driver).  Without a device it\n"    \
+  "                           stops with \"no CUDA device found\" (exit 1)\n"           \
   "  -h, --help               this help\n"
 
 /* Parses build's --emit LIST into bits (1 << index in names); a usage

@@ -15,12 +15,22 @@
  * With --train the step is the training step (forward, backward, update),
  * its updates applied after every run, so both builds train along the
  * same path.
+ *
+ * With --target cuda both builds are compiled for the device
+ * (cli/cuda_bench.c) and run there the same way: the inputs copied in and
+ * the updates applied outside the clock, the step and each kernel timed
+ * with CUDA events on the device's timeline, the kernels' bytes and FLOPs
+ * the CPU bench's (kbench_kernel_cost), and each kernel's GB/s also as a
+ * fraction of the device memory's peak bandwidth when the driver reports
+ * it.  UNTESTED ON A GPU: the device paths ran only against
+ * tests/fake_cuda.c (tests/cuda_run.sh).
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "cuda_bench.h"
 #include "kbench.h"
 #include "rt_data.h"
 #include "rt_pool.h"
@@ -49,7 +59,8 @@ static const char bench_help[] =
     "                           back, about 2 ms, timed per step), then kernel by kernel\n"
     CLI_FUSE_HELP
     "                           (the fused build's; the other has none)\n"
-    "  --threads N              worker threads of compiled code (default: one per core)\n"
+    "  --threads N              worker threads of compiled code (default: one per core;\n"
+    "                           no effect with --target cuda)\n"
     "  --json                   print the report as JSON (for scripts)\n"
     "  --seed N                 seed of the parameters and inputs (default 0)\n"
     "  --no-inplace, --no-share, --schedule=default|min-memory, --no-prepack\n"
@@ -63,6 +74,15 @@ static const double TOLERANCE = 1e-5;
 static const char TOLERANCE_TEXT[] = "1e-5";
 static const char *const build_name[2] = {"fused", "unfused"};
 
+/* What the report says of a build's kernels (KBench's or CuBench's). */
+typedef struct Kernels {
+  int n;
+  const char **name;
+  int *n_nodes;
+  int64_t *bytes;
+  double *flops;
+} Kernels;
+
 /* One build of the model. */
 typedef struct Side {
   PlanOpts po;
@@ -70,18 +90,22 @@ typedef struct Side {
   TrainStep ts;
   Node **roots;
   int n_roots;
-  Program prog;
+  Program prog;   /* on the CPU */
   bool ready;
   KBench kb;
+  CuBench cb;     /* --target cuda */
+  Kernels k;
+  double compile_s;
   void **inputs;  /* per node id: an input's values, copied in before each run */
   int64_t step;   /* steps run */
   double *step_t; /* per round: the whole step */
-  double *kern_t; /* per round and kernel: [round * kb.n + kernel] */
+  double *kern_t; /* per round and kernel: [round * k.n + kernel] */
 } Side;
 
 typedef struct Bench {
   Cli *c;
-  bool train;
+  bool train, cuda;  /* cuda: --target cuda */
+  double peak;       /* cuda: the device memory's peak bandwidth in bytes/s (0: unknown) */
   int rounds, threads;
   Side s[2];
   double rel;        /* the largest relative difference between the builds' results */
@@ -106,6 +130,7 @@ static void apply_batch(Bench *b) {
 static void bind_data(Bench *b, Side *s) {
   Cli *c = b->c;
   Graph *g = s->g;
+  const Plan *plan = b->cuda ? &s->cb.cu.plan : &s->prog.plan;
   s->inputs = arena_alloc(c->arena, sizeof(void *) * (size_t)g->n_nodes);
   for (int i = 0; i < g->n_nodes; i++) {
     Node *n = g->nodes[i];
@@ -113,13 +138,35 @@ static void bind_data(Bench *b, Side *s) {
                      ? arena_alloc(c->arena, (size_t)node_bytes(n) + 1) : NULL;
     if (n->op == OP_PARAM) {
       param_init_fill(n, c->seed, data);
-      program_bind_param(&s->prog, n, data);
-    } else if (n->op == OP_INPUT && s->prog.plan.time[i] >= 0 && n != s->ts.lr &&
+      if (b->cuda)
+        cuda_bench_bind_param(&s->cb, n, data);
+      else
+        program_bind_param(&s->prog, n, data);
+    } else if (n->op == OP_INPUT && plan->time[i] >= 0 && n != s->ts.lr &&
                n != s->ts.step) {
       kbench_random_fill(g, n, c->seed, data);
       s->inputs[i] = data;
     }
   }
+}
+
+/* Compiles s for the CPU or the device; what the report needs of its kernels. */
+static void compile_side(Bench *b, Side *s, int which) {
+  char err[1024];
+  if (b->cuda) {
+    cuda_bench_init(&s->cb, b->c, s->g, s->roots, s->n_roots, &s->po);
+    s->k = (Kernels){s->cb.n, s->cb.name, s->cb.n_nodes, s->cb.bytes, s->cb.flops};
+    s->compile_s = s->cb.cu.compile_seconds;
+    return;
+  }
+  CgOpts co = {.opt_level = 3};
+  if (!program_compile(&s->prog, s->g, s->roots, s->n_roots, &s->po, &co, err, sizeof err))
+    die("compiling %s (%s): %s", s->g->name, build_name[which], err); /* a compiler bug */
+  s->ready = true;
+  if (!kbench_init(&s->kb, &s->prog, err, sizeof err))
+    die("timing the kernels of %s (%s): %s", s->g->name, build_name[which], err);
+  s->k = (Kernels){s->kb.n, s->kb.name, s->kb.n_nodes, s->kb.bytes, s->kb.flops};
+  s->compile_s = s->prog.compile_seconds;
 }
 
 static void build(Bench *b, int which) {
@@ -136,37 +183,77 @@ static void build(Bench *b, int which) {
   c->plan.fuse = keep;
   if (!graph_verify(s->g, err, sizeof err))
     die("graph verification failed: %s", err);
-  CgOpts co = {.opt_level = 3};
-  if (!program_compile(&s->prog, s->g, s->roots, s->n_roots, &s->po, &co, err, sizeof err))
-    die("compiling %s (%s): %s", s->g->name, build_name[which], err); /* a compiler bug */
-  s->ready = true;
-  if (!kbench_init(&s->kb, &s->prog, err, sizeof err))
-    die("timing the kernels of %s (%s): %s", s->g->name, build_name[which], err);
+  compile_side(b, s, which);
   bind_data(b, s);
   s->step_t = arena_alloc(c->arena, sizeof(double) * (size_t)b->rounds);
-  s->kern_t = arena_alloc(c->arena, sizeof(double) * (size_t)(b->rounds * s->kb.n + 1));
+  s->kern_t = arena_alloc(c->arena, sizeof(double) * (size_t)(b->rounds * s->k.n + 1));
 }
 
 /* --- running ------------------------------------------------------------------ */
 
-static void set_scalar(Side *s, const Node *n, float v) {
-  float *p = n ? program_value(&s->prog, n) : NULL;
+/* n's value for the next step: in the program's memory, or copied to the
+ * device (nothing when the step does not read n). */
+static void put(Bench *b, Side *s, const Node *n, const void *data) {
+  if (b->cuda) {
+    cuda_bench_upload(&s->cb, n, data);
+    return;
+  }
+  void *p = program_value(&s->prog, n);
   if (p)
-    *p = v;
+    memcpy(p, data, (size_t)node_bytes(n));
+}
+
+static void set_scalar(Bench *b, Side *s, const Node *n, float v) {
+  if (!n)
+    return;
+  ASSERT(node_bytes(n) == sizeof v);
+  put(b, s, n, &v);
 }
 
 /* The inputs of the next step (a planned arena may have reused their bytes). */
-static void feed(Side *s) {
+static void feed(Bench *b, Side *s) {
   Graph *g = s->g;
   for (int i = 0; i < g->n_nodes; i++)
     if (s->inputs[i])
-      memcpy(program_value(&s->prog, g->nodes[i]), s->inputs[i], (size_t)node_bytes(g->nodes[i]));
-  set_scalar(s, s->ts.lr, (float)g->spec.lr);
-  set_scalar(s, s->ts.step, (float)(s->step + 1));
+      put(b, s, g->nodes[i], s->inputs[i]);
+  set_scalar(b, s, s->ts.lr, (float)g->spec.lr);
+  set_scalar(b, s, s->ts.step, (float)(s->step + 1));
+}
+
+/* One step, untimed (on the device: parameters uploaded first if bound since). */
+static void run_step(Bench *b, Side *s) {
+  if (b->cuda)
+    cuda_bench_run(&s->cb, s->step);
+  else
+    program_run(&s->prog, s->step);
+}
+
+/* One step: its seconds, on the host's clock or the device's events. */
+static double timed_step(Bench *b, Side *s) {
+  if (b->cuda)
+    return cuda_bench_step(&s->cb, s->step);
+  double t0 = rt_now();
+  program_run(&s->prog, s->step);
+  return rt_now() - t0;
+}
+
+/* One step kernel by kernel: seconds[i] is kernel i's. */
+static void timed_kernels(Bench *b, Side *s, double *seconds) {
+  if (b->cuda)
+    cuda_bench_kernels(&s->cb, s->step, seconds);
+  else
+    kbench_run(&s->kb, s->step, seconds);
+}
+
+/* n's value after a step (copied out of the device). */
+static const void *value(Bench *b, Side *s, const Node *n) {
+  return b->cuda ? cuda_bench_value(&s->cb, n) : program_value(&s->prog, n);
 }
 
 static void step_done(Bench *b, Side *s) {
-  if (b->train)
+  if (b->train && b->cuda)
+    cuda_bench_apply_updates(&s->cb);
+  else if (b->train)
     program_apply_updates(&s->prog);
   s->step++;
 }
@@ -193,13 +280,12 @@ static double rel_diff(const Node *n, const void *x, const void *y) {
 static void check_agree(Bench *b) {
   Side *f = &b->s[FUSED], *u = &b->s[UNFUSED];
   for (int k = 0; k < 2; k++) {
-    feed(&b->s[k]);
-    program_run(&b->s[k].prog, b->s[k].step);
+    feed(b, &b->s[k]);
+    run_step(b, &b->s[k]);
   }
   b->worst = f->roots[0]->name;
   for (int i = 0; i < f->n_roots; i++) {
-    double r = rel_diff(u->roots[i], program_value(&f->prog, f->roots[i]),
-                        program_value(&u->prog, u->roots[i]));
+    double r = rel_diff(u->roots[i], value(b, f, f->roots[i]), value(b, u, u->roots[i]));
     if (r > b->rel || isnan(r))
       b->rel = r, b->worst = f->roots[i]->name;
   }
@@ -216,10 +302,8 @@ static void check_agree(Bench *b) {
 static double burst_time(Bench *b, Side *s, int burst) {
   double t = 0;
   for (int j = 0; j < burst; j++) {
-    feed(s);
-    double t0 = rt_now();
-    program_run(&s->prog, s->step);
-    t += rt_now() - t0;
+    feed(b, s);
+    t += timed_step(b, s);
     step_done(b, s);
   }
   return t / burst;
@@ -231,7 +315,7 @@ static double burst_time(Bench *b, Side *s, int burst) {
  * round to about BURST_SECONDS of steps. */
 static void measure(Bench *b) {
   double *scratch =
-      arena_alloc(b->c->arena, sizeof(double) * (size_t)(b->s[0].kb.n + b->s[1].kb.n + 1));
+      arena_alloc(b->c->arena, sizeof(double) * (size_t)(b->s[0].k.n + b->s[1].k.n + 1));
   int burst = 1;
   for (int r = -WARMUP; r < b->rounds; r++)
     for (int k = 0; k < 2; k++) {
@@ -241,8 +325,8 @@ static void measure(Bench *b) {
         burst = t > 0 && BURST_SECONDS / t < MAX_BURST ? (int)(BURST_SECONDS / t) + 1 : MAX_BURST;
       if (r >= 0)
         s->step_t[r] = t;
-      feed(s);
-      kbench_run(&s->kb, s->step, r >= 0 ? &s->kern_t[r * s->kb.n] : scratch);
+      feed(b, s);
+      timed_kernels(b, s, r >= 0 ? &s->kern_t[r * s->k.n] : scratch);
       step_done(b, s);
     }
 }
@@ -250,11 +334,14 @@ static void measure(Bench *b) {
 static void bench_fn(void *ud) {
   Bench *b = ud;
   Cli *c = b->c;
-  if (c->cuda)
-    cli_need_cuda(c);
+  if (c->cuda) { /* the device first: without one, nothing else is done */
+    b->cuda = true;
+    b->peak = rt_cuda_peak_bandwidth(cli_cuda_device(c));
+  }
   if (c->batch)
     apply_batch(b);
-  b->threads = rt_set_threads((int)c->threads); /* 0: one per core */
+  if (!b->cuda)
+    b->threads = rt_set_threads((int)c->threads); /* 0: one per core */
   for (int k = 0; k < 2; k++)
     build(b, k);
   check_agree(b);
@@ -312,31 +399,56 @@ static double speedup(const Bench *b, Arena *a) {
 static void text_kernels(Bench *b, int which) {
   Arena *a = b->c->arena;
   const Side *s = &b->s[which];
-  const KBench *kb = &s->kb;
+  const Kernels *k = &s->k;
   double sum = 0;
   printf("\n%s (--fuse=%s): %d kernels, compiled in %.2f s\n", build_name[which],
-         fuse_opts_text(&s->po.fuse), kb->n, s->prog.compile_seconds);
-  printf("  %-4s %-36s %5s %11s %23s %10s %8s %8s\n", "#", "kernel", "nodes", "median",
-         "min .. max", "bytes", "GB/s", "GFLOP/s");
-  for (int i = 0; i < kb->n; i++) {
-    Stat t = stat_of(a, &s->kern_t[i], b->rounds, kb->n);
+         fuse_opts_text(&s->po.fuse), k->n, s->compile_s);
+  printf("  %-4s %-36s %5s %11s %23s %10s %8s %8s%s\n", "#", "kernel", "nodes", "median",
+         "min .. max", "bytes", "GB/s", "GFLOP/s", b->peak > 0 ? "  of peak" : "");
+  for (int i = 0; i < k->n; i++) {
+    Stat t = stat_of(a, &s->kern_t[i], b->rounds, k->n);
     sum += t.med;
-    double sec = t.med > 0 ? t.med : 1e-12;
-    printf("  %-4d %-36s %5d %11s %23s %10s %8.1f %8s\n", i, kb->name[i], kb->n_nodes[i],
+    double sec = t.med > 0 ? t.med : 1e-12, bw = (double)k->bytes[i] / sec;
+    printf("  %-4d %-36s %5d %11s %23s %10s %8.1f %8s", i, k->name[i], k->n_nodes[i],
            fmt_time(a, t.med), arena_fmt(a, "%s .. %s", fmt_time(a, t.min), fmt_time(a, t.max)),
-           fmt_bytes(a, (double)kb->bytes[i]), (double)kb->bytes[i] / sec / 1e9,
-           kb->flops[i] > 0 ? arena_fmt(a, "%.1f", kb->flops[i] / sec / 1e9) : "-");
+           fmt_bytes(a, (double)k->bytes[i]), bw / 1e9,
+           k->flops[i] > 0 ? arena_fmt(a, "%.1f", k->flops[i] / sec / 1e9) : "-");
+    if (b->peak > 0)
+      printf(" %8s", arena_fmt(a, "%.3g%%", 100 * bw / b->peak));
+    printf("\n");
   }
   printf("  sum of the kernels' medians: %s\n", fmt_time(a, sum));
+}
+
+/* Where the builds ran: on how many threads, or on which device. */
+static void text_where(Bench *b) {
+  if (!b->cuda) {
+    printf("%d threads", b->threads);
+    return;
+  }
+  printf("on %s (sm_%d)", rt_cuda_name(b->c->dev), rt_cuda_arch(b->c->dev));
+}
+
+static void text_peak(Bench *b) {
+  if (!b->cuda)
+    return;
+  if (b->peak > 0)
+    printf("device memory: %.1f GB/s peak (memory clock x bus width x 2, from the driver); "
+           "each kernel's GB/s also as a fraction of it\n", b->peak / 1e9);
+  else
+    printf("device memory: peak bandwidth unknown (the driver reports no memory clock or bus "
+           "width)\n");
 }
 
 static void print_text(Bench *b) {
   Cli *c = b->c;
   Arena *a = c->arena;
   const Graph *g = b->s[FUSED].g;
-  printf("kiln bench: %s(%s), %s, %d threads, %d round%s after %d warm-up\n", g->name,
-         constants(c, g), b->train ? "training step" : "inference", b->threads, b->rounds,
-         b->rounds == 1 ? "" : "s", WARMUP);
+  printf("kiln bench: %s(%s), %s, ", g->name, constants(c, g),
+         b->train ? "training step" : "inference");
+  text_where(b);
+  printf(", %d round%s after %d warm-up\n", b->rounds, b->rounds == 1 ? "" : "s", WARMUP);
+  text_peak(b);
   printf("results agree: %s within %s relative after one step (", b->train ?
          "the loss and the updates" : "every output", TOLERANCE_TEXT);
   if (b->rel > 0)
@@ -370,24 +482,28 @@ static void json_stat(FILE *f, const char *key, Stat t) {
 static void json_build(Bench *b, int which, FILE *f) {
   Arena *a = b->c->arena;
   const Side *s = &b->s[which];
-  const KBench *kb = &s->kb;
+  const Kernels *k = &s->k;
   fprintf(f, "    {\"build\": \"%s\", \"fuse\": \"%s\", \"n_kernels\": %d, "
              "\"compile_s\": %.6g,\n     ", build_name[which], fuse_opts_text(&s->po.fuse),
-          kb->n, s->prog.compile_seconds);
+          k->n, s->compile_s);
   json_stat(f, "step", stat_of(a, s->step_t, b->rounds, 1));
   fprintf(f, ",\n     \"kernels\": [\n");
-  for (int i = 0; i < kb->n; i++) {
-    Stat t = stat_of(a, &s->kern_t[i], b->rounds, kb->n);
+  for (int i = 0; i < k->n; i++) {
+    Stat t = stat_of(a, &s->kern_t[i], b->rounds, k->n);
     fprintf(f, "       {\"name\": ");
-    json_write_str(f, kb->name[i]);
-    fprintf(f, ", \"nodes\": %d, \"bytes\": %lld, \"flops\": %.0f, ", kb->n_nodes[i],
-            (long long)kb->bytes[i], kb->flops[i]);
+    json_write_str(f, k->name[i]);
+    fprintf(f, ", \"nodes\": %d, \"bytes\": %lld, \"flops\": %.0f, ", k->n_nodes[i],
+            (long long)k->bytes[i], k->flops[i]);
     json_stat(f, "time", t);
     fprintf(f, ", \"gb_per_s\": ");
-    json_num(f, (double)kb->bytes[i] / t.med / 1e9);
+    json_num(f, (double)k->bytes[i] / t.med / 1e9);
     fprintf(f, ", \"gflop_per_s\": ");
-    json_num(f, kb->flops[i] > 0 ? kb->flops[i] / t.med / 1e9 : NAN);
-    fprintf(f, "}%s\n", i + 1 < kb->n ? "," : "");
+    json_num(f, k->flops[i] > 0 ? k->flops[i] / t.med / 1e9 : NAN);
+    if (b->cuda) { /* null when the driver reports no peak */
+      fprintf(f, ", \"peak_fraction\": ");
+      json_num(f, b->peak > 0 ? (double)k->bytes[i] / t.med / b->peak : NAN);
+    }
+    fprintf(f, "}%s\n", i + 1 < k->n ? "," : "");
   }
   fprintf(f, "     ]}");
 }
@@ -405,10 +521,20 @@ static void print_json(Bench *b) {
     fprintf(f, ": ");
     json_write_str(f, g->const_values[i]);
   }
-  fprintf(f, "},\n  \"mode\": \"%s\",\n  \"threads\": %d,\n  \"rounds\": %d,\n"
-             "  \"warmup\": %d,\n  \"agree\": true,\n  \"tolerance\": %g,\n"
-             "  \"max_rel_diff\": %.6g,\n  \"builds\": [\n",
-          b->train ? "training" : "inference", b->threads, b->rounds, WARMUP, TOLERANCE, b->rel);
+  fprintf(f, "},\n  \"mode\": \"%s\",\n  \"target\": \"%s\",\n",
+          b->train ? "training" : "inference", b->cuda ? "cuda" : "cpu");
+  if (b->cuda) {
+    fprintf(f, "  \"device\": {\"name\": ");
+    json_write_str(f, rt_cuda_name(c->dev));
+    fprintf(f, ", \"arch\": \"sm_%d\", \"peak_gb_per_s\": ", rt_cuda_arch(c->dev));
+    json_num(f, b->peak > 0 ? b->peak / 1e9 : NAN);
+    fprintf(f, "},\n  \"threads\": null,\n"); /* host threads play no part */
+  } else {
+    fprintf(f, "  \"threads\": %d,\n", b->threads);
+  }
+  fprintf(f, "  \"rounds\": %d,\n  \"warmup\": %d,\n  \"agree\": true,\n"
+             "  \"tolerance\": %g,\n  \"max_rel_diff\": %.6g,\n  \"builds\": [\n",
+          b->rounds, WARMUP, TOLERANCE, b->rel);
   for (int k = 0; k < 2; k++) {
     json_build(b, k, f);
     fprintf(f, "%s\n", k ? "" : ",");
@@ -433,9 +559,11 @@ static int bench_run(Cli *c) {
     print_json(&b);
   else if (rc == EXIT_OK)
     print_text(&b);
-  for (int k = 0; k < 2; k++)
+  for (int k = 0; k < 2; k++) {
     if (b.s[k].ready)
       program_free(&b.s[k].prog);
+    cuda_bench_free(&b.s[k].cb);
+  }
   return rc;
 }
 

@@ -13,6 +13,17 @@
  * The runtime archive is found at the path compiled in from the build
  * tree (KILN_RT_MAIN_LIB), else next to the kiln executable
  * (runtime/libkiln_rt_main.a, ../lib/kiln/libkiln_rt_main.a).
+ *
+ * --target cuda -o PROG (--emit exe) is the same build up to the module:
+ * the same graphs, plans, manifest and parameters (aot.c), but the
+ * kernels become a CUDA module compiled by NVRTC (codegen/cuda/cuda_aot.c)
+ * and the program is an assembly file of data (manifest, parameters,
+ * images, launch lists) linked with libkiln_rt_cuda_main.a
+ * (KILN_RT_CUDA_MAIN_LIB), whose main runs the step on CUDA device 0
+ * (runtime/rt_cuda_main.c).  The CPU module aot_compile makes for the
+ * manifest is not optimized or written.  The other --target cuda builds
+ * (--emit cuda,ptx,cubin) are cli/cuda.c's.  UNTESTED ON A GPU: such
+ * programs ran only on tests/fake_cuda.c (tests/cuda_build.sh).
  */
 #include <errno.h>
 #include <spawn.h>
@@ -23,6 +34,7 @@
 
 #include "aot.h"
 #include "cli.h"
+#include "cuda_aot.h"
 #include "rt_data.h"
 
 extern char **environ;
@@ -31,7 +43,8 @@ static const char build_help[] =
     "usage: kiln build MODEL.kiln -o PROG [--train] [--emit LIST] [--weights FILE]\n"
     "                  [--seed N] [-D NAME=VALUE]... [--model NAME] [--no-prepack]\n"
     "                  [--fuse=LIST] [--threads N] [-v]\n"
-    "       kiln build MODEL.kiln --target cuda [--emit cuda,ptx,cubin] [-o FILE]\n"
+    "       kiln build MODEL.kiln --target cuda -o PROG [--arch LIST] (and the above)\n"
+    "       kiln build MODEL.kiln --target cuda --emit cuda,ptx,cubin [-o FILE]\n"
     "                  [--arch LIST] [--train] (and -D, --model, --fuse, -v)\n"
     "\n"
     "Compiles the model ahead of time for this machine's CPU into a standalone\n"
@@ -66,10 +79,12 @@ static const char build_help[] =
     "  --threads N              compile on N threads (default: one per core); the\n"
     "                           program's code is then N object files linked together\n"
     "  -v, --verbose            print the plans and where the time went\n"
-    "  --target cpu|cuda        cuda: the steps' kernels as CUDA C (codegen/cuda) instead\n"
-    "  --emit cuda,ptx,cubin    with cuda: the source (FILE.cu, or stdout), FILE.ptx,\n"
-    "                           FILE.sm_XY.cubin (NVRTC; --arch, default sm_80,sm_90,\n"
-    "                           compute_80)\n"
+    "  --target cpu|cuda        cuda: PROG runs inference on CUDA device 0 (--emit exe,\n"
+    "                           the default with -o but not FILE.cu or --train), with\n"
+    "                           NVRTC's CUBINs and PTX built in (--arch, default\n"
+    "                           sm_80,sm_90,compute_80)\n"
+    "  --emit cuda,ptx,cubin    with cuda: the kernels as FILE.cu (or stdout), FILE.ptx,\n"
+    "                           FILE.sm_XY.cubin\n"
     "  -h, --help               this help\n";
 
 enum { EMIT_EXE = 1, EMIT_OBJ = 2, EMIT_HEADER = 4, EMIT_LLVM = 8, EMIT_ASM = 16 };
@@ -85,6 +100,9 @@ typedef struct Build {
   int n_parts;                  /* > 0: the program's code in that many objects */
   char *tmp_params;             /* the parameters' file for the assembler, removed too */
   double t0, t_front, t_link, t_write;
+  bool cuda;    /* --target cuda --emit exe: the device's program */
+  CuAot cu;     /* its device part */
+  bool cu_ready;
 } Build;
 
 static int parse_emit(const char *list, unsigned *bits) {
@@ -318,9 +336,11 @@ static const char *with_ext(Build *b, const char *ext) {
 /* --- linking ----------------------------------------------------------------------------- */
 
 static const char *runtime_archive(Build *b) {
-#ifdef KILN_RT_MAIN_LIB
-  if (access(KILN_RT_MAIN_LIB, R_OK) == 0)
-    return KILN_RT_MAIN_LIB;
+  const char *lib = b->cuda ? "libkiln_rt_cuda_main.a" : "libkiln_rt_main.a";
+#if defined(KILN_RT_MAIN_LIB) && defined(KILN_RT_CUDA_MAIN_LIB)
+  const char *built = b->cuda ? KILN_RT_CUDA_MAIN_LIB : KILN_RT_MAIN_LIB;
+  if (access(built, R_OK) == 0)
+    return built;
 #endif
   char exe[4096];
   ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -328,15 +348,15 @@ static const char *runtime_archive(Build *b) {
     exe[n] = '\0';
     char *slash = strrchr(exe, '/');
     *slash = '\0';
-    const char *tries[] = {"runtime/libkiln_rt_main.a", "../lib/kiln/libkiln_rt_main.a"};
+    const char *tries[] = {"runtime", "../lib/kiln"};
     for (int i = 0; i < 2; i++) {
-      const char *p = arena_fmt(b->c->arena, "%s/%s", exe, tries[i]);
+      const char *p = arena_fmt(b->c->arena, "%s/%s/%s", exe, tries[i], lib);
       if (access(p, R_OK) == 0)
         return p;
     }
   }
-  error_plain(&b->c->diag, "cannot find the runtime library libkiln_rt_main.a (looked in the "
-              "build tree and next to the kiln executable)");
+  error_plain(&b->c->diag, "cannot find the runtime library %s (looked in the build tree and "
+              "next to the kiln executable)", lib);
 }
 
 /* Runs argv, collecting its stdout and stderr; returns its exit status
@@ -435,9 +455,15 @@ static void link_objects(Build *b, char *const *objs, int n_objs, const char *de
 static void report(Build *b, double total) {
   Aot *a = &b->a;
   int kernels = a->infer.n_calls + a->train.n_calls;
-  fprintf(stderr, "built %s: model %s, %s, %d kernels, %d parameters (%.1f KiB), arena %.2f MiB",
+  char what[256] = "";
+  if (b->cuda) {
+    char images[160];
+    cu_aot_describe(&b->cu, images, sizeof images);
+    snprintf(what, sizeof what, " on a CUDA device (%s; %d launches)", images, b->cu.n_infer);
+  }
+  fprintf(stderr, "built %s: model %s, %s%s, %d kernels, %d parameters (%.1f KiB), arena %.2f MiB",
           b->c->out ? b->c->out : "(stdout)", a->model,
-          a->has_train ? "inference + training step" : "inference", kernels, a->n_params,
+          a->has_train ? "inference + training step" : "inference", what, kernels, a->n_params,
           (double)a->params_bytes / 1024, (double)a->infer.plan.arena / 1048576);
   if (a->has_train)
     fprintf(stderr, " + %.2f MiB", (double)a->train.plan.arena / 1048576);
@@ -446,7 +472,9 @@ static void report(Build *b, double total) {
     return;
   fprintf(stderr, "  front end %.3f s, plan %.3f s, lower %.3f s, LLVM IR %.3f s, ", b->t_front,
           a->times.plan, a->times.lower, a->times.emit_ir);
-  if (b->n_parts > 0)
+  if (b->cuda)
+    fprintf(stderr, "CUDA and NVRTC %.3f s (NVRTC %.3f s)", b->t_write, b->cu.nvrtc_seconds);
+  else if (b->n_parts > 0)
     fprintf(stderr, "O3 and objects on %d thread%s %.3f s", b->n_parts, b->n_parts > 1 ? "s" : "",
             b->t_write);
   else
@@ -504,6 +532,30 @@ static void write_parts(Build *b) {
   b->t_write = rt_now() - t;
 }
 
+/* --target cuda: the device's module and images in place of the CPU
+ * code, written with the manifest and parameters as an assembly file and
+ * linked with the CUDA runtime's main. */
+static void build_cuda_program(Build *b) {
+  Cli *c = b->c;
+  CuTargets t = CU_NVRTC_DEFAULT;
+  char err[1024], *report = NULL;
+  double t0 = rt_now();
+  if (c->arch)
+    cu_targets_parse(c->arch, &t, err, sizeof err); /* validated */
+  b->cu_ready = true; /* cu_aot_free releases whatever compile got to */
+  if (!cu_aot_compile(&b->cu, &b->a, &t, err, sizeof err, &report)) {
+    if (report)
+      fputs(report, stderr);
+    free(report);
+    error_plain(&c->diag, "compiling %s for CUDA: %s", b->a.model, err);
+  }
+  const char *base = arena_fmt(c->arena, "%s.tmp.%ld", c->out, (long)getpid());
+  if (!cu_aot_write_asm(&b->cu, &b->a, base, err, sizeof err))
+    error_plain(&c->diag, "%s", err);
+  b->t_write = rt_now() - t0;
+  link_objects(b, &b->cu.asm_path, 1, c->out, false);
+}
+
 static void build_fn(void *ud) {
   Build *b = ud;
   Cli *c = b->c;
@@ -521,6 +573,11 @@ static void build_fn(void *ud) {
   if (!aot_compile(&b->a, &co, err, sizeof err))
     die("compiling %s: %s", b->a.model, err); /* a compiler bug, not the user's */
   unsigned e = b->emit;
+  if (b->cuda) {
+    build_cuda_program(b);
+    report(b, rt_now() - b->t0);
+    return;
+  }
   if (!(e & (EMIT_LLVM | EMIT_ASM))) { /* no text of the module wanted: compile it in parts */
     write_parts(b);
     if (e & EMIT_HEADER)
@@ -558,10 +615,10 @@ static void build_fn(void *ud) {
 }
 
 static int build_run(Cli *c) {
-  if (c->cuda)
-    return cli_build_cuda(c);
-  Build b = {.c = c, .emit = EMIT_EXE, .t0 = rt_now()};
-  if (c->emit)
+  if (c->cuda && !cli_build_cuda_exe(c))
+    return cli_build_cuda(c); /* cli/cuda.c: --emit cuda,ptx,cubin */
+  Build b = {.c = c, .emit = EMIT_EXE, .t0 = rt_now(), .cuda = c->cuda};
+  if (c->emit && !c->cuda)
     parse_emit(c->emit, &b.emit);
   int rc = cli_protect(c, build_fn, &b);
   for (int i = 0; i < AOT_MAX_PARTS; i++)
@@ -569,6 +626,8 @@ static int build_run(Cli *c) {
       remove(b.tmp_obj[i]);
   if (b.tmp_params)
     remove(b.tmp_params);
+  if (b.cu_ready)
+    cu_aot_free(&b.cu);
   if (b.aot_ready)
     aot_free(&b.a);
   return rc;

@@ -1,11 +1,18 @@
 /*
  * cuda.c: the driver's CUDA target (--target cuda).
  *
- * `kiln build MODEL --target cuda` writes the model's kernels as CUDA C
- * (codegen/cuda) and, through NVRTC, as PTX or CUBINs:
+ * `kiln build MODEL --target cuda -o PROG` makes a program that runs the
+ * model's inference on a CUDA device (--emit exe, the default with -o, but
+ * not with --train or -o FILE.cu): cmd_build.c builds it as a CPU program's manifest and
+ * parameters, with codegen/cuda/cuda_aot.c's images and launch lists in
+ * place of the CPU code (cli_build_cuda_exe says which build it is).
+ * Otherwise it writes the model's kernels as CUDA C (codegen/cuda) and,
+ * through NVRTC, as PTX or CUBINs:
  *
- *   --emit cuda   the source (the default): FILE.cu with -o FILE (or FILE
- *                 itself when it ends in .cu), else on stdout
+ *   --emit cuda   the source (the default without -o, with -o FILE.cu or
+ *                 with --train):
+ *                 FILE.cu with -o FILE (or FILE itself when it ends in
+ *                 .cu), else on stdout
  *   --emit ptx    FILE.ptx, for compute_XY of --arch (default compute_80)
  *   --emit cubin  FILE.sm_XY.cubin for each sm_XY of --arch (default sm_80,
  *                 sm_90)
@@ -26,8 +33,8 @@
  * commands write inputs and read results; inputs are copied in before each
  * run, values copied out when read, parameters uploaded when bound and
  * copied back after training (exec_sync_params).  Device errors are the
- * user's (exit 1), naming the kernel.  `bench` does not run on a device
- * yet: with one it says so (exit 1).
+ * user's (exit 1), naming the kernel.  `bench` compiles and times its two
+ * builds on the device in cli/cuda_bench.c.
  *
  * UNTESTED ON A GPU: the device paths ran only against tests/fake_cuda.c
  * (tests/cuda_run.sh).
@@ -40,20 +47,13 @@
 #include "cuda_program.h"
 #include "rt_cuda.h"
 
-/* --- run, train, bench ------------------------------------------------------------- */
+/* --- run, train ------------------------------------------------------------------------ */
 
 RtCuda *cli_cuda_device(Cli *c) {
   char err[768];
   if (!c->dev && rt_cuda_open(0, &c->dev, err, sizeof err) != RT_OK)
     error_plain(&c->diag, "%s", err);
   return c->dev;
-}
-
-void cli_need_cuda(Cli *c) {
-  RtCuda *d = cli_cuda_device(c);
-  error_plain(&c->diag, "kiln %s --target cuda: found %s (sm_%d), but only `kiln run` and "
-              "`kiln train` run models on a CUDA device yet (`kiln run --target cuda --repeat "
-              "N` times the step)", c->cmd, rt_cuda_name(d), rt_cuda_arch(d));
 }
 
 /* A device call's error, raised as the user's (exit 1). */
@@ -149,27 +149,65 @@ void cuda_exec_free(Exec *x) {
 
 /* --- build ----------------------------------------------------------------------------- */
 
-enum { EMIT_CUDA = 1, EMIT_PTX = 2, EMIT_CUBIN = 4 };
+enum { EMIT_CUDA = 1, EMIT_PTX = 2, EMIT_CUBIN = 4, EMIT_EXE = 8 };
 
 static int parse_emit(const char *list, unsigned *bits) {
-  static const char *const names[] = {"cuda", "ptx", "cubin"};
-  return cli_parse_emit(list, names, 3, " for --target cuda", bits);
+  static const char *const names[] = {"cuda", "ptx", "cubin", "exe"};
+  return cli_parse_emit(list, names, 4, " for --target cuda", bits);
+}
+
+/* Without --emit: the program with -o (an inference build), else the
+ * source (also for -o FILE.cu). */
+static unsigned default_emit(const Cli *c) {
+  size_t n = c->out ? strlen(c->out) : 0;
+  bool cu = n > 3 && strcmp(c->out + n - 3, ".cu") == 0;
+  return c->out && !cu && !c->co.training ? EMIT_EXE : EMIT_CUDA;
+}
+
+bool cli_build_cuda_exe(const Cli *c) {
+  unsigned bits = default_emit(c);
+  if (c->emit)
+    parse_emit(c->emit, &bits); /* validated */
+  return bits & EMIT_EXE;
+}
+
+/* --emit exe: a program (cmd_build.c builds it, codegen/cuda/cuda_aot.c
+ * its device part). */
+static int validate_exe(Cli *c, unsigned bits) {
+  CuTargets t;
+  char err[256];
+  if (bits != EMIT_EXE)
+    return cli_usage_error("build", "--emit exe makes the program alone: its kernels' files "
+                           "(--emit cuda,ptx,cubin) are a build of their own");
+  if (c->co.training)
+    return cli_usage_error("build", "--target cuda --train: a CUDA program runs inference only "
+                           "(no `train` command on a device yet); --emit cuda,ptx,cubin write "
+                           "the training step's kernels, and a CPU build (no --target) makes a "
+                           "program with `train`");
+  if (!c->out)
+    return cli_usage_error("build", "--emit exe needs -o PROG");
+  if (c->arch && !cu_targets_parse(c->arch, &t, err, sizeof err))
+    return cli_usage_error("build", "--arch: %s", err);
+  return EXIT_OK;
 }
 
 int cli_build_cuda_validate(Cli *c) {
-  unsigned bits = EMIT_CUDA;
+  unsigned bits = default_emit(c);
   CuTargets t;
   char err[256];
   if (c->emit && parse_emit(c->emit, &bits) != EXIT_OK)
     return EXIT_USAGE;
+  if (bits & EMIT_EXE)
+    return validate_exe(c, bits);
   if (!c->out && (bits & (EMIT_PTX | EMIT_CUBIN)))
     return cli_usage_error("build", "--emit ptx,cubin need -o FILE (only the CUDA source prints "
                            "to stdout)");
   if (c->arch && !cu_targets_parse(c->arch, &t, err, sizeof err))
     return cli_usage_error("build", "--arch: %s", err);
   if (c->weights)
-    return cli_usage_error("build", "--weights does not apply to --target cuda (the kernels "
-                           "take the parameters as arguments)");
+    return cli_usage_error("build", "--weights does not apply to --emit cuda,ptx,cubin (the "
+                           "kernels take the parameters as arguments; a program, --emit exe, "
+                           "builds them in)");
   return EXIT_OK;
 }
 
@@ -354,7 +392,7 @@ static void build_fn(void *ud) {
 }
 
 int cli_build_cuda(Cli *c) {
-  CuBuild b = {.c = c, .emit = EMIT_CUDA};
+  CuBuild b = {.c = c, .emit = default_emit(c)};
   if (c->emit)
     parse_emit(c->emit, &b.emit);
   int rc = cli_protect(c, build_fn, &b);

@@ -42,6 +42,13 @@ static double kernel_flops(const Kernel *k, int *n_nodes) {
   return f;
 }
 
+void kbench_kernel_cost(const Kernel *k, int64_t *bytes, double *flops, int *n_nodes) {
+  *bytes = 0;
+  for (int j = 0; j < k->n_bufs; j++)
+    *bytes += buf_bytes(&k->bufs[j]);
+  *flops = kernel_flops(k, n_nodes);
+}
+
 bool kbench_init(KBench *b, Program *p, char *err, size_t errlen) {
   Graph *g = p->g;
   Arena *a = g->arena;
@@ -67,9 +74,7 @@ bool kbench_init(KBench *b, Program *p, char *err, size_t errlen) {
       return false;
     }
     b->bufs[i] = arena_alloc(a, sizeof(void *) * (size_t)(k->n_bufs + 1));
-    for (int j = 0; j < k->n_bufs; j++)
-      b->bytes[i] += buf_bytes(&k->bufs[j]);
-    b->flops[i] = kernel_flops(k, &b->n_nodes[i]);
+    kbench_kernel_cost(k, &b->bytes[i], &b->flops[i], &b->n_nodes[i]);
   }
   return true;
 }

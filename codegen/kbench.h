@@ -41,6 +41,10 @@ bool kbench_init(KBench *b, Program *p, char *err, size_t errlen);
 /* One step, kernel by kernel (preparing weight-derived values first when
  * program_run would): seconds[i] is the time of kernel i. */
 void kbench_run(KBench *b, int64_t step, double *seconds);
+/* What kbench_init reports for kernel k: the sizes of its buffers, summed
+ * (bytes moved), the FLOPs of its nodes and their number.  (kiln bench
+ * --target cuda reports the same for the device's kernels.) */
+void kbench_kernel_cost(const Kernel *k, int64_t *bytes, double *flops, int *n_nodes);
 
 /* Fills input `in` of g with seeded values (the same for the same seed and
  * input name): f32 ~ N(0, 1); i32 uniform over the range its reader

@@ -25,11 +25,14 @@ typedef struct CUctx_st *CUcontext;
 typedef struct CUmod_st *CUmodule;
 typedef struct CUfunc_st *CUfunction;
 typedef struct CUstream_st *CUstream;
+typedef struct CUevent_st *CUevent;
 
 enum {
   CU_ATTR_SM_COUNT = 16, /* CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT */
   CU_ATTR_CC_MAJOR = 75, /* CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR */
   CU_ATTR_CC_MINOR = 76,
+  CU_ATTR_MEM_CLOCK_KHZ = 36, /* CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE (peak, kHz) */
+  CU_ATTR_BUS_BITS = 37,      /* CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH */
   BLOCK = 256,            /* threads per block of every launch */
   BLOCKS_PER_SM = 32,     /* grid cap: enough blocks to fill each SM several times */
 };
@@ -60,6 +63,12 @@ typedef struct Driver {
   CUresult (*dtod)(RtCuPtr, RtCuPtr, size_t, CUstream);
   CUresult (*launch)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
                      unsigned, CUstream, void **, void **);
+  /* events (kiln bench) */
+  CUresult (*event_create)(CUevent *, unsigned);
+  CUresult (*event_destroy)(CUevent);
+  CUresult (*event_record)(CUevent, CUstream);
+  CUresult (*event_sync)(CUevent);
+  CUresult (*event_elapsed)(float *, CUevent, CUevent);
 } Driver;
 
 struct RtCuda {
@@ -158,7 +167,14 @@ static bool load_driver(Driver *drv, char *why, size_t n) {
          sym(drv, &drv->htod, "cuMemcpyHtoDAsync_v2", why, n) &&
          sym(drv, &drv->dtoh, "cuMemcpyDtoHAsync_v2", why, n) &&
          sym(drv, &drv->dtod, "cuMemcpyDtoDAsync_v2", why, n) &&
-         sym(drv, &drv->launch, "cuLaunchKernel", why, n);
+         sym(drv, &drv->launch, "cuLaunchKernel", why, n) &&
+         sym(drv, &drv->event_create, "cuEventCreate", why, n) &&
+         sym(drv, &drv->event_destroy, "cuEventDestroy_v2", why, n) &&
+         sym(drv, &drv->event_record, "cuEventRecord", why, n) &&
+         sym(drv, &drv->event_sync, "cuEventSynchronize", why, n) &&
+         /* cuda.h of CUDA 13 maps cuEventElapsedTime to _v2; older drivers lack _v2 */
+         (sym(drv, &drv->event_elapsed, "cuEventElapsedTime_v2", why, n) ||
+          sym(drv, &drv->event_elapsed, "cuEventElapsedTime", why, n));
 }
 
 /* --- the device ------------------------------------------------------------------------- */
@@ -334,14 +350,15 @@ void rt_cuda_grid(int64_t threads, int block, int max_blocks, unsigned *grid, un
   *blockdim = (unsigned)block;
 }
 
-/* UNTESTED ON A GPU */
-RtStatus rt_cuda_run(RtCuModule *m, RtCuPtr arena, const RtCuPtr *ext, bool sync_each, char *err,
-                     size_t errlen) {
+/* UNTESTED ON A GPU: launches [from, to) of m, queued on the stream (each
+ * waited for when sync_each). */
+static RtStatus launch_range(RtCuModule *m, int from, int to, RtCuPtr arena, const RtCuPtr *ext,
+                             bool sync_each, char *err, size_t errlen) {
   RtCuda *d = m->d;
   RtCuPtr ptrs[64];
   void *params[64];
   int max_blocks = d->sms > 0 ? d->sms * BLOCKS_PER_SM : 1024;
-  for (int i = 0; i < m->n; i++) {
+  for (int i = from; i < to; i++) {
     const RtCuLaunch *l = &m->launches[i];
     if (l->threads == 0)
       continue;
@@ -371,8 +388,88 @@ RtStatus rt_cuda_run(RtCuModule *m, RtCuPtr arena, const RtCuPtr *ext, bool sync
       return fail(&d->drv, r, what, err, errlen);
     }
   }
-  CUresult r = d->drv.stream_sync(d->stream);
-  if (r != 0)
-    return fail(&d->drv, r, "a kernel of the step (set KILN_CUDA_SYNC=1 to name it)", err, errlen);
   return RT_OK;
+}
+
+/* UNTESTED ON A GPU */
+RtStatus rt_cuda_run(RtCuModule *m, RtCuPtr arena, const RtCuPtr *ext, bool sync_each, char *err,
+                     size_t errlen) {
+  RtStatus s = launch_range(m, 0, m->n, arena, ext, sync_each, err, errlen);
+  if (s != RT_OK)
+    return s;
+  CUresult r = m->d->drv.stream_sync(m->d->stream);
+  if (r != 0)
+    return fail(&m->d->drv, r, "a kernel of the step (set KILN_CUDA_SYNC=1 to name it)", err,
+                errlen);
+  return RT_OK;
+}
+
+/* --- events (kiln bench) --------------------------------------------------------------- */
+/* UNTESTED ON A GPU: events, launch ranges and the memory attributes ran only
+ * against tests/fake_cuda.c (its events read the host's clock). */
+
+struct RtCuEvent {
+  RtCuda *d;
+  CUevent ev;
+};
+
+RtStatus rt_cuda_event_new(RtCuda *d, RtCuEvent **out, char *err, size_t errlen) {
+  *out = NULL;
+  RtCuEvent *e = calloc(1, sizeof *e);
+  if (!e) {
+    snprintf(err, errlen, "out of memory");
+    return RT_ERR_ALLOC;
+  }
+  e->d = d;
+  CUresult r = d->drv.event_create(&e->ev, 0 /* CU_EVENT_DEFAULT: timed */);
+  if (r != 0) {
+    free(e);
+    return fail(&d->drv, r, "creating a CUDA event", err, errlen);
+  }
+  *out = e;
+  return RT_OK;
+}
+
+void rt_cuda_event_free(RtCuEvent *e) {
+  if (!e)
+    return;
+  e->d->drv.event_destroy(e->ev);
+  free(e);
+}
+
+RtStatus rt_cuda_event_record(RtCuEvent *e, char *err, size_t errlen) {
+  CUresult r = e->d->drv.event_record(e->ev, e->d->stream);
+  return r == 0 ? RT_OK : fail(&e->d->drv, r, "recording a CUDA event", err, errlen);
+}
+
+RtStatus rt_cuda_event_wait(RtCuEvent *e, char *err, size_t errlen) {
+  CUresult r = e->d->drv.event_sync(e->ev);
+  return r == 0 ? RT_OK
+                : fail(&e->d->drv, r, "a kernel of the step (set KILN_CUDA_SYNC=1 to name it)",
+                       err, errlen);
+}
+
+RtStatus rt_cuda_event_seconds(const RtCuEvent *start, const RtCuEvent *end, double *seconds,
+                               char *err, size_t errlen) {
+  float ms = 0;
+  CUresult r = end->d->drv.event_elapsed(&ms, start->ev, end->ev);
+  *seconds = 1e-3 * (double)ms;
+  return r == 0 ? RT_OK : fail(&end->d->drv, r, "timing with CUDA events", err, errlen);
+}
+
+RtStatus rt_cuda_launch(RtCuModule *m, int from, int to, RtCuPtr arena, const RtCuPtr *ext,
+                        char *err, size_t errlen) {
+  if (from < 0 || to > m->n || from > to) {
+    snprintf(err, errlen, "launches %d to %d of a module of %d", from, to, m->n);
+    return RT_ERR_FORMAT;
+  }
+  return launch_range(m, from, to, arena, ext, false, err, errlen);
+}
+
+double rt_cuda_peak_bandwidth(const RtCuda *d) {
+  int khz = 0, bits = 0;
+  if (d->drv.device_attr(&khz, CU_ATTR_MEM_CLOCK_KHZ, d->dev) != 0 ||
+      d->drv.device_attr(&bits, CU_ATTR_BUS_BITS, d->dev) != 0 || khz <= 0 || bits <= 0)
+    return 0;
+  return 2.0 * 1e3 * (double)khz * (double)bits / 8; /* double data rate */
 }

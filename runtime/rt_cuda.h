@@ -106,4 +106,36 @@ RtStatus rt_cuda_copy(RtCuda *d, RtCuPtr dst, RtCuPtr src, size_t bytes, char *e
 RtStatus rt_cuda_run(RtCuModule *m, RtCuPtr arena, const RtCuPtr *ext, bool sync_each, char *err,
                      size_t errlen);
 
+/* --- events (kiln bench) ---
+ * Timing on the device's stream: an event records when the stream reaches
+ * it; two events give the device time between them.  rt_cuda_launch queues
+ * a range of a module's launches without waiting, so events recorded
+ * between ranges time each alone (one stream: nothing overlaps them).
+ *
+ *   RtCuEvent *a, *b;
+ *   rt_cuda_event_new(d, &a, err, n); rt_cuda_event_new(d, &b, err, n);
+ *   rt_cuda_event_record(a, err, n);
+ *   rt_cuda_launch(m, 0, 3, arena, ext, err, n);   // launches 0, 1, 2
+ *   rt_cuda_event_record(b, err, n);
+ *   rt_cuda_event_wait(b, err, n);                  // kernel faults surface here
+ *   double s; rt_cuda_event_seconds(a, b, &s, err, n);
+ *
+ * UNTESTED ON A GPU: the events ran only against tests/fake_cuda.c. */
+typedef struct RtCuEvent RtCuEvent;
+RtStatus rt_cuda_event_new(RtCuda *d, RtCuEvent **out, char *err, size_t errlen);
+void rt_cuda_event_free(RtCuEvent *e); /* NULL is fine */
+RtStatus rt_cuda_event_record(RtCuEvent *e, char *err, size_t errlen);
+/* Waits until the stream has passed e. */
+RtStatus rt_cuda_event_wait(RtCuEvent *e, char *err, size_t errlen);
+/* The device time from start to end, both recorded and passed. */
+RtStatus rt_cuda_event_seconds(const RtCuEvent *start, const RtCuEvent *end, double *seconds,
+                               char *err, size_t errlen);
+/* Queues launches [from, to) of m as rt_cuda_run does, without waiting. */
+RtStatus rt_cuda_launch(RtCuModule *m, int from, int to, RtCuPtr arena, const RtCuPtr *ext,
+                        char *err, size_t errlen);
+/* The device memory's peak bandwidth in bytes per second: the memory clock
+ * x the bus width x 2 (double data rate), from cuDeviceGetAttribute; 0 when
+ * the driver does not report them. */
+double rt_cuda_peak_bandwidth(const RtCuda *d);
+
 #endif

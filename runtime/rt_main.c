@@ -16,9 +16,20 @@
  * manifest says the graph is row-separable (codegen/aot_batch.c) the batch
  * inputs may hold any number of rows: they run B at a time, the last chunk
  * zero-padded, and the outputs get exactly the rows given.
+ *
+ * CUDA programs (kiln build --target cuda): this file compiled with
+ * KILN_RT_CUDA into libkiln_rt_cuda_main.a, the same main with the step on
+ * CUDA device 0 (rt_cuda_main.c) instead of kiln_infer: inputs are checked
+ * and parameters drawn or loaded on the host as above, then the device is
+ * opened (exit 1 with "no CUDA device found (REASON)" without one), each
+ * chunk's inputs go from the host arena to the device's and the outputs
+ * come back to it.  No `train` command there yet.
  */
 #include "rt_pool.h"
 #include "rt_prog.h"
+#ifdef KILN_RT_CUDA
+#include "rt_cuda_prog.h"
+#endif
 
 #include <math.h>
 #include <stdlib.h>
@@ -49,9 +60,16 @@ static void help(const RtProg *p) {
          p->name, (int)strlen(p->name), "");
   if (p->has_train)
     printf("       %s train --data DIR [options]     (see %s train --help)\n", p->name, p->name);
+#ifdef KILN_RT_CUDA
+  printf("\nModel %s, compiled by kiln build --target cuda.  Runs the model once on\n"
+         "CUDA device 0 on inputs from .npy files; without --output, prints a summary\n"
+         "of each output.\n\ninputs:\n",
+         p->model);
+#else
   printf("\nModel %s, compiled by kiln build.  Runs the model once on inputs from .npy\n"
          "files; without --output, prints a summary of each output.\n\ninputs:\n",
          p->model);
+#endif
   for (int i = 0; i < p->n_inputs; i++) {
     const RtProgTensor *t = &p->inputs[i];
     printf("  %-16s %-24s%s\n", t->name, rt_prog_type(t, tb, sizeof tb),
@@ -66,6 +84,9 @@ static void help(const RtProg *p) {
     printf("\nInputs marked \"any number of rows\" may hold any number of rows in their\n"
            "first axis (%s = %lld at build time): they run %lld at a time.\n",
            p->batch_name, (long long)p->batch, (long long)p->batch);
+#ifdef KILN_RT_CUDA
+  rt_cuda_prog_help(p);
+#endif
   printf("\noptions:\n"
          "  --input NAME=FILE.npy    an input (f32 or i32; float64 and int64 files are\n"
          "                           converted)\n"
@@ -199,7 +220,12 @@ static int compute(Infer *x) {
       memcpy(dst, (char *)x->files[i].data + row * (size_t)first, row * (size_t)count);
       memset(dst + row * (size_t)count, 0, row * (size_t)(chunk - count));
     }
+#ifdef KILN_RT_CUDA
+    int rc = rt_cuda_prog_infer(p, x->arena, (void *const *)x->params.ext);
+    if (rc != RP_OK) return rc;
+#else
     kiln_infer(x->arena, (void *const *)x->params.ext);
+#endif
     for (int o = 0; o < p->n_outputs; o++) {
       size_t all = rt_prog_bytes(&p->outputs[o]), row = p->batch ? all / (size_t)chunk : 0;
       if (p->batch)
@@ -253,6 +279,9 @@ static int infer_main(RtProg *p, int argc, char **argv) {
     rc = load_inputs(x);
     if (rc == RP_OK) rc = rt_prog_params_init(p, &x->params);
     if (rc == RP_OK && x->weights) rc = rt_prog_params_load(p, &x->params, x->weights, 0, NULL, NULL);
+#ifdef KILN_RT_CUDA
+    if (rc == RP_OK) rc = rt_cuda_prog_open(p);
+#endif
     if (rc == RP_OK) rc = compute(x);
     if (rc == RP_OK) rc = write_outputs(x);
   }
@@ -261,6 +290,9 @@ static int infer_main(RtProg *p, int argc, char **argv) {
   free(x->arena);
   rt_prog_params_free(&x->params);
   free(x);
+#ifdef KILN_RT_CUDA
+  rt_cuda_prog_close();
+#endif
   return rc;
 }
 
@@ -275,9 +307,11 @@ int main(int argc, char **argv) {
     rt_prog_free(&p);
     return RP_USER;
   }
+#ifndef KILN_RT_CUDA
   if (argc > 1 && strcmp(argv[1], "train") == 0)
     rc = rt_prog_train_main(&p, argc - 2, argv + 2);
   else
+#endif
     rc = infer_main(&p, argc - 1, argv + 1);
   rt_prog_free(&p);
   rt_pool_shutdown();

@@ -437,9 +437,9 @@ expect 0 "build --target cuda --train -o" -- "$KILN" build models/mlp.kiln --tar
   --train -o "$tmp/mlp_cuda"
 contains "$tmp/mlp_cuda.cu" 'extern "C" __global__ void train_'
 contains "$tmp/mlp_cuda.cu" " * kiln_train_step: "
-expect 2 "build --target cuda --emit exe" -- "$KILN" build models/mlp.kiln --target cuda \
-  --emit exe -o "$tmp/x"
-contains "$err" "unknown kind 'exe' for --target cuda"
+expect 2 "build --target cuda --emit obj" -- "$KILN" build models/mlp.kiln --target cuda \
+  --emit obj -o "$tmp/x"
+contains "$err" "unknown kind 'obj' for --target cuda"
 expect 2 "build --emit ptx without -o" -- "$KILN" build models/mlp.kiln --target cuda --emit ptx
 expect 2 "build --arch with a bad word" -- "$KILN" build models/mlp.kiln --target cuda \
   --arch sm_80,gfx90a -o "$tmp/x"

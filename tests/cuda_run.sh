@@ -14,8 +14,11 @@
 # on mlp); --repeat and -v on the device; `kiln train --target cuda` saves
 # the CPU's parameters and optimizer state bit for bit (and resumes); the
 # error paths: a failing launch named (exit 1, no output file left), an
-# image the driver cannot load, no device, --reference with --target cuda,
-# bench on a device (not supported yet).
+# image the driver cannot load, no device, --reference with --target cuda.
+# `kiln bench --target cuda` (mlp, lenet5, --train, --json): both builds
+# run and agree, every kernel is timed with the fake's events (the host's
+# clock) and reported under the CPU bench's names; a fused kernel that
+# computes nothing (FAKE_CUDA_SKIP) is caught as a disagreement.
 #
 # Usage: tests/cuda_run.sh path/to/kiln path/to/libfake_cuda.so
 set -uo pipefail
@@ -142,7 +145,63 @@ contains "$err" "kiln: error: no CUDA device found (/nonexistent/libcuda.so.1: c
 expect 1 "--reference with --target cuda" -- "${fake[@]}" run models/mlp.kiln \
   --random-inputs --target cuda --reference
 contains "$err" "--reference evaluates on the CPU"
-expect 1 "bench --target cuda on a device" -- "${fake[@]}" bench models/mlp.kiln --target cuda
-contains "$err" "found kiln fake device (sm_80), but only \`kiln run\` and \`kiln train\` run"
+
+# --- bench: fused against unfused on the device ------------------------------
+# (small batches and 2 rounds: the fake runs every thread on the host)
+for m in mlp lenet5; do
+  expect 0 "bench $m --target cuda" -- "${fake[@]}" bench models/$m.kiln --target cuda \
+    --repeat 2 --batch 2
+  contains "$out" "kiln bench: $m("
+  contains "$out" "), inference, on kiln fake device (sm_80), 2 rounds after 2 warm-up"
+  contains "$out" "device memory: 1555.2 GB/s peak (memory clock x bus width x 2"
+  contains "$out" "results agree: every output within 1e-5 relative"
+  contains "$out" "speedup (unfused / fused): "
+  # every kernel of each build has its row, its peak fraction at the end
+  if "$PY" - "$out" <<'PY'; then echo "ok: $m: every kernel"; else fails=$((fails + 1)); fi
+import re, sys
+text = open(sys.argv[1]).read()
+for build in ("fused (--fuse=all)", "unfused (--fuse=none)"):
+    head = re.search(re.escape(build) + r": (\d+) kernels, compiled in", text)
+    assert head, build
+    rows = text[head.end():].split("sum of the kernels' medians")[0].splitlines()[2:]
+    rows = [r for r in rows if r.strip()]
+    assert len(rows) == int(head.group(1)) > 0, (build, rows)
+    assert all(re.search(r"[0-9.e+-]+%$", r) for r in rows), rows
+PY
+done
+
+# --json: the CPU bench's fields, the target and the device; the kernels
+# are the CPU bench's, under the same names
+expect 0 "bench mlp --train --json" -- "$KILN" bench models/mlp.kiln --train --json \
+  --repeat 1 --batch 2
+cp "$out" "$tmp/bench.cpu.json"
+expect 0 "bench mlp --train --json --target cuda" -- "${fake[@]}" bench models/mlp.kiln \
+  --train --json --repeat 2 --batch 2 --target cuda
+if "$PY" - "$out" "$tmp/bench.cpu.json" <<'PY'; then echo "ok: the device bench's json"; else fails=$((fails + 1)); fi
+import json, sys
+b, cpu = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert b["target"] == "cuda" and cpu["target"] == "cpu", (b["target"], cpu["target"])
+assert b["device"] == {"name": "kiln fake device", "arch": "sm_80", "peak_gb_per_s": 1555.2}, b
+assert b["agree"] is True and b["max_rel_diff"] <= 1e-5 and b["rounds"] == 2, b
+assert b["mode"] == "training" and b["constants"]["N"] == "2" and b["speedup"] > 0, b
+assert set(b) == set(cpu) | {"device"}, set(b) ^ set(cpu)
+for dev, host in zip(b["builds"], cpu["builds"]):
+    assert dev["build"] == host["build"] and dev["fuse"] == host["fuse"], (dev, host)
+    assert dev["n_kernels"] == len(dev["kernels"]) == host["n_kernels"] > 0, dev
+    assert dev["step"]["median_s"] > 0, dev["step"]
+    for k, h in zip(dev["kernels"], host["kernels"]):
+        assert (k["name"], k["bytes"], k["flops"]) == (h["name"], h["bytes"], h["flops"]), (k, h)
+        assert set(k) == set(h) | {"peak_fraction"}, k
+        assert k["time"]["min_s"] <= k["time"]["median_s"] and 0 < k["peak_fraction"] < 1, k
+fused, unfused = b["builds"]
+assert fused["n_kernels"] < unfused["n_kernels"], (fused["n_kernels"], unfused["n_kernels"])
+PY
+
+# a fused kernel that computes nothing: the builds disagree (exit 1)
+first=$("$KILN" build models/mlp.kiln --target cuda |
+  sed -n '/ \* kiln_infer: /,$p' | sed -n 's/^ \*   \([A-Za-z0-9_]*\) <<<.*/\1/p' | sed -n 1p)
+expect 1 "bench --target cuda, a fused kernel skipped" -- env FAKE_CUDA_SKIP="$first" \
+  "${fake[@]}" bench models/mlp.kiln --target cuda --repeat 1 --batch 2
+contains "$err" "kiln: error: the fused and unfused builds of mlp disagree: probs differs by"
 
 finish cuda_run

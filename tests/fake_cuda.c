@@ -19,7 +19,17 @@
  * shuffles work), with the arguments read from kernelParams as the driver
  * does.  Copies and launches run at once (the stream is a
  * formality).  FAKE_CUDA_FAIL=NAME makes cuLaunchKernel of that function
- * fail with CUDA_ERROR_LAUNCH_FAILED (719), for the error path.
+ * fail with CUDA_ERROR_LAUNCH_FAILED (719), for the error path;
+ * FAKE_CUDA_SKIP=NAME makes it succeed without running the function (a
+ * kernel that computes nothing, for kiln bench's disagreement check).
+ *
+ * For `kiln bench --target cuda`: events (cuEventRecord reads the host's
+ * monotonic clock; the work before it has run already, so the time between
+ * two events is the host's time for the launches between them), and the
+ * memory attributes of an A100 40GB, invented for the fake device: a memory
+ * clock of 1215 MHz (CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE, 1215000 kHz) and
+ * a 5120-bit bus (CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH), a peak of
+ * 1555.2 GB/s.
  */
 #include <dlfcn.h>
 #include <stdbool.h>
@@ -27,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef int CUresult;
@@ -77,7 +88,9 @@ CUresult cuDeviceGetName(char *name, int n, int dev) {
 }
 
 CUresult cuDeviceGetAttribute(int *v, int attr, int dev) {
-  *v = attr == 75 ? 8 : attr == 76 ? 0 : attr == 16 ? 2 : 0;
+  /* 75, 76: compute capability 8.0; 16: SMs; 36: memory clock (kHz); 37: bus (bits) */
+  *v = attr == 75 ? 8 : attr == 76 ? 0 : attr == 16 ? 2 : attr == 36 ? 1215000
+     : attr == 37 ? 5120 : 0;
   return 0;
 }
 
@@ -272,6 +285,9 @@ CUresult cuLaunchKernel(FakeFn *f, unsigned gx, unsigned gy, unsigned gz, unsign
   const char *fail = getenv("FAKE_CUDA_FAIL");
   if (fail && strcmp(fail, f->name) == 0)
     return 719;
+  const char *skip = getenv("FAKE_CUDA_SKIP");
+  if (skip && strcmp(skip, f->name) == 0)
+    return 0;
   if (gy != 1 || gz != 1 || by != 1 || bz != 1 || shared || extra || stream != &stream_token ||
       gx == 0 || bx == 0 || bx > 1024)
     return 1; /* CUDA_ERROR_INVALID_VALUE: kiln launches 1-D grids only */
@@ -288,5 +304,48 @@ CUresult cuLaunchKernel(FakeFn *f, unsigned gx, unsigned gy, unsigned gz, unsign
       f->m->set(t, b, bx, gx);
       f->fn(args);
     }
+  return 0;
+}
+
+/* --- events: the host's clock when recorded (everything before has run) --- */
+
+typedef struct FakeEvent {
+  double t; /* seconds; < 0 until recorded */
+} FakeEvent;
+
+static double host_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+CUresult cuEventCreate(FakeEvent **e, unsigned flags) {
+  if (flags != 0)
+    return 1; /* kiln times with default events */
+  *e = malloc(sizeof **e);
+  if (!*e)
+    return 2;
+  (*e)->t = -1;
+  return 0;
+}
+
+CUresult cuEventDestroy_v2(FakeEvent *e) {
+  free(e);
+  return 0;
+}
+
+CUresult cuEventRecord(FakeEvent *e, void *stream) {
+  if (stream != &stream_token)
+    return 400; /* CUDA_ERROR_INVALID_HANDLE */
+  e->t = host_seconds();
+  return 0;
+}
+
+CUresult cuEventSynchronize(FakeEvent *e) { return e->t < 0 ? 400 : 0; }
+
+CUresult cuEventElapsedTime_v2(float *ms, FakeEvent *start, FakeEvent *end) {
+  if (start->t < 0 || end->t < 0)
+    return 400;
+  *ms = (float)(1e3 * (end->t - start->t));
   return 0;
 }

@@ -1,0 +1,286 @@
+/*
+ * rt_cuda_main.c: the device side of a program built by `kiln build
+ * --target cuda` (rt_cuda_prog.h): the embedded device table parsed, the
+ * image that fits device 0 loaded through runtime/rt_cuda.c, device memory
+ * laid out as the manifest says (one arena of the plan's size, a buffer
+ * per extern slot), and the inference step run there, with rt_main.c's
+ * host arena as the place inputs come from and outputs go to.
+ *
+ * A program runs one model on one device, so the state is one static
+ * struct.  The launch lists refer to extern slots and arena offsets of the
+ * manifest's plan (codegen/cuda/cuda_aot.c made both from the same calls).
+ *
+ * UNTESTED ON A GPU: everything past rt_cuda_open ran only against
+ * tests/fake_cuda.c (tests/cuda_build.sh), with the CUDA source as the
+ * image (KILN_CUDA_IMAGE=source); the CUBIN/PTX choice below follows the
+ * CUDA documentation's compatibility rules.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "rt_cuda.h"
+#include "rt_cuda_prog.h"
+
+enum { MAX_IMAGES = 16 };
+
+typedef struct Image {
+  char kind[8]; /* cubin, ptx, source */
+  int arch;
+  size_t at, size; /* in kiln_cuda_blob */
+} Image;
+
+typedef struct Step {
+  RtCuLaunch *ls;
+  int n;
+} Step;
+
+static struct {
+  char *text; /* a copy of kiln_cuda, cut into words: the launches' names */
+  Image img[MAX_IMAGES];
+  int n_img;
+  Step prep, infer;
+  RtCuda *dev;
+  RtCuModule *m_prep, *m_infer;
+  RtCuPtr arena, *ext;
+  int n_ext;
+  int stale; /* the parameters changed since their upload */
+} cu;
+
+/* rt_prog.c calls it after the parameters were set or changed: on the
+ * device, the upload and the prepare step happen before the next run. */
+void kiln_prepare(char *arena, void *const *ext) {
+  (void)arena, (void)ext;
+  cu.stale = 1;
+}
+
+/* --- the table ------------------------------------------------------------------------- */
+
+static int bad_table(const RtProg *p, const char *what) {
+  return rt_prog_error(p, RP_USER, "internal error: the program's CUDA table is malformed (%s)",
+                       what);
+}
+
+/* "launch FN THREADS BLOCK NARGS ARG..." (words after "launch"). */
+static int parse_launch(const RtProg *p, RtCuLaunch *l, char **save) {
+  char *fn = strtok_r(NULL, " ", save), *th = strtok_r(NULL, " ", save),
+       *bl = strtok_r(NULL, " ", save), *na = strtok_r(NULL, " ", save);
+  if (!fn || !th || !bl || !na) return bad_table(p, "a launch line");
+  int n = atoi(na);
+  RtCuArg *args = calloc((size_t)n + 1, sizeof *args);
+  if (!args) return rt_prog_error(p, RP_USER, "out of memory");
+  *l = (RtCuLaunch){fn, strtoll(th, NULL, 10), atoi(bl), n, args};
+  for (int i = 0; i < n; i++) {
+    char *w = strtok_r(NULL, " ", save);
+    if (!w || (w[0] != 'a' && w[0] != 'e')) return bad_table(p, "a launch's arguments");
+    args[i] = (RtCuArg){w[0] == 'a' ? RT_CU_ARENA : RT_CU_EXTERN, strtoll(w + 1, NULL, 10)};
+    if (w[0] == 'e' && (args[i].at < 0 || args[i].at > p->ext_slots))
+      return bad_table(p, "an extern slot out of range");
+  }
+  return RP_OK;
+}
+
+/* "step NAME N", then N launch lines. */
+static int parse_step(const RtProg *p, char **line_save, char **save) {
+  char *name = strtok_r(NULL, " ", save), *count = strtok_r(NULL, " ", save);
+  Step *s = name && !strcmp(name, "prepare") ? &cu.prep : name && !strcmp(name, "infer") ? &cu.infer : NULL;
+  if (!s || !count || s->ls) return bad_table(p, "a step line");
+  s->n = atoi(count);
+  if (!(s->ls = calloc((size_t)s->n + 1, sizeof *s->ls))) return rt_prog_error(p, RP_USER, "out of memory");
+  for (int i = 0; i < s->n; i++) {
+    char *line = strtok_r(NULL, "\n", line_save), *word = line ? strtok_r(line, " ", save) : NULL;
+    if (!word || strcmp(word, "launch") != 0) return bad_table(p, "a step's launches");
+    int rc = parse_launch(p, &s->ls[i], save);
+    if (rc) return rc;
+  }
+  return RP_OK;
+}
+
+static int parse_table(const RtProg *p) {
+  char *line_save, *save;
+  if (cu.text) return RP_OK;
+  if (!(cu.text = strdup(kiln_cuda))) return rt_prog_error(p, RP_USER, "out of memory");
+  char *line = strtok_r(cu.text, "\n", &line_save);
+  if (!line || strcmp(line, "kiln-cuda 1") != 0) return bad_table(p, "its first line");
+  while ((line = strtok_r(NULL, "\n", &line_save))) {
+    char *word = strtok_r(line, " ", &save);
+    int rc = RP_OK;
+    if (word && !strcmp(word, "end")) return cu.infer.ls ? RP_OK : bad_table(p, "no inference step");
+    if (word && !strcmp(word, "step")) {
+      rc = parse_step(p, &line_save, &save);
+    } else if (word && !strcmp(word, "image") && cu.n_img < MAX_IMAGES) {
+      Image *im = &cu.img[cu.n_img++];
+      char *kind = strtok_r(NULL, " ", &save), *arch = strtok_r(NULL, " ", &save),
+           *at = strtok_r(NULL, " ", &save), *size = strtok_r(NULL, " ", &save);
+      if (!kind || !size || strlen(kind) >= sizeof im->kind) return bad_table(p, "an image line");
+      snprintf(im->kind, sizeof im->kind, "%s", kind);
+      im->arch = atoi(arch);
+      im->at = (size_t)strtoull(at, NULL, 10);
+      im->size = (size_t)strtoull(size, NULL, 10);
+    } else {
+      return bad_table(p, "an unknown line");
+    }
+    if (rc) return rc;
+  }
+  return bad_table(p, "no end");
+}
+
+/* "sm_80, sm_90 CUBINs and compute_80 PTX" */
+static void describe(char *buf, size_t n) {
+  size_t at = 0;
+  int cubins = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < cu.n_img && at < n; i++)
+    if (!strcmp(cu.img[i].kind, "cubin"))
+      at += (size_t)snprintf(buf + at, n - at, "%ssm_%d", cubins++ ? ", " : "", cu.img[i].arch);
+  if (cubins && at < n) at += (size_t)snprintf(buf + at, n - at, " CUBIN%s", cubins > 1 ? "s" : "");
+  for (int i = 0; i < cu.n_img && at < n; i++)
+    if (!strcmp(cu.img[i].kind, "ptx"))
+      at += (size_t)snprintf(buf + at, n - at, "%scompute_%d PTX", at ? " and " : "", cu.img[i].arch);
+}
+
+/* The image for a device of compute capability `arch` (10 major + minor):
+ * a CUBIN of the same major and the highest minor not above the device's
+ * (CUBINs run on later minors of their major), else the PTX of the highest
+ * virtual architecture not above it (the driver compiles it), else NULL.
+ * The source under KILN_CUDA_IMAGE=source (only the tests' fake driver
+ * loads it). */
+static const Image *pick(int arch) {
+  const char *mode = getenv("KILN_CUDA_IMAGE");
+  const Image *best = NULL;
+  int source = mode && !strcmp(mode, "source");
+  for (int i = 0; i < cu.n_img; i++) {
+    const Image *im = &cu.img[i];
+    if (source) {
+      if (!strcmp(im->kind, "source")) return im;
+    } else if (!strcmp(im->kind, "cubin") && im->arch / 10 == arch / 10 && im->arch <= arch &&
+               (!best || im->arch > best->arch)) {
+      best = im;
+    }
+  }
+  for (int i = 0; i < cu.n_img && !best && !source; i++) {
+    const Image *im = &cu.img[i];
+    if (!strcmp(im->kind, "ptx") && im->arch <= arch && (!best || im->arch > best->arch)) best = im;
+  }
+  return best;
+}
+
+/* --- the device ------------------------------------------------------------------------- */
+
+static int device_error(const RtProg *p, const char *err) {
+  return rt_prog_error(p, RP_USER, "running %s on %s: %s", p->model, rt_cuda_name(cu.dev), err);
+}
+
+static size_t tensor_bytes(const RtProgTensor *t) {
+  size_t b = rt_prog_bytes(t);
+  return b ? b : 1;
+}
+
+/* The arena (zeroed, as the CPU's), ext[0] the step counter, a buffer per
+ * parameter and prepared value, at the manifest's slots. */
+static int alloc_device(const RtProg *p, char *err, size_t n) {
+  size_t bytes = p->infer_arena > 0 ? (size_t)p->infer_arena : 1;
+  void *zeros = calloc(1, bytes);
+  cu.n_ext = p->ext_slots + 1;
+  cu.ext = calloc((size_t)cu.n_ext, sizeof *cu.ext);
+  if (!zeros || !cu.ext) {
+    free(zeros);
+    snprintf(err, n, "out of memory");
+    return RP_USER;
+  }
+  RtStatus s = rt_cuda_alloc(cu.dev, bytes, &cu.arena, err, n);
+  if (s == RT_OK) s = rt_cuda_upload(cu.dev, cu.arena, zeros, bytes, err, n);
+  free(zeros);
+  if (s == RT_OK) s = rt_cuda_alloc(cu.dev, sizeof(int64_t), &cu.ext[0], err, n);
+  for (int i = 0; i < p->n_params && s == RT_OK; i++)
+    s = rt_cuda_alloc(cu.dev, tensor_bytes(&p->params[i]), &cu.ext[p->params[i].slot], err, n);
+  for (int i = 0; i < p->n_prepared && s == RT_OK; i++)
+    s = rt_cuda_alloc(cu.dev, tensor_bytes(&p->prepared[i]), &cu.ext[p->prepared[i].slot], err, n);
+  return s == RT_OK ? RP_OK : RP_USER;
+}
+
+int rt_cuda_prog_open(const RtProg *p) {
+  char err[768], list[256];
+  int rc = parse_table(p);
+  if (rc) return rc;
+  if (rt_cuda_open(0, &cu.dev, err, sizeof err) != RT_OK) return rt_prog_error(p, RP_USER, "%s", err);
+  int arch = rt_cuda_arch(cu.dev);
+  const Image *im = pick(arch);
+  if (!im) {
+    describe(list, sizeof list);
+    return rt_prog_error(p, RP_USER,
+                         "%s is sm_%d, but the program has %s only: rebuild it with kiln build "
+                         "--target cuda --arch sm_%d",
+                         rt_cuda_name(cu.dev), arch, list, arch);
+  }
+  /* UNTESTED ON A GPU: a CUBIN or PTX image loaded by the driver */
+  const void *image = kiln_cuda_blob + im->at;
+  RtStatus s = rt_cuda_load(cu.dev, image, cu.infer.ls, cu.infer.n, &cu.m_infer, err, sizeof err);
+  if (s == RT_OK && cu.prep.n)
+    s = rt_cuda_load(cu.dev, image, cu.prep.ls, cu.prep.n, &cu.m_prep, err, sizeof err);
+  if (s != RT_OK) return device_error(p, err);
+  if (alloc_device(p, err, sizeof err) != RP_OK) return device_error(p, err);
+  cu.stale = 1;
+  return RP_OK;
+}
+
+static int sync_each(void) {
+  const char *v = getenv("KILN_CUDA_SYNC");
+  return v && !strcmp(v, "1");
+}
+
+/* The parameters and the step counter up, then the prepare step. */
+static RtStatus upload_params(const RtProg *p, void *const *ext, char *err, size_t n) {
+  RtStatus s = rt_cuda_upload(cu.dev, cu.ext[0], ext[0], sizeof(int64_t), err, n);
+  for (int i = 0; i < p->n_params && s == RT_OK; i++) {
+    const RtProgTensor *t = &p->params[i];
+    s = rt_cuda_upload(cu.dev, cu.ext[t->slot], ext[t->slot], rt_prog_bytes(t), err, n);
+  }
+  if (s == RT_OK && cu.m_prep) s = rt_cuda_run(cu.m_prep, cu.arena, cu.ext, sync_each(), err, n);
+  if (s == RT_OK) cu.stale = 0;
+  return s;
+}
+
+/* UNTESTED ON A GPU */
+int rt_cuda_prog_infer(const RtProg *p, char *arena, void *const *ext) {
+  char err[1024];
+  RtStatus s = cu.stale ? upload_params(p, ext, err, sizeof err) : RT_OK;
+  for (int i = 0; i < p->n_inputs && s == RT_OK; i++) {
+    const RtProgTensor *t = &p->inputs[i];
+    if (t->offset >= 0)
+      s = rt_cuda_upload(cu.dev, cu.arena + (RtCuPtr)t->offset, arena + t->offset, rt_prog_bytes(t), err,
+                         sizeof err);
+  }
+  if (s == RT_OK) s = rt_cuda_run(cu.m_infer, cu.arena, cu.ext, sync_each(), err, sizeof err);
+  for (int o = 0; o < p->n_outputs && s == RT_OK; o++) {
+    const RtProgTensor *t = &p->outputs[o];
+    s = rt_cuda_download(cu.dev, arena + t->offset, cu.arena + (RtCuPtr)t->offset, rt_prog_bytes(t), err,
+                         sizeof err);
+  }
+  return s == RT_OK ? RP_OK : device_error(p, err);
+}
+
+void rt_cuda_prog_close(void) {
+  rt_cuda_unload(cu.m_infer);
+  rt_cuda_unload(cu.m_prep);
+  for (int i = 0; cu.ext && i < cu.n_ext; i++) rt_cuda_free(cu.dev, cu.ext[i]);
+  if (cu.arena) rt_cuda_free(cu.dev, cu.arena);
+  rt_cuda_close(cu.dev);
+  Step *steps[] = {&cu.prep, &cu.infer};
+  for (int k = 0; k < 2; k++) {
+    for (int i = 0; steps[k]->ls && i < steps[k]->n; i++) free((void *)steps[k]->ls[i].args);
+    free(steps[k]->ls);
+  }
+  free(cu.ext);
+  free(cu.text);
+  memset(&cu, 0, sizeof cu);
+}
+
+void rt_cuda_prog_help(const RtProg *p) {
+  char list[256] = "its kernels";
+  if (parse_table(p) == RP_OK) describe(list, sizeof list);
+  printf("\nRuns on CUDA device 0: it needs an NVIDIA GPU and its driver (libcuda.so.1);\n"
+         "without them it stops with \"no CUDA device found\" (exit 1).\n"
+         "Built in: %s (a GPU of a newer architecture\n"
+         "compiles the PTX when the program starts).\n",
+         list);
+}
