@@ -30,15 +30,6 @@ source "$(dirname "$0")/sh_helpers.sh"
 
 fake=(env KILN_LIBCUDA="$FAKE" KILN_CUDA_IMAGE=source)
 
-same_bytes() { # same_bytes WHAT A B: the two files are identical
-  if cmp -s "$2" "$3"; then
-    echo "ok: $1: bit for bit"
-  else
-    echo "FAIL: $1: $2 and $3 differ"
-    fails=$((fails + 1))
-  fi
-}
-
 absent() { # absent WHAT PATH: no such file, and no temporary file left in tmp
   if [ -e "$2" ] || ls "$tmp"/*.tmp.* >/dev/null 2>&1; then
     echo "FAIL: $1: $2 (or a temporary file) exists"

@@ -27,15 +27,6 @@ source "$(dirname "$0")/sh_helpers.sh"
 
 fake=(env KILN_LIBCUDA="$FAKE" KILN_CUDA_IMAGE=source "$KILN")
 
-same_bytes() { # same_bytes WHAT A B: the two files are identical
-  if cmp -s "$2" "$3"; then
-    echo "ok: $1: bit for bit"
-  else
-    echo "FAIL: $1: $2 and $3 differ"
-    fails=$((fails + 1))
-  fi
-}
-
 # --- results: the CPU's, bit for bit ---------------------------------------
 for m in mlp lenet5 resnet_small; do
   expect 0 "run $m on the CPU" -- "$KILN" run models/$m.kiln --random-inputs --seed 4 \

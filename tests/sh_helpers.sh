@@ -3,6 +3,7 @@
 # repository root and sets KILN, PY, tmp (removed on exit), out, err, fails.
 #   expect CODE "what" -- command...   runs it, output in $out / $err
 #   contains FILE TEXT                 TEXT must appear in FILE
+#   same_bytes WHAT A B                the two files must be identical
 #   finish NAME                        prints the verdict and exits
 KILN=$(realpath "$1")
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,6 +32,15 @@ contains() { # contains FILE TEXT
   if ! grep -qF -- "$2" "$1"; then
     echo "FAIL: expected '$2' in:"
     sed 's/^/    /' "$1" | tail -n 12
+    fails=$((fails + 1))
+  fi
+}
+
+same_bytes() { # same_bytes WHAT A B: the two files are identical
+  if cmp -s "$2" "$3"; then
+    echo "ok: $1: bit for bit"
+  else
+    echo "FAIL: $1: $2 and $3 differ"
     fails=$((fails + 1))
   fi
 }
