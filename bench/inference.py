@@ -5,19 +5,31 @@ models/*.kiln, with the same weights and inputs, side by side in one run.
     /usr/bin/python3 bench/inference.py --kiln build/kiln --batches 1,64 --rounds 3 > /tmp/inference.md
     /usr/bin/python3 bench/inference.py --models mlp,lstm --batches 1    # a subset
 
+The models (MODELS): attention, autoencoder, dcgan_g and dcgan_d (dcgan.kiln's
+two), lenet5, lm, lstm, mlp, resnet_small, transformer, vae, and the
+convolutional ones: vgg11, vgg_small, resnet18, resnet50, mobilenet_v2,
+densenet, se_resnet, unet.  vgg11 and resnet50 take ImageNet-sized images
+(3x224x224; ~7.6 and ~4.1 G multiply-adds per image): a batch of --batches
+above --imagenet-batch (default 8) runs at --imagenet-batch instead (so
+`--batches 1,64` runs them at 1 and 8); the batch column gives the batch
+run, and a note under the table says which batches were replaced.  The
+other models run every batch asked.
+
 For each model and batch (`-D N=BATCH`; every other constant at the model's
 default):
   1. `kiln init --seed 1` writes the weights; they are loaded strictly (every
      name and shape) into the model's PyTorch twin of tests/reference
-     (zoo_base.py, zoo_gen.py: the twins the zoo's tests check kiln against),
-     built at the model's default sizes.  PyTorch runs only what the compared
-     output needs (the twins' forward also computes the training loss, and
-     dcgan_g's the frozen discriminator, which `kiln run --output` prunes):
-     the output-only forwards below call the twins' own layers.  That
-     computation is exported to ONNX; seeded inputs are saved as .npy (f32
-     ~ N(0, 1) or uniform in the model's range, i32 token ids within the
-     vocabulary; vae's noise eps is an input like make_fixtures.py's, the same
-     file for every peer).
+     (zoo_base.py, zoo_gen.py, zoo_conv.py: the twins the zoo's tests check
+     kiln against), built at the model's default sizes.  PyTorch runs only
+     what the compared output needs (the twins' forward also computes the
+     training loss, and dcgan_g's the frozen discriminator, which `kiln run
+     --output` prunes): the output-only forwards below call the twins' own
+     layers (zoo_conv.py's twins compute no loss without labels: their
+     forward(x) is used as is).  That computation is exported to ONNX;
+     seeded inputs are saved as .npy (f32 ~ N(0, 1) or uniform in the
+     model's range, i32 token ids within the vocabulary; vae's noise eps is
+     an input like make_fixtures.py's, the same file for every peer;
+     resnet50's images are small, see MODELS).
   2. Rounds, interleaved (kiln fused, kiln unfused, torch, ort, kiln fused,
      ...), each peer in a fresh process at 1 and 2 threads: kiln `run
      --repeat R --output OUT=...` (the step alone, timed inside the program;
@@ -28,10 +40,11 @@ default):
      about --budget seconds (at most --runs).
   3. The outputs of kiln (fused and unfused) and ORT must agree with
      PyTorch's (max |diff| < --tol: every compared output is a probability,
-     a sigmoid or a tanh), or that model fails with a message (the others go
-     on; the script then exits 1): a latency of the wrong computation means
-     nothing.  A model ONNX cannot export, or ORT cannot load, gets "n/a" for
-     ORT with the reason in the notes under the table.
+     a sigmoid or a tanh; unet's is its per-pixel sigmoid map probs), or
+     that model fails with a message (the others go on; the script then
+     exits 1): a latency of the wrong computation means nothing.  A model
+     ONNX cannot export, or ORT cannot load, gets "n/a" for ORT with the
+     reason in the notes under the table.
 The table gives the median over rounds of each peer's median, in
 microseconds, the ratios peer / kiln fused (above 1: kiln is faster) and
 kiln unfused / kiln fused (fusion's speedup).  onnxruntime-node is
@@ -78,7 +91,27 @@ MODELS = {
                         inputs={"tokens": ("i32", (16,), (0, 100))}),
     "vae": dict(file="vae", output="recon",
                 inputs={"x": ("f32", (784,), (0, 1)), "eps": ("f32", (20,), None)}),
+    # the zoo's convolutional models (twins in zoo_conv.py; unet's in zoo_gen.py)
+    "vgg11": dict(file="vgg11", output="probs", imagenet=True,
+                  inputs={"x": ("f32", (3, 224, 224), None)}),
+    "vgg_small": dict(file="vgg_small", output="probs", inputs={"x": ("f32", (3, 32, 32), None)}),
+    "resnet18": dict(file="resnet18", output="probs", inputs={"x": ("f32", (3, 32, 32), None)}),
+    # resnet50's x is small: at kiln init (batchnorm's running mean 0, variance 1)
+    # the network is positively homogeneous (no biases before fc's, which is 0)
+    # and grows the activations through its 16 bottlenecks: N(0, 1) images give
+    # logits spread over ~5700, one-hot probabilities that would compare only the
+    # argmax; uniform in +-0.005: spread ~16, largest probability ~0.12
+    "resnet50": dict(file="resnet50", output="probs", imagenet=True,
+                     inputs={"x": ("f32", (3, 224, 224), (-0.005, 0.005))}),
+    "mobilenet_v2": dict(file="mobilenet_v2", output="probs",
+                         inputs={"x": ("f32", (3, 32, 32), None)}),
+    "densenet": dict(file="densenet", output="probs", inputs={"x": ("f32", (3, 32, 32), None)}),
+    "se_resnet": dict(file="se_resnet", output="probs", inputs={"x": ("f32", (3, 32, 32), None)}),
+    "unet": dict(file="unet", output="probs", inputs={"x": ("f32", (1, 64, 64), None)}),
 }
+# imagenet=True: 3x224x224 inputs (vgg11 ~7.6, resnet50 ~4.1 G multiply-adds per image);
+# a requested batch above --imagenet-batch runs at --imagenet-batch instead (see main)
+IMAGENET_BATCH = 8
 
 
 class CaseError(Exception):
@@ -96,6 +129,7 @@ def twins():
     import torch.nn.functional as F
     sys.path.insert(0, REFERENCE)
     import zoo_base as zb
+    import zoo_conv as zc
     import zoo_gen as zg
 
     def mlp(m, x):
@@ -139,6 +173,17 @@ def twins():
         _, (h, _) = m.lstm(x)
         return torch.softmax(m.fc(h[-1]), dim=-1)
 
+    def unet(m, x):  # the twin's forward without the mask and its loss
+        down1 = m.down1(x)
+        down2 = m.down2(F.max_pool2d(down1, 2))
+        bottom = m.bottom(F.max_pool2d(down2, 2))
+        up2 = m.up2(torch.cat([m.up2t(bottom), down2], 1))
+        up1 = m.up1(torch.cat([m.up1t(up2), down1], 1))
+        return torch.sigmoid(m.logits(up1))
+
+    def conv_probs(m, x):  # zoo_conv's twins: forward(x, y=None) computes no loss
+        return m(x)["probs"]
+
     return {
         "attention": (zb.TinyTransformer, attention),
         "autoencoder": (zg.Autoencoder, autoencoder),
@@ -152,6 +197,15 @@ def twins():
         "transformer": (zg.Transformer,
                         lambda m, tokens: torch.softmax(m.head(trunk(m, tokens).mean(1)), dim=-1)),
         "vae": (zg.VAE, vae),
+        # at the .kiln files' defaults
+        "vgg11": (zc.VGG11, conv_probs),  # eval(): no dropout, like `kiln run`
+        "vgg_small": (zc.VGGSmall, conv_probs),
+        "resnet18": (lambda: zc.ResNet("resnet18", [2, 2, 2, 2]), conv_probs),
+        "resnet50": (lambda: zc.ResNet("resnet50", [3, 4, 6, 3], classes=1000), conv_probs),
+        "mobilenet_v2": (zc.MobileNetV2, conv_probs),
+        "densenet": (zc.DenseNet, conv_probs),
+        "se_resnet": (lambda: zc.ResNet("se_resnet", [2, 2, 2]), conv_probs),
+        "unet": (zg.UNet, unet),
     }
 
 
@@ -343,6 +397,20 @@ def measure(kiln, name, batch, threads, rounds, base, runs, ort_ok, tol):
     return {k: statistics.median(v) if v else None for k, v in t.items()}, diff
 
 
+def model_batches(name, batches, imagenet_batch, capped):
+    """The batches `name` runs at: --batches, except that the ImageNet-sized
+    models run a batch above imagenet_batch at imagenet_batch (once); capped
+    records {name: [the batches asked]} for the notes."""
+    out = []
+    for b in map(int, batches.split(",")):
+        if MODELS[name].get("imagenet") and b > imagenet_batch:
+            capped.setdefault(name, []).append(str(b))
+            b = imagenet_batch
+        if b not in out:
+            out.append(b)
+    return out
+
+
 def fmt(x, digits=1):
     return "n/a" if x is None else f"{x:.{digits}f}"
 
@@ -359,6 +427,10 @@ def main():
     ap.add_argument("--budget", type=float, default=0.3,
                     help="seconds one measurement should take (sets the run count)")
     ap.add_argument("--tol", type=float, default=1e-4, help="max abs difference of the outputs")
+    ap.add_argument("--imagenet-batch", type=int, default=IMAGENET_BATCH,
+                    help="the largest batch of the ImageNet-sized models (%s): a larger one in "
+                    "--batches runs at this batch instead (default %%(default)s)"
+                    % ", ".join(n for n, s in MODELS.items() if s.get("imagenet")))
     args = ap.parse_args()
     names = args.models.split(",")
     unknown = [n for n in names if n not in MODELS]
@@ -370,11 +442,11 @@ def main():
         print(f"warning: load average {load:.2f}: timings on a busy machine mean little "
               "(kiln's 2-thread runs especially)", file=sys.stderr)
     kiln = os.path.abspath(args.kiln)
-    rows, notes, failed, ort_na, opsets = [], [], [], {}, {}
+    rows, notes, failed, ort_na, opsets, capped = [], [], [], {}, {}, {}
     start = time.time()
     with tempfile.TemporaryDirectory() as work:
         for name in names:
-            for batch in map(int, args.batches.split(",")):
+            for batch in model_batches(name, args.batches, args.imagenet_batch, capped):
                 try:
                     base, exp, runs = prepare(kiln, name, batch, work, args.budget, args.runs)
                     ort_ok = exp["opset"] is not None
@@ -419,6 +491,9 @@ def main():
         notes.append("ONNX opset " + ", ".join(f"{o}: {', '.join(n)}" for o, n in opsets.items())
                      if len(opsets) > 1 or ort_na
                      else f"ONNX opset {next(iter(opsets))} for every model")
+    for name, asked in capped.items():
+        notes.append(f"{name}: batch {args.imagenet_batch} instead of {', '.join(asked)} "
+                     "(ImageNet-sized: 3x224x224 inputs)")
     for name, why in ort_na.items():
         notes.append(f"{name}: ORT n/a: {why}")
     for msg in failed:
