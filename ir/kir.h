@@ -212,7 +212,10 @@ LOWER_FN(lower_cross_entropy_back)
  * stored ones are the kernel's outputs, computed in one loop (after the
  * own nest of a member that is a lower_gemm_head op, if any); otherwise
  * the anchor's own kernel with every load of a member replaced by the
- * member's formula at that index.  Buffers: the group's inputs (in order
+ * member's formula at that index.  An eltwise group with members of
+ * another shape (values per row of the anchor's innermost axis, reductions
+ * over it: passes/fuse.c's kind row) is lowered one row at a time
+ * (ir/lower_row.c).  Buffers: the group's inputs (in order
  * of first use), then its outputs; named "<ops>_<anchor name>". */
 Kernel *lower_fused(Arena *a, Node *const *members, const bool *stored, int n, bool eltwise);
 /* Whether op may be a member of a fused group other than its anchor (its

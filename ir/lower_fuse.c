@@ -30,6 +30,10 @@
  *           A slice member is a strided view: loaded from its input where
  *           the loop needs it (its own row of nest strides), never stored.
  *
+ *  row      an eltwise group with members of another shape than the
+ *           anchor's (values per row of its innermost axis, reductions
+ *           over the rows): ir/lower_row.c builds it, row by row.
+ *
  *  epilogue an eltwise group with a matmul or convolution among its members
  *           (lower_gemm_head): the kernel starts with that node's own
  *           nest, writing into the group's output buffer, and the loop
@@ -125,24 +129,21 @@ static const char *fused_name(Arena *a, Node *const *members, int n) {
   return lw_ident(a, ops, members[n - 1]->name);
 }
 
-static Kernel *new_kernel(Arena *a, Node *const *members, int n) {
+Kernel *lw_fused_kernel(Arena *a, Node *const *members, int n) {
   Kernel *k = kir_new(a, fused_name(a, members, n), members[n - 1]);
   k->members = members;
   k->n_members = n;
   return k;
 }
 
-/* The buffer of node x in k, added (KB_IN or KB_OUT) if it has none. */
-static int buf_of(Kernel *k, const Node *x, KBufRole role) {
+int lw_buf_of(Kernel *k, const Node *x, KBufRole role) {
   for (int b = 0; b < k->n_bufs; b++)
     if (k->bufs[b].node == x->id)
       return b;
   return lw_node_buf(k, x, role);
 }
 
-/* The index of x's element that broadcasting reads for element e of a
- * value of shape s (x's shape broadcasts to s). */
-static KExpr *bcast_index(Kernel *k, KStmt *body, const Node *x, const Shape *s, KExpr *e) {
+KExpr *lw_bcast_index(Kernel *k, KStmt *body, const Node *x, const Shape *s, KExpr *e) {
   if (shape_numel(&x->shape) == 1)
     return IC(0);
   if (shape_eq(&x->shape, s))
@@ -189,13 +190,14 @@ static void scalars(Fz *z, bool all) {
     }
     if (lower_view(v->op)) {
       int64_t st[MAX_RANK];
-      z->val[m] = lw_bind(k, k->body, "v", LOAD(buf_of(k, v->in[0], KB_IN), IC(view_strides(v, st))));
+      z->val[m] = lw_bind(k, k->body, "v",
+                          LOAD(lw_buf_of(k, v->in[0], KB_IN), IC(view_strides(v, st))));
       continue;
     }
     KExpr **in_val = operands(k, v);
     for (int j = 0; j < v->n_in; j++)
       if (member_index(z, v->in[j]) < 0)
-        in_val[j] = LOAD(buf_of(k, v->in[j], KB_IN), IC(0));
+        in_val[j] = LOAD(lw_buf_of(k, v->in[j], KB_IN), IC(0));
     compute(z, k->body, m, in_val);
     if (z->buf[m] >= 0)
       ks_add(k, k->body, ks_store(k, z->buf[m], IC(0), z->val[m]));
@@ -260,7 +262,7 @@ static Kernel *lower_eltwise_group(Fz *z) {
       continue;
     int o = m < 64 ? view_op[m] : -1;
     KExpr *idx = o > 0 ? lw_at(k, &ns, o, view_base[m]) : view_index(k, ns.body, v, i);
-    z->val[m] = lw_bind(k, ns.body, "x", LOAD(buf_of(k, v->in[0], KB_IN), idx));
+    z->val[m] = lw_bind(k, ns.body, "x", LOAD(lw_buf_of(k, v->in[0], KB_IN), idx));
   }
   for (int m = 0; m < z->n; m++) {
     const Node *v = z->members[m];
@@ -277,9 +279,9 @@ static Kernel *lower_eltwise_group(Fz *z) {
       for (int b = 1; b < n_ops; b++)
         if (bc[b] == x)
           o = b;
-      KExpr *idx = o ? lw_at(k, &ns, o, 0) : bcast_index(k, ns.body, x, D, i);
+      KExpr *idx = o ? lw_at(k, &ns, o, 0) : lw_bcast_index(k, ns.body, x, D, i);
       loaded_node[n_loaded] = x->id;
-      loaded[n_loaded++] = lw_bind(k, ns.body, "x", LOAD(buf_of(k, x, KB_IN), idx));
+      loaded[n_loaded++] = lw_bind(k, ns.body, "x", LOAD(lw_buf_of(k, x, KB_IN), idx));
     }
   }
   if (z->head >= 0) /* what the head's nest wrote: loaded before any store */
@@ -314,9 +316,9 @@ static KExpr *value_at(Fz *z, KStmt *body, int m, KExpr *e) {
   for (int j = 0; j < v->n_in; j++) {
     const Node *x = v->in[j];
     int mi = member_index(z, x);
-    KExpr *idx = bcast_index(k, body, x, &v->shape, e);
+    KExpr *idx = lw_bcast_index(k, body, x, &v->shape, e);
     ops[j] = mi >= 0 ? value_at(z, body, mi, idx)
-                     : lw_bind(k, body, "x", LOAD(buf_of(k, x, KB_IN), idx));
+                     : lw_bind(k, body, "x", LOAD(lw_buf_of(k, x, KB_IN), idx));
   }
   return lw_elt_value(k, body, v, ops);
 }
@@ -436,7 +438,21 @@ static Kernel *head_kernel(Arena *a, Fz *z) {
   return k;
 }
 
+/* Whether an elementwise group is a row group (passes/fuse.c, kind row):
+ * a member, not one element, of another shape than the anchor's (a value
+ * per row, or a reduction over rows). */
+static bool row_group(Node *const *members, int n) {
+  for (int m = 0; m < n - 1; m++)
+    if (!lower_view(members[m]->op) && !lower_gemm_head(members[m]->op) &&
+        shape_numel(&members[m]->shape) != 1 &&
+        !shape_eq(&members[m]->shape, &members[n - 1]->shape))
+      return true;
+  return false;
+}
+
 Kernel *lower_fused(Arena *a, Node *const *members, const bool *stored, int n, bool eltwise) {
+  if (eltwise && row_group(members, n))
+    return lower_row_group(a, members, stored, n);
   Fz z = {NULL, members, stored, n, NULL, NULL, -1, -1};
   z.buf = arena_alloc(a, sizeof(int) * (size_t)n);
   z.val = arena_alloc(a, sizeof(KExpr *) * (size_t)n);
@@ -448,13 +464,13 @@ Kernel *lower_fused(Arena *a, Node *const *members, const bool *stored, int n, b
   }
   if (!eltwise)
     return lower_other_group(a, &z);
-  z.k = z.head >= 0 ? head_kernel(a, &z) : new_kernel(a, members, n);
+  z.k = z.head >= 0 ? head_kernel(a, &z) : lw_fused_kernel(a, members, n);
   /* inputs first (in order of first use), then the outputs */
   for (int m = 0; m < n; m++)
     for (int j = 0; j < members[m]->n_in; j++)
       if (member_index(&z, members[m]->in[j]) < 0)
-        buf_of(z.k, members[m]->in[j], KB_IN);
+        lw_buf_of(z.k, members[m]->in[j], KB_IN);
   for (int m = 0; m < n; m++)
-    z.buf[m] = m == z.head ? -1 : stored[m] || m == n - 1 ? buf_of(z.k, members[m], KB_OUT) : -1;
+    z.buf[m] = m == z.head ? -1 : stored[m] || m == n - 1 ? lw_buf_of(z.k, members[m], KB_OUT) : -1;
   return lower_eltwise_group(&z);
 }

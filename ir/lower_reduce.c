@@ -48,23 +48,68 @@ static void split_axes(const Node *n, int *nk, int64_t *kd, int64_t kst[][MAX_RA
 }
 
 /* An f32 sum or mean whose reduced elements come in contiguous runs of
- * at least 4 LANES (the trailing reduced axes, merged): LANES partial sums,
+ * at least MIN_RUN (the trailing reduced axes, merged): LANES partial sums,
  * element i of each run going to partial i mod LANES, then added up as a
  * tree.  The straight-line partials become one vector accumulator (the
  * sequential sum is a chain of dependent adds, ~15x slower: the bias
  * gradients of a convolution sum 50,000 elements per channel), and the
- * error grows with n / LANES instead of n. */
-enum { LANES = 16 };
+ * error grows with n / LANES instead of n.  MIN_RUN is 2 LANES (it was 4):
+ * a row kernel (lower_row.c) reducing rows of 32 in one chain each was
+ * twice as slow as the unfused kernels it replaced, in partials 1.4x faster. */
+enum { LANES = 16, MIN_RUN = 2 * LANES };
+
+/* Element i of a run, its decls into body. */
+typedef KExpr *(*LwElem)(void *ctx, KStmt *body, KExpr *i);
+
+/* The LANES partial sums, declared 0 in body. */
+static void lanes_init(Kernel *k, KStmt *body, int *acc) {
+  for (int l = 0; l < LANES; l++) {
+    acc[l] = kir_var(k, "acc", KT_F32);
+    ks_add(k, body, ks_decl(k, acc[l], FC(0)));
+  }
+}
+
+/* Adds a run of `run` elements to the partials (element i to partial i mod
+ * LANES); elem gives element i's value, its decls into the body given. */
+static void lanes_run(Kernel *k, KStmt *body, const int *acc, int64_t run, LwElem elem,
+                      void *ctx) {
+  KExpr *c;
+  KStmt *lc = lw_for(k, body, "c", run / LANES, KL_REDUCE, &c);
+  KExpr *at = lw_bind(k, lc, "at", MUL(c, IC(LANES)));
+  for (int l = 0; l < LANES; l++)
+    ks_add(k, lc, ks_set(k, acc[l], ADD(VAR(acc[l]), elem(ctx, lc, ADD(at, IC(l))))));
+  for (int64_t l = 0; l < run % LANES; l++)
+    ks_add(k, body,
+           ks_set(k, acc[l], ADD(VAR(acc[l]), elem(ctx, body, IC(run / LANES * LANES + l)))));
+}
+
+/* The partials added up as a tree (acc[l] += acc[l + w]); the sum. */
+static KExpr *lanes_tree(Kernel *k, KStmt *body, const int *acc) {
+  for (int w = LANES / 2; w >= 1; w /= 2)
+    for (int l = 0; l < w; l++)
+      ks_add(k, body, ks_set(k, acc[l], ADD(VAR(acc[l]), VAR(acc[l + w]))));
+  return VAR(acc[0]);
+}
+
+/* A load of buffer 0 at base + i (the unfused kernels' element). */
+typedef struct AtBase {
+  Kernel *k;
+  KExpr *base;
+} AtBase;
+
+static KExpr *load_at_base(void *ctx, KStmt *body, KExpr *i) {
+  AtBase *b = ctx;
+  Kernel *k = b->k;
+  (void)body;
+  return LOAD(0, ADD(b->base, i));
+}
 
 static Kernel *lanes_sum(Kernel *k, const Node *n, int nk, int64_t *kd, int64_t kst[][MAX_RANK],
                          int nr, int64_t *rd, int64_t rst[][MAX_RANK], int64_t run, int64_t cnt) {
   Nest no, ni;
   lw_nest(k, k->body, nk, kd, 2, kst, NEST_ROWS, &no);
   int acc[LANES];
-  for (int l = 0; l < LANES; l++) {
-    acc[l] = kir_var(k, "acc", KT_F32);
-    ks_add(k, no.body, ks_decl(k, acc[l], FC(0)));
-  }
+  lanes_init(k, no.body, acc);
   KStmt *body = no.body;
   KExpr *base = lw_at(k, &no, 1, 0);
   if (nr > 0) {
@@ -72,18 +117,11 @@ static Kernel *lanes_sum(Kernel *k, const Node *n, int nk, int64_t *kd, int64_t 
     body = ni.body;
     base = ADD(base, lw_at(k, &ni, 0, 0));
   }
-  base = lw_bind(k, body, "base", base);
-  KExpr *c;
-  KStmt *lc = lw_for(k, body, "c", run / LANES, KL_REDUCE, &c);
-  KExpr *at = lw_bind(k, lc, "at", ADD(base, MUL(c, IC(LANES))));
-  for (int l = 0; l < LANES; l++)
-    ks_add(k, lc, ks_set(k, acc[l], ADD(VAR(acc[l]), LOAD(0, ADD(at, IC(l))))));
-  for (int64_t l = 0; l < run % LANES; l++)
-    ks_add(k, body, ks_set(k, acc[l], ADD(VAR(acc[l]), LOAD(0, ADD(base, IC(run / LANES * LANES + l))))));
-  for (int w = LANES / 2; w >= 1; w /= 2) /* acc[l] += acc[l + w] */
-    for (int l = 0; l < w; l++)
-      ks_add(k, no.body, ks_set(k, acc[l], ADD(VAR(acc[l]), VAR(acc[l + w]))));
-  KExpr *res = n->op == OP_MEAN ? DIV(VAR(acc[0]), FC((double)cnt)) : VAR(acc[0]);
+  AtBase at = {k, lw_bind(k, body, "base", base)};
+  lanes_run(k, body, acc, run, load_at_base, &at);
+  KExpr *res = lanes_tree(k, no.body, acc);
+  if (n->op == OP_MEAN)
+    res = DIV(res, FC((double)cnt));
   ks_add(k, no.body, ks_store(k, lw_out(n), lw_at(k, &no, 0, 0), res));
   return k;
 }
@@ -120,6 +158,33 @@ static Kernel *run_sum(Kernel *k, const Node *n, int nk, int64_t *kd, int64_t ks
   return k;
 }
 
+/* The one accumulator of n's reduction, declared in body at its identity. */
+static int acc_init(Kernel *k, KStmt *body, const Node *n) {
+  bool f32 = n->dtype == DT_F32;
+  KExpr *init;
+  if (n->op == OP_MAX)
+    init = f32 ? FC(-INFINITY) : ke_int(k, KT_I32, INT32_MIN);
+  else
+    init = f32 ? FC(0) : ke_int(k, KT_I32, 0);
+  int acc = kir_var(k, "acc", lw_type(n->dtype));
+  ks_add(k, body, ks_decl(k, acc, init));
+  return acc;
+}
+
+/* acc takes element v (appended to body). */
+static void acc_step(Kernel *k, KStmt *body, const Node *n, int acc, KExpr *v) {
+  KExpr *next;
+  if (n->op != OP_MAX)
+    next = ADD(VAR(acc), v);
+  else if (n->dtype != DT_F32)
+    next = MAX(VAR(acc), v);
+  else { /* the first NaN sticks: max(NaN, v) is NaN, and a NaN v is taken */
+    v = lw_let(k, body, "v", v);
+    next = SEL(UN(KO_ISNAN, v), v, MAX(VAR(acc), v));
+  }
+  ks_add(k, body, ks_set(k, acc, next));
+}
+
 Kernel *lower_reduce(Arena *a, const Node *n) {
   Kernel *k = lw_kernel(a, n);
   int nk, nr;
@@ -135,7 +200,7 @@ Kernel *lower_reduce(Arena *a, const Node *n) {
     int m = nr - 1; /* trailing reduced axes that continue the run */
     while (m > 0 && rst[0][m - 1] == run)
       run *= rd[--m];
-    if (run >= 4 * LANES)
+    if (run >= MIN_RUN)
       return lanes_sum(k, n, nk, kd, kst, m, rd, rst, run, cnt);
   }
   if (n->op != OP_MAX && nr > 0 && nk > 0 && rst[0][nr - 1] != 1 && kst[1][nk - 1] == 1) {
@@ -146,29 +211,63 @@ Kernel *lower_reduce(Arena *a, const Node *n) {
     if (run >= 4)
       return run_sum(k, n, nk, kd, kst, nr, rd, rst, m, run, cnt);
   }
-  KExpr *init;
-  if (n->op == OP_MAX)
-    init = f32 ? FC(-INFINITY) : ke_int(k, KT_I32, INT32_MIN);
-  else
-    init = f32 ? FC(0) : ke_int(k, KT_I32, 0);
   Nest no, ni;
   lw_nest(k, k->body, nk, kd, 2, kst, NEST_ROWS, &no);
-  int acc = kir_var(k, "acc", lw_type(n->dtype));
-  ks_add(k, no.body, ks_decl(k, acc, init));
+  int acc = acc_init(k, no.body, n);
   lw_nest(k, no.body, nr, rd, 1, rst, NEST_REDUCE, &ni);
-  KExpr *v = LOAD(0, ADD(lw_at(k, &no, 1, 0), lw_at(k, &ni, 0, 0))), *next;
-  if (n->op != OP_MAX)
-    next = ADD(VAR(acc), v);
-  else if (!f32)
-    next = MAX(VAR(acc), v);
-  else { /* the first NaN sticks: max(NaN, v) is NaN, and a NaN v is taken */
-    v = lw_let(k, ni.body, "v", v);
-    next = SEL(UN(KO_ISNAN, v), v, MAX(VAR(acc), v));
-  }
-  ks_add(k, ni.body, ks_set(k, acc, next));
+  acc_step(k, ni.body, n, acc, LOAD(0, ADD(lw_at(k, &no, 1, 0), lw_at(k, &ni, 0, 0))));
   KExpr *res = n->op == OP_MEAN ? DIV(VAR(acc), FC((double)cnt)) : VAR(acc);
   ks_add(k, no.body, ks_store(k, lw_out(n), lw_at(k, &no, 0, 0), res));
   return k;
+}
+
+/* One row of nb (lw_rows_reduce), as an LwElem for lanes_run. */
+typedef struct OneRow {
+  LwElemRow elem;
+  void *ctx;
+  int row;
+} OneRow;
+
+static KExpr *one_row_elem(void *ctx, KStmt *body, KExpr *i) {
+  OneRow *o = ctx;
+  return o->elem(o->ctx, body, o->row, i);
+}
+
+bool lw_rows_in_lanes(const Node *n, int64_t len) {
+  return n->dtype == DT_F32 && n->op != OP_MAX && len >= MIN_RUN;
+}
+
+/* nb rows of len elements, each reduced as lower_reduce reduces a row of
+ * its own kernel over the innermost axis (the same f32 operations in the
+ * same order): LANES partial sums for f32 sums and means of at least
+ * MIN_RUN elements, one row after the other; else one accumulator per row
+ * in order, the rows' accumulators updated side by side in one loop
+ * (independent chains of adds).  res[b]: row b's result (a mean divided). */
+void lw_rows_reduce(Kernel *k, KStmt *body, const Node *n, int64_t len, int nb, LwElemRow elem,
+                    void *ctx, KExpr **res) {
+  if (lw_rows_in_lanes(n, len)) {
+    for (int b = 0; b < nb; b++) {
+      int acc[LANES];
+      OneRow o = {elem, ctx, b};
+      lanes_init(k, body, acc);
+      lanes_run(k, body, acc, len, one_row_elem, &o);
+      res[b] = lanes_tree(k, body, acc);
+    }
+  } else {
+    int acc[LW_MAX_ROWS];
+    ASSERT(nb <= LW_MAX_ROWS);
+    for (int b = 0; b < nb; b++)
+      acc[b] = acc_init(k, body, n);
+    int r = lw_ivar(k, "r");
+    KStmt *l = lw_loop(k, body, r, len, KL_REDUCE);
+    for (int b = 0; b < nb; b++)
+      acc_step(k, l, n, acc[b], elem(ctx, l, b, VAR(r)));
+    for (int b = 0; b < nb; b++)
+      res[b] = VAR(acc[b]);
+  }
+  for (int b = 0; b < nb; b++)
+    if (n->op == OP_MEAN)
+      res[b] = DIV(res[b], FC((double)len));
 }
 
 /* The extents before, along and after `axis` of s. */

@@ -26,6 +26,20 @@
  * A matmul or convolution of G's shape may join an elementwise G as its
  * head (kind epilogue), not a result, one per group; nothing it reads may
  * join after it (it reads its inputs from memory, in its own schedule).
+ * A row group (kind row) is an elementwise G over rows S = [..., L] (L
+ * and the row count over 1, no matmul head, no slice) that also takes
+ *   - elementwise nodes of shape P (S with L made 1: values per row) read
+ *     by members, broadcast along the rows; the first makes G a row group;
+ *   - sums, means and maxima over the innermost axis of a value of shape S,
+ *     keepdims (shape P), and the elementwise nodes of shape S they read;
+ *   - a value other kernels read too (the backward pass, a residual add),
+ *     when G is the first of its readers' kernels to run: it joins G as a
+ *     stored output, computed once per row where it was stored before.
+ *     Every kernel reading it runs later (its anchor's id is higher), so no
+ *     cycle forms; not with --schedule=min-memory, whose order of nodes
+ *     could put one of those readers before G's anchor.
+ * ir/lower_row.c computes each row's reductions, then its elementwise
+ * values, in one pass of a parallel loop over the rows.
  * Since a group's founder is its highest id and every member reaches it,
  * placing the group at its anchor's place in any topological order of the
  * nodes is again one (pass_schedule does so).
@@ -38,10 +52,11 @@
 #include "kir.h"
 #include "passes.h"
 
-static const char *const kinds[] = {"eltwise", "reduce", "multi", "epilogue", "fold"};
+static const char *const kinds[] = {"eltwise", "reduce", "multi", "epilogue", "fold", "row"};
 
 static bool *kind_off(FuseOpts *o, int i) {
-  bool *off[] = {&o->no_eltwise, &o->no_reduce, &o->no_multi, &o->no_epilogue, &o->no_fold};
+  bool *off[] = {&o->no_eltwise, &o->no_reduce,  &o->no_multi,
+                 &o->no_epilogue, &o->no_fold, &o->no_row};
   return off[i];
 }
 
@@ -89,6 +104,7 @@ typedef struct Fuser {
   int **members; /* per group: member ids, in the order they joined (decreasing) */
   int *n_members, *cap_members;
   int *head;     /* per group: its matmul or convolution's id, or -1 */
+  bool *row;     /* per group: kind row (a member broadcast along its rows, or a reduction) */
 } Fuser;
 
 static Node *anchor_of(const Fuser *f, int gi) { return f->g->nodes[f->members[gi][0]]; }
@@ -113,11 +129,13 @@ static const char *shape_text(Arena *a, const Shape *s) {
   return arena_strndup(a, buf, strlen(buf));
 }
 
-/* The one group every live reader of n is in, or -1 (why says why). */
-static int readers_group(Fuser *f, const Node *n, const char **why) {
+/* The one group every live reader of n is in, or -1 (why says why); in
+ * *first the group of its readers that runs first (the last one made). */
+static int readers_group(Fuser *f, const Node *n, const char **why, int *first) {
   Arena *a = f->g->arena;
   int gi = -1, n_groups = 0, n_readers = 0;
   bool backward = false;
+  *first = -1;
   int *seen = arena_alloc(a, sizeof(int) * (size_t)(f->us.off[n->id + 1] - f->us.off[n->id] + 1));
   for (int k = f->us.off[n->id]; k < f->us.off[n->id + 1]; k++) {
     const Node *u = f->us.list[k];
@@ -132,6 +150,8 @@ static int readers_group(Fuser *f, const Node *n, const char **why) {
     if (!known)
       seen[n_groups++] = ug;
     gi = ug;
+    if (ug > *first)
+      *first = ug;
   }
   if (n_readers == 0) {
     *why = f->result[n->id] ? "a result of the step" : NULL;
@@ -145,12 +165,96 @@ static int readers_group(Fuser *f, const Node *n, const char **why) {
   return gi;
 }
 
+/* --- kind row: reductions over rows and their consumers ------------------- */
+
+/* The rows of group gi: its anchor's shape S = [..., L] and P, S with L
+ * made 1; false if the group cannot be a row group (an anchor that is not
+ * elementwise, rows of one element or one row, a matmul head, a slice). */
+static bool row_shapes(const Fuser *f, int gi, Shape *S, Shape *P) {
+  const Node *anchor = anchor_of(f, gi);
+  *S = *P = anchor->shape;
+  if (!lower_fusable(anchor->op) || f->head[gi] >= 0 || S->rank == 0)
+    return false;
+  int64_t L = S->dim[S->rank - 1];
+  P->dim[P->rank - 1] = 1;
+  if (L < 2 || shape_numel(P) < 2)
+    return false;
+  for (int m = 0; m < f->n_members[gi]; m++)
+    if (lower_view(f->g->nodes[f->members[gi][m]]->op))
+      return false;
+  return true;
+}
+
+static bool is_leaf(const Node *n) { return op_info[n->op].cls == CL_LEAF; }
+
+static bool is_reduction(Op op) { return op == OP_SUM || op == OP_MEAN || op == OP_MAX; }
+
+/* A sum, mean or max over the innermost axis of an input of shape S, keepdims. */
+static bool row_reduction(const Node *n, const Shape *S, const Shape *P) {
+  return is_reduction(n->op) && n->n_in == 1 && n->at.n_axes == 1 &&
+         n->at.axes[0] == S->rank - 1 && shape_eq(&n->in[0]->shape, S) && shape_eq(&n->shape, P);
+}
+
+/* Whether n reads a computed value of shape P (per row). */
+static bool reads_row_value(const Node *n, const Shape *P) {
+  for (int j = 0; j < n->n_in; j++)
+    if (!is_leaf(n->in[j]) && shape_eq(&n->in[j]->shape, P))
+      return true;
+  return false;
+}
+
+/* Whether n may join group gi as a row group's member; NULL if so, else
+ * why not.  *telling: whether the reason is the row kind's own (the node
+ * would fit a row group), rather than the node or group being of a kind
+ * rows never take. */
+static const char *row_refuse(Fuser *f, const Node *n, int gi, bool *telling) {
+  Arena *a = f->g->arena;
+  const Node *anchor = anchor_of(f, gi);
+  Shape S, P;
+  *telling = false;
+  if (!row_shapes(f, gi, &S, &P))
+    return arena_fmt(a, "%s makes a kernel of its own", op_name(n->op));
+  if (is_reduction(n->op) && !row_reduction(n, &S, &P)) {
+    *telling = true;
+    return arena_fmt(a, "%s is not over the innermost axis of %s's rows %s (keepdims), as row "
+                        "fusion needs", op_name(n->op), anchor->name, shape_text(a, &S));
+  }
+  bool elem = lower_fusable(n->op) &&
+              (shape_eq(&n->shape, &S) || shape_eq(&n->shape, &P) || shape_numel(&n->shape) == 1);
+  if (!elem && !row_reduction(n, &S, &P))
+    return arena_fmt(a, "%s makes a kernel of its own", op_name(n->op));
+  if (!f->row[gi] && !shape_eq(&n->shape, &P) && !reads_row_value(n, &P))
+    return "no reduction over rows reads it"; /* only rows' values make a group a row group */
+  *telling = true;
+  if (n->derived != anchor->derived)
+    return "weight-derived: computed once by the prepare step, not every step";
+  if (f->result[n->id] && f->p->opts.fuse.no_multi)
+    return "a result of the step (multi-output fusion is off, --fuse)";
+  if (f->p->opts.fuse.no_row)
+    return "row fusion is off (--fuse)";
+  return NULL;
+}
+
+/* Whether n, read by other kernels too, may join group gi (the first of
+ * them to run) as a stored output; NULL if so, else why not. */
+static const char *row_refuse_shared(Fuser *f, const Node *n, int gi, bool *telling) {
+  const char *why = row_refuse(f, n, gi, telling);
+  if (why)
+    return why;
+  if (f->p->opts.min_memory) /* its readers could run before the group's anchor */
+    return "read by other kernels, which --schedule=min-memory may run before its row kernel";
+  return NULL;
+}
+
 /* Whether n may lead group gi's epilogue; NULL if so, else why not. */
 static const char *refuse_head(Fuser *f, const Node *n, int gi) {
   const Node *anchor = anchor_of(f, gi);
   Arena *a = f->g->arena;
   if (!lower_fusable(anchor->op) || f->head[gi] >= 0 || n->dtype != DT_F32)
     return arena_fmt(a, "%s makes a kernel of its own", op_name(n->op));
+  if (f->row[gi])
+    return arena_fmt(a, "%s makes a kernel of its own (a row kernel reduces rows first)",
+                     op_name(n->op));
   if (f->p->opts.fuse.no_epilogue)
     return "epilogue fusion is off (--fuse)";
   if (f->result[n->id])
@@ -167,7 +271,9 @@ static const char *refuse(Fuser *f, const Node *n, int gi) {
   const FuseOpts *o = &p->opts.fuse;
   Arena *a = f->g->arena;
   const Node *anchor = anchor_of(f, gi);
-  bool eltwise = lower_fusable(anchor->op);
+  bool eltwise = lower_fusable(anchor->op), telling;
+  if (f->row[gi] && !lower_gemm_head(n->op))
+    return row_refuse(f, n, gi, &telling);
   if (n->derived != anchor->derived)
     return "weight-derived: computed once by the prepare step, not every step";
   if (f->head[gi] >= 0)
@@ -209,7 +315,37 @@ static const char *refuse(Fuser *f, const Node *n, int gi) {
   return NULL;
 }
 
-static bool is_leaf(const Node *n) { return op_info[n->op].cls == CL_LEAF; }
+/* The group v joins, or -1 (*why says why); *shared when other kernels
+ * read v too (it joins a row group as a stored output). */
+static int join(Fuser *f, const Node *v, const char **why, bool *shared) {
+  int first, gi = readers_group(f, v, why, &first);
+  bool telling;
+  *shared = false;
+  if (gi >= 0) {
+    const char *no = refuse(f, v, gi);
+    if (!no)
+      return gi;
+    const char *row_no = f->row[gi] || lower_gemm_head(v->op) ? no : row_refuse(f, v, gi, &telling);
+    if (!row_no) {
+      f->row[gi] = true;
+      return gi;
+    }
+    *why = row_no != no && telling ? row_no : no;
+    return -1;
+  }
+  if (first < 0 || lower_gemm_head(v->op))
+    return -1;
+  const char *row_no = row_refuse_shared(f, v, first, &telling);
+  if (!row_no) {
+    f->row[first] = true;
+    *shared = true;
+    *why = arena_fmt(f->g->arena, "%s: stored by its row kernel", *why);
+    return first;
+  }
+  if (telling)
+    *why = arena_fmt(f->g->arena, "%s; %s", *why, row_no);
+  return -1;
+}
 
 /* The group's members in id order and the values it reads from outside. */
 static void finish_group(Fuser *f, int gi) {
@@ -217,6 +353,7 @@ static void finish_group(Fuser *f, int gi) {
   FuseGroup *G = &f->p->groups[gi];
   int n = f->n_members[gi];
   G->anchor = anchor_of(f, gi);
+  G->row = f->row[gi];
   G->eltwise = lower_fusable(G->anchor->op);
   G->head = f->head[gi] >= 0 ? f->g->nodes[f->head[gi]] : NULL;
   G->n_members = n;
@@ -248,8 +385,9 @@ void pass_fuse(const Graph *g, Node *const *roots, int n_roots, Plan *p) {
   graph_live(g, roots, n_roots, live);
   for (int r = 0; r < n_roots; r++)
     result[roots[r]->id] = true;
-  Fuser f = {g, p, graph_users(g), live, result, NULL, NULL, NULL, NULL};
+  Fuser f = {g, p, graph_users(g), live, result, NULL, NULL, NULL, NULL, NULL};
   f.head = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
+  f.row = arena_alloc(a, sizeof(bool) * (size_t)(n + 1));
   f.members = arena_alloc(a, sizeof(int *) * (size_t)(n + 1));
   f.n_members = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
   f.cap_members = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
@@ -264,15 +402,15 @@ void pass_fuse(const Graph *g, Node *const *roots, int n_roots, Plan *p) {
     if (!live[i] || is_leaf(v))
       continue;
     const char *why = NULL;
-    int gi = readers_group(&f, v, &why);
-    if (gi >= 0 && (why = refuse(&f, v, gi)) != NULL)
-      gi = -1;
+    bool shared;
+    int gi = join(&f, v, &why, &shared);
     if (gi < 0) {
       gi = n_groups++;
       f.head[gi] = -1;
       p->why[i] = why;
     } else {
-      p->internal[i] = !result[i];
+      p->internal[i] = !result[i] && !shared;
+      p->why[i] = shared ? why : NULL;
       if (lower_gemm_head(v->op))
         f.head[gi] = i;
     }
@@ -287,14 +425,17 @@ void pass_fuse(const Graph *g, Node *const *roots, int n_roots, Plan *p) {
   int **members = arena_alloc(a, sizeof(int *) * (size_t)(n_groups + 1));
   int *counts = arena_alloc(a, sizeof(int) * (size_t)(n_groups + 1));
   int *heads = arena_alloc(a, sizeof(int) * (size_t)(n_groups + 1));
+  bool *rows = arena_alloc(a, sizeof(bool) * (size_t)(n_groups + 1));
   for (int gi = 0; gi < n_groups; gi++) {
     members[renum[gi]] = f.members[gi];
     counts[renum[gi]] = f.n_members[gi];
     heads[renum[gi]] = f.head[gi];
+    rows[renum[gi]] = f.row[gi];
   }
   f.members = members;
   f.n_members = counts;
   f.head = heads;
+  f.row = rows;
   for (int i = 0; i < n; i++)
     if (p->group[i] >= 0)
       p->group[i] = renum[p->group[i]];

@@ -101,9 +101,15 @@ enum { PLAN_ALIGN = 64 };
  *   epilogue a matmul or convolution leads an elementwise group of its
  *            shape: it writes into the group's output, and the group's
  *            loop (bias, activation, residual add, scaling) runs over it
- *            in the same kernel.
- * A member that is not a result is internal: it never gets a buffer, and
- * the memory plan does not see it.  Each value that ends a group records
+ *            in the same kernel;
+ *   row      into an elementwise anchor over rows [..., L]: sums, means
+ *            and maxima over a row's L elements (keepdims) join with the
+ *            elementwise ops before and after them (layer norm: mean,
+ *            x - mean, square, mean, rsqrt, scale and shift), computed
+ *            one row at a time (ir/lower_row.c); a value other kernels
+ *            read too (the backward pass) joins as a stored output.
+ * A member that is not a result (nor read by another kernel) is internal:
+ * it never gets a buffer, and the memory plan does not see it.  Each value that ends a group records
  * why fusion stopped there (Plan.why). */
 typedef struct FuseOpts {
   bool no_eltwise;  /* --fuse without eltwise */
@@ -111,8 +117,9 @@ typedef struct FuseOpts {
   bool no_multi;    /* --fuse without multi */
   bool no_epilogue; /* --fuse without epilogue */
   bool no_fold;     /* --fuse without fold: batchnorm into conv weights (fold.c) */
+  bool no_row;      /* --fuse without row: reductions over rows with their consumers */
 } FuseOpts;
-#define FUSE_NONE ((FuseOpts){true, true, true, true, true}) /* --fuse=none */
+#define FUSE_NONE ((FuseOpts){true, true, true, true, true, true}) /* --fuse=none */
 
 typedef struct FuseGroup {
   Node *anchor;    /* the last member: its kernel's name and iteration space */
@@ -123,10 +130,12 @@ typedef struct FuseGroup {
   bool eltwise;    /* an elementwise anchor: outputs may overwrite inputs */
   Node *head;      /* or NULL: the matmul or convolution an epilogue group starts with */
   bool views;      /* a slice among the members: it reads its input at other places */
+  bool row;        /* kind row (eltwise too): values per row of the anchor's innermost
+                      axis among the members, reductions over it, one pass per row */
 } FuseGroup;
 
 /* Parses --fuse's value: none, all, or a comma list of eltwise, reduce,
- * multi, epilogue, fold (the kinds to do).  False on a word it does not know. */
+ * multi, epilogue, fold, row (the kinds to do).  False on a word it does not know. */
 bool fuse_opts_parse(const char *s, FuseOpts *o);
 /* The kinds on, as --fuse would spell them ("all", "none", "eltwise,multi"). */
 const char *fuse_opts_text(const FuseOpts *o);

@@ -314,7 +314,7 @@ fi
 
 # --- fusion: --fuse, show --stage fused, bench -------------------------------------
 expect 2 "--fuse=bogus" -- "$KILN" show models/lenet5.kiln --stage fused --fuse=bogus
-contains "$err" "--fuse must be none, all or a comma list of eltwise, reduce, multi, epilogue; got 'bogus'"
+contains "$err" "--fuse must be none, all or a comma list of eltwise, reduce, row, multi, epilogue, fold; got 'bogus'"
 expect 2 "--fuse with an empty kind" -- "$KILN" run models/mlp.kiln --random-inputs --fuse eltwise,
 expect 2 "--fuse where nothing is fused" -- "$KILN" show models/lenet5.kiln --fuse=none
 for c in run train build show bench; do

@@ -112,17 +112,26 @@ static void reduce_and_boundaries(void **state) {
   MUST_COMPILE(c);
   int n;
   Node **roots = outputs(&c, &n);
-  Plan p = plan_of(c.g, roots, n, (FuseOpts){0});
-  Node *sq = value(c.g, "sq"), *s = value(c.g, "s"), *e = value(c.g, "e");
+  Plan p = plan_of(c.g, roots, n, (FuseOpts){.no_row = true});
+  Node *sq = value(c.g, "sq"), *s = value(c.g, "s"), *e = value(c.g, "e"), *b = value(c.g, "b");
   assert_true(p.internal[sq->id]);
   assert_int_equal(p.group[sq->id], p.group[s->id]);
   assert_false(p.internal[e->id]);
   assert_string_equal(p.why[e->id], "read by 2 kernels");
-  assert_non_null(strstr(p.why[s->id], "makes a kernel of its own"));
+  assert_string_equal(p.why[s->id], "row fusion is off (--fuse)");
   /* the reduce kind alone off: x * x gets its buffer back */
-  Plan q = plan_of(c.g, roots, n, (FuseOpts){.no_reduce = true});
+  Plan q = plan_of(c.g, roots, n, (FuseOpts){.no_reduce = true, .no_row = true});
   assert_false(q.internal[sq->id]);
   assert_string_equal(q.why[sq->id], "reduce fusion is off (--fuse)");
+  /* the row kind: s joins b's kernel, sq with it; e stays apart (a's
+   * kernel reduces no row) */
+  Plan r = plan_of(c.g, roots, n, (FuseOpts){0});
+  const FuseGroup *B = plan_group(&r, b);
+  assert_true(B->row && B->eltwise);
+  assert_int_equal(r.group[s->id], r.group[b->id]);
+  assert_int_equal(r.group[sq->id], r.group[b->id]);
+  assert_true(r.internal[s->id] && r.internal[sq->id]);
+  assert_string_equal(r.why[e->id], "read by 2 kernels");
   compiled_free(&c);
 }
 
@@ -169,6 +178,100 @@ static void training_step(void **state) {
   compiled_free(&c);
 }
 
+/* Members of p's group of n that are sums or means. */
+static int row_sums(const Plan *p, const Node *n) {
+  const FuseGroup *G = plan_group(p, n);
+  int k = 0;
+  for (int m = 0; m < G->n_members; m++)
+    k += G->members[m]->op == OP_SUM || G->members[m]->op == OP_MEAN;
+  return k;
+}
+
+static void model_variants(Graph *g, Node *const *roots, int n, const char *what, bool kinds);
+
+/* Layer norm: forward one row kernel (two means, no buffer between them);
+ * in a training step the values the backward pass reads are stored by it,
+ * and the backward's two row sums share a kernel too; --fuse without row
+ * leaves them apart.  Fused, unfused and each kind off: the same bits. */
+static void layernorm_rows(void **state) {
+  Compiled c = compile_opts("model m(N = 6) {\n  input x: f32[N, 80]\n  input y: i32[N]\n"
+                            "  h = layernorm(dense(x, out=80) * 2, name=\"ln\")\n"
+                            "  z = dense(h, out=3)\n"
+                            "  output z\n  loss = cross_entropy(z, y)\n}\n"
+                            "train m {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n",
+                            true, NULL, 0);
+  MUST_COMPILE(c);
+  Node *h = value(c.g, "h");
+  int n;
+  Node **roots = outputs(&c, &n);
+  Plan p = plan_of(c.g, roots, n, (FuseOpts){0});
+  const FuseGroup *G = plan_group(&p, h);
+  assert_true(G->row);
+  assert_int_equal(row_sums(&p, h), 2);
+  int first = h->id;
+  for (int m = 0; m < G->n_members; m++)
+    if (G->members[m]->op == OP_MEAN && G->members[m]->id < first)
+      first = G->members[m]->id;
+  for (int i = first; i < h->id; i++) /* the whole layer norm */
+    if (p.group[i] >= 0)
+      assert_int_equal(p.group[i], p.group[h->id]);
+  for (int m = 0; m < G->n_members; m++)
+    assert_true(G->members[m] == h || p.internal[G->members[m]->id]);
+  Kernel *k = program_kernel_at(c.a, &p, h);
+  char err[256];
+  assert_true(kir_verify(k, err, sizeof err));
+  assert_int_equal(k->n_bufs, 7); /* dense's matmul, its bias, 2, eps, the weight, the bias; h */
+  Plan q = plan_of(c.g, roots, n, (FuseOpts){.no_row = true});
+  assert_false(plan_group(&q, h)->row);
+  assert_int_equal(row_sums(&q, h), 0);
+  TrainStep ts = {0};
+  build_train_step(c.g, &c.d, &ts);
+  Plan t = plan_of(c.g, ts.roots, ts.n_roots, (FuseOpts){0});
+  assert_true(plan_group(&t, h)->row);
+  assert_int_equal(row_sums(&t, h), 2);
+  int stored = 0, back = 0;
+  for (int m = 0; m < plan_group(&t, h)->n_members; m++) {
+    const Node *v = plan_group(&t, h)->members[m];
+    if (v != h && !t.internal[v->id]) { /* needed by the backward pass: materialized */
+      assert_non_null(strstr(t.why[v->id], "stored by its row kernel"));
+      assert_true(t.offset[v->id] >= 0);
+      stored++;
+    }
+  }
+  assert_true(stored >= 2); /* x - mean and rsqrt(var + eps) */
+  for (int gi = 0; gi < t.n_groups; gi++)
+    if (t.groups[gi].row && t.groups[gi].anchor->is_backward)
+      back = back > row_sums(&t, t.groups[gi].anchor) ? back : row_sums(&t, t.groups[gi].anchor);
+  assert_int_equal(back, 2); /* sum(dy * w * xc) and the sum of the centred gradient */
+  rt_set_threads(2);
+  model_variants(c.g, ts.roots, ts.n_roots, "layernorm training step", true);
+  rt_set_threads(1);
+  compiled_free(&c);
+}
+
+/* Short rows (each a chain of adds, several rows side by side) and a max:
+ * layer norm then a softmax written out, all one row kernel. */
+static void row_chains(void **state) {
+  Compiled c = compile_text("model m() {\n  input x: f32[12, 6]\n  h = layernorm(x, name=\"ln\")\n"
+                            "  e = exp(h - max(h, axis=-1, keepdims=true))\n"
+                            "  y = e / sum(e, axis=-1, keepdims=true)\n  output y\n}\n");
+  MUST_COMPILE(c);
+  int n;
+  Node **roots = outputs(&c, &n);
+  Plan p = plan_of(c.g, roots, n, (FuseOpts){0});
+  Node *y = value(c.g, "y");
+  const FuseGroup *G = plan_group(&p, y);
+  assert_true(G->row);
+  int reductions = 0;
+  for (int m = 0; m < G->n_members; m++)
+    reductions += G->members[m]->op == OP_MAX || G->members[m]->op == OP_SUM ||
+                  G->members[m]->op == OP_MEAN;
+  assert_int_equal(reductions, 4);
+  assert_int_equal(p.n_groups, 1);
+  model_variants(c.g, roots, n, "layer norm and softmax rows", true);
+  compiled_free(&c);
+}
+
 static void opts_words(void **state) {
   FuseOpts o;
   assert_true(fuse_opts_parse("none", &o));
@@ -181,6 +284,10 @@ static void opts_words(void **state) {
   assert_string_equal(fuse_opts_text(&o), "eltwise,multi");
   assert_true(fuse_opts_parse("epilogue,reduce", &o));
   assert_string_equal(fuse_opts_text(&o), "reduce,epilogue");
+  assert_true(fuse_opts_parse("row,eltwise", &o));
+  assert_true(!o.no_row && !o.no_eltwise && o.no_reduce && o.no_fold);
+  assert_string_equal(fuse_opts_text(&o), "eltwise,row");
+  assert_true(fuse_opts_parse("none", &o) && o.no_row);
   assert_true(fuse_opts_parse("reduce", &o));
   assert_string_equal(fuse_opts_text(&o), "reduce");
   assert_false(fuse_opts_parse("bogus", &o));
@@ -244,7 +351,8 @@ static void model_variants(Graph *g, Node *const *roots, int n, const char *what
     }
   const FuseOpts variants[] = {FUSE_NONE,           {0},
                                       {.no_multi = true},  {.no_reduce = true},
-                                      {.no_eltwise = true}, {.no_epilogue = true}};
+                                      {.no_eltwise = true}, {.no_epilogue = true},
+                                      {.no_row = true}};
   char **base = calloc((size_t)n, sizeof(char *)), **got = calloc((size_t)n, sizeof(char *));
   int groups, k0 = run_variant(g, roots, n, variants[0], bufs, base, &groups), k1 = 0;
   for (int v = 1; v < (kinds ? countof(variants) : 2); v++) {
@@ -284,6 +392,7 @@ int main(void) {
       cmocka_unit_test(chain),         cmocka_unit_test(epilogue),
       cmocka_unit_test(reduce_and_boundaries),
       cmocka_unit_test(training_step), cmocka_unit_test(opts_words),
+      cmocka_unit_test(layernorm_rows), cmocka_unit_test(row_chains),
       cmocka_unit_test(every_model),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -5,7 +5,8 @@
  *
  * Which kernels: a sum or mean node's own kernel (not fused) whose reduced
  * axes are the trailing ones, with rows of at least 64 elements: what
- * ir/lower_reduce.c lowers with lanes_sum, 16 partial sums, element i of
+ * ir/lower_reduce.c lowers with lanes_sum (which it also uses for rows of
+ * 32 to 63; those keep the generic path here), 16 partial sums, element i of
  * the row going to partial i mod 16, each summed in order from 0, then
  * added as a tree (p[l] += p[l + 8] for l < 8, then 4, 2, 1).
  *
