@@ -293,11 +293,7 @@ static void add_params_file(Cg *cg, const char *path, int64_t bytes) {
   fprintf(f, "\t.section .rodata.kiln_params,\"a\",@progbits\n\t.globl kiln_params\n"
           "\t.type kiln_params,@object\n\t.size kiln_params,%lld\n\t.p2align %d\n"
           "kiln_params:\n\t.incbin \"", (long long)bytes, __builtin_ctz(PLAN_ALIGN));
-  for (const unsigned char *c = (const unsigned char *)path; *c; c++)
-    if (*c == '"' || *c == '\\' || *c < 0x20 || *c >= 0x7f)
-      fprintf(f, "\\%03o", *c);
-    else
-      fputc(*c, f);
+  aot_asm_string(f, path);
   fputs("\"\n\t.text\n", f);
   if (fclose(f) != 0)
     die("out of memory");
@@ -323,6 +319,14 @@ bool aot_params_to_file(Aot *a, const char *path, char *err, size_t n) {
   a->blob = NULL;
   a->params_file = path;
   return true;
+}
+
+void aot_asm_string(FILE *f, const char *s) {
+  for (const unsigned char *c = (const unsigned char *)s; *c; c++)
+    if (*c == '"' || *c == '\\' || *c < 0x20 || *c >= 0x7f)
+      fprintf(f, "\\%03o", *c);
+    else
+      fputc(*c, f);
 }
 
 bool aot_is_entry(const char *name) {

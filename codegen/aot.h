@@ -63,6 +63,8 @@
 #ifndef KILN_AOT_H
 #define KILN_AOT_H
 
+#include <stdio.h>
+
 #include "cg.h"
 #include "passes.h"
 
@@ -161,6 +163,9 @@ bool aot_write_object(Aot *a, const char *path, bool assembly, char *err, size_t
 /* Whether `name` is one of the module's entry points (kiln_infer,
  * kiln_prepare, kiln_train_step): the functions that stay exported. */
 bool aot_is_entry(const char *name);
+/* s inside an assembler string literal (an .incbin path): quotes,
+ * backslashes and bytes outside printable ASCII as octal escapes. */
+void aot_asm_string(FILE *f, const char *s);
 
 /* aot_split.c: the module, not optimized, cut into `parts` object files
  * (paths[i]), each optimized and compiled on a thread of its own; linked

@@ -139,11 +139,7 @@ static bool write_device(CuAot *ca, const char *table_path, const char *blob_pat
 static void asm_symbol(FILE *f, const char *name, const char *path, int nul) {
   fprintf(f, "\t.globl %s\n\t.type %s,@object\n\t.p2align 6\n%s:\n\t.incbin \"", name, name,
           name);
-  for (const unsigned char *c = (const unsigned char *)path; *c; c++)
-    if (*c == '"' || *c == '\\' || *c < 0x20 || *c >= 0x7f)
-      fprintf(f, "\\%03o", *c);
-    else
-      fputc(*c, f);
+  aot_asm_string(f, path);
   fputs("\"\n", f);
   if (nul)
     fputs("\t.byte 0\n", f);
