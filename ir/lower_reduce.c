@@ -61,47 +61,51 @@ enum { LANES = 16, MIN_RUN = 2 * LANES };
 /* Element i of a run, its decls into body. */
 typedef KExpr *(*LwElem)(void *ctx, KStmt *body, KExpr *i);
 
-/* The LANES partial sums, declared 0 in body. */
-static void lanes_init(Kernel *k, KStmt *body, int *acc) {
+/* The LANES partials, declared in body at the identity of op (KO_ADD: 0;
+ * KO_MAX: -inf). */
+static void lanes_init(Kernel *k, KStmt *body, KOp op, int *acc) {
   for (int l = 0; l < LANES; l++) {
     acc[l] = kir_var(k, "acc", KT_F32);
-    ks_add(k, body, ks_decl(k, acc[l], FC(0)));
+    ks_add(k, body, ks_decl(k, acc[l], FC(op == KO_MAX ? -INFINITY : 0)));
   }
 }
 
-/* Adds a run of `run` elements to the partials (element i to partial i mod
- * LANES); elem gives element i's value, its decls into the body given. */
-static void lanes_run(Kernel *k, KStmt *body, const int *acc, int64_t run, LwElem elem,
+/* Combines a run of `run` elements into the partials with op (element i
+ * to partial i mod LANES); elem gives element i's value, its decls into
+ * the body given. */
+static void lanes_run(Kernel *k, KStmt *body, KOp op, const int *acc, int64_t run, LwElem elem,
                       void *ctx) {
   KExpr *c;
   KStmt *lc = lw_for(k, body, "c", run / LANES, KL_REDUCE, &c);
   KExpr *at = lw_bind(k, lc, "at", MUL(c, IC(LANES)));
   for (int l = 0; l < LANES; l++)
-    ks_add(k, lc, ks_set(k, acc[l], ADD(VAR(acc[l]), elem(ctx, lc, ADD(at, IC(l))))));
+    ks_add(k, lc, ks_set(k, acc[l], BIN(op, VAR(acc[l]), elem(ctx, lc, ADD(at, IC(l))))));
   for (int64_t l = 0; l < run % LANES; l++)
     ks_add(k, body,
-           ks_set(k, acc[l], ADD(VAR(acc[l]), elem(ctx, body, IC(run / LANES * LANES + l)))));
+           ks_set(k, acc[l], BIN(op, VAR(acc[l]), elem(ctx, body, IC(run / LANES * LANES + l)))));
 }
 
-/* The partials added up as a tree (acc[l] += acc[l + w]); the sum. */
-static KExpr *lanes_tree(Kernel *k, KStmt *body, const int *acc) {
+/* The partials combined as a tree (acc[l] = acc[l] op acc[l + w]); the
+ * result. */
+static KExpr *lanes_tree(Kernel *k, KStmt *body, KOp op, const int *acc) {
   for (int w = LANES / 2; w >= 1; w /= 2)
     for (int l = 0; l < w; l++)
-      ks_add(k, body, ks_set(k, acc[l], ADD(VAR(acc[l]), VAR(acc[l + w]))));
+      ks_add(k, body, ks_set(k, acc[l], BIN(op, VAR(acc[l]), VAR(acc[l + w]))));
   return VAR(acc[0]);
 }
 
-/* A load of buffer 0 at base + i (the unfused kernels' element). */
+/* A load of buffer buf at base + i (the unfused kernels' element). */
 typedef struct AtBase {
   Kernel *k;
   KExpr *base;
+  int buf;
 } AtBase;
 
 static KExpr *load_at_base(void *ctx, KStmt *body, KExpr *i) {
   AtBase *b = ctx;
   Kernel *k = b->k;
   (void)body;
-  return LOAD(0, ADD(b->base, i));
+  return LOAD(b->buf, ADD(b->base, i));
 }
 
 static Kernel *lanes_sum(Kernel *k, const Node *n, int nk, int64_t *kd, int64_t kst[][MAX_RANK],
@@ -109,7 +113,7 @@ static Kernel *lanes_sum(Kernel *k, const Node *n, int nk, int64_t *kd, int64_t 
   Nest no, ni;
   lw_nest(k, k->body, nk, kd, 2, kst, NEST_ROWS, &no);
   int acc[LANES];
-  lanes_init(k, no.body, acc);
+  lanes_init(k, no.body, KO_ADD, acc);
   KStmt *body = no.body;
   KExpr *base = lw_at(k, &no, 1, 0);
   if (nr > 0) {
@@ -117,9 +121,9 @@ static Kernel *lanes_sum(Kernel *k, const Node *n, int nk, int64_t *kd, int64_t 
     body = ni.body;
     base = ADD(base, lw_at(k, &ni, 0, 0));
   }
-  AtBase at = {k, lw_bind(k, body, "base", base)};
-  lanes_run(k, body, acc, run, load_at_base, &at);
-  KExpr *res = lanes_tree(k, no.body, acc);
+  AtBase at = {k, lw_bind(k, body, "base", base), 0};
+  lanes_run(k, body, KO_ADD, acc, run, load_at_base, &at);
+  KExpr *res = lanes_tree(k, no.body, KO_ADD, acc);
   if (n->op == OP_MEAN)
     res = DIV(res, FC((double)cnt));
   ks_add(k, no.body, ks_store(k, lw_out(n), lw_at(k, &no, 0, 0), res));
@@ -249,9 +253,9 @@ void lw_rows_reduce(Kernel *k, KStmt *body, const Node *n, int64_t len, int nb, 
     for (int b = 0; b < nb; b++) {
       int acc[LANES];
       OneRow o = {elem, ctx, b};
-      lanes_init(k, body, acc);
-      lanes_run(k, body, acc, len, one_row_elem, &o);
-      res[b] = lanes_tree(k, body, acc);
+      lanes_init(k, body, KO_ADD, acc);
+      lanes_run(k, body, KO_ADD, acc, len, one_row_elem, &o);
+      res[b] = lanes_tree(k, body, KO_ADD, acc);
     }
   } else {
     int acc[LW_MAX_ROWS];
@@ -325,8 +329,15 @@ Kernel *lower_argmax(Arena *a, const Node *n) {
 }
 
 /* softmax: exp(x - max) / sum; log_softmax: (x - max) - log(sum).  The
- * exponentials go through the output (stored, summed in order, then
- * divided), the same operations as summing them directly. */
+ * exponentials go through the output (stored, then summed, then the output
+ * made from them).  A contiguous row (inner == 1, the last axis) of MIN_RUN
+ * or more takes its maximum and its sum in LANES partials, as lanes_sum:
+ * the one chain of dependent max, then add, operations per row was most of
+ * the time of attention's softmax over 128 positions (1.1 ns an element,
+ * the exponentials vectorized).  The maximum is the same in any order (each
+ * partial skips NaN as the chain did; only which of -0 and +0 a row of
+ * zeros returns can change, and exp(x - max) does not see that); the sum
+ * rounds as the partials add.  Shorter or strided rows keep the chains. */
 Kernel *lower_softmax(Arena *a, const Node *n) {
   Kernel *k = lw_kernel(a, n);
   int64_t len, inner;
@@ -340,18 +351,34 @@ Kernel *lower_softmax(Arena *a, const Node *n) {
   int r1 = lw_ivar(k, "r"), r2 = lw_ivar(k, "r"), r3 = lw_ivar(k, "r");
 #define X(r) LOAD(0, ADD(base, MUL(VAR(r), IC(inner))))
 #define Y(r) ADD(base, MUL(VAR(r), IC(inner)))
-  ks_add(k, b, ks_decl(k, mx, FC(-INFINITY)));
-  KStmt *l1 = lw_loop(k, b, r1, len, KL_REDUCE);
-  ks_add(k, l1, ks_set(k, mx, MAX(VAR(mx), X(r1)))); /* mx < v ? v : mx, NaN skipped */
+  bool lanes = inner == 1 && len >= MIN_RUN;
+  AtBase in = {k, base, 0}, out = {k, base, lw_out(n)};
+  if (lanes) {
+    int acc[LANES];
+    lanes_init(k, b, KO_MAX, acc);
+    lanes_run(k, b, KO_MAX, acc, len, load_at_base, &in);
+    ks_add(k, b, ks_decl(k, mx, lanes_tree(k, b, KO_MAX, acc)));
+  } else {
+    ks_add(k, b, ks_decl(k, mx, FC(-INFINITY)));
+    KStmt *l1 = lw_loop(k, b, r1, len, KL_REDUCE);
+    ks_add(k, l1, ks_set(k, mx, MAX(VAR(mx), X(r1)))); /* mx < v ? v : mx, NaN skipped */
+  }
   /* the exponentials into the output first (independent: they vectorize),
-   * then their sum in order, then the output from them */
+   * then their sum, then the output from them */
   int r4 = lw_ivar(k, "r");
   KLoopKind map = inner == 1 ? KL_VECTOR : KL_SERIAL;
   KStmt *l2 = lw_loop(k, b, r2, len, map);
   ks_add(k, l2, ks_store(k, lw_out(n), Y(r2), UN(KO_EXP, SUB(X(r2), VAR(mx)))));
-  ks_add(k, b, ks_decl(k, sum, FC(0)));
-  KStmt *l4 = lw_loop(k, b, r4, len, KL_REDUCE);
-  ks_add(k, l4, ks_set(k, sum, ADD(VAR(sum), LOAD(lw_out(n), Y(r4)))));
+  if (lanes) {
+    int acc[LANES];
+    lanes_init(k, b, KO_ADD, acc);
+    lanes_run(k, b, KO_ADD, acc, len, load_at_base, &out);
+    ks_add(k, b, ks_decl(k, sum, lanes_tree(k, b, KO_ADD, acc)));
+  } else {
+    ks_add(k, b, ks_decl(k, sum, FC(0)));
+    KStmt *l4 = lw_loop(k, b, r4, len, KL_REDUCE);
+    ks_add(k, l4, ks_set(k, sum, ADD(VAR(sum), LOAD(lw_out(n), Y(r4)))));
+  }
   KExpr *lse = n->op == OP_LOG_SOFTMAX ? lw_let(k, b, "lse", UN(KO_LOG, VAR(sum))) : NULL;
   KStmt *l3 = lw_loop(k, b, r3, len, map);
   KExpr *y = lse ? SUB(SUB(X(r3), VAR(mx)), lse) : DIV(LOAD(lw_out(n), Y(r3)), VAR(sum));

@@ -36,6 +36,8 @@ static const OpCase op_cases[] = {
     {"input x: f32[3, 4]; y = cast(argmax(x, axis=1), f32) + "
      "cast(argmax(transpose(x), axis=0), f32)", NULL},
     {"input x: f32[2, 3, 4]; y = softmax(x, axis=1) + log_softmax(x)", NULL},
+    /* rows of 37: maximum and sum in 16 partials, 5 elements after their loop */
+    {"input x: f32[3, 2, 37]; y = softmax(x * 40) + log_softmax(x, axis=2)", "x=-3:3"},
     {"input x: f32[3, 5]; input b: f32[2, 2]; t = transpose(x); "
      "y = concat(t[1:, ::2], b, axis=0) + broadcast_to(b[0], [6, 2]) + reshape(x, [15])[4] + "
      "t[-3:-1, 1][0]", NULL},

@@ -215,7 +215,18 @@ static void test_argmax_softmax(void **state) {
       at.axis = axis, at.keepdims = axis == 1;
       keep(mk(OP_ARGMAX, &at, 1, xs[i]));
     }
-  Node *fs[] = {x, big, t};
+  /* Rows of 32 or more take their maximum and sum in 16 partials
+   * (lower_softmax): rows of 37, so 5 elements follow the partials' loop.
+   * Row 0's maximum (100: were it missed, its exponential would overflow)
+   * is one of those, row 1's is in the loop, row 2 has a NaN (skipped by
+   * the maximum, the row NaN), row 3 a -inf among values of +-88. */
+  static float long_rows[4 * 37];
+  for (int i = 0; i < countof(long_rows); i++)
+    long_rows[i] = (float)((i * 37 % 23) - 11) * (i >= 3 * 37 ? 8.0f : 0.5f);
+  long_rows[36] = 100, long_rows[37 + 19] = 40, long_rows[2 * 37 + 7] = NAN;
+  long_rows[3 * 37 + 33] = -INFINITY;
+  Node *lr = input("lr", DT_F32, shp(2, 4, 37), long_rows, countof(long_rows));
+  Node *fs[] = {x, big, t, lr, rand_input("lx", shp(2, 6, 64), 12)};
   for (int i = 0; i < countof(fs); i++)
     for (int axis = -1; axis < fs[i]->shape.rank; axis++) {
       Attrs at = def(OP_SOFTMAX);
