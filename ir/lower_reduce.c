@@ -108,6 +108,15 @@ static KExpr *load_at_base(void *ctx, KStmt *body, KExpr *i) {
   return LOAD(b->buf, ADD(b->base, i));
 }
 
+/* The len elements at at's base combined with op in LANES partials (decls
+ * into body); the result. */
+static KExpr *lanes_reduce(Kernel *k, KStmt *body, KOp op, int64_t len, AtBase *at) {
+  int acc[LANES];
+  lanes_init(k, body, op, acc);
+  lanes_run(k, body, op, acc, len, load_at_base, at);
+  return lanes_tree(k, body, op, acc);
+}
+
 static Kernel *lanes_sum(Kernel *k, const Node *n, int nk, int64_t *kd, int64_t kst[][MAX_RANK],
                          int nr, int64_t *rd, int64_t rst[][MAX_RANK], int64_t run, int64_t cnt) {
   Nest no, ni;
@@ -354,10 +363,7 @@ Kernel *lower_softmax(Arena *a, const Node *n) {
   bool lanes = inner == 1 && len >= MIN_RUN;
   AtBase in = {k, base, 0}, out = {k, base, lw_out(n)};
   if (lanes) {
-    int acc[LANES];
-    lanes_init(k, b, KO_MAX, acc);
-    lanes_run(k, b, KO_MAX, acc, len, load_at_base, &in);
-    ks_add(k, b, ks_decl(k, mx, lanes_tree(k, b, KO_MAX, acc)));
+    ks_add(k, b, ks_decl(k, mx, lanes_reduce(k, b, KO_MAX, len, &in)));
   } else {
     ks_add(k, b, ks_decl(k, mx, FC(-INFINITY)));
     KStmt *l1 = lw_loop(k, b, r1, len, KL_REDUCE);
@@ -370,10 +376,7 @@ Kernel *lower_softmax(Arena *a, const Node *n) {
   KStmt *l2 = lw_loop(k, b, r2, len, map);
   ks_add(k, l2, ks_store(k, lw_out(n), Y(r2), UN(KO_EXP, SUB(X(r2), VAR(mx)))));
   if (lanes) {
-    int acc[LANES];
-    lanes_init(k, b, KO_ADD, acc);
-    lanes_run(k, b, KO_ADD, acc, len, load_at_base, &out);
-    ks_add(k, b, ks_decl(k, sum, lanes_tree(k, b, KO_ADD, acc)));
+    ks_add(k, b, ks_decl(k, sum, lanes_reduce(k, b, KO_ADD, len, &out)));
   } else {
     ks_add(k, b, ks_decl(k, sum, FC(0)));
     KStmt *l4 = lw_loop(k, b, r4, len, KL_REDUCE);
