@@ -66,6 +66,8 @@ static const OpCase op_cases[] = {
     {"input ids: i32[2, 4]; input t: f32[5, 3]; y = op.embedding(ids, t)", "ids=0:5"},
     {"input z: f32[4, 5]; input t: i32[4]; y = cross_entropy(z, t) + "
      "cross_entropy(reshape(z, [2, 2, 5]), reshape(t, [2, 2]))", "t=0:5"},
+    /* 40 classes: maximum and sum in 16 partials, 8 after their loop */
+    {"input z: f32[6, 40]; input t: i32[6]; y = cross_entropy(z * 30, t)", "z=-3:3 t=0:40"},
     {"input x: f32[4, 6]; y = op.dropout(x, p=0.3) + dropout(x * x, p=0.5) + stop_gradient(x) * x",
      NULL},
     {"input x: f32[2, 5]; y = layernorm(dense(x, out=4)) + x[0, 0]", NULL},

@@ -316,7 +316,16 @@ static void test_embedding(void **state) {
   Node *l2 = IN_I("l2", shp(2, 2, 2), 3, 3, 0, 4), *dy = IN_F("dy", shp(0), 1.5f);
   Node *hot = IN_F("hot", shp(2, 2, 3), 1000, -1000, 0, 88, 88, 88);
   Node *lh = IN_I("lh", shp(1, 2), 1, 2);
-  Node *pairs[][2] = {{lg, lb}, {lg, bad}, {l3, l2}, {hot, lh}};
+  /* 37 classes: the row's maximum and sum in 16 partials (ce_row), 5
+   * elements after their loop; row 0's maximum (100) among those, row 1's
+   * in the loop, row 2 with a NaN, row 3's label out of range. */
+  static float wide[4 * 37];
+  for (int i = 0; i < countof(wide); i++)
+    wide[i] = (float)((i * 29 % 19) - 9) * 0.7f;
+  wide[36] = 100, wide[37 + 3] = 60, wide[2 * 37 + 20] = NAN;
+  Node *lw = input("lw", DT_F32, shp(2, 4, 37), wide, countof(wide));
+  Node *lwl = IN_I("lwl", shp(1, 4), 36, 0, 5, 37);
+  Node *pairs[][2] = {{lg, lb}, {lg, bad}, {l3, l2}, {hot, lh}, {lw, lwl}};
   for (int i = 0; i < countof(pairs); i++) {
     keep(mk(OP_CROSS_ENTROPY, NULL, 2, pairs[i][0], pairs[i][1]));
     keep(mk(OP_CROSS_ENTROPY_BACK, NULL, 3, pairs[i][0], pairs[i][1], dy));
