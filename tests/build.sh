@@ -315,6 +315,16 @@ for step in kiln_infer kiln_prepare kiln_train_step; do
     echo "FAIL: $step is not optnone (attributes #${grp:-?})"; fails=$((fails + 1))
   fi
 done
+# On AVX-512 hosts no kernel uses gathers (codegen/llvm/cg_module.c: LLVM's
+# 16-lane gathers made max pooling 5x slower than wide loads and shuffles).
+if grep -q '\bavx512f\b' /proc/cpuinfo 2>/dev/null; then
+  n=$(grep -c 'llvm\.masked\.gather\|llvm\.masked\.scatter' "$tmp/rs.ll" || true)
+  if [ "$n" = 0 ]; then
+    echo "ok: no gathers or scatters in resnet_small's kernels"
+  else
+    echo "FAIL: $n gathers or scatters in resnet_small's kernels"; fails=$((fails + 1))
+  fi
+fi
 
 # --- linking fails: cc's output, exit 1, nothing left -----------------------------------
 mkdir -p "$tmp/fakebin" "$tmp/linkfail"

@@ -8,6 +8,13 @@
  * whatever compiles it later (the JIT, an object file, llc).  With AVX-512
  * the functions also ask for 512-bit vectors ("prefer-vector-width"=512):
  * LLVM's x86 tuning otherwise stays at 256 bits on many AVX-512 CPUs.
+ * And no gathers or scatters ("+prefer-no-gather,+prefer-no-scatter"):
+ * LLVM takes them as cheap on every AVX-512 CPU, and vectorized max
+ * pooling's stride-2 taps as four 16-lane gathers per row of windows; on
+ * this project's machine (AMD EPYC, znver5) that kernel took 5.3 ms where
+ * the wide loads and shuffles LLVM uses without gathers take 1.1 ms (VGG's
+ * first pooling at batch 64).  No other kernel of the models measured
+ * more than noise apart (bench/kprof.sh, docs/benchmarks.md).
  *
  * Every path out of the module (cg_optimize, cg_emit_file, cg_jit) runs
  * LLVMVerifyModule first and returns LLVM's report on failure (style rule
@@ -195,6 +202,20 @@ Cg *cg_new(const char *module, const CgOpts *o, char *err, size_t n) {
   cg->cpu = dup_or(o->cpu, LLVMGetHostCPUName);
   cg->features = dup_or(o->features, LLVMGetHostCPUFeatures);
   cg->avx512 = strstr(cg->features, "+avx512f") != NULL;
+  if (cg->avx512) { /* no gathers: see the header */
+    static const char nog[] = ",+prefer-no-gather,+prefer-no-scatter";
+    size_t len = strlen(cg->features);
+    char *f = malloc(len + sizeof nog);
+    if (!f) {
+      cg_errf(err, n, "codegen: out of memory");
+      cg_free(cg);
+      return NULL;
+    }
+    memcpy(f, cg->features, len);
+    memcpy(f + len, nog, sizeof nog);
+    free(cg->features);
+    cg->features = f;
+  }
   cg->tsc = LLVMOrcCreateNewThreadSafeContext();
   cg->ctx = LLVMOrcThreadSafeContextGetContext(cg->tsc);
   cg_diagnostics(cg->ctx, cg);
