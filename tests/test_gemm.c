@@ -347,7 +347,9 @@ static void determinism(void **state) {
  * the unfused kernels one after another.  Each case also runs with small
  * K panels, column blocks and many tasks (KILN_GEMM_KC, _NB, _TASKS), so an
  * epilogue applied before a block's last K panel would show, and with
- * KILN_EPILOGUE_AFTER (the pass after the tasks: same bits). */
+ * KILN_EPILOGUE_AFTER (the pass after the tasks: same bits).  A
+ * one-element output has no loop nest to run per tile: it must fall back
+ * to the pass after the tasks. */
 static const char *const epi_cases[] = {
     "input a: f32[100, 300]; input b: f32[300, 150]; input c: f32[150]; "
     "input r: f32[100, 150]; y = relu(a @ b + c + r)",
@@ -367,7 +369,10 @@ static const char *const epi_cases[] = {
     "y = tanh(op.conv2d(x, w, groups=2, stride=2, pad=1) + b)",
     "input x: f32[2, 4, 5, 6]; input w: f32[4, 3, 3, 3]; input b: f32[3, 1, 1]; "
     "input r: f32[2, 3, 9, 11]; y = relu(op.conv_transpose2d(x, w, stride=2, pad=1) + b + r)",
+    /* one element: no loop nest, so the epilogue stays after the tasks */
+    "input a: f32[1, 5]; input b: f32[5, 1]; input c: f32[1]; y = relu(a @ b + c)",
 };
+static const int epi_after_only = 1; /* the last cases: K.epilogue expected */
 
 /* The value of every node, each computed by its own kernel under kir_eval
  * (the unfused program's bits), leaves from the reference evaluator. */
@@ -390,7 +395,7 @@ static float **unfused_values(Graph *g, Eval *ev) {
   return val;
 }
 
-static void epi_case(const char *body, const char *variant) {
+static void epi_case(const char *body, const char *variant, bool after) {
   char text[1024];
   snprintf(text, sizeof text, "model m() {\n  %s\n  output y\n}\n", body);
   for (char *p = text; *p; p++)
@@ -433,7 +438,6 @@ static void epi_case(const char *body, const char *variant) {
   bool sched, tile, sched_plain;
   CgJit *j = compile_k(k, false, &sched, &tile), *jp = compile(k, true, &sched_plain);
   assert_true(sched);
-  bool after = getenv("KILN_EPILOGUE_AFTER") != NULL;
   if (tile == after)
     fail_msg("%s (%s): the epilogue %s per tile", body, variant, tile ? "runs" : "does not run");
   for (int run_i = 0; run_i < 3; run_i++) { /* plain, then 1 and 2 threads */
@@ -480,7 +484,8 @@ static void epilogues(void **state) {
     if (v == 2)
       setenv("KILN_EPILOGUE_AFTER", "1", 1);
     for (int i = 0; i < countof(epi_cases); i++)
-      epi_case(epi_cases[i], v == 0 ? "default schedule" : v == 1 ? "small blocks" : "after");
+      epi_case(epi_cases[i], v == 0 ? "default schedule" : v == 1 ? "small blocks" : "after",
+               v == 2 || i >= countof(epi_cases) - epi_after_only);
     unsetenv("KILN_EPILOGUE_AFTER");
   }
   arena_free(ar);
