@@ -503,7 +503,8 @@ static KStmt *tile_epilogue(Gemm *g) {
   KStmt *lr = ks_loop(pk, v_r, VAR(g->v_erows), KL_SERIAL);
   ks_add(pk, blk, lr);
   KExpr *lo = VAR(v_lo), *hi = VAR(v_hi), *o = VAR(v_o);
-  ks_add(pk, lr, ks_decl(pk, v_lo, BIN(KO_ADD, VAR(g->v_es), BIN(KO_MUL, VAR(v_r), VAR(g->v_eld)))));
+  KExpr *start = BIN(KO_ADD, VAR(g->v_es), BIN(KO_MUL, VAR(v_r), VAR(g->v_eld)));
+  ks_add(pk, lr, ks_decl(pk, v_lo, start));
   ks_add(pk, lr, ks_decl(pk, v_hi, BIN(KO_ADD, lo, VAR(g->v_ecols))));
   ks_add(pk, lr, ks_decl(pk, v_o0, BIN(KO_FLOORDIV, lo, IC(e))));
   KExpr *n_o = BIN(KO_ADD, BIN(KO_SUB, BIN(KO_FLOORDIV, BIN(KO_SUB, hi, IC(1)), IC(e)), VAR(v_o0)),
