@@ -20,8 +20,11 @@
  * element before it stores any output of it.  Not the one-element values of a
  * group (the kernel computes them before its loop, one after another), nor
  * the outputs of an epilogue group (its matmul writes the output before
- * the loop reads the inputs) or of a group with a slice (it reads its
- * input at other elements than the one being written).
+ * the loop reads the inputs; and codegen/llvm/cg_gemm.c runs the epilogue
+ * per tile, writing the group's outputs while other tiles' GEMMs still
+ * read theirs, so no output may share bytes with anything the kernel
+ * reads) or of a group with a slice (it reads its input at other elements
+ * than the one being written).
  * x * x reads x once, so it may overwrite x too.
  */
 #include "passes.h"

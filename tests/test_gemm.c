@@ -32,6 +32,7 @@
 
 #include "kiln_test.h"
 #include "cg.h"
+#include "program.h"
 #include "rt_pool.h"
 
 typedef struct Case {
@@ -160,8 +161,10 @@ static void check_bound(const Node *n, const float *got, const float *ref, const
   }
 }
 
-/* A JIT with k alone; *scheduled says whether NAME.ukr was emitted. */
-static CgJit *compile(Kernel *k, bool no_schedule, bool *scheduled) {
+/* A JIT with k alone; *scheduled says whether NAME.ukr was emitted, and
+ * *tile (if asked) whether a fused epilogue runs per tile (NAME.tile_epilogue
+ * and no NAME.epilogue after the tasks). */
+static CgJit *compile_k(Kernel *k, bool no_schedule, bool *scheduled, bool *tile) {
   char err[2048];
   Cg *cg = cg_new("t", &(CgOpts){.opt_level = 3, .verify = true, .no_schedule = no_schedule},
                   err, sizeof err);
@@ -172,6 +175,12 @@ static CgJit *compile(Kernel *k, bool no_schedule, bool *scheduled) {
   *scheduled = strstr(ir, want) != NULL;
   snprintf(want, sizeof want, "@%s.rows(", k->name); /* cg_pool.c's */
   *scheduled = *scheduled || strstr(ir, want) != NULL;
+  if (tile) {
+    snprintf(want, sizeof want, "@%s.tile_epilogue(", k->name);
+    char after[300];
+    snprintf(after, sizeof after, "@%s.epilogue(", k->name);
+    *tile = strstr(ir, want) && !strstr(ir, after);
+  }
   free(ir);
   if (!cg_optimize(cg, err, sizeof err))
     fail_msg("optimizing %s: %s", k->name, err);
@@ -180,6 +189,10 @@ static CgJit *compile(Kernel *k, bool no_schedule, bool *scheduled) {
     fail_msg("jit %s: %s", k->name, err);
   cg_free(cg);
   return j;
+}
+
+static CgJit *compile(Kernel *k, bool no_schedule, bool *scheduled) {
+  return compile_k(k, no_schedule, scheduled, NULL);
 }
 
 /* Runs k's compiled code on bufs, the output into out (numel floats). */
@@ -323,8 +336,211 @@ static void determinism(void **state) {
   arena_free(ar);
 }
 
+/* --- fused epilogues, per tile ------------------------------------------------------ */
+
+/* A matmul or convolution leading an elementwise epilogue (passes/fuse.c,
+ * kind epilogue) that reads broadcast inputs (bias, batchnorm parameters)
+ * and a residual; shapes that no tile divides.  The fused kernel compiled
+ * with the schedule must run the epilogue per tile (NAME.tile_epilogue,
+ * no NAME.epilogue pass after the tasks), and give, with 1 and 2 threads,
+ * the bits of kir_eval on the fused kernel, of the plain loop nest, and of
+ * the unfused kernels one after another.  Each case also runs with small
+ * K panels, column blocks and many tasks (KILN_GEMM_KC, _NB, _TASKS), so an
+ * epilogue applied before a block's last K panel would show, and with
+ * KILN_EPILOGUE_AFTER (the pass after the tasks: same bits).  A
+ * one-element output has no loop nest to run per tile: it must fall back
+ * to the pass after the tasks. */
+static const char *const epi_cases[] = {
+    "input a: f32[100, 300]; input b: f32[300, 150]; input c: f32[150]; "
+    "input r: f32[100, 150]; y = relu(a @ b + c + r)",
+    "input a: f32[3, 40, 30]; input b: f32[3, 50, 40]; input s: f32[50]; "
+    "y = tanh(matmul(a, b, transpose_a=true, transpose_b=true) * s)",
+    "input a: f32[2, 1, 37, 30]; input b: f32[3, 30, 70]; input c: f32[3, 1, 70]; "
+    "y = sigmoid(a @ b - c)",
+    "input a: f32[1, 64]; input b: f32[64, 100]; input c: f32[100]; input r: f32[1, 100]; "
+    "y = relu(a @ b + c) + r",
+    "input a: f32[3, 5]; input b: f32[5, 4]; input c: f32[4]; y = relu(a @ b + c)",
+    "input x: f32[2, 8, 13, 11]; input w: f32[12, 8, 3, 3]; input b: f32[12, 1, 1]; "
+    "input r: f32[2, 12, 13, 11]; y = relu(op.conv2d(x, w, pad=1) + b + r)",
+    "input x: f32[2, 2, 9, 70]; input w: f32[20, 2, 3, 3]; input m: f32[20, 1, 1]; "
+    "input s: f32[20, 1, 1]; input t: f32[20, 1, 1]; input r: f32[2, 20, 9, 70]; "
+    "y = relu((op.conv2d(x, w, pad=1) - m) * s + t) + r",
+    "input x: f32[3, 4, 10, 9]; input w: f32[6, 2, 3, 3]; input b: f32[6, 1, 1]; "
+    "y = tanh(op.conv2d(x, w, groups=2, stride=2, pad=1) + b)",
+    "input x: f32[2, 4, 5, 6]; input w: f32[4, 3, 3, 3]; input b: f32[3, 1, 1]; "
+    "input r: f32[2, 3, 9, 11]; y = relu(op.conv_transpose2d(x, w, stride=2, pad=1) + b + r)",
+    /* one element: no loop nest, so the epilogue stays after the tasks */
+    "input a: f32[1, 5]; input b: f32[5, 1]; input c: f32[1]; y = relu(a @ b + c)",
+};
+static const int epi_after_only = 1; /* the last cases: K.epilogue expected */
+
+/* The value of every node, each computed by its own kernel under kir_eval
+ * (the unfused program's bits), leaves from the reference evaluator. */
+static float **unfused_values(Graph *g, Eval *ev) {
+  float **val = calloc((size_t)g->n_nodes, sizeof *val);
+  for (int i = 0; i < g->n_nodes; i++) {
+    Node *n = g->nodes[i];
+    Kernel *k = n->op == OP_INPUT ? NULL : lower_node(ar, n);
+    if (!k) {
+      val[i] = ev->vals[i].data;
+      continue;
+    }
+    void *bufs[16];
+    assert_true(k->n_bufs <= 16);
+    for (int b = 0; b < k->n_bufs; b++)
+      bufs[b] = k->bufs[b].role == KB_IN ? val[k->bufs[b].node] : NULL;
+    bufs[k->n_bufs - 1] = val[i] = malloc((size_t)node_bytes(n) + 4);
+    kir_eval(k, bufs);
+  }
+  return val;
+}
+
+static void epi_case(const char *body, const char *variant, bool after) {
+  char text[1024];
+  snprintf(text, sizeof text, "model m() {\n  %s\n  output y\n}\n", body);
+  for (char *p = text; *p; p++)
+    *p = *p == ';' ? '\n' : *p;
+  Compiled c = compile_opts(text, false, NULL, 0);
+  MUST_COMPILE(c);
+  Graph *g = c.g;
+  Node *y = graph_find_value(g, "y");
+  Eval ev;
+  eval_init(&ev, g);
+  uint64_t seed = 11;
+  for (int i = 0; i < g->n_nodes; i++)
+    if (g->nodes[i]->op == OP_INPUT) {
+      float *d = eval_input(&ev, g->nodes[i]);
+      for (int64_t j = 0; j < shape_numel(&g->nodes[i]->shape); j++)
+        d[j] = frand(&seed);
+    }
+  char err[512];
+  if (eval_run(&ev, NULL, err, sizeof err))
+    fail_msg("%s: reference: %s", body, err);
+  float **val = unfused_values(g, &ev);
+  Plan p;
+  plan_build(g, &y, 1, &(PlanOpts){0}, &p);
+  Kernel *k = program_kernel_at(ar, &p, y);
+  if (!k || !k->head)
+    fail_msg("%s: y is not a fused kernel with an epilogue", body);
+  void *bufs[16], *oracle[16];
+  float *outs[16] = {0};
+  assert_true(k->n_bufs <= 16);
+  for (int b = 0; b < k->n_bufs; b++) {
+    const KBuf *kb = &k->bufs[b];
+    bufs[b] = oracle[b] = kb->role == KB_IN ? val[kb->node] : NULL;
+    if (kb->role == KB_OUT) {
+      assert_int_equal(kb->numel, shape_numel(&g->nodes[kb->node]->shape));
+      oracle[b] = malloc((size_t)kb->numel * 4 + 4);
+      bufs[b] = outs[b] = malloc((size_t)kb->numel * 4 + 4);
+    }
+  }
+  kir_eval(k, oracle);
+  bool sched, tile, sched_plain;
+  CgJit *j = compile_k(k, false, &sched, &tile), *jp = compile(k, true, &sched_plain);
+  assert_true(sched);
+  if (tile == after)
+    fail_msg("%s (%s): the epilogue %s per tile", body, variant, tile ? "runs" : "does not run");
+  for (int run_i = 0; run_i < 3; run_i++) { /* plain, then 1 and 2 threads */
+    rt_set_threads(run_i == 2 ? 2 : 1);
+    CgKernelFn f = cg_jit_kernel(run_i ? j : jp, k->name);
+    assert_non_null(f);
+    for (int b = 0; b < k->n_bufs; b++)
+      if (outs[b])
+        memset(outs[b], 0xff, (size_t)k->bufs[b].numel * 4);
+    f(bufs);
+    for (int b = 0; b < k->n_bufs; b++) {
+      if (!outs[b])
+        continue;
+      size_t bytes = (size_t)k->bufs[b].numel * 4;
+      if (memcmp(outs[b], oracle[b], bytes) || memcmp(outs[b], val[k->bufs[b].node], bytes))
+        fail_msg("%s (%s): %s of %s: not the bits of kir_eval and of the unfused kernels (%s)",
+                 body, variant, k->bufs[b].name, k->name,
+                 run_i ? (run_i == 1 ? "1 thread" : "2 threads") : "plain loop nest");
+    }
+  }
+  rt_set_threads(1);
+  for (int b = 0; b < k->n_bufs; b++)
+    if (outs[b])
+      free(outs[b]), free(oracle[b]);
+  for (int i = 0; i < g->n_nodes; i++)
+    if (val[i] != ev.vals[i].data)
+      free(val[i]);
+  free(val);
+  cg_jit_free(j), cg_jit_free(jp);
+  eval_free(&ev);
+  compiled_free(&c);
+}
+
+static void epilogues(void **state) {
+  static const char *const env[][2] = {{"KILN_GEMM_KC", "16"}, {"KILN_GEMM_NB", "64"},
+                                       {"KILN_GEMM_TASKS", "64"}};
+  ar = arena_new();
+  for (int v = 0; v < 3; v++) {
+    for (int e = 0; e < countof(env); e++)
+      if (v == 1)
+        setenv(env[e][0], env[e][1], 1);
+      else
+        unsetenv(env[e][0]);
+    if (v == 2)
+      setenv("KILN_EPILOGUE_AFTER", "1", 1);
+    for (int i = 0; i < countof(epi_cases); i++)
+      epi_case(epi_cases[i], v == 0 ? "default schedule" : v == 1 ? "small blocks" : "after",
+               v == 2 || i >= countof(epi_cases) - epi_after_only);
+    unsetenv("KILN_EPILOGUE_AFTER");
+  }
+  arena_free(ar);
+}
+
+/* An epilogue group's output never takes an input's bytes (passes/inplace.c):
+ * its tiles' GEMMs still read h while other tiles' epilogues write y, so
+ * y over h (same shape, h's last read) would be wrong; the planned program
+ * gives the unfused program's bits with 2 threads. */
+static void epilogue_in_place(void **state) {
+  Compiled c = compile_text(
+      "model m() {\n  input x: f32[2, 6, 11, 13]\n  input w1: f32[8, 6, 3, 3]\n"
+      "  input w2: f32[8, 8, 3, 3]\n  input b1: f32[8, 1, 1]\n  input b2: f32[8, 1, 1]\n"
+      "  h = relu(op.conv2d(x, w1, pad=1) + b1)\n"
+      "  y = relu(op.conv2d(h, w2, pad=1) + b2 + h)\n  output y\n}\n");
+  MUST_COMPILE(c);
+  Graph *g = c.g;
+  Node *y = graph_find_value(g, "y"), *h = graph_find_value(g, "h");
+  float *got[2];
+  rt_set_threads(2);
+  for (int v = 0; v < 2; v++) {
+    Program p;
+    char err[2048];
+    PlanOpts po = {.fuse = v ? (FuseOpts){0} : FUSE_NONE};
+    if (!program_compile(&p, g, &y, 1, &po, &(CgOpts){.opt_level = 2}, err, sizeof err))
+      fail_msg("%s", err);
+    if (v) {
+      const FuseGroup *G = plan_group(&p.plan, y);
+      assert_true(G && G->head && G->head->op == OP_CONV2D);
+      assert_true(plan_in_arena(&p.plan, h) && !p.plan.internal[h->id]);
+      assert_int_equal(p.plan.alias[y->id], -1);
+      assert_false(p.plan.offset[y->id] == p.plan.offset[h->id]);
+    }
+    for (int i = 0; i < g->n_nodes; i++) {
+      const Node *n = g->nodes[i];
+      float *at = n->op == OP_INPUT ? program_value(&p, n) : NULL;
+      uint64_t s = 5 + (uint64_t)i;
+      for (int64_t e = 0; at && e < shape_numel(&n->shape); e++)
+        at[e] = frand(&s);
+    }
+    program_run(&p, 1);
+    got[v] = malloc((size_t)node_bytes(y));
+    memcpy(got[v], program_value(&p, y), (size_t)node_bytes(y));
+    program_free(&p);
+  }
+  rt_set_threads(1);
+  assert_memory_equal(got[0], got[1], (size_t)node_bytes(y));
+  free(got[0]), free(got[1]);
+  compiled_free(&c);
+}
+
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(shapes), cmocka_unit_test(determinism)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(shapes), cmocka_unit_test(determinism),
+                                     cmocka_unit_test(epilogues),
+                                     cmocka_unit_test(epilogue_in_place)};
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   rt_pool_shutdown();
   return rc;

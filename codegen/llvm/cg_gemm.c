@@ -25,15 +25,26 @@
  *                                     m0 + [0, mb), columns n0 + [0, nb)
  *       for kb in 0..KB (or the task's kb_lo..kb_hi), for pc in 0..KI by kc:
  *         pack B[kb, pc.., n0..] into bp (kc x nb, stack, zero-padded)
- *         for ir in m0.. by MR, for jr in n0.. by NR:
- *           K.ukr(A at (ir, kb, pc), bp + jr, C at (ir, jr), kc, rows, cols, first)
+ *         for ir in m0.. by MR:
+ *           for jr in n0.. by NR:
+ *             K.ukr(A at (ir, kb, pc), bp + jr, C at (ir, jr), kc, rows, cols, first)
  *                                     (conv_direct: no packing; for each
  *                                     output row y, for jr in 0..Wo by NR,
  *                                     B at the row's pixels in the image,
  *                                     its rows at K.ukr.taps's offsets)
+ *           if that was the last K panel (of the last kb), C's rows ir..
+ *           of the block are final: a fused kernel's epilogue over them,
+ *           K.tile_epilogue(bufs, C's offset at (ir, n0), rows, ldc, nb)
+ *       (conv_transpose2d: after col2im, K.tile_epilogue over the
+ *       task's output channels)
  *       (then, with chunks: finish: C = 0 + partial 0 + partial 1 + ...)
- *   (then, for a fused kernel with this GEMM as its head: the epilogue's
- *   own statements, an elementwise loop over C: Kernel.head, n_head)
+ *   (K.epilogue after the tasks instead, where the epilogue is not one
+ *   elementwise nest over C, or with chunks: see tile_epilogue)
+ *   void K.tile_epilogue(bufs, s, rows, ld, cols)
+ *                                     a fused kernel's epilogue (the
+ *                                     statements after Kernel.n_head) over
+ *                                     the flat runs [s + r ld, + cols),
+ *                                     r < rows, while they are in L1
  *   void K.ukr(...)                   MR x NR accumulators in registers,
  *                                     loaded from C (or 0 on the first
  *                                     panel); per k: NV vector loads of bp,
@@ -131,6 +142,10 @@ void gemm_schedule(Gemm *g) {
 }
 
 /* --- helpers --------------------------------------------------------------------------- */
+
+/* The output buffer the GEMM's node writes (a fused kernel's epilogue
+ * reads it there, and writes the group's output over it). */
+static int gemm_out(const Gemm *g) { return (g->k->head ? g->k->head : g->k->node)->n_in; }
 
 static LLVMValueRef i64c(Cg *cg, int64_t v) {
   return LLVMConstInt(cg->t_i64, (unsigned long long)v, 1);
@@ -311,6 +326,241 @@ static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name) {
   return fn;
 }
 
+/* --- a fused kernel's epilogue, per tile ------------------------------------------------ */
+
+/* The epilogue of a fused kernel (Kernel.head: the statements after the
+ * first n_head) is, as ir/lower_fuse.c makes it, scalar locals (KS_DECL),
+ * then one loop nest over the output's elements, row-major: loops of
+ * constant extents E[0..R) (extent-1 axes dropped, axes merged), whose
+ * innermost body, free of loops, handles the element at flat index
+ * sum of var[d] * (E[d+1] ... E[R-1]): it loads every input there or at
+ * its broadcast index, the GEMM's result there, and stores each output
+ * there.  tile_epilogue checks that shape (the flat index of every store
+ * and of every load of an output buffer, from the loop variables through
+ * the body's locals) and rebuilds it as statements of pk over flat runs:
+ *
+ *   prelude (the scalar locals)
+ *   for r in 0..rows:                    runs [s + r ld, s + r ld + cols)
+ *     lo = s + r ld, hi = lo + cols
+ *     for o in lo / E[R-1] ..= (hi - 1) / E[R-1]:    rows of the nest
+ *       var[d] = o / (E[d+1] ... E[R-2]) mod E[d], d < R - 1
+ *       a = max(lo - o E[R-1], 0), b = min(hi - o E[R-1], E[R-1])
+ *       for u in 0..b - a (KL_VECTOR when the innermost loop is):
+ *         var[R-1] = a + u
+ *         the innermost body
+ *
+ * so each element gets its own formula, with the loop variables the nest
+ * would give it: the same bits, in any order and on any thread, as long
+ * as each element is handled once, after its GEMM value is final, and no
+ * input aliases an output (passes/inplace.c never lets an epilogue
+ * group's output overwrite an input).  NULL (the epilogue then runs after
+ * the GEMM, as K.epilogue) when the statements have another shape. */
+
+/* Whether e, through the body's locals (def), is c + sum coef[d] var[d];
+ * adds mult times it to *c and coef. */
+static bool linear(const KExpr *e, int64_t mult, KExpr *const *def, const int *nest_d,
+                   int64_t *coef, int64_t *c, int depth) {
+  if (depth > 64)
+    return false;
+  switch (e->kind) {
+  case KE_ICONST: *c += mult * e->i; return true;
+  case KE_VAR:
+    if (nest_d[e->var] >= 0) {
+      coef[nest_d[e->var]] += mult;
+      return true;
+    }
+    return def[e->var] && linear(def[e->var], mult, def, nest_d, coef, c, depth + 1);
+  case KE_BINARY:
+    if (e->type != KT_IDX)
+      return false;
+    if (e->op == KO_ADD || e->op == KO_SUB)
+      return linear(e->a, mult, def, nest_d, coef, c, depth + 1) &&
+             linear(e->b, e->op == KO_SUB ? -mult : mult, def, nest_d, coef, c, depth + 1);
+    if (e->op == KO_MUL && e->b->kind == KE_ICONST)
+      return linear(e->a, mult * e->b->i, def, nest_d, coef, c, depth + 1);
+    if (e->op == KO_MUL && e->a->kind == KE_ICONST)
+      return linear(e->b, mult * e->a->i, def, nest_d, coef, c, depth + 1);
+    return false;
+  default: return false;
+  }
+}
+
+typedef struct EpiCheck {
+  const Kernel *k;
+  KExpr **def;       /* per variable: its KS_DECL's value in the innermost body */
+  const int *nest_d; /* per variable: its loop's depth in the nest, or -1 */
+  const int64_t *flat; /* the row-major stride of each loop */
+  int rank;
+} EpiCheck;
+
+static bool flat_index(const EpiCheck *c, const KExpr *e) {
+  int64_t coef[MAX_RANK] = {0}, k0 = 0;
+  if (!linear(e, 1, c->def, c->nest_d, coef, &k0, 0) || k0 != 0)
+    return false;
+  for (int d = 0; d < c->rank; d++)
+    if (coef[d] != c->flat[d])
+      return false;
+  return true;
+}
+
+/* Loads of an output buffer in e: at the flat index only. */
+static bool loads_ok(const EpiCheck *c, const KExpr *e) {
+  if (!e)
+    return true;
+  if (e->kind == KE_LOAD && c->k->bufs[e->buf].role != KB_IN && !flat_index(c, e->a))
+    return false;
+  return loads_ok(c, e->a) && loads_ok(c, e->b) && loads_ok(c, e->c);
+}
+
+/* The innermost body's statements: locals, and stores of outputs at the
+ * flat index (an if around them is fine; no loops, no KS_SET). */
+static bool body_ok(EpiCheck *c, const KStmt *s) {
+  switch (s->kind) {
+  case KS_DECL:
+    if (!loads_ok(c, s->value))
+      return false;
+    c->def[s->var] = s->value;
+    return true;
+  case KS_STORE:
+    return c->k->bufs[s->buf].role == KB_OUT && flat_index(c, s->index) &&
+           loads_ok(c, s->value);
+  case KS_IF:
+  case KS_BLOCK:
+    if (s->kind == KS_IF && !loads_ok(c, s->cond))
+      return false;
+    for (int i = 0; i < s->n_body; i++)
+      if (!body_ok(c, s->body[i]))
+        return false;
+    return true;
+  default: return false;
+  }
+}
+
+static bool loads_no_output(const Kernel *k, const KExpr *e) {
+  if (!e)
+    return true;
+  if (e->kind == KE_LOAD && k->bufs[e->buf].role != KB_IN)
+    return false;
+  return loads_no_output(k, e->a) && loads_no_output(k, e->b) && loads_no_output(k, e->c);
+}
+
+static KStmt *tile_epilogue(Gemm *g) {
+  const Kernel *k = g->k;
+  Kernel *pk = g->pk;
+  if (!k->head || getenv("KILN_EPILOGUE_AFTER"))
+    return NULL;
+  const KStmt *const *body = (const KStmt *const *)k->body->body;
+  int first = k->n_head, last = k->body->n_body - 1;
+  if (last < first || body[last]->kind != KS_LOOP)
+    return NULL;
+  for (int i = first; i < last; i++)
+    if (body[i]->kind != KS_DECL || !loads_no_output(k, body[i]->value))
+      return NULL;
+  const KStmt *nest[MAX_RANK];
+  int rank = 0;
+  for (const KStmt *s = body[last];; s = s->body[0]) {
+    if (rank == MAX_RANK || s->extent->kind != KE_ICONST || s->extent->i < 1)
+      return NULL;
+    nest[rank++] = s;
+    if (s->n_body != 1 || s->body[0]->kind != KS_LOOP)
+      break;
+  }
+  int64_t flat[MAX_RANK], numel = 1;
+  for (int d = rank - 1; d >= 0; d--)
+    flat[d] = numel, numel *= nest[d]->extent->i;
+  if (numel != k->bufs[gemm_out(g)].numel)
+    return NULL;
+  int *nest_d = malloc(sizeof(int) * (size_t)(k->n_vars + 1));
+  KExpr **def = calloc((size_t)k->n_vars + 1, sizeof *def);
+  ASSERT(nest_d && def);
+  for (int v = 0; v < k->n_vars; v++)
+    nest_d[v] = -1;
+  for (int d = 0; d < rank; d++)
+    nest_d[nest[d]->var] = d;
+  EpiCheck c = {k, def, nest_d, flat, rank};
+  const KStmt *in = nest[rank - 1];
+  bool ok = true;
+  for (int i = 0; ok && i < in->n_body; i++)
+    ok = body_ok(&c, in->body[i]);
+  free(nest_d), free(def);
+  if (!ok)
+    return NULL;
+
+#define IC(v) ke_idx(pk, (int64_t)(v))
+#define BIN(op, a, b) ke_binary(pk, op, a, b)
+#define VAR(v) ke_var(pk, v)
+  int64_t e = nest[rank - 1]->extent->i;
+  g->v_es = kir_var(pk, "es", KT_IDX), g->v_erows = kir_var(pk, "erows", KT_IDX);
+  g->v_eld = kir_var(pk, "eld", KT_IDX), g->v_ecols = kir_var(pk, "ecols", KT_IDX);
+  int v_r = kir_var(pk, "er", KT_IDX), v_lo = kir_var(pk, "elo", KT_IDX);
+  int v_hi = kir_var(pk, "ehi", KT_IDX), v_o0 = kir_var(pk, "eo0", KT_IDX);
+  int v_q = kir_var(pk, "eq", KT_IDX), v_o = kir_var(pk, "eo", KT_IDX);
+  int v_a = kir_var(pk, "ea", KT_IDX), v_b = kir_var(pk, "eb", KT_IDX);
+  int v_u = kir_var(pk, "eu", KT_IDX);
+  KStmt *blk = ks_block(pk);
+  for (int i = first; i < last; i++)
+    ks_add(pk, blk, k->body->body[i]);
+  KStmt *lr = ks_loop(pk, v_r, VAR(g->v_erows), KL_SERIAL);
+  ks_add(pk, blk, lr);
+  KExpr *lo = VAR(v_lo), *hi = VAR(v_hi), *o = VAR(v_o);
+  KExpr *start = BIN(KO_ADD, VAR(g->v_es), BIN(KO_MUL, VAR(v_r), VAR(g->v_eld)));
+  ks_add(pk, lr, ks_decl(pk, v_lo, start));
+  ks_add(pk, lr, ks_decl(pk, v_hi, BIN(KO_ADD, lo, VAR(g->v_ecols))));
+  ks_add(pk, lr, ks_decl(pk, v_o0, BIN(KO_FLOORDIV, lo, IC(e))));
+  KExpr *n_o = BIN(KO_ADD, BIN(KO_SUB, BIN(KO_FLOORDIV, BIN(KO_SUB, hi, IC(1)), IC(e)), VAR(v_o0)),
+                   IC(1));
+  KStmt *lq = ks_loop(pk, v_q, BIN(KO_MAX, n_o, IC(0)), KL_SERIAL);
+  ks_add(pk, lr, lq);
+  ks_add(pk, lq, ks_decl(pk, v_o, BIN(KO_ADD, VAR(v_o0), VAR(v_q))));
+  for (int d = rank - 2; d >= 0; d--) {
+    KExpr *x = BIN(KO_FLOORDIV, o, IC(flat[d] / e));
+    ks_add(pk, lq, ks_decl(pk, nest[d]->var, d ? BIN(KO_MOD, x, IC(nest[d]->extent->i)) : x));
+  }
+  KExpr *at = BIN(KO_MUL, o, IC(e));
+  ks_add(pk, lq, ks_decl(pk, v_a, BIN(KO_MAX, BIN(KO_SUB, lo, at), IC(0))));
+  ks_add(pk, lq, ks_decl(pk, v_b, BIN(KO_MIN, BIN(KO_SUB, hi, at), IC(e))));
+  KLoopKind kind = in->loop == KL_VECTOR ? KL_VECTOR : KL_SERIAL;
+  KStmt *lu = ks_loop(pk, v_u, BIN(KO_SUB, VAR(v_b), VAR(v_a)), kind);
+  ks_add(pk, lq, lu);
+  ks_add(pk, lu, ks_decl(pk, in->var, BIN(KO_ADD, VAR(v_a), VAR(v_u))));
+  for (int i = 0; i < in->n_body; i++)
+    ks_add(pk, lu, in->body[i]);
+#undef IC
+#undef BIN
+#undef VAR
+  return blk;
+}
+
+/* void K.tile_epilogue(ptr bufs, i64 s, i64 rows, i64 ld, i64 cols): the
+ * epilogue over the flat runs [s + r ld, s + r ld + cols), r < rows. */
+static LLVMValueRef emit_tile_epilogue(Gemm *g, Cg *cg) {
+  char name[300];
+  snprintf(name, sizeof name, "%s.tile_epilogue", g->k->name);
+  LLVMTypeRef ps[] = {cg->t_ptr, cg->t_i64, cg->t_i64, cg->t_i64, cg->t_i64};
+  int n_outlined = 0;
+  Fn e;
+  cg_fn_begin(&e, cg, g->pk, name, LLVMFunctionType(cg->t_void, ps, 5, 0), LLVMInternalLinkage);
+  e.in_parallel = true; /* called by a task: its loops stay serial */
+  /* not inlined into the task loop: there it slowed ResNet-small's first
+   * convolution (conv_direct) by 30% at batch 64 */
+  cg_fn_attr(cg, e.fn, "noinline");
+  e.n_outlined = &n_outlined;
+  LLVMValueRef bufs = LLVMGetParam(e.fn, 0);
+  e.bufs = bufs;
+  for (int i = 0; i < g->k->n_bufs; i++) { /* not the scratch: no such pointers */
+    LLVMValueRef idx = i64c(cg, i);
+    LLVMValueRef p = LLVMBuildInBoundsGEP2(e.ab, cg->t_ptr, bufs, &idx, 1, "");
+    e.buf[i] = LLVMBuildLoad2(e.ab, cg->t_ptr, p, g->k->bufs[i].name);
+  }
+  int vars[] = {g->v_es, g->v_erows, g->v_eld, g->v_ecols};
+  for (int i = 0; i < 4; i++)
+    set(&e, vars[i], LLVMGetParam(e.fn, (unsigned)i + 1));
+  cg_stmt(&e, g->tile_epi);
+  LLVMValueRef fn = e.fn;
+  cg_fn_end(&e);
+  return fn;
+}
+
 /* --- the task loop ---------------------------------------------------------------------- */
 
 /* t -> (bt, block of rows, block of columns), as Kernel IR statements. */
@@ -337,7 +587,8 @@ static KStmt *task_split(Gemm *g) {
 }
 
 /* void NAME(ptr ctx, i64 t0, i64 t1): ctx holds the buffer-pointer array. */
-static LLVMValueRef emit_tasks(Gemm *g, Cg *cg, LLVMValueRef ukr, const char *name) {
+static LLVMValueRef emit_tasks(Gemm *g, Cg *cg, LLVMValueRef ukr, LLVMValueRef epi,
+                               const char *name) {
   const GemmSched *s = &g->s;
   const Kernel *k = g->pk;
   int n_outlined = 0;
@@ -367,6 +618,7 @@ static LLVMValueRef emit_tasks(Gemm *g, Cg *cg, LLVMValueRef ukr, const char *na
   }
   KStmt *split = task_split(g);
   LLVMTypeRef ukr_ty = LLVMGlobalGetValueType(ukr);
+  LLVMTypeRef epi_ty = epi ? LLVMGlobalGetValueType(epi) : NULL;
 
   HLoop lt, lk, lp, li, lj;
   hl_begin(&f, &lt, g->v_t, LLVMGetParam(f.fn, 1), LLVMGetParam(f.fn, 2), 1);
@@ -402,9 +654,9 @@ static LLVMValueRef emit_tasks(Gemm *g, Cg *cg, LLVMValueRef ukr, const char *na
   LLVMValueRef rows = smin(&f, i64c(cg, s->mr), LLVMBuildSub(f.b, mc, ir, ""));
   LLVMValueRef arow = gep(&f, f.buf[g->a_buf],
                           LLVMBuildAdd(f.b, aoff, LLVMBuildMul(f.b, m, i64c(cg, g->a_rs), ""), ""));
-  LLVMValueRef crow = gep(&f, f.buf[g->c_buf],
-                          LLVMBuildAdd(f.b, LLVMBuildAdd(f.b, cbase, get(&f, g->v_n0), ""),
-                                       LLVMBuildMul(f.b, m, i64c(cg, g->ldc), ""), ""));
+  LLVMValueRef coff = LLVMBuildAdd(f.b, LLVMBuildAdd(f.b, cbase, get(&f, g->v_n0), ""),
+                                   LLVMBuildMul(f.b, m, i64c(cg, g->ldc), ""), "");
+  LLVMValueRef crow = gep(&f, f.buf[g->c_buf], coff);
   if (g->conv_direct) { /* tiles within each output row y */
     HLoop ly;
     hl_begin(&f, &ly, g->v_y, z, i64c(cg, g->d_ho), 1);
@@ -426,11 +678,35 @@ static LLVMValueRef emit_tasks(Gemm *g, Cg *cg, LLVMValueRef ukr, const char *na
     LLVMBuildCall2(f.b, ukr_ty, ukr, args, 7, "");
     hl_end(&f, &lj);
   }
+  if (epi && !g->epilogue) {
+    /* rows m.. of C, columns n0 + [0, nb) (conv_direct: all of them), are
+     * final once the last K panel of the last block has been stored into
+     * them: the fused epilogue runs over them now, while they are in L1 */
+    LLVMValueRef last_kb = LLVMBuildICmp(
+        f.b, LLVMIntEQ, get(&f, g->v_kb), LLVMBuildSub(f.b, kb_hi, i64c(cg, 1), ""), "");
+    LLVMValueRef last_pc = LLVMBuildICmp(
+        f.b, LLVMIntSGE, LLVMBuildAdd(f.b, get(&f, g->v_pc), get(&f, g->v_kc), ""),
+        i64c(cg, g->ki), "");
+    LLVMBasicBlockRef run = LLVMAppendBasicBlockInContext(cg->ctx, f.fn, "g.epi");
+    LLVMBasicBlockRef after = LLVMAppendBasicBlockInContext(cg->ctx, f.fn, "g.epi.done");
+    LLVMBuildCondBr(f.b, LLVMBuildAnd(f.b, last_kb, last_pc, "final"), run, after);
+    LLVMPositionBuilderAtEnd(f.b, run);
+    LLVMValueRef args[] = {bufs, coff, rows, i64c(cg, g->ldc), get(&f, g->v_nb)};
+    LLVMBuildCall2(f.b, epi_ty, epi, args, 5, "");
+    LLVMBuildBr(f.b, after);
+    LLVMPositionBuilderAtEnd(f.b, after);
+  }
   hl_end(&f, &li);
   hl_end(&f, &lp);
   hl_end(&f, &lk);
-  if (g->epilogue)
+  if (g->epilogue) {
     cg_stmt(&f, g->epilogue);
+    if (epi) { /* C was scratch: the output is final where the task's epilogue wrote it */
+      LLVMValueRef args[] = {bufs, cg_expr(&f, g->done_lo), i64c(cg, 1), i64c(cg, 0),
+                             cg_expr(&f, g->done_n)};
+      LLVMBuildCall2(f.b, epi_ty, epi, args, 5, "");
+    }
+  }
   hl_end(&f, &lt);
   cg_fn_end(&f);
   return f.fn;
@@ -507,7 +783,8 @@ static void emit_kernel(Gemm *g, Cg *cg, LLVMValueRef tasks_fn) {
     f.in_parallel = true; /* its loops stay here: ps is on this stack */
     cg_stmt(&f, g->finish);
   }
-  emit_epilogue(g, &f);
+  if (!g->tile_epi)
+    emit_epilogue(g, &f);
   cg_fn_end(&f);
 }
 
@@ -523,8 +800,15 @@ bool cg_gemm(Cg *cg, const Kernel *k) {
   char name[300];
   snprintf(name, sizeof name, "%s.ukr", k->name);
   LLVMValueRef ukr = emit_ukr(&g, cg, name);
+  /* the epilogue per tile where C is the output, or the task's epilogue
+   * finishes a known range of it; not after a finish (conv2d_back_w's
+   * partial sums, never a fused head): K.epilogue after the tasks then */
+  bool per_tile = g.ps_buf < 0 && !g.finish &&
+                  (g.epilogue ? g.done_lo != NULL : g.c_buf == gemm_out(&g));
+  g.tile_epi = per_tile ? tile_epilogue(&g) : NULL;
+  LLVMValueRef epi = g.tile_epi ? emit_tile_epilogue(&g, cg) : NULL;
   snprintf(name, sizeof name, g.b_direct ? "%s.gemm_direct" : "%s.gemm", k->name);
-  LLVMValueRef tasks = emit_tasks(&g, cg, ukr, name);
+  LLVMValueRef tasks = emit_tasks(&g, cg, ukr, epi, name);
   emit_kernel(&g, cg, tasks);
   arena_free(a);
   return true;

@@ -88,12 +88,21 @@ typedef struct Gemm {
   KStmt *prep;              /* or NULL: runs for each (task, kb) before its panels */
   KStmt *pack;              /* of v_bt, v_kb, v_pc, v_kc, v_n0, v_nb, v_rnb */
   KStmt *epilogue;          /* or NULL: runs at the end of each task */
+  KExpr *done_lo, *done_n;  /* with epilogue: the flat range of the output it
+                             * finishes, [done_lo, done_lo + done_n), of v_bt,
+                             * v_m0, v_mc (a fused kernel's epilogue then runs
+                             * over that range: cg_gemm.c, tile_epilogue) */
   /* constraints on the schedule: a task's rows a multiple of m_align (and
    * at most mb_max, 0: any), all N columns in each task when n_whole,
    * all M rows when m_whole; a task's columns a multiple of n_align */
   int64_t m_align, mb_max, n_align;
   bool n_whole, m_whole;
   int v_t, v_bt, v_kb, v_pc, v_kc, v_m0, v_mc, v_n0, v_nb, v_rnb, v_ir, v_jr, v_y;
+  /* pk's first variables are the kernel's own, at their indices, so a fused
+   * kernel's epilogue statements are pk's statements too */
+  KStmt *tile_epi;          /* or NULL: a fused kernel's epilogue over flat runs
+                             * of the output (cg_gemm.c, tile_epilogue) */
+  int v_es, v_erows, v_eld, v_ecols; /* its runs: start, count, stride, length */
   GemmSched s;
 } Gemm;
 

@@ -162,6 +162,11 @@ static void begin(Gemm *g, Arena *a, const Kernel *k0) {
   for (int i = 0; i < k0->n_bufs; i++)
     kir_buf(k, k0->bufs[i].name, k0->bufs[i].type, k0->bufs[i].numel, k0->bufs[i].role,
             k0->bufs[i].node);
+  for (int i = 0; i < k0->n_vars; i++) { /* k's own, at the same indices: a fused kernel's
+                                          * epilogue statements run here too (tile_epilogue) */
+    int v = kir_var(k, k0->vars[i].name, k0->vars[i].type);
+    k->vars[v].name = k0->vars[i].name;
+  }
   g->bp_buf = kir_buf(k, "bp", KT_F32, 1, KB_SCRATCH, -1);
   g->xs_buf = g->cs_buf = g->ps_buf = -1;
   g->c_buf = gemm_node(k0)->n_in;
@@ -424,6 +429,10 @@ static bool conv_t(Gemm *g) {
   ks_add(k, lc, ks_store(k, g->bp_buf, ADD(MUL(r, IC(g->s.ldbp)), c), LOAD(0, ADD(src, c))));
   tail_zeros(g, body);
   g->epilogue = col2im(g, &w, cog, taps, b, gi);
+  /* what col2im finished: the task's whole output channels of image b */
+  g->done_lo = MUL(ADD(ADD(MUL(b, IC(w.o)), MUL(gi, IC(cog))), FDIV(VAR(g->v_m0), IC(taps))),
+                   IC(w.ho * w.wo));
+  g->done_n = MUL(FDIV(VAR(g->v_mc), IC(taps)), IC(w.ho * w.wo));
   return true;
 }
 
