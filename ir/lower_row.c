@@ -30,7 +30,9 @@
  * broadcast index of the row's first element rb (computed once per row),
  * plus at where it walks the reduced axes as S does (x itself, layer
  * norm's gamma), or at nothing where it has one value per row; any other
- * broadcast input is indexed from rb + at by divisions.  Each reduction
+ * broadcast input (a global pooling's gradient [N, C, 1, 1] in a channel's
+ * row) plus its strides times the element's position on the reduced axes
+ * it walks, from at by a division each.  Each reduction
  * is lw_rows_reduce, the f32 operations
  * of the reduction's own kernel in its order, and each member's formula is
  * its own kernel's (lw_elt_value): the fused kernel computes the unfused
@@ -53,7 +55,7 @@
 
 enum { ELEM, ROW, SCALAR };
 /* How an input is read at element at of a row: at xbase + at, at xbase
- * (one value per row), or from rb + at by divisions. */
+ * (one value per row), or at xbase + its own offset from at (divisions). */
 enum { X_WALK, X_ROW, X_OTHER };
 
 /* What the kernel knows of one row of the block being lowered. */
@@ -105,6 +107,20 @@ static void new_element(Rz *z, RowAt *w) {
       w->xv[i] = NULL;
 }
 
+/* x's offset at element at of a row from its index at the row's first
+ * element: its broadcast strides on the reduced axes times the element's
+ * position on them (at / st % dim: at is made of reduced axes only). */
+static KExpr *reduced_offset(Rz *z, const Node *x, KExpr *at) {
+  Kernel *k = z->k;
+  int64_t bst[MAX_RANK];
+  lw_bcast_strides(&x->shape, z->S, bst);
+  KExpr *off = IC(0);
+  for (int d = 0; d < z->S->rank; d++)
+    if (z->P.dim[d] != z->S->dim[d] && bst[d])
+      off = ADD(off, MUL(MOD(FDIV(at, IC(z->sst[d])), IC(z->S->dim[d])), IC(bst[d])));
+  return off;
+}
+
 /* Input x at element at of row w (loaded once per element). */
 static KExpr *elem_load(Rz *z, RowAt *w, KStmt *body, const Node *x, KExpr *at) {
   Kernel *k = z->k;
@@ -114,7 +130,7 @@ static KExpr *elem_load(Rz *z, RowAt *w, KStmt *body, const Node *x, KExpr *at) 
   if (!w->xv[i]) {
     KExpr *idx = z->xmode[i] == X_WALK ? ADD(w->xbase[i], at)
                  : z->xmode[i] == X_ROW ? w->xbase[i]
-                                        : lw_bcast_index(k, body, x, z->S, ADD(w->rb, at));
+                                        : ADD(w->xbase[i], reduced_offset(z, x, at));
     w->xv[i] = lw_bind(k, body, "x", LOAD(lw_buf_of(k, x, KB_IN), idx));
   }
   return w->xv[i];
@@ -278,8 +294,6 @@ static void row_start(Rz *z, KStmt *body, int b, KExpr *r0) {
   w->r = lw_bind(k, body, "r", ADD(r0, IC(b)));
   w->rb = lw_bind(k, body, "rb", row_base(z, w->r));
   for (int i = 0; i < z->n_x; i++) {
-    if (z->xmode[i] == X_OTHER)
-      continue;
     w->xbase[i] = lw_bind(k, body, "xb", lw_bcast_index(k, body, z->xs[i], z->S, w->rb));
     if (z->xmode[i] == X_ROW)
       w->xv[i] = lw_bind(k, body, "x", LOAD(lw_buf_of(k, z->xs[i], KB_IN), w->xbase[i]));

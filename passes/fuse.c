@@ -114,7 +114,7 @@ typedef struct Fuser {
   int *head;     /* per group: its matmul or convolution's id, or -1 */
   bool *row;     /* per group: kind row (a member broadcast along its rows, or a reduction) */
   Shape *P;      /* per row group: its rows (the anchor's shape, reduced axes made 1) */
-  int *defer;    /* per group: the group it runs right after (fuse_defer), or -1 */
+  int *defer;    /* per group: the group it runs right after (deferrable), or -1 */
   int *n_defer;  /* per group: how many groups run right after it */
 } Fuser;
 
