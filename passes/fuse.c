@@ -46,6 +46,12 @@
  *     the mean and variance) are moved to run right after G instead
  *     (FuseGroup.after) when nothing G needs comes from them and nothing
  *     between reads their values (deferrable).
+ * Each reduction re-evaluates the elementwise members it reads, so over
+ * strided rows a group chains two reductions at most (Fuser.depth): an
+ * elementwise node reading values per row does not join when two
+ * reductions already lie below it (two batch norms in a row make two row
+ * kernels, cut at x - mean times rsqrt, not one recomputing the first
+ * normalization in each pass of the second).
  * ir/lower_row.c computes each row's reductions, then its elementwise
  * values, in one pass of a parallel loop over the rows.
  * Since a group's founder is its highest id and every member reaches it,
@@ -116,6 +122,8 @@ typedef struct Fuser {
   Shape *P;      /* per row group: its rows (the anchor's shape, reduced axes made 1) */
   int *defer;    /* per group: the group it runs right after (deferrable), or -1 */
   int *n_defer;  /* per group: how many groups run right after it */
+  int *depth;    /* per node: the most reductions on a path from it to its group's anchor
+                    (itself included); a strided row group chains two at most */
 } Fuser;
 
 /* Where group gi runs: at its anchor, or right after the group it follows. */
@@ -242,6 +250,38 @@ static bool row_shapes(const Fuser *f, int gi, const Node *n, Shape *S, Shape *P
   return row_candidate(n, S, P);
 }
 
+/* Whether P's rows are strided in S: a kept axis inside a reduced one. */
+static bool strided_rows(const Shape *S, const Shape *P) {
+  bool reduced = false;
+  for (int d = 0; d < S->rank; d++) {
+    if (P->dim[d] != S->dim[d])
+      reduced = true;
+    else if (S->dim[d] > 1 && reduced)
+      return true;
+  }
+  return false;
+}
+
+/* Whether n reads a computed value of shape P (per row). */
+static bool reads_row_value(const Node *n, const Shape *P) {
+  for (int j = 0; j < n->n_in; j++)
+    if (!is_leaf(n->in[j]) && shape_eq(&n->in[j]->shape, P))
+      return true;
+  return false;
+}
+
+/* The depth n would have in group gi (Fuser.depth): one more than its
+ * deepest reader's there if it is a reduction. */
+static int depth_in(const Fuser *f, const Node *n, int gi) {
+  int d = 0;
+  for (int k = f->us.off[n->id]; k < f->us.off[n->id + 1]; k++) {
+    const Node *u = f->us.list[k];
+    if (f->live[u->id] && f->p->group[u->id] == gi && f->depth[u->id] > d)
+      d = f->depth[u->id];
+  }
+  return d + is_reduction(n->op);
+}
+
 /* A sum, mean or max of an input of shape S over the axes P makes 1, keepdims. */
 static bool row_reduction(const Node *n, const Shape *S, const Shape *P) {
   return is_reduction(n->op) && n->n_in == 1 && shape_eq(&n->in[0]->shape, S) &&
@@ -265,6 +305,12 @@ static const char *row_refuse(Fuser *f, const Node *n, int gi, bool *telling, Sh
     *telling = true;
     return arena_fmt(a, "%s does not reduce the innermost axis of %s's %s (keepdims), as row "
                         "fusion needs", op_name(n->op), anchor->name, shape_text(a, &S));
+  }
+  if (strided_rows(&S, P) && depth_in(f, n, gi) >= 2 && reads_row_value(n, P)) {
+    *telling = true; /* each reduction re-evaluates the elementwise values it reads */
+    return arena_fmt(a, "it reads values per row and %d reductions over %s's strided rows %s "
+                        "read it: a third in a chain would recompute the ones before it",
+                     depth_in(f, n, gi), anchor->name, shape_text(a, P));
   }
   if (is_reduction(n->op) && !row_reduction(n, &S, P)) {
     *telling = true;
@@ -527,6 +573,7 @@ void pass_fuse(const Graph *g, Node *const *roots, int n_roots, Plan *p) {
   f.P = arena_alloc(a, sizeof(Shape) * (size_t)(n + 1));
   f.defer = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
   f.n_defer = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
+  f.depth = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
   for (int i = 0; i <= n; i++)
     f.defer[i] = -1;
   f.members = arena_alloc(a, sizeof(int *) * (size_t)(n + 1));
@@ -555,6 +602,7 @@ void pass_fuse(const Graph *g, Node *const *roots, int n_roots, Plan *p) {
       if (lower_gemm_head(v->op))
         f.head[gi] = i;
     }
+    f.depth[i] = depth_in(&f, v, gi);
     add_member(&f, gi, i);
   }
   p->n_groups = n_groups;

@@ -345,6 +345,34 @@ static void batchnorm_rows(void **state) {
   compiled_free(&c);
 }
 
+/* Two batch norms in a row, no convolution between: a channel's second
+ * statistics could take the first's normalization, but each reduction
+ * re-evaluates the elementwise values it reads, so a strided row kernel
+ * chains two reductions at most: the boundary falls at x - mean times
+ * rsqrt and says why. */
+static void batchnorm_chain(void **state) {
+  Compiled c = compile_opts(
+      "model m(N = 4) {\n  input x: f32[N, 6, 8, 8]\n  input y: i32[N]\n"
+      "  h = relu(batchnorm(x, name=\"bn1\"))\n  g = relu(batchnorm(h, name=\"bn2\"))\n"
+      "  z = dense(flatten(global_avgpool(g)), out=3)\n"
+      "  output z\n  loss = cross_entropy(z, y)\n}\n"
+      "train m {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n",
+      true, NULL, 0);
+  MUST_COMPILE(c);
+  TrainStep ts = {0};
+  build_train_step(c.g, &c.d, &ts);
+  Plan t = plan_of(c.g, ts.roots, ts.n_roots, (FuseOpts){0});
+  int groups, alone, why = 0;
+  assert_int_equal(channel_row_sums(&t, false, &groups, &alone), 4);
+  assert_int_equal(groups, 2);
+  assert_int_equal(row_sums(&t, value(c.g, "g")), 2);
+  for (int i = 0; i < c.g->n_nodes; i++)
+    why += t.why[i] && strstr(t.why[i], "a third in a chain") != NULL;
+  assert_int_equal(why, 1);
+  model_variants(c.g, ts.roots, ts.n_roots, "batchnorm chain training step", false);
+  compiled_free(&c);
+}
+
 /* resnet_small's training step: each of its 15 batch norms' statistics
  * in a forward row kernel (the two of relu(b + s) in one), and its
  * backward's two sums with dx in one. */
@@ -486,7 +514,8 @@ int main(void) {
       cmocka_unit_test(reduce_and_boundaries),
       cmocka_unit_test(training_step), cmocka_unit_test(opts_words),
       cmocka_unit_test(layernorm_rows), cmocka_unit_test(row_chains),
-      cmocka_unit_test(batchnorm_rows), cmocka_unit_test(resnet_batchnorm_rows),
+      cmocka_unit_test(batchnorm_rows), cmocka_unit_test(batchnorm_chain),
+      cmocka_unit_test(resnet_batchnorm_rows),
       cmocka_unit_test(every_model),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
