@@ -129,19 +129,20 @@ KExpr *lw_scalar(Kernel *k, KStmt *body, Op op, const Attrs *at, KExpr *a, KExpr
 KExpr *lw_elt_value(Kernel *k, KStmt *body, const Node *n, KExpr **v);
 
 /* --- lower_reduce.c ------------------------------------------------------ */
-/* Element i (an index expression) of row `row` of a block of rows, its
- * decls into body. */
-typedef KExpr *(*LwElemRow)(void *ctx, KStmt *body, int row, KExpr *i);
+/* Element `at` (an index expression: its offset from the row's first
+ * element) of row `row` of a block of rows, its decls into body. */
+typedef KExpr *(*LwElemRow)(void *ctx, KStmt *body, int row, KExpr *at);
 enum { LW_MAX_ROWS = 8 };
-/* Reduction n (sum, mean or max over its input's innermost axis) of nb <=
- * LW_MAX_ROWS rows of len elements, appended to body: each row with the
- * f32 operations, in the order, of n's own kernel (lower_reduce); the
- * rows' results in res[0..nb). */
-void lw_rows_reduce(Kernel *k, KStmt *body, const Node *n, int64_t len, int nb, LwElemRow elem,
-                    void *ctx, KExpr **res);
+/* Reduction n (sum, mean or max over some axes of its input, the last
+ * one among them) of nb <= LW_MAX_ROWS rows, a row being the elements of
+ * one output element, appended to body: each row with the f32 operations,
+ * in the order, of n's own kernel (lower_reduce); the rows' results in
+ * res[0..nb). */
+void lw_rows_reduce(Kernel *k, KStmt *body, const Node *n, int nb, LwElemRow elem, void *ctx,
+                    KExpr **res);
 /* Whether those rows are summed in partial sums (independent already),
  * rather than in one chain of adds each. */
-bool lw_rows_in_lanes(const Node *n, int64_t len);
+bool lw_rows_in_lanes(const Node *n);
 
 /* --- lower_fuse.c, lower_row.c: fused groups ------------------------------- */
 /* A kernel named "<ops>_<anchor name>" for members[0..n), the anchor last. */
@@ -151,8 +152,9 @@ int lw_buf_of(Kernel *k, const Node *x, KBufRole role);
 /* The index of x's element that broadcasting reads for element e of a
  * value of shape s (x's shape broadcasts to s); decls into body. */
 KExpr *lw_bcast_index(Kernel *k, KStmt *body, const Node *x, const Shape *s, KExpr *e);
-/* A row group (passes/fuse.c, kind row): per row of the anchor's
- * innermost axis, its reductions, then its elementwise members. */
+/* A row group (passes/fuse.c, kind row): per row (an element of its
+ * members of shape P, the anchor's shape with the reduced axes made 1),
+ * its reductions, then its elementwise members. */
 Kernel *lower_row_group(Arena *a, Node *const *members, const bool *stored, int n);
 
 #endif

@@ -198,27 +198,34 @@ static void acc_step(Kernel *k, KStmt *body, const Node *n, int acc, KExpr *v) {
   ks_add(k, body, ks_set(k, acc, next));
 }
 
+/* The contiguous run lanes_sum would add n's elements in: the trailing
+ * reduced axes merged (rd[m..nr)); 0 if n is not summed in lanes. */
+static int64_t lanes_layout(const Node *n, int nr, const int64_t *rd, int64_t rst[][MAX_RANK],
+                            int *m) {
+  if (n->dtype != DT_F32 || n->op == OP_MAX || nr == 0 || rst[0][nr - 1] != 1)
+    return 0;
+  int64_t run = rd[nr - 1];
+  *m = nr - 1; /* trailing reduced axes that continue the run */
+  while (*m > 0 && rst[0][*m - 1] == run)
+    run *= rd[--*m];
+  return run >= MIN_RUN ? run : 0;
+}
+
 Kernel *lower_reduce(Arena *a, const Node *n) {
   Kernel *k = lw_kernel(a, n);
-  int nk, nr;
+  int nk, nr, m;
   int64_t kd[MAX_RANK], rd[MAX_RANK], kst[LW_OPS][MAX_RANK], rst[LW_OPS][MAX_RANK], cnt = 1;
   if (shape_numel(&n->shape) == 0)
     return k;
   split_axes(n, &nk, kd, kst, &nr, rd, rst);
   for (int d = 0; d < nr; d++)
     cnt *= rd[d];
-  bool f32 = n->dtype == DT_F32;
-  if (f32 && n->op != OP_MAX && nr > 0 && rst[0][nr - 1] == 1) {
-    int64_t run = rd[nr - 1];
-    int m = nr - 1; /* trailing reduced axes that continue the run */
-    while (m > 0 && rst[0][m - 1] == run)
-      run *= rd[--m];
-    if (run >= MIN_RUN)
-      return lanes_sum(k, n, nk, kd, kst, m, rd, rst, run, cnt);
-  }
+  int64_t run = lanes_layout(n, nr, rd, rst, &m);
+  if (run)
+    return lanes_sum(k, n, nk, kd, kst, m, rd, rst, run, cnt);
   if (n->op != OP_MAX && nr > 0 && nk > 0 && rst[0][nr - 1] != 1 && kst[1][nk - 1] == 1) {
-    int64_t run = kd[nk - 1];
-    int m = nk - 1; /* leading kept axes; the rest continue the run */
+    run = kd[nk - 1];
+    m = nk - 1; /* leading kept axes; the rest continue the run */
     while (m > 0 && kst[1][m - 1] == run)
       run *= kd[--m];
     if (run >= 4)
@@ -234,36 +241,58 @@ Kernel *lower_reduce(Arena *a, const Node *n) {
   return k;
 }
 
-/* One row of nb (lw_rows_reduce), as an LwElem for lanes_run. */
+/* One row of nb (lw_rows_reduce) at base + i, as an LwElem for lanes_run. */
 typedef struct OneRow {
   LwElemRow elem;
   void *ctx;
   int row;
+  KExpr *base; /* the run's first element, NULL for 0 */
+  Kernel *k;
 } OneRow;
 
 static KExpr *one_row_elem(void *ctx, KStmt *body, KExpr *i) {
   OneRow *o = ctx;
-  return o->elem(o->ctx, body, o->row, i);
+  Kernel *k = o->k;
+  return o->elem(o->ctx, body, o->row, o->base ? ADD(o->base, i) : i);
 }
 
-bool lw_rows_in_lanes(const Node *n, int64_t len) {
-  return n->dtype == DT_F32 && n->op != OP_MAX && len >= MIN_RUN;
+bool lw_rows_in_lanes(const Node *n) {
+  int nk, nr, m;
+  int64_t kd[MAX_RANK], rd[MAX_RANK], kst[LW_OPS][MAX_RANK], rst[LW_OPS][MAX_RANK];
+  split_axes(n, &nk, kd, kst, &nr, rd, rst);
+  return lanes_layout(n, nr, rd, rst, &m) > 0;
 }
 
-/* nb rows of len elements, each reduced as lower_reduce reduces a row of
- * its own kernel over the innermost axis (the same f32 operations in the
- * same order): LANES partial sums for f32 sums and means of at least
- * MIN_RUN elements, one row after the other; else one accumulator per row
- * in order, the rows' accumulators updated side by side in one loop
- * (independent chains of adds).  res[b]: row b's result (a mean divided). */
-void lw_rows_reduce(Kernel *k, KStmt *body, const Node *n, int64_t len, int nb, LwElemRow elem,
-                    void *ctx, KExpr **res) {
-  if (lw_rows_in_lanes(n, len)) {
+/* nb rows, each reduced as lower_reduce reduces one output element of n
+ * (the same f32 operations in the same order): an f32 sum or mean whose
+ * trailing reduced axes make a run of at least MIN_RUN in LANES partial
+ * sums, the runs in row-major order of the other reduced axes, one row
+ * after the other; else one accumulator per row, row-major over the
+ * reduced axes, the rows' accumulators updated side by side in one nest
+ * (independent chains of adds).  elem gets the element's offset from the
+ * row's first element in n's input (its strides); res[b]: row b's result
+ * (a mean divided). */
+void lw_rows_reduce(Kernel *k, KStmt *body, const Node *n, int nb, LwElemRow elem, void *ctx,
+                    KExpr **res) {
+  int nk, nr, m;
+  int64_t kd[MAX_RANK], rd[MAX_RANK], kst[LW_OPS][MAX_RANK], rst[LW_OPS][MAX_RANK], cnt = 1;
+  split_axes(n, &nk, kd, kst, &nr, rd, rst);
+  for (int d = 0; d < nr; d++)
+    cnt *= rd[d];
+  int64_t run = lanes_layout(n, nr, rd, rst, &m);
+  Nest ni;
+  if (run) {
     for (int b = 0; b < nb; b++) {
       int acc[LANES];
-      OneRow o = {elem, ctx, b};
       lanes_init(k, body, KO_ADD, acc);
-      lanes_run(k, body, KO_ADD, acc, len, one_row_elem, &o);
+      KStmt *in = body;
+      OneRow o = {elem, ctx, b, NULL, k};
+      if (m > 0) {
+        lw_nest(k, body, m, rd, 1, rst, NEST_REDUCE, &ni);
+        in = ni.body;
+        o.base = lw_bind(k, in, "base", lw_at(k, &ni, 0, 0));
+      }
+      lanes_run(k, in, KO_ADD, acc, run, one_row_elem, &o);
       res[b] = lanes_tree(k, body, KO_ADD, acc);
     }
   } else {
@@ -271,16 +300,16 @@ void lw_rows_reduce(Kernel *k, KStmt *body, const Node *n, int64_t len, int nb, 
     ASSERT(nb <= LW_MAX_ROWS);
     for (int b = 0; b < nb; b++)
       acc[b] = acc_init(k, body, n);
-    int r = lw_ivar(k, "r");
-    KStmt *l = lw_loop(k, body, r, len, KL_REDUCE);
+    lw_nest(k, body, nr, rd, 1, rst, NEST_REDUCE, &ni);
+    KExpr *at = lw_bind(k, ni.body, "at", lw_at(k, &ni, 0, 0));
     for (int b = 0; b < nb; b++)
-      acc_step(k, l, n, acc[b], elem(ctx, l, b, VAR(r)));
+      acc_step(k, ni.body, n, acc[b], elem(ctx, ni.body, b, at));
     for (int b = 0; b < nb; b++)
       res[b] = VAR(acc[b]);
   }
   for (int b = 0; b < nb; b++)
     if (n->op == OP_MEAN)
-      res[b] = DIV(res[b], FC((double)len));
+      res[b] = DIV(res[b], FC((double)cnt));
 }
 
 /* The extents before, along and after `axis` of s. */

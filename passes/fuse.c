@@ -26,18 +26,32 @@
  * A matmul or convolution of G's shape may join an elementwise G as its
  * head (kind epilogue), not a result, one per group; nothing it reads may
  * join after it (it reads its inputs from memory, in its own schedule).
- * A row group (kind row) is an elementwise G over rows S = [..., L] (L
- * and the row count over 1, no matmul head, no slice) that also takes
- *   - elementwise nodes of shape P (S with L made 1: values per row) read
- *     by members, broadcast along the rows; the first makes G a row group;
- *   - sums, means and maxima over the innermost axis of a value of shape S,
+ * A row group (kind row) is an elementwise G of shape S (no matmul head,
+ * no slice) over rows P: S with some axes made 1, the innermost among them
+ * (a row is the elements sharing the other, kept, axes: layer norm's rows
+ * are S's last axis, P = [..., 1]; batch norm's are channels of NCHW, P =
+ * [1, C, 1, 1], each row N strided runs of H*W), more than one row of more
+ * than one element.  The first node that gives G rows fixes P; G takes
+ *   - elementwise nodes of shape P (values per row) read by members,
+ *     broadcast along the rows;
+ *   - sums, means and maxima of a value of shape S over P's reduced axes,
  *     keepdims (shape P), and the elementwise nodes of shape S they read;
  *   - a value other kernels read too (the backward pass, a residual add),
  *     when G is the first of its readers' kernels to run: it joins G as a
  *     stored output, computed once per row where it was stored before.
  *     Every kernel reading it runs later (its anchor's id is higher), so no
  *     cycle forms; not with --schedule=min-memory, whose order of nodes
- *     could put one of those readers before G's anchor.
+ *     could put one of those readers before G's anchor.  Kernels reading
+ *     it that would run before G (batch norm's running statistics read
+ *     the mean and variance) are moved to run right after G instead
+ *     (FuseGroup.after) when nothing G needs comes from them and nothing
+ *     between reads their values (deferrable).
+ * Each reduction re-evaluates the elementwise members it reads, so over
+ * strided rows a group chains two reductions at most (Fuser.depth): an
+ * elementwise node reading values per row does not join when two
+ * reductions already lie below it (two batch norms in a row make two row
+ * kernels, cut at x - mean times rsqrt, not one recomputing the first
+ * normalization in each pass of the second).
  * ir/lower_row.c computes each row's reductions, then its elementwise
  * values, in one pass of a parallel loop over the rows.
  * Since a group's founder is its highest id and every member reaches it,
@@ -105,7 +119,18 @@ typedef struct Fuser {
   int *n_members, *cap_members;
   int *head;     /* per group: its matmul or convolution's id, or -1 */
   bool *row;     /* per group: kind row (a member broadcast along its rows, or a reduction) */
+  Shape *P;      /* per row group: its rows (the anchor's shape, reduced axes made 1) */
+  int *defer;    /* per group: the group it runs right after (deferrable), or -1 */
+  int *n_defer;  /* per group: how many groups run right after it */
+  int *depth;    /* per node: the most reductions on a path from it to its group's anchor
+                    (itself included); a strided row group chains two at most */
 } Fuser;
+
+/* Where group gi runs: at its anchor, or right after the group it follows. */
+static int64_t run_pos(const Fuser *f, int gi) {
+  int to = f->defer[gi];
+  return to < 0 ? 2 * (int64_t)f->members[gi][0] : 2 * (int64_t)f->members[to][0] + 1;
+}
 
 static Node *anchor_of(const Fuser *f, int gi) { return f->g->nodes[f->members[gi][0]]; }
 
@@ -130,7 +155,7 @@ static const char *shape_text(Arena *a, const Shape *s) {
 }
 
 /* The one group every live reader of n is in, or -1 (why says why); in
- * *first the group of its readers that runs first (the last one made). */
+ * *first the group of its readers that runs first. */
 static int readers_group(Fuser *f, const Node *n, const char **why, int *first) {
   Arena *a = f->g->arena;
   int gi = -1, n_groups = 0, n_readers = 0;
@@ -150,7 +175,7 @@ static int readers_group(Fuser *f, const Node *n, const char **why, int *first) 
     if (!known)
       seen[n_groups++] = ug;
     gi = ug;
-    if (ug > *first)
+    if (*first < 0 || run_pos(f, ug) < run_pos(f, *first))
       *first = ug;
   }
   if (n_readers == 0) {
@@ -167,17 +192,45 @@ static int readers_group(Fuser *f, const Node *n, const char **why, int *first) 
 
 /* --- kind row: reductions over rows and their consumers ------------------- */
 
-/* The rows of group gi: its anchor's shape S = [..., L] and P, S with L
- * made 1; false if the group cannot be a row group (an anchor that is not
- * elementwise, rows of one element or one row, a matmul head, a slice). */
-static bool row_shapes(const Fuser *f, int gi, Shape *S, Shape *P) {
-  const Node *anchor = anchor_of(f, gi);
-  *S = *P = anchor->shape;
-  if (!lower_fusable(anchor->op) || f->head[gi] >= 0 || S->rank == 0)
+static bool is_leaf(const Node *n) { return op_info[n->op].cls == CL_LEAF; }
+
+static bool is_reduction(Op op) { return op == OP_SUM || op == OP_MEAN || op == OP_MAX; }
+
+/* Whether P is a shape of rows of S: S with some axes made 1 (the reduced
+ * ones), the innermost among them, more than one row. */
+static bool row_shape(const Shape *S, const Shape *P) {
+  if (P->rank != S->rank || S->rank == 0 || S->dim[S->rank - 1] < 2 ||
+      P->dim[P->rank - 1] != 1 || shape_numel(P) < 2)
     return false;
-  int64_t L = S->dim[S->rank - 1];
-  P->dim[P->rank - 1] = 1;
-  if (L < 2 || shape_numel(P) < 2)
+  for (int d = 0; d < S->rank; d++)
+    if (P->dim[d] != 1 && P->dim[d] != S->dim[d])
+      return false;
+  return true;
+}
+
+/* The rows n would make group gi's when it is not a row group yet: the
+ * shape of n if it is a keepdims reduction of a value of shape S, or an
+ * elementwise value of another shape, else of a computed value n reads;
+ * false if none is a shape of rows. */
+static bool row_candidate(const Node *n, const Shape *S, Shape *P) {
+  if ((is_reduction(n->op) && n->n_in == 1 && shape_eq(&n->in[0]->shape, S)) ||
+      (lower_fusable(n->op) && !shape_eq(&n->shape, S) && shape_numel(&n->shape) > 1)) {
+    *P = n->shape;
+    return row_shape(S, P);
+  }
+  for (int j = 0; j < n->n_in; j++)
+    if (!is_leaf(n->in[j]) && row_shape(S, &n->in[j]->shape)) {
+      *P = n->in[j]->shape;
+      return true;
+    }
+  return false;
+}
+
+/* Whether group gi may be a row group: an elementwise anchor, no matmul
+ * head, no slice. */
+static bool row_capable(const Fuser *f, int gi) {
+  const Node *anchor = anchor_of(f, gi);
+  if (!lower_fusable(anchor->op) || f->head[gi] >= 0 || anchor->shape.rank == 0)
     return false;
   for (int m = 0; m < f->n_members[gi]; m++)
     if (lower_view(f->g->nodes[f->members[gi][m]]->op))
@@ -185,14 +238,28 @@ static bool row_shapes(const Fuser *f, int gi, Shape *S, Shape *P) {
   return true;
 }
 
-static bool is_leaf(const Node *n) { return op_info[n->op].cls == CL_LEAF; }
+/* The rows of group gi (row_capable): its anchor's shape S and P, S with
+ * the reduced axes made 1 (the group's, or those n would make it); false
+ * if n gives it no rows. */
+static bool row_shapes(const Fuser *f, int gi, const Node *n, Shape *S, Shape *P) {
+  *S = *P = anchor_of(f, gi)->shape;
+  if (f->row[gi]) {
+    *P = f->P[gi];
+    return true;
+  }
+  return row_candidate(n, S, P);
+}
 
-static bool is_reduction(Op op) { return op == OP_SUM || op == OP_MEAN || op == OP_MAX; }
-
-/* A sum, mean or max over the innermost axis of an input of shape S, keepdims. */
-static bool row_reduction(const Node *n, const Shape *S, const Shape *P) {
-  return is_reduction(n->op) && n->n_in == 1 && n->at.n_axes == 1 &&
-         n->at.axes[0] == S->rank - 1 && shape_eq(&n->in[0]->shape, S) && shape_eq(&n->shape, P);
+/* Whether P's rows are strided in S: a kept axis inside a reduced one. */
+static bool strided_rows(const Shape *S, const Shape *P) {
+  bool reduced = false;
+  for (int d = 0; d < S->rank; d++) {
+    if (P->dim[d] != S->dim[d])
+      reduced = true;
+    else if (S->dim[d] > 1 && reduced)
+      return true;
+  }
+  return false;
 }
 
 /* Whether n reads a computed value of shape P (per row). */
@@ -203,28 +270,57 @@ static bool reads_row_value(const Node *n, const Shape *P) {
   return false;
 }
 
+/* The depth n would have in group gi (Fuser.depth): one more than its
+ * deepest reader's there if it is a reduction. */
+static int depth_in(const Fuser *f, const Node *n, int gi) {
+  int d = 0;
+  for (int k = f->us.off[n->id]; k < f->us.off[n->id + 1]; k++) {
+    const Node *u = f->us.list[k];
+    if (f->live[u->id] && f->p->group[u->id] == gi && f->depth[u->id] > d)
+      d = f->depth[u->id];
+  }
+  return d + is_reduction(n->op);
+}
+
+/* A sum, mean or max of an input of shape S over the axes P makes 1, keepdims. */
+static bool row_reduction(const Node *n, const Shape *S, const Shape *P) {
+  return is_reduction(n->op) && n->n_in == 1 && shape_eq(&n->in[0]->shape, S) &&
+         shape_eq(&n->shape, P);
+}
+
 /* Whether n may join group gi as a row group's member; NULL if so, else
- * why not.  *telling: whether the reason is the row kind's own (the node
- * would fit a row group), rather than the node or group being of a kind
- * rows never take. */
-static const char *row_refuse(Fuser *f, const Node *n, int gi, bool *telling) {
+ * why not (the group's rows, if it takes n, in *P).  *telling: whether the
+ * reason is the row kind's own (the node would fit a row group), rather
+ * than the node or group being of a kind rows never take. */
+static const char *row_refuse(Fuser *f, const Node *n, int gi, bool *telling, Shape *P) {
   Arena *a = f->g->arena;
   const Node *anchor = anchor_of(f, gi);
-  Shape S, P;
+  Shape S;
   *telling = false;
-  if (!row_shapes(f, gi, &S, &P))
+  if (!row_capable(f, gi) || (!is_reduction(n->op) && !lower_fusable(n->op)))
     return arena_fmt(a, "%s makes a kernel of its own", op_name(n->op));
-  if (is_reduction(n->op) && !row_reduction(n, &S, &P)) {
+  if (!row_shapes(f, gi, n, &S, P)) {
+    if (!is_reduction(n->op))
+      return "no reduction over rows reads it"; /* only rows' values make a row group */
     *telling = true;
-    return arena_fmt(a, "%s is not over the innermost axis of %s's rows %s (keepdims), as row "
+    return arena_fmt(a, "%s does not reduce the innermost axis of %s's %s (keepdims), as row "
                         "fusion needs", op_name(n->op), anchor->name, shape_text(a, &S));
   }
+  if (strided_rows(&S, P) && depth_in(f, n, gi) >= 2 && reads_row_value(n, P)) {
+    *telling = true; /* each reduction re-evaluates the elementwise values it reads */
+    return arena_fmt(a, "it reads values per row and %d reductions over %s's strided rows %s "
+                        "read it: a third in a chain would recompute the ones before it",
+                     depth_in(f, n, gi), anchor->name, shape_text(a, P));
+  }
+  if (is_reduction(n->op) && !row_reduction(n, &S, P)) {
+    *telling = true;
+    return arena_fmt(a, "%s does not make %s's rows %s of %s (keepdims), as row fusion needs",
+                     op_name(n->op), anchor->name, shape_text(a, P), shape_text(a, &S));
+  }
   bool elem = lower_fusable(n->op) &&
-              (shape_eq(&n->shape, &S) || shape_eq(&n->shape, &P) || shape_numel(&n->shape) == 1);
-  if (!elem && !row_reduction(n, &S, &P))
+              (shape_eq(&n->shape, &S) || shape_eq(&n->shape, P) || shape_numel(&n->shape) == 1);
+  if (!elem && !row_reduction(n, &S, P))
     return arena_fmt(a, "%s makes a kernel of its own", op_name(n->op));
-  if (!f->row[gi] && !shape_eq(&n->shape, &P) && !reads_row_value(n, &P))
-    return "no reduction over rows reads it"; /* only rows' values make a group a row group */
   *telling = true;
   if (n->derived != anchor->derived)
     return "weight-derived: computed once by the prepare step, not every step";
@@ -237,8 +333,9 @@ static const char *row_refuse(Fuser *f, const Node *n, int gi, bool *telling) {
 
 /* Whether n, read by other kernels too, may join group gi (the first of
  * them to run) as a stored output; NULL if so, else why not. */
-static const char *row_refuse_shared(Fuser *f, const Node *n, int gi, bool *telling) {
-  const char *why = row_refuse(f, n, gi, telling);
+static const char *row_refuse_shared(Fuser *f, const Node *n, int gi, bool *telling,
+                                     Shape *P) {
+  const char *why = row_refuse(f, n, gi, telling, P);
   if (why)
     return why;
   if (f->p->opts.min_memory) /* its readers could run before the group's anchor */
@@ -272,8 +369,9 @@ static const char *refuse(Fuser *f, const Node *n, int gi) {
   Arena *a = f->g->arena;
   const Node *anchor = anchor_of(f, gi);
   bool eltwise = lower_fusable(anchor->op), telling;
+  Shape P;
   if (f->row[gi] && !lower_gemm_head(n->op))
-    return row_refuse(f, n, gi, &telling);
+    return row_refuse(f, n, gi, &telling, &P);
   if (n->derived != anchor->derived)
     return "weight-derived: computed once by the prepare step, not every step";
   if (f->head[gi] >= 0)
@@ -315,19 +413,94 @@ static const char *refuse(Fuser *f, const Node *n, int gi) {
   return NULL;
 }
 
+enum { MAX_DEFER = 16 };
+
+/* Adds group h to set[0..*n) if it is not there; false if the set is full. */
+static bool set_add(int *set, int *n, int h) {
+  for (int i = 0; i < *n; i++)
+    if (set[i] == h)
+      return true;
+  if (*n == MAX_DEFER)
+    return false;
+  set[(*n)++] = h;
+  return true;
+}
+
+/* Whether the kernels reading v that run before group gi can run right
+ * after it instead (v, stored by gi, must be computed before they read
+ * it): every group reading v or their values before gi runs, none of them
+ * gi itself, all their members made after v (so nothing gi takes later
+ * reads them), none following another group or followed already.  The
+ * groups that will run right after gi in set[0..*n). */
+static bool deferrable(const Fuser *f, const Node *v, int gi, int *set, int *n) {
+  *n = 0;
+  if (f->defer[gi] >= 0)
+    return false;
+  for (int k = f->us.off[v->id]; k < f->us.off[v->id + 1]; k++) {
+    const Node *u = f->us.list[k];
+    int ug = f->p->group[u->id];
+    if (f->live[u->id] && ug != gi && run_pos(f, ug) < run_pos(f, gi) && !set_add(set, n, ug))
+      return false;
+  }
+  for (int i = 0; i < *n; i++) {
+    int h = set[i];
+    if (f->defer[h] >= 0 || f->n_defer[h] > 0)
+      return false;
+    for (int m = 0; m < f->n_members[h]; m++) {
+      int id = f->members[h][m];
+      if (id <= v->id)
+        return false;
+      for (int k = f->us.off[id]; k < f->us.off[id + 1]; k++) {
+        const Node *u = f->us.list[k];
+        int ug = f->p->group[u->id];
+        if (!f->live[u->id] || ug == h || run_pos(f, ug) > run_pos(f, gi))
+          continue;
+        if (ug == gi || !set_add(set, n, ug))
+          return false;
+      }
+    }
+  }
+  return *n > 0;
+}
+
+/* A group v can join as a stored output: the first of its readers' kernels
+ * to run (first), or a later one the kernels before it can follow. *P:
+ * the group's rows; *n_set, set: the groups that must follow it. */
+static int shared_target(Fuser *f, const Node *v, int first, const char **why, bool *telling,
+                         Shape *P, int *set, int *n_set) {
+  *n_set = 0;
+  const char *no = row_refuse_shared(f, v, first, telling, P);
+  if (!no)
+    return first;
+  for (int k = f->us.off[v->id]; k < f->us.off[v->id + 1]; k++) {
+    const Node *u = f->us.list[k];
+    int ug = f->p->group[u->id];
+    bool t;
+    if (!f->live[u->id] || ug == first || row_refuse_shared(f, v, ug, &t, P))
+      continue;
+    if (deferrable(f, v, ug, set, n_set))
+      return ug;
+  }
+  *why = no;
+  return -1;
+}
+
 /* The group v joins, or -1 (*why says why); *shared when other kernels
  * read v too (it joins a row group as a stored output). */
 static int join(Fuser *f, const Node *v, const char **why, bool *shared) {
   int first, gi = readers_group(f, v, why, &first);
   bool telling;
+  Shape P;
   *shared = false;
   if (gi >= 0) {
     const char *no = refuse(f, v, gi);
     if (!no)
       return gi;
-    const char *row_no = f->row[gi] || lower_gemm_head(v->op) ? no : row_refuse(f, v, gi, &telling);
+    const char *row_no =
+        f->row[gi] || lower_gemm_head(v->op) ? no : row_refuse(f, v, gi, &telling, &P);
     if (!row_no) {
       f->row[gi] = true;
+      f->P[gi] = P;
       return gi;
     }
     *why = row_no != no && telling ? row_no : no;
@@ -335,12 +508,20 @@ static int join(Fuser *f, const Node *v, const char **why, bool *shared) {
   }
   if (first < 0 || lower_gemm_head(v->op))
     return -1;
-  const char *row_no = row_refuse_shared(f, v, first, &telling);
-  if (!row_no) {
-    f->row[first] = true;
+  int set[MAX_DEFER], n_set;
+  const char *row_no = NULL;
+  int to = shared_target(f, v, first, &row_no, &telling, &P, set, &n_set);
+  if (to >= 0) {
+    f->row[to] = true;
+    f->P[to] = P;
     *shared = true;
-    *why = arena_fmt(f->g->arena, "%s: stored by its row kernel", *why);
-    return first;
+    for (int i = 0; i < n_set; i++)
+      f->defer[set[i]] = to;
+    f->n_defer[to] += n_set;
+    *why = n_set ? arena_fmt(f->g->arena, "%s: stored by its row kernel, %d kernel%s reading it "
+                                          "moved after that one", *why, n_set, n_set > 1 ? "s" : "")
+                 : arena_fmt(f->g->arena, "%s: stored by its row kernel", *why);
+    return to;
   }
   if (telling)
     *why = arena_fmt(f->g->arena, "%s; %s", *why, row_no);
@@ -356,6 +537,7 @@ static void finish_group(Fuser *f, int gi) {
   G->row = f->row[gi];
   G->eltwise = lower_fusable(G->anchor->op);
   G->head = f->head[gi] >= 0 ? f->g->nodes[f->head[gi]] : NULL;
+  G->after = f->defer[gi] >= 0 ? anchor_of(f, f->defer[gi]) : NULL;
   G->n_members = n;
   G->members = arena_alloc(a, sizeof(Node *) * (size_t)n);
   for (int i = 0; i < n; i++) /* joined in decreasing id order */
@@ -385,9 +567,15 @@ void pass_fuse(const Graph *g, Node *const *roots, int n_roots, Plan *p) {
   graph_live(g, roots, n_roots, live);
   for (int r = 0; r < n_roots; r++)
     result[roots[r]->id] = true;
-  Fuser f = {g, p, graph_users(g), live, result, NULL, NULL, NULL, NULL, NULL};
+  Fuser f = {.g = g, .p = p, .us = graph_users(g), .live = live, .result = result};
   f.head = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
   f.row = arena_alloc(a, sizeof(bool) * (size_t)(n + 1));
+  f.P = arena_alloc(a, sizeof(Shape) * (size_t)(n + 1));
+  f.defer = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
+  f.n_defer = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
+  f.depth = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
+  for (int i = 0; i <= n; i++)
+    f.defer[i] = -1;
   f.members = arena_alloc(a, sizeof(int *) * (size_t)(n + 1));
   f.n_members = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
   f.cap_members = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
@@ -414,6 +602,7 @@ void pass_fuse(const Graph *g, Node *const *roots, int n_roots, Plan *p) {
       if (lower_gemm_head(v->op))
         f.head[gi] = i;
     }
+    f.depth[i] = depth_in(&f, v, gi);
     add_member(&f, gi, i);
   }
   p->n_groups = n_groups;
@@ -426,16 +615,19 @@ void pass_fuse(const Graph *g, Node *const *roots, int n_roots, Plan *p) {
   int *counts = arena_alloc(a, sizeof(int) * (size_t)(n_groups + 1));
   int *heads = arena_alloc(a, sizeof(int) * (size_t)(n_groups + 1));
   bool *rows = arena_alloc(a, sizeof(bool) * (size_t)(n_groups + 1));
+  int *defer = arena_alloc(a, sizeof(int) * (size_t)(n_groups + 1));
   for (int gi = 0; gi < n_groups; gi++) {
     members[renum[gi]] = f.members[gi];
     counts[renum[gi]] = f.n_members[gi];
     heads[renum[gi]] = f.head[gi];
     rows[renum[gi]] = f.row[gi];
+    defer[renum[gi]] = f.defer[gi] >= 0 ? renum[f.defer[gi]] : -1;
   }
   f.members = members;
   f.n_members = counts;
   f.head = heads;
   f.row = rows;
+  f.defer = defer;
   for (int i = 0; i < n; i++)
     if (p->group[i] >= 0)
       p->group[i] = renum[p->group[i]];

@@ -130,8 +130,11 @@ typedef struct FuseGroup {
   bool eltwise;    /* an elementwise anchor: outputs may overwrite inputs */
   Node *head;      /* or NULL: the matmul or convolution an epilogue group starts with */
   bool views;      /* a slice among the members: it reads its input at other places */
-  bool row;        /* kind row (eltwise too): values per row of the anchor's innermost
-                      axis among the members, reductions over it, one pass per row */
+  bool row;        /* kind row (eltwise too): values per row (the anchor's elements
+                      sharing its kept axes) among the members, reductions over the
+                      other axes, one pass per row */
+  Node *after;     /* or NULL: the anchor of the group this one runs right after (its
+                      row kernel stores a value this one reads; fuse.c) */
 } FuseGroup;
 
 /* Parses --fuse's value: none, all, or a comma list of eltwise, reduce,

@@ -79,11 +79,33 @@ static void min_memory_order(const Graph *g, const bool *live, const bool *pinne
   }
 }
 
+/* Group gi's stored members, then those of the groups that run right
+ * after it (FuseGroup.after; next[] links them in group order). */
+static void emit_group(const Plan *p, int gi, const int *follow, const int *next, Node **order,
+                       int *k) {
+  const FuseGroup *G = &p->groups[gi];
+  for (int m = 0; m < G->n_members; m++)
+    if (!p->internal[G->members[m]->id])
+      order[(*k)++] = G->members[m];
+  for (int h = follow[gi]; h >= 0; h = next[h])
+    emit_group(p, h, follow, next, order, k);
+}
+
 /* From an order of the nodes to one of the kernels (fuse.c): each group
- * where its anchor was, its stored members just before the anchor, its
- * internal members nowhere. */
+ * where its anchor was (or right after the group it follows, after), its
+ * stored members just before the anchor, its internal members nowhere. */
 static void compact(const Graph *g, Plan *p) {
   Node **order = arena_alloc(g->arena, sizeof(Node *) * (size_t)(p->n_order + 1));
+  int *follow = arena_alloc(g->arena, sizeof(int) * (size_t)(p->n_groups + 1));
+  int *next = arena_alloc(g->arena, sizeof(int) * (size_t)(p->n_groups + 1));
+  for (int gi = 0; gi < p->n_groups; gi++)
+    follow[gi] = next[gi] = -1;
+  for (int gi = p->n_groups - 1; gi >= 0; gi--) /* each list in group (anchor) order */
+    if (p->groups[gi].after) {
+      int to = p->group[p->groups[gi].after->id];
+      next[gi] = follow[to];
+      follow[to] = gi;
+    }
   int k = 0;
   for (int s = 0; s < p->n_order; s++) {
     Node *v = p->order[s];
@@ -92,11 +114,8 @@ static void compact(const Graph *g, Plan *p) {
       order[k++] = v;
       continue;
     }
-    if (G->anchor != v)
-      continue;
-    for (int m = 0; m < G->n_members; m++)
-      if (!p->internal[G->members[m]->id])
-        order[k++] = G->members[m];
+    if (G->anchor == v && !G->after)
+      emit_group(p, (int)(G - p->groups), follow, next, order, &k);
   }
   p->order = order;
   p->n_order = k;

@@ -272,6 +272,127 @@ static void row_chains(void **state) {
   compiled_free(&c);
 }
 
+/* Whether v is a sum or mean over batch norm's channels: [1, C, 1, 1]. */
+static bool channel_sum(const Node *v) {
+  return (v->op == OP_SUM || v->op == OP_MEAN) && v->shape.rank == 4 && v->shape.dim[0] == 1 &&
+         v->shape.dim[1] > 1 && v->shape.dim[2] == 1 && v->shape.dim[3] == 1;
+}
+
+/* The per-channel sums and means of a plan's row groups, forward or
+ * backward; in *groups how many row groups have some, in *alone how many
+ * such sums are not in a row group. */
+static int channel_row_sums(const Plan *p, bool backward, int *groups, int *alone) {
+  int k = 0;
+  *groups = *alone = 0;
+  for (int gi = 0; gi < p->n_groups; gi++) {
+    const FuseGroup *G = &p->groups[gi];
+    int s = 0;
+    for (int m = 0; m < G->n_members; m++)
+      s += channel_sum(G->members[m]) && G->members[m]->is_backward == backward;
+    if (G->row)
+      k += s, *groups += s > 0;
+    else
+      *alone += s;
+  }
+  return k;
+}
+
+/* Batch norm in training: its statistics (means over N, H, W: rows of
+ * strided runs, one per channel), x - mean, rsqrt and the scale, shift and
+ * relu one row kernel, the running statistics' kernels moved after it;
+ * the backward's two per-channel sums and dx one kernel.  8x8 images sum
+ * runs of 64 in partial sums, 4x4 ones one chain per channel.  Fused,
+ * unfused and each kind off: the same bits. */
+static void batchnorm_rows(void **state) {
+  Compiled c = compile_opts(
+      "model m(N = 4) {\n  input x: f32[N, 3, 8, 8]\n  input y: i32[N]\n"
+      "  h = relu(batchnorm(conv2d(x, out=6, kernel=3, pad=1, bias=false), name=\"bn1\"))\n"
+      "  g = relu(batchnorm(conv2d(h, out=5, kernel=3, stride=2, pad=1, bias=false), "
+      "name=\"bn2\"))\n"
+      "  z = dense(flatten(global_avgpool(g)), out=3)\n"
+      "  output z\n  loss = cross_entropy(z, y)\n}\n"
+      "train m {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n",
+      true, NULL, 0);
+  MUST_COMPILE(c);
+  TrainStep ts = {0};
+  build_train_step(c.g, &c.d, &ts);
+  Plan t = plan_of(c.g, ts.roots, ts.n_roots, (FuseOpts){0});
+  Node *h = value(c.g, "h");
+  const FuseGroup *G = plan_group(&t, h);
+  assert_true(G->row);
+  assert_int_equal(row_sums(&t, h), 2); /* mean and variance */
+  int stored = 0;
+  for (int m = 0; m < G->n_members; m++) {
+    const Node *v = G->members[m];
+    if (v->op == OP_MEAN) /* read by the running statistics' kernels, after this one */
+      assert_non_null(strstr(t.why[v->id], "moved after that one"));
+    stored += v != h && !t.internal[v->id];
+  }
+  assert_true(stored >= 4); /* mean, variance, x - mean, rsqrt(var + eps), ... */
+  int groups, alone;
+  assert_int_equal(channel_row_sums(&t, false, &groups, &alone), 4);
+  assert_int_equal(groups, 2);
+  assert_int_equal(alone, 0);
+  assert_int_equal(channel_row_sums(&t, true, &groups, &alone), 4);
+  assert_int_equal(groups, 2); /* each sum(dy * w * xc) and sum(dxc) with dx */
+  assert_int_equal(alone, 4);  /* the gradients of the scale and shift, read by no row kernel */
+  Plan q = plan_of(c.g, ts.roots, ts.n_roots, (FuseOpts){.no_row = true});
+  assert_int_equal(channel_row_sums(&q, false, &groups, &alone), 0);
+  assert_int_equal(alone, 4);
+  rt_set_threads(2);
+  model_variants(c.g, ts.roots, ts.n_roots, "batchnorm training step", true);
+  rt_set_threads(1);
+  compiled_free(&c);
+}
+
+/* Two batch norms in a row, no convolution between: a channel's second
+ * statistics could take the first's normalization, but each reduction
+ * re-evaluates the elementwise values it reads, so a strided row kernel
+ * chains two reductions at most: the boundary falls at x - mean times
+ * rsqrt and says why. */
+static void batchnorm_chain(void **state) {
+  Compiled c = compile_opts(
+      "model m(N = 4) {\n  input x: f32[N, 6, 8, 8]\n  input y: i32[N]\n"
+      "  h = relu(batchnorm(x, name=\"bn1\"))\n  g = relu(batchnorm(h, name=\"bn2\"))\n"
+      "  z = dense(flatten(global_avgpool(g)), out=3)\n"
+      "  output z\n  loss = cross_entropy(z, y)\n}\n"
+      "train m {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n",
+      true, NULL, 0);
+  MUST_COMPILE(c);
+  TrainStep ts = {0};
+  build_train_step(c.g, &c.d, &ts);
+  Plan t = plan_of(c.g, ts.roots, ts.n_roots, (FuseOpts){0});
+  int groups, alone, why = 0;
+  assert_int_equal(channel_row_sums(&t, false, &groups, &alone), 4);
+  assert_int_equal(groups, 2);
+  assert_int_equal(row_sums(&t, value(c.g, "g")), 2);
+  for (int i = 0; i < c.g->n_nodes; i++)
+    why += t.why[i] && strstr(t.why[i], "a third in a chain") != NULL;
+  assert_int_equal(why, 1);
+  model_variants(c.g, ts.roots, ts.n_roots, "batchnorm chain training step", false);
+  compiled_free(&c);
+}
+
+/* resnet_small's training step: each of its 15 batch norms' statistics
+ * in a forward row kernel (the two of relu(b + s) in one), and its
+ * backward's two sums with dx in one. */
+static void resnet_batchnorm_rows(void **state) {
+  char *text = read_model("resnet_small.kiln");
+  Compiled c = compile_opts(text, true, NULL, 0);
+  free(text);
+  MUST_COMPILE(c);
+  TrainStep ts = {0};
+  build_train_step(c.g, &c.d, &ts);
+  Plan t = plan_of(c.g, ts.roots, ts.n_roots, (FuseOpts){0});
+  int groups, alone;
+  assert_int_equal(channel_row_sums(&t, false, &groups, &alone), 30);
+  assert_int_equal(groups, 13); /* a block's two last batch norms (b + s) share one */
+  assert_int_equal(alone, 0);
+  assert_int_equal(channel_row_sums(&t, true, &groups, &alone), 30);
+  assert_int_equal(groups, 15);
+  compiled_free(&c);
+}
+
 static void opts_words(void **state) {
   FuseOpts o;
   assert_true(fuse_opts_parse("none", &o));
@@ -393,6 +514,8 @@ int main(void) {
       cmocka_unit_test(reduce_and_boundaries),
       cmocka_unit_test(training_step), cmocka_unit_test(opts_words),
       cmocka_unit_test(layernorm_rows), cmocka_unit_test(row_chains),
+      cmocka_unit_test(batchnorm_rows), cmocka_unit_test(batchnorm_chain),
+      cmocka_unit_test(resnet_batchnorm_rows),
       cmocka_unit_test(every_model),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
