@@ -21,7 +21,9 @@
  * group (the kernel computes them before its loop, one after another), nor
  * the outputs of an epilogue group (its matmul writes the output before
  * the loop reads the inputs) or of a group with a slice (it reads its
- * input at other elements than the one being written).
+ * input at other elements than the one being written), nor those of a
+ * scatter group (not eltwise: each slice's loop reads its inputs after the
+ * loops before it stored).
  * x * x reads x once, so it may overwrite x too.
  */
 #include "passes.h"

@@ -1,0 +1,135 @@
+/*
+ * lower_scatter.c: the kernel of a scatter group (passes/fuse.c, kind
+ * scatter): an add_n of slice_backs whose regions are disjoint, the
+ * gradient of a split or of slices taken at several places.  Unfused, each
+ * slice_back is a kernel that zero-fills a tensor of the whole shape and
+ * stores its gradient into its region, and the add_n reads them all back;
+ * the LSTM's gates split into four, at every time step, and its input
+ * projection sliced at each of T steps, made that most of the backward
+ * pass's memory traffic.  Here one kernel writes the sum once:
+ *
+ *   (zeros where no slice is: a fill of the output first, only if the
+ *    slices do not cover it)
+ *   for each slice_back s, in the add_n's order:
+ *     parallel for e over s's gradient: out[region(e)] = g(e) + 0
+ *
+ * where g(e) is the gradient's element: loaded, or computed from the
+ * group's elementwise members (the formulas that made it, each its own
+ * kernel's: lw_elt_value) at the same flat index, each member at most once
+ * per element.
+ *
+ * Bits: the unfused add_n sums its inputs left to right in f32; at an
+ * element of slice j the others are +0, and x + (+0) is x except that -0
+ * becomes +0, so with two or more inputs the element is g + 0 (KO_ADD by
+ * the constant 0, never folded: no fast-math), and with one input g
+ * itself; +0 where no slice is.  The regions are disjoint (fuse.c checks),
+ * so the loops may run in any order and in parallel.  The output is no
+ * input's buffer (the group is not eltwise to passes/inplace.c): a later
+ * slice's loop still reads inputs after earlier ones stored.
+ */
+#include <string.h>
+
+#include "lower_internal.h"
+
+typedef struct Sz {
+  Kernel *k;
+  Node *const *members;
+  int n;
+  KExpr **val; /* per member: its value at the current slice's element, or NULL */
+} Sz;
+
+static int member_of(const Sz *z, const Node *x) {
+  for (int m = 0; m < z->n; m++)
+    if (z->members[m] == x)
+      return m;
+  return -1;
+}
+
+/* Member m's value at flat index e of its shape (0 for one element); each
+ * member computed once per element (decls into body). */
+static KExpr *value_at(Sz *z, KStmt *body, int m, KExpr *e) {
+  Kernel *k = z->k;
+  const Node *v = z->members[m];
+  if (z->val[m])
+    return z->val[m];
+  if (shape_numel(&v->shape) == 1)
+    e = IC(0);
+  KExpr **ops = arena_alloc(k->arena, sizeof(KExpr *) * (size_t)(v->n_in + 1));
+  for (int j = 0; j < v->n_in; j++) {
+    const Node *x = v->in[j];
+    int mi = member_of(z, x);
+    /* a reshape reads its input at its own flat index; the others have
+     * their inputs' shape or read one element (fuse.c) */
+    KExpr *idx = v->op == OP_RESHAPE ? e : lw_bcast_index(k, body, x, &v->shape, e);
+    ops[j] = mi >= 0 ? value_at(z, body, mi, idx)
+                     : lw_bind(k, body, "x", LOAD(lw_buf_of(k, x, KB_IN), idx));
+  }
+  KExpr *r = v->op == OP_RESHAPE ? ops[0] : lw_elt_value(k, body, v, ops);
+  return z->val[m] = lw_bind(k, body, "v", r);
+}
+
+/* Slice_back s's gradient into its region of out, as lower_slice_back's
+ * second loop, the value plus 0 when the add_n has other inputs. */
+static void scatter_slice(Sz *z, const Node *s, int out, bool plus_zero) {
+  Kernel *k = z->k;
+  const Shape *gy = &s->in[0]->shape;
+  int64_t st[LW_OPS][MAX_RANK], ost[MAX_RANK], base = 0;
+  if (shape_numel(gy) == 0)
+    return;
+  lw_strides(gy, st[0]);
+  lw_strides(&s->shape, ost);
+  for (int d = 0; d < gy->rank; d++) {
+    base += s->at.begin[d] * ost[d];
+    st[1][d] = ost[d] * s->at.step[d];
+  }
+  Nest ns;
+  lw_nest(k, k->body, gy->rank, gy->dim, 2, st, NEST_MAP, &ns);
+  KExpr *e = lw_bind(k, ns.body, "e", lw_at(k, &ns, 0, 0));
+  memset(z->val, 0, sizeof(KExpr *) * (size_t)z->n);
+  int mi = member_of(z, s->in[0]);
+  KExpr *g = mi >= 0 ? value_at(z, ns.body, mi, e)
+                     : lw_bind(k, ns.body, "x", LOAD(lw_buf_of(k, s->in[0], KB_IN), e));
+  if (plus_zero)
+    g = ADD(g, FC(0));
+  ks_add(k, ns.body, ks_store(k, out, lw_at(k, &ns, 1, base), g));
+}
+
+/* Zeros over all of out (n elements) when the slices do not cover it:
+ * they are disjoint, so they cover it when their sizes add up to it. */
+static void fill_uncovered(Kernel *k, const Node *sum, int out) {
+  int64_t covered = 0, cnt = shape_numel(&sum->shape);
+  for (int j = 0; j < sum->n_in; j++)
+    covered += shape_numel(&sum->in[j]->in[0]->shape);
+  if (covered == cnt || cnt == 0)
+    return;
+  Nest ns;
+  lw_flat(k, k->body, cnt, NEST_MAP, &ns);
+  ks_add(k, ns.body, ks_store(k, out, lw_at(k, &ns, 0, 0), FC(0)));
+}
+
+bool lower_scatter_members(Node *const *members, int n) {
+  for (int m = 0; m < n - 1; m++)
+    if (members[m]->op == OP_SLICE_BACK)
+      return members[n - 1]->op == OP_ADD_N;
+  return false;
+}
+
+Kernel *lower_scatter_group(Arena *a, Node *const *members, const bool *stored, int n) {
+  const Node *sum = members[n - 1];
+  Sz z = {lw_fused_kernel(a, members, n), members, n, NULL};
+  Kernel *k = z.k;
+  z.val = arena_alloc(a, sizeof(KExpr *) * (size_t)n);
+  for (int m = 0; m < n - 1; m++) { /* inputs in order of first use, then the output */
+    ASSERT(!stored[m]);
+    for (int j = 0; j < members[m]->n_in; j++)
+      if (member_of(&z, members[m]->in[j]) < 0)
+        lw_buf_of(k, members[m]->in[j], KB_IN);
+  }
+  int out = lw_buf_of(k, sum, KB_OUT);
+  fill_uncovered(k, sum, out);
+  for (int j = 0; j < sum->n_in; j++) {
+    ASSERT(sum->in[j]->op == OP_SLICE_BACK && member_of(&z, sum->in[j]) >= 0);
+    scatter_slice(&z, sum->in[j], out, sum->n_in > 1);
+  }
+  return k;
+}
