@@ -322,19 +322,19 @@ static const char *scatter_refuse(const Fuser *f, const Node *v) {
   for (int j = 0; j < v->n_in; j++) {
     const Node *x = v->in[j], *only = NULL;
     if (x->op != OP_SLICE_BACK)
-      return arena_fmt(a, "%s also adds a %s: scatter takes slice_backs only", v->name,
+      return arena_fmt(a, "%s also adds a %s (scatter takes slice_backs only)", v->name,
                        op_name(x->op));
     if (x->dtype != DT_F32 || x->derived != v->derived)
       return arena_fmt(a, "%s is not an f32 value of %s's step function", x->name, v->name);
     if (live_reads(f, x, &only) != 1 || f->result[x->id])
-      return arena_fmt(a, "%s is needed elsewhere than once in %s (scatter)", x->name, v->name);
+      return arena_fmt(a, "%s is needed elsewhere than once in %s", x->name, v->name);
   }
   if (f->p->opts.fuse.no_scatter)
     return "scatter fusion is off (--fuse)";
   for (int i = 0; i < v->n_in; i++)
     for (int j = 0; j < i; j++)
       if (regions_meet(v->in[i], v->in[j]))
-        return arena_fmt(a, "the regions of %s and %s overlap: scatter needs disjoint slices",
+        return arena_fmt(a, "the regions of %s and %s overlap (scatter needs disjoint slices)",
                          v->in[j]->name, v->in[i]->name);
   return NULL;
 }
@@ -382,7 +382,7 @@ static const char *refuse(Fuser *f, const Node *n, int gi) {
   const Node *anchor = anchor_of(f, gi);
   bool eltwise = lower_fusable(anchor->op), telling;
   if (n->op == OP_SLICE_BACK && f->no_scatter[gi]) /* the add_n anchor that reads it */
-    return arena_fmt(a, "slice_back makes a kernel of its own (%s)", f->no_scatter[gi]);
+    return arena_fmt(a, "slice_back makes a kernel of its own; %s", f->no_scatter[gi]);
   if (f->row[gi] && !lower_gemm_head(n->op))
     return row_refuse(f, n, gi, &telling);
   if (n->derived != anchor->derived)
