@@ -36,6 +36,9 @@ typedef struct Sz {
   Node *const *members;
   int n;
   KExpr **val; /* per member: its value at the current slice's element, or NULL */
+  const Node **in;  /* the inputs loaded at the current slice's element, */
+  KExpr **in_val;   /* their values (one load each) */
+  int n_in;
 } Sz;
 
 static int member_of(const Sz *z, const Node *x) {
@@ -43,6 +46,19 @@ static int member_of(const Sz *z, const Node *x) {
     if (z->members[m] == x)
       return m;
   return -1;
+}
+
+/* Input x's value at the current slice's element: at e, or at 0 when it has
+ * one element (members read their inputs at their own element or at their
+ * one: fuse.c), loaded once per element. */
+static KExpr *input_at(Sz *z, KStmt *body, const Node *x, KExpr *e) {
+  Kernel *k = z->k;
+  for (int i = 0; i < z->n_in; i++)
+    if (z->in[i] == x)
+      return z->in_val[i];
+  KExpr *idx = shape_numel(&x->shape) == 1 ? IC(0) : e;
+  z->in[z->n_in] = x;
+  return z->in_val[z->n_in++] = lw_bind(k, body, "x", LOAD(lw_buf_of(k, x, KB_IN), idx));
 }
 
 /* Member m's value at flat index e of its shape (0 for one element); each
@@ -61,8 +77,7 @@ static KExpr *value_at(Sz *z, KStmt *body, int m, KExpr *e) {
     /* a reshape reads its input at its own flat index; the others have
      * their inputs' shape or read one element (fuse.c) */
     KExpr *idx = v->op == OP_RESHAPE ? e : lw_bcast_index(k, body, x, &v->shape, e);
-    ops[j] = mi >= 0 ? value_at(z, body, mi, idx)
-                     : lw_bind(k, body, "x", LOAD(lw_buf_of(k, x, KB_IN), idx));
+    ops[j] = mi >= 0 ? value_at(z, body, mi, idx) : input_at(z, body, x, idx);
   }
   KExpr *r = v->op == OP_RESHAPE ? ops[0] : lw_elt_value(k, body, v, ops);
   return z->val[m] = lw_bind(k, body, "v", r);
@@ -86,9 +101,9 @@ static void scatter_slice(Sz *z, const Node *s, int out, bool plus_zero) {
   lw_nest(k, k->body, gy->rank, gy->dim, 2, st, NEST_MAP, &ns);
   KExpr *e = lw_bind(k, ns.body, "e", lw_at(k, &ns, 0, 0));
   memset(z->val, 0, sizeof(KExpr *) * (size_t)z->n);
+  z->n_in = 0;
   int mi = member_of(z, s->in[0]);
-  KExpr *g = mi >= 0 ? value_at(z, ns.body, mi, e)
-                     : lw_bind(k, ns.body, "x", LOAD(lw_buf_of(k, s->in[0], KB_IN), e));
+  KExpr *g = mi >= 0 ? value_at(z, ns.body, mi, e) : input_at(z, ns.body, s->in[0], e);
   if (plus_zero)
     g = ADD(g, FC(0));
   ks_add(k, ns.body, ks_store(k, out, lw_at(k, &ns, 1, base), g));
@@ -116,9 +131,14 @@ bool lower_scatter_members(Node *const *members, int n) {
 
 Kernel *lower_scatter_group(Arena *a, Node *const *members, const bool *stored, int n) {
   const Node *sum = members[n - 1];
-  Sz z = {lw_fused_kernel(a, members, n), members, n, NULL};
+  Sz z = {lw_fused_kernel(a, members, n), members, n, NULL, NULL, NULL, 0};
   Kernel *k = z.k;
+  int cap = 1;
+  for (int m = 0; m < n; m++)
+    cap += members[m]->n_in;
   z.val = arena_alloc(a, sizeof(KExpr *) * (size_t)n);
+  z.in = arena_alloc(a, sizeof(Node *) * (size_t)cap);
+  z.in_val = arena_alloc(a, sizeof(KExpr *) * (size_t)cap);
   for (int m = 0; m < n - 1; m++) { /* inputs in order of first use, then the output */
     ASSERT(!stored[m]);
     for (int j = 0; j < members[m]->n_in; j++)
