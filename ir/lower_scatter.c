@@ -8,8 +8,8 @@
  * projection sliced at each of T steps, made that most of the backward
  * pass's memory traffic.  Here one kernel writes the sum once:
  *
- *   (zeros where no slice is: a fill of the output first, only if the
- *    slices do not cover it)
+ *   (zeros where no slice is: a loop nest per box of the output that no
+ *    slice covers, found axis by axis; all of it if there are many)
  *   for each slice_back s, in the add_n's order:
  *     parallel for e over s's gradient: out[region(e)] = g(e) + 0
  *
@@ -109,17 +109,93 @@ static void scatter_slice(Sz *z, const Node *s, int out, bool plus_zero) {
   ks_add(k, ns.body, ks_store(k, out, lw_at(k, &ns, 1, base), g));
 }
 
-/* Zeros over all of out (n elements) when the slices do not cover it:
- * they are disjoint, so they cover it when their sizes add up to it. */
+/* --- zeros where no slice is ----------------------------------------------- */
+
+enum { MAX_GAP_FILLS = 16 }; /* more gaps than this: one fill of the whole output */
+
+/* A box of the output: [lo, hi) on each axis. */
+typedef struct Box {
+  int64_t lo[MAX_RANK], hi[MAX_RANK];
+} Box;
+
+/* Whether slice_back s stores at position x of axis d. */
+static bool covers(const Node *s, int d, int64_t x) {
+  int64_t b = s->at.begin[d], st = s->at.step[d];
+  return x >= b && (x - b) % st == 0 && (x - b) / st < s->in[0]->shape.dim[d];
+}
+
+/* Appends to out the boxes of *box that none of the slices sum->in[set[i]]
+ * covers, box's axes before d fixed, the others whole: axis d is cut into
+ * runs of positions covered by the same slices, and each run's gaps are
+ * found on the next axes.  False when there would be over MAX_GAP_FILLS. */
+static bool gaps(Arena *a, const Node *sum, const int *set, int n_set, int d, Box *box, Box *out,
+                 int *n_out) {
+  if (n_set == 0) {
+    if (*n_out == MAX_GAP_FILLS)
+      return false;
+    out[(*n_out)++] = *box;
+    return true;
+  }
+  if (d == sum->shape.rank)
+    return true; /* every axis of the point is some slice's */
+  int64_t len = sum->shape.dim[d], start = 0;
+  int *run = arena_alloc(a, sizeof(int) * (size_t)n_set), n_run = 0;
+  int *at = arena_alloc(a, sizeof(int) * (size_t)n_set), n_at = 0;
+  for (int64_t x = 0; x <= len; x++) {
+    n_at = 0;
+    for (int i = 0; i < n_set && x < len; i++)
+      if (covers(sum->in[set[i]], d, x))
+        at[n_at++] = set[i];
+    bool same = x > 0 && x < len && n_at == n_run && memcmp(at, run, sizeof(int) * (size_t)n_at) == 0;
+    if (x > 0 && !same) {
+      box->lo[d] = start, box->hi[d] = x;
+      if (!gaps(a, sum, run, n_run, d + 1, box, out, n_out))
+        return false;
+    }
+    if (!same) {
+      memcpy(run, at, sizeof(int) * (size_t)n_at);
+      n_run = n_at, start = x;
+    }
+  }
+  box->lo[d] = 0, box->hi[d] = len;
+  return true;
+}
+
+/* Stores 0 over box b of out (sum's shape). */
+static void fill_box(Kernel *k, const Node *sum, int out, const Box *b) {
+  int64_t st[LW_OPS][MAX_RANK], dim[MAX_RANK], base = 0;
+  lw_strides(&sum->shape, st[0]);
+  for (int d = 0; d < sum->shape.rank; d++) {
+    dim[d] = b->hi[d] - b->lo[d];
+    base += b->lo[d] * st[0][d];
+  }
+  Nest ns;
+  lw_nest(k, k->body, sum->shape.rank, dim, 1, st, NEST_MAP, &ns);
+  ks_add(k, ns.body, ks_store(k, out, lw_at(k, &ns, 0, base), FC(0)));
+}
+
+/* Zeros where no slice stores: nothing when the slices cover the output
+ * (they are disjoint, so when their sizes add up to it), else each gap's
+ * box, or all of the output when there are many gaps. */
 static void fill_uncovered(Kernel *k, const Node *sum, int out) {
   int64_t covered = 0, cnt = shape_numel(&sum->shape);
   for (int j = 0; j < sum->n_in; j++)
     covered += shape_numel(&sum->in[j]->in[0]->shape);
   if (covered == cnt || cnt == 0)
     return;
-  Nest ns;
-  lw_flat(k, k->body, cnt, NEST_MAP, &ns);
-  ks_add(k, ns.body, ks_store(k, out, lw_at(k, &ns, 0, 0), FC(0)));
+  int *all = arena_alloc(k->arena, sizeof(int) * (size_t)sum->n_in), n_out = 0;
+  for (int j = 0; j < sum->n_in; j++)
+    all[j] = j;
+  Box box, out_boxes[MAX_GAP_FILLS];
+  for (int d = 0; d < sum->shape.rank; d++)
+    box.lo[d] = 0, box.hi[d] = sum->shape.dim[d];
+  if (!gaps(k->arena, sum, all, sum->n_in, 0, &box, out_boxes, &n_out)) {
+    n_out = 1;
+    for (int d = 0; d < sum->shape.rank; d++)
+      out_boxes[0].lo[d] = 0, out_boxes[0].hi[d] = sum->shape.dim[d];
+  }
+  for (int b = 0; b < n_out; b++)
+    fill_box(k, sum, out, &out_boxes[b]);
 }
 
 bool lower_scatter_members(Node *const *members, int n) {

@@ -111,7 +111,7 @@ enum { PLAN_ALIGN = 64 };
  *   scatter  an add_n whose inputs are slice_backs of disjoint regions
  *            (the gradient of a split or of slices), each read only by
  *            it: one kernel stores each slice's gradient into its region
- *            and zeros elsewhere (ir/lower_scatter.c), no zero-filled
+ *            and zeros in its gaps (ir/lower_scatter.c), no zero-filled
  *            [whole shape] value per slice; the elementwise formulas of
  *            each slice's gradient join it, computed in that slice's loop.
  * A member that is not a result (nor read by another kernel) is internal:

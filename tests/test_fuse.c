@@ -362,7 +362,17 @@ static void scatter_gaps_and_refusals(void **state) {
                            "  loss = sum(p * p) + sum(exp(q))\n");
   assert_true(plan_group(&s.p, s.gx)->scatter);
   assert_int_equal(group_ops(plan_group(&s.p, s.gx), OP_SLICE_BACK), 2);
+  Kernel *k = program_kernel_at(s.c.a, &s.p, s.gx);
+  char err[256];
+  assert_true(kir_verify(k, err, sizeof err));
+  /* zeros in row 0's 4 odd columns and rows 1-5's columns 3 and 7, then 2 slices */
+  assert_int_equal(k->body->n_body, 6 + 2);
   model_variants(s.c.g, &s.gx, 1, "strided slices with gaps (scatter)", true);
+  compiled_free(&s.c);
+  s = scatter_case("  p = x[::2, ::2]\n  q = x[1::2, 1::2]\n  loss = sum(p * p) + sum(exp(q))\n");
+  k = program_kernel_at(s.c.a, &s.p, s.gx); /* 24 gaps: one fill of the whole */
+  assert_int_equal(k->body->n_body, 1 + 2);
+  model_variants(s.c.g, &s.gx, 1, "a checkerboard's two halves (scatter)", false);
   compiled_free(&s.c);
   s = scatter_case("  p = x[:, 0:5]\n  q = x[:, 3:8]\n  loss = sum(p * p) + sum(q * q)\n");
   assert_false(plan_group(&s.p, s.gx)->scatter);
