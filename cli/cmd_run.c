@@ -60,12 +60,15 @@ static const char run_help[] =
     "                           reads a transposed copy made once, when the weights\n"
     "                           are set (compiled inference only; same results)\n"
     "  --threads N              worker threads of compiled code (default: one per core)\n"
-    "  --repeat N               run N more times and print the step's latency\n"
+    "  --repeat N               run N more times and print the step's latency\n";
+
+/* The rest of run's help (one literal would pass C's 4095 characters). */
+static const char run_help_end[] =
     "  -v, --verbose            print the memory plan's totals\n"
     "  --verify-plan            check the memory plan independently before running\n"
     "  -D, --define NAME=VALUE  override a model constant (e.g. -D N=1)\n"
     "  --model NAME             which model of the file (default: the first)\n"
-    "  --train                  evaluate the training-mode graph\n";
+    "  --train                  evaluate the training-mode graph\n" CLI_TARGET_HELP;
 
 static const char init_help[] =
     "usage: kiln init MODEL.kiln -o FILE.safetensors [--seed N] [-D NAME=VALUE]...\n"
@@ -502,7 +505,7 @@ static int with_run(Cli *c, void (*fn)(void *)) {
 static int run_run(Cli *c) { return with_run(c, run_fn); }
 
 const Command cmd_run = {"run", "DmtiOGwrRShIHCPVYjkKFX", run_help, NULL, run_run,
-                         CLI_TARGET_HELP};
+                         run_help_end};
 
 /* --- init --------------------------------------------------------------------------- */
 

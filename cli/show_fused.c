@@ -59,6 +59,7 @@ static const char *kernel_kind(Cli *c, const Plan *p, const FuseGroup *G) {
   if (G->n_members > 1)
     s = arena_fmt(c->arena, " (%s, %d nodes%s)",
                   G->row       ? "row"
+                  : G->scatter ? "scatter"
                   : G->eltwise ? "eltwise"
                                : "fused into its anchor",
                   G->n_members, outs > 1 ? arena_fmt(c->arena, ", %d outputs", outs) : "");
@@ -211,10 +212,10 @@ static void json_member(Cli *c, const Plan *p, const Node *n, FILE *f) {
 static void json_kernel(Cli *c, const Plan *p, int k, const FuseGroup *G, FILE *f) {
   fprintf(f, "    {\"index\": %d, \"anchor\": ", k);
   json_write_str(f, G->anchor->name);
-  fprintf(f, ", \"op\": \"%s\", \"eltwise\": %s, \"row\": %s, \"derived\": %s,\n"
-             "      \"members\": [\n",
+  fprintf(f, ", \"op\": \"%s\", \"eltwise\": %s, \"row\": %s, \"scatter\": %s, "
+             "\"derived\": %s,\n      \"members\": [\n",
           op_name(G->anchor->op), G->eltwise ? "true" : "false", G->row ? "true" : "false",
-          G->anchor->derived ? "true" : "false");
+          G->scatter ? "true" : "false", G->anchor->derived ? "true" : "false");
   for (int m = 0; m < G->n_members; m++) {
     json_member(c, p, G->members[m], f);
     fprintf(f, "%s\n", m + 1 < G->n_members ? "," : "");

@@ -215,8 +215,11 @@ LOWER_FN(lower_cross_entropy_back)
  * member's formula at that index.  An eltwise group with members of
  * another shape (values per row of the anchor's innermost axis, reductions
  * over it: passes/fuse.c's kind row) is lowered one row at a time
- * (ir/lower_row.c).  Buffers: the group's inputs (in order
- * of first use), then its outputs; named "<ops>_<anchor name>". */
+ * (ir/lower_row.c).  A group that is not eltwise, of an add_n anchor and
+ * slice_back members (kind scatter), stores each slice's gradient into its
+ * region, one loop per slice (ir/lower_scatter.c).  Buffers: the group's
+ * inputs (in order of first use), then its outputs; named
+ * "<ops>_<anchor name>". */
 Kernel *lower_fused(Arena *a, Node *const *members, const bool *stored, int n, bool eltwise);
 /* Whether op may be a member of a fused group other than its anchor (its
  * value is a formula of its inputs' values at the same element). */

@@ -34,6 +34,9 @@
  *           anchor's (values per row of its innermost axis, reductions
  *           over the rows): ir/lower_row.c builds it, row by row.
  *
+ *  scatter  an add_n of slice_backs (not eltwise): ir/lower_scatter.c
+ *           stores each slice's gradient into its region.
+ *
  *  epilogue an eltwise group with a matmul or convolution among its members
  *           (lower_gemm_head): the kernel starts with that node's own
  *           nest, writing into the group's output buffer, and the loop
@@ -451,6 +454,8 @@ static bool row_group(Node *const *members, int n) {
 }
 
 Kernel *lower_fused(Arena *a, Node *const *members, const bool *stored, int n, bool eltwise) {
+  if (!eltwise && lower_scatter_members(members, n))
+    return lower_scatter_group(a, members, stored, n);
   if (eltwise && row_group(members, n))
     return lower_row_group(a, members, stored, n);
   Fz z = {NULL, members, stored, n, NULL, NULL, -1, -1};

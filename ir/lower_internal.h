@@ -156,5 +156,10 @@ KExpr *lw_bcast_index(Kernel *k, KStmt *body, const Node *x, const Shape *s, KEx
  * members of shape P, the anchor's shape with the reduced axes made 1),
  * its reductions, then its elementwise members. */
 Kernel *lower_row_group(Arena *a, Node *const *members, const bool *stored, int n);
+/* A scatter group (passes/fuse.c, kind scatter): an add_n anchor with
+ * slice_back members, one loop per slice storing its gradient into its
+ * region (ir/lower_scatter.c); lower_scatter_members tells one by its members. */
+bool lower_scatter_members(Node *const *members, int n);
+Kernel *lower_scatter_group(Arena *a, Node *const *members, const bool *stored, int n);
 
 #endif

@@ -54,6 +54,17 @@
  * normalization in each pass of the second).
  * ir/lower_row.c computes each row's reductions, then its elementwise
  * values, in one pass of a parallel loop over the rows.
+ * A scatter group (kind scatter) is an add_n whose inputs are slice_backs
+ * (a split's or slices' gradients), each read by the add_n alone (once),
+ * their regions pairwise disjoint, all f32: it is an anchor of its own
+ * (it joins no reader's group) and takes
+ *   - its slice_backs: the kernel stores each one's gradient into its
+ *     region (and zeros where no region is), so none of them is
+ *     materialized as a zero-filled tensor of the whole shape;
+ *   - the elementwise nodes (and reshapes) computing a slice's gradient,
+ *     read only in the group, their readers of their shape (or they of one
+ *     element), their inputs not broadcast: formulas in that slice's loop.
+ * ir/lower_scatter.c writes one loop nest per slice.
  * Since a group's founder is its highest id and every member reaches it,
  * placing the group at its anchor's place in any topological order of the
  * nodes is again one (pass_schedule does so).
@@ -66,11 +77,12 @@
 #include "kir.h"
 #include "passes.h"
 
-static const char *const kinds[] = {"eltwise", "reduce", "multi", "epilogue", "fold", "row"};
+static const char *const kinds[] = {"eltwise", "reduce", "multi", "epilogue",
+                                    "fold",    "row",    "scatter"};
 
 static bool *kind_off(FuseOpts *o, int i) {
-  bool *off[] = {&o->no_eltwise, &o->no_reduce,  &o->no_multi,
-                 &o->no_epilogue, &o->no_fold, &o->no_row};
+  bool *off[] = {&o->no_eltwise, &o->no_reduce, &o->no_multi,  &o->no_epilogue,
+                 &o->no_fold,    &o->no_row,    &o->no_scatter};
   return off[i];
 }
 
@@ -124,6 +136,8 @@ typedef struct Fuser {
   int *n_defer;  /* per group: how many groups run right after it */
   int *depth;    /* per node: the most reductions on a path from it to its group's anchor
                     (itself included); a strided row group chains two at most */
+  bool *scatter; /* per group: kind scatter (an add_n of disjoint slice_backs) */
+  const char **no_scatter; /* per group with an add_n anchor: why it is not a scatter group */
 } Fuser;
 
 /* Where group gi runs: at its anchor, or right after the group it follows. */
@@ -230,7 +244,8 @@ static bool row_candidate(const Node *n, const Shape *S, Shape *P) {
  * head, no slice. */
 static bool row_capable(const Fuser *f, int gi) {
   const Node *anchor = anchor_of(f, gi);
-  if (!lower_fusable(anchor->op) || f->head[gi] >= 0 || anchor->shape.rank == 0)
+  if (!lower_fusable(anchor->op) || f->head[gi] >= 0 || f->scatter[gi] ||
+      anchor->shape.rank == 0)
     return false;
   for (int m = 0; m < f->n_members[gi]; m++)
     if (lower_view(f->g->nodes[f->members[gi][m]]->op))
@@ -362,6 +377,101 @@ static const char *refuse_head(Fuser *f, const Node *n, int gi) {
   return NULL;
 }
 
+/* --- kind scatter: an add_n of slice_backs of disjoint regions ------------- */
+
+/* Whether the positions b + i s (0 <= i < n) of two slices along one axis
+ * meet (s >= 1: slice_back's attributes are normalized). */
+static bool axis_meets(int64_t b1, int64_t s1, int64_t n1, int64_t b2, int64_t s2, int64_t n2) {
+  if (n1 == 0 || n2 == 0 || b1 + (n1 - 1) * s1 < b2 || b2 + (n2 - 1) * s2 < b1)
+    return false;
+  for (int64_t i = 0; i < n1; i++) {
+    int64_t d = b1 + i * s1 - b2;
+    if (d >= 0 && d % s2 == 0 && d / s2 < n2)
+      return true;
+  }
+  return false;
+}
+
+/* Whether the regions slice_backs x and y write their gradients to overlap. */
+static bool regions_meet(const Node *x, const Node *y) {
+  for (int d = 0; d < x->shape.rank; d++)
+    if (!axis_meets(x->at.begin[d], x->at.step[d], x->in[0]->shape.dim[d], y->at.begin[d],
+                    y->at.step[d], y->in[0]->shape.dim[d]))
+      return false;
+  return x->shape.rank > 0 || (shape_numel(&x->shape) > 0 && shape_numel(&y->shape) > 0);
+}
+
+/* The number of live reads of n (one per input slot of each reader). */
+static int live_reads(const Fuser *f, const Node *n, const Node **only) {
+  int reads = 0;
+  for (int k = f->us.off[n->id]; k < f->us.off[n->id + 1]; k++)
+    if (f->live[f->us.list[k]->id]) {
+      *only = f->us.list[k];
+      reads++;
+    }
+  return reads;
+}
+
+/* Whether add_n v makes a scatter group; NULL if so, else why not. */
+static const char *scatter_refuse(const Fuser *f, const Node *v) {
+  Arena *a = f->g->arena;
+  if (v->dtype != DT_F32)
+    return arena_fmt(a, "%s is not f32", v->name);
+  for (int j = 0; j < v->n_in; j++) {
+    const Node *x = v->in[j], *only = NULL;
+    if (x->op != OP_SLICE_BACK)
+      return arena_fmt(a, "%s also adds a %s (scatter takes slice_backs only)", v->name,
+                       op_name(x->op));
+    if (x->dtype != DT_F32 || x->derived != v->derived)
+      return arena_fmt(a, "%s is not an f32 value of %s's step function", x->name, v->name);
+    if (live_reads(f, x, &only) != 1 || f->result[x->id])
+      return arena_fmt(a, "%s is needed elsewhere than once in %s", x->name, v->name);
+  }
+  if (f->p->opts.fuse.no_scatter)
+    return "scatter fusion is off (--fuse)";
+  for (int i = 0; i < v->n_in; i++)
+    for (int j = 0; j < i; j++)
+      if (regions_meet(v->in[i], v->in[j]))
+        return arena_fmt(a, "the regions of %s and %s overlap (scatter needs disjoint slices)",
+                         v->in[j]->name, v->in[i]->name);
+  return NULL;
+}
+
+/* Whether n may join scatter group gi; NULL if so, else why not. */
+static const char *scatter_member_refuse(const Fuser *f, const Node *n, int gi) {
+  Arena *a = f->g->arena;
+  const Node *anchor = anchor_of(f, gi);
+  if (n->op == OP_SLICE_BACK) {
+    const Node *only = NULL;
+    return live_reads(f, n, &only) == 1 && only == anchor
+               ? NULL
+               : "slice_back makes a kernel of its own (its reader scatters other slices)";
+  }
+  if (!lower_fusable(n->op) && n->op != OP_RESHAPE)
+    return arena_fmt(a, "%s makes a kernel of its own", op_name(n->op));
+  if (n->derived != anchor->derived)
+    return "weight-derived: computed once by the prepare step, not every step";
+  if (f->result[n->id])
+    return arena_fmt(a, "a result of the step, and %s's scatter kernel stores only the sum",
+                     anchor->name);
+  int64_t one = shape_numel(&n->shape) == 1;
+  for (int k = f->us.off[n->id]; k < f->us.off[n->id + 1]; k++) {
+    const Node *u = f->us.list[k];
+    if (!f->live[u->id] || one || u->op == OP_SLICE_BACK || u->op == OP_RESHAPE ||
+        shape_eq(&u->shape, &n->shape))
+      continue; /* read at its own element, or its one */
+    return arena_fmt(a, "its shape %s is broadcast into %s's %s", shape_text(a, &n->shape),
+                     u->name, shape_text(a, &u->shape));
+  }
+  for (int j = 0; j < n->n_in && n->op != OP_RESHAPE; j++) {
+    const Node *x = n->in[j]; /* its index would take a division per load */
+    if (shape_numel(&x->shape) != 1 && !shape_eq(&x->shape, &n->shape))
+      return arena_fmt(a, "it broadcasts %s %s, and %s's scatter loop would divide per load",
+                       x->name, shape_text(a, &x->shape), anchor->name);
+  }
+  return NULL;
+}
+
 /* Whether n may join group gi; NULL if so, else why not. */
 static const char *refuse(Fuser *f, const Node *n, int gi) {
   const Plan *p = f->p;
@@ -370,6 +480,8 @@ static const char *refuse(Fuser *f, const Node *n, int gi) {
   const Node *anchor = anchor_of(f, gi);
   bool eltwise = lower_fusable(anchor->op), telling;
   Shape P;
+  if (n->op == OP_SLICE_BACK && f->no_scatter[gi]) /* the add_n anchor that reads it */
+    return arena_fmt(a, "slice_back makes a kernel of its own; %s", f->no_scatter[gi]);
   if (f->row[gi] && !lower_gemm_head(n->op))
     return row_refuse(f, n, gi, &telling, &P);
   if (n->derived != anchor->derived)
@@ -486,12 +598,22 @@ static int shared_target(Fuser *f, const Node *v, int first, const char **why, b
 }
 
 /* The group v joins, or -1 (*why says why); *shared when other kernels
- * read v too (it joins a row group as a stored output). */
-static int join(Fuser *f, const Node *v, const char **why, bool *shared) {
+ * read v too (it joins a row group as a stored output).  `scatters`: v is
+ * an add_n that leads a scatter group (scatter_refuse). */
+static int join(Fuser *f, const Node *v, bool scatters, const char **why, bool *shared) {
   int first, gi = readers_group(f, v, why, &first);
   bool telling;
   Shape P;
   *shared = false;
+  if (scatters) {
+    if (gi >= 0)
+      *why = "an add_n of slices' gradients: it scatters them in a kernel of its own";
+    return -1;
+  }
+  if (gi >= 0 && f->scatter[gi]) {
+    *why = scatter_member_refuse(f, v, gi);
+    return *why ? -1 : gi;
+  }
   if (gi >= 0) {
     const char *no = refuse(f, v, gi);
     if (!no)
@@ -535,7 +657,8 @@ static void finish_group(Fuser *f, int gi) {
   int n = f->n_members[gi];
   G->anchor = anchor_of(f, gi);
   G->row = f->row[gi];
-  G->eltwise = lower_fusable(G->anchor->op);
+  G->scatter = f->scatter[gi];
+  G->eltwise = lower_fusable(G->anchor->op) && !G->scatter;
   G->head = f->head[gi] >= 0 ? f->g->nodes[f->head[gi]] : NULL;
   G->after = f->defer[gi] >= 0 ? anchor_of(f, f->defer[gi]) : NULL;
   G->n_members = n;
@@ -576,6 +699,8 @@ void pass_fuse(const Graph *g, Node *const *roots, int n_roots, Plan *p) {
   f.depth = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
   for (int i = 0; i <= n; i++)
     f.defer[i] = -1;
+  f.scatter = arena_alloc(a, sizeof(bool) * (size_t)(n + 1));
+  f.no_scatter = arena_alloc(a, sizeof(char *) * (size_t)(n + 1));
   f.members = arena_alloc(a, sizeof(int *) * (size_t)(n + 1));
   f.n_members = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
   f.cap_members = arena_alloc(a, sizeof(int) * (size_t)(n + 1));
@@ -589,13 +714,15 @@ void pass_fuse(const Graph *g, Node *const *roots, int n_roots, Plan *p) {
     Node *v = g->nodes[i];
     if (!live[i] || is_leaf(v))
       continue;
-    const char *why = NULL;
-    bool shared;
-    int gi = join(&f, v, &why, &shared);
+    const char *why = NULL, *no_scatter = v->op == OP_ADD_N ? scatter_refuse(&f, v) : NULL;
+    bool shared, scatters = v->op == OP_ADD_N && !no_scatter;
+    int gi = join(&f, v, scatters, &why, &shared);
     if (gi < 0) {
       gi = n_groups++;
       f.head[gi] = -1;
       p->why[i] = why;
+      f.scatter[gi] = scatters;
+      f.no_scatter[gi] = no_scatter;
     } else {
       p->internal[i] = !result[i] && !shared;
       p->why[i] = shared ? why : NULL;
@@ -616,18 +743,21 @@ void pass_fuse(const Graph *g, Node *const *roots, int n_roots, Plan *p) {
   int *heads = arena_alloc(a, sizeof(int) * (size_t)(n_groups + 1));
   bool *rows = arena_alloc(a, sizeof(bool) * (size_t)(n_groups + 1));
   int *defer = arena_alloc(a, sizeof(int) * (size_t)(n_groups + 1));
+  bool *scatters = arena_alloc(a, sizeof(bool) * (size_t)(n_groups + 1));
   for (int gi = 0; gi < n_groups; gi++) {
     members[renum[gi]] = f.members[gi];
     counts[renum[gi]] = f.n_members[gi];
     heads[renum[gi]] = f.head[gi];
     rows[renum[gi]] = f.row[gi];
     defer[renum[gi]] = f.defer[gi] >= 0 ? renum[f.defer[gi]] : -1;
+    scatters[renum[gi]] = f.scatter[gi];
   }
   f.members = members;
   f.n_members = counts;
   f.head = heads;
   f.row = rows;
   f.defer = defer;
+  f.scatter = scatters;
   for (int i = 0; i < n; i++)
     if (p->group[i] >= 0)
       p->group[i] = renum[p->group[i]];

@@ -23,8 +23,9 @@
  * the loop reads the inputs; and codegen/llvm/cg_gemm.c runs the epilogue
  * per tile, writing the group's outputs while other tiles' GEMMs still
  * read theirs, so no output may share bytes with anything the kernel
- * reads) or of a group with a slice (it reads its input at other elements
- * than the one being written).
+ * reads), of a group with a slice (it reads its input at other elements
+ * than the one being written), nor those of a scatter group (not eltwise:
+ * each slice's loop reads its inputs after the loops before it stored).
  * x * x reads x once, so it may overwrite x too.
  */
 #include "passes.h"

@@ -107,7 +107,13 @@ enum { PLAN_ALIGN = 64 };
  *            elementwise ops before and after them (layer norm: mean,
  *            x - mean, square, mean, rsqrt, scale and shift), computed
  *            one row at a time (ir/lower_row.c); a value other kernels
- *            read too (the backward pass) joins as a stored output.
+ *            read too (the backward pass) joins as a stored output;
+ *   scatter  an add_n whose inputs are slice_backs of disjoint regions
+ *            (the gradient of a split or of slices), each read only by
+ *            it: one kernel stores each slice's gradient into its region
+ *            and zeros in its gaps (ir/lower_scatter.c), no zero-filled
+ *            [whole shape] value per slice; the elementwise formulas of
+ *            each slice's gradient join it, computed in that slice's loop.
  * A member that is not a result (nor read by another kernel) is internal:
  * it never gets a buffer, and the memory plan does not see it.  Each value that ends a group records
  * why fusion stopped there (Plan.why). */
@@ -118,8 +124,9 @@ typedef struct FuseOpts {
   bool no_epilogue; /* --fuse without epilogue */
   bool no_fold;     /* --fuse without fold: batchnorm into conv weights (fold.c) */
   bool no_row;      /* --fuse without row: reductions over rows with their consumers */
+  bool no_scatter;  /* --fuse without scatter: an add_n of slice_backs as one kernel */
 } FuseOpts;
-#define FUSE_NONE ((FuseOpts){true, true, true, true, true, true}) /* --fuse=none */
+#define FUSE_NONE ((FuseOpts){true, true, true, true, true, true, true}) /* --fuse=none */
 
 typedef struct FuseGroup {
   Node *anchor;    /* the last member: its kernel's name and iteration space */
@@ -135,10 +142,12 @@ typedef struct FuseGroup {
                       other axes, one pass per row */
   Node *after;     /* or NULL: the anchor of the group this one runs right after (its
                       row kernel stores a value this one reads; fuse.c) */
+  bool scatter;    /* kind scatter: an add_n anchor of slice_back members, one loop per
+                      slice (not eltwise: its output never overwrites an input) */
 } FuseGroup;
 
 /* Parses --fuse's value: none, all, or a comma list of eltwise, reduce,
- * multi, epilogue, fold, row (the kinds to do).  False on a word it does not know. */
+ * multi, epilogue, fold, row, scatter (the kinds to do).  False on a word it does not know. */
 bool fuse_opts_parse(const char *s, FuseOpts *o);
 /* The kinds on, as --fuse would spell them ("all", "none", "eltwise,multi"). */
 const char *fuse_opts_text(const FuseOpts *o);

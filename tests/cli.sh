@@ -314,7 +314,7 @@ fi
 
 # --- fusion: --fuse, show --stage fused, bench -------------------------------------
 expect 2 "--fuse=bogus" -- "$KILN" show models/lenet5.kiln --stage fused --fuse=bogus
-contains "$err" "--fuse must be none, all or a comma list of eltwise, reduce, row, multi, epilogue, fold; got 'bogus'"
+contains "$err" "--fuse must be none, all or a comma list of eltwise, reduce, row, multi, epilogue, fold, scatter; got 'bogus'"
 expect 2 "--fuse with an empty kind" -- "$KILN" run models/mlp.kiln --random-inputs --fuse eltwise,
 expect 2 "--fuse where nothing is fused" -- "$KILN" show models/lenet5.kiln --fuse=none
 for c in run train build show bench; do
@@ -357,6 +357,12 @@ if command -v dot >/dev/null; then
     echo "FAIL: dot could not render the kernels"; fails=$((fails + 1))
   fi
 fi
+expect 0 "show --stage fused --train: the LSTM's split gradients scatter" -- "$KILN" show \
+  models/lstm.kiln --stage fused --train
+contains "$out" "(scatter, 21 nodes)"
+expect 0 "show --stage fused --train, every kind but scatter" -- "$KILN" show models/lstm.kiln \
+  --stage fused --train --fuse=eltwise,reduce,multi,epilogue,row
+contains "$out" "slice_back makes a kernel of its own; scatter fusion is off (--fuse)"
 expect 0 "show --stage fused --train --format json" -- "$KILN" show models/lenet5.kiln \
   --stage fused --train --format json -D N=2 -o "$tmp/k.json"
 if "$PY" - "$tmp/k.json" <<'PY'; then echo "ok: the kernels' json"; else fails=$((fails + 1)); fi

@@ -188,6 +188,8 @@ static int row_sums(const Plan *p, const Node *n) {
 }
 
 static void model_variants(Graph *g, Node *const *roots, int n, const char *what, bool kinds);
+static void variants_agree(Graph *g, Node *const *roots, int n, const char *what,
+                           const FuseOpts *variants, int n_variants, int *k0, int *k1);
 
 /* Layer norm: forward one row kernel (two means, no buffer between them);
  * in a training step the values the backward pass reads are stored by it,
@@ -408,12 +410,140 @@ static void opts_words(void **state) {
   assert_true(fuse_opts_parse("row,eltwise", &o));
   assert_true(!o.no_row && !o.no_eltwise && o.no_reduce && o.no_fold);
   assert_string_equal(fuse_opts_text(&o), "eltwise,row");
-  assert_true(fuse_opts_parse("none", &o) && o.no_row);
+  assert_true(fuse_opts_parse("none", &o) && o.no_row && o.no_scatter);
+  assert_true(fuse_opts_parse("scatter,row", &o) && !o.no_scatter && o.no_eltwise);
+  assert_string_equal(fuse_opts_text(&o), "row,scatter");
   assert_true(fuse_opts_parse("reduce", &o));
   assert_string_equal(fuse_opts_text(&o), "reduce");
   assert_false(fuse_opts_parse("bogus", &o));
   assert_false(fuse_opts_parse("eltwise,", &o));
   assert_false(fuse_opts_parse("", &o) && !o.no_eltwise);
+}
+
+/* --- kind scatter: an add_n of slice_backs ---------------------------------------- */
+
+typedef struct Scatter {
+  Compiled c;
+  Node *gx; /* x's gradient */
+  Plan p;   /* of gx, all kinds on */
+} Scatter;
+
+/* The gradient of `loss` in model `body` (over an input x: f32[6, 8])
+ * with respect to x, an add_n of slice_backs, and its fused plan. */
+static Scatter scatter_case(const char *body) {
+  Scatter s;
+  char text[512];
+  snprintf(text, sizeof text, "model m() {\n  input x: f32[6, 8]\n%s  output y = x\n}\n", body);
+  s.c = compile_text(text);
+  MUST_COMPILE(s.c);
+  Node *x = graph_find(s.c.g, "x");
+  pass_autodiff(s.c.g, &s.c.d, graph_find_value(s.c.g, "loss"), &x, 1, &s.gx);
+  assert_int_equal(s.gx->op, OP_ADD_N);
+  for (int j = 0; j < s.gx->n_in; j++)
+    assert_int_equal(s.gx->in[j]->op, OP_SLICE_BACK);
+  s.p = plan_of(s.c.g, &s.gx, 1, (FuseOpts){0});
+  return s;
+}
+
+static int group_ops(const FuseGroup *G, Op op) {
+  int k = 0;
+  for (int m = 0; m < G->n_members; m++)
+    k += G->members[m]->op == op;
+  return k;
+}
+
+/* A split's gradient: the two slice_backs and the formulas of their
+ * gradients are one kernel; a's gradient is -0 where a > 0 (relu(-a)
+ * passes +0, neg makes it -0), which the unfused sum turns into +0. */
+static void scatter_split(void **state) {
+  Scatter s = scatter_case("  a, b = split(x, 2, axis=1)\n"
+                           "  loss = sum(relu(-a) * 3) + sum(tanh(b))\n");
+  const FuseGroup *G = plan_group(&s.p, s.gx);
+  assert_true(G->scatter && !G->eltwise && !G->row);
+  assert_int_equal(group_ops(G, OP_SLICE_BACK), 2);
+  assert_true(group_ops(G, OP_NEG) >= 1); /* a's gradient formula joined */
+  for (int m = 0; m < G->n_members - 1; m++)
+    assert_true(s.p.internal[G->members[m]->id]);
+  Kernel *k = program_kernel_at(s.c.a, &s.p, s.gx);
+  char err[256];
+  assert_true(kir_verify(k, err, sizeof err));
+  assert_int_equal(k->n_members, G->n_members);
+  Plan q = plan_of(s.c.g, &s.gx, 1, (FuseOpts){.no_scatter = true});
+  assert_false(plan_group(&q, s.gx)->scatter);
+  assert_true(q.n_groups > s.p.n_groups);
+  assert_non_null(strstr(q.why[s.gx->in[0]->id], "scatter fusion is off (--fuse)"));
+  model_variants(s.c.g, &s.gx, 1, "split gradient (scatter)", true);
+  compiled_free(&s.c);
+}
+
+/* Strided slices that leave gaps (zeros there) and slices that overlap or
+ * an add_n that also adds a dense term (no scatter; the boundary says why). */
+static void scatter_gaps_and_refusals(void **state) {
+  Scatter s = scatter_case("  p = x[:, 0:8:2]\n  q = x[1:6, 1:8:4]\n"
+                           "  loss = sum(p * p) + sum(exp(q))\n");
+  assert_true(plan_group(&s.p, s.gx)->scatter);
+  assert_int_equal(group_ops(plan_group(&s.p, s.gx), OP_SLICE_BACK), 2);
+  Kernel *k = program_kernel_at(s.c.a, &s.p, s.gx);
+  char err[256];
+  assert_true(kir_verify(k, err, sizeof err));
+  /* zeros in row 0's 4 odd columns and rows 1-5's columns 3 and 7, then 2 slices */
+  assert_int_equal(k->body->n_body, 6 + 2);
+  model_variants(s.c.g, &s.gx, 1, "strided slices with gaps (scatter)", true);
+  compiled_free(&s.c);
+  s = scatter_case("  p = x[::2, ::2]\n  q = x[1::2, 1::2]\n  loss = sum(p * p) + sum(exp(q))\n");
+  k = program_kernel_at(s.c.a, &s.p, s.gx); /* 24 gaps: one fill of the whole */
+  assert_int_equal(k->body->n_body, 1 + 2);
+  model_variants(s.c.g, &s.gx, 1, "a checkerboard's two halves (scatter)", false);
+  compiled_free(&s.c);
+  s = scatter_case("  p = x[:, 0:5]\n  q = x[:, 3:8]\n  loss = sum(p * p) + sum(q * q)\n");
+  assert_false(plan_group(&s.p, s.gx)->scatter);
+  assert_int_not_equal(s.p.group[s.gx->in[0]->id], s.p.group[s.gx->id]);
+  assert_non_null(strstr(s.p.why[s.gx->in[1]->id], "overlap"));
+  model_variants(s.c.g, &s.gx, 1, "overlapping slices (no scatter)", true);
+  compiled_free(&s.c);
+  s = scatter_case("  p = x[2:4, 1:3]\n  q = x[3:6, 2:8:3]\n  loss = sum(p * p) + sum(q * q)\n");
+  assert_false(plan_group(&s.p, s.gx)->scatter); /* they share x[3, 2] */
+  assert_non_null(strstr(s.p.why[s.gx->in[0]->id], "overlap"));
+  compiled_free(&s.c);
+  Compiled c = compile_text("model m() {\n  input x: f32[6, 8]\n  a = x[:, 0:4]\n"
+                            "  loss = sum(tanh(a)) + sum(x * x)\n  output y = x\n}\n");
+  MUST_COMPILE(c);
+  Node *x = graph_find(c.g, "x"), *gx;
+  pass_autodiff(c.g, &c.d, graph_find_value(c.g, "loss"), &x, 1, &gx);
+  Plan p = plan_of(c.g, &gx, 1, (FuseOpts){0});
+  assert_false(plan_group(&p, gx)->scatter);
+  for (int j = 0; j < gx->n_in; j++)
+    if (gx->in[j]->op == OP_SLICE_BACK)
+      assert_non_null(strstr(p.why[gx->in[j]->id], "scatter takes slice_backs only"));
+  compiled_free(&c);
+}
+
+/* The LSTM's training step: per time step, the split of its gates; and its
+ * input projection sliced at each step: T + 1 scatter kernels, the same
+ * bits as without them, fewer kernels. */
+static void scatter_lstm(void **state) {
+  char *text = read_model("lstm.kiln");
+  Compiled c = compile_model_small(text, true);
+  MUST_COMPILE(c);
+  int n;
+  Node **roots = kt_step_roots(&c, true, &n);
+  Plan p = plan_of(c.g, roots, n, (FuseOpts){0});
+  int four = 0, wide = 0;
+  for (int gi = 0; gi < p.n_groups; gi++) {
+    const FuseGroup *G = &p.groups[gi];
+    int sb = G->scatter ? group_ops(G, OP_SLICE_BACK) : 0;
+    four += sb == 4;
+    wide += sb == 16;
+  }
+  assert_int_equal(four, 16); /* T = 16 steps: i, f, g, o */
+  assert_int_equal(wide, 1);  /* xw[:, t] for every t */
+  const FuseOpts variants[] = {{0}, {.no_scatter = true}};
+  int k_on, k_off;
+  variants_agree(c.g, roots, n, "lstm training step (scatter)", variants, 2, &k_on, &k_off);
+  print_message("  lstm training step: %d kernels with scatter, %d without\n", k_on, k_off);
+  assert_true(k_on + 4 * 16 + 16 <= k_off); /* 5 kernels for 1 per step, 17 for 1 */
+  compiled_free(&c);
+  free(text);
 }
 
 /* --- every model: fused == unfused, bit for bit ----------------------------------- */
@@ -459,9 +589,10 @@ static int run_variant(Graph *g, Node *const *roots, int n, FuseOpts f, float **
   return kernels;
 }
 
-/* Fusion off, then on; every kind alone off too when `kinds` (the
- * results must not depend on which kinds are on). */
-static void model_variants(Graph *g, Node *const *roots, int n, const char *what, bool kinds) {
+/* The variants' results are the first's, bit for bit; the first two's
+ * kernel counts (*k0, *k1). */
+static void variants_agree(Graph *g, Node *const *roots, int n, const char *what,
+                           const FuseOpts *variants, int n_variants, int *k0, int *k1) {
   float **bufs = calloc((size_t)g->n_nodes, sizeof *bufs);
   for (int i = 0; i < g->n_nodes; i++)
     if (g->nodes[i]->op == OP_PARAM) {
@@ -470,16 +601,13 @@ static void model_variants(Graph *g, Node *const *roots, int n, const char *what
       for (int64_t j = 0; j < k; j++)
         bufs[i][j] = (float)(0.2 * rng_normal(rng_seed_for(5, g->nodes[i]->name), (uint64_t)j));
     }
-  const FuseOpts variants[] = {FUSE_NONE,           {0},
-                                      {.no_multi = true},  {.no_reduce = true},
-                                      {.no_eltwise = true}, {.no_epilogue = true},
-                                      {.no_row = true}};
   char **base = calloc((size_t)n, sizeof(char *)), **got = calloc((size_t)n, sizeof(char *));
-  int groups, k0 = run_variant(g, roots, n, variants[0], bufs, base, &groups), k1 = 0;
-  for (int v = 1; v < (kinds ? countof(variants) : 2); v++) {
+  int groups;
+  *k0 = run_variant(g, roots, n, variants[0], bufs, base, &groups);
+  for (int v = 1; v < n_variants; v++) {
     int kv = run_variant(g, roots, n, variants[v], bufs, got, &groups);
     if (v == 1)
-      k1 = kv;
+      *k1 = kv;
     for (int r = 0; r < n; r++) {
       if (memcmp(base[r], got[r], (size_t)node_bytes(roots[r])) != 0)
         fail_msg("%s: %s differs with --fuse=%s", what, roots[r]->name,
@@ -487,13 +615,24 @@ static void model_variants(Graph *g, Node *const *roots, int n, const char *what
       free(got[r]);
     }
   }
-  print_message("  %-34s %4d kernels unfused, %4d fused\n", what, k0, k1);
-  assert_true(k1 < k0);
   for (int r = 0; r < n; r++)
     free(base[r]);
   for (int i = 0; i < g->n_nodes; i++)
     free(bufs[i]);
   free(base), free(got), free(bufs);
+}
+
+/* Fusion off, then on; every kind alone off too when `kinds` (the
+ * results must not depend on which kinds are on). */
+static void model_variants(Graph *g, Node *const *roots, int n, const char *what, bool kinds) {
+  const FuseOpts variants[] = {FUSE_NONE,           {0},
+                               {.no_multi = true},  {.no_reduce = true},
+                               {.no_eltwise = true}, {.no_epilogue = true},
+                               {.no_row = true},    {.no_scatter = true}};
+  int k0, k1;
+  variants_agree(g, roots, n, what, variants, kinds ? countof(variants) : 2, &k0, &k1);
+  print_message("  %-34s %4d kernels unfused, %4d fused\n", what, k0, k1);
+  assert_true(k1 < k0);
 }
 
 static void fused_step(Graph *g, Node **roots, int n, const char *file, bool train,
@@ -516,6 +655,8 @@ int main(void) {
       cmocka_unit_test(layernorm_rows), cmocka_unit_test(row_chains),
       cmocka_unit_test(batchnorm_rows), cmocka_unit_test(batchnorm_chain),
       cmocka_unit_test(resnet_batchnorm_rows),
+      cmocka_unit_test(scatter_split), cmocka_unit_test(scatter_gaps_and_refusals),
+      cmocka_unit_test(scatter_lstm),
       cmocka_unit_test(every_model),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
