@@ -100,9 +100,9 @@ extern const Command cmd_check, cmd_show, cmd_run, cmd_init, cmd_train, cmd_buil
   "                           convolution and the elementwise ops after it: bias,\n"      \
   "                           activation, residual add), fold (at inference, a\n"        \
   "                           batchnorm after a convolution folded into its weights;\n"  \
-  "                           last bits differ), row (layer norm's reductions\n"        \
-  "                           and consumers), scatter (a split's gradient summed\n"    \
-  "                           in one kernel); fused values get no buffer\n"
+  "                           last bits differ), row (layer and batch norm's\n"      \
+  "                           reductions, consumers), scatter (a split's gradient\n" \
+  "                           summed in one kernel); fused values get no buffer\n"
 
 /* The rewrites an inference graph gets before planning (kiln run, build,
  * bench), unless --no-prepack: batchnorm folded into convolution weights

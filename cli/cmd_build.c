@@ -77,7 +77,10 @@ static const char build_help[] =
     "                           (by default kiln_prepare makes it once, when the\n"
     "                           program loads its weights; same results)\n"
     "  --threads N              compile on N threads (default: one per core); the\n"
-    "                           program's code is then N object files linked together\n"
+    "                           program's code is then N object files linked together\n";
+
+/* The rest of build's help (one literal would pass C's 4095 characters). */
+static const char build_help_end[] =
     "  -v, --verbose            print the plans and where the time went\n"
     "  --target cpu|cuda        cuda: PROG runs inference on CUDA device 0 (--emit exe,\n"
     "                           the default with -o but not FILE.cu or --train), with\n"
@@ -634,4 +637,4 @@ static int build_run(Cli *c) {
 }
 
 const Command cmd_build = {"build", "DmtowSeIHCVYhKjFXA", build_help, build_validate,
-                          build_run, NULL};
+                          build_run, build_help_end};
