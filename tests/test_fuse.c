@@ -147,6 +147,20 @@ static const Node *owner(const TrainStep *ts, const Node *target) {
   return NULL;
 }
 
+/* The end of a test model: output z, its cross-entropy loss with labels y,
+ * trained by SGD. */
+#define CE_SGD_TAIL                                                                         \
+  "  output z\n  loss = cross_entropy(z, y)\n}\n"                                            \
+  "train m {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n"
+
+/* c's training step (c compiled for training) in ts, and its plan with
+ * every fusion kind on. */
+static Plan train_plan(Compiled *c, TrainStep *ts) {
+  MUST_COMPILE(*c);
+  build_train_step(c->g, &c->d, ts);
+  return plan_of(c->g, ts->roots, ts->n_roots, (FuseOpts){0});
+}
+
 /* A forward value the backward pass reads is stored, and says so; each
  * parameter's Adam update is one kernel writing p, m and v. */
 static void training_step(void **state) {
@@ -155,10 +169,8 @@ static void training_step(void **state) {
                             "  output z\n  loss = cross_entropy(z, y)\n}\n"
                             "train m {\n  minimize loss\n  optimizer adam(lr=0.01)\n}\n",
                             true, NULL, 0);
-  MUST_COMPILE(c);
   TrainStep ts = {0};
-  build_train_step(c.g, &c.d, &ts);
-  Plan p = plan_of(c.g, ts.roots, ts.n_roots, (FuseOpts){0});
+  Plan p = train_plan(&c, &ts);
   Node *h = value(c.g, "h");
   assert_non_null(p.why[h->id]);
   assert_non_null(strstr(p.why[h->id], "the backward pass needs it"));
@@ -312,13 +324,10 @@ static void batchnorm_rows(void **state) {
       "  g = relu(batchnorm(conv2d(h, out=5, kernel=3, stride=2, pad=1, bias=false), "
       "name=\"bn2\"))\n"
       "  z = dense(flatten(global_avgpool(g)), out=3)\n"
-      "  output z\n  loss = cross_entropy(z, y)\n}\n"
-      "train m {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n",
+      CE_SGD_TAIL,
       true, NULL, 0);
-  MUST_COMPILE(c);
   TrainStep ts = {0};
-  build_train_step(c.g, &c.d, &ts);
-  Plan t = plan_of(c.g, ts.roots, ts.n_roots, (FuseOpts){0});
+  Plan t = train_plan(&c, &ts);
   Node *h = value(c.g, "h");
   const FuseGroup *G = plan_group(&t, h);
   assert_true(G->row);
@@ -357,13 +366,10 @@ static void batchnorm_chain(void **state) {
       "model m(N = 4) {\n  input x: f32[N, 6, 8, 8]\n  input y: i32[N]\n"
       "  h = relu(batchnorm(x, name=\"bn1\"))\n  g = relu(batchnorm(h, name=\"bn2\"))\n"
       "  z = dense(flatten(global_avgpool(g)), out=3)\n"
-      "  output z\n  loss = cross_entropy(z, y)\n}\n"
-      "train m {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n",
+      CE_SGD_TAIL,
       true, NULL, 0);
-  MUST_COMPILE(c);
   TrainStep ts = {0};
-  build_train_step(c.g, &c.d, &ts);
-  Plan t = plan_of(c.g, ts.roots, ts.n_roots, (FuseOpts){0});
+  Plan t = train_plan(&c, &ts);
   int groups, alone, why = 0;
   assert_int_equal(channel_row_sums(&t, false, &groups, &alone), 4);
   assert_int_equal(groups, 2);
@@ -382,10 +388,8 @@ static void resnet_batchnorm_rows(void **state) {
   char *text = read_model("resnet_small.kiln");
   Compiled c = compile_opts(text, true, NULL, 0);
   free(text);
-  MUST_COMPILE(c);
   TrainStep ts = {0};
-  build_train_step(c.g, &c.d, &ts);
-  Plan t = plan_of(c.g, ts.roots, ts.n_roots, (FuseOpts){0});
+  Plan t = train_plan(&c, &ts);
   int groups, alone;
   assert_int_equal(channel_row_sums(&t, false, &groups, &alone), 30);
   assert_int_equal(groups, 13); /* a block's two last batch norms (b + s) share one */

@@ -217,6 +217,20 @@ static void diff(Compiled *c) {
 
 static void diff_run(void *ud) { diff(ud); }
 
+/* ev: g run by the reference evaluator on seeded random inputs. */
+static void eval_random(Eval *ev, Graph *g, uint64_t seed, const char *what) {
+  eval_init(ev, g);
+  for (int i = 0; i < g->n_nodes; i++)
+    if (g->nodes[i]->op == OP_INPUT) {
+      float *d = eval_input(ev, g->nodes[i]);
+      for (int64_t j = 0; j < shape_numel(&g->nodes[i]->shape); j++)
+        d[j] = frand(&seed);
+    }
+  char err[512];
+  if (eval_run(ev, NULL, err, sizeof err))
+    fail_msg("%s: reference: %s", what, err);
+}
+
 static void one_case(const Case *cs) {
   char text[1024];
   snprintf(text, sizeof text, "model m() {\n  %s\n}\n", cs->body);
@@ -228,17 +242,7 @@ static void one_case(const Case *cs) {
     fail_msg("%s: autodiff: %s", cs->body, c.d.msg);
   Graph *g = c.g;
   Eval ev;
-  eval_init(&ev, g);
-  uint64_t seed = 7;
-  for (int i = 0; i < g->n_nodes; i++)
-    if (g->nodes[i]->op == OP_INPUT) {
-      float *d = eval_input(&ev, g->nodes[i]);
-      for (int64_t j = 0; j < shape_numel(&g->nodes[i]->shape); j++)
-        d[j] = frand(&seed);
-    }
-  char err[512];
-  if (eval_run(&ev, NULL, err, sizeof err))
-    fail_msg("%s: reference: %s", cs->body, err);
+  eval_random(&ev, g, 7, cs->body);
   int seen = 0, plain = 0;
   for (int i = 0; i < g->n_nodes; i++) {
     Node *n = g->nodes[i];
@@ -405,17 +409,7 @@ static void epi_case(const char *body, const char *variant, bool after) {
   Graph *g = c.g;
   Node *y = graph_find_value(g, "y");
   Eval ev;
-  eval_init(&ev, g);
-  uint64_t seed = 11;
-  for (int i = 0; i < g->n_nodes; i++)
-    if (g->nodes[i]->op == OP_INPUT) {
-      float *d = eval_input(&ev, g->nodes[i]);
-      for (int64_t j = 0; j < shape_numel(&g->nodes[i]->shape); j++)
-        d[j] = frand(&seed);
-    }
-  char err[512];
-  if (eval_run(&ev, NULL, err, sizeof err))
-    fail_msg("%s: reference: %s", body, err);
+  eval_random(&ev, g, 11, body);
   float **val = unfused_values(g, &ev);
   Plan p;
   plan_build(g, &y, 1, &(PlanOpts){0}, &p);
