@@ -351,7 +351,10 @@ static void determinism(void **state) {
  * the unfused kernels one after another.  Each case also runs with small
  * K panels, column blocks and many tasks (KILN_GEMM_KC, _NB, _TASKS), so an
  * epilogue applied before a block's last K panel would show, and with
- * KILN_EPILOGUE_AFTER (the pass after the tasks: same bits).  A
+ * KILN_EPILOGUE_AFTER (the pass after the tasks: same bits); all with
+ * KILN_EPILOGUE_PER_TILE, as these outputs are under the 1 MB from which
+ * the epilogue runs per tile by default (checked on one small and one
+ * large output without it).  A
  * one-element output has no loop nest to run per tile: it must fall back
  * to the pass after the tasks. */
 static const char *const epi_cases[] = {
@@ -477,11 +480,18 @@ static void epilogues(void **state) {
         unsetenv(env[e][0]);
     if (v == 2)
       setenv("KILN_EPILOGUE_AFTER", "1", 1);
+    setenv("KILN_EPILOGUE_PER_TILE", "1", 1); /* outputs under 1 MB too */
     for (int i = 0; i < countof(epi_cases); i++)
       epi_case(epi_cases[i], v == 0 ? "default schedule" : v == 1 ? "small blocks" : "after",
                v == 2 || i >= countof(epi_cases) - epi_after_only);
     unsetenv("KILN_EPILOGUE_AFTER");
+    unsetenv("KILN_EPILOGUE_PER_TILE");
   }
+  /* by default an output under 1 MB (cg_gemm.c: EPI_TILE_MIN) takes the
+   * pass after the tasks, a larger one the per-tile epilogue */
+  epi_case(epi_cases[0], "small output", true);
+  epi_case("input a: f32[600, 64]; input b: f32[64, 520]; input c: f32[520]; "
+           "y = relu(a @ b + c)", "large output", false);
   arena_free(ar);
 }
 

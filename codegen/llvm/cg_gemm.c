@@ -328,6 +328,10 @@ static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name) {
 
 /* --- a fused kernel's epilogue, per tile ------------------------------------------------ */
 
+/* Outputs of at least this many bytes (about one core's L2 here) get their
+ * epilogue per tile; smaller ones after the tasks (cg_gemm). */
+#define EPI_TILE_MIN (1024.0 * 1024.0)
+
 /* The epilogue of a fused kernel (Kernel.head: the statements after the
  * first n_head) is, as ir/lower_fuse.c makes it, scalar locals (KS_DECL),
  * then one loop nest over the output's elements, row-major: loops of
@@ -802,8 +806,15 @@ bool cg_gemm(Cg *cg, const Kernel *k) {
   LLVMValueRef ukr = emit_ukr(&g, cg, name);
   /* the epilogue per tile where C is the output, or the task's epilogue
    * finishes a known range of it; not after a finish (conv2d_back_w's
-   * partial sums, never a fused head): K.epilogue after the tasks then */
-  bool per_tile = g.ps_buf < 0 && !g.finish &&
+   * partial sums, never a fused head): K.epilogue after the tasks then.
+   * Nor for an output under EPI_TILE_MIN bytes: it is still in the cache
+   * when the tasks end, and there the one pass after them was faster
+   * than a call per block of rows (attention at batch 1 on 2 threads:
+   * 11.3 against 12.4 us a step).  KILN_EPILOGUE_PER_TILE=1 (tests) drops
+   * that bound. */
+  bool big = (double)g.k->bufs[gemm_out(&g)].numel * 4 >= EPI_TILE_MIN ||
+             getenv("KILN_EPILOGUE_PER_TILE");
+  bool per_tile = big && g.ps_buf < 0 && !g.finish &&
                   (g.epilogue ? g.done_lo != NULL : g.c_buf == gemm_out(&g));
   g.tile_epi = per_tile ? tile_epilogue(&g) : NULL;
   LLVMValueRef epi = g.tile_epi ? emit_tile_epilogue(&g, cg) : NULL;
