@@ -105,12 +105,14 @@ typedef struct Fz {
   int out;         /* its buffer (the anchor's) */
 } Fz;
 
-static int member_index(const Fz *z, const Node *x) {
-  for (int m = 0; m < z->n; m++)
-    if (z->members[m] == x)
+int lw_member(Node *const *members, int n, const Node *x) {
+  for (int m = 0; m < n; m++)
+    if (members[m] == x)
       return m;
   return -1;
 }
+
+static int member_index(const Fz *z, const Node *x) { return lw_member(z->members, z->n, x); }
 
 /* "<op>_<op>_..._<anchor name>", the ops in order, each once, at most 4. */
 static const char *fused_name(Arena *a, Node *const *members, int n) {

@@ -147,6 +147,12 @@ bool lw_rows_in_lanes(const Node *n);
 /* --- lower_fuse.c, lower_row.c: fused groups ------------------------------- */
 /* A kernel named "<ops>_<anchor name>" for members[0..n), the anchor last. */
 Kernel *lw_fused_kernel(Arena *a, Node *const *members, int n);
+/* A slice_back n's region in its output: operand 0 its gradient's strides,
+ * operand 1 the output's strides times the slice's steps; returns the
+ * region's first element (ir/lower_move.c). */
+int64_t lw_slice_region(const Node *n, int64_t st[][MAX_RANK]);
+/* x's index among members[0..n), or -1. */
+int lw_member(Node *const *members, int n, const Node *x);
 /* The buffer of node x in k, added (as role) if it has none. */
 int lw_buf_of(Kernel *k, const Node *x, KBufRole role);
 /* The index of x's element that broadcasting reads for element e of a

@@ -71,20 +71,27 @@ static void fill_out(Kernel *k, int out, int64_t cnt, KExpr *v) {
 
 /* slice's gradient: zeros, then gy[idx] at begin + idx * step on every axis
  * (both dtypes; zero is all-zero bits in both). */
-Kernel *lower_slice_back(Arena *a, const Node *n) {
-  Kernel *k = lw_kernel(a, n);
+int64_t lw_slice_region(const Node *n, int64_t st[][MAX_RANK]) {
   const Shape *gy = &n->in[0]->shape;
-  int64_t st[LW_OPS][MAX_RANK], ost[MAX_RANK], base = 0;
-  KExpr *zero = n->dtype == DT_F32 ? FC(0) : ke_int(k, KT_I32, 0);
-  fill_out(k, lw_out(n), shape_numel(&n->shape), zero);
-  if (shape_numel(gy) == 0)
-    return k;
+  int64_t ost[MAX_RANK], base = 0;
   lw_strides(gy, st[0]);
   lw_strides(&n->shape, ost);
   for (int d = 0; d < gy->rank; d++) {
     base += n->at.begin[d] * ost[d];
     st[1][d] = ost[d] * n->at.step[d];
   }
+  return base;
+}
+
+Kernel *lower_slice_back(Arena *a, const Node *n) {
+  Kernel *k = lw_kernel(a, n);
+  const Shape *gy = &n->in[0]->shape;
+  int64_t st[LW_OPS][MAX_RANK];
+  KExpr *zero = n->dtype == DT_F32 ? FC(0) : ke_int(k, KT_I32, 0);
+  fill_out(k, lw_out(n), shape_numel(&n->shape), zero);
+  if (shape_numel(gy) == 0)
+    return k;
+  int64_t base = lw_slice_region(n, st);
   Nest ns;
   lw_nest(k, k->body, gy->rank, gy->dim, 2, st, NEST_MAP, &ns);
   ks_add(k, ns.body, ks_store(k, lw_out(n), lw_at(k, &ns, 1, base), LOAD(0, lw_at(k, &ns, 0, 0))));

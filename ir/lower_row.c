@@ -92,12 +92,7 @@ typedef struct Rz {
   const Node *red_in; /* the input of the reduction being lowered */
 } Rz;
 
-static int member_of(const Rz *z, const Node *x) {
-  for (int m = 0; m < z->n; m++)
-    if (z->members[m] == x)
-      return m;
-  return -1;
-}
+static int member_of(const Rz *z, const Node *x) { return lw_member(z->members, z->n, x); }
 
 static void new_element(Rz *z, RowAt *w) {
   for (int m = 0; m < z->n; m++)

@@ -41,12 +41,7 @@ typedef struct Sz {
   int n_in;
 } Sz;
 
-static int member_of(const Sz *z, const Node *x) {
-  for (int m = 0; m < z->n; m++)
-    if (z->members[m] == x)
-      return m;
-  return -1;
-}
+static int member_of(const Sz *z, const Node *x) { return lw_member(z->members, z->n, x); }
 
 /* Input x's value at the current slice's element: at e, or at 0 when it has
  * one element (members read their inputs at their own element or at their
@@ -88,15 +83,10 @@ static KExpr *value_at(Sz *z, KStmt *body, int m, KExpr *e) {
 static void scatter_slice(Sz *z, const Node *s, int out, bool plus_zero) {
   Kernel *k = z->k;
   const Shape *gy = &s->in[0]->shape;
-  int64_t st[LW_OPS][MAX_RANK], ost[MAX_RANK], base = 0;
+  int64_t st[LW_OPS][MAX_RANK];
   if (shape_numel(gy) == 0)
     return;
-  lw_strides(gy, st[0]);
-  lw_strides(&s->shape, ost);
-  for (int d = 0; d < gy->rank; d++) {
-    base += s->at.begin[d] * ost[d];
-    st[1][d] = ost[d] * s->at.step[d];
-  }
+  int64_t base = lw_slice_region(s, st);
   Nest ns;
   lw_nest(k, k->body, gy->rank, gy->dim, 2, st, NEST_MAP, &ns);
   KExpr *e = lw_bind(k, ns.body, "e", lw_at(k, &ns, 0, 0));
