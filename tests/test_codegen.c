@@ -387,6 +387,85 @@ static void parallel(void **state) {
   free(X), free(Y);
 }
 
+/* Row r's L partials of op over x[r, :]: element c L + l into acc[l]
+ * (ir/lower_reduce.c's lanes), stored to y[r, l]; with leak, the loop also
+ * reads acc[0] (other += acc[0], stored to y[r, L]). */
+static Kernel *lanes_kernel(const char *name, KOp op, int L, int R, int C, bool leak) {
+  Kernel *k = kir_new(ar, name, NULL);
+  int x = kir_buf(k, "x", KT_F32, R * C, KB_IN, 0);
+  int y = kir_buf(k, "y", KT_F32, R * (L + 1), KB_OUT, 1);
+  int r = kir_var(k, "r", KT_IDX), c = kir_var(k, "c", KT_IDX), other = kir_var(k, "other", KT_F32);
+  int acc[16];
+  KStmt *lr = ks_loop(k, r, I(R), KL_PARALLEL);
+  ks_add(k, k->body, lr);
+  for (int l = 0; l < L; l++) {
+    acc[l] = kir_var(k, "acc", KT_F32);
+    ks_add(k, lr, ks_decl(k, acc[l], F(op == KO_MAX ? -INFINITY : 0)));
+  }
+  ks_add(k, lr, ks_decl(k, other, F(0)));
+  KStmt *lc = ks_loop(k, c, I(C / L), KL_REDUCE);
+  ks_add(k, lr, lc);
+  for (int l = 0; l < L; l++) {
+    KExpr *at = ADD(ADD(MUL(V(r), I(C)), MUL(V(c), I(L))), I(l));
+    ks_add(k, lc, ks_set(k, acc[l], BIN(op, V(acc[l]), LD(x, at))));
+  }
+  if (leak)
+    ks_add(k, lc, ks_set(k, other, ADD(V(other), V(acc[0]))));
+  for (int l = 0; l < L; l++)
+    ks_add(k, lr, ks_store(k, y, ADD(MUL(V(r), I(L + 1)), I(l)), V(acc[l])));
+  ks_add(k, lr, ks_store(k, y, ADD(MUL(V(r), I(L + 1)), I(L)), V(other)));
+  return k;
+}
+
+/* Whether kernel k's IR, unoptimized and optimized, contains want and want_opt. */
+static void lanes_ir(Kernel *k, const char *want, const char *want_opt, bool present) {
+  char err[512];
+  Cg *cg = cg_new("l", &(CgOpts){.opt_level = 3, .verify = true}, err, sizeof err);
+  assert_true(cg_kernel(cg, k, err, sizeof err));
+  char *ir = cg_print_ir(cg);
+  if ((strstr(ir, want) != NULL) != present)
+    fail_msg("%s: %s %s in the IR", k->name, want, present ? "missing" : "found");
+  free(ir);
+  assert_true(cg_optimize(cg, err, sizeof err));
+  ir = cg_print_ir(cg);
+  if (want_opt && !strstr(ir, want_opt))
+    fail_msg("%s: %s missing in the optimized IR", k->name, want_opt);
+  free(ir);
+  cg_free(cg);
+}
+
+/* A reduction loop that updates several accumulators with one operation
+ * and reads them nowhere else keeps them as the lanes of one vector
+ * (cg_loop.c): the IR has the vector, LLVM makes 16-lane code of it, and
+ * the bits are kir_eval's, for maxima over NaN, infinities, -0 and +0, and
+ * for sums.  A loop that reads an accumulator elsewhere keeps scalars. */
+static void vector_accumulators(void **state) {
+  enum { R = 37, C = 16 * 5 };
+  float *X = malloc(sizeof(float) * R * C), *Y = malloc(sizeof(float) * R * 17);
+  uint64_t s = 11;
+  const float odd[] = {NAN, -0.0f, 0.0f, INFINITY, -INFINITY};
+  for (int t = 0; t < R * C; t++)
+    X[t] = t % 7 == 3 ? odd[(t / 7) % 5] : frand(&s, -2, 2);
+  for (int t = 0; t < C; t++) /* a row of zeros of both signs: which one max keeps */
+    X[t] = t % 3 ? 0.0f : -0.0f;
+  Kernel *mx = lanes_kernel("lanes_max", KO_MAX, 16, R, C, false);
+  Kernel *sum = lanes_kernel("lanes_sum", KO_ADD, 16, R, C, false);
+  Kernel *leak = lanes_kernel("lanes_leak", KO_ADD, 16, R, C, true);
+  Kernel *few = lanes_kernel("lanes_few", KO_MIN, 5, R, C - 5, false);
+  lanes_ir(mx, "alloca <16 x float>", "fcmp olt <16 x float>", true);
+  lanes_ir(sum, "alloca <16 x float>", "fadd <16 x float>", true);
+  lanes_ir(leak, "x float>", NULL, false);
+  lanes_ir(few, "alloca <5 x float>", NULL, true);
+  Kernel *ks[] = {mx, sum, leak, few};
+  for (int i = 0; i < 4; i++)
+    for (int threads = 1; threads <= 2; threads++) {
+      rt_set_threads(threads);
+      run1(ks[i], (void *[]){X, Y});
+    }
+  rt_set_threads(1);
+  free(X), free(Y);
+}
+
 /* bits[i] = rng_hash(seed, step * N + i) >> 11, seed above 2^63; then
  * KO_HASH64 with the operands swapped: all 64 bits. */
 static void hash(void **state) {
@@ -791,7 +870,7 @@ int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, arena_setup, arena_teardown)
   const struct CMUnitTest tests[] = {
       T(elementwise),   T(kmath),        T(reduction),    T(nested_index), T(select_guarded), T(casts),
-      T(parallel),      T(hash),         T(step_function), T(emit_files),
+      T(parallel),      T(vector_accumulators), T(hash),         T(step_function), T(emit_files),
       T(errors),        T(every_op),     T(every_model),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

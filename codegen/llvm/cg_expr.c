@@ -265,7 +265,7 @@ static LLVMValueRef hash(Fn *f, KOp op, LLVMValueRef a, LLVMValueRef c) {
   return op == KO_HASH64 ? h : LLVMBuildLShr(b, h, LLVMConstInt(cg->t_i64, 11, 0), "");
 }
 
-static LLVMValueRef arith(Fn *f, KOp op, bool flt, LLVMValueRef a, LLVMValueRef b) {
+LLVMValueRef cg_arith(Fn *f, KOp op, bool flt, LLVMValueRef a, LLVMValueRef b) {
   LLVMBuilderRef bd = f->b;
   switch (op) {
   case KO_ADD: return flt ? LLVMBuildFAdd(bd, a, b, "") : LLVMBuildAdd(bd, a, b, "");
@@ -293,7 +293,7 @@ static LLVMValueRef binary(Fn *f, const KExpr *e) {
     return logic(f, e->op, a, b);
   if (e->op >= KO_EQ && e->op <= KO_GE)
     return compare(f, e->op, flt, a, b);
-  return arith(f, e->op, flt, a, b);
+  return cg_arith(f, e->op, flt, a, b);
 }
 
 /* --- casts ------------------------------------------------------------------------- */

@@ -89,6 +89,9 @@ void cg_fn_attr(Cg *cg, LLVMValueRef fn, const char *name);
 /* --- cg_expr.c ---------------------------------------------------------------- */
 LLVMTypeRef cg_type(Cg *cg, KType t);
 LLVMValueRef cg_expr(Fn *f, const KExpr *e);
+/* Binary arithmetic (add .. pow) on scalars, or on vectors for add, sub,
+ * mul, div, min and max (f32 when flt), with Kernel IR's semantics. */
+LLVMValueRef cg_arith(Fn *f, KOp op, bool flt, LLVMValueRef a, LLVMValueRef b);
 /* Whether e loads: a select with such a branch evaluates only the branch
  * it takes (real branches), as a guarded load may be out of bounds. */
 bool cg_expr_unsafe(const KExpr *e);

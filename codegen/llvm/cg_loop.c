@@ -83,6 +83,15 @@ static void expr_uses(const KExpr *e, bool *used) {
   expr_uses(e->c, used);
 }
 
+/* Whether e reads a variable marked in vars. */
+static bool expr_reads(const KExpr *e, const bool *vars) {
+  if (!e)
+    return false;
+  if (e->kind == KE_VAR && vars[e->var])
+    return true;
+  return expr_reads(e->a, vars) || expr_reads(e->b, vars) || expr_reads(e->c, vars);
+}
+
 /* Marks the variables s reads (used), defines (loops, decls) and assigns. */
 static void stmt_uses(const KStmt *s, bool *used, bool *defined, bool *assigned) {
   expr_uses(s->extent, used);
@@ -180,9 +189,135 @@ static void body(Fn *f, const KStmt *s) {
     cg_stmt(f, s->body[i]);
 }
 
+/* --- vector accumulators --------------------------------------------------------
+ * A reduction loop that updates several f32 accumulators with one
+ * operation, acc_j = acc_j op e_j, and reads and writes them nowhere else
+ * in its body (ir/lower_reduce.c's lanes: a row's maximum or sum in 16
+ * partials, element i into partial i mod 16), keeps them as the lanes of
+ * one vector: they go in before the loop; each iteration computes the e_j
+ * where their statements stand, then applies op to all lanes at once (at
+ * the last update); after the loop the lanes go back.  Each lane does the
+ * scalar operation, so the bits are the same.  Left as 16 scalar phis,
+ * the accumulators were vectorized by LLVM's SLP pass in pairs only (2-lane
+ * loads and maxima: a softmax's maximum and sum took most of its time);
+ * from the vector they are built into, SLP makes 16-lane code of the e_j. */
+enum { VACC_MIN = 4, VACC_MAX = 64 };
+
+typedef struct VAcc {
+  int n;
+  KOp op;
+  const KStmt *set[VACC_MAX]; /* the updates, in body order */
+  LLVMValueRef val[VACC_MAX]; /* their e_j, as emitted */
+  LLVMValueRef slot;          /* the <n x float> alloca */
+} VAcc;
+
+static bool is_update(const KStmt *s) {
+  const KExpr *v = s->kind == KS_SET ? s->value : NULL;
+  return v && v->kind == KE_BINARY && v->type == KT_F32 &&
+         (v->op == KO_ADD || v->op == KO_MUL || v->op == KO_MIN || v->op == KO_MAX) &&
+         v->a->kind == KE_VAR && v->a->var == s->var;
+}
+
+/* Whether s (an update: only its e_j) touches none of the marked variables. */
+static bool untouched(const KStmt *s, const bool *acc, bool update) {
+  bool used_ = false;
+  if (update)
+    return !(expr_reads(s->value->b, acc));
+  if ((s->kind == KS_SET || s->kind == KS_DECL || s->kind == KS_LOOP) && acc[s->var])
+    return false;
+  used_ = expr_reads(s->extent, acc) || expr_reads(s->index, acc) ||
+          expr_reads(s->value, acc) || expr_reads(s->cond, acc);
+  if (used_)
+    return false;
+  for (int i = 0; i < s->n_body; i++)
+    if (!untouched(s->body[i], acc, false))
+      return false;
+  return true;
+}
+
+/* The accumulators of reduction loop s, when it has VACC_MIN or more. */
+static bool vacc_find(const Kernel *k, const KStmt *s, VAcc *va) {
+  va->n = 0;
+  if (s->loop != KL_REDUCE)
+    return false;
+  for (int i = 0; i < s->n_body; i++) {
+    const KStmt *c = s->body[i];
+    if (!is_update(c))
+      continue;
+    if (va->n == VACC_MAX || (va->n > 0 && c->value->op != va->op))
+      return false;
+    va->op = c->value->op;
+    va->set[va->n++] = c;
+  }
+  if (va->n < VACC_MIN)
+    return false;
+  bool *acc = calloc((size_t)k->n_vars + 1, 1);
+  ASSERT(acc);
+  bool ok = true;
+  for (int j = 0; j < va->n && ok; j++) {
+    ok = !acc[va->set[j]->var];
+    acc[va->set[j]->var] = true;
+  }
+  for (int i = 0; ok && i < s->n_body; i++)
+    ok = untouched(s->body[i], acc, is_update(s->body[i]));
+  free(acc);
+  return ok;
+}
+
+static LLVMValueRef lane(Cg *cg, int j) { return LLVMConstInt(cg->t_i32, (unsigned long long)j, 0); }
+
+/* Before the loop: the accumulators into the vector. */
+static void vacc_begin(Fn *f, VAcc *va) {
+  Cg *cg = f->cg;
+  LLVMTypeRef vt = LLVMVectorType(cg->t_f32, (unsigned)va->n);
+  va->slot = LLVMBuildAlloca(f->ab, vt, "vacc");
+  LLVMValueRef v = LLVMGetUndef(vt);
+  for (int j = 0; j < va->n; j++) {
+    LLVMValueRef x = LLVMBuildLoad2(f->b, cg->t_f32, cg_slot(f, va->set[j]->var), "");
+    v = LLVMBuildInsertElement(f->b, v, x, lane(cg, j), "");
+  }
+  LLVMBuildStore(f->b, v, va->slot);
+}
+
+/* The loop's body, the updates on the vector. */
+static void vacc_body(Fn *f, const KStmt *s, VAcc *va) {
+  Cg *cg = f->cg;
+  LLVMTypeRef vt = LLVMVectorType(cg->t_f32, (unsigned)va->n);
+  int j = 0;
+  for (int i = 0; i < s->n_body; i++) {
+    const KStmt *c = s->body[i];
+    if (j == va->n || c != va->set[j]) {
+      cg_stmt(f, c);
+      continue;
+    }
+    va->val[j++] = cg_expr(f, c->value->b);
+    if (j < va->n)
+      continue;
+    LLVMValueRef e = LLVMGetUndef(vt);
+    for (int l = 0; l < va->n; l++)
+      e = LLVMBuildInsertElement(f->b, e, va->val[l], lane(cg, l), "");
+    LLVMValueRef acc = LLVMBuildLoad2(f->b, vt, va->slot, "");
+    LLVMBuildStore(f->b, cg_arith(f, va->op, true, acc, e), va->slot);
+  }
+}
+
+/* After the loop: the lanes back into the accumulators. */
+static void vacc_end(Fn *f, VAcc *va) {
+  Cg *cg = f->cg;
+  LLVMTypeRef vt = LLVMVectorType(cg->t_f32, (unsigned)va->n);
+  LLVMValueRef v = LLVMBuildLoad2(f->b, vt, va->slot, "");
+  for (int j = 0; j < va->n; j++)
+    LLVMBuildStore(f->b, LLVMBuildExtractElement(f->b, v, lane(cg, j), ""),
+                   cg_slot(f, va->set[j]->var));
+}
+
 /* for (var = lo; var < hi; var++) s's body */
 static void counted_loop(Fn *f, const KStmt *s, LLVMValueRef lo, LLVMValueRef hi, bool vectorize) {
   Cg *cg = f->cg;
+  VAcc va = {0};
+  bool vacc = !vectorize && vacc_find(f->k, s, &va);
+  if (vacc)
+    vacc_begin(f, &va);
   LLVMValueRef slot = cg_slot(f, s->var);
   LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "loop");
   LLVMBasicBlockRef code = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "body");
@@ -197,7 +332,10 @@ static void counted_loop(Fn *f, const KStmt *s, LLVMValueRef lo, LLVMValueRef hi
   LLVMMetadataRef outer_group = f->group;
   f->group = inner && vectorize ? cg_access_group(cg) : NULL;
   f->depth++;
-  body(f, s);
+  if (vacc)
+    vacc_body(f, s, &va);
+  else
+    body(f, s);
   f->depth--;
   i = LLVMBuildLoad2(f->b, cg->t_i64, slot, "");
   LLVMBuildStore(f->b, LLVMBuildNSWAdd(f->b, i, LLVMConstInt(cg->t_i64, 1, 0), ""), slot);
@@ -208,6 +346,8 @@ static void counted_loop(Fn *f, const KStmt *s, LLVMValueRef lo, LLVMValueRef hi
     loop_hint(f, latch, "llvm.loop.vectorize.enable", true, f->group);
   f->group = outer_group;
   LLVMPositionBuilderAtEnd(f->b, done);
+  if (vacc)
+    vacc_end(f, &va);
 }
 
 static LLVMValueRef parallel_for_decl(Cg *cg) {
