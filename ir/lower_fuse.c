@@ -79,6 +79,30 @@ static KExpr *view_index(Kernel *k, KStmt *body, const Node *v, KExpr *i) {
   return idx;
 }
 
+/* A slice of shape s read in a kernel over D (a reshape between them, s
+ * and D alike but for axes of extent 1): its strides st (over s) made
+ * strides over D's axes, in place; false if s and D differ otherwise. */
+static bool strides_onto(const Shape *s, const Shape *D, int64_t *st) {
+  int64_t out[MAX_RANK];
+  int j = 0;
+  for (int d = 0; d < D->rank; d++) {
+    out[d] = 0;
+    if (D->dim[d] == 1)
+      continue;
+    while (j < s->rank && s->dim[j] == 1)
+      j++;
+    if (j == s->rank || s->dim[j] != D->dim[d])
+      return false;
+    out[d] = st[j++];
+  }
+  while (j < s->rank && s->dim[j] == 1)
+    j++;
+  if (j != s->rank)
+    return false;
+  memcpy(st, out, sizeof(int64_t) * (size_t)D->rank);
+  return true;
+}
+
 bool lower_gemm_head(Op op) {
   return op == OP_MATMUL || op == OP_CONV2D || op == OP_CONV_TRANSPOSE2D;
 }
@@ -233,11 +257,14 @@ static Kernel *lower_eltwise_group(Fz *z) {
         n_ops == LW_OPS)
       continue;
     view_base[m] = view_strides(z->members[m], st[n_ops]);
+    if (!shape_eq(&z->members[m]->shape, D) && !strides_onto(&z->members[m]->shape, D, st[n_ops]))
+      continue; /* a reshaped slice of other axes: view_index, from its own shape */
     bc[n_ops] = NULL;
     view_op[m] = n_ops++;
   }
   for (int m = 0; m < z->n; m++)
-    for (int j = 0; m != z->head && !lower_view(z->members[m]->op) && j < z->members[m]->n_in &&
+    for (int j = 0; m != z->head && !lower_view(z->members[m]->op) &&
+                    z->members[m]->op != OP_RESHAPE && j < z->members[m]->n_in &&
                     shape_numel(&z->members[m]->shape) > 1; j++) {
       const Node *x = z->members[m]->in[j];
       if (member_index(z, x) >= 0 || shape_numel(&x->shape) == 1 || shape_eq(&x->shape, D))
@@ -284,7 +311,11 @@ static Kernel *lower_eltwise_group(Fz *z) {
       for (int b = 1; b < n_ops; b++)
         if (bc[b] == x)
           o = b;
-      KExpr *idx = o ? lw_at(k, &ns, o, 0) : lw_bcast_index(k, ns.body, x, D, i);
+      /* a reshape's input: at the same flat index (a broadcast input of
+       * D's numel is too, so the load can be shared) */
+      KExpr *idx = v->op == OP_RESHAPE ? i
+                   : o                   ? lw_at(k, &ns, o, 0)
+                                         : lw_bcast_index(k, ns.body, x, D, i);
       loaded_node[n_loaded] = x->id;
       loaded[n_loaded++] = lw_bind(k, ns.body, "x", LOAD(lw_buf_of(k, x, KB_IN), idx));
     }
@@ -467,7 +498,8 @@ Kernel *lower_fused(Arena *a, Node *const *members, const bool *stored, int n, b
     if (lower_gemm_head(members[m]->op) && eltwise && z.head < 0)
       z.head = m;
     else
-      ASSERT(lower_fusable(members[m]->op) || (eltwise && lower_view(members[m]->op)));
+      ASSERT(lower_fusable(members[m]->op) ||
+             (eltwise && (lower_view(members[m]->op) || members[m]->op == OP_RESHAPE)));
   }
   if (!eltwise)
     return lower_other_group(a, &z);

@@ -48,47 +48,57 @@ static void split_axes(const Node *n, int *nk, int64_t *kd, int64_t kst[][MAX_RA
 }
 
 /* An f32 sum or mean whose reduced elements come in contiguous runs of
- * at least MIN_RUN (the trailing reduced axes, merged): LANES partial sums,
- * element i of each run going to partial i mod LANES, then added up as a
- * tree.  The straight-line partials become one vector accumulator (the
- * sequential sum is a chain of dependent adds, ~15x slower: the bias
- * gradients of a convolution sum 50,000 elements per channel), and the
- * error grows with n / LANES instead of n.  MIN_RUN is 2 LANES (it was 4):
- * a row kernel (lower_row.c) reducing rows of 32 in one chain each was
- * twice as slow as the unfused kernels it replaced, in partials 1.4x faster. */
-enum { LANES = 16, MIN_RUN = 2 * LANES };
+ * at least 32 (the trailing reduced axes, merged): 16 partial sums,
+ * element i of each run going to partial i mod 16, then added up as a
+ * tree.  The straight-line partials become one vector accumulator
+ * (codegen/llvm/cg_loop.c; the sequential sum is a chain of dependent
+ * adds, ~15x slower: the bias gradients of a convolution sum 50,000
+ * elements per channel), and the error grows with n / 16 instead of n.
+ * Runs of 32 and more (a row kernel, lower_row.c, reducing rows of 32 in
+ * one chain each was twice as slow as the unfused kernels it replaced, in
+ * partials 1.4x faster); shorter sums keep their chain, since their
+ * order matters where they cancel (a batch mean of normalized channels,
+ * zero but for rounding, is compared with the reference's in tests).
+ * Softmax and the loss (all terms of their sums positive) take 8 partials
+ * for rows of 16 to 31 too (lanes_for: attention's softmax over 16
+ * positions took 2.3 ns an element in chains). */
+enum { LANES = 16 };
+
+/* The partials of softmax's and the loss's rows of len: 16, 8, or 0 (one
+ * chain). */
+static int lanes_for(int64_t len) { return len >= 2 * LANES ? LANES : len >= LANES ? LANES / 2 : 0; }
 
 /* Element i of a run, its decls into body. */
 typedef KExpr *(*LwElem)(void *ctx, KStmt *body, KExpr *i);
 
-/* The LANES partials, declared in body at the identity of op (KO_ADD: 0;
+/* `lanes` partials, declared in body at the identity of op (KO_ADD: 0;
  * KO_MAX: -inf). */
-static void lanes_init(Kernel *k, KStmt *body, KOp op, int *acc) {
-  for (int l = 0; l < LANES; l++) {
+static void lanes_init(Kernel *k, KStmt *body, KOp op, int *acc, int lanes) {
+  for (int l = 0; l < lanes; l++) {
     acc[l] = kir_var(k, "acc", KT_F32);
     ks_add(k, body, ks_decl(k, acc[l], FC(op == KO_MAX ? -INFINITY : 0)));
   }
 }
 
 /* Combines a run of `run` elements into the partials with op (element i
- * to partial i mod LANES); elem gives element i's value, its decls into
+ * to partial i mod lanes); elem gives element i's value, its decls into
  * the body given. */
-static void lanes_run(Kernel *k, KStmt *body, KOp op, const int *acc, int64_t run, LwElem elem,
-                      void *ctx) {
+static void lanes_run(Kernel *k, KStmt *body, KOp op, const int *acc, int lanes, int64_t run,
+                      LwElem elem, void *ctx) {
   KExpr *c;
-  KStmt *lc = lw_for(k, body, "c", run / LANES, KL_REDUCE, &c);
-  KExpr *at = lw_bind(k, lc, "at", MUL(c, IC(LANES)));
-  for (int l = 0; l < LANES; l++)
+  KStmt *lc = lw_for(k, body, "c", run / lanes, KL_REDUCE, &c);
+  KExpr *at = lw_bind(k, lc, "at", MUL(c, IC(lanes)));
+  for (int l = 0; l < lanes; l++)
     ks_add(k, lc, ks_set(k, acc[l], BIN(op, VAR(acc[l]), elem(ctx, lc, ADD(at, IC(l))))));
-  for (int64_t l = 0; l < run % LANES; l++)
+  for (int64_t l = 0; l < run % lanes; l++)
     ks_add(k, body,
-           ks_set(k, acc[l], BIN(op, VAR(acc[l]), elem(ctx, body, IC(run / LANES * LANES + l)))));
+           ks_set(k, acc[l], BIN(op, VAR(acc[l]), elem(ctx, body, IC(run / lanes * lanes + l)))));
 }
 
 /* The partials combined as a tree (acc[l] = acc[l] op acc[l + w]); the
  * result. */
-static KExpr *lanes_tree(Kernel *k, KStmt *body, KOp op, const int *acc) {
-  for (int w = LANES / 2; w >= 1; w /= 2)
+static KExpr *lanes_tree(Kernel *k, KStmt *body, KOp op, const int *acc, int lanes) {
+  for (int w = lanes / 2; w >= 1; w /= 2)
     for (int l = 0; l < w; l++)
       ks_add(k, body, ks_set(k, acc[l], BIN(op, VAR(acc[l]), VAR(acc[l + w]))));
   return VAR(acc[0]);
@@ -108,21 +118,21 @@ static KExpr *load_at_base(void *ctx, KStmt *body, KExpr *i) {
   return LOAD(b->buf, ADD(b->base, i));
 }
 
-/* Elements 0 .. len-1 (elem) combined with op in LANES partials (decls
+/* Elements 0 .. len-1 (elem) combined with op in lanes_for(len) partials (decls
  * into body); the result. */
 static KExpr *lanes_reduce(Kernel *k, KStmt *body, KOp op, int64_t len, LwElem elem, void *ctx) {
-  int acc[LANES];
-  lanes_init(k, body, op, acc);
-  lanes_run(k, body, op, acc, len, elem, ctx);
-  return lanes_tree(k, body, op, acc);
+  int acc[LANES], lanes = lanes_for(len);
+  lanes_init(k, body, op, acc, lanes);
+  lanes_run(k, body, op, acc, lanes, len, elem, ctx);
+  return lanes_tree(k, body, op, acc, lanes);
 }
 
 static Kernel *lanes_sum(Kernel *k, const Node *n, int nk, int64_t *kd, int64_t kst[][MAX_RANK],
                          int nr, int64_t *rd, int64_t rst[][MAX_RANK], int64_t run, int64_t cnt) {
   Nest no, ni;
   lw_nest(k, k->body, nk, kd, 2, kst, NEST_ROWS, &no);
-  int acc[LANES];
-  lanes_init(k, no.body, KO_ADD, acc);
+  int acc[LANES], lanes = LANES;
+  lanes_init(k, no.body, KO_ADD, acc, lanes);
   KStmt *body = no.body;
   KExpr *base = lw_at(k, &no, 1, 0);
   if (nr > 0) {
@@ -131,8 +141,8 @@ static Kernel *lanes_sum(Kernel *k, const Node *n, int nk, int64_t *kd, int64_t 
     base = ADD(base, lw_at(k, &ni, 0, 0));
   }
   AtBase at = {k, lw_bind(k, body, "base", base), 0};
-  lanes_run(k, body, KO_ADD, acc, run, load_at_base, &at);
-  KExpr *res = lanes_tree(k, no.body, KO_ADD, acc);
+  lanes_run(k, body, KO_ADD, acc, lanes, run, load_at_base, &at);
+  KExpr *res = lanes_tree(k, no.body, KO_ADD, acc, lanes);
   if (n->op == OP_MEAN)
     res = DIV(res, FC((double)cnt));
   ks_add(k, no.body, ks_store(k, lw_out(n), lw_at(k, &no, 0, 0), res));
@@ -208,7 +218,7 @@ static int64_t lanes_layout(const Node *n, int nr, const int64_t *rd, int64_t rs
   *m = nr - 1; /* trailing reduced axes that continue the run */
   while (*m > 0 && rst[0][*m - 1] == run)
     run *= rd[--*m];
-  return run >= MIN_RUN ? run : 0;
+  return run >= 2 * LANES ? run : 0;
 }
 
 Kernel *lower_reduce(Arena *a, const Node *n) {
@@ -265,7 +275,7 @@ bool lw_rows_in_lanes(const Node *n) {
 
 /* nb rows, each reduced as lower_reduce reduces one output element of n
  * (the same f32 operations in the same order): an f32 sum or mean whose
- * trailing reduced axes make a run of at least MIN_RUN in LANES partial
+ * trailing reduced axes make a run of at least 32 in 16 partial
  * sums, the runs in row-major order of the other reduced axes, one row
  * after the other; else one accumulator per row, row-major over the
  * reduced axes, the rows' accumulators updated side by side in one nest
@@ -283,8 +293,8 @@ void lw_rows_reduce(Kernel *k, KStmt *body, const Node *n, int nb, LwElemRow ele
   Nest ni;
   if (run) {
     for (int b = 0; b < nb; b++) {
-      int acc[LANES];
-      lanes_init(k, body, KO_ADD, acc);
+      int acc[LANES], lanes = LANES;
+      lanes_init(k, body, KO_ADD, acc, lanes);
       KStmt *in = body;
       OneRow o = {elem, ctx, b, NULL, k};
       if (m > 0) {
@@ -292,8 +302,8 @@ void lw_rows_reduce(Kernel *k, KStmt *body, const Node *n, int nb, LwElemRow ele
         in = ni.body;
         o.base = lw_bind(k, in, "base", lw_at(k, &ni, 0, 0));
       }
-      lanes_run(k, in, KO_ADD, acc, run, one_row_elem, &o);
-      res[b] = lanes_tree(k, body, KO_ADD, acc);
+      lanes_run(k, in, KO_ADD, acc, lanes, run, one_row_elem, &o);
+      res[b] = lanes_tree(k, body, KO_ADD, acc, lanes);
     }
   } else {
     int acc[LW_MAX_ROWS];
@@ -368,8 +378,8 @@ Kernel *lower_argmax(Arena *a, const Node *n) {
 
 /* softmax: exp(x - max) / sum; log_softmax: (x - max) - log(sum).  The
  * exponentials go through the output (stored, then summed, then the output
- * made from them).  A contiguous row (inner == 1, the last axis) of MIN_RUN
- * or more takes its maximum and its sum in LANES partials, as lanes_sum:
+ * made from them).  A contiguous row (inner == 1, the last axis) of 16
+ * or more takes its maximum and its sum in lanes_for partials, as lanes_sum:
  * the one chain of dependent max, then add, operations per row was most of
  * the time of attention's softmax over 128 positions (1.1 ns an element,
  * the exponentials vectorized).  The maximum is the same in any order (each
@@ -389,7 +399,7 @@ Kernel *lower_softmax(Arena *a, const Node *n) {
   int r1 = lw_ivar(k, "r"), r2 = lw_ivar(k, "r"), r3 = lw_ivar(k, "r");
 #define X(r) LOAD(0, ADD(base, MUL(VAR(r), IC(inner))))
 #define Y(r) ADD(base, MUL(VAR(r), IC(inner)))
-  bool lanes = inner == 1 && len >= MIN_RUN;
+  bool lanes = inner == 1 && lanes_for(len);
   AtBase in = {k, base, 0}, out = {k, base, lw_out(n)};
   if (lanes) {
     ks_add(k, b, ks_decl(k, mx, lanes_reduce(k, b, KO_MAX, len, load_at_base, &in)));
@@ -422,8 +432,8 @@ Kernel *lower_softmax(Arena *a, const Node *n) {
 
 /* One cross-entropy row r of logits [rows, c] (buffer 0) with labels
  * (buffer 1): declares lb, ok (label in range), mx and the sum of exp(x -
- * mx) in body and returns the row's first index.  Rows of MIN_RUN or more
- * take the maximum and the sum in LANES partials, as softmax does (one
+ * mx) in body and returns the row's first index.  Rows of 16 or more
+ * take the maximum and the sum in lanes_for partials, as softmax does (one
  * chain of dependent operations per row, an exponential in each step of
  * the sum's, was 4 ns an element: 17% of the lm's training step). */
 typedef struct CeRow {
@@ -452,7 +462,7 @@ static CeRow ce_row(Kernel *k, KStmt *body, KExpr *r, int64_t c) {
   int mx = kir_var(k, "mx", KT_F32), sum = kir_var(k, "sum", KT_F32);
   AtBase in = {k, ce.row, 0};
   CeExp ex = {k, ce.row, VAR(mx)};
-  if (c >= MIN_RUN) {
+  if (lanes_for(c)) {
     ks_add(k, body, ks_decl(k, mx, lanes_reduce(k, body, KO_MAX, c, load_at_base, &in)));
     ks_add(k, body, ks_decl(k, sum, lanes_reduce(k, body, KO_ADD, c, ce_exp, &ex)));
   } else {

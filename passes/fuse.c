@@ -241,14 +241,15 @@ static bool row_candidate(const Node *n, const Shape *S, Shape *P) {
 }
 
 /* Whether group gi may be a row group: an elementwise anchor, no matmul
- * head, no slice. */
+ * head, no slice or reshape. */
 static bool row_capable(const Fuser *f, int gi) {
   const Node *anchor = anchor_of(f, gi);
   if (!lower_fusable(anchor->op) || f->head[gi] >= 0 || f->scatter[gi] ||
       anchor->shape.rank == 0)
     return false;
   for (int m = 0; m < f->n_members[gi]; m++)
-    if (lower_view(f->g->nodes[f->members[gi][m]]->op))
+    if (lower_view(f->g->nodes[f->members[gi][m]]->op) ||
+        f->g->nodes[f->members[gi][m]]->op == OP_RESHAPE)
       return false;
   return true;
 }
@@ -496,9 +497,11 @@ static const char *refuse(Fuser *f, const Node *n, int gi) {
   for (int k = f->us.off[n->id]; k < f->us.off[n->id + 1]; k++)
     if (f->live[f->us.list[k]->id] && f->us.list[k]->op == OP_SLICE)
       return "slice reads it at other places than its own element";
-  if (lower_view(n->op) && !eltwise)
+  if ((lower_view(n->op) || n->op == OP_RESHAPE) && !eltwise)
     return arena_fmt(a, "%s joins elementwise kernels only", op_name(n->op));
-  if (!lower_fusable(n->op) && !lower_view(n->op))
+  if (n->op == OP_RESHAPE && !shape_eq(&n->shape, &anchor->shape))
+    return "reshape joins elementwise kernels of its own shape only";
+  if (!lower_fusable(n->op) && !lower_view(n->op) && n->op != OP_RESHAPE)
     return arena_fmt(a, "%s makes a kernel of its own", op_name(n->op));
   if (!eltwise && !lower_takes_producers(anchor->op))
     return arena_fmt(a, "%s reads its inputs in a schedule of its own", op_name(anchor->op));
@@ -519,6 +522,12 @@ static const char *refuse(Fuser *f, const Node *n, int gi) {
     const Node *u = f->us.list[k];
     if (!f->live[u->id] || one || (u == anchor && !eltwise) || shape_eq(&u->shape, &n->shape))
       continue;
+    if (u->op == OP_RESHAPE && f->p->group[u->id] == gi) {
+      if (lower_view(n->op))
+        continue; /* a slice reshaped: read at its own element, its index from its shape */
+      return arena_fmt(a, "reshape %s reads it in another shape (a slice may join it, "
+                          "%s not)", u->name, op_name(n->op));
+    }
     return arena_fmt(a, "its shape %s is broadcast into %s's %s", shape_text(a, &n->shape),
                      u->name, shape_text(a, &u->shape));
   }

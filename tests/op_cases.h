@@ -38,6 +38,10 @@ static const OpCase op_cases[] = {
     {"input x: f32[2, 3, 4]; y = softmax(x, axis=1) + log_softmax(x)", NULL},
     /* rows of 37: maximum and sum in 16 partials, 5 elements after their loop */
     {"input x: f32[3, 2, 37]; y = softmax(x * 40) + log_softmax(x, axis=2)", "x=-3:3"},
+    /* softmax rows of 21 and 16: in 8 partials; a layer norm over 24 (chains) */
+    {"input x: f32[3, 2, 21]; input z: f32[4, 16]; input w: f32[5, 24]; "
+     "y = softmax(x * 40) + log_softmax(x, axis=2) + sum(softmax(z * 30)) + sum(layernorm(w * 9))",
+     "x=-3:3 z=-3:3"},
     {"input x: f32[3, 5]; input b: f32[2, 2]; t = transpose(x); "
      "y = concat(t[1:, ::2], b, axis=0) + broadcast_to(b[0], [6, 2]) + reshape(x, [15])[4] + "
      "t[-3:-1, 1][0]", NULL},
@@ -68,6 +72,8 @@ static const OpCase op_cases[] = {
      "cross_entropy(reshape(z, [2, 2, 5]), reshape(t, [2, 2]))", "t=0:5"},
     /* 40 classes: maximum and sum in 16 partials, 8 after their loop */
     {"input z: f32[6, 40]; input t: i32[6]; y = cross_entropy(z * 30, t)", "z=-3:3 t=0:40"},
+    /* 19 classes: in 8 partials, 3 after their loop */
+    {"input z: f32[6, 19]; input t: i32[6]; y = cross_entropy(z * 30, t)", "z=-3:3 t=0:19"},
     {"input x: f32[4, 6]; y = op.dropout(x, p=0.3) + dropout(x * x, p=0.5) + stop_gradient(x) * x",
      NULL},
     {"input x: f32[2, 5]; y = layernorm(dense(x, out=4)) + x[0, 0]", NULL},

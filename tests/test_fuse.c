@@ -550,6 +550,65 @@ static void scatter_lstm(void **state) {
   free(text);
 }
 
+/* A reshape of its anchor's shape joins an elementwise kernel, and so a
+ * slice before it: each LSTM step's xw[:, t] (a slice [N, 1, 4H], then a
+ * reshape to [N, 4H]) is read by the gates' matmul epilogue in place,
+ * with no copy; the bits are the unfused ones, also for a slice reshaped
+ * to other axes.  Refused: a reshape of another shape than its anchor's,
+ * and an elementwise producer of one. */
+static void reshaped_slices(void **state) {
+  char *text = read_model("lstm.kiln");
+  Compiled c = compile_model_small(text, false);
+  MUST_COMPILE(c);
+  int n;
+  Node **roots = outputs(&c, &n);
+  Plan p = plan_of(c.g, roots, n, (FuseOpts){0});
+  int gates = 0;
+  for (int gi = 0; gi < p.n_groups; gi++) {
+    const FuseGroup *G = &p.groups[gi];
+    assert_false(G->n_members == 1 && G->anchor->op == OP_RESHAPE);
+    if (!G->head || group_ops(G, OP_SLICE) != 1 || group_ops(G, OP_RESHAPE) != 1)
+      continue;
+    gates++;
+    /* the slice's index from the loop's strides (its [N, 1, 4H] onto the
+     * loop's [N, 4H]), not unravelled with a division per element */
+    bool stored[8];
+    for (int m = 0; m < G->n_members && m < 8; m++)
+      stored[m] = !p.internal[G->members[m]->id];
+    char *ktext = NULL;
+    size_t klen = 0;
+    FILE *mem = open_memstream(&ktext, &klen);
+    kir_print(lower_fused(c.a, G->members, stored, G->n_members, G->eltwise), mem);
+    fclose(mem);
+    if (strstr(ktext, "floordiv") || strstr(ktext, "mod"))
+      fail_msg("%s divides per element:\n%s", G->anchor->name, ktext);
+    free(ktext);
+  }
+  assert_int_equal(gates, 16); /* T = 16 steps */
+  const FuseOpts variants[] = {FUSE_NONE, {0}, {.no_epilogue = true}};
+  int k_off, k_on;
+  variants_agree(c.g, roots, n, "lstm inference (reshaped slices)", variants, 3, &k_off, &k_on);
+  print_message("  lstm inference: %d kernels fused, %d unfused\n", k_on, k_off);
+  compiled_free(&c);
+  free(text);
+  c = compile_text("model m() {\n  input x: f32[4, 6]\n  input z: f32[4, 3, 6]\n"
+                   "  r = reshape(x, [4, 1, 6])\n  e = exp(x)\n  q = reshape(e, [4, 2, 3])\n"
+                   "  s = z[:, 1:2]\n  output a = r + z\n  output b = q * 2\n"
+                   "  output c = reshape(s, [4, 2, 3]) * 3\n}\n");
+  MUST_COMPILE(c);
+  roots = outputs(&c, &n);
+  p = plan_of(c.g, roots, n, (FuseOpts){0});
+  Node *r = value(c.g, "r"), *e = value(c.g, "e"), *q = value(c.g, "q");
+  assert_false(p.internal[r->id]);
+  assert_string_equal(p.why[r->id], "reshape joins elementwise kernels of its own shape only");
+  assert_true(p.internal[q->id]);
+  assert_false(p.internal[e->id]);
+  assert_non_null(strstr(p.why[e->id], "reads it in another shape"));
+  assert_true(p.internal[value(c.g, "s")->id]); /* [4, 1, 6] in a [4, 2, 3] loop: unravelled */
+  variants_agree(c.g, roots, n, "reshape boundaries", variants, 2, &k_off, &k_on);
+  compiled_free(&c);
+}
+
 /* --- every model: fused == unfused, bit for bit ----------------------------------- */
 
 static void fill(Program *p, const Graph *g, float **bufs) {
@@ -661,6 +720,7 @@ int main(void) {
       cmocka_unit_test(resnet_batchnorm_rows),
       cmocka_unit_test(scatter_split), cmocka_unit_test(scatter_gaps_and_refusals),
       cmocka_unit_test(scatter_lstm),
+      cmocka_unit_test(reshaped_slices),
       cmocka_unit_test(every_model),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

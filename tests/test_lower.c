@@ -216,7 +216,7 @@ static void test_argmax_softmax(void **state) {
       keep(mk(OP_ARGMAX, &at, 1, xs[i]));
     }
   /* Rows of 32 or more take their maximum and sum in 16 partials
-   * (lower_softmax): rows of 37, so 5 elements follow the partials' loop.
+   * (lower_softmax, lanes_for): rows of 37, so 5 elements follow the partials' loop.
    * Row 0's maximum (100: were it missed, its exponential would overflow)
    * is one of those, row 1's is in the loop, row 2 has a NaN (skipped by
    * the maximum, the row NaN), row 3 a -inf among values of +-88. */
@@ -226,7 +226,15 @@ static void test_argmax_softmax(void **state) {
   long_rows[36] = 100, long_rows[37 + 19] = 40, long_rows[2 * 37 + 7] = NAN;
   long_rows[3 * 37 + 33] = -INFINITY;
   Node *lr = input("lr", DT_F32, shp(2, 4, 37), long_rows, countof(long_rows));
-  Node *fs[] = {x, big, t, lr, rand_input("lx", shp(2, 6, 64), 12)};
+  /* rows of 16 to 31 take 8 partials: rows of 21, 5 after the loop;
+   * row 0's maximum (100) among those, row 1's (90) in the loop */
+  static float mid_rows[3 * 21];
+  for (int i = 0; i < countof(mid_rows); i++)
+    mid_rows[i] = (float)((i * 13 % 17) - 8) * 0.75f;
+  mid_rows[20] = 100, mid_rows[21 + 6] = 90, mid_rows[2 * 21 + 3] = NAN;
+  Node *mr = input("mr", DT_F32, shp(2, 3, 21), mid_rows, countof(mid_rows));
+  Node *fs[] = {x, big, t, lr, mr, rand_input("lx", shp(2, 6, 64), 12),
+                rand_input("l16", shp(2, 5, 16), 13)};
   for (int i = 0; i < countof(fs); i++)
     for (int axis = -1; axis < fs[i]->shape.rank; axis++) {
       Attrs at = def(OP_SOFTMAX);
@@ -325,7 +333,14 @@ static void test_embedding(void **state) {
   wide[36] = 100, wide[37 + 3] = 60, wide[2 * 37 + 20] = NAN;
   Node *lw = input("lw", DT_F32, shp(2, 4, 37), wide, countof(wide));
   Node *lwl = IN_I("lwl", shp(1, 4), 36, 0, 5, 37);
-  Node *pairs[][2] = {{lg, lb}, {lg, bad}, {l3, l2}, {hot, lh}, {lw, lwl}};
+  /* 19 classes: 8 partials, 3 after their loop; row 0's maximum among those */
+  static float mid[2 * 19];
+  for (int i = 0; i < countof(mid); i++)
+    mid[i] = (float)((i * 7 % 11) - 5) * 0.9f;
+  mid[18] = 100, mid[19 + 4] = 70;
+  Node *lm = input("lm", DT_F32, shp(2, 2, 19), mid, countof(mid));
+  Node *lml = IN_I("lml", shp(1, 2), 18, 1);
+  Node *pairs[][2] = {{lg, lb}, {lg, bad}, {l3, l2}, {hot, lh}, {lw, lwl}, {lm, lml}};
   for (int i = 0; i < countof(pairs); i++) {
     keep(mk(OP_CROSS_ENTROPY, NULL, 2, pairs[i][0], pairs[i][1]));
     keep(mk(OP_CROSS_ENTROPY_BACK, NULL, 3, pairs[i][0], pairs[i][1], dy));
