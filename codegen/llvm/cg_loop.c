@@ -218,16 +218,15 @@ static bool is_update(const KStmt *s) {
          v->a->kind == KE_VAR && v->a->var == s->var;
 }
 
-/* Whether s (an update: only its e_j) touches none of the marked variables. */
+/* Whether s (of an update, its e_j only) neither reads nor assigns an
+ * accumulator (marked in acc). */
 static bool untouched(const KStmt *s, const bool *acc, bool update) {
-  bool used_ = false;
   if (update)
-    return !(expr_reads(s->value->b, acc));
+    return !expr_reads(s->value->b, acc);
   if ((s->kind == KS_SET || s->kind == KS_DECL || s->kind == KS_LOOP) && acc[s->var])
     return false;
-  used_ = expr_reads(s->extent, acc) || expr_reads(s->index, acc) ||
-          expr_reads(s->value, acc) || expr_reads(s->cond, acc);
-  if (used_)
+  if (expr_reads(s->extent, acc) || expr_reads(s->index, acc) || expr_reads(s->value, acc) ||
+      expr_reads(s->cond, acc))
     return false;
   for (int i = 0; i < s->n_body; i++)
     if (!untouched(s->body[i], acc, false))
