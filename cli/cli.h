@@ -92,7 +92,8 @@ extern const Command cmd_check, cmd_show, cmd_run, cmd_init, cmd_train, cmd_buil
 #define CLI_FUSE_HELP                                                                       \
   "  --fuse=LIST              operator fusion: all (default), none, or a comma list of\n"   \
   "                           the kinds to do: eltwise (a chain of elementwise ops of\n"   \
-  "                           one shape in one loop), reduce (elementwise producers\n"     \
+  "                           one shape in one loop, with the slices and reshapes\n"      \
+  "                           they read), reduce (elementwise producers\n"                \
   "                           recomputed inside the reduction, softmax, loss or data\n"    \
   "                           movement op that reads them), multi (results of the\n"       \
   "                           step, e.g. an optimizer's new values, as extra outputs\n"    \
