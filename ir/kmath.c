@@ -34,9 +34,10 @@ float km_expf(float x) {
   float r = fmaf(kf, -KM_LN2_HI, xc);
   r = fmaf(kf, -KM_LN2_LO, r);
   float p = horner(km_exp_c, KM_EXP_N, r);
-  int32_t k = (int32_t)kf; /* in [-151, 129] */
+  int32_t k = (int32_t)kf; /* in [-126, 129] */
   int32_t k1 = k < 0 ? -((1 - k) / 2) : k / 2; /* floor(k / 2) */
   float y = p * exp2i(k1) * exp2i(k - k1);
+  y = x < KM_EXP_LO ? 0.0f : y;
   return x != x ? x : y;
 }
 

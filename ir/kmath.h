@@ -13,13 +13,17 @@
  * give kir_eval's bits exactly.  No branches: both sides of each select
  * are computed, as a vector unit does.
  *
- *   exp(x)   NaN -> NaN; x clamped to [-104, 89] (beyond, 0 or inf come
- *            out by themselves); k = floor(x log2(e) + 1/2); r = x - k ln2
+ *   exp(x)   NaN -> NaN; 0 below -87.33, where the result would leave the
+ *            normal range (the exact one is at most 1.19e-38 there:
+ *            the flush costs no more than that, and an f32 operation with a
+ *            subnormal result took a softmax over masked, -inf positions
+ *            3.2x as long); x clamped to [-87.33, 89] (beyond 89, inf
+ *            comes out by itself); k = floor(x log2(e) + 1/2); r = x - k ln2
  *            in two parts (ln2 = HI + LO, HI with 12 trailing zero bits so
  *            k HI is exact); e^r by a degree-6 polynomial P on
  *            [-ln2/2, ln2/2]; the result P(r) 2^k1 2^k2 with k1 = floor(k/2),
  *            k2 = k - k1, both in the normal range, so the only rounding of
- *            the scaling is the last multiply (subnormal results included).
+ *            the scaling is the last multiply (its result normal).
  *   tanh(x)  |x| < 0.625: x T(x^2), T of degree 5; else 1 - 2 / (exp(2|x|) + 1)
  *            with x's sign (|x| large: exp gives inf and the result 1).
  *   erf(x)   |x| < 0.9: x S(x^2), S of degree 6; else 1 - exp(L(min(|x|, 4) - 2.45))
@@ -53,7 +57,7 @@ static const float km_erf_large_c[KM_ERF_LARGE_N] = {
 #define KM_LOG2E 1.44269502162933349609375f /* f32(log2(e)) */
 #define KM_LN2_HI 0.693145751953125f        /* ln 2, 12 trailing zero bits */
 #define KM_LN2_LO 1.428606765330187e-06f    /* f32(ln 2 - KM_LN2_HI) */
-#define KM_EXP_LO -104.0f
+#define KM_EXP_LO -87.33f /* exp is 0 below: its results stay normal */
 #define KM_EXP_HI 89.0f
 #define KM_TANH_SMALL 0.625f
 #define KM_ERF_SMALL 0.9f

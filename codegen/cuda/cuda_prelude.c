@@ -162,9 +162,9 @@ static void clamp(Sb *b, const char *lhs, const char *v, const char *op, float l
 }
 
 static void exp_fn(Sb *b) {
-  sb_puts(b, "\n/* kiln's exp (ir/kmath.h): NaN stays NaN; x clamped to [-104, 89]; k = floor(x\n"
-             " * log2(e) + 1/2); r = x - k ln2 in two parts; a degree-6 polynomial on r;\n"
-             " * scaled by 2^floor(k/2) 2^(k - floor(k/2)) */\n"
+  sb_puts(b, "\n/* kiln's exp (ir/kmath.h): NaN stays NaN; 0 below -87.33; x clamped to\n"
+             " * [-87.33, 89]; k = floor(x log2(e) + 1/2); r = x - k ln2 in two parts; a\n"
+             " * degree-6 polynomial on r; scaled by 2^floor(k/2) 2^(k - floor(k/2)) */\n"
              "KILN_DEV float kiln_exp(float x) {\n"
              "  float xn = x != x ? 0.0f : x;\n");
   clamp(b, "float xc", "xn", ">", KM_EXP_HI);
@@ -179,7 +179,10 @@ static void exp_fn(Sb *b) {
   horner(b, "p", km_exp_c, KM_EXP_N, "r");
   sb_puts(b, "  int k = (int)kf;\n"
              "  int k1 = k < 0 ? -((1 - k) / 2) : k / 2;\n"
-             "  float y = p * kiln_exp2i(k1) * kiln_exp2i(k - k1);\n"
+             "  float y = p * kiln_exp2i(k1) * kiln_exp2i(k - k1);\n");
+  sb_puts(b, "  y = x < ");
+  flit(b, KM_EXP_LO);
+  sb_puts(b, " ? 0.0f : y;\n"
              "  return x != x ? x : y;\n"
              "}\n");
 }

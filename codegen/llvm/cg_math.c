@@ -49,10 +49,11 @@ LLVMValueRef cg_km_exp(Fn *f, LLVMValueRef x) {
   LLVMValueRef r = fma3(f, kf, fc(f, -KM_LN2_HI), xc);
   r = fma3(f, kf, fc(f, -KM_LN2_LO), r);
   LLVMValueRef p = horner(f, km_exp_c, KM_EXP_N, r);
-  LLVMValueRef k = LLVMBuildFPToSI(b, kf, f->cg->t_i32, ""); /* in [-151, 129] */
+  LLVMValueRef k = LLVMBuildFPToSI(b, kf, f->cg->t_i32, ""); /* in [-126, 129] */
   LLVMValueRef k1 = LLVMBuildAShr(b, k, LLVMConstInt(f->cg->t_i32, 1, 0), ""); /* floor(k/2) */
   LLVMValueRef k2 = LLVMBuildSub(b, k, k1, "");
   LLVMValueRef y = LLVMBuildFMul(b, LLVMBuildFMul(b, p, exp2i(f, k1), ""), exp2i(f, k2), "");
+  y = sel(f, fcmp(f, LLVMRealOLT, x, fc(f, KM_EXP_LO)), fc(f, 0.0f), y);
   return sel(f, nan, x, y);
 }
 

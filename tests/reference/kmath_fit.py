@@ -47,15 +47,16 @@ def horner(c, x):
 
 
 def km_exp(x):
-    xc = np.minimum(np.maximum(x, f32(-104)), f32(89))
+    xc = np.minimum(np.maximum(x, f32(-87.33)), f32(89))
     kf = np.floor(fma(xc, f32(1.4426950408889634), f32(0.5)))
     r = fma(kf, -f32(0.693145751953125), xc)
     r = fma(kf, -f32(1.428606765330187e-06), r)
     p = horner(EXP, r)
     k = kf.astype(np.int64)
     k1 = k // 2
-    return ((p * np.ldexp(f32(1), k1).astype(f32)).astype(f32) *
-            np.ldexp(f32(1), k - k1).astype(f32)).astype(f32)
+    y = ((p * np.ldexp(f32(1), k1).astype(f32)).astype(f32) *
+         np.ldexp(f32(1), k - k1).astype(f32)).astype(f32)
+    return np.where(x < f32(-87.33), f32(0), y)  # results stay normal
 
 
 def km_tanh(x):
