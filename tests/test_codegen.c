@@ -162,7 +162,8 @@ static double ulps(float got, double want) {
 
 /* exp, tanh and erf (ir/kmath.h): vectorized, kir_eval's bits, within
  * their documented error of the exact functions, NaN and infinities
- * included; exp is 0 below KM_EXP_LO, where the exact value is subnormal. */
+ * included; exp is 0 below KM_EXP_LO, where the exact value is about FLT_MIN
+ * or less. */
 static void kmath(void **state) {
   enum { NK = 200003 };
   static float X[NK], E[NK], T[NK], R[NK];
