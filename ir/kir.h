@@ -227,6 +227,9 @@ bool lower_fusable(Op op);
 /* Whether op may be a member of an elementwise group as a strided view of
  * its input (slice), read where the group's loop needs it. */
 bool lower_view(Op op);
+/* Whether op joins elementwise groups only, as a non-elementwise member: a
+ * view (lower_view), or a reshape (read at the same flat index). */
+bool lower_eltwise_only(Op op);
 /* Whether op may lead an elementwise group as its epilogue's source (a
  * matmul or convolution that codegen/llvm/cg_gemm.c schedules). */
 bool lower_gemm_head(Op op);

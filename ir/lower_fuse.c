@@ -55,6 +55,8 @@ bool lower_fusable(Op op) { return op_info[op].cls == CL_ELTWISE || op == OP_BRO
 
 bool lower_view(Op op) { return op == OP_SLICE; }
 
+bool lower_eltwise_only(Op op) { return lower_view(op) || op == OP_RESHAPE; }
+
 /* Where slice v reads its input: base + sum over axes of c[d] st[d]. */
 static int64_t view_strides(const Node *v, int64_t *st) {
   int64_t base = 0;
@@ -498,8 +500,7 @@ Kernel *lower_fused(Arena *a, Node *const *members, const bool *stored, int n, b
     if (lower_gemm_head(members[m]->op) && eltwise && z.head < 0)
       z.head = m;
     else
-      ASSERT(lower_fusable(members[m]->op) ||
-             (eltwise && (lower_view(members[m]->op) || members[m]->op == OP_RESHAPE)));
+      ASSERT(lower_fusable(members[m]->op) || (eltwise && lower_eltwise_only(members[m]->op)));
   }
   if (!eltwise)
     return lower_other_group(a, &z);

@@ -131,8 +131,8 @@ static Kernel *lanes_sum(Kernel *k, const Node *n, int nk, int64_t *kd, int64_t 
                          int nr, int64_t *rd, int64_t rst[][MAX_RANK], int64_t run, int64_t cnt) {
   Nest no, ni;
   lw_nest(k, k->body, nk, kd, 2, kst, NEST_ROWS, &no);
-  int acc[LANES], lanes = LANES;
-  lanes_init(k, no.body, KO_ADD, acc, lanes);
+  int acc[LANES];
+  lanes_init(k, no.body, KO_ADD, acc, LANES);
   KStmt *body = no.body;
   KExpr *base = lw_at(k, &no, 1, 0);
   if (nr > 0) {
@@ -141,8 +141,8 @@ static Kernel *lanes_sum(Kernel *k, const Node *n, int nk, int64_t *kd, int64_t 
     base = ADD(base, lw_at(k, &ni, 0, 0));
   }
   AtBase at = {k, lw_bind(k, body, "base", base), 0};
-  lanes_run(k, body, KO_ADD, acc, lanes, run, load_at_base, &at);
-  KExpr *res = lanes_tree(k, no.body, KO_ADD, acc, lanes);
+  lanes_run(k, body, KO_ADD, acc, LANES, run, load_at_base, &at);
+  KExpr *res = lanes_tree(k, no.body, KO_ADD, acc, LANES);
   if (n->op == OP_MEAN)
     res = DIV(res, FC((double)cnt));
   ks_add(k, no.body, ks_store(k, lw_out(n), lw_at(k, &no, 0, 0), res));
@@ -293,8 +293,8 @@ void lw_rows_reduce(Kernel *k, KStmt *body, const Node *n, int nb, LwElemRow ele
   Nest ni;
   if (run) {
     for (int b = 0; b < nb; b++) {
-      int acc[LANES], lanes = LANES;
-      lanes_init(k, body, KO_ADD, acc, lanes);
+      int acc[LANES];
+      lanes_init(k, body, KO_ADD, acc, LANES);
       KStmt *in = body;
       OneRow o = {elem, ctx, b, NULL, k};
       if (m > 0) {
@@ -302,8 +302,8 @@ void lw_rows_reduce(Kernel *k, KStmt *body, const Node *n, int nb, LwElemRow ele
         in = ni.body;
         o.base = lw_bind(k, in, "base", lw_at(k, &ni, 0, 0));
       }
-      lanes_run(k, in, KO_ADD, acc, lanes, run, one_row_elem, &o);
-      res[b] = lanes_tree(k, body, KO_ADD, acc, lanes);
+      lanes_run(k, in, KO_ADD, acc, LANES, run, one_row_elem, &o);
+      res[b] = lanes_tree(k, body, KO_ADD, acc, LANES);
     }
   } else {
     int acc[LW_MAX_ROWS];

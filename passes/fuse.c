@@ -248,8 +248,7 @@ static bool row_capable(const Fuser *f, int gi) {
       anchor->shape.rank == 0)
     return false;
   for (int m = 0; m < f->n_members[gi]; m++)
-    if (lower_view(f->g->nodes[f->members[gi][m]]->op) ||
-        f->g->nodes[f->members[gi][m]]->op == OP_RESHAPE)
+    if (lower_eltwise_only(f->g->nodes[f->members[gi][m]]->op))
       return false;
   return true;
 }
@@ -287,7 +286,8 @@ enum { STRIDED_RUN_MIN = 128 };
  * cache sets, and the row kernel's second and third passes over them miss
  * L1 (a batchnorm over [32, 64, 8, 8]: 1.6x slower than the unfused
  * kernels, which stream; [32, 66, 8, 8], 1.13x faster; docs/fusion.md). */
-static bool aliased_runs(const Shape *S, const Shape *P, int64_t *run, int64_t *gap) {
+static bool aliased_runs(const Shape *S, const Shape *P, int64_t elem, int64_t *run,
+                         int64_t *gap) {
   int d = S->rank - 1;
   *run = 1;
   for (; d >= 0 && (P->dim[d] != S->dim[d] || S->dim[d] == 1); d--)
@@ -295,7 +295,7 @@ static bool aliased_runs(const Shape *S, const Shape *P, int64_t *run, int64_t *
   *gap = *run;
   for (; d >= 0 && P->dim[d] == S->dim[d]; d--)
     *gap *= S->dim[d];
-  return *run < STRIDED_RUN_MIN && (*gap * 4) % 4096 == 0;
+  return *run < STRIDED_RUN_MIN && (*gap * elem) % 4096 == 0;
 }
 
 /* Whether n reads a computed value of shape P (per row). */
@@ -343,7 +343,8 @@ static const char *row_refuse(Fuser *f, const Node *n, int gi, bool *telling, Sh
                         "fusion needs", op_name(n->op), anchor->name, shape_text(a, &S));
   }
   int64_t run, gap;
-  if (!f->row[gi] && strided_rows(&S, P) && aliased_runs(&S, P, &run, &gap)) {
+  if (!f->row[gi] && strided_rows(&S, P) &&
+      aliased_runs(&S, P, (int64_t)rt_dtype_size(anchor->dtype), &run, &gap)) {
     *telling = true;
     return arena_fmt(a, "%s's rows %s are runs of %lld elements %lld apart: short runs at a "
                         "multiple of 4 KiB share cache sets, and a row kernel would be slower",
@@ -524,11 +525,11 @@ static const char *refuse(Fuser *f, const Node *n, int gi) {
   for (int k = f->us.off[n->id]; k < f->us.off[n->id + 1]; k++)
     if (f->live[f->us.list[k]->id] && f->us.list[k]->op == OP_SLICE)
       return "slice reads it at other places than its own element";
-  if ((lower_view(n->op) || n->op == OP_RESHAPE) && !eltwise)
+  if (lower_eltwise_only(n->op) && !eltwise)
     return arena_fmt(a, "%s joins elementwise kernels only", op_name(n->op));
   if (n->op == OP_RESHAPE && !shape_eq(&n->shape, &anchor->shape))
     return "reshape joins elementwise kernels of its own shape only";
-  if (!lower_fusable(n->op) && !lower_view(n->op) && n->op != OP_RESHAPE)
+  if (!lower_fusable(n->op) && !lower_eltwise_only(n->op))
     return arena_fmt(a, "%s makes a kernel of its own", op_name(n->op));
   if (!eltwise && !lower_takes_producers(anchor->op))
     return arena_fmt(a, "%s reads its inputs in a schedule of its own", op_name(anchor->op));

@@ -208,7 +208,8 @@ typedef struct VAcc {
   KOp op;
   const KStmt *set[VACC_MAX]; /* the updates, in body order */
   LLVMValueRef val[VACC_MAX]; /* their e_j, as emitted */
-  LLVMValueRef slot;          /* the <n x float> alloca */
+  LLVMTypeRef vt;             /* <n x float> */
+  LLVMValueRef slot;          /* its alloca */
 } VAcc;
 
 static bool is_update(const KStmt *s) {
@@ -268,9 +269,9 @@ static LLVMValueRef lane(Cg *cg, int j) { return LLVMConstInt(cg->t_i32, (unsign
 /* Before the loop: the accumulators into the vector. */
 static void vacc_begin(Fn *f, VAcc *va) {
   Cg *cg = f->cg;
-  LLVMTypeRef vt = LLVMVectorType(cg->t_f32, (unsigned)va->n);
-  va->slot = LLVMBuildAlloca(f->ab, vt, "vacc");
-  LLVMValueRef v = LLVMGetUndef(vt);
+  va->vt = LLVMVectorType(cg->t_f32, (unsigned)va->n);
+  va->slot = LLVMBuildAlloca(f->ab, va->vt, "vacc");
+  LLVMValueRef v = LLVMGetUndef(va->vt);
   for (int j = 0; j < va->n; j++) {
     LLVMValueRef x = LLVMBuildLoad2(f->b, cg->t_f32, cg_slot(f, va->set[j]->var), "");
     v = LLVMBuildInsertElement(f->b, v, x, lane(cg, j), "");
@@ -281,7 +282,6 @@ static void vacc_begin(Fn *f, VAcc *va) {
 /* The loop's body, the updates on the vector. */
 static void vacc_body(Fn *f, const KStmt *s, VAcc *va) {
   Cg *cg = f->cg;
-  LLVMTypeRef vt = LLVMVectorType(cg->t_f32, (unsigned)va->n);
   int j = 0;
   for (int i = 0; i < s->n_body; i++) {
     const KStmt *c = s->body[i];
@@ -292,10 +292,10 @@ static void vacc_body(Fn *f, const KStmt *s, VAcc *va) {
     va->val[j++] = cg_expr(f, c->value->b);
     if (j < va->n)
       continue;
-    LLVMValueRef e = LLVMGetUndef(vt);
+    LLVMValueRef e = LLVMGetUndef(va->vt);
     for (int l = 0; l < va->n; l++)
       e = LLVMBuildInsertElement(f->b, e, va->val[l], lane(cg, l), "");
-    LLVMValueRef acc = LLVMBuildLoad2(f->b, vt, va->slot, "");
+    LLVMValueRef acc = LLVMBuildLoad2(f->b, va->vt, va->slot, "");
     LLVMBuildStore(f->b, cg_arith(f, va->op, true, acc, e), va->slot);
   }
 }
@@ -303,8 +303,7 @@ static void vacc_body(Fn *f, const KStmt *s, VAcc *va) {
 /* After the loop: the lanes back into the accumulators. */
 static void vacc_end(Fn *f, VAcc *va) {
   Cg *cg = f->cg;
-  LLVMTypeRef vt = LLVMVectorType(cg->t_f32, (unsigned)va->n);
-  LLVMValueRef v = LLVMBuildLoad2(f->b, vt, va->slot, "");
+  LLVMValueRef v = LLVMBuildLoad2(f->b, va->vt, va->slot, "");
   for (int j = 0; j < va->n; j++)
     LLVMBuildStore(f->b, LLVMBuildExtractElement(f->b, v, lane(cg, j), ""),
                    cg_slot(f, va->set[j]->var));
