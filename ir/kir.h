@@ -205,6 +205,28 @@ LOWER_FN(lower_upsample_back) LOWER_FN(lower_slice_back) LOWER_FN(lower_embeddin
 LOWER_FN(lower_cross_entropy_back)
 #undef LOWER_FN
 
+/* How lower_reduce orders the additions of an f32 sum or mean node, for a
+ * backend that schedules the same additions its own way and keeps the
+ * bits (codegen/cuda/cuda_reduce.c).  Every output element e (row-major
+ * over the kept axes, x offset sum of e's digits times kx) adds, from 0:
+ *   SUM_LANES: for each position of the outer reduced axes (od/ox,
+ *     row-major), the contiguous run x[off + i], i < run, element i into
+ *     partial i mod 16, in order; then the 16 partials as a tree (p[l] +=
+ *     p[l + w], w = 8, 4, 2, 1);
+ *   SUM_RUNS: x at each position of the reduced axes (od/ox, all of them,
+ *     row-major), one chain (run is 1);
+ * then a mean divides by the f32 cnt.  SUM_CHAIN: another order (one
+ * chain too, but not walked this way; e.g. a max, an i32 sum). */
+typedef enum { SUM_CHAIN, SUM_LANES, SUM_RUNS } SumScheme;
+typedef struct SumLayout {
+  SumScheme scheme;
+  int nk, no;                         /* kept axes; reduced axes walked outside the run */
+  int64_t kd[MAX_RANK], kx[MAX_RANK]; /* kept axes' extents and x strides */
+  int64_t od[MAX_RANK], ox[MAX_RANK]; /* outer reduced axes' extents and x strides */
+  int64_t run, cnt;                   /* the contiguous run (1 for SUM_RUNS); elements per output */
+} SumLayout;
+SumScheme lower_sum_layout(const Node *n, SumLayout *l);
+
 /* --- lower_fuse.c: one kernel for a fused group (passes/fuse.c) ------------ */
 /* members[0..n) in topological order, the anchor last; stored[i] when
  * member i gets a buffer (the anchor always does).  eltwise: every member

@@ -17,6 +17,7 @@
  * (the label is clamped for the load, so no kernel reads out of bounds).
  */
 #include <math.h>
+#include <string.h>
 
 #include "lower_internal.h"
 
@@ -221,6 +222,46 @@ static int64_t lanes_layout(const Node *n, int nr, const int64_t *rd, int64_t rs
   return run >= 2 * LANES ? run : 0;
 }
 
+/* The run of kept axes run_sum adds vectors along (the trailing kept axes,
+ * merged: kd[m..nk)), or 0 if n is not summed that way. */
+static int64_t runs_layout(const Node *n, int nk, const int64_t *kd, int64_t kst[][MAX_RANK],
+                           int nr, int64_t rst[][MAX_RANK], int *m) {
+  if (n->op == OP_MAX || nr == 0 || nk == 0 || rst[0][nr - 1] == 1 || kst[1][nk - 1] != 1)
+    return 0;
+  int64_t run = kd[nk - 1];
+  *m = nk - 1; /* leading kept axes; the rest continue the run */
+  while (*m > 0 && kst[1][*m - 1] == run)
+    run *= kd[--*m];
+  return run >= 4 ? run : 0;
+}
+
+SumScheme lower_sum_layout(const Node *n, SumLayout *l) {
+  int nk, nr, m;
+  int64_t kst[LW_OPS][MAX_RANK], rst[LW_OPS][MAX_RANK];
+  memset(l, 0, sizeof *l);
+  if ((n->op != OP_SUM && n->op != OP_MEAN) || n->dtype != DT_F32 || n->n_in != 1)
+    return SUM_CHAIN;
+  split_axes(n, &nk, l->kd, kst, &nr, l->od, rst);
+  l->nk = nk;
+  l->cnt = 1;
+  for (int d = 0; d < nk; d++)
+    l->kx[d] = kst[1][d];
+  for (int d = 0; d < nr; d++) {
+    l->ox[d] = rst[0][d];
+    l->cnt *= l->od[d];
+  }
+  if ((l->run = lanes_layout(n, nr, l->od, rst, &m)) > 0) {
+    l->no = m;
+    return l->scheme = SUM_LANES;
+  }
+  if (runs_layout(n, nk, l->kd, kst, nr, rst, &m) > 0) {
+    l->no = nr;
+    l->run = 1;
+    return l->scheme = SUM_RUNS;
+  }
+  return SUM_CHAIN;
+}
+
 Kernel *lower_reduce(Arena *a, const Node *n) {
   Kernel *k = lw_kernel(a, n);
   int nk, nr, m;
@@ -233,14 +274,8 @@ Kernel *lower_reduce(Arena *a, const Node *n) {
   int64_t run = lanes_layout(n, nr, rd, rst, &m);
   if (run)
     return lanes_sum(k, n, nk, kd, kst, m, rd, rst, run, cnt);
-  if (n->op != OP_MAX && nr > 0 && nk > 0 && rst[0][nr - 1] != 1 && kst[1][nk - 1] == 1) {
-    run = kd[nk - 1];
-    m = nk - 1; /* leading kept axes; the rest continue the run */
-    while (m > 0 && kst[1][m - 1] == run)
-      run *= kd[--m];
-    if (run >= 4)
-      return run_sum(k, n, nk, kd, kst, nr, rd, rst, m, run, cnt);
-  }
+  if ((run = runs_layout(n, nk, kd, kst, nr, rst, &m)) > 0)
+    return run_sum(k, n, nk, kd, kst, nr, rd, rst, m, run, cnt);
   Nest no, ni;
   lw_nest(k, k->body, nk, kd, 2, kst, NEST_ROWS, &no);
   int acc = acc_init(k, no.body, n);

@@ -16,7 +16,8 @@
  *     bytes, and fused; the whole arena after the step must be kir_eval's;
  *  2b. the kernels with schedules of their own: tiled GEMMs (matmul and
  *     conv2d of odd shapes, transposed, batched, fused, with padding taps
- *     and infinite weights) and shuffle sums, bit for bit; reassociated
+ *     and infinite weights) and the sums of cuda_reduce.c (shuffles,
+ *     outer axes, chains in registers), bit for bit; reassociated
  *     sums (cu_reassociate) within a tolerance of the exact sum;
  *  3. whole models (mlp, lenet5, attention; inference and training step)
  *     as program steps (codegen/program.c's calls, cuda_program.h's
@@ -762,23 +763,38 @@ static void gemm(void **state) {
   print_message("  %d tiled GEMM functions; %d with their epilogue in the tiles\n", n[0], ne);
 }
 
-/* Sums and means over trailing axes (codegen/cuda/cuda_reduce.c's exact
- * schedule: a half-warp per row, the Kernel IR's 16 partial sums and its
- * tree through shuffles): rows of 64 (the shortest it takes), 65 (one
- * partial gets an extra element), a ragged count of rows, a whole tensor;
- * kir_eval's bits, and each case's reduction on the shuffle path. */
+/* Sums and means of their own kernels (codegen/cuda/cuda_reduce.c), in
+ * the Kernel IR's order, kir_eval's bits:
+ *   - SUM_LANES, a half-warp per output, the Kernel IR's 16 partial sums
+ *     and its tree through shuffles: rows of 64 (the fewest elements it
+ *     takes), 65 (one partial gets an extra element), a ragged count of
+ *     rows, a whole tensor; and runs with outer reduced axes, as a
+ *     batchnorm's channel sums over axes 0, 2, 3 (runs of 42: ragged
+ *     partials in each run; kept axes in the middle and at both ends);
+ *   - SUM_RUNS, a thread per output and its chain in a register: a bias
+ *     gradient's sum over leading axes, kept axes of 24 and 7 x 5.
+ * Each case's reduction must take its path (the counted comments). */
 static void warp_sums(void **state) {
   static const OpCase cases[] = {
       {"input x: f32[3, 64]; y = sum(x, axis=1)", "x=-100:100"},
       {"input x: f32[17, 65]; y = mean(x, axis=1) + sum(x, axis=1)", "x=-100:100"},
       {"input x: f32[7, 5, 33]; y = sum(x, axis=[1, 2])", "x=-1:1000"},
       {"input x: f32[40, 50]; y = sum(x) + mean(x)", "x=-1e3:1e4"},
+      {"input x: f32[3, 5, 6, 7]; y = mean(x, axis=[0, 2, 3]) + sum(x, axis=[0, 2, 3])",
+       "x=-100:100"},
+      {"input x: f32[4, 3, 2, 40]; y = sum(x, axis=[1, 3])", "x=-1:1000"},
+      {"input x: f32[300, 24]; y = sum(x, axis=0)", "x=-100:100"},
+      {"input x: f32[9, 7, 5]; y = mean(x, axis=0)", "x=-100:100"},
   };
-  static const char *const count[] = {"bit for bit (cuda_reduce.c)"};
-  int n;
-  check_cases(cases, countof(cases), true, "sums", count, &n, 1);
-  assert_true(n >= countof(cases));
-  print_message("  %d shuffle reductions\n", n);
+  static const char *const count[] = {"bit for bit (cuda_reduce.c)",
+                                      "in a register (cuda_reduce.c)", "kiln_o0"};
+  int n[3];
+  check_cases(cases, countof(cases), true, "sums", count, n, 3);
+  assert_true(n[0] >= 6);
+  assert_true(n[1] >= 2);
+  assert_true(n[2] >= 4);
+  print_message("  %d shuffle reductions (%d with outer axes), %d in registers\n", n[0], n[2],
+                n[1]);
 }
 
 /* The reassociated schedule (cu_reassociate): a block per row.  Its sums

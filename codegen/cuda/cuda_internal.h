@@ -139,10 +139,11 @@ typedef struct CuEpi {
  * element (NULL: none); sets l's threads and block. */
 void cu_gemm_body(Em *m, const CuGemm *g, CuLaunch *l, const CuEpi *epi);
 
-/* cuda_reduce.c: an f32 sum or mean over trailing axes as warp-shuffle
- * reductions */
+/* cuda_reduce.c: an f32 sum or mean node's own kernel, its additions in
+ * lower_reduce's order (lower_sum_layout) with many threads per output */
 typedef struct CuRed {
-  int64_t rows, cnt; /* output elements, reduced elements per row */
+  SumLayout l;  /* SUM_LANES or SUM_RUNS */
+  int64_t rows; /* output elements */
   bool mean;
 } CuRed;
 bool cu_reduce_describe(const Kernel *k, CuRed *r);
