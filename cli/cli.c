@@ -209,6 +209,15 @@ int cli_parse(Cli *c, int argc, char **argv, const char *allowed, bool *help) {
   }
   if (!c->file)
     return cli_usage_error(c->cmd, "no model file given");
+  if (c->cuda && !c->fuse_given) {
+    /* The CUDA backend runs a row or reduce kernel one thread per row or
+     * output element (codegen/cuda/cuda_emit.c); the unfused reductions'
+     * own kernels take many threads each (cuda_reduce.c).  On an H100,
+     * resnet_small's training step: 137 ms with both kinds, 29 ms without
+     * (docs/benchmarks.md). */
+    c->plan.fuse.no_row = true;
+    c->plan.fuse.no_reduce = true;
+  }
   return EXIT_OK;
 }
 

@@ -43,7 +43,8 @@ typedef struct Cli {
   int64_t epochs, batch, limit, test_limit; /* 0: not given */
   double lr;                                /* 0: not given */
   /* memory planning */
-  PlanOpts plan;         /* .fuse: --fuse (all kinds when not given) */
+  PlanOpts plan;         /* .fuse: --fuse (not given: all kinds; with --target cuda
+                            all but row and reduce) */
   bool fuse_given;
   bool no_plan, verbose, verify_plan;
   bool no_prepack; /* --no-prepack: weights as the model has them (passes/prepack.c) */
@@ -90,7 +91,8 @@ extern const Command cmd_check, cmd_show, cmd_run, cmd_init, cmd_train, cmd_buil
 /* --fuse in the help of every command that compiles or plans (passes.h,
  * fuse.c, says what each kind does). */
 #define CLI_FUSE_HELP                                                                       \
-  "  --fuse=LIST              operator fusion: all (default), none, or a comma list of\n"   \
+  "  --fuse=LIST              operator fusion: all (default; with --target cuda all\n"   \
+  "                           but row and reduce), none, or a comma list of\n"            \
   "                           the kinds to do: eltwise (a chain of elementwise ops of\n"   \
   "                           one shape in one loop, with the slices and reshapes\n"      \
   "                           they read), reduce (elementwise producers\n"                \

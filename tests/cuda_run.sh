@@ -7,7 +7,7 @@
 # opening it, codegen/cuda/cuda_program.c's module, launches and device
 # arena, parameters uploaded once and prepared on the device, inputs copied
 # in, outputs copied out.  What a real GPU and NVRTC's CUBIN do is not
-# tested here (UNTESTED ON A GPU).
+# tested here (tests/gpu.sh, on a machine with a GPU).
 #
 # Checks: mlp, lenet5 and resnet_small compute the CPU's outputs bit for bit
 # (random inputs; lenet5 also with --input and --weights files, and --grad
@@ -15,7 +15,8 @@
 # the CPU's parameters and optimizer state bit for bit (and resumes); the
 # error paths: a failing launch named (exit 1, no output file left), an
 # image the driver cannot load, no device, --reference with --target cuda.
-# `kiln bench --target cuda` (mlp, lenet5, --train, --json): both builds
+# `kiln bench --target cuda` (mlp, lenet5, --train, --json; its default
+# --fuse, all kinds but row and reduce, and --fuse=all given): both builds
 # run and agree, every kernel is timed with the fake's events (the host's
 # clock) and reported under the CPU bench's names; a fused kernel that
 # computes nothing (FAKE_CUDA_SKIP) is caught as a disagreement.
@@ -151,7 +152,7 @@ for m in mlp lenet5; do
   if "$PY" - "$out" <<'PY'; then echo "ok: $m: every kernel"; else fails=$((fails + 1)); fi
 import re, sys
 text = open(sys.argv[1]).read()
-for build in ("fused (--fuse=all)", "unfused (--fuse=none)"):
+for build in ("fused (--fuse=eltwise,multi,epilogue,fold,scatter)", "unfused (--fuse=none)"):
     head = re.search(re.escape(build) + r": (\d+) kernels, compiled in", text)
     assert head, build
     rows = text[head.end():].split("sum of the kernels' medians")[0].splitlines()[2:]
@@ -161,10 +162,16 @@ for build in ("fused (--fuse=all)", "unfused (--fuse=none)"):
 PY
 done
 
+# the CUDA default is all kinds but row and reduce (one thread per row on a
+# device, cli.c); --fuse given is taken as given
+expect 0 "bench mlp --target cuda --fuse=all" -- "${fake[@]}" bench models/mlp.kiln --target cuda \
+  --repeat 1 --batch 2 --fuse=all
+contains "$out" "fused (--fuse=all): "
+
 # --json: the CPU bench's fields, the target and the device; the kernels
-# are the CPU bench's, under the same names
+# are the CPU bench's (with the CUDA default's kinds), under the same names
 expect 0 "bench mlp --train --json" -- "$KILN" bench models/mlp.kiln --train --json \
-  --repeat 1 --batch 2
+  --repeat 1 --batch 2 --fuse=eltwise,multi,epilogue,fold,scatter
 cp "$out" "$tmp/bench.cpu.json"
 expect 0 "bench mlp --train --json --target cuda" -- "${fake[@]}" bench models/mlp.kiln \
   --train --json --repeat 2 --batch 2 --target cuda
@@ -172,6 +179,7 @@ if "$PY" - "$out" "$tmp/bench.cpu.json" <<'PY'; then echo "ok: the device bench'
 import json, sys
 b, cpu = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 assert b["target"] == "cuda" and cpu["target"] == "cpu", (b["target"], cpu["target"])
+assert b["builds"][0]["fuse"] == "eltwise,multi,epilogue,fold,scatter", b["builds"][0]["fuse"]
 assert b["device"] == {"name": "kiln fake device", "arch": "sm_80", "peak_gb_per_s": 1555.2}, b
 assert b["agree"] is True and b["max_rel_diff"] <= 1e-5 and b["rounds"] == 2, b
 assert b["mode"] == "training" and b["constants"]["N"] == "2" and b["speedup"] > 0, b
