@@ -22,8 +22,8 @@
  * with CUDA events on the device's timeline, the kernels' bytes and FLOPs
  * the CPU bench's (kbench_kernel_cost), and each kernel's GB/s also as a
  * fraction of the device memory's peak bandwidth when the driver reports
- * it.  UNTESTED ON A GPU: the device paths ran only against
- * tests/fake_cuda.c (tests/cuda_run.sh).
+ * it.  Run on an H100 (tests/gpu.sh,
+ * bench/gpu_lease.sh) and on tests/fake_cuda.c (tests/cuda_run.sh).
  */
 #include <math.h>
 #include <stdlib.h>

@@ -22,8 +22,8 @@
  * (KILN_RT_CUDA_MAIN_LIB), whose main runs the step on CUDA device 0
  * (runtime/rt_cuda_main.c).  The CPU module aot_compile makes for the
  * manifest is not optimized or written.  The other --target cuda builds
- * (--emit cuda,ptx,cubin) are cli/cuda.c's.  UNTESTED ON A GPU: such
- * programs ran only on tests/fake_cuda.c (tests/cuda_build.sh).
+ * (--emit cuda,ptx,cubin) are cli/cuda.c's.  Such programs run
+ * on an H100 in tests/gpu.sh and on tests/fake_cuda.c in tests/cuda_build.sh.
  */
 #include <errno.h>
 #include <spawn.h>

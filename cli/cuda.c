@@ -36,7 +36,7 @@
  * user's (exit 1), naming the kernel.  `bench` compiles and times its two
  * builds on the device in cli/cuda_bench.c.
  *
- * UNTESTED ON A GPU: the device paths ran only against tests/fake_cuda.c
+ * Tested on an H100 (tests/gpu.sh) and on tests/fake_cuda.c
  * (tests/cuda_run.sh).
  */
 #include <stdlib.h>
@@ -61,7 +61,6 @@ static void device_error(Exec *x, const char *err) {
   error_plain(&x->c->diag, "running %s on %s: %s", x->g->name, rt_cuda_name(x->c->dev), err);
 }
 
-/* UNTESTED ON A GPU (the paths below ran only against tests/fake_cuda.c) */
 void cuda_exec_init(Exec *x, Cli *c, Graph *g, Node *const *roots, int n) {
   char err[1024];
   RtCuda *d = cli_cuda_device(c);

@@ -18,8 +18,9 @@
  * all queued at once and read after the last.  The step counter goes up
  * before the first event, outside the clock, as the inputs do.
  *
- * UNTESTED ON A GPU: ran only against tests/fake_cuda.c, whose events read
- * the host's clock around launches that run on the host.
+ * Run on an H100 (bench/gpu_lease.sh: docs/benchmarks.md has its numbers)
+ * and on tests/fake_cuda.c, whose events read the host's clock around
+ * launches that run on the host.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -72,7 +73,6 @@ static void new_events(CuBench *b) {
       device_error(b, err);
 }
 
-/* UNTESTED ON A GPU (as everything below) */
 void cuda_bench_init(CuBench *b, Cli *c, Graph *g, Node *const *roots, int n,
                      const PlanOpts *po) {
   char err[1024];

@@ -16,7 +16,8 @@
  *   cuda_bench_kernels(&b, step, seconds);      // seconds[i]: kernel i alone
  *   cuda_bench_free(&b);
  *
- * UNTESTED ON A GPU: ran only against tests/fake_cuda.c (tests/cuda_run.sh).
+ * Run on an H100 (tests/gpu.sh, bench/gpu_lease.sh) and on tests/fake_cuda.c
+ * (tests/cuda_run.sh).
  */
 #ifndef KILN_CUDA_BENCH_H
 #define KILN_CUDA_BENCH_H

@@ -10,8 +10,8 @@
  * asks for a device never touches the library.
  *
  * Tested without a GPU (tests/test_cuda_rt.c): the library missing, the
- * toolkit's stub library (whose cuInit fails), and the messages.  The rest,
- * marked UNTESTED ON A GPU below, has not yet run on a device.
+ * toolkit's stub library (whose cuInit fails), and the messages; on a GPU
+ * (tests/gpu.sh, an NVIDIA H100 with driver 580): the rest.
  */
 #include <dlfcn.h>
 #include <stdlib.h>
@@ -197,7 +197,6 @@ static bool find_device(RtCuda *d, int ordinal, char *why, size_t n) {
              count == 1 ? "" : "s", ordinal);
     return false;
   }
-  /* UNTESTED ON A GPU from here on */
   int major = 0, minor = 0;
   if ((r = drv->device_get(&d->dev, ordinal)) != 0 ||
       (r = drv->device_name(d->name, (int)sizeof d->name, d->dev)) != 0 ||
@@ -223,7 +222,7 @@ RtStatus rt_cuda_open(int ordinal, RtCuda **out, char *err, size_t errlen) {
     rt_cuda_close(d);
     return no_device(err, errlen, why);
   }
-  /* UNTESTED ON A GPU: the primary context, current on this thread, and a
+  /* the primary context, current on this thread, and a
    * stream that every copy and launch goes through, in order */
   Driver *drv = &d->drv;
   CUresult r = drv->ctx_retain(&d->ctx, d->dev);
@@ -254,7 +253,7 @@ const char *rt_cuda_name(const RtCuda *d) { return d->name; }
 
 int rt_cuda_arch(const RtCuda *d) { return d->arch; }
 
-/* --- modules (UNTESTED ON A GPU) --------------------------------------------------------- */
+/* --- modules --------------------------------------------------------------------------- */
 
 RtStatus rt_cuda_load(RtCuda *d, const void *image, const RtCuLaunch *launches, int n,
                       RtCuModule **out, char *err, size_t errlen) {
@@ -295,7 +294,7 @@ void rt_cuda_unload(RtCuModule *m) {
   free(m);
 }
 
-/* --- memory (UNTESTED ON A GPU) ----------------------------------------------------------- */
+/* --- memory ---------------------------------------------------------------------------- */
 
 RtStatus rt_cuda_alloc(RtCuda *d, size_t bytes, RtCuPtr *out, char *err, size_t errlen) {
   CUresult r = d->drv.mem_alloc(out, bytes ? bytes : 1);
@@ -350,7 +349,7 @@ void rt_cuda_grid(int64_t threads, int block, int max_blocks, unsigned *grid, un
   *blockdim = (unsigned)block;
 }
 
-/* UNTESTED ON A GPU: launches [from, to) of m, queued on the stream (each
+/* Launches [from, to) of m, queued on the stream (each
  * waited for when sync_each). */
 static RtStatus launch_range(RtCuModule *m, int from, int to, RtCuPtr arena, const RtCuPtr *ext,
                              bool sync_each, char *err, size_t errlen) {
@@ -391,7 +390,6 @@ static RtStatus launch_range(RtCuModule *m, int from, int to, RtCuPtr arena, con
   return RT_OK;
 }
 
-/* UNTESTED ON A GPU */
 RtStatus rt_cuda_run(RtCuModule *m, RtCuPtr arena, const RtCuPtr *ext, bool sync_each, char *err,
                      size_t errlen) {
   RtStatus s = launch_range(m, 0, m->n, arena, ext, sync_each, err, errlen);
@@ -405,8 +403,9 @@ RtStatus rt_cuda_run(RtCuModule *m, RtCuPtr arena, const RtCuPtr *ext, bool sync
 }
 
 /* --- events (kiln bench) --------------------------------------------------------------- */
-/* UNTESTED ON A GPU: events, launch ranges and the memory attributes ran only
- * against tests/fake_cuda.c (its events read the host's clock). */
+/* Events, launch ranges and the memory attributes: run on an H100 by
+ * tests/gpu.sh and bench/gpu_lease.sh, and on tests/fake_cuda.c (its
+ * events read the host's clock). */
 
 struct RtCuEvent {
   RtCuda *d;

@@ -7,7 +7,7 @@
 # a time.  Everything the program does for a device runs for real: opening
 # it, loading the image, the arena and parameter buffers, parameters
 # uploaded and prepared once, inputs in, launches, outputs out.  What a real
-# GPU does with the CUBIN or PTX is not tested (UNTESTED ON A GPU).
+# GPU does with the CUBIN is tests/gpu.sh's (on a machine with one).
 #
 # Checks: mlp and lenet5 programs write `kiln run`'s outputs bit for bit
 # (the parameters drawn at start, built in with --weights, or read with the

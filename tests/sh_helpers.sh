@@ -7,7 +7,7 @@
 #   finish NAME                        prints the verdict and exits
 KILN=$(realpath "$1")
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-PY=/usr/bin/python3
+PY=${KILN_PY:-/usr/bin/python3} # KILN_PY: another python3 with numpy (a GPU machine's)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fails=0

@@ -9,8 +9,8 @@
  * manifest describes: the runtime (runtime/rt_cuda_main.c) needs nothing
  * else to allocate device memory and launch.
  *
- * UNTESTED ON A GPU: the CUBINs and PTX embedded here were compiled by
- * NVRTC but never loaded by a real driver; tests/cuda_build.sh runs the
+ * tests/gpu.sh runs such a program on an H100 (its sm_90 CUBIN; the PTX
+ * has not been loaded by a real driver); tests/cuda_build.sh runs the
  * programs on tests/fake_cuda.c with the embedded source as the image.
  */
 #include <stdlib.h>
