@@ -39,7 +39,7 @@ if [[ $steps == *ceilings* ]]; then
   timeout 120 python3 bench/gpu_ceilings.py | tee "$OUT/ceilings.json"
 fi
 if [[ $steps == *test* ]]; then
-  timeout 300 bash tests/gpu.sh "$KILN" 2>&1 | tee "$OUT/gpu.log" | grep -v "^ok: "
+  timeout 380 bash tests/gpu.sh "$KILN" 2>&1 | tee "$OUT/gpu.log" | grep -v "^ok: "
   echo "gpu.sh: exit ${PIPESTATUS[0]}, $(grep -c '^ok: ' "$OUT/gpu.log") ok"
 fi
 if [[ $steps == *bench* ]]; then

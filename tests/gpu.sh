@@ -11,6 +11,9 @@
 #     1e-5 relative (bit for bit is expected except where CUDA's logf,
 #     sinf, ... differ from glibc's in the last bits: the count of
 #     bit-equal outputs is printed);
+#   - every op: tests/op_cases.h's cases (the emulator's and LLVM's op
+#     tests) as models, forward on their inputs and backward (their f32
+#     inputs as parameters, d sum(y * y) / d each), the same way;
 #   - gradients (`--grad`) of mlp, lenet5 and resnet_small, the same way;
 #   - `kiln train --target cuda` two epochs of a small model: the same loss
 #     and accuracy line as the CPU;
@@ -89,6 +92,35 @@ for f in models/*.kiln; do
   vgg11 | resnet50) run_both "$m" "$f" -D N=1 --random-inputs --seed 3 ;;
   *) run_both "$m" "$f" --random-inputs --seed 3 ;;
   esac
+done
+
+# --- every op: tests/op_cases.h's cases as models (tests/op_models.py) ---------------
+# forward, on the case's input files; backward, its f32 inputs as parameters
+# and d sum(y * y) / d each of them
+mkdir -p "$tmp/ops"
+for k in $("$PY" tests/op_models.py "$tmp/ops"); do
+  m=$tmp/ops/op$k
+  ins=()
+  for f in "$m".*.npy; do
+    n=${f#"$m".}
+    ins+=(--input "${n%.npy}=$f")
+  done
+  run_both "op$k" "$m.kiln" "${ins[@]}"
+  "$PY" -c "import numpy, sys; sys.exit(numpy.load(sys.argv[1]).dtype != numpy.float32)" \
+    "$tmp/op$k.y.cpu.npy" || continue # an i32 y has no gradient
+  ps=$(sed -n 's/^  param \([a-z_0-9]*\):.*/\1/p' "$m.back.kiln")
+  grads=()
+  for p in $ps; do
+    grads+=(--grad "$p=$tmp/op$k.$p.grad.cpu.npy")
+  done
+  [ -n "$ps" ] || continue
+  expect 0 "op$k backward" -- "$KILN" run "$m.back.kiln" --random-inputs --seed 5 "${grads[@]}" ||
+    continue
+  expect 0 "op$k backward --target cuda" -- "$KILN" run "$m.back.kiln" --random-inputs --seed 5 \
+    "${grads[@]//.cpu./.gpu.}" --target cuda || continue
+  for p in $ps; do
+    close "$tmp/op$k.$p.grad.cpu.npy" "$tmp/op$k.$p.grad.gpu.npy" "op$k: d loss / d $p"
+  done
 done
 
 # --- gradients: the training-mode graph and its backward pass ------------------------
