@@ -11,8 +11,8 @@
 # and writes its logs and JSON into $OUT/results.tar.gz (one file: the
 # device tool brings back at most 8):
 #   ceilings.json      the device's measured bandwidth and f32 GEMM rate
-#   gpu.log            tests/gpu.sh: every model, gradients, training, a
-#                      built program and bench, against the CPU
+#   gpu.log            tests/gpu.sh: every op, every model, gradients,
+#                      training, a built program and bench, against the CPU
 #   bench-*.json       kiln bench --target cuda per model (fused vs unfused)
 # bench/gpu_pack.sh makes CARRY here.
 #   bench/gpu_lease.sh CARRY [STEPS]     STEPS: any of ceilings,test,bench
