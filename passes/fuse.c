@@ -324,6 +324,16 @@ static bool row_reduction(const Node *n, const Shape *S, const Shape *P) {
          shape_eq(&n->shape, P);
 }
 
+/* Strided rows over an anchor of more bytes than this are not fused
+ * (row_refuse).  A row kernel walks each row's runs (a channel's images)
+ * once per pass; from a tensor this large its first pass streams from
+ * beyond L2 a page-sized run at a time, and the unfused kernels' loops,
+ * contiguous over the whole tensor, were faster: a training batchnorm
+ * over [32, 64, 32, 32] (8 MiB) 1.2-1.5x, [16, 64, 32, 32] (4 MiB)
+ * 1.0-1.3x, at 1 and 2 threads; at 2 MiB ([8, 64, 32, 32], [32, 64, 16,
+ * 16]) the row kernel ties or wins (docs/fusion.md). */
+enum { STRIDED_ROWS_MAX_BYTES = 2 << 20 };
+
 /* Whether n may join group gi as a row group's member; NULL if so, else
  * why not (the group's rows, if it takes n, in *P).  *telling: whether the
  * reason is the row kind's own (the node would fit a row group), rather
@@ -349,6 +359,14 @@ static const char *row_refuse(Fuser *f, const Node *n, int gi, bool *telling, Sh
     return arena_fmt(a, "%s's rows %s are runs of %lld elements %lld apart: short runs at a "
                         "multiple of 4 KiB share cache sets, and a row kernel would be slower",
                      anchor->name, shape_text(a, P), (long long)run, (long long)gap);
+  }
+  int64_t bytes = shape_numel(&S) * (int64_t)rt_dtype_size(anchor->dtype);
+  if (!f->row[gi] && strided_rows(&S, P) && bytes > STRIDED_ROWS_MAX_BYTES) {
+    *telling = true;
+    return arena_fmt(a, "%s's strided rows %s span %lld KiB: over %d KiB, a row kernel's passes "
+                        "over their runs are slower than unfused kernels' contiguous loops",
+                     anchor->name, shape_text(a, P), (long long)(bytes >> 10),
+                     STRIDED_ROWS_MAX_BYTES >> 10);
   }
   if (strided_rows(&S, P) && depth_in(f, n, gi) >= 2 && reads_row_value(n, P)) {
     *telling = true; /* each reduction re-evaluates the elementwise values it reads */

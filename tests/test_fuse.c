@@ -413,6 +413,23 @@ static void resnet_batchnorm_rows(void **state) {
     assert_int_equal(channel_row_sums(&t, false, &groups, &alone), ch == 64 ? 0 : 2);
     compiled_free(&c);
   }
+  /* strided rows over more than 2 MiB are refused (STRIDED_ROWS_MAX_BYTES):
+   * [8, 64, 32, 32] is 2 MiB and keeps its rows, [16, 64, 32, 32] not */
+  for (int n = 8; n <= 16; n += 8) {
+    char src[512];
+    snprintf(src, sizeof src,
+             "model m() {\n  input x: f32[%d, 64, 32, 32]\n  input y: i32[%d]\n"
+             "  h = relu(batchnorm(x, name=\"bn\"))\n  z = dense(flatten(global_avgpool(h)), out=3)\n"
+             CE_SGD_TAIL, n, n);
+    c = compile_opts(src, true, NULL, 0);
+    t = train_plan(&c, &ts);
+    assert_int_equal(channel_row_sums(&t, false, &groups, &alone), n == 8 ? 2 : 0);
+    int big = 0;
+    for (int i = 0; i < c.g->n_nodes; i++)
+      big += t.why[i] && strstr(t.why[i], "span 4096 KiB: over 2048 KiB") != NULL;
+    assert_true(n == 8 ? big == 0 : big > 0);
+    compiled_free(&c);
+  }
 }
 
 static void opts_words(void **state) {
