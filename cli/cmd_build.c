@@ -62,7 +62,9 @@ static const char build_help[] =
     "                           default), obj (PROG.o), header (PROG.h, for linking\n"
     "                           PROG.o into a C program), llvm (PROG.ll, or the\n"
     "                           optimized LLVM IR on stdout without -o), asm (PROG.s,\n"
-    "                           or stdout)\n"
+    "                           or stdout); with -o, llvm and asm write the parameters\n"
+    "                           to PROG.params, which their text includes by that path\n"
+    "                           (.incbin); on stdout the code draws them at start\n"
     "  --weights FILE           initial parameters from a safetensors file (kiln init,\n"
     "                           kiln train --save)\n"
     "  --seed N                 initialization seed (default 0; with --train: the\n"
@@ -275,10 +277,14 @@ static void load_weights(Build *b) {
   rt_tensor_file_free(&tf);
 }
 
+static const char *with_ext(Build *b, const char *ext);
+
 static void fill_params(Build *b) {
   Aot *a = &b->a;
   uint64_t seed = b->gt ? a->src.spec.seed : b->c->seed;
-  if (!b->c->weights && b->emit == EMIT_EXE) { /* nothing to carry: the program draws them */
+  /* nothing to carry: the program draws them (so does the code printed on
+   * stdout, which has no file to include them from) */
+  if (!b->c->weights && (b->emit == EMIT_EXE || !b->c->out)) {
     aot_params_at_start(a, seed);
     return;
   }
@@ -286,11 +292,17 @@ static void fill_params(Build *b) {
     param_init_fill(a->params[i].node, seed, a->blob + a->params[i].offset);
   if (b->c->weights)
     load_weights(b);
-  if (b->emit & (EMIT_LLVM | EMIT_ASM))
-    return; /* their text would name a file that is gone: keep the constant */
+  if (!b->c->out)
+    return; /* --weights on stdout: the constant, in the text */
   char err[512];
-  b->tmp_params = arena_fmt(b->c->arena, "%s.tmp.%ld.params", b->c->out, (long)getpid());
-  if (!aot_params_to_file(a, b->tmp_params, err, sizeof err))
+  const char *path;
+  if (b->emit & (EMIT_LLVM | EMIT_ASM)) { /* their text includes PROG.params by name */
+    path = with_ext(b, ".params");
+  } else {
+    path = b->tmp_params =
+        arena_fmt(b->c->arena, "%s.tmp.%ld.params", b->c->out, (long)getpid());
+  }
+  if (!aot_params_to_file(a, path, err, sizeof err))
     error_plain(&b->c->diag, "%s", err);
 }
 

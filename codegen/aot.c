@@ -11,6 +11,7 @@
  * the object exports kiln_* symbols only and identical kernels of the two
  * graphs can merge before the module is optimized.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -461,12 +462,40 @@ bool aot_optimize(Aot *a, char *err, size_t n) {
   return ok;
 }
 
+/* Assembly whose parameters come from a file (add_params_file): the
+ * module's top-level assembly, which holds the .incbin, is taken out while
+ * LLVM prints the rest (its printer would write the file's bytes out as
+ * data: a 125 MB .s for ResNet-18) and appended as written, so the .s
+ * includes the file by name as the object does. */
+static bool emit_assembly(Aot *a, const char *tmp, char *err, size_t n) {
+  size_t len;
+  const char *text = LLVMGetModuleInlineAsm(a->cg->mod, &len);
+  char *kept = malloc(len + 1);
+  if (!kept)
+    die("out of memory");
+  memcpy(kept, text, len);
+  LLVMSetModuleInlineAsm2(a->cg->mod, "", 0);
+  bool ok = cg_emit_file(a->cg, tmp, true, err, n);
+  LLVMSetModuleInlineAsm2(a->cg->mod, kept, len);
+  if (ok) {
+    FILE *f = fopen(tmp, "a");
+    bool wrote = f && fwrite(kept, 1, len, f) == len;
+    if ((f && fclose(f) != 0) || !wrote) {
+      snprintf(err, n, "%s: cannot write: %s", tmp, strerror(errno));
+      ok = false;
+    }
+  }
+  free(kept);
+  return ok;
+}
+
 bool aot_write_object(Aot *a, const char *path, bool assembly, char *err, size_t n) {
   char *tmp = malloc(strlen(path) + 32);
   if (!tmp)
     die("out of memory");
   sprintf(tmp, "%s.tmp.%ld", path, (long)getpid());
-  bool ok = cg_emit_file(a->cg, tmp, assembly, err, n);
+  bool ok = assembly && a->params_file ? emit_assembly(a, tmp, err, n)
+                                       : cg_emit_file(a->cg, tmp, assembly, err, n);
   if (ok && rename(tmp, path) != 0) {
     snprintf(err, n, "%s: cannot rename the temporary file over it", path);
     ok = false;

@@ -248,13 +248,29 @@ same_npy "$tmp/embed_out.npy" "$tmp/p_raw.npy" "embedded object = built program"
 expect 0 "--emit llvm to stdout" -- "$KILN" build models/mlp.kiln --emit llvm
 contains "$out" "define void @kiln_infer(ptr"
 contains "$out" "@kiln_manifest = "
+contains "$out" 'params_stored\22: 0' # on stdout the code draws its parameters at start
 expect 0 "--emit asm to stdout" -- "$KILN" build models/mlp.kiln --emit asm
 contains "$out" "kiln_infer:"
+[ "$(wc -c <"$out")" -lt 400000 ] && echo "ok: --emit asm on stdout: no parameters as data" ||
+  { echo "FAIL: --emit asm on stdout is $(wc -c <"$out") bytes"; fails=$((fails + 1)); }
 expect 0 "--emit llvm,asm,exe with -o" -- "$KILN" build models/mlp.kiln -o "$tmp/all" \
   --emit llvm,asm,exe
-for f in "$tmp/all" "$tmp/all.ll" "$tmp/all.s"; do
+for f in "$tmp/all" "$tmp/all.ll" "$tmp/all.s" "$tmp/all.params"; do
   [ -s "$f" ] || { echo "FAIL: $f was not written"; fails=$((fails + 1)); }
 done
+# the text includes PROG.params (.incbin) instead of its 940608 bytes as data; the
+# .s assembles, with kiln_params that file's size; the program beside it is mlp
+contains "$tmp/all.s" ".incbin \"$tmp/all.params\""
+contains "$tmp/all.ll" 'incbin \22'
+[ "$(wc -c <"$tmp/all.s")" -lt "$(wc -c <"$tmp/all.params")" ] && echo "ok: .s without the parameters" ||
+  { echo "FAIL: all.s is $(wc -c <"$tmp/all.s") bytes"; fails=$((fails + 1)); }
+expect 0 "assemble all.s" -- cc -c "$tmp/all.s" -o "$tmp/all_s.o"
+size=$(nm -S "$tmp/all_s.o" | awk '$4 == "kiln_params" {print $2}')
+[ -n "$size" ] && [ "$((16#$size))" = "$(wc -c <"$tmp/all.params")" ] && echo "ok: kiln_params from all.params" ||
+  { echo "FAIL: kiln_params is ${size:-missing} bytes in all.s's object"; fails=$((fails + 1)); }
+expect 0 "the program built with them" -- "$tmp/all" --input x="$tmp/x64raw.npy" \
+  --output probs="$tmp/p_all.npy"
+same_npy "$tmp/p_all.npy" "$tmp/p_raw.npy" "--emit llvm,asm,exe program = built program"
 expect 2 "llvm and asm together on stdout" -- "$KILN" build models/mlp.kiln --emit llvm,asm
 
 # --- each distinct kernel compiled once; step functions unoptimized ---------------------
