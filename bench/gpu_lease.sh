@@ -14,13 +14,15 @@
 #   gpu.log            tests/gpu.sh: every op, every model, gradients,
 #                      training, a built program and bench, against the CPU
 #   bench-*.json       kiln bench --target cuda per model (fused vs unfused)
+#   peer-*.json, torch.jsonl   kiln and PyTorch (bench/gpu_torch.py) on the
+#                      same models, training step and inference at batch 32
 # bench/gpu_pack.sh makes CARRY here.
-#   bench/gpu_lease.sh CARRY [STEPS]     STEPS: any of ceilings,test,bench
+#   bench/gpu_lease.sh CARRY [STEPS]     STEPS: any of ceilings,test,bench,peer
 # (CARRY/old/kiln, if there, is benchmarked too, as bench-old-*.json)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 carry=$(realpath "$1")
-steps=${2:-ceilings,test,bench}
+steps=${2:-ceilings,test,bench,peer}
 results=${OUT:-/tmp}/results.tar.gz
 OUT=/tmp/kiln_gpu_results
 mkdir -p "$OUT" /tmp/kiln_libs
@@ -72,4 +74,19 @@ for f in sorted(glob.glob(sys.argv[1] + "/bench-*.json")):
     steps = " ".join("%s %.1f us" % (b["fuse"], b["step"]["median_s"] * 1e6) for b in d["builds"])
     print(os.path.basename(f)[6:-5], steps, "speedup %.2f" % d["speedup"])
 PY
+fi
+if [[ $steps == *peer* ]]; then
+  # the models bench/torch_models.py has twins of, at batch 32, kiln's CUDA
+  # default build against PyTorch's eager steps on the same device
+  models=mlp,lenet5,resnet_small,attention
+  timeout 300 python3 bench/gpu_torch.py --batch 32 --models $models >"$OUT/torch.jsonl" ||
+    echo "gpu_torch.py: failed"
+  for m in ${models//,/ }; do
+    for mode in train infer; do
+      flag=$([ $mode = train ] && echo --train)
+      timeout 90 "$KILN" bench models/$m.kiln $flag --batch 32 --target cuda --repeat 20 --json \
+        >"$OUT/peer-$m-$mode.json" 2>"$OUT/peer-$m-$mode.err" || echo "peer $m $mode: failed"
+    done
+  done
+  python3 bench/gpu_peer_table.py "$OUT"
 fi
