@@ -25,7 +25,7 @@ static const char show_help[] =
     "usage: kiln show MODEL.kiln [--format text|dot|json|svg] [--stage graph|grad|plan|fused]\n"
     "                 [-o FILE] [--fuse=LIST] [--no-inplace] [--no-share]\n"
     "                 [--schedule=default|min-memory] [--no-prepack]\n"
-    "                 [-D NAME=VALUE]... [--model NAME] [--train]\n"
+    "                 [-D NAME=VALUE]... [--model NAME] [--train] [--target cpu|cuda]\n"
     "\n"
     "Prints the model's graph: every value's name, op, attributes, shape, dtype,\n"
     "FLOPs, bytes and source line, with totals.\n"
@@ -48,6 +48,7 @@ static const char show_help[] =
     "                           dot draws each kernel as a cluster\n"
     CLI_FUSE_HELP
     "                           (--stage plan and fused)\n"
+    "  --target cpu|cuda        whose default --fuse the plan takes (cpu: all kinds)\n"
     "  --no-inplace, --no-share, --schedule=default|min-memory\n"
     "                           switch off in-place reuse or sharing, or choose the\n"
     "                           order that lowers peak memory\n"
@@ -187,5 +188,5 @@ static int show_run(Cli *c) {
   return rc == EXIT_OK ? show_graph(c) : rc;
 }
 
-const Command cmd_show = {"show", "DmtfsohIHCKF", show_help, show_validate, show_run,
+const Command cmd_show = {"show", "DmtfsohIHCKFX", show_help, show_validate, show_run,
                          NULL};

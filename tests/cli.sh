@@ -424,10 +424,18 @@ expect 1 "bench --target cuda without a device" -- "${nodev[@]}" bench models/ml
 contains "$err" "$nodev_msg"
 expect 2 "an unknown --target" -- "$KILN" run models/mlp.kiln --target gpu
 contains "$err" "--target must be cpu or cuda, got 'gpu'"
-for c in run train bench build; do
+for c in run train bench build show; do
   expect 0 "kiln $c --help mentions --target" -- "$KILN" $c --help
   contains "$out" "--target cpu|cuda"
 done
+# the CUDA default --fuse (all kinds but row and reduce), shown as planned
+expect 0 "show --stage fused --target cuda" -- "$KILN" show models/resnet_small.kiln --train \
+  --stage fused --target cuda
+contains "$out" "(training step), --fuse=eltwise,multi,epilogue,fold,scatter: kernels"
+contains "$out" "row fusion is off (--fuse)"
+expect 0 "show --stage fused --target cuda --fuse=all" -- "$KILN" show models/resnet_small.kiln \
+  --train --stage fused --target cuda --fuse=all
+contains "$out" "(training step), --fuse=all: kernels"
 if command -v ldd >/dev/null && ldd "$KILN" | grep -q libcuda; then
   echo "FAIL: kiln links libcuda (the runtime must load it with dlopen)"
   fails=$((fails + 1))
