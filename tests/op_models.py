@@ -28,6 +28,8 @@ def cases():
         lit = lambda s: "".join(x.encode().decode("unicode_escape")
                                 for x in re.findall(r'"((?:[^"\\]|\\.)*)"', s))
         out.append((lit(m.group(1)), None if m.group(2) == "NULL" else lit(m.group(2))))
+    want = text.count('\n    {"')  # one per case, as the file is formatted
+    assert len(out) == want, f"op_cases.h: parsed {len(out)} of {want} cases"
     return out
 
 
@@ -63,7 +65,6 @@ def main():
                 v = rng.integers(int(lo), int(hi), shape).astype(np.int32)
             np.save(f"{d}/op{k}.{name}.npy", v)
         back = [re.sub(r"^input (\w+): f32", r"param \1: f32", s) for s in stmts]
-        back = [s for s in back]
         with open(f"{d}/op{k}.back.kiln", "w") as f:
             f.write("model op%d() {\n%s\n  output loss = sum(y * y)\n}\n"
                     "train op%d {\n  minimize  loss\n  optimizer sgd(lr=0.1)\n}\n"
