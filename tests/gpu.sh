@@ -98,7 +98,11 @@ done
 # forward, on the case's input files; backward, its f32 inputs as parameters
 # and d sum(y * y) / d each of them
 mkdir -p "$tmp/ops"
-for k in $("$PY" tests/op_models.py "$tmp/ops"); do
+if ! ops=$("$PY" tests/op_models.py "$tmp/ops") || [ -z "$ops" ]; then
+  echo "FAIL: tests/op_models.py made no models of tests/op_cases.h"
+  fails=$((fails + 1))
+fi
+for k in $ops; do
   m=$tmp/ops/op$k
   ins=()
   for f in "$m".*.npy; do
