@@ -277,7 +277,9 @@ static void load_weights(Build *b) {
   rt_tensor_file_free(&tf);
 }
 
-static const char *with_ext(Build *b, const char *ext);
+static const char *with_ext(Build *b, const char *ext) {
+  return arena_fmt(b->c->arena, "%s%s", b->c->out, ext);
+}
 
 static void fill_params(Build *b) {
   Aot *a = &b->a;
@@ -342,10 +344,6 @@ static void print_asm(Build *b) {
     error_plain(&b->c->diag, "%s", err);
   fwrite(data, 1, len, stdout);
   free(data);
-}
-
-static const char *with_ext(Build *b, const char *ext) {
-  return arena_fmt(b->c->arena, "%s%s", b->c->out, ext);
 }
 
 /* --- linking ----------------------------------------------------------------------------- */

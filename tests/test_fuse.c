@@ -356,6 +356,14 @@ static void batchnorm_rows(void **state) {
   compiled_free(&c);
 }
 
+/* How many of p's boundaries (Plan.why) give a reason containing text. */
+static int count_why(const Compiled *c, const Plan *p, const char *text) {
+  int n = 0;
+  for (int i = 0; i < c->g->n_nodes; i++)
+    n += p->why[i] && strstr(p->why[i], text) != NULL;
+  return n;
+}
+
 /* Two batch norms in a row, no convolution between: a channel's second
  * statistics could take the first's normalization, but each reduction
  * re-evaluates the elementwise values it reads, so a strided row kernel
@@ -370,13 +378,11 @@ static void batchnorm_chain(void **state) {
       true, NULL, 0);
   TrainStep ts = {0};
   Plan t = train_plan(&c, &ts);
-  int groups, alone, why = 0;
+  int groups, alone;
   assert_int_equal(channel_row_sums(&t, false, &groups, &alone), 4);
   assert_int_equal(groups, 2);
   assert_int_equal(row_sums(&t, value(c.g, "g")), 2);
-  for (int i = 0; i < c.g->n_nodes; i++)
-    why += t.why[i] && strstr(t.why[i], "a third in a chain") != NULL;
-  assert_int_equal(why, 1);
+  assert_int_equal(count_why(&c, &t, "a third in a chain"), 1);
   model_variants(c.g, ts.roots, ts.n_roots, "batchnorm chain training step", false);
   compiled_free(&c);
 }
@@ -386,49 +392,46 @@ static void batchnorm_chain(void **state) {
  * one), and its backward's two sums with dx in one; the last stage's (64
  * channels of 8x8: runs of 64 floats 16 KiB apart) refused, and so are
  * [32, 64, 8, 8]'s, not [32, 66, 8, 8]'s (passes/fuse.c, aliased_runs). */
+/* A training batchnorm, ReLU and small head over [n, ch, hw, hw]: its
+ * forward channel row sums (channel_row_sums), and in *why how many
+ * boundaries give a reason containing text. */
+static int bn_model_rows(int n, int ch, int hw, const char *text, int *why) {
+  char src[512];
+  snprintf(src, sizeof src,
+           "model m() {\n  input x: f32[%d, %d, %d, %d]\n  input y: i32[%d]\n"
+           "  h = relu(batchnorm(x, name=\"bn\"))\n  z = dense(flatten(global_avgpool(h)), out=3)\n"
+           CE_SGD_TAIL, n, ch, hw, hw, n);
+  Compiled c = compile_opts(src, true, NULL, 0);
+  TrainStep ts = {0};
+  Plan t = train_plan(&c, &ts);
+  int groups, alone, sums = channel_row_sums(&t, false, &groups, &alone);
+  *why = count_why(&c, &t, text);
+  compiled_free(&c);
+  return sums;
+}
+
 static void resnet_batchnorm_rows(void **state) {
   char *text = read_model("resnet_small.kiln");
   Compiled c = compile_opts(text, true, NULL, 0);
   free(text);
   TrainStep ts = {0};
   Plan t = train_plan(&c, &ts);
-  int groups, alone, aliased = 0;
+  int groups, alone, why;
   assert_int_equal(channel_row_sums(&t, false, &groups, &alone), 20);
   assert_int_equal(groups, 9); /* a block's two last batch norms (b + s) share one */
   assert_int_equal(alone, 10); /* the last stage's 5 */
   assert_int_equal(channel_row_sums(&t, true, &groups, &alone), 20);
   assert_int_equal(groups, 10);
-  for (int i = 0; i < c.g->n_nodes; i++)
-    aliased += t.why[i] && strstr(t.why[i], "are runs of 64 elements 4096 apart") != NULL;
-  assert_true(aliased >= 5);
+  assert_true(count_why(&c, &t, "are runs of 64 elements 4096 apart") >= 5);
   compiled_free(&c);
-  for (int ch = 64; ch <= 66; ch += 2) {
-    char src[512];
-    snprintf(src, sizeof src,
-             "model m() {\n  input x: f32[32, %d, 8, 8]\n  input y: i32[32]\n"
-             "  h = relu(batchnorm(x, name=\"bn\"))\n  z = dense(flatten(global_avgpool(h)), out=3)\n"
-             CE_SGD_TAIL, ch);
-    c = compile_opts(src, true, NULL, 0);
-    t = train_plan(&c, &ts);
-    assert_int_equal(channel_row_sums(&t, false, &groups, &alone), ch == 64 ? 0 : 2);
-    compiled_free(&c);
-  }
+  for (int ch = 64; ch <= 66; ch += 2)
+    assert_int_equal(bn_model_rows(32, ch, 8, "", &why), ch == 64 ? 0 : 2);
   /* strided rows over more than 2 MiB are refused (STRIDED_ROWS_MAX_BYTES):
    * [8, 64, 32, 32] is 2 MiB and keeps its rows, [16, 64, 32, 32] not */
   for (int n = 8; n <= 16; n += 8) {
-    char src[512];
-    snprintf(src, sizeof src,
-             "model m() {\n  input x: f32[%d, 64, 32, 32]\n  input y: i32[%d]\n"
-             "  h = relu(batchnorm(x, name=\"bn\"))\n  z = dense(flatten(global_avgpool(h)), out=3)\n"
-             CE_SGD_TAIL, n, n);
-    c = compile_opts(src, true, NULL, 0);
-    t = train_plan(&c, &ts);
-    assert_int_equal(channel_row_sums(&t, false, &groups, &alone), n == 8 ? 2 : 0);
-    int big = 0;
-    for (int i = 0; i < c.g->n_nodes; i++)
-      big += t.why[i] && strstr(t.why[i], "span 4096 KiB: over 2048 KiB") != NULL;
-    assert_true(n == 8 ? big == 0 : big > 0);
-    compiled_free(&c);
+    assert_int_equal(bn_model_rows(n, 64, 32, "span 4096 KiB: over 2048 KiB", &why),
+                     n == 8 ? 2 : 0);
+    assert_true(n == 8 ? why == 0 : why > 0);
   }
 }
 
