@@ -352,21 +352,24 @@ static const char *row_refuse(Fuser *f, const Node *n, int gi, bool *telling, Sh
     return arena_fmt(a, "%s does not reduce the innermost axis of %s's %s (keepdims), as row "
                         "fusion needs", op_name(n->op), anchor->name, shape_text(a, &S));
   }
-  int64_t run, gap;
-  if (!f->row[gi] && strided_rows(&S, P) &&
-      aliased_runs(&S, P, (int64_t)rt_dtype_size(anchor->dtype), &run, &gap)) {
-    *telling = true;
-    return arena_fmt(a, "%s's rows %s are runs of %lld elements %lld apart: short runs at a "
-                        "multiple of 4 KiB share cache sets, and a row kernel would be slower",
-                     anchor->name, shape_text(a, P), (long long)run, (long long)gap);
-  }
-  int64_t bytes = shape_numel(&S) * (int64_t)rt_dtype_size(anchor->dtype);
-  if (!f->row[gi] && strided_rows(&S, P) && bytes > STRIDED_ROWS_MAX_BYTES) {
-    *telling = true;
-    return arena_fmt(a, "%s's strided rows %s span %lld KiB: over %d KiB, a row kernel's passes "
-                        "over their runs are slower than unfused kernels' contiguous loops",
-                     anchor->name, shape_text(a, P), (long long)(bytes >> 10),
-                     STRIDED_ROWS_MAX_BYTES >> 10);
+  if (!f->row[gi] && strided_rows(&S, P)) { /* where a strided row kernel would be slower */
+    int64_t run, gap, elem = (int64_t)rt_dtype_size(anchor->dtype);
+    int64_t bytes = shape_numel(&S) * elem;
+    const char *why = NULL;
+    if (aliased_runs(&S, P, elem, &run, &gap))
+      why = arena_fmt(a, "%s's rows %s are runs of %lld elements %lld apart: short runs at a "
+                         "multiple of 4 KiB share cache sets, and a row kernel would be slower",
+                      anchor->name, shape_text(a, P), (long long)run, (long long)gap);
+    else if (bytes > STRIDED_ROWS_MAX_BYTES)
+      why = arena_fmt(a, "%s's strided rows %s span %lld KiB: over %d KiB, a row kernel's "
+                         "passes over their runs are slower than unfused kernels' contiguous "
+                         "loops",
+                      anchor->name, shape_text(a, P), (long long)(bytes >> 10),
+                      STRIDED_ROWS_MAX_BYTES >> 10);
+    if (why) {
+      *telling = true;
+      return why;
+    }
   }
   if (strided_rows(&S, P) && depth_in(f, n, gi) >= 2 && reads_row_value(n, P)) {
     *telling = true; /* each reduction re-evaluates the elementwise values it reads */
