@@ -130,8 +130,12 @@ int main(int argc, char **argv) {
   ts.roots = arena_alloc(a, sizeof(Node *) * (size_t)(ts.n_roots + 1));
   for (int i = 0; i < ts.n_roots; i++)
     ts.roots[i] = g->outputs[i].node;
-  if (!infer)
+  if (!infer) {
     build_train_step(g, &d, &ts);
+    pass_step_transposes(g); /* as kiln's cli_train_passes */
+    if (!po.fuse.no_deriv)
+      pass_share_derivatives(g);
+  }
   else if (prepack) { /* as kiln run does: weights folded and transposed once, not timed */
     pass_fold_affine(g);
     pass_prepack(g);

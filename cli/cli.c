@@ -124,7 +124,7 @@ static int set_opt(Cli *c, const Opt *o, const char *val) {
   case 'F':
     if (!fuse_opts_parse(val, &c->plan.fuse))
       return cli_usage_error(c->cmd, "--fuse must be none, all or a comma list of eltwise, "
-                             "reduce, row, multi, epilogue, fold, scatter; got '%s'", val);
+                             "reduce, row, multi, epilogue, fold, scatter, deriv; got '%s'", val);
     c->fuse_given = true;
     return EXIT_OK;
   case 'J': c->json = true; return EXIT_OK;
@@ -234,6 +234,7 @@ void cli_compile(Cli *c) { c->g = cli_build(c, c->co.training); }
 Node **cli_step_roots(Cli *c, Graph *g, bool train, TrainStep *ts, int *n) {
   if (train) {
     build_train_step(g, &c->diag, ts);
+    cli_train_passes(c, g);
     *n = ts->n_roots;
     return ts->roots;
   }
@@ -253,6 +254,12 @@ void cli_inference_passes(Cli *c, Graph *g) {
   if (!c->plan.fuse.no_fold)
     pass_fold_affine(g);
   pass_prepack(g);
+}
+
+void cli_train_passes(Cli *c, Graph *g) {
+  pass_step_transposes(g);
+  if (!c->plan.fuse.no_deriv)
+    pass_share_derivatives(g);
 }
 
 void cli_define_batch(Cli *c, const Graph *g, const Node *x) {

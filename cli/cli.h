@@ -105,13 +105,21 @@ extern const Command cmd_check, cmd_show, cmd_run, cmd_init, cmd_train, cmd_buil
   "                           batchnorm after a convolution folded into its weights;\n"  \
   "                           last bits differ), row (layer and batch norm's\n"      \
   "                           reductions, consumers), scatter (a split's gradient\n" \
-  "                           summed in one kernel); fused values get no buffer\n"
+  "                           summed in one kernel), deriv (in training, gelu's\n"       \
+  "                           derivative computed and stored by gelu's kernel);\n"      \
+  "                           fused values get no buffer\n"
 
 /* The rewrites an inference graph gets before planning (kiln run, build,
  * bench), unless --no-prepack: batchnorm folded into convolution weights
  * (--fuse kind fold, passes/fold.c), then weights prepacked and
  * parameter-only values hoisted into the prepare step (passes/prepack.c). */
 void cli_inference_passes(Cli *c, Graph *g);
+/* The rewrites a training step's graph gets before planning (kiln train,
+ * build --train, bench --train, show --train): weights read transposed by
+ * a matmul transposed once per step (passes/step_transpose.c);
+ * with --fuse kind deriv, gelu's derivative made a forward value
+ * (passes/deriv.c).  Neither changes a bit of the results. */
+void cli_train_passes(Cli *c, Graph *g);
 
 /* What one step computes.  With `train`, the training step of g (g built
  * in training mode; *ts filled): the loss and the update values.  Else

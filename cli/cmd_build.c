@@ -225,6 +225,7 @@ static void build_graphs(Build *b, AotGraphs *gs) {
       error_plain(&c->diag, "model %s has no train section (train %s { minimize LOSS ... })",
                   b->gt->name, b->gt->name);
     build_train_step(b->gt, &c->diag, &b->ts);
+    cli_train_passes(c, b->gt);
     gs->ts = &b->ts;
     find_data(b, gs);
     gs->spec = b->gt->spec;

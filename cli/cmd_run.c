@@ -59,11 +59,11 @@ static const char run_help[] =
     "                           by default a matmul reading a weight transposed (dense)\n"
     "                           reads a transposed copy made once, when the weights\n"
     "                           are set (compiled inference only; same results)\n"
-    "  --threads N              worker threads of compiled code (default: one per core)\n"
-    "  --repeat N               run N more times and print the step's latency\n";
+    "  --threads N              worker threads of compiled code (default: one per core)\n";
 
 /* The rest of run's help (one literal would pass C's 4095 characters). */
 static const char run_help_end[] =
+    "  --repeat N               run N more times and print the step's latency\n"
     "  -v, --verbose            print the memory plan's totals\n"
     "  --verify-plan            check the memory plan independently before running\n"
     "  -D, --define NAME=VALUE  override a model constant (e.g. -D N=1)\n"

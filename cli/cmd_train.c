@@ -139,6 +139,7 @@ static void build_graphs(Trainer *t) {
     error_plain(&c->diag, "model %s has no train section (train %s { minimize LOSS ... })",
                 t->g->name, t->g->name);
   build_train_step(t->g, &c->diag, &t->ts);
+  cli_train_passes(c, t->g);
   t->ge = cli_build(c, false);
   find_inputs(t, t->g, &t->x, &t->y);
   Node *ey;

@@ -77,12 +77,12 @@
 #include "kir.h"
 #include "passes.h"
 
-static const char *const kinds[] = {"eltwise", "reduce", "multi", "epilogue",
-                                    "fold",    "row",    "scatter"};
+static const char *const kinds[] = {"eltwise", "reduce",  "multi", "epilogue",
+                                    "fold",    "row",     "scatter", "deriv"};
 
 static bool *kind_off(FuseOpts *o, int i) {
-  bool *off[] = {&o->no_eltwise, &o->no_reduce, &o->no_multi,  &o->no_epilogue,
-                 &o->no_fold,    &o->no_row,    &o->no_scatter};
+  bool *off[] = {&o->no_eltwise, &o->no_reduce, &o->no_multi,   &o->no_epilogue,
+                 &o->no_fold,    &o->no_row,    &o->no_scatter, &o->no_deriv};
   return off[i];
 }
 
@@ -247,9 +247,11 @@ static bool row_capable(const Fuser *f, int gi) {
   if (!lower_fusable(anchor->op) || f->head[gi] >= 0 || f->scatter[gi] ||
       anchor->shape.rank == 0)
     return false;
-  for (int m = 0; m < f->n_members[gi]; m++)
-    if (lower_eltwise_only(f->g->nodes[f->members[gi][m]]->op))
-      return false;
+  for (int m = 0; m < f->n_members[gi]; m++) {
+    const Node *v = f->g->nodes[f->members[gi][m]];
+    if (lower_eltwise_only(v->op) || deriv_is_shared(v))
+      return false; /* a derivative beside gelu is computed per element, not per row */
+  }
   return true;
 }
 
@@ -655,14 +657,63 @@ static int shared_target(Fuser *f, const Node *v, int first, const char **why, b
   return -1;
 }
 
+/* --- kind deriv: gelu's derivative in gelu's kernel ---------------------- */
+
+/* The group of the gelu whose derivative v is (passes/deriv.c), when v
+ * may join it as a stored output: an elementwise group of v's shape, not
+ * a row group, running before every kernel that reads v (v reads only x,
+ * which that gelu reads too, so it can be computed there).  Else -1, and
+ * *why says why (left alone when v is no such derivative). */
+static int deriv_target(Fuser *f, const Node *v, const char **why) {
+  if (!deriv_is_shared(v))
+    return -1;
+  const Node *x = v->in[1], *y = NULL;
+  for (int k = f->us.off[x->id]; k < f->us.off[x->id + 1] && !y; k++) {
+    const Node *u = f->us.list[k];
+    if (u->op == OP_GELU && u->at.mode == v->at.mode && f->live[u->id] && u->id > v->id)
+      y = u;
+  }
+  if (!y)
+    return -1;
+  int gi = f->p->group[y->id];
+  const Node *anchor = anchor_of(f, gi);
+  if (f->p->opts.fuse.no_deriv) {
+    *why = "computing gelu's derivative beside gelu is off (--fuse without deriv)";
+    return -1;
+  }
+  if (!lower_fusable(anchor->op) || f->row[gi] || f->scatter[gi] || v->derived != anchor->derived ||
+      !shape_eq(&v->shape, &anchor->shape)) {
+    *why = arena_fmt(f->g->arena, "gelu %s's kernel (%s %s) is not an elementwise loop of its "
+                                  "shape, so its derivative is computed where it is read",
+                     y->name, anchor->name, shape_text(f->g->arena, &anchor->shape));
+    return -1;
+  }
+  for (int k = f->us.off[v->id]; k < f->us.off[v->id + 1]; k++) {
+    const Node *u = f->us.list[k];
+    if (f->live[u->id] && run_pos(f, f->p->group[u->id]) <= run_pos(f, gi)) {
+      *why = arena_fmt(f->g->arena, "%s reads it before gelu %s's kernel runs", u->name, y->name);
+      return -1;
+    }
+  }
+  return gi;
+}
+
 /* The group v joins, or -1 (*why says why); *shared when other kernels
- * read v too (it joins a row group as a stored output).  `scatters`: v is
- * an add_n that leads a scatter group (scatter_refuse). */
+ * read v too (it joins a row group as a stored output, or gelu's kernel:
+ * kind deriv).  `scatters`: v is an add_n that leads a scatter group
+ * (scatter_refuse). */
 static int join(Fuser *f, const Node *v, bool scatters, const char **why, bool *shared) {
   int first, gi = readers_group(f, v, why, &first);
   bool telling;
   Shape P;
   *shared = false;
+  int to = deriv_target(f, v, why);
+  if (to >= 0) {
+    *shared = true;
+    *why = "gelu's derivative for the backward pass: computed in gelu's kernel, sharing its "
+           "erf, and stored";
+    return to;
+  }
   if (scatters) {
     if (gi >= 0)
       *why = "an add_n of slices' gradients: it scatters them in a kernel of its own";
@@ -690,7 +741,7 @@ static int join(Fuser *f, const Node *v, bool scatters, const char **why, bool *
     return -1;
   int set[MAX_DEFER], n_set;
   const char *row_no = NULL;
-  int to = shared_target(f, v, first, &row_no, &telling, &P, set, &n_set);
+  to = shared_target(f, v, first, &row_no, &telling, &P, set, &n_set);
   if (to >= 0) {
     f->row[to] = true;
     f->P[to] = P;

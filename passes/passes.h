@@ -70,6 +70,26 @@ int pass_prepack(Graph *g);
  * Changes the results' last bits.  Returns the number of chains folded. */
 int pass_fold_affine(Graph *g);
 
+/* --- deriv.c --- */
+/* In a training graph, rewrites each gelu_back(dy, x) whose x a gelu reads
+ * into dy * d, d = gelu_back(1, x) = gelu'(x) placed just before the gelu,
+ * so that fusion (kind deriv) computes d in gelu's kernel, sharing its
+ * erf, and stores it for the backward pass.  Same bits; node ids move.
+ * Run on a training step's graph when the kind is on (cli_train_passes),
+ * not for an unfused build: there d would be a kernel and a buffer more.
+ * Returns the number rewritten. */
+int pass_share_derivatives(Graph *g);
+/* Whether d is such a derivative: gelu_back of the constant 1. */
+bool deriv_is_shared(const Node *d);
+
+/* --- step_transpose.c --- */
+/* In a training graph, rewrites each matmul(x, w, tb=true) of a trainable
+ * parameter matrix w into matmul(x, transpose(w)), the transpose a kernel
+ * of the step placed before it (one per weight): the GEMM then packs rows
+ * instead of gathering columns in every task.  Same bits; node ids move.
+ * Returns the number of matmuls rewritten. */
+int pass_step_transposes(Graph *g);
+
 /* --- memory planning: schedule.c, lifetime.c, inplace.c, memplan.c ---
  *
  * A Plan places every value the step computes (inputs, constants and node
@@ -113,7 +133,11 @@ enum { PLAN_ALIGN = 64 };
  *            it: one kernel stores each slice's gradient into its region
  *            and zeros in its gaps (ir/lower_scatter.c), no zero-filled
  *            [whole shape] value per slice; the elementwise formulas of
- *            each slice's gradient join it, computed in that slice's loop.
+ *            each slice's gradient join it, computed in that slice's loop;
+ *   deriv    gelu's derivative, which pass_share_derivatives takes out of
+ *            the backward pass (deriv.c), joins gelu's kernel as a stored
+ *            output: the erf is computed once for both, and the
+ *            backward's kernel reads gelu'(x) instead of recomputing it.
  * A member that is not a result (nor read by another kernel) is internal:
  * it never gets a buffer, and the memory plan does not see it.  Each value that ends a group records
  * why fusion stopped there (Plan.why). */
@@ -125,8 +149,9 @@ typedef struct FuseOpts {
   bool no_fold;     /* --fuse without fold: batchnorm into conv weights (fold.c) */
   bool no_row;      /* --fuse without row: reductions over rows with their consumers */
   bool no_scatter;  /* --fuse without scatter: an add_n of slice_backs as one kernel */
+  bool no_deriv;    /* --fuse without deriv: gelu' computed beside gelu (deriv.c) */
 } FuseOpts;
-#define FUSE_NONE ((FuseOpts){true, true, true, true, true, true, true}) /* --fuse=none */
+#define FUSE_NONE ((FuseOpts){true, true, true, true, true, true, true, true}) /* --fuse=none */
 
 typedef struct FuseGroup {
   Node *anchor;    /* the last member: its kernel's name and iteration space */

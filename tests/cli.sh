@@ -314,7 +314,7 @@ fi
 
 # --- fusion: --fuse, show --stage fused, bench -------------------------------------
 expect 2 "--fuse=bogus" -- "$KILN" show models/lenet5.kiln --stage fused --fuse=bogus
-contains "$err" "--fuse must be none, all or a comma list of eltwise, reduce, row, multi, epilogue, fold, scatter; got 'bogus'"
+contains "$err" "--fuse must be none, all or a comma list of eltwise, reduce, row, multi, epilogue, fold, scatter, deriv; got 'bogus'"
 expect 2 "--fuse with an empty kind" -- "$KILN" run models/mlp.kiln --random-inputs --fuse eltwise,
 expect 2 "--fuse where nothing is fused" -- "$KILN" show models/lenet5.kiln --fuse=none
 for c in run train build show bench; do
@@ -363,6 +363,18 @@ contains "$out" "(scatter, 21 nodes)"
 expect 0 "show --stage fused --train, every kind but scatter" -- "$KILN" show models/lstm.kiln \
   --stage fused --train --fuse=eltwise,reduce,multi,epilogue,row
 contains "$out" "slice_back makes a kernel of its own; scatter fusion is off (--fuse)"
+expect 0 "show --stage fused --train: gelu's derivative beside gelu" -- "$KILN" show \
+  models/transformer.kiln --stage fused --train
+contains "$out" "gelu's derivative for the backward pass: computed in gelu's kernel"
+contains "$out" ": gelu t81 (eltwise, 4 nodes, 2 outputs)"
+expect 0 "show --stage fused --train, every kind but deriv" -- "$KILN" show \
+  models/transformer.kiln --stage fused --train --fuse=eltwise,reduce,multi,epilogue,row,scatter
+if grep -q "gelu's derivative" "$out"; then
+  echo "FAIL: gelu's derivative shared with deriv off"; fails=$((fails + 1))
+else
+  echo "ok: without deriv, gelu_back stays in the backward pass"
+fi
+contains "$out" ": gelu_back t212 (eltwise"
 expect 0 "show --stage fused --train --format json" -- "$KILN" show models/lenet5.kiln \
   --stage fused --train --format json -D N=2 -o "$tmp/k.json"
 if "$PY" - "$tmp/k.json" <<'PY'; then echo "ok: the kernels' json"; else fails=$((fails + 1)); fi
@@ -431,7 +443,7 @@ done
 # the CUDA default --fuse (all kinds but row and reduce), shown as planned
 expect 0 "show --stage fused --target cuda" -- "$KILN" show models/resnet_small.kiln --train \
   --stage fused --target cuda
-contains "$out" "(training step), --fuse=eltwise,multi,epilogue,fold,scatter: kernels"
+contains "$out" "(training step), --fuse=eltwise,multi,epilogue,fold,scatter,deriv: kernels"
 contains "$out" "row fusion is off (--fuse)"
 expect 0 "show --stage fused --target cuda --fuse=all" -- "$KILN" show models/resnet_small.kiln \
   --train --stage fused --target cuda --fuse=all

@@ -798,6 +798,10 @@ static void run_model(Graph *g, Node *const *roots, int n_roots, const char *wha
 
 static void model_step(Graph *g, Node **roots, int n, const char *file, bool train,
                        const char *what) {
+  if (train) { /* as kiln's cli_train_passes, every fusion kind on (the reference runs it too) */
+    pass_step_transposes(g);
+    pass_share_derivatives(g);
+  }
   run_model(g, roots, n, what, 1e-4);
 }
 

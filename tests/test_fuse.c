@@ -647,9 +647,46 @@ static void reshaped_slices(void **state) {
 
 /* --- every model: fused == unfused, bit for bit ----------------------------------- */
 
-static void fill(Program *p, const Graph *g, float **bufs) {
+/* Parameter values by node (node ids move when pass_share_derivatives
+ * rewrites the graph between variants; the nodes stay). */
+typedef struct Params {
+  const Node **node;
+  float **data;
+  int n;
+} Params;
+
+static Params params_of(const Graph *g) {
+  Params ps = {calloc((size_t)g->n_nodes + 1, sizeof(Node *)),
+               calloc((size_t)g->n_nodes + 1, sizeof(float *)), 0};
+  for (int i = 0; i < g->n_nodes; i++)
+    if (g->nodes[i]->op == OP_PARAM) {
+      int64_t k = shape_numel(&g->nodes[i]->shape);
+      float *d = calloc((size_t)k + 1, 4);
+      for (int64_t j = 0; j < k; j++)
+        d[j] = (float)(0.2 * rng_normal(rng_seed_for(5, g->nodes[i]->name), (uint64_t)j));
+      ps.node[ps.n] = g->nodes[i];
+      ps.data[ps.n++] = d;
+    }
+  return ps;
+}
+
+static void params_free(Params *ps) {
+  for (int i = 0; i < ps->n; i++)
+    free(ps->data[i]);
+  free(ps->node), free(ps->data);
+}
+
+static float *param_data(const Params *ps, const Node *v) {
+  for (int i = 0; i < ps->n; i++)
+    if (ps->node[i] == v)
+      return ps->data[i];
+  fail_msg("no values for parameter %s", v->name);
+  return NULL;
+}
+
+static void fill(Program *p, const Graph *g, const Params *ps) {
   for (int i = 0; i < p->n_params; i++)
-    program_bind_param(p, p->params[i], bufs[p->params[i]->id]);
+    program_bind_param(p, p->params[i], param_data(ps, p->params[i]));
   for (int i = 0; i < g->n_nodes; i++) {
     const Node *v = g->nodes[i];
     void *at = v->op == OP_INPUT ? program_value(p, v) : NULL;
@@ -662,11 +699,16 @@ static void fill(Program *p, const Graph *g, float **bufs) {
   }
 }
 
-static int run_variant(Graph *g, Node *const *roots, int n, FuseOpts f, float **bufs,
+/* One step with fusion f; the roots' bytes in out[].  With the kind deriv
+ * on, the graph first gets its rewrite, as kiln's cli_train_passes does
+ * (once: a rewritten graph has nothing left to rewrite). */
+static int run_variant(Graph *g, Node *const *roots, int n, FuseOpts f, const Params *ps,
                        char **out, int *n_groups) {
   Program p;
   char err[2048];
   PlanOpts po = {.fuse = f};
+  if (!f.no_deriv)
+    pass_share_derivatives(g);
   if (!program_compile(&p, g, roots, n, &po, &(CgOpts){.opt_level = 2}, err, sizeof err))
     fail_msg("%s: %s", g->name, err);
   if (!plan_verify(g, roots, n, &p.plan, err, sizeof err))
@@ -676,7 +718,7 @@ static int run_variant(Graph *g, Node *const *roots, int n, FuseOpts f, float **
     if (k && !kir_verify(k, err, sizeof err))
       fail_msg("%s: kernel %s: %s", g->name, k->name, err);
   }
-  fill(&p, g, bufs);
+  fill(&p, g, ps);
   program_run(&p, 1);
   for (int r = 0; r < n; r++) {
     out[r] = malloc((size_t)node_bytes(roots[r]) + 1);
@@ -689,22 +731,16 @@ static int run_variant(Graph *g, Node *const *roots, int n, FuseOpts f, float **
 }
 
 /* The variants' results are the first's, bit for bit; the first two's
- * kernel counts (*k0, *k1). */
+ * kernel counts (*k0, *k1).  The first variant should be FUSE_NONE: it
+ * runs on the graph as built, before any rewrite. */
 static void variants_agree(Graph *g, Node *const *roots, int n, const char *what,
                            const FuseOpts *variants, int n_variants, int *k0, int *k1) {
-  float **bufs = calloc((size_t)g->n_nodes, sizeof *bufs);
-  for (int i = 0; i < g->n_nodes; i++)
-    if (g->nodes[i]->op == OP_PARAM) {
-      int64_t k = shape_numel(&g->nodes[i]->shape);
-      bufs[i] = calloc((size_t)k + 1, 4);
-      for (int64_t j = 0; j < k; j++)
-        bufs[i][j] = (float)(0.2 * rng_normal(rng_seed_for(5, g->nodes[i]->name), (uint64_t)j));
-    }
+  Params ps = params_of(g);
   char **base = calloc((size_t)n, sizeof(char *)), **got = calloc((size_t)n, sizeof(char *));
   int groups;
-  *k0 = run_variant(g, roots, n, variants[0], bufs, base, &groups);
+  *k0 = run_variant(g, roots, n, variants[0], &ps, base, &groups);
   for (int v = 1; v < n_variants; v++) {
-    int kv = run_variant(g, roots, n, variants[v], bufs, got, &groups);
+    int kv = run_variant(g, roots, n, variants[v], &ps, got, &groups);
     if (v == 1)
       *k1 = kv;
     for (int r = 0; r < n; r++) {
@@ -716,9 +752,101 @@ static void variants_agree(Graph *g, Node *const *roots, int n, const char *what
   }
   for (int r = 0; r < n; r++)
     free(base[r]);
+  params_free(&ps);
+  free(base), free(got);
+}
+
+/* The gelu_back nodes of g, and of them the derivatives deriv.c made. */
+static int gelu_backs(const Graph *g, int *shared) {
+  int n = 0;
+  *shared = 0;
   for (int i = 0; i < g->n_nodes; i++)
-    free(bufs[i]);
-  free(base), free(got), free(bufs);
+    if (g->nodes[i]->op == OP_GELU_BACK) {
+      n++;
+      *shared += deriv_is_shared(g->nodes[i]);
+    }
+  return n;
+}
+
+static Node *shared_derivative(const Graph *g) {
+  for (int i = 0; i < g->n_nodes; i++)
+    if (deriv_is_shared(g->nodes[i]))
+      return g->nodes[i];
+  fail_msg("no shared derivative in %s", g->name);
+  return NULL;
+}
+
+#define GELU_MODEL(act)                                                                     \
+  "model m(N = 6) {\n  input x: f32[N, 10]\n  input y: i32[N]\n"                          \
+  "  a = dense(x, out=40)\n  h = " act "\n  z = dense(h, out=3)\n"                        \
+  "  output z\n  loss = cross_entropy(z, y)\n}\n"                                          \
+  "train m {\n  minimize loss\n  optimizer adam(lr=0.01)\n}\n"
+
+/* Kind deriv: gelu's derivative leaves the backward pass (deriv.c) and is
+ * computed and stored by gelu's kernel, the pre-activation then needing no
+ * buffer; the step's bits are the unrewritten graph's, unfused. */
+static void gelu_derivative(void **state) {
+  const char *acts[] = {"gelu(a)", "gelu(a, approximate=\"tanh\")"};
+  for (int m = 0; m < 2; m++) {
+    char text[1024];
+    snprintf(text, sizeof text, m ? GELU_MODEL("gelu(a, approximate=\"tanh\")")
+                                  : GELU_MODEL("gelu(a)"));
+    Compiled c = compile_opts(text, true, NULL, 0);
+    MUST_COMPILE(c);
+    TrainStep ts = {0};
+    build_train_step(c.g, &c.d, &ts);
+    int shared;
+    assert_int_equal(gelu_backs(c.g, &shared), 1);
+    assert_int_equal(shared, 0);
+    Params ps = params_of(c.g);
+    char **plain = calloc((size_t)ts.n_roots, sizeof(char *));
+    char **got = calloc((size_t)ts.n_roots, sizeof(char *));
+    int groups;
+    int k_plain = run_variant(c.g, ts.roots, ts.n_roots, FUSE_NONE, &ps, plain, &groups);
+    /* the rewrite: dy * gelu_back(1, x), the derivative just before gelu */
+    assert_int_equal(pass_share_derivatives(c.g), 1);
+    assert_int_equal(pass_share_derivatives(c.g), 0); /* nothing left to rewrite */
+    char err[512];
+    assert_true(graph_verify(c.g, err, sizeof err));
+    Node *d = shared_derivative(c.g), *h = value(c.g, "h"), *a = value(c.g, "a");
+    assert_int_equal(d->id + 1, h->id);
+    assert_int_equal(d->at.mode, h->at.mode);
+    assert_ptr_equal(d->in[1], a);
+    Plan p = plan_of(c.g, ts.roots, ts.n_roots, (FuseOpts){0});
+    assert_int_equal(p.group[d->id], p.group[h->id]);
+    assert_false(p.internal[d->id]);
+    assert_non_null(strstr(p.why[d->id], "gelu's derivative for the backward pass"));
+    assert_true(p.internal[a->id]); /* read by gelu and d only: no buffer */
+    assert_non_null(plan_group(&p, h)->head);  /* dense's matmul leads the kernel */
+    int readers = 0;
+    for (int i = d->id + 1; i < c.g->n_nodes; i++)
+      for (int j = 0; j < c.g->nodes[i]->n_in; j++)
+        if (c.g->nodes[i]->in[j] == d) {
+          assert_int_equal(c.g->nodes[i]->op, OP_MUL); /* the backward reads it */
+          assert_int_not_equal(p.group[i], p.group[d->id]);
+          readers++;
+        }
+    assert_int_equal(readers, 1);
+    Kernel *k = program_kernel_at(c.a, &p, plan_group(&p, h)->members[0]);
+    assert_non_null(k);
+    assert_true(kir_verify(k, err, sizeof err));
+    assert_int_equal(k->n_members, 4); /* matmul, bias add, d, gelu */
+    /* without the kind, the derivative is computed where the backward reads it */
+    Plan q = plan_of(c.g, ts.roots, ts.n_roots, (FuseOpts){.no_deriv = true});
+    assert_int_not_equal(q.group[d->id], q.group[h->id]);
+    assert_false(q.internal[a->id]);
+    /* the same bits as the unrewritten, unfused step; and fewer kernels */
+    int k_fused = run_variant(c.g, ts.roots, ts.n_roots, (FuseOpts){0}, &ps, got, &groups);
+    assert_true(k_fused < k_plain);
+    for (int r = 0; r < ts.n_roots; r++) {
+      if (memcmp(plain[r], got[r], (size_t)node_bytes(ts.roots[r])) != 0)
+        fail_msg("%s: %s differs with gelu's derivative shared", acts[m], ts.roots[r]->name);
+      free(plain[r]), free(got[r]);
+    }
+    free(plain), free(got);
+    params_free(&ps);
+    compiled_free(&c);
+  }
 }
 
 /* Fusion off, then on; every kind alone off too when `kinds` (the
@@ -727,7 +855,8 @@ static void model_variants(Graph *g, Node *const *roots, int n, const char *what
   const FuseOpts variants[] = {FUSE_NONE,           {0},
                                {.no_multi = true},  {.no_reduce = true},
                                {.no_eltwise = true}, {.no_epilogue = true},
-                               {.no_row = true},    {.no_scatter = true}};
+                               {.no_row = true},    {.no_scatter = true},
+                               {.no_deriv = true}};
   int k0, k1;
   variants_agree(g, roots, n, what, variants, kinds ? countof(variants) : 2, &k0, &k1);
   print_message("  %-34s %4d kernels unfused, %4d fused\n", what, k0, k1);
@@ -750,7 +879,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(chain),         cmocka_unit_test(epilogue),
       cmocka_unit_test(reduce_and_boundaries),
-      cmocka_unit_test(training_step), cmocka_unit_test(opts_words),
+      cmocka_unit_test(training_step), cmocka_unit_test(gelu_derivative),
+      cmocka_unit_test(opts_words),
       cmocka_unit_test(layernorm_rows), cmocka_unit_test(row_chains),
       cmocka_unit_test(batchnorm_rows), cmocka_unit_test(batchnorm_chain),
       cmocka_unit_test(resnet_batchnorm_rows),

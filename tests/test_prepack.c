@@ -1,6 +1,7 @@
 /*
  * test_prepack.c: prepacked weights for inference (passes/prepack.c and
- * the prepare step of codegen/program.c).
+ * the prepare step of codegen/program.c), and weights transposed once per
+ * training step (passes/step_transpose.c).
  *
  *  1. Bit for bit: models/mlp.kiln and models/lenet5.kiln at N=1 and N=3,
  *     compiled with and without the pass, on the same parameters and
@@ -18,6 +19,9 @@
  *     every batchnorm of resnet_small is folded, the step computes fewer
  *     multiplications of 4-D values, and the outputs agree within 1e-4 of their largest value
  *     (the fold changes the rounding, not the function).
+ *  5. Training steps (passes/step_transpose.c): mlp, lstm and the
+ *     transformer's dense weights transposed once per step, each step's
+ *     loss and updates the plain step's bits.
  */
 #include <math.h>
 #include <string.h>
@@ -211,6 +215,88 @@ static void training_untouched(void **state) {
   free(text);
 }
 
+/* One training step of c (every parameter from seed 3, f32 inputs seeded by
+ * name, i32 inputs 1, 2, 1, ..., lr 0.01, step 1): the roots' bytes. */
+static char **train_step_bits(Compiled *c, TrainStep *ts) {
+  Graph *g = c->g;
+  Program p;
+  char err[4096];
+  if (!program_compile(&p, g, ts->roots, ts->n_roots, &(PlanOpts){0},
+                       &(CgOpts){.opt_level = 2, .verify = true}, err, sizeof err))
+    fail_msg("%s: %s", g->name, err);
+  void **pbuf = calloc((size_t)g->n_nodes, sizeof(void *));
+  for (int i = 0; i < g->n_nodes; i++) {
+    Node *n = g->nodes[i];
+    if (n->op == OP_PARAM) {
+      pbuf[i] = malloc((size_t)node_bytes(n) + 1);
+      param_init_fill(n, 3, pbuf[i]);
+      program_bind_param(&p, n, pbuf[i]);
+    }
+    void *at = n->op == OP_INPUT ? program_value(&p, n) : NULL;
+    for (int64_t k = 0; at && k < shape_numel(&n->shape); k++)
+      if (n->dtype == DT_F32)
+        ((float *)at)[k] = n == ts->lr ? 0.01f : (float)rng_normal(rng_seed_for(7, n->name), (uint64_t)k);
+      else
+        ((int32_t *)at)[k] = (int32_t)(k % 2 + 1);
+  }
+  program_run(&p, 1);
+  char **out = calloc((size_t)ts->n_roots, sizeof(char *));
+  for (int r = 0; r < ts->n_roots; r++) {
+    out[r] = malloc((size_t)node_bytes(ts->roots[r]) + 1);
+    memcpy(out[r], program_value(&p, ts->roots[r]), (size_t)node_bytes(ts->roots[r]));
+  }
+  for (int i = 0; i < g->n_nodes; i++)
+    free(pbuf[i]);
+  free(pbuf);
+  program_free(&p);
+  return out;
+}
+
+/* A training step (passes/step_transpose.c): each dense layer's matmul
+ * reads a transpose of its weight made in the step, one per weight (the
+ * LSTM's 16 steps share theirs), and the loss and every update are the
+ * plain step's bits. */
+static void step_transposes(void **state) {
+  const char *names[] = {"mlp.kiln", "lstm.kiln", "transformer.kiln"};
+  const int weights[] = {3, 3, 13}; /* dense layers; the LSTM: input, hidden and fc */
+  const char *defs[] = {"N=3"};
+  for (int m = 0; m < countof(names); m++) {
+    char *text = model_text(names[m]), err[512];
+    Compiled a = compile_opts(text, true, defs, 1), b = compile_opts(text, true, defs, 1);
+    free(text);
+    MUST_COMPILE(a);
+    MUST_COMPILE(b);
+    TrainStep ta, tb;
+    build_train_step(a.g, &a.d, &ta);
+    build_train_step(b.g, &b.d, &tb);
+    int before = count_matmul_tb(b.g), n = pass_step_transposes(b.g), made = 0;
+    assert_true(graph_verify(b.g, err, sizeof err));
+    assert_true(n >= weights[m]);
+    assert_int_equal(count_matmul_tb(b.g), before - n);
+    for (int i = 0; i < b.g->n_nodes; i++) {
+      const Node *t = b.g->nodes[i];
+      made += t->op == OP_TRANSPOSE && t->in[0]->op == OP_PARAM;
+    }
+    assert_int_equal(made, weights[m]);
+    assert_int_equal(pass_step_transposes(b.g), 0); /* nothing left */
+    char **x = train_step_bits(&a, &ta), **y = train_step_bits(&b, &tb);
+    for (int r = 0; r < ta.n_roots; r++) {
+      if (memcmp(x[r], y[r], (size_t)node_bytes(ta.roots[r])) != 0)
+        fail_msg("%s: %s differs with the weights transposed in the step", names[m],
+                 ta.roots[r]->name);
+      free(x[r]), free(y[r]);
+    }
+    free(x), free(y);
+    compiled_free(&a);
+    compiled_free(&b);
+  }
+  Compiled c = compile_opts("model m() {\n  input x: f32[2, 3]\n  output y = dense(x, out=4)\n}\n",
+                            false, NULL, 0);
+  MUST_COMPILE(c);
+  assert_int_equal(pass_step_transposes(c.g), 0); /* an inference graph: prepack's */
+  compiled_free(&c);
+}
+
 /* Parameters for the fold test: he/xavier weights as initialized, and
  * every vector (biases, batchnorm weight, bias and statistics) random
  * around its initial value, running variances positive. */
@@ -301,6 +387,7 @@ static void folded_batchnorm(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(bit_exact), cmocka_unit_test(stale_weights),
                                      cmocka_unit_test(training_untouched),
+                                     cmocka_unit_test(step_transposes),
                                      cmocka_unit_test(folded_batchnorm)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,54 @@
+/*
+ * step_transpose.c: in a training step, a weight read transposed by a
+ * matmul is transposed once per step, by a kernel of its own, instead of
+ * in every GEMM task's panel.
+ *
+ * `dense` keeps PyTorch's weight layout [out, in] and multiplies with
+ * matmul(x, w, tb=true).  The GEMM (codegen/llvm/cg_gemm.c) then packs B^T
+ * into each task's panel with strided gathers, and a GEMM of 512 rows is 4
+ * tasks at least: the transformer's forward matmuls took 1.6x as long as
+ * the backward's of the same sizes, which read their weight untransposed
+ * (fc2 at batch 32: 33 against 20 µs, 1 thread).  At inference
+ * passes/prepack.c makes the transpose once, when the weights are set; in
+ * a training step the weights change every step, so this pass rewrites
+ *
+ *   matmul(x, w, tb=true)   into   matmul(x, transpose(w))
+ *
+ * with the transpose placed just before the matmul (one per weight, shared
+ * by all its matmuls), a kernel of the step.  The GEMM then packs rows of
+ * the copy.  The sum order of every output is the matmul's own, so the
+ * results are the same bits; the backward pass, made before this pass,
+ * still reads w.  Run on a training step's graph (kiln's
+ * cli_train_passes), fused or not.
+ */
+#include "passes.h"
+
+/* Whether matmul n reads a trainable parameter matrix as B^T. */
+static bool transposed_param(const Node *n) {
+  const Node *w = n->in[1];
+  return n->op == OP_MATMUL && n->at.tb && w->op == OP_PARAM && w->shape.rank == 2;
+}
+
+int pass_step_transposes(Graph *g) {
+  if (!g->training)
+    return 0;
+  Node **made = arena_alloc(g->arena, sizeof(Node *) * (size_t)(g->n_nodes + 1));
+  int n_made = 0, rewritten = 0;
+  for (int i = 0; i < g->n_nodes; i++) {
+    Node *n = g->nodes[i];
+    if (!transposed_param(n))
+      continue;
+    Node *wt = NULL;
+    for (int m = 0; m < n_made && !wt; m++)
+      wt = made[m]->in[0] == n->in[1] ? made[m] : NULL;
+    if (!wt) {
+      wt = made[n_made++] = graph_add_checked(g, OP_TRANSPOSE, &n->in[1], 1, NULL, n->loc);
+      graph_move_last_to(g, i);
+      i++; /* n moved one place on */
+    }
+    n->in[1] = wt;
+    n->at.tb = false;
+    rewritten++;
+  }
+  return rewritten;
+}
