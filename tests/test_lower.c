@@ -200,6 +200,44 @@ static void test_reduce(void **state) {
   check_all();
 }
 
+/* Sums and means over outer axes, the kept run contiguous (a bias
+ * gradient): in registers for runs up to 256 (chunks of 64: 4, 32, 100,
+ * 256), in the output row beyond (300).  Either way each element adds its
+ * column from 0 in row-major order: the bits of that loop in C. */
+static void test_column_sums(void **state) {
+  const int64_t widths[] = {4, 32, 100, 256, 300};
+  for (int w = 0; w < countof(widths); w++) {
+    start();
+    int64_t c = widths[w], rows = 24 * 5;
+    Node *x = rand_input("x", shp(3, 24, 5, c), 11 + (uint64_t)w);
+    Node *r[2];
+    for (int o = 0; o < 2; o++) {
+      Attrs at = def(o ? OP_MEAN : OP_SUM);
+      at.n_axes = 2, at.axes[0] = 0, at.axes[1] = 1, at.keepdims = o;
+      r[o] = keep(mk(o ? OP_MEAN : OP_SUM, &at, 1, x));
+    }
+    run();
+    check_all();
+    const float *xv = EV.vals[x->id].data;
+    float *want = calloc((size_t)c, sizeof(float)), *got = malloc((size_t)c * 4 + 4);
+    for (int64_t i = 0; i < rows; i++)
+      for (int64_t j = 0; j < c; j++)
+        want[j] += xv[i * c + j];
+    void **vals = calloc((size_t)G->n_nodes, sizeof *vals);
+    vals[x->id] = EV.vals[x->id].data;
+    for (int o = 0; o < 2; o++) {
+      exec(lower_checked(A, r[o]), vals, got, 0);
+      for (int64_t j = 0; j < c; j++) {
+        float e = o ? want[j] / (float)rows : want[j];
+        if (memcmp(&e, &got[j], 4) != 0)
+          fail_msg("%s over [24, 5, %lld], column %lld: %.9g, in order %.9g", o ? "mean" : "sum",
+                   (long long)c, (long long)j, got[j], e);
+      }
+    }
+    free(want), free(got), free(vals);
+  }
+}
+
 static void test_argmax_softmax(void **state) {
   start();
   Node *x = rand_input("x", shp(3, 2, 3, 4), 8);
@@ -579,6 +617,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_unary),     cmocka_unit_test(test_binary),
       cmocka_unit_test(test_where_cast), cmocka_unit_test(test_reduce),
+      cmocka_unit_test(test_column_sums),
       cmocka_unit_test(test_argmax_softmax), cmocka_unit_test(test_movement),
       cmocka_unit_test(test_embedding), cmocka_unit_test(test_matmul),
       cmocka_unit_test(test_conv),      cmocka_unit_test(test_pool),
