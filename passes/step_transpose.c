@@ -25,8 +25,8 @@
 
 /* Whether matmul n reads a trainable parameter matrix as B^T. */
 static bool transposed_param(const Node *n) {
-  const Node *w = n->in[1];
-  return n->op == OP_MATMUL && n->at.tb && w->op == OP_PARAM && w->shape.rank == 2;
+  return n->op == OP_MATMUL && n->at.tb && n->in[1]->op == OP_PARAM &&
+         n->in[1]->shape.rank == 2;
 }
 
 int pass_step_transposes(Graph *g) {
