@@ -65,7 +65,14 @@
  *     read only in the group, their readers of their shape (or they of one
  *     element), their inputs not broadcast: formulas in that slice's loop.
  * ir/lower_scatter.c writes one loop nest per slice.
- * Since a group's founder is its highest id and every member reaches it,
+ * A derivative of gelu that passes/deriv.c took out of the backward pass
+ * (kind deriv: gelu_back(1, x), placed just before gelu(x)) joins the
+ * gelu's group as a stored output, ahead of any other rule, when that
+ * group is an elementwise loop of its shape and runs before all its
+ * readers: it reads only x, which the gelu reads too (deriv_target).
+ * Since a group's founder is its highest id and every member reaches it
+ * (a derivative beside gelu and a row group's stored values aside: they
+ * read nothing made after the anchor, and their readers run later),
  * placing the group at its anchor's place in any topological order of the
  * nodes is again one (pass_schedule does so).
  *

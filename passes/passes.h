@@ -172,7 +172,8 @@ typedef struct FuseGroup {
 } FuseGroup;
 
 /* Parses --fuse's value: none, all, or a comma list of eltwise, reduce,
- * multi, epilogue, fold, row, scatter (the kinds to do).  False on a word it does not know. */
+ * multi, epilogue, fold, row, scatter, deriv (the kinds to do).  False on a word it does
+ * not know. */
 bool fuse_opts_parse(const char *s, FuseOpts *o);
 /* The kinds on, as --fuse would spell them ("all", "none", "eltwise,multi"). */
 const char *fuse_opts_text(const FuseOpts *o);
