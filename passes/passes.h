@@ -83,11 +83,13 @@ int pass_share_derivatives(Graph *g);
 bool deriv_is_shared(const Node *d);
 
 /* --- step_transpose.c --- */
-/* In a training graph, rewrites each matmul(x, w, tb=true) of a trainable
- * parameter matrix w into matmul(x, transpose(w)), the transpose a kernel
- * of the step placed before it (one per weight): the GEMM then packs rows
- * instead of gathering columns in every task.  Same bits; node ids move.
- * Returns the number of matmuls rewritten. */
+/* In a training graph, rewrites each matmul(x, w, tb=true) of a
+ * parameter matrix w that the GEMMs would pack more than once (192 rows
+ * or more, or several matmuls) into matmul(x, transpose(w)), the
+ * transpose a kernel of the step placed before the first (one per
+ * weight): the GEMM then packs rows instead of gathering columns in every
+ * block of rows.  Same bits; node ids move.  Returns the number of
+ * matmuls rewritten. */
 int pass_step_transposes(Graph *g);
 
 /* --- memory planning: schedule.c, lifetime.c, inplace.c, memplan.c ---

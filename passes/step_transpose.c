@@ -28,7 +28,7 @@
  */
 #include "passes.h"
 
-/* Whether matmul n reads a trainable parameter matrix as B^T. */
+/* Whether matmul n reads a parameter matrix as B^T. */
 static bool transposed_param(const Node *n) {
   return n->op == OP_MATMUL && n->at.tb && n->in[1]->op == OP_PARAM &&
          n->in[1]->shape.rank == 2;
@@ -44,7 +44,8 @@ static int64_t packs(const Graph *g, const Node *w) {
   for (int i = w->id + 1; i < g->n_nodes; i++) {
     const Node *m = g->nodes[i];
     if (transposed_param(m) && m->in[1] == w) {
-      int64_t rows = shape_numel(&m->shape) / m->shape.dim[m->shape.rank - 1];
+      int64_t cols = m->shape.dim[m->shape.rank - 1];
+      int64_t rows = cols ? shape_numel(&m->shape) / cols : 0;
       n += rows >= BLOCKED_ROWS ? rows / (BLOCKED_ROWS / 2) : 1;
     }
   }
