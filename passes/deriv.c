@@ -29,12 +29,10 @@
  */
 #include "passes.h"
 
-/* The live gelu of x's readers whose derivative gelu_back b takes, or NULL. */
-static Node *gelu_of(const Users *us, const Node *b) {
-  const Node *x = b->in[1];
+Node *deriv_gelu(const Users *us, const Node *x, int mode) {
   for (int k = us->off[x->id]; k < us->off[x->id + 1]; k++) {
     Node *u = us->list[k];
-    if (u->op == OP_GELU && u->in[0] == x && u->at.mode == b->at.mode && u->id < b->id)
+    if (u->op == OP_GELU && u->in[0] == x && u->at.mode == mode)
       return u;
   }
   return NULL;
@@ -55,7 +53,7 @@ int pass_share_derivatives(Graph *g) {
   for (int i = 0; i < g->n_nodes; i++) {
     Node *b = g->nodes[i];
     if (b->op == OP_GELU_BACK && !deriv_is_shared(b) && b->dtype == DT_F32 &&
-        shape_eq(&b->shape, &b->in[1]->shape) && (gelu[n] = gelu_of(&us, b)))
+        shape_eq(&b->shape, &b->in[1]->shape) && (gelu[n] = deriv_gelu(&us, b->in[1], b->at.mode)))
       back[n++] = b;
   }
   for (int i = 0; i < n; i++) { /* after all are found: ids move from here on */

@@ -674,13 +674,8 @@ static int shared_target(Fuser *f, const Node *v, int first, const char **why, b
 static int deriv_target(Fuser *f, const Node *v, const char **why) {
   if (!deriv_is_shared(v))
     return -1;
-  const Node *x = v->in[1], *y = NULL;
-  for (int k = f->us.off[x->id]; k < f->us.off[x->id + 1] && !y; k++) {
-    const Node *u = f->us.list[k];
-    if (u->op == OP_GELU && u->at.mode == v->at.mode && f->live[u->id] && u->id > v->id)
-      y = u;
-  }
-  if (!y)
+  const Node *y = deriv_gelu(&f->us, v->in[1], v->at.mode);
+  if (!y || !f->live[y->id] || y->id < v->id)
     return -1;
   int gi = f->p->group[y->id];
   const Node *anchor = anchor_of(f, gi);

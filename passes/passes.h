@@ -81,6 +81,8 @@ int pass_fold_affine(Graph *g);
 int pass_share_derivatives(Graph *g);
 /* Whether d is such a derivative: gelu_back of the constant 1. */
 bool deriv_is_shared(const Node *d);
+/* The gelu of mode `mode` among x's readers (us: graph_users), or NULL. */
+Node *deriv_gelu(const Users *us, const Node *x, int mode);
 
 /* --- step_transpose.c --- */
 /* In a training graph, rewrites each matmul(x, w, tb=true) of a
