@@ -262,13 +262,55 @@ void cli_train_passes(Cli *c, Graph *g) {
     pass_share_derivatives(g);
 }
 
+/* A trial compile for --batch: does setting constant `name` one higher move
+ * the first axis of input `input`?  Errors (an assert the new value breaks)
+ * count as no. */
+typedef struct BatchTrial {
+  Cli *c;
+  const char *input;
+  int64_t dim0; /* the first axis after the trial; -1: the compile failed */
+} BatchTrial;
+
+static void batch_trial(void *ud) {
+  BatchTrial *t = ud;
+  Graph *g = cli_build(t->c, false);
+  for (int i = 0; i < g->n_nodes; i++)
+    if (g->nodes[i]->op == OP_INPUT && strcmp(g->nodes[i]->name, t->input) == 0)
+      t->dim0 = g->nodes[i]->shape.rank ? g->nodes[i]->shape.dim[0] : -1;
+}
+
+static bool sizes_first_axis(Cli *c, const Node *x, const char *name, const char *value) {
+  if (c->co.n_defines >= countof(c->defs))
+    return false;
+  const char *up = arena_fmt(c->arena, "%lld", atoll(value) + 1);
+  c->defs[c->co.n_defines++] = (Define){name, up};
+  BatchTrial t = {c, x->name, -1};
+  int failed = diag_protect(&c->diag, batch_trial, &t);
+  c->co.n_defines--;
+  diag_clear(&c->diag);
+  return !failed && t.dim0 == x->shape.dim[0] + 1;
+}
+
+/* --batch B sets the model constant that sizes x's first axis.  Constants
+ * with that value are candidates; when there are several (N = 4 and
+ * heads = 4), the one whose change moves the axis is it. */
 void cli_define_batch(Cli *c, const Graph *g, const Node *x) {
   char want[32];
   snprintf(want, sizeof want, "%lld", (long long)x->shape.dim[0]);
   const char *name = NULL;
+  int n_same = 0;
   for (int k = 0; k < g->n_consts; k++)
-    if (strcmp(g->const_values[k], want) == 0)
-      name = name ? "" : g->const_names[k];
+    if (strcmp(g->const_values[k], want) == 0) {
+      n_same++;
+      name = g->const_names[k];
+    }
+  if (n_same > 1) {
+    name = NULL;
+    for (int k = 0; k < g->n_consts; k++)
+      if (strcmp(g->const_values[k], want) == 0 &&
+          sizes_first_axis(c, x, g->const_names[k], want))
+        name = name ? "" : g->const_names[k];
+  }
   if (!name || !name[0])
     error_plain(&c->diag, "--batch: no single model constant sizes the first axis of input %s "
                 "(set it with -D instead)", x->name);

@@ -411,6 +411,24 @@ for k in fused["kernels"] + unfused["kernels"]:
     assert k["name"] and k["bytes"] > 0 and k["time"]["min_s"] <= k["time"]["median_s"], k
 assert fused["step"]["median_s"] > 0 and unfused["step"]["median_s"] > 0
 PY
+# --batch when two constants have the input's first axis (N = heads = 4):
+# the one whose change moves the axis is set; a literal axis is refused
+expect 0 "bench attention --batch" -- "$KILN" bench models/attention.kiln --json --repeat 1 \
+  --batch 6
+if "$PY" - "$out" <<'PY'; then echo "ok: --batch picks N over heads"; else fails=$((fails + 1)); fi
+import json, sys
+b = json.load(open(sys.argv[1]))
+assert b["constants"]["N"] == "6" and b["constants"]["heads"] == "4", b["constants"]
+PY
+cat >"$tmp/literal_batch.kiln" <<'EOF'
+model literal(A = 4, B = 4) {
+  input x: f32[4, A]
+  output y = x * B
+}
+EOF
+expect 1 "bench --batch on a literal first axis" -- "$KILN" bench "$tmp/literal_batch.kiln" \
+  --batch 8 --repeat 1
+contains "$err" "--batch: no single model constant sizes the first axis of input x"
 expect 1 "bench a missing file" -- "$KILN" bench "$tmp/nope.kiln"
 contains "$err" "nope.kiln"
 expect 1 "bench a model with an error" -- "$KILN" bench "$tmp/bad.kiln"
