@@ -57,6 +57,10 @@ static const Case cases[] = {
     {"input a: f32[9, 11]; input b: f32[19, 9]; y = matmul(a, b, transpose_a=true, "
      "transpose_b=true) + matmul(a, transpose(b), transpose_a=true)", false},
     {"input a: f32[2, 23, 3]; input b: f32[2, 23, 70]; y = matmul(a, b, transpose_a=true)", false},
+    /* one-vector tiles (N <= 16): 16 rows with 32 vector registers (AVX-512),
+     * whole tiles, a 3-row remainder; the attention's batched Q K^T */
+    {"input a: f32[35, 9]; input b: f32[9, 16]; y = a @ b", false},
+    {"input a: f32[3, 16, 8]; input b: f32[3, 16, 8]; y = matmul(a, b, transpose_b=true)", false},
     /* convolutions: padding, stride, dilation, groups, depthwise, 1x1, rectangular */
     {"input x: f32[2, 3, 9, 9]; input w: f32[4, 3, 3, 3]; y = op.conv2d(x, w, pad=1)", false},
     {"input x: f32[2, 3, 10, 9]; input w: f32[5, 3, 3, 3]; y = op.conv2d(x, w, stride=2, pad=1)",

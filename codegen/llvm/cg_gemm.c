@@ -57,7 +57,8 @@
  * L1d and 2 MiB L2 per core on the machine of docs/benchmarks.md):
  *   NR = 16 NV, NV = 4 when N >= 49 (fewer for narrow N, which would
  *        waste lanes), MR = 6 for NV = 4 (24 accumulators + 4 B vectors +
- *        a broadcast = 29 registers), 8 for NV = 3, 12 for NV <= 2; MR
+ *        a broadcast = 29 registers), 8 for NV = 3, 12 for NV = 2, and
+ *        for NV = 1 16 with AVX-512's 32 registers (12 without); MR
  *        never exceeds M.  The 24 independent accumulators cover the 4-cycle
  *        FMA latency of two FMA ports with room to spare.
  *   kc <= KC_MAX = 256: a micro-kernel call runs over a panel of kc, its A
@@ -87,6 +88,8 @@ enum {
   TASK_MIN_FLOPS = 1 << 18, /* below this per task, splitting further does not pay */
   SERIAL_FLOPS = 1 << 16,   /* below this in all, no rt_parallel_for */
   MB_MIN = 96,              /* rows per task before splitting M pays for repacking */
+  MR_MAX = 16,              /* a micro-tile's rows, at most */
+  NV_MAX = 4,               /* and its vectors */
 };
 
 static int64_t up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
@@ -108,11 +111,15 @@ static int64_t env_or(const char *name, int64_t v) {
 
 void gemm_schedule(Gemm *g) {
   GemmSched *s = &g->s;
+  /* rows of a micro-tile by its vectors (the header).  A one-vector tile
+   * of 16 rows: the attention's batched [16, 8] x [8, 16] products at
+   * batch 32 went from 10 to 8 us (12 rows left a 4-row remainder) */
   static const int mr_of[] = {0, 12, 12, 8, 6};
   int64_t nv = cdiv(g->conv_direct ? g->d_wo : g->n, 16); /* direct: tiles within a row */
   s->nv = nv >= 4 ? 4 : (int)nv;
   s->nr = 16 * s->nv;
-  s->mr = mr_of[s->nv] < g->m ? mr_of[s->nv] : (int)g->m;
+  int mr = s->nv == 1 && g->regs32 ? MR_MAX : mr_of[s->nv];
+  s->mr = mr < g->m ? mr : (int)g->m;
   int64_t kcmax = env_or("KILN_GEMM_KC", KC_MAX), nbmax = env_or("KILN_GEMM_NB", NB_MAX);
   int64_t want = env_or("KILN_GEMM_TASKS", TASKS_WANT);
   s->kc = g->conv_direct ? g->ki : cdiv(g->ki, cdiv(g->ki, kcmax));
@@ -196,7 +203,6 @@ static void hl_end(Fn *f, HLoop *l) {
 
 /* --- the micro-kernel ------------------------------------------------------------------ */
 
-enum { MR_MAX = 12, NV_MAX = 4 };
 
 /* conv_direct's per-tap offsets of B's rows, a private constant array. */
 static LLVMValueRef tap_table(Gemm *g, Cg *cg, const char *ukr_name) {
@@ -797,7 +803,7 @@ bool cg_gemm(Cg *cg, const Kernel *k) {
     return false;
   Arena *a = arena_new();
   Gemm g;
-  if (!gemm_describe(&g, a, k)) {
+  if (!gemm_describe(&g, a, k, cg->avx512)) {
     arena_free(a);
     return false;
   }

@@ -97,6 +97,7 @@ typedef struct Gemm {
    * all M rows when m_whole; a task's columns a multiple of n_align */
   int64_t m_align, mb_max, n_align;
   bool n_whole, m_whole;
+  bool regs32;              /* 32 vector registers (AVX-512): taller micro-tiles fit */
   int v_t, v_bt, v_kb, v_pc, v_kc, v_m0, v_mc, v_n0, v_nb, v_rnb, v_ir, v_jr, v_y;
   /* pk's first variables are the kernel's own, at their indices, so a fused
    * kernel's epilogue statements are pk's statements too */
@@ -109,7 +110,7 @@ typedef struct Gemm {
 /* cg_gemm_ops.c: describes k as a Gemm (calling gemm_schedule once the
  * sizes are known); false when k is not one of the four kernels in the
  * standard layout of ir/lower_nn.c, or is empty. */
-bool gemm_describe(Gemm *g, Arena *a, const Kernel *k);
+bool gemm_describe(Gemm *g, Arena *a, const Kernel *k, bool regs32);
 /* cg_gemm.c: picks g->s from the sizes. */
 void gemm_schedule(Gemm *g);
 

@@ -540,10 +540,11 @@ static bool back_w(Gemm *g) {
   return true;
 }
 
-bool gemm_describe(Gemm *g, Arena *a, const Kernel *k) {
+bool gemm_describe(Gemm *g, Arena *a, const Kernel *k, bool regs32) {
   if (!standard_layout(k))
     return false;
   begin(g, a, k);
+  g->regs32 = regs32;
   switch (gemm_node(k)->op) {
   case OP_MATMUL: return matmul(g);
   case OP_CONV2D: return conv2d(g);
