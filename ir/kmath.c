@@ -18,14 +18,6 @@ static float horner(const float *c, int n, float x) {
   return p;
 }
 
-/* 2^k for k in [-126, 127], from its bits. */
-static float exp2i(int32_t k) {
-  uint32_t bits = (uint32_t)(k + 127) << 23;
-  float f;
-  memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
 float km_expf(float x) {
   float xn = x != x ? 0.0f : x;
   float xc = xn > KM_EXP_HI ? KM_EXP_HI : xn;
@@ -34,11 +26,15 @@ float km_expf(float x) {
   float r = fmaf(kf, -KM_LN2_HI, xc);
   r = fmaf(kf, -KM_LN2_LO, r);
   float p = horner(km_exp_c, KM_EXP_N, r);
-  int32_t k = (int32_t)kf; /* in [-126, 129] */
-  int32_t k1 = k < 0 ? -((1 - k) / 2) : k / 2; /* floor(k / 2) */
-  float y = p * exp2i(k1) * exp2i(k - k1);
+  int32_t k = (int32_t)kf; /* in [-126, 128] */
+  uint32_t bits;
+  memcpy(&bits, &p, sizeof bits);
+  bits += (uint32_t)k << 23; /* p 2^k, exact while the result is normal */
+  float y;
+  memcpy(&y, &bits, sizeof y);
+  y = bits >= KM_INF_BITS ? INFINITY : y;
   y = x < KM_EXP_LO ? 0.0f : y;
-  return x != x ? x : y;
+  return x != x ? fabsf(x) : y; /* a NaN, its sign cleared (kmath.h) */
 }
 
 float km_tanhf(float x) {
@@ -52,10 +48,11 @@ float km_tanhf(float x) {
 
 float km_erff(float x) {
   float a = fabsf(x);
-  float small = x * horner(km_erf_small_c, KM_ERF_SMALL_N, x * x);
+  float x2 = x * x;
+  float small = x * horner(km_erf_small_c, KM_ERF_SMALL_N, x2);
   float ac = a > KM_ERF_CLAMP ? KM_ERF_CLAMP : a;
-  float q = horner(km_erf_large_c, KM_ERF_LARGE_N, ac + KM_ERF_CENTER);
-  float t = 1.0f - km_expf(q);
+  float g = horner(km_erf_large_c, KM_ERF_LARGE_N, ac + KM_ERF_CENTER);
+  float t = 1.0f - km_expf(-x2) * g;
   t = x < 0.0f ? -t : t;
   return a < KM_ERF_SMALL ? small : t;
 }

@@ -38,8 +38,11 @@ static KExpr *gelu_back(Kernel *k, KStmt *body, int mode, KExpr *dy, KExpr *x) {
                        ADD(FC(1), MUL(MUL(FC(3 * 0.044715), x), x)));
     return MUL(dy, ADD(left, right));
   }
-  KExpr *cdf = MUL(FC(0.5), ADD(FC(1), UN(KO_ERF, MUL(x, FC(SQRT1_2)))));
-  KExpr *pdf = MUL(FC(INV_SQRT_2PI), UN(KO_EXP, MUL(MUL(FC(-0.5), x), x)));
+  /* exp(-x^2 / 2) as exp(-(z * z)), z = x / sqrt(2): the exp inside
+   * erf(z) (ir/kmath.h), which LLVM then computes once */
+  KExpr *z = MUL(x, FC(SQRT1_2));
+  KExpr *cdf = MUL(FC(0.5), ADD(FC(1), UN(KO_ERF, z)));
+  KExpr *pdf = MUL(FC(INV_SQRT_2PI), UN(KO_EXP, UN(KO_NEG, MUL(z, z))));
   return MUL(dy, ADD(cdf, MUL(x, pdf)));
 }
 

@@ -179,8 +179,12 @@ static void kmath(void **state) {
   ks_add(k, l, ks_store(k, yr, V(i), ke_unary(k, KO_ERF, LD(x, V(i)))));
   for (int t = 0; t < NK; t++) /* [-110, 110], denser near 0 */
     X[t] = (float)(110.0 * pow((t - NK / 2) / (double)(NK / 2), 3));
-  float special[] = {NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 88.72f, 88.73f, -87.5f, -103.9f,
-                     -0.625f, 0.625f, 0.9f, -0.9f, 4.0f, 1e-30f, -1e-30f};
+  /* exp's edges: k = 128 from 88.3763 on, the largest finite result
+   * (log FLT_MAX = 88.7228391), k = -126 at KM_EXP_LO */
+  float special[] = {NAN,      -NAN,      INFINITY,   -INFINITY, 0.0f,    -0.0f,   88.72f,
+                     88.73f,   88.3762f,  88.3763f,   88.722839f, 88.72284f, KM_EXP_LO,
+                     -87.329f, -87.5f,    -103.9f,    -0.625f,   0.625f,  0.9f,
+                     -0.9f,    4.0f,      1e-30f,     -1e-30f};
   for (int t = 0; t < countof(special); t++)
     X[t] = special[t];
   run1(k, (void *[]){X, E, T, R});

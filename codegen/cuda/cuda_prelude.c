@@ -21,7 +21,9 @@
  *                              float as 9 significant digits, which reads
  *                              back as the same float), operation for
  *                              operation in kmath.c's order, so the bits are
- *                              kir_eval's
+ *                              kir_eval's; exp's last step, P(r) 2^k, as two
+ *                              multiplies by powers of 2 where kmath.c adds k
+ *                              to the exponent bits (kmath.h: the same value)
  *
  * Everything is __device__ __forceinline__ and named kiln_*, which the
  * emitter keeps out of buffer and variable names.  The text uses only the
@@ -183,7 +185,7 @@ static void exp_fn(Sb *b) {
   sb_puts(b, "  y = x < ");
   flit(b, KM_EXP_LO);
   sb_puts(b, " ? 0.0f : y;\n"
-             "  return x != x ? x : y;\n"
+             "  return x != x ? fabsf(x) : y;\n"
              "}\n");
 }
 
@@ -204,7 +206,7 @@ static void tanh_fn(Sb *b) {
 }
 
 static void erf_fn(Sb *b) {
-  sb_puts(b, "\n/* kiln's erf: |x| < 0.9: x S(x^2); else 1 - exp(L(min(|x|, 4) - 2.45)) with\n"
+  sb_puts(b, "\n/* kiln's erf: |x| < 0.9: x S(x^2); else 1 - exp(-x^2) G(min(|x|, 4) - 2.45) with\n"
              " * x's sign */\n"
              "KILN_DEV float kiln_erf(float x) {\n"
              "  float a = fabsf(x);\n"
@@ -215,8 +217,8 @@ static void erf_fn(Sb *b) {
   sb_puts(b, "  float u = ac + ");
   flit(b, KM_ERF_CENTER);
   sb_puts(b, ";\n");
-  horner(b, "q", km_erf_large_c, KM_ERF_LARGE_N, "u");
-  sb_puts(b, "  float t = 1.0f - kiln_exp(q);\n"
+  horner(b, "g", km_erf_large_c, KM_ERF_LARGE_N, "u");
+  sb_puts(b, "  float t = 1.0f - kiln_exp(-x2) * g;\n"
              "  t = x < 0.0f ? -t : t;\n"
              "  return a < ");
   flit(b, KM_ERF_SMALL);

@@ -5,6 +5,8 @@
  * (selects, no branches, no calls) that the loop vectorizer widens to
  * 16 lanes, where libm's expf/tanhf/erff were one call per element.
  */
+#include <math.h>
+
 #include "cg_internal.h"
 #include "kmath.h"
 
@@ -30,14 +32,6 @@ static LLVMValueRef horner(Fn *f, const float *c, int n, LLVMValueRef x) {
   return p;
 }
 
-/* 2^k for an i32 k in [-126, 127], from its bits. */
-static LLVMValueRef exp2i(Fn *f, LLVMValueRef k) {
-  Cg *cg = f->cg;
-  LLVMValueRef biased = LLVMBuildAdd(f->b, k, LLVMConstInt(cg->t_i32, 127, 0), "");
-  LLVMValueRef bits = LLVMBuildShl(f->b, biased, LLVMConstInt(cg->t_i32, 23, 0), "");
-  return LLVMBuildBitCast(f->b, bits, cg->t_f32, "");
-}
-
 LLVMValueRef cg_km_exp(Fn *f, LLVMValueRef x) {
   LLVMBuilderRef b = f->b;
   LLVMValueRef nan = fcmp(f, LLVMRealUNO, x, x);
@@ -49,12 +43,15 @@ LLVMValueRef cg_km_exp(Fn *f, LLVMValueRef x) {
   LLVMValueRef r = fma3(f, kf, fc(f, -KM_LN2_HI), xc);
   r = fma3(f, kf, fc(f, -KM_LN2_LO), r);
   LLVMValueRef p = horner(f, km_exp_c, KM_EXP_N, r);
-  LLVMValueRef k = LLVMBuildFPToSI(b, kf, f->cg->t_i32, ""); /* in [-126, 129] */
-  LLVMValueRef k1 = LLVMBuildAShr(b, k, LLVMConstInt(f->cg->t_i32, 1, 0), ""); /* floor(k/2) */
-  LLVMValueRef k2 = LLVMBuildSub(b, k, k1, "");
-  LLVMValueRef y = LLVMBuildFMul(b, LLVMBuildFMul(b, p, exp2i(f, k1), ""), exp2i(f, k2), "");
+  /* p 2^k: k added to p's exponent bits (kmath.h), inf past the top */
+  Cg *cg = f->cg;
+  LLVMValueRef k = LLVMBuildFPToSI(b, kf, cg->t_i32, ""); /* in [-126, 128] */
+  LLVMValueRef bits = LLVMBuildAdd(b, LLVMBuildBitCast(b, p, cg->t_i32, ""),
+                                   LLVMBuildShl(b, k, LLVMConstInt(cg->t_i32, 23, 0), ""), "");
+  LLVMValueRef over = LLVMBuildICmp(b, LLVMIntUGE, bits, LLVMConstInt(cg->t_i32, KM_INF_BITS, 0), "");
+  LLVMValueRef y = sel(f, over, fc(f, INFINITY), LLVMBuildBitCast(b, bits, cg->t_f32, ""));
   y = sel(f, fcmp(f, LLVMRealOLT, x, fc(f, KM_EXP_LO)), fc(f, 0.0f), y);
-  return sel(f, nan, x, y);
+  return sel(f, nan, cg_intrinsic(f->cg, b, "llvm.fabs", &f->cg->t_f32, 1, &x, 1), y);
 }
 
 /* v with x's sign: x < 0 ? -v : v. */
@@ -76,11 +73,13 @@ LLVMValueRef cg_km_tanh(Fn *f, LLVMValueRef x) {
 LLVMValueRef cg_km_erf(Fn *f, LLVMValueRef x) {
   LLVMBuilderRef b = f->b;
   LLVMValueRef a = cg_intrinsic(f->cg, b, "llvm.fabs", &f->cg->t_f32, 1, &x, 1);
-  LLVMValueRef small = LLVMBuildFMul(
-      b, x, horner(f, km_erf_small_c, KM_ERF_SMALL_N, LLVMBuildFMul(b, x, x, "")), "");
+  LLVMValueRef x2 = LLVMBuildFMul(b, x, x, "");
+  LLVMValueRef small = LLVMBuildFMul(b, x, horner(f, km_erf_small_c, KM_ERF_SMALL_N, x2), "");
   LLVMValueRef ac = sel(f, fcmp(f, LLVMRealOGT, a, fc(f, KM_ERF_CLAMP)), fc(f, KM_ERF_CLAMP), a);
-  LLVMValueRef q = horner(f, km_erf_large_c, KM_ERF_LARGE_N,
+  LLVMValueRef g = horner(f, km_erf_large_c, KM_ERF_LARGE_N,
                           LLVMBuildFAdd(b, ac, fc(f, KM_ERF_CENTER), ""));
-  LLVMValueRef t = signed_like(f, x, LLVMBuildFSub(b, fc(f, 1.0f), cg_km_exp(f, q), ""));
+  LLVMValueRef e = cg_km_exp(f, LLVMBuildFNeg(b, x2, ""));
+  LLVMValueRef t =
+      signed_like(f, x, LLVMBuildFSub(b, fc(f, 1.0f), LLVMBuildFMul(b, e, g, ""), ""));
   return sel(f, fcmp(f, LLVMRealOLT, a, fc(f, KM_ERF_SMALL)), small, t);
 }

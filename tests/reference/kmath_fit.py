@@ -31,8 +31,7 @@ LN2 = math.log(2)
 EXP = fit(np.exp, -LN2 / 2, LN2 / 2, 6)
 TANH = fit(lambda x: np.tanh(x) / x, 1e-4, 0.625, 5, xform=lambda x: x * x)
 ERF_SMALL = fit(lambda x: verf(x) / x, 1e-4, 0.9, 6, xform=lambda x: x * x)
-ERF_LARGE = fit(lambda x: np.log(verfc(x)), 0.9, 4.0, 10, xform=lambda x: x - 2.45,
-                relative=False)
+ERF_LARGE = fit(lambda x: verfc(x) * np.exp(x * x), 0.9, 4.0, 10, xform=lambda x: x - 2.45)
 
 
 def fma(a, b, c):
@@ -52,10 +51,8 @@ def km_exp(x):
     r = fma(kf, -f32(0.693145751953125), xc)
     r = fma(kf, -f32(1.428606765330187e-06), r)
     p = horner(EXP, r)
-    k = kf.astype(np.int64)
-    k1 = k // 2
-    y = ((p * np.ldexp(f32(1), k1).astype(f32)).astype(f32) *
-         np.ldexp(f32(1), k - k1).astype(f32)).astype(f32)
+    bits = p.astype(f32).view(np.uint32) + (kf.astype(np.int32).astype(np.uint32) << 23)
+    y = np.where(bits >= 0x7F800000, f32(np.inf), bits.view(f32))  # p 2^k
     return np.where(x < f32(-87.33), f32(0), y)  # results stay normal
 
 
@@ -69,9 +66,10 @@ def km_tanh(x):
 
 def km_erf(x):
     a = np.abs(x)
-    small = (x * horner(ERF_SMALL, (x * x).astype(f32))).astype(f32)
-    q = horner(ERF_LARGE, (np.minimum(a, f32(4)) + f32(-2.45)).astype(f32))
-    t = (f32(1) - km_exp(q)).astype(f32)
+    x2 = (x * x).astype(f32)
+    small = (x * horner(ERF_SMALL, x2)).astype(f32)
+    g = horner(ERF_LARGE, (np.minimum(a, f32(4)) + f32(-2.45)).astype(f32))
+    t = (f32(1) - (km_exp(-x2) * g).astype(f32)).astype(f32)
     return np.where(a < f32(0.9), small, np.where(x < 0, -t, t))
 
 
