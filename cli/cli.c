@@ -291,26 +291,16 @@ static bool sizes_first_axis(Cli *c, const Node *x, const char *name, const char
   return !failed && t.dim0 == x->shape.dim[0] + 1;
 }
 
-/* --batch B sets the model constant that sizes x's first axis.  Constants
- * with that value are candidates; when there are several (N = 4 and
- * heads = 4), the one whose change moves the axis is it. */
+/* --batch B sets the model constant that sizes x's first axis: of the
+ * constants with that value (N = 4 and heads = 4), the one whose change
+ * moves the axis. */
 void cli_define_batch(Cli *c, const Graph *g, const Node *x) {
   char want[32];
   snprintf(want, sizeof want, "%lld", (long long)x->shape.dim[0]);
   const char *name = NULL;
-  int n_same = 0;
   for (int k = 0; k < g->n_consts; k++)
-    if (strcmp(g->const_values[k], want) == 0) {
-      n_same++;
-      name = g->const_names[k];
-    }
-  if (n_same > 1) {
-    name = NULL;
-    for (int k = 0; k < g->n_consts; k++)
-      if (strcmp(g->const_values[k], want) == 0 &&
-          sizes_first_axis(c, x, g->const_names[k], want))
-        name = name ? "" : g->const_names[k];
-  }
+    if (strcmp(g->const_values[k], want) == 0 && sizes_first_axis(c, x, g->const_names[k], want))
+      name = name ? "" : g->const_names[k];
   if (!name || !name[0])
     error_plain(&c->diag, "--batch: no single model constant sizes the first axis of input %s "
                 "(set it with -D instead)", x->name);

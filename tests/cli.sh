@@ -429,6 +429,11 @@ EOF
 expect 1 "bench --batch on a literal first axis" -- "$KILN" bench "$tmp/literal_batch.kiln" \
   --batch 8 --repeat 1
 contains "$err" "--batch: no single model constant sizes the first axis of input x"
+sed -e 's/A = 4, B = 4/A = 4/' -e 's/x \* B/x * A/' -e 's/f32\[4, A\]/f32[4, 3]/' \
+  "$tmp/literal_batch.kiln" >"$tmp/literal_one.kiln"
+expect 1 "bench --batch: the one constant of that value does not size it" -- "$KILN" bench \
+  "$tmp/literal_one.kiln" --batch 8 --repeat 1
+contains "$err" "--batch: no single model constant sizes the first axis of input x"
 expect 1 "bench a missing file" -- "$KILN" bench "$tmp/nope.kiln"
 contains "$err" "nope.kiln"
 expect 1 "bench a model with an error" -- "$KILN" bench "$tmp/bad.kiln"

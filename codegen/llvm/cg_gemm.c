@@ -203,7 +203,6 @@ static void hl_end(Fn *f, HLoop *l) {
 
 /* --- the micro-kernel ------------------------------------------------------------------ */
 
-
 /* conv_direct's per-tap offsets of B's rows, a private constant array. */
 static LLVMValueRef tap_table(Gemm *g, Cg *cg, const char *ukr_name) {
   char name[320];

@@ -109,7 +109,8 @@ typedef struct Gemm {
 
 /* cg_gemm_ops.c: describes k as a Gemm (calling gemm_schedule once the
  * sizes are known); false when k is not one of the four kernels in the
- * standard layout of ir/lower_nn.c, or is empty. */
+ * standard layout of ir/lower_nn.c, or is empty.  regs32: the target has
+ * 32 vector registers (AVX-512), which the schedule's tiles may use. */
 bool gemm_describe(Gemm *g, Arena *a, const Kernel *k, bool regs32);
 /* cg_gemm.c: picks g->s from the sizes. */
 void gemm_schedule(Gemm *g);
