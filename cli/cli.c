@@ -279,10 +279,10 @@ static void batch_trial(void *ud) {
       t->dim0 = g->nodes[i]->shape.rank ? g->nodes[i]->shape.dim[0] : -1;
 }
 
-static bool sizes_first_axis(Cli *c, const Node *x, const char *name, const char *value) {
+static bool sizes_first_axis(Cli *c, const Node *x, const char *name) {
   if (c->co.n_defines >= countof(c->defs))
     return false;
-  const char *up = arena_fmt(c->arena, "%lld", atoll(value) + 1);
+  const char *up = arena_fmt(c->arena, "%lld", (long long)x->shape.dim[0] + 1);
   c->defs[c->co.n_defines++] = (Define){name, up};
   BatchTrial t = {c, x->name, -1};
   int failed = diag_protect(&c->diag, batch_trial, &t);
@@ -299,7 +299,7 @@ void cli_define_batch(Cli *c, const Graph *g, const Node *x) {
   snprintf(want, sizeof want, "%lld", (long long)x->shape.dim[0]);
   const char *name = NULL;
   for (int k = 0; k < g->n_consts; k++)
-    if (strcmp(g->const_values[k], want) == 0 && sizes_first_axis(c, x, g->const_names[k], want))
+    if (strcmp(g->const_values[k], want) == 0 && sizes_first_axis(c, x, g->const_names[k]))
       name = name ? "" : g->const_names[k];
   if (!name || !name[0])
     error_plain(&c->diag, "--batch: no single model constant sizes the first axis of input %s "
