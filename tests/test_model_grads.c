@@ -289,7 +289,7 @@ static void check_model(void **state) {
       /* the largest step that crosses no kink */
       bool same = false;
       double h = h_first;
-      GcProbe pr;
+      GcProbe pr = {0};
       for (; !same && h > H_MIN / 2; h /= 10)
         pr = gp_probe(&gp, p, i, h, base, &same);
       h *= 10;
