@@ -130,9 +130,12 @@ int main(int argc, char **argv) {
   ts.roots = arena_alloc(a, sizeof(Node *) * (size_t)(ts.n_roots + 1));
   for (int i = 0; i < ts.n_roots; i++)
     ts.roots[i] = g->outputs[i].node;
-  if (!infer) {
+  if (!infer)
     build_train_step(g, &d, &ts);
-    pass_step_transposes(g); /* as kiln's cli_train_passes */
+  if (!po.fuse.no_view) /* as kiln's cli_train_passes and cli_inference_passes */
+    pass_matmul_views(g);
+  if (!infer) {
+    pass_step_transposes(g);
     if (!po.fuse.no_deriv)
       pass_share_derivatives(g);
   }

@@ -92,7 +92,7 @@ extern const Command cmd_check, cmd_show, cmd_run, cmd_init, cmd_train, cmd_buil
  * fuse.c, says what each kind does). */
 #define CLI_FUSE_HELP                                                                       \
   "  --fuse=LIST              operator fusion: all (default; with --target cuda all\n"   \
-  "                           but row and reduce), none, or a comma list of\n"            \
+  "                           but row, reduce and view), none, or a comma list of\n"      \
   "                           the kinds to do: eltwise (a chain of elementwise ops of\n"   \
   "                           one shape in one loop, with the slices and reshapes\n"      \
   "                           they read), reduce (elementwise producers\n"                \
@@ -106,19 +106,24 @@ extern const Command cmd_check, cmd_show, cmd_run, cmd_init, cmd_train, cmd_buil
   "                           last bits differ), row (layer and batch norm's\n"      \
   "                           reductions, consumers), scatter (a split's gradient\n" \
   "                           summed in one kernel), deriv (in training, gelu's\n"       \
-  "                           derivative computed and stored by gelu's kernel);\n"      \
-  "                           fused values get no buffer\n"
+  "                           derivative computed and stored by gelu's kernel),\n"      \
+  "                           view (a transpose a matmul reads or writes folded\n"    \
+  "                           into its strides: attention's heads; not with\n"         \
+  "                           --target cuda by default); fused values get no buffer\n"
 
 /* The rewrites an inference graph gets before planning (kiln run, build,
  * bench), unless --no-prepack: batchnorm folded into convolution weights
  * (--fuse kind fold, passes/fold.c), then weights prepacked and
- * parameter-only values hoisted into the prepare step (passes/prepack.c). */
+ * parameter-only values hoisted into the prepare step (passes/prepack.c).
+ * Transposes a matmul reads or writes are folded into it first (--fuse kind
+ * view, passes/view.c), --no-prepack or not. */
 void cli_inference_passes(Cli *c, Graph *g);
 /* The rewrites a training step's graph gets before planning (kiln train,
- * build --train, bench --train, show --train): weights read transposed by
- * a matmul transposed once per step (passes/step_transpose.c);
+ * build --train, bench --train, show --train): transposes a matmul reads
+ * or writes folded into it (--fuse kind view, passes/view.c); weights read
+ * transposed by a matmul transposed once per step (passes/step_transpose.c);
  * with --fuse kind deriv, gelu's derivative made a forward value
- * (passes/deriv.c).  Neither changes a bit of the results. */
+ * (passes/deriv.c).  None changes a bit of the results. */
 void cli_train_passes(Cli *c, Graph *g);
 
 /* What one step computes.  With `train`, the training step of g (g built

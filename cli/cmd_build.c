@@ -77,12 +77,12 @@ static const char build_help[] =
     "                           memory-planning switches (see kiln show --stage plan)\n"
     "  --no-prepack             no transposed copy of matmul weights for inference\n"
     "                           (by default kiln_prepare makes it once, when the\n"
-    "                           program loads its weights; same results)\n"
-    "  --threads N              compile on N threads (default: one per core); the\n"
-    "                           program's code is then N object files linked together\n";
+    "                           program loads its weights; same results)\n";
 
 /* The rest of build's help (one literal would pass C's 4095 characters). */
 static const char build_help_end[] =
+    "  --threads N              compile on N threads (default: one per core); the\n"
+    "                           program's code is then N object files linked together\n"
     "  -v, --verbose            print the plans and where the time went\n"
     "  --target cpu|cuda        cuda: PROG runs inference on CUDA device 0 (--emit exe,\n"
     "                           the default with -o but not FILE.cu or --train), with\n"

@@ -54,15 +54,15 @@ static const char run_help[] =
     CLI_FUSE_HELP
     "                           (compiled code; see kiln show --stage fused)\n"
     "  --no-inplace, --no-share, --schedule=default|min-memory\n"
-    "                           memory-planning switches (see kiln show --stage plan)\n"
+    "                           memory-planning switches (see kiln show --stage plan)\n";
+
+/* The rest of run's help (one literal would pass C's 4095 characters). */
+static const char run_help_end[] =
     "  --no-prepack             compute with the weights as the model lays them out:\n"
     "                           by default a matmul reading a weight transposed (dense)\n"
     "                           reads a transposed copy made once, when the weights\n"
     "                           are set (compiled inference only; same results)\n"
-    "  --threads N              worker threads of compiled code (default: one per core)\n";
-
-/* The rest of run's help (one literal would pass C's 4095 characters). */
-static const char run_help_end[] =
+    "  --threads N              worker threads of compiled code (default: one per core)\n"
     "  --repeat N               run N more times and print the step's latency\n"
     "  -v, --verbose            print the memory plan's totals\n"
     "  --verify-plan            check the memory plan independently before running\n"

@@ -72,6 +72,20 @@ static const char *mode(const Plan *p) { return p->g->training ? "training step"
 
 /* --- text ----------------------------------------------------------------- */
 
+/* A matmul's folded transposes (passes/view.c), one line each. */
+static void text_views(const Node *n, FILE *f) {
+  for (int v = 0; v < 3 && n->op == OP_MATMUL; v++) {
+    if (!(n->at.view & (1 << v)))
+      continue;
+    const Node *x = v < 2 ? n->in[v] : n;
+    fprintf(f, "  %s %s %s through transpose [", n->name, v < 2 ? "reads" : "writes",
+            v < 2 ? x->name : "its result");
+    for (int i = 0; i < x->shape.rank; i++)
+      fprintf(f, "%s%d", i ? ", " : "", n->at.perm[v][i]);
+    fprintf(f, "]: folded into its strides (kind view), no transpose kernel\n");
+  }
+}
+
 static void text_kernel(Cli *c, const Plan *p, int k, const FuseGroup *G, FILE *f) {
   char tb[160];
   fprintf(f, "kernel %d: %s %s%s\n", k, op_name(G->anchor->op), G->anchor->name,
@@ -82,6 +96,8 @@ static void text_kernel(Cli *c, const Plan *p, int k, const FuseGroup *G, FILE *
             node_type_str(n, tb, sizeof tb), cli_loc(c, n->loc),
             p->internal[n->id] ? "internal" : "stored");
   }
+  for (int m = 0; m < G->n_members; m++)
+    text_views(G->members[m], f);
   if (G->n_ins) {
     fprintf(f, "  reads:");
     for (int i = 0; i < G->n_ins; i++)

@@ -58,6 +58,9 @@ static int reduction(const Node *n) {
 static int matmul(const Node *n, const int *st) {
   const Node *a = n->in[0], *b = n->in[1];
   int r = n->shape.rank;
+  for (int i = 0; i < 3; i++) /* a view (passes/view.c) must keep the first axis first */
+    if ((n->at.view & (1 << i)) && n->at.perm[i][0] != 0)
+      return MIXED;
   bool same = b->shape.rank == r && b->shape.dim[0] == n->shape.dim[0];
   if (st[a->id] == ROWS && a->shape.rank == 2) /* [B*r, k] @ FREE [k, n] */
     return !n->at.ta && st[b->id] == FREE ? ROWS : MIXED;

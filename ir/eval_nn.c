@@ -20,55 +20,32 @@
 
 /* --- matmul ------------------------------------------------------------- */
 
-/* Strides (in elements) of t's batch axes broadcast to the batch shape
- * bdim[0..br); t's last two axes form one matrix. */
-static void batch_strides(const RtTensor *t, int br, const int64_t *bdim, int64_t *st) {
-  int tr = t->rank - 2;
-  int64_t s = t->dim[t->rank - 2] * t->dim[t->rank - 1];
-  for (int d = br - 1; d >= 0; d--) {
-    int k = tr - br + d;
-    int64_t dk = k >= 0 ? t->dim[k] : 1;
-    st[d] = dk == 1 ? 0 : s;
-    s *= dk;
-  }
-}
-
-/* One [M, N] product: a is [M, K] ([K, M] when ta), b is [K, N] ([N, K]
- * when tb). */
-static void matmul_one(const float *a, const float *b, float *y, int64_t m, int64_t nn,
-                       int64_t k, bool ta, bool tb) {
-  for (int64_t i = 0; i < m; i++)
-    for (int64_t j = 0; j < nn; j++) {
-      double acc = 0.0;
-      for (int64_t p = 0; p < k; p++) {
-        double av = ta ? a[p * m + i] : a[i * k + p];
-        double bv = tb ? b[j * k + p] : b[p * nn + j];
-        acc += av * bv;
-      }
-      y[i * nn + j] = (float)acc;
-    }
-}
-
+/* The product P of matmul_strides, batch element by batch element: each
+ * output a double sum over p ascending, rounded once. */
 void eval_matmul(const Node *n, RtTensor *out, const RtTensor *const *in, EvalCtx *cx) {
-  const RtTensor *a = in[0], *b = in[1];
-  int br = out->rank - 2;
-  int64_t m = out->dim[br], nn = out->dim[br + 1];
-  int64_t k = n->at.ta ? a->dim[a->rank - 2] : a->dim[a->rank - 1];
-  int64_t sa[MAX_RANK], sb[MAX_RANK], nbatch = 1;
-  batch_strides(a, br, out->dim, sa);
-  batch_strides(b, br, out->dim, sb);
+  const float *a = in[0]->data, *b = in[1]->data;
+  float *y = out->data;
+  MatStrides s;
+  matmul_strides(n, &s);
+  int br = s.br;
+  int64_t m = s.dim[br], nn = s.dim[br + 1], nbatch = 1;
   for (int d = 0; d < br; d++)
-    nbatch *= out->dim[d];
+    nbatch *= s.dim[d];
   for (int64_t bi = 0; bi < nbatch; bi++) {
-    int64_t rem = bi, oa = 0, ob = 0;
+    int64_t rem = bi, oa = 0, ob = 0, oc = 0;
     for (int d = br - 1; d >= 0; d--) {
-      int64_t idx = rem % out->dim[d];
-      rem /= out->dim[d];
-      oa += idx * sa[d];
-      ob += idx * sb[d];
+      int64_t idx = rem % s.dim[d];
+      rem /= s.dim[d];
+      oa += idx * s.a[d], ob += idx * s.b[d], oc += idx * s.c[d];
     }
-    matmul_one((const float *)a->data + oa, (const float *)b->data + ob,
-               (float *)out->data + bi * m * nn, m, nn, k, n->at.ta, n->at.tb);
+    for (int64_t i = 0; i < m; i++)
+      for (int64_t j = 0; j < nn; j++) {
+        double acc = 0.0;
+        for (int64_t p = 0; p < s.k; p++)
+          acc += (double)a[oa + i * s.a[br] + p * s.a[br + 1]] *
+                 b[ob + p * s.b[br] + j * s.b[br + 1]];
+        y[oc + i * s.c[br] + j * s.c[br + 1]] = (float)acc;
+      }
   }
 }
 

@@ -196,6 +196,13 @@ typedef struct Attrs {
   bool align_corners;     /* upsample bilinear */
   int scale;              /* upsample factor */
   bool ta, tb;            /* matmul: transpose the last two axes of a / b */
+  /* matmul reading an operand, or writing its result, through a transpose
+   * (passes/view.c; never from the language): bit i of `view` set, operand
+   * i (0: a, 1: b) is transpose(in[i], perm[i]) (then ta / tb swap that
+   * one's last two axes); bit 2 set, the node's value is
+   * transpose(product, perm[2]).  See matmul_strides. */
+  uint8_t view;
+  int8_t perm[3][MAX_RANK];
   double p;               /* dropout drop probability */
   uint64_t seed;          /* dropout */
   DType to;               /* cast, full, arange: result dtype */
@@ -469,6 +476,26 @@ SHAPE_FN(shape_cross_entropy_back)
 bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
 /* Normalizes a possibly negative axis; false if out of range. */
 bool axis_norm(int *axis, int rank);
+
+/* Where a matmul's operands and product live, as element strides over the
+ * product's axes (shape_nn.c): the product P[.., i, j] = sum over p of
+ * A[.., i, p] B[.., p, j], batch axes 0..br of P (br = P's rank - 2),
+ * with A(.., i, p) at in[0] offset sum_d idx[d] a[d] + i a[br] + p a[br+1],
+ * B(.., p, j) at in[1] offset sum_d idx[d] b[d] + p b[br] + j b[br+1], and
+ * P(.., i, j) at the node's offset sum_d idx[d] c[d] + i c[br] + j c[br+1].
+ * Broadcast batch axes have stride 0; ta / tb and the views (Attrs.view)
+ * are folded in, so every reader of a matmul computes through this one
+ * description. */
+typedef struct MatStrides {
+  int br;
+  int64_t dim[MAX_RANK]; /* P's dims: batch axes, then M, N */
+  int64_t k;             /* the reduced length */
+  int64_t a[MAX_RANK], b[MAX_RANK], c[MAX_RANK];
+} MatStrides;
+void matmul_strides(const Node *n, MatStrides *s);
+/* The matmul operand or result seen through perm[i] when view bit i is set:
+ * transpose(x, perm) of shape x. */
+Shape matmul_view_shape(const Node *n, int i, const Shape *x);
 
 /* --- eval.c / eval_*.c: the reference evaluator ------------------------- */
 

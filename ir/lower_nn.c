@@ -27,38 +27,32 @@
 /* --- matmul ------------------------------------------------------------------ */
 
 /* out[.., i, j] = sum_p a[.., i, p] b[.., p, j] (a's / b's last two axes
- * swapped when ta / tb), the batch axes broadcast, p ascending. */
+ * swapped when ta / tb), the batch axes broadcast, p ascending; operands
+ * and result where matmul_strides puts them (views included). */
 Kernel *lower_matmul(Arena *a, const Node *n) {
   Kernel *k = lw_kernel(a, n);
-  const Shape *as = &n->in[0]->shape, *bs = &n->in[1]->shape;
-  int r = n->shape.rank, br = r - 2;
-  int64_t m = n->shape.dim[br], nn = n->shape.dim[br + 1];
-  int64_t kk = n->at.ta ? as->dim[as->rank - 2] : as->dim[as->rank - 1];
+  MatStrides ms;
+  matmul_strides(n, &ms);
+  int br = ms.br, r = br + 2;
   int64_t st[LW_OPS][MAX_RANK];
   if (shape_numel(&n->shape) == 0)
     return k;
-  lw_strides(&n->shape, st[0]);
-  Shape ab = shape_make(as->rank - 2, as->dim), bb = shape_make(bs->rank - 2, bs->dim);
-  Shape ob = shape_make(br, n->shape.dim);
-  lw_bcast_strides(&ab, &ob, st[1]); /* in matrices; scaled below */
-  lw_bcast_strides(&bb, &ob, st[2]);
-  for (int d = 0; d < br; d++) {
-    st[1][d] *= m * kk;
-    st[2][d] *= kk * nn;
+  for (int d = 0; d < r; d++) {
+    st[0][d] = ms.c[d];
+    st[1][d] = d < br ? ms.a[d] : d == br ? ms.a[br] : 0;
+    st[2][d] = d < br ? ms.b[d] : d == br ? 0 : ms.b[br + 1];
   }
-  st[1][br] = n->at.ta ? 1 : kk, st[1][br + 1] = 0;
-  st[2][br] = 0, st[2][br + 1] = n->at.tb ? kk : 1;
   Nest ns;
-  lw_nest(k, k->body, r, n->shape.dim, 3, st, NEST_ROWS, &ns);
+  lw_nest(k, k->body, r, ms.dim, 3, st, NEST_ROWS, &ns);
   KExpr *ao = lw_bind(k, ns.body, "ao", lw_at(k, &ns, 1, 0));
   KExpr *bo = lw_bind(k, ns.body, "bo", lw_at(k, &ns, 2, 0));
   int acc = kir_var(k, "acc", KT_F32);
   ks_add(k, ns.body, ks_decl(k, acc, FC(0)));
   KExpr *p;
-  KStmt *l = lw_for(k, ns.body, "p", kk, KL_REDUCE, &p);
-  KExpr *av = LOAD(0, ADD(ao, MUL(p, IC(n->at.ta ? m : 1))));
-  KExpr *bv = LOAD(1, ADD(bo, MUL(p, IC(n->at.tb ? 1 : nn))));
-  if (kk > 0)
+  KStmt *l = lw_for(k, ns.body, "p", ms.k, KL_REDUCE, &p);
+  KExpr *av = LOAD(0, ADD(ao, MUL(p, IC(ms.a[br + 1]))));
+  KExpr *bv = LOAD(1, ADD(bo, MUL(p, IC(ms.b[br]))));
+  if (ms.k > 0)
     ks_add(k, l, ks_set(k, acc, ke_fma(k, av, bv, VAR(acc))));
   ks_add(k, ns.body, ks_store(k, lw_out(n), lw_at(k, &ns, 0, 0), VAR(acc)));
   return k;

@@ -80,6 +80,14 @@ void attrs_print(const Node *n, FILE *f) {
               (long long)a->step[i]);
   if (n->op == OP_CONST)
     fprintf(f, " %g", a->value);
+  static const char *const viewed[] = {"view_a", "view_b", "view_out"};
+  for (int v = 0; v < 3 && n->op == OP_MATMUL; v++) /* passes/view.c */
+    if (a->view & (1 << v)) {
+      fprintf(f, " %s=[", viewed[v]);
+      for (int i = 0; i < (v < 2 ? n->in[v] : n)->shape.rank; i++)
+        fprintf(f, "%s%d", i ? ", " : "", a->perm[v][i]);
+      fprintf(f, "]");
+    }
 }
 
 static const char *role(const Node *n) {

@@ -8,6 +8,8 @@
  *   conv/pool:  out = (in + 2 pad - dilation (k - 1) - 1) / stride + 1
  *   transposed: out = (in - 1) stride - 2 pad + dilation (k - 1) + output_padding + 1
  */
+#include <string.h>
+
 #include "ir.h"
 
 #define T(i) node_type_str(n->in[i], tb##i, sizeof tb##i)
@@ -31,11 +33,83 @@ static bool need_image(Node *n, int i, const char *what, ShapeErr *e) {
   return true;
 }
 
+/* Whether perm[i] of matmul n is a permutation of 0..rank. */
+static bool perm_ok(const Node *n, int i, int rank) {
+  bool seen[MAX_RANK] = {0};
+  for (int d = 0; d < rank; d++) {
+    int a = n->at.perm[i][d];
+    if (a < 0 || a >= rank || seen[a])
+      return false;
+    seen[a] = true;
+  }
+  return true;
+}
+
+Shape matmul_view_shape(const Node *n, int i, const Shape *x) {
+  Shape v = *x;
+  if (n->at.view & (1 << i))
+    for (int d = 0; d < x->rank; d++)
+      v.dim[d] = x->dim[n->at.perm[i][d]];
+  return v;
+}
+
+/* The product's shape, [.., M, N], before any view of the result. */
+static Shape product_shape(const Node *n) {
+  Shape p = n->shape;
+  if (n->at.view & 4)
+    for (int d = 0; d < p.rank; d++)
+      p.dim[n->at.perm[2][d]] = n->shape.dim[d];
+  return p;
+}
+
+static void contiguous(const Shape *s, int64_t *st) {
+  int64_t acc = 1;
+  for (int d = s->rank - 1; d >= 0; d--)
+    st[d] = acc, acc *= s->dim[d];
+}
+
+void matmul_strides(const Node *n, MatStrides *s) {
+  Shape p = product_shape(n);
+  int br = p.rank - 2;
+  memset(s, 0, sizeof *s);
+  s->br = br;
+  for (int d = 0; d < p.rank; d++)
+    s->dim[d] = p.dim[d];
+  for (int i = 0; i < 2; i++) {
+    const Shape *x = &n->in[i]->shape;
+    Shape v = matmul_view_shape(n, i, x);
+    int64_t cs[MAX_RANK], os[MAX_RANK], *dst = i == 0 ? s->a : s->b;
+    int xr = x->rank, xb = xr - 2;
+    contiguous(x, cs);
+    for (int d = 0; d < xr; d++)
+      os[d] = n->at.view & (1 << i) ? cs[n->at.perm[i][d]] : cs[d];
+    bool t = i == 0 ? n->at.ta : n->at.tb;
+    dst[br] = t ? os[xr - 1] : os[xr - 2]; /* a: along i; b: along p */
+    dst[br + 1] = t ? os[xr - 2] : os[xr - 1]; /* a: along p; b: along j */
+    if (i == 0)
+      s->k = t ? v.dim[xr - 2] : v.dim[xr - 1];
+    for (int d = br - 1; d >= 0; d--) { /* batch axes aligned at the right */
+      int xd = d - (br - xb);
+      dst[d] = xd >= 0 && v.dim[xd] != 1 ? os[xd] : 0;
+    }
+  }
+  int64_t ocs[MAX_RANK];
+  contiguous(&n->shape, ocs);
+  for (int d = 0; d < p.rank; d++)
+    s->c[n->at.view & 4 ? n->at.perm[2][d] : d] = ocs[d];
+}
+
 bool shape_matmul(Node *n, ShapeErr *e) {
   char tb0[160], tb1[160];
-  const Shape *a = &n->in[0]->shape, *b = &n->in[1]->shape;
   if (!need(n, 0, DT_F32, e) || !need(n, 1, DT_F32, e))
     return false;
+  for (int i = 0; i < 2; i++)
+    if ((n->at.view & (1 << i)) && !perm_ok(n, i, n->in[i]->shape.rank))
+      return shape_fail(e, i, "matmul: the view of input %d is not a permutation of its axes",
+                        i + 1);
+  Shape av = matmul_view_shape(n, 0, &n->in[0]->shape);
+  Shape bv = matmul_view_shape(n, 1, &n->in[1]->shape);
+  const Shape *a = &av, *b = &bv;
   if (a->rank < 2)
     return shape_fail(e, 0, "matmul expects at least 2 axes [.., M, K] on the left, got %s",
                       T(0));
@@ -46,8 +120,8 @@ bool shape_matmul(Node *n, ShapeErr *e) {
   int64_t kb = b->dim[b->rank - (n->at.tb ? 1 : 2)], nn = b->dim[b->rank - (n->at.tb ? 2 : 1)];
   if (ka != kb)
     return shape_fail(e, 1, "matmul: inner dimensions differ: %s @ %s%s (%lld vs %lld)", T(0),
-                      T(1), n->at.ta || n->at.tb ? " (with transposes)" : "", (long long)ka,
-                      (long long)kb);
+                      T(1), n->at.ta || n->at.tb || n->at.view ? " (with transposes)" : "",
+                      (long long)ka, (long long)kb);
   Shape ba = shape_make(a->rank - 2, a->dim), bb = shape_make(b->rank - 2, b->dim), batch;
   if (!shape_broadcast(&ba, &bb, &batch))
     return shape_fail(e, 1, "matmul: batch dimensions of %s and %s do not broadcast", T(0),
@@ -56,7 +130,9 @@ bool shape_matmul(Node *n, ShapeErr *e) {
     return shape_fail(e, -1, "matmul: result has more than %d axes", MAX_RANK);
   batch.dim[batch.rank++] = m;
   batch.dim[batch.rank++] = nn;
-  n->shape = batch;
+  if ((n->at.view & 4) && !perm_ok(n, 2, batch.rank))
+    return shape_fail(e, -1, "matmul: the view of the result is not a permutation of its axes");
+  n->shape = matmul_view_shape(n, 2, &batch);
   n->dtype = DT_F32;
   return true;
 }

@@ -84,12 +84,13 @@
 #include "kir.h"
 #include "passes.h"
 
-static const char *const kinds[] = {"eltwise", "reduce",  "multi", "epilogue",
-                                    "fold",    "row",     "scatter", "deriv"};
+static const char *const kinds[] = {"eltwise", "reduce",  "multi", "epilogue", "fold",
+                                    "row",     "scatter", "deriv", "view"};
 
 static bool *kind_off(FuseOpts *o, int i) {
   bool *off[] = {&o->no_eltwise, &o->no_reduce, &o->no_multi,   &o->no_epilogue,
-                 &o->no_fold,    &o->no_row,    &o->no_scatter, &o->no_deriv};
+                 &o->no_fold,    &o->no_row,    &o->no_scatter, &o->no_deriv,
+                 &o->no_view};
   return off[i];
 }
 
@@ -118,7 +119,7 @@ bool fuse_opts_parse(const char *s, FuseOpts *o) {
 
 /* (The text is valid until the next call.) */
 const char *fuse_opts_text(const FuseOpts *o) {
-  static char text[64];
+  static char text[96];
   FuseOpts c = *o;
   size_t len = 0;
   int on = 0;

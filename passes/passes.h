@@ -94,6 +94,14 @@ Node *deriv_gelu(const Users *us, const Node *x, int mode);
  * matmuls rewritten. */
 int pass_step_transposes(Graph *g);
 
+/* --- view.c --- */
+/* Rewrites matmul(transpose(x), ..) into a matmul reading x through the
+ * transpose, and transpose(matmul(..)) (its only reader) into a matmul
+ * writing through it (Attrs.view): no transpose kernel, the same bits.
+ * Run after autodiff, before pass_step_transposes / pass_prepack, when
+ * the kind is on.  Returns the number of transposes folded. */
+int pass_matmul_views(Graph *g);
+
 /* --- memory planning: schedule.c, lifetime.c, inplace.c, memplan.c ---
  *
  * A Plan places every value the step computes (inputs, constants and node
@@ -142,6 +150,8 @@ enum { PLAN_ALIGN = 64 };
  *            the backward pass (deriv.c), joins gelu's kernel as a stored
  *            output: the erf is computed once for both, and the
  *            backward's kernel reads gelu'(x) instead of recomputing it.
+ *   view     a transpose read by a matmul, or of a matmul's result, is
+ *            folded into the matmul's strides (view.c): no kernel.
  * A member that is not a result (nor read by another kernel) is internal:
  * it never gets a buffer, and the memory plan does not see it.  Each value that ends a group records
  * why fusion stopped there (Plan.why). */
@@ -154,8 +164,9 @@ typedef struct FuseOpts {
   bool no_row;      /* --fuse without row: reductions over rows with their consumers */
   bool no_scatter;  /* --fuse without scatter: an add_n of slice_backs as one kernel */
   bool no_deriv;    /* --fuse without deriv: gelu' computed beside gelu (deriv.c) */
+  bool no_view;     /* --fuse without view: transposes read or written by a matmul (view.c) */
 } FuseOpts;
-#define FUSE_NONE ((FuseOpts){true, true, true, true, true, true, true, true}) /* --fuse=none */
+#define FUSE_NONE ((FuseOpts){true, true, true, true, true, true, true, true, true}) /* --fuse=none */
 
 typedef struct FuseGroup {
   Node *anchor;    /* the last member: its kernel's name and iteration space */

@@ -314,7 +314,7 @@ fi
 
 # --- fusion: --fuse, show --stage fused, bench -------------------------------------
 expect 2 "--fuse=bogus" -- "$KILN" show models/lenet5.kiln --stage fused --fuse=bogus
-contains "$err" "--fuse must be none, all or a comma list of eltwise, reduce, row, multi, epilogue, fold, scatter, deriv; got 'bogus'"
+contains "$err" "--fuse must be none, all or a comma list of eltwise, reduce, row, multi, epilogue, fold, scatter, deriv, view; got 'bogus'"
 expect 2 "--fuse with an empty kind" -- "$KILN" run models/mlp.kiln --random-inputs --fuse eltwise,
 expect 2 "--fuse where nothing is fused" -- "$KILN" show models/lenet5.kiln --fuse=none
 for c in run train build show bench; do
@@ -367,6 +367,23 @@ expect 0 "show --stage fused --train: gelu's derivative beside gelu" -- "$KILN" 
   models/transformer.kiln --stage fused --train
 contains "$out" "gelu's derivative for the backward pass: computed in gelu's kernel"
 contains "$out" ": gelu t81 (eltwise, 4 nodes, 2 outputs)"
+# kind view: attention's 8 head transposes a layer, forward and backward, are the strides of
+# its 6 batched matmuls, 2 views each (an operand read, or the result written)
+views_of() { grep -c "through transpose \[0, 2, 1, 3\]: folded into its strides (kind view)" "$1"; }
+expect 0 "show --stage fused --train: head transposes folded into the matmuls" -- "$KILN" show \
+  models/transformer.kiln --stage fused --train
+contains "$out" "reads t47 through transpose [0, 2, 1, 3]: folded into its strides (kind view)"
+if [ "$(views_of "$out")" = 24 ] && ! grep -q "^kernel [0-9]*: transpose t4[0-9] *$" "$out"; then
+  echo "ok: 24 views in 2 layers, no head-split kernel"
+else
+  echo "FAIL: $(views_of "$out") views, not 24"; fails=$((fails + 1))
+fi
+for off in "--fuse=eltwise,reduce,multi,epilogue,row,scatter,deriv" "--target cuda"; do
+  expect 0 "show --stage fused --train $off: no views" -- "$KILN" show models/transformer.kiln \
+    --stage fused --train $off
+  if [ "$(views_of "$out")" = 0 ]; then echo "ok: no views with $off"; else
+    echo "FAIL: views with $off"; fails=$((fails + 1)); fi
+done
 expect 0 "show --stage fused --train, every kind but deriv" -- "$KILN" show \
   models/transformer.kiln --stage fused --train --fuse=eltwise,reduce,multi,epilogue,row,scatter
 if grep -q "gelu's derivative" "$out"; then

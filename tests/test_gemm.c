@@ -222,6 +222,35 @@ static void diff(Compiled *c) {
 static void diff_run(void *ud) { diff(ud); }
 
 /* ev: g run by the reference evaluator on seeded random inputs. */
+/* Cases whose graph passes/view.c rewrites after autodiff (one_case's
+ * `views`: at least that many matmuls then read or write a view). */
+static const struct {
+  Case c;
+  int views;
+} view_cases[] = {
+    /* attention's heads split and joined by transposes the matmuls read
+     * and write in place, forward and backward; T = 37
+     * rows (panels, row blocks), d = 20 columns (two vectors), and T = 5
+     * with d = 4 (B read in place); a transpose of the last two axes (ta),
+     * a view moving the contiguous axis to the batch and a result
+     * transpose moving the last axis (both left as transposes) */
+    {{"input q: f32[2, 37, 40]; input k: f32[2, 37, 40]; input v: f32[2, 37, 40]; "
+     "qh = transpose(reshape(q, [2, 37, 2, 20]), [0, 2, 1, 3]); "
+     "kh = transpose(reshape(k, [2, 37, 2, 20]), [0, 2, 1, 3]); "
+     "vh = transpose(reshape(v, [2, 37, 2, 20]), [0, 2, 1, 3]); "
+     "y = reshape(transpose(matmul(qh, kh, transpose_b=true) @ vh, [0, 2, 1, 3]), [2, 37, 40])",
+     false}, 6},
+    {{"input q: f32[3, 5, 12]; input v: f32[3, 5, 12]; "
+     "qh = transpose(reshape(q, [3, 5, 3, 4]), [0, 2, 1, 3]); "
+     "vh = transpose(reshape(v, [3, 5, 3, 4]), [0, 2, 1, 3]); "
+     "y = reshape(transpose(matmul(qh, qh, transpose_b=true) @ vh, [0, 2, 1, 3]), [3, 5, 12])",
+     false}, 5},
+    {{"input a: f32[3, 6, 5]; input b: f32[3, 6, 7]; input c: f32[7, 4, 3]; "
+     "input d: f32[3, 4, 5]; "
+     "y = transpose(transpose(a, [0, 2, 1]) @ b, [0, 2, 1]) + transpose(c, [2, 0, 1]) @ d",
+     false}, 0},
+};
+
 static void eval_random(Eval *ev, Graph *g, uint64_t seed, const char *what) {
   eval_init(ev, g);
   for (int i = 0; i < g->n_nodes; i++)
@@ -235,7 +264,9 @@ static void eval_random(Eval *ev, Graph *g, uint64_t seed, const char *what) {
     fail_msg("%s: reference: %s", what, err);
 }
 
-static void one_case(const Case *cs) {
+/* views >= 0: the graph gets passes/view.c after autodiff, and then at
+ * least that many matmuls must read or write through a view. */
+static void one_case(const Case *cs, int views) {
   char text[1024];
   snprintf(text, sizeof text, "model m() {\n  %s\n}\n", cs->body);
   for (char *p = text; *p; p++)
@@ -245,8 +276,26 @@ static void one_case(const Case *cs) {
   if (diag_protect(&c.d, diff_run, &c))
     fail_msg("%s: autodiff: %s", cs->body, c.d.msg);
   Graph *g = c.g;
+  Eval ev0; /* views: the reference before the rewrite, each transpose materialized */
+  if (views >= 0) {
+    eval_random(&ev0, g, 7, cs->body);
+    char err[512] = "";
+    int folded = pass_matmul_views(g), viewed = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+      viewed += g->nodes[i]->op == OP_MATMUL && g->nodes[i]->at.view;
+    if (folded == 0 || viewed < views || !graph_verify(g, err, sizeof err))
+      fail_msg("%s: %d transposes folded, %d matmuls viewing: %s", cs->body, folded, viewed,
+               err);
+  }
   Eval ev;
   eval_random(&ev, g, 7, cs->body);
+  for (int i = 0; i < g->n_nodes && views >= 0; i++) { /* every value as before, bit for bit */
+    const void *was = ev0.vals[i].data, *now = ev.vals[i].data;
+    if (was && now && memcmp(was, now, (size_t)node_bytes(g->nodes[i])))
+      fail_msg("%s: the reference's %s differs through views", cs->body, g->nodes[i]->name);
+  }
+  if (views >= 0)
+    eval_free(&ev0);
   int seen = 0, plain = 0;
   for (int i = 0; i < g->n_nodes; i++) {
     Node *n = g->nodes[i];
@@ -294,12 +343,20 @@ static void one_case(const Case *cs) {
 static void shapes(void **state) {
   ar = arena_new();
   for (int i = 0; i < countof(cases); i++)
-    one_case(&cases[i]);
+    one_case(&cases[i], -1);
   print_message("  %d cases; worst |kiln - reference| / bound: %.3g\n", countof(cases), worst);
   arena_free(ar);
 }
 
 /* Same bits on every run with 2 threads, and with 1. */
+/* Matmuls reading and writing through views: the same checks. */
+static void views(void **state) {
+  ar = arena_new();
+  for (int i = 0; i < countof(view_cases); i++)
+    one_case(&view_cases[i].c, view_cases[i].views);
+  arena_free(ar);
+}
+
 static void determinism(void **state) {
   static const char *const bodies[] = {
       "input a: f32[300, 500]; input b: f32[500, 260]; y = a @ b",
@@ -546,7 +603,8 @@ static void epilogue_in_place(void **state) {
 }
 
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(shapes), cmocka_unit_test(determinism),
+  const struct CMUnitTest tests[] = {cmocka_unit_test(shapes), cmocka_unit_test(views),
+                                     cmocka_unit_test(determinism),
                                      cmocka_unit_test(epilogues),
                                      cmocka_unit_test(epilogue_in_place)};
   int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -185,67 +185,71 @@ static void sized(Gemm *g) {
   g->pk->bufs[g->bp_buf].numel = g->s.kc * g->s.ldbp;
 }
 
-/* The offset of operand `in`'s matrix for flat batch index bt of `out`'s
- * batch axes (NumPy broadcasting: aligned at the right, size-1 axes
- * repeat); mat = elements per matrix. */
-static KExpr *batch_offset(Kernel *k, KExpr *bt, const Shape *out, int br, const Shape *in,
-                           int64_t mat) {
-  int bi = in->rank - 2;
-  int64_t st[MAX_RANK], acc = mat, inner = 1;
-  for (int d = bi - 1; d >= 0; d--)
-    st[d] = acc, acc *= in->dim[d];
+/* The offset, for flat batch index bt of the product's batch axes
+ * dim[0..br), of a matrix whose batch axes have strides st (0: broadcast). */
+static KExpr *batch_offset(Kernel *k, KExpr *bt, int br, const int64_t *dim,
+                           const int64_t *st) {
   KExpr *off = IC(0);
+  int64_t inner = 1;
   for (int d = br - 1; d >= 0; d--) {
-    int di = d - (br - bi);
-    if (di >= 0 && in->dim[di] > 1)
-      off = ADD(off, MUL(MOD(FDIV(bt, IC(inner)), IC(out->dim[d])), IC(st[di])));
-    inner *= out->dim[d];
+    if (st[d] && dim[d] > 1)
+      off = ADD(off, MUL(MOD(FDIV(bt, IC(inner)), IC(dim[d])), IC(st[d])));
+    inner *= dim[d];
   }
   return off;
 }
 
+/* A matmul, its operands and product where matmul_strides puts them (a
+ * view of a transposed operand included, passes/view.c): A is read in
+ * place at any strides; C's rows must be contiguous, and B's rows (copied
+ * into the panel) or its columns (gathered 16 at a time). */
 static bool matmul(Gemm *g) {
   Kernel *k = g->pk;
   const Node *n = gemm_node(g->k);
-  const Shape *as = &n->in[0]->shape, *bs = &n->in[1]->shape, *os = &n->shape;
-  int br = os->rank - 2;
-  int64_t m = os->dim[br], nn = os->dim[br + 1];
-  int64_t kk = n->at.ta ? as->dim[as->rank - 2] : as->dim[as->rank - 1];
+  MatStrides ms;
+  matmul_strides(n, &ms);
+  int br = ms.br;
+  int64_t m = ms.dim[br], nn = ms.dim[br + 1], kk = ms.k;
+  int64_t b_ks = ms.b[br], b_ns = ms.b[br + 1];
+  if (ms.c[br + 1] != 1 || (b_ns != 1 && b_ks != 1))
+    return false;
   g->batch = 1;
   for (int d = 0; d < br; d++)
-    g->batch *= os->dim[d];
+    g->batch *= ms.dim[d];
   g->m = m, g->n = nn, g->kb = 1, g->ki = kk;
   if (g->batch * m * nn * kk == 0)
     return false;
   sized(g);
   KExpr *bt = VAR(g->v_bt);
   g->a_buf = 0;
-  g->a_base = batch_offset(k, bt, os, br, as, m * kk);
-  g->a_rs = n->at.ta ? 1 : kk, g->a_ks = n->at.ta ? m : 1;
-  g->c_base = MUL(bt, IC(m * nn)), g->ldc = nn;
-  if (!n->at.tb && g->s.mb <= g->s.mr) { /* one row block per task: no panel */
-    g->b_direct = true, g->b_buf = 1, g->b_rs = nn;
-    g->b_base = batch_offset(k, bt, os, br, bs, kk * nn);
+  g->a_base = batch_offset(k, bt, br, ms.dim, ms.a);
+  g->a_rs = ms.a[br], g->a_ks = ms.a[br + 1];
+  g->c_base = n->at.view & 4 ? batch_offset(k, bt, br, ms.dim, ms.c) : MUL(bt, IC(m * nn));
+  g->ldc = ms.c[br];
+  if (b_ns == 1 && g->s.mb <= g->s.mr) { /* one row block per task: no panel */
+    g->b_direct = true, g->b_buf = 1, g->b_rs = b_ks;
+    g->b_base = batch_offset(k, bt, br, ms.dim, ms.b);
     return true;
   }
   KStmt *body = g->pack;
-  KExpr *bb = let(k, body, "bb", batch_offset(k, bt, os, br, bs, kk * nn)), *r, *c;
+  KExpr *bb = let(k, body, "bb", batch_offset(k, bt, br, ms.dim, ms.b)), *r, *c;
   KExpr *pc = VAR(g->v_pc), *n0 = VAR(g->v_n0), *ld = IC(g->s.ldbp);
-  if (!n->at.tb) { /* rows of b are contiguous: copy row segments */
+  if (b_ns == 1) { /* rows of b are contiguous: copy row segments */
     KStmt *lr = loop(k, body, "r", VAR(g->v_kc), KL_SERIAL, &r);
-    KExpr *src = let(k, lr, "src", ADD(bb, ADD(MUL(ADD(pc, r), IC(nn)), n0)));
+    KExpr *src = let(k, lr, "src", ADD(bb, ADD(MUL(ADD(pc, r), IC(b_ks)), n0)));
     KStmt *lc = loop(k, lr, "c", VAR(g->v_nb), KL_VECTOR, &c);
     ks_add(k, lc, ks_store(k, g->bp_buf, ADD(MUL(r, ld), c), LOAD(1, ADD(src, c))));
-  } else { /* b is [n, k]: a transpose, 16 columns at a time (16 rows of b
-             * read in step, each panel row written 16 floats at a time) */
+  } else { /* b's columns are contiguous (b^T): a transpose, 16 columns at a
+             * time (16 columns read in step, each panel row written 16
+             * floats at a time) */
     KExpr *cb, *c16;
     KStmt *lb = loop(k, body, "cb", FDIV(ADD(VAR(g->v_nb), IC(15)), IC(16)), KL_SERIAL, &cb);
     KExpr *cw = let(k, lb, "cw", MIN(IC(16), SUB(VAR(g->v_nb), MUL(cb, IC(16)))));
-    KExpr *src = let(k, lb, "src", ADD(bb, ADD(MUL(ADD(n0, MUL(cb, IC(16))), IC(kk)), pc)));
+    KExpr *src = let(k, lb, "src", ADD(bb, ADD(MUL(ADD(n0, MUL(cb, IC(16))), IC(b_ns)), pc)));
     KStmt *lr = loop(k, lb, "r", VAR(g->v_kc), KL_SERIAL, &r);
     KStmt *lc = loop(k, lr, "c", cw, KL_VECTOR, &c16);
     ks_add(k, lc, ks_store(k, g->bp_buf, ADD(MUL(r, ld), ADD(MUL(cb, IC(16)), c16)),
-                          LOAD(1, ADD(src, ADD(MUL(c16, IC(kk)), r)))));
+                          LOAD(1, ADD(src, ADD(MUL(c16, IC(b_ns)), r)))));
   }
   tail_zeros(g, body);
   return true;
