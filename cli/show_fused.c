@@ -152,8 +152,9 @@ static void dot_node(const Plan *p, const Node *n, FILE *f) {
                                          : "#eeeeee";
   fprintf(f, "    n%d [label=\"", n->id);
   dot_escape(f, n->name);
-  fprintf(f, "\\n%s\\n%s\", fillcolor=\"%s\"%s];\n", op_name(n->op),
-          node_type_str(n, tb, sizeof tb), fill,
+  fprintf(f, "\\n%s%s\\n%s\", fillcolor=\"%s\"%s];\n", op_name(n->op),
+          n->op == OP_MATMUL && n->at.view ? " (views)" : "", node_type_str(n, tb, sizeof tb),
+          fill,
           !leaf && p->internal[n->id] ? ", style=\"rounded,filled,dashed\"" : "");
 }
 
@@ -221,8 +222,22 @@ static void json_member(Cli *c, const Plan *p, const Node *n, FILE *f) {
     json_write_str(f, cli_loc(c, n->loc));
   else
     fprintf(f, "null");
-  fprintf(f, ", \"internal\": %s, \"backward\": %s}", p->internal[n->id] ? "true" : "false",
+  fprintf(f, ", \"internal\": %s, \"backward\": %s", p->internal[n->id] ? "true" : "false",
           n->is_backward ? "true" : "false");
+  if (n->op == OP_MATMUL && n->at.view) { /* passes/view.c: "a", "b", "out" -> perm */
+    static const char *const slot[] = {"a", "b", "out"};
+    fprintf(f, ", \"views\": {");
+    for (int v = 0, k = 0; v < 3; v++) {
+      if (!(n->at.view & (1 << v)))
+        continue;
+      fprintf(f, "%s\"%s\": [", k++ ? ", " : "", slot[v]);
+      for (int i = 0; i < (v < 2 ? n->in[v] : n)->shape.rank; i++)
+        fprintf(f, "%s%d", i ? ", " : "", n->at.perm[v][i]);
+      fprintf(f, "]");
+    }
+    fprintf(f, "}");
+  }
+  fprintf(f, "}");
 }
 
 static void json_kernel(Cli *c, const Plan *p, int k, const FuseGroup *G, FILE *f) {

@@ -378,6 +378,15 @@ if [ "$(views_of "$out")" = 24 ] && ! grep -q "^kernel [0-9]*: transpose t4[0-9]
 else
   echo "FAIL: $(views_of "$out") views, not 24"; fails=$((fails + 1))
 fi
+expect 0 "show --stage fused --train --format json: the views" -- "$KILN" show \
+  models/transformer.kiln --stage fused --train --format json
+if "$PY" - "$out" <<'PY'; then echo "ok: json lists 12 viewing matmuls"; else
+import json, sys
+views = [m["views"] for k in json.load(open(sys.argv[1]))["kernels"] for m in k["members"]
+         if "views" in m]
+assert len(views) == 12 and {"a": [0, 2, 1, 3], "b": [0, 2, 1, 3]} in views, views
+PY
+  echo "FAIL: json views"; fails=$((fails + 1)); fi
 for off in "--fuse=eltwise,reduce,multi,epilogue,row,scatter,deriv" "--target cuda"; do
   expect 0 "show --stage fused --train $off: no views" -- "$KILN" show models/transformer.kiln \
     --stage fused --train $off
