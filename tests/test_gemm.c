@@ -249,6 +249,12 @@ static const struct {
      "input d: f32[3, 4, 5]; "
      "y = transpose(transpose(a, [0, 2, 1]) @ b, [0, 2, 1]) + transpose(c, [2, 0, 1]) @ d",
      false}, 0},
+    /* a view beside a broadcast 2-D operand, and a result viewed with the
+     * batch axis moved: [T, N, D] @ [D, E], [N, T, E] -> [T, N, E] */
+    {{"input x: f32[4, 18, 5]; input w: f32[5, 7]; input z: f32[4, 18, 7]; "
+      "y = transpose(x, [1, 0, 2]) @ w + transpose(x @ w + z, [1, 0, 2]) + "
+      "transpose(z @ transpose(w), [1, 0, 2]) @ w",
+      false}, 2},
 };
 
 static void eval_random(Eval *ev, Graph *g, uint64_t seed, const char *what) {
