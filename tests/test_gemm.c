@@ -57,6 +57,10 @@ static const Case cases[] = {
     {"input a: f32[9, 11]; input b: f32[19, 9]; y = matmul(a, b, transpose_a=true, "
      "transpose_b=true) + matmul(a, transpose(b), transpose_a=true)", false},
     {"input a: f32[2, 23, 3]; input b: f32[2, 23, 70]; y = matmul(a, b, transpose_a=true)", false},
+    /* batch axes that only stack rows (one B): one GEMM of 111 and 54 rows;
+     * the weight's gradient one product over the stacked rows */
+    {"input a: f32[3, 37, 20]; input b: f32[20, 50]; y = a @ b", false},
+    {"input a: f32[2, 3, 9, 20]; input b: f32[50, 20]; y = matmul(a, b, transpose_b=true)", false},
     /* one-vector tiles (N <= 16): 16 rows with 32 vector registers (AVX-512),
      * whole tiles, a 3-row remainder; the attention's batched Q K^T */
     {"input a: f32[35, 9]; input b: f32[9, 16]; y = a @ b", false},

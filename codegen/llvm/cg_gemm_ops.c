@@ -9,7 +9,8 @@
  * kir_eval's bits.
  *
  *   op                 batch   M     N        KB x KI           A (in place)          B (packed)
- *   matmul             batch   m     n        1 x k             a (ta: transposed)    b rows / b^T
+ *   matmul             batch   m     n        1 x k             a (any strides)       b rows / b^T
+ *   (b broadcast)      1       b*m   n        1 x k             a's stacked rows      b rows / b^T
  *   conv2d             N*G     Og    Ho*Wo    1 x Cg*kh*kw      w[o, c, i, j]         im2col of x
  *   conv_transpose2d   N*G     Cog   Ho*Wo    kh*kw x Cig       w[c, o, i, j] per tap windows covering
  *   conv2d_back_w      G       Og    Cg*kh*kw N x Ho*Wo         gy[b, o, p]           im2col^T of x
@@ -199,6 +200,23 @@ static KExpr *batch_offset(Kernel *k, KExpr *bt, int br, const int64_t *dim,
   return off;
 }
 
+/* Whether the batch axes only stack rows: B the same matrix for every
+ * batch element, A's and C's matrices one after another (a dense layer on
+ * [N, T, D], the weight broadcast).  Then the matmul is one GEMM of
+ * batch x M rows: B packed once per task instead of once per batch element
+ * and task, and row blocks across the batch.  Each output is the same sum,
+ * so the same bits. */
+static bool stacked_rows(const MatStrides *ms) {
+  int br = ms->br;
+  int64_t ra = ms->dim[br] * ms->a[br], rc = ms->dim[br] * ms->c[br];
+  for (int d = br - 1; d >= 0; d--) {
+    if (ms->dim[d] > 1 && (ms->b[d] != 0 || ms->a[d] != ra || ms->c[d] != rc))
+      return false;
+    ra *= ms->dim[d], rc *= ms->dim[d];
+  }
+  return br > 0;
+}
+
 /* A matmul, its operands and product where matmul_strides puts them (a
  * view of a transposed operand included, passes/view.c): A is read in
  * place at any strides; C's rows must be contiguous, and B's rows (copied
@@ -216,23 +234,26 @@ static bool matmul(Gemm *g) {
   g->batch = 1;
   for (int d = 0; d < br; d++)
     g->batch *= ms.dim[d];
+  int nb = br; /* batch axes the offsets walk: none when they only stack rows */
+  if (stacked_rows(&ms))
+    m *= g->batch, g->batch = 1, nb = 0;
   g->m = m, g->n = nn, g->kb = 1, g->ki = kk;
   if (g->batch * m * nn * kk == 0)
     return false;
   sized(g);
   KExpr *bt = VAR(g->v_bt);
   g->a_buf = 0;
-  g->a_base = batch_offset(k, bt, br, ms.dim, ms.a);
+  g->a_base = batch_offset(k, bt, nb, ms.dim, ms.a);
   g->a_rs = ms.a[br], g->a_ks = ms.a[br + 1];
-  g->c_base = n->at.view & 4 ? batch_offset(k, bt, br, ms.dim, ms.c) : MUL(bt, IC(m * nn));
+  g->c_base = n->at.view & 4 ? batch_offset(k, bt, nb, ms.dim, ms.c) : MUL(bt, IC(m * nn));
   g->ldc = ms.c[br];
   if (b_ns == 1 && g->s.mb <= g->s.mr) { /* one row block per task: no panel */
     g->b_direct = true, g->b_buf = 1, g->b_rs = b_ks;
-    g->b_base = batch_offset(k, bt, br, ms.dim, ms.b);
+    g->b_base = batch_offset(k, bt, nb, ms.dim, ms.b);
     return true;
   }
   KStmt *body = g->pack;
-  KExpr *bb = let(k, body, "bb", batch_offset(k, bt, br, ms.dim, ms.b)), *r, *c;
+  KExpr *bb = let(k, body, "bb", batch_offset(k, bt, nb, ms.dim, ms.b)), *r, *c;
   KExpr *pc = VAR(g->v_pc), *n0 = VAR(g->v_n0), *ld = IC(g->s.ldbp);
   if (b_ns == 1) { /* rows of b are contiguous: copy row segments */
     KStmt *lr = loop(k, body, "r", VAR(g->v_kc), KL_SERIAL, &r);
