@@ -134,6 +134,8 @@ int main(int argc, char **argv) {
     build_train_step(g, &d, &ts);
   if (!po.fuse.no_view) /* as kiln's cli_train_passes and cli_inference_passes */
     pass_matmul_views(g);
+  if (!po.fuse.no_batchsum)
+    pass_matmul_batch_sums(g);
   if (!infer) {
     pass_step_transposes(g);
     if (!po.fuse.no_deriv)

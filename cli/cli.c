@@ -124,7 +124,7 @@ static int set_opt(Cli *c, const Opt *o, const char *val) {
   case 'F':
     if (!fuse_opts_parse(val, &c->plan.fuse))
       return cli_usage_error(c->cmd, "--fuse must be none, all or a comma list of eltwise, "
-                             "reduce, row, multi, epilogue, fold, scatter, deriv, view; got '%s'",
+                             "reduce, row, multi, epilogue, fold, scatter, deriv, view, batchsum; got '%s'",
                              val);
     c->fuse_given = true;
     return EXIT_OK;
@@ -219,6 +219,7 @@ int cli_parse(Cli *c, int argc, char **argv, const char *allowed, bool *help) {
     c->plan.fuse.no_row = true;
     c->plan.fuse.no_reduce = true;
     c->plan.fuse.no_view = true; /* cuda_gemm.c reads no views: they would take the loop nest */
+    c->plan.fuse.no_batchsum = true; /* nor sums over batch axes */
   }
   return EXIT_OK;
 }
@@ -253,6 +254,8 @@ Node **cli_step_roots(Cli *c, Graph *g, bool train, TrainStep *ts, int *n) {
 void cli_inference_passes(Cli *c, Graph *g) {
   if (!c->plan.fuse.no_view)
     pass_matmul_views(g);
+  if (!c->plan.fuse.no_batchsum)
+    pass_matmul_batch_sums(g);
   if (c->no_prepack)
     return; /* a folded weight would be computed on every call */
   if (!c->plan.fuse.no_fold)
@@ -263,6 +266,8 @@ void cli_inference_passes(Cli *c, Graph *g) {
 void cli_train_passes(Cli *c, Graph *g) {
   if (!c->plan.fuse.no_view)
     pass_matmul_views(g);
+  if (!c->plan.fuse.no_batchsum)
+    pass_matmul_batch_sums(g);
   pass_step_transposes(g);
   if (!c->plan.fuse.no_deriv)
     pass_share_derivatives(g);

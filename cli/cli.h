@@ -90,26 +90,30 @@ extern const Command cmd_check, cmd_show, cmd_run, cmd_init, cmd_train, cmd_buil
 
 /* --fuse in the help of every command that compiles or plans (passes.h,
  * fuse.c, says what each kind does). */
-#define CLI_FUSE_HELP                                                                       \
-  "  --fuse=LIST              operator fusion: all (default; with --target cuda all\n"   \
-  "                           but row, reduce and view), none, or a comma list of\n"      \
-  "                           the kinds to do: eltwise (a chain of elementwise ops of\n"   \
-  "                           one shape in one loop, with the slices and reshapes\n"      \
-  "                           they read), reduce (elementwise producers\n"                \
-  "                           recomputed inside the reduction, softmax, loss or data\n"    \
-  "                           movement op that reads them), multi (results of the\n"       \
-  "                           step, e.g. an optimizer's new values, as extra outputs\n"    \
-  "                           of one elementwise kernel), epilogue (a matmul or\n"        \
-  "                           convolution and the elementwise ops after it: bias,\n"      \
-  "                           activation, residual add), fold (at inference, a\n"        \
-  "                           batchnorm after a convolution folded into its weights;\n"  \
-  "                           last bits differ), row (layer and batch norm's\n"      \
-  "                           reductions, consumers), scatter (a split's gradient\n" \
-  "                           summed in one kernel), deriv (in training, gelu's\n"       \
-  "                           derivative computed and stored by gelu's kernel),\n"      \
-  "                           view (a transpose a matmul reads or writes folded\n"    \
-  "                           into its strides: attention's heads; not with\n"         \
-  "                           --target cuda by default); fused values get no buffer\n"
+#define CLI_FUSE_HELP                                                                   \
+  "  --fuse=LIST              operator fusion: all (default; with --target cuda\n"       \
+  "                           all but row, reduce, view and batchsum), none, or a\n"     \
+  "                           comma list of the kinds to do: eltwise (a chain of\n"      \
+  "                           elementwise ops of one shape in one loop, with the\n"      \
+  "                           slices and reshapes they read), reduce (elementwise\n"     \
+  "                           producers recomputed inside the reduction, softmax,\n"     \
+  "                           loss or data movement op that reads them), multi\n"        \
+  "                           (results of the step, e.g. an optimizer's new\n"           \
+  "                           values, as extra outputs of one elementwise kernel),\n"    \
+  "                           epilogue (a matmul or convolution and the\n"               \
+  "                           elementwise ops after it: bias, activation, residual\n"    \
+  "                           add), fold (at inference, a batchnorm after a\n"           \
+  "                           convolution folded into its weights; last bits\n"          \
+  "                           differ), row (layer and batch norm's reductions,\n"        \
+  "                           consumers), scatter (a split's gradient summed in\n"       \
+  "                           one kernel), deriv (in training, gelu's derivative\n"      \
+  "                           computed and stored by gelu's kernel), view (a\n"          \
+  "                           transpose a matmul reads or writes folded into its\n"      \
+  "                           strides: attention's heads; not with --target cuda\n"      \
+  "                           by default), batchsum (a sum over a matmul's batch\n"      \
+  "                           axes done by the matmul: weight gradients of dense\n"      \
+  "                           layers on [N, T, D]; not with --target cuda by\n"          \
+  "                           default); fused values get no buffer\n"
 
 /* The rewrites an inference graph gets before planning (kiln run, build,
  * bench), unless --no-prepack: batchnorm folded into convolution weights

@@ -70,17 +70,17 @@ static const char build_help[] =
     "  --seed N                 initialization seed (default 0; with --train: the\n"
     "                           train section's, which also seeds shuffling)\n"
     "  -D, --define NAME=VALUE  override a model constant (e.g. the batch: -D N=32)\n"
-    "  --model NAME             which model of the file (default: the first)\n"
+    "  --model NAME             which model of the file (default: the first)\n";
+
+/* The rest of build's help (one literal would pass C's 4095 characters). */
+static const char build_help_end[] =
     CLI_FUSE_HELP
     "                           (see kiln show --stage fused)\n"
     "  --no-inplace, --no-share, --schedule=default|min-memory, --verify-plan\n"
     "                           memory-planning switches (see kiln show --stage plan)\n"
     "  --no-prepack             no transposed copy of matmul weights for inference\n"
     "                           (by default kiln_prepare makes it once, when the\n"
-    "                           program loads its weights; same results)\n";
-
-/* The rest of build's help (one literal would pass C's 4095 characters). */
-static const char build_help_end[] =
+    "                           program loads its weights; same results)\n"
     "  --threads N              compile on N threads (default: one per core); the\n"
     "                           program's code is then N object files linked together\n"
     "  -v, --verbose            print the plans and where the time went\n"

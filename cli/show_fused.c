@@ -72,7 +72,15 @@ static const char *mode(const Plan *p) { return p->g->training ? "training step"
 
 /* --- text ----------------------------------------------------------------- */
 
-/* A matmul's folded transposes (passes/view.c), one line each. */
+/* The axes whose bits are set, as "0, 2". */
+static void bit_list(FILE *f, unsigned bits) {
+  for (int d = 0, k = 0; d < 32; d++)
+    if (bits & (1u << d))
+      fprintf(f, "%s%d", k++ ? ", " : "", d);
+}
+
+/* A matmul's folded transposes (passes/view.c), one line each, and its
+ * folded sum (batchsum.c). */
 static void text_views(const Node *n, FILE *f) {
   for (int v = 0; v < 3 && n->op == OP_MATMUL; v++) {
     if (!(n->at.view & (1 << v)))
@@ -83,6 +91,11 @@ static void text_views(const Node *n, FILE *f) {
     for (int i = 0; i < x->shape.rank; i++)
       fprintf(f, "%s%d", i ? ", " : "", n->at.perm[v][i]);
     fprintf(f, "]: folded into its strides (kind view), no transpose kernel\n");
+  }
+  if (n->op == OP_MATMUL && n->at.bsum) {
+    fprintf(f, "  %s sums its products over batch axes [", n->name);
+    bit_list(f, n->at.bsum);
+    fprintf(f, "] as it computes them (kind batchsum): the products are never stored\n");
   }
 }
 
@@ -153,7 +166,11 @@ static void dot_node(const Plan *p, const Node *n, FILE *f) {
   fprintf(f, "    n%d [label=\"", n->id);
   dot_escape(f, n->name);
   fprintf(f, "\\n%s%s\\n%s\", fillcolor=\"%s\"%s];\n", op_name(n->op),
-          n->op == OP_MATMUL && n->at.view ? " (views)" : "", node_type_str(n, tb, sizeof tb),
+          n->op != OP_MATMUL ? ""
+          : n->at.bsum       ? (n->at.view ? " (views, batch sum)" : " (batch sum)")
+          : n->at.view       ? " (views)"
+                             : "",
+          node_type_str(n, tb, sizeof tb),
           fill,
           !leaf && p->internal[n->id] ? ", style=\"rounded,filled,dashed\"" : "");
 }
@@ -236,6 +253,11 @@ static void json_member(Cli *c, const Plan *p, const Node *n, FILE *f) {
       fprintf(f, "]");
     }
     fprintf(f, "}");
+  }
+  if (n->op == OP_MATMUL && n->at.bsum) { /* passes/batchsum.c: the summed batch axes */
+    fprintf(f, ", \"batch_sum\": [");
+    bit_list(f, n->at.bsum);
+    fprintf(f, "]");
   }
   fprintf(f, "}");
 }

@@ -58,6 +58,8 @@ static int reduction(const Node *n) {
 static int matmul(const Node *n, const int *st) {
   const Node *a = n->in[0], *b = n->in[1];
   int r = n->shape.rank;
+  if (n->at.bsum) /* a sum over batch axes (passes/batchsum.c): rows mix */
+    return MIXED;
   for (int i = 0; i < 3; i++) /* a view (passes/view.c) must keep the first axis first */
     if ((n->at.view & (1 << i)) && n->at.perm[i][0] != 0)
       return MIXED;

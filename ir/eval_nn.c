@@ -14,6 +14,7 @@
  * visible downstream instead of reading out of bounds or silently using 0.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "eval_internal.h"
@@ -31,6 +32,11 @@ void eval_matmul(const Node *n, RtTensor *out, const RtTensor *const *in, EvalCt
   int64_t m = s.dim[br], nn = s.dim[br + 1], nbatch = 1;
   for (int d = 0; d < br; d++)
     nbatch *= s.dim[d];
+  /* summed batch axes (Attrs.bsum): each product rounded to f32, as the
+   * matmul's value was, then added up in double from 0 in row-major order,
+   * as eval_reduce sums it */
+  double *tot = n->at.bsum ? calloc((size_t)rt_numel(out), sizeof *tot) : NULL;
+  ASSERT(!n->at.bsum || tot || rt_numel(out) == 0);
   for (int64_t bi = 0; bi < nbatch; bi++) {
     int64_t rem = bi, oa = 0, ob = 0, oc = 0;
     for (int d = br - 1; d >= 0; d--) {
@@ -44,9 +50,17 @@ void eval_matmul(const Node *n, RtTensor *out, const RtTensor *const *in, EvalCt
         for (int64_t p = 0; p < s.k; p++)
           acc += (double)a[oa + i * s.a[br] + p * s.a[br + 1]] *
                  b[ob + p * s.b[br] + j * s.b[br + 1]];
-        y[oc + i * s.c[br] + j * s.c[br + 1]] = (float)acc;
+        int64_t at = oc + i * s.c[br] + j * s.c[br + 1];
+        if (tot)
+          tot[at] += (double)(float)acc;
+        else
+          y[at] = (float)acc;
       }
   }
+  if (tot)
+    for (int64_t i = 0; i < rt_numel(out); i++)
+      y[i] = (float)tot[i];
+  free(tot);
 }
 
 /* --- convolutions ----------------------------------------------------------- */

@@ -203,6 +203,13 @@ typedef struct Attrs {
    * transpose(product, perm[2]).  See matmul_strides. */
   uint8_t view;
   int8_t perm[3][MAX_RANK];
+  /* matmul summing its product over batch axes (passes/batchsum.c; never
+   * from the language): bit d of `bsum` set, the product's batch axis d is
+   * summed, as sum(product, axes, keepdims=true) would (its dim is 1 in the
+   * node's shape); each batch element's product rounded to f32 first, then
+   * added from 0 in row-major order of the summed axes.  Not with view
+   * bit 2.  See matmul_strides. */
+  uint8_t bsum;
   double p;               /* dropout drop probability */
   uint64_t seed;          /* dropout */
   DType to;               /* cast, full, arange: result dtype */
@@ -485,7 +492,8 @@ bool axis_norm(int *axis, int rank);
  * P(.., i, j) at the node's offset sum_d idx[d] c[d] + i c[br] + j c[br+1].
  * Broadcast batch axes have stride 0; ta / tb and the views (Attrs.view)
  * are folded in, so every reader of a matmul computes through this one
- * description. */
+ * description.  A batch axis summed (Attrs.bsum) has c[d] = 0: all its
+ * products land on the same matrix, added up in order. */
 typedef struct MatStrides {
   int br;
   int64_t dim[MAX_RANK]; /* P's dims: batch axes, then M, N */

@@ -26,35 +26,61 @@
 
 /* --- matmul ------------------------------------------------------------------ */
 
+/* acc = sum_p A(ao, p) B(bo, p) from 0, p ascending, one fma per term
+ * (decls into body); acc's variable. */
+static int dot(Kernel *k, KStmt *body, const MatStrides *ms, KExpr *ao, KExpr *bo) {
+  int br = ms->br, acc = kir_var(k, "acc", KT_F32);
+  ks_add(k, body, ks_decl(k, acc, FC(0)));
+  KExpr *p;
+  KStmt *l = lw_for(k, body, "p", ms->k, KL_REDUCE, &p);
+  KExpr *av = LOAD(0, ADD(ao, MUL(p, IC(ms->a[br + 1]))));
+  KExpr *bv = LOAD(1, ADD(bo, MUL(p, IC(ms->b[br]))));
+  if (ms->k > 0)
+    ks_add(k, l, ks_set(k, acc, ke_fma(k, av, bv, VAR(acc))));
+  return acc;
+}
+
 /* out[.., i, j] = sum_p a[.., i, p] b[.., p, j] (a's / b's last two axes
  * swapped when ta / tb), the batch axes broadcast, p ascending; operands
- * and result where matmul_strides puts them (views included). */
+ * and result where matmul_strides puts them (views included).  Batch axes
+ * summed (Attrs.bsum, passes/batchsum.c) loop inside each output element:
+ * tot = 0, then tot + each batch element's sum, in row-major order (the
+ * unfused sum kernel's order, ir/lower_reduce.c: the same bits). */
 Kernel *lower_matmul(Arena *a, const Node *n) {
   Kernel *k = lw_kernel(a, n);
   MatStrides ms;
   matmul_strides(n, &ms);
-  int br = ms.br, r = br + 2;
-  int64_t st[LW_OPS][MAX_RANK];
+  int br = ms.br, r = br + 2, nk = 0, ns_ = 0;
+  int64_t st[LW_OPS][MAX_RANK], sst[LW_OPS][MAX_RANK], kd[MAX_RANK], sd[MAX_RANK];
   if (shape_numel(&n->shape) == 0)
     return k;
   for (int d = 0; d < r; d++) {
-    st[0][d] = ms.c[d];
-    st[1][d] = d < br ? ms.a[d] : d == br ? ms.a[br] : 0;
-    st[2][d] = d < br ? ms.b[d] : d == br ? 0 : ms.b[br + 1];
+    bool summed = d < br && (n->at.bsum & (1 << d));
+    int64_t(*to)[MAX_RANK] = summed ? sst : st;
+    int j = summed ? ns_++ : nk++;
+    (summed ? sd : kd)[j] = ms.dim[d];
+    to[0][j] = ms.c[d];
+    to[1][j] = d < br ? ms.a[d] : d == br ? ms.a[br] : 0;
+    to[2][j] = d < br ? ms.b[d] : d == br ? 0 : ms.b[br + 1];
   }
-  Nest ns;
-  lw_nest(k, k->body, r, ms.dim, 3, st, NEST_ROWS, &ns);
-  KExpr *ao = lw_bind(k, ns.body, "ao", lw_at(k, &ns, 1, 0));
-  KExpr *bo = lw_bind(k, ns.body, "bo", lw_at(k, &ns, 2, 0));
-  int acc = kir_var(k, "acc", KT_F32);
-  ks_add(k, ns.body, ks_decl(k, acc, FC(0)));
-  KExpr *p;
-  KStmt *l = lw_for(k, ns.body, "p", ms.k, KL_REDUCE, &p);
-  KExpr *av = LOAD(0, ADD(ao, MUL(p, IC(ms.a[br + 1]))));
-  KExpr *bv = LOAD(1, ADD(bo, MUL(p, IC(ms.b[br]))));
-  if (ms.k > 0)
-    ks_add(k, l, ks_set(k, acc, ke_fma(k, av, bv, VAR(acc))));
-  ks_add(k, ns.body, ks_store(k, lw_out(n), lw_at(k, &ns, 0, 0), VAR(acc)));
+  Nest ns, ni;
+  lw_nest(k, k->body, nk, kd, 3, st, NEST_ROWS, &ns);
+  KExpr *ao = lw_at(k, &ns, 1, 0), *bo = lw_at(k, &ns, 2, 0);
+  if (!ns_) {
+    int acc = dot(k, ns.body, &ms, lw_bind(k, ns.body, "ao", ao), lw_bind(k, ns.body, "bo", bo));
+    ks_add(k, ns.body, ks_store(k, lw_out(n), lw_at(k, &ns, 0, 0), VAR(acc)));
+    return k;
+  }
+  int tot = kir_var(k, "tot", KT_F32);
+  ks_add(k, ns.body, ks_decl(k, tot, FC(0)));
+  for (int d = 0; d < ns_; d++) /* the nest's operands: a, b */
+    sst[0][d] = sst[1][d], sst[1][d] = sst[2][d];
+  lw_nest(k, ns.body, ns_, sd, 2, sst, NEST_REDUCE, &ni);
+  KExpr *sa = lw_bind(k, ni.body, "ao", ADD(ao, lw_at(k, &ni, 0, 0)));
+  KExpr *sb = lw_bind(k, ni.body, "bo", ADD(bo, lw_at(k, &ni, 1, 0)));
+  int acc = dot(k, ni.body, &ms, sa, sb);
+  ks_add(k, ni.body, ks_set(k, tot, ADD(VAR(tot), VAR(acc))));
+  ks_add(k, ns.body, ks_store(k, lw_out(n), lw_at(k, &ns, 0, 0), VAR(tot)));
   return k;
 }
 

@@ -88,6 +88,10 @@ void attrs_print(const Node *n, FILE *f) {
         fprintf(f, "%s%d", i ? ", " : "", a->perm[v][i]);
       fprintf(f, "]");
     }
+  if (n->op == OP_MATMUL && a->bsum) /* passes/batchsum.c */
+    for (int d = 0, k = 0; d < MAX_RANK; d++)
+      if (a->bsum & (1 << d))
+        fprintf(f, "%s%d%s", k++ ? ", " : " sum_batch=[", d, a->bsum >> (d + 1) ? "" : "]");
 }
 
 static const char *role(const Node *n) {

@@ -53,12 +53,29 @@ Shape matmul_view_shape(const Node *n, int i, const Shape *x) {
   return v;
 }
 
-/* The product's shape, [.., M, N], before any view of the result. */
+/* Batch axis d of a product of rank r: the operands' dim there, aligned
+ * at the right (1 where an operand broadcasts). */
+static int64_t batch_dim(const Node *n, int d, int r) {
+  int64_t dim = 1;
+  for (int i = 0; i < 2; i++) {
+    Shape v = matmul_view_shape(n, i, &n->in[i]->shape);
+    int xd = d - (r - v.rank);
+    if (xd >= 0 && v.dim[xd] != 1)
+      dim = v.dim[xd];
+  }
+  return dim;
+}
+
+/* The product's shape, [.., M, N], before any view of the result or sum
+ * over its batch axes. */
 static Shape product_shape(const Node *n) {
   Shape p = n->shape;
   if (n->at.view & 4)
     for (int d = 0; d < p.rank; d++)
       p.dim[n->at.perm[2][d]] = n->shape.dim[d];
+  for (int d = 0; d < p.rank - 2; d++)
+    if (n->at.bsum & (1 << d))
+      p.dim[d] = batch_dim(n, d, p.rank);
   return p;
 }
 
@@ -97,6 +114,9 @@ void matmul_strides(const Node *n, MatStrides *s) {
   contiguous(&n->shape, ocs);
   for (int d = 0; d < p.rank; d++)
     s->c[n->at.view & 4 ? n->at.perm[2][d] : d] = ocs[d];
+  for (int d = 0; d < br; d++) /* summed: every batch element adds into the same matrix */
+    if (n->at.bsum & (1 << d))
+      s->c[d] = 0;
 }
 
 bool shape_matmul(Node *n, ShapeErr *e) {
@@ -132,6 +152,11 @@ bool shape_matmul(Node *n, ShapeErr *e) {
   batch.dim[batch.rank++] = nn;
   if ((n->at.view & 4) && !perm_ok(n, 2, batch.rank))
     return shape_fail(e, -1, "matmul: the view of the result is not a permutation of its axes");
+  if (n->at.bsum && ((n->at.view & 4) || n->at.bsum >> (batch.rank - 2)))
+    return shape_fail(e, -1, "matmul: the summed axes are not batch axes of the product");
+  for (int d = 0; d < batch.rank - 2; d++)
+    if (n->at.bsum & (1 << d))
+      batch.dim[d] = 1; /* passes/batchsum.c: kept, as keepdims */
   n->shape = matmul_view_shape(n, 2, &batch);
   n->dtype = DT_F32;
   return true;

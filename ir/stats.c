@@ -37,9 +37,12 @@ double flops_reduce(const Node *n) { return numel_d(&n->in[0]->shape); }
 double flops_softmax(const Node *n) { return 5.0 * numel_d(&n->shape); }
 
 double flops_matmul(const Node *n) {
-  const Shape *a = &n->in[0]->shape;
-  double k = (double)a->dim[a->rank - (n->at.ta ? 2 : 1)];
-  return 2.0 * numel_d(&n->shape) * k; /* numel(out) = batch * M * N */
+  MatStrides ms; /* views and summed batch axes included */
+  matmul_strides(n, &ms);
+  double p = 1.0;
+  for (int d = 0; d < ms.br + 2; d++)
+    p *= (double)ms.dim[d];
+  return 2.0 * p * (double)ms.k; /* the product's batch * M * N, times K */
 }
 
 double flops_conv2d(const Node *n) {

@@ -85,12 +85,12 @@
 #include "passes.h"
 
 static const char *const kinds[] = {"eltwise", "reduce",  "multi", "epilogue", "fold",
-                                    "row",     "scatter", "deriv", "view"};
+                                    "row",     "scatter", "deriv", "view",     "batchsum"};
 
 static bool *kind_off(FuseOpts *o, int i) {
   bool *off[] = {&o->no_eltwise, &o->no_reduce, &o->no_multi,   &o->no_epilogue,
                  &o->no_fold,    &o->no_row,    &o->no_scatter, &o->no_deriv,
-                 &o->no_view};
+                 &o->no_view,    &o->no_batchsum};
   return off[i];
 }
 

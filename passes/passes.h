@@ -101,6 +101,19 @@ int pass_step_transposes(Graph *g);
  * Run after autodiff, before pass_step_transposes / pass_prepack, when
  * the kind is on.  Returns the number of transposes folded. */
 int pass_matmul_views(Graph *g);
+/* Whether n is a value the step hands out (an output, the loss, an update
+ * value): a rewrite must leave its node as it is. */
+bool pass_is_step_result(const Graph *g, const Node *n);
+/* n becomes matmul m (its inputs) with attributes at: a node rewritten in
+ * place keeps its id, name, shape and readers. */
+void pass_become_matmul(const Graph *g, Node *n, const Node *m, const Attrs *at);
+
+/* --- batchsum.c --- */
+/* Rewrites sum(matmul(..), batch axes, keepdims) whose matmul it alone
+ * reads into one matmul summing those axes (Attrs.bsum): the products are
+ * never stored, the same bits.  Run after pass_matmul_views when the kind
+ * is on.  Returns the number of sums folded. */
+int pass_matmul_batch_sums(Graph *g);
 
 /* --- memory planning: schedule.c, lifetime.c, inplace.c, memplan.c ---
  *
@@ -152,6 +165,8 @@ enum { PLAN_ALIGN = 64 };
  *            backward's kernel reads gelu'(x) instead of recomputing it.
  *   view     a transpose read by a matmul, or of a matmul's result, is
  *            folded into the matmul's strides (view.c): no kernel.
+ *   batchsum a sum over a matmul's batch axes, its only reader, is done by
+ *            the matmul (batchsum.c): the products are never stored.
  * A member that is not a result (nor read by another kernel) is internal:
  * it never gets a buffer, and the memory plan does not see it.  Each value that ends a group records
  * why fusion stopped there (Plan.why). */
@@ -165,8 +180,10 @@ typedef struct FuseOpts {
   bool no_scatter;  /* --fuse without scatter: an add_n of slice_backs as one kernel */
   bool no_deriv;    /* --fuse without deriv: gelu' computed beside gelu (deriv.c) */
   bool no_view;     /* --fuse without view: transposes read or written by a matmul (view.c) */
+  bool no_batchsum; /* --fuse without batchsum: a sum over a matmul's batch axes (batchsum.c) */
 } FuseOpts;
-#define FUSE_NONE ((FuseOpts){true, true, true, true, true, true, true, true, true}) /* --fuse=none */
+#define FUSE_NONE                                                                              \
+  ((FuseOpts){true, true, true, true, true, true, true, true, true, true}) /* --fuse=none */
 
 typedef struct FuseGroup {
   Node *anchor;    /* the last member: its kernel's name and iteration space */

@@ -66,8 +66,7 @@ static bool view_operand(Node *n, int i) {
   return true;
 }
 
-/* Whether n is a value the step hands out (so it must keep its layout). */
-static bool is_result(const Graph *g, const Node *n) {
+bool pass_is_step_result(const Graph *g, const Node *n) {
   for (int i = 0; i < g->n_outputs; i++)
     if (g->outputs[i].node == n)
       return true;
@@ -82,20 +81,24 @@ static bool is_result(const Graph *g, const Node *n) {
 static bool view_result(const Graph *g, const Users *us, Node *t) {
   Node *m = t->in[0];
   int r = t->shape.rank;
-  if (m->op != OP_MATMUL || (m->at.view & 4) || is_result(g, m) ||
+  if (m->op != OP_MATMUL || (m->at.view & 4) || pass_is_step_result(g, m) ||
       us->off[m->id + 1] - us->off[m->id] != 1 || perm_of(t)[r - 1] != r - 1)
     return false;
   Attrs at = m->at;
   for (int d = 0; d < r; d++)
     at.perm[2][d] = (int8_t)perm_of(t)[d];
   at.view |= 4;
-  t->op = OP_MATMUL;
-  t->n_in = 2;
-  t->in = arena_alloc(g->arena, 2 * sizeof(Node *));
-  t->in[0] = m->in[0];
-  t->in[1] = m->in[1];
-  t->at = at;
+  pass_become_matmul(g, t, m, &at);
   return true;
+}
+
+void pass_become_matmul(const Graph *g, Node *n, const Node *m, const Attrs *at) {
+  n->op = OP_MATMUL;
+  n->n_in = 2;
+  n->in = arena_alloc(g->arena, 2 * sizeof(Node *));
+  n->in[0] = m->in[0];
+  n->in[1] = m->in[1];
+  n->at = *at;
 }
 
 int pass_matmul_views(Graph *g) {

@@ -314,7 +314,7 @@ fi
 
 # --- fusion: --fuse, show --stage fused, bench -------------------------------------
 expect 2 "--fuse=bogus" -- "$KILN" show models/lenet5.kiln --stage fused --fuse=bogus
-contains "$err" "--fuse must be none, all or a comma list of eltwise, reduce, row, multi, epilogue, fold, scatter, deriv, view; got 'bogus'"
+contains "$err" "--fuse must be none, all or a comma list of eltwise, reduce, row, multi, epilogue, fold, scatter, deriv, view, batchsum; got 'bogus'"
 expect 2 "--fuse with an empty kind" -- "$KILN" run models/mlp.kiln --random-inputs --fuse eltwise,
 expect 2 "--fuse where nothing is fused" -- "$KILN" show models/lenet5.kiln --fuse=none
 for c in run train build show bench; do
@@ -387,11 +387,30 @@ views = [m["views"] for k in json.load(open(sys.argv[1]))["kernels"] for m in k[
 assert len(views) == 12 and {"a": [0, 2, 1, 3], "b": [0, 2, 1, 3]} in views, views
 PY
   echo "FAIL: json views"; fails=$((fails + 1)); fi
+# kind batchsum: the weight gradients of the dense layers on [N, T, D] (q, k, v, proj, fc1,
+# fc2: 6 a layer) are summed over N by their matmuls
+sums_of() { grep -c "sums its products over batch axes \[0\] as it computes them (kind batchsum)" "$1"; }
+expect 0 "show --stage fused --train: weight gradients summed by their matmuls" -- "$KILN" show \
+  models/transformer.kiln --stage fused --train
+if [ "$(sums_of "$out")" = 12 ]; then echo "ok: 12 batch sums in 2 layers"; else
+  echo "FAIL: $(sums_of "$out") batch sums, not 12"; fails=$((fails + 1)); fi
+expect 0 "show --stage fused --train --format json: the batch sums" -- "$KILN" show \
+  models/transformer.kiln --stage fused --train --format json
+if "$PY" - "$out" <<'PY'; then echo "ok: json lists 12 summing matmuls"; else
+import json, sys
+sums = [m["batch_sum"] for k in json.load(open(sys.argv[1]))["kernels"] for m in k["members"]
+        if "batch_sum" in m]
+assert len(sums) == 12 and all(s == [0] for s in sums), sums
+PY
+  echo "FAIL: json batch sums"; fails=$((fails + 1)); fi
 for off in "--fuse=eltwise,reduce,multi,epilogue,row,scatter,deriv" "--target cuda"; do
   expect 0 "show --stage fused --train $off: no views" -- "$KILN" show models/transformer.kiln \
     --stage fused --train $off
-  if [ "$(views_of "$out")" = 0 ]; then echo "ok: no views with $off"; else
-    echo "FAIL: views with $off"; fails=$((fails + 1)); fi
+  if [ "$(views_of "$out")" = 0 ] && [ "$(sums_of "$out")" = 0 ]; then
+    echo "ok: no views, no batch sums with $off"
+  else
+    echo "FAIL: views or batch sums with $off"; fails=$((fails + 1))
+  fi
 done
 expect 0 "show --stage fused --train, every kind but deriv" -- "$KILN" show \
   models/transformer.kiln --stage fused --train --fuse=eltwise,reduce,multi,epilogue,row,scatter

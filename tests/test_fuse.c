@@ -458,6 +458,9 @@ static void opts_words(void **state) {
   assert_true(fuse_opts_parse("none", &o) && o.no_view && o.no_deriv);
   assert_true(fuse_opts_parse("view,deriv", &o) && !o.no_view && !o.no_deriv && o.no_row);
   assert_string_equal(fuse_opts_text(&o), "deriv,view");
+  assert_true(fuse_opts_parse("none", &o) && o.no_batchsum);
+  assert_true(fuse_opts_parse("batchsum,view", &o) && !o.no_batchsum && !o.no_view && o.no_deriv);
+  assert_string_equal(fuse_opts_text(&o), "view,batchsum");
   assert_false(fuse_opts_parse("bogus", &o));
   assert_false(fuse_opts_parse("eltwise,", &o));
   assert_false(fuse_opts_parse("", &o) && !o.no_eltwise);
@@ -702,8 +705,8 @@ static void fill(Program *p, const Graph *g, const Params *ps) {
   }
 }
 
-/* One step with fusion f; the roots' bytes in out[].  With the kinds view
- * and deriv on, the graph first gets their rewrites, as kiln's
+/* One step with fusion f; the roots' bytes in out[].  With the kinds view,
+ * batchsum and deriv on, the graph first gets their rewrites, as kiln's
  * cli_train_passes does (once: a rewritten graph has nothing left to
  * rewrite). */
 static int run_variant(Graph *g, Node *const *roots, int n, FuseOpts f, const Params *ps,
@@ -713,6 +716,8 @@ static int run_variant(Graph *g, Node *const *roots, int n, FuseOpts f, const Pa
   PlanOpts po = {.fuse = f};
   if (!f.no_view)
     pass_matmul_views(g);
+  if (!f.no_batchsum)
+    pass_matmul_batch_sums(g);
   if (!f.no_deriv)
     pass_share_derivatives(g);
   if (!program_compile(&p, g, roots, n, &po, &(CgOpts){.opt_level = 2}, err, sizeof err))
@@ -857,17 +862,28 @@ static void gelu_derivative(void **state) {
 
 /* Live transposes of the step (weights' included), and matmuls reading or
  * writing a view. */
-static int live_transposes(const Graph *g, const TrainStep *ts, int *viewing) {
+/* The live nodes of op `op` in the step; in *viewing the live matmuls
+ * reading or writing a view, in *summing (if asked) those summing batch
+ * axes. */
+static int live_ops(const Graph *g, const TrainStep *ts, Op op, int *viewing, int *summing) {
   bool *live = calloc((size_t)g->n_nodes + 1, 1);
   graph_live(g, ts->roots, ts->n_roots, live);
-  int n = 0;
+  int n = 0, s = 0;
   *viewing = 0;
   for (int i = 0; i < g->n_nodes; i++) {
-    n += live[i] && g->nodes[i]->op == OP_TRANSPOSE;
-    *viewing += live[i] && g->nodes[i]->op == OP_MATMUL && g->nodes[i]->at.view;
+    const Node *x = g->nodes[i];
+    n += live[i] && x->op == op;
+    *viewing += live[i] && x->op == OP_MATMUL && x->at.view;
+    s += live[i] && x->op == OP_MATMUL && x->at.bsum;
   }
+  if (summing)
+    *summing = s;
   free(live);
   return n;
+}
+
+static int live_transposes(const Graph *g, const TrainStep *ts, int *viewing) {
+  return live_ops(g, ts, OP_TRANSPOSE, viewing, NULL);
 }
 
 /* Kind view: attention's head transposes, forward and backward, are
@@ -908,6 +924,46 @@ static void attention_views(void **state) {
   compiled_free(&c);
 }
 
+/* Kind batchsum: the weight gradients of dense layers on [N, T, D] (the
+ * sum over N of x^T dy, and the same through attention's projections) are
+ * summed by their matmuls (passes/batchsum.c); the step keeps its bits and
+ * loses the sums' kernels. */
+static void dense_batch_sums(void **state) {
+  Compiled c = compile_opts("model m(N = 3) {\n  input x: f32[N, 7, 12]\n  input y: i32[N]\n"
+                            "  h = attention(dense(x, out=12), heads=3)\n"
+                            "  z = dense(mean(h, axis=1), out=4)\n"
+                            "  loss = cross_entropy(z, y)\n}\n"
+                            "train m {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n",
+                            true, NULL, 0);
+  MUST_COMPILE(c);
+  TrainStep ts = {0};
+  build_train_step(c.g, &c.d, &ts);
+  int viewing, summing, sums = live_ops(c.g, &ts, OP_SUM, &viewing, &summing);
+  assert_int_equal(summing, 0);
+  Params ps = params_of(c.g);
+  char **plain = calloc((size_t)ts.n_roots, sizeof(char *));
+  char **got = calloc((size_t)ts.n_roots, sizeof(char *));
+  int groups, k_plain = run_variant(c.g, ts.roots, ts.n_roots, FUSE_NONE, &ps, plain, &groups);
+  FuseOpts only;
+  assert_true(fuse_opts_parse("view,batchsum", &only));
+  int k_sum = run_variant(c.g, ts.roots, ts.n_roots, only, &ps, got, &groups);
+  int left = live_ops(c.g, &ts, OP_SUM, &viewing, &summing);
+  assert_int_equal(summing, 5); /* the dense layer's weight, attention's q, k, v, proj */
+  assert_int_equal(sums - left, 5);
+  assert_int_equal(k_plain - k_sum, 5 + 8); /* the sums, and the head transposes (view) */
+  char err[512];
+  assert_true(graph_verify(c.g, err, sizeof err));
+  assert_int_equal(pass_matmul_batch_sums(c.g), 0); /* nothing left to fold */
+  for (int r = 0; r < ts.n_roots; r++) {
+    if (memcmp(plain[r], got[r], (size_t)node_bytes(ts.roots[r])) != 0)
+      fail_msg("%s differs with the sums folded", ts.roots[r]->name);
+    free(plain[r]), free(got[r]);
+  }
+  free(plain), free(got);
+  params_free(&ps);
+  compiled_free(&c);
+}
+
 /* Fusion off, then on; every kind alone off too when `kinds` (the
  * results must not depend on which kinds are on). */
 static void model_variants(Graph *g, Node *const *roots, int n, const char *what, bool kinds) {
@@ -915,7 +971,8 @@ static void model_variants(Graph *g, Node *const *roots, int n, const char *what
                                {.no_multi = true},  {.no_reduce = true},
                                {.no_eltwise = true}, {.no_epilogue = true},
                                {.no_row = true},    {.no_scatter = true},
-                               {.no_deriv = true},  {.no_view = true}};
+                               {.no_deriv = true},  {.no_view = true},
+                               {.no_batchsum = true}};
   int k0, k1;
   variants_agree(g, roots, n, what, variants, kinds ? countof(variants) : 2, &k0, &k1);
   print_message("  %-34s %4d kernels unfused, %4d fused\n", what, k0, k1);
@@ -944,7 +1001,7 @@ int main(void) {
       cmocka_unit_test(chain),         cmocka_unit_test(epilogue),
       cmocka_unit_test(reduce_and_boundaries),
       cmocka_unit_test(training_step), cmocka_unit_test(gelu_derivative),
-      cmocka_unit_test(attention_views),
+      cmocka_unit_test(attention_views), cmocka_unit_test(dense_batch_sums),
       cmocka_unit_test(opts_words),
       cmocka_unit_test(layernorm_rows), cmocka_unit_test(row_chains),
       cmocka_unit_test(batchnorm_rows), cmocka_unit_test(batchnorm_chain),

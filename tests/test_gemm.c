@@ -127,10 +127,17 @@ static bool gemm_op(Op op) {
 
 /* Terms in the sum of one output element (see the header). */
 static double terms(const Node *n) {
-  const Shape *a = &n->in[0]->shape, *b = &n->in[1]->shape;
+  const Shape *b = &n->in[1]->shape;
   int groups = n->at.groups ? n->at.groups : 1;
   switch (n->op) {
-  case OP_MATMUL: return (double)(n->at.ta ? a->dim[a->rank - 2] : a->dim[a->rank - 1]);
+  case OP_MATMUL: { /* k terms, then one add per summed batch element (Attrs.bsum) */
+    MatStrides ms;
+    matmul_strides(n, &ms);
+    double t = (double)ms.k;
+    for (int d = 0; d < ms.br; d++)
+      t *= n->at.bsum & (1 << d) ? (double)ms.dim[d] : 1.0;
+    return t + (n->at.bsum ? t / (double)ms.k : 0);
+  }
   case OP_CONV2D: return (double)(b->dim[1] * b->dim[2] * b->dim[3]);
   case OP_CONV_TRANSPOSE2D: return (double)(b->dim[0] / groups * b->dim[2] * b->dim[3]);
   case OP_CONV2D_BACK_W: return (double)(b->dim[0] * b->dim[2] * b->dim[3]);
@@ -274,9 +281,40 @@ static void eval_random(Eval *ev, Graph *g, uint64_t seed, const char *what) {
     fail_msg("%s: reference: %s", what, err);
 }
 
-/* views >= 0: the graph gets passes/view.c after autodiff, and then at
- * least that many matmuls must read or write through a view. */
-static void one_case(const Case *cs, int views) {
+/* Cases whose graph passes/batchsum.c rewrites after autodiff (and
+ * view.c before it, as kiln does): at least `sums` matmuls then sum over
+ * batch axes.  Weight gradients of dense layers on [N, T, D] (the sum over
+ * N of x^T dy), with K = T of 37 (panels, row blocks) and 5 (B in place),
+ * through views and with two batch axes summed; and a K of 300, over one
+ * GEMM panel: not rewritten, the count says. */
+static const struct {
+  Case c;
+  int sums;
+} sum_cases[] = {
+    {{"input x: f32[3, 37, 20]; input w: f32[20, 50]; y = x @ w", false}, 1},
+    {{"input x: f32[4, 5, 7]; input w: f32[7, 3]; y = x @ w", false}, 1},
+    {{"input x: f32[2, 3, 6, 9]; input w: f32[9, 20]; y = x @ w", false}, 1},
+    {{"input q: f32[2, 37, 40]; input k: f32[2, 37, 40]; input w: f32[20, 20]; "
+      "qh = transpose(reshape(q, [2, 37, 2, 20]), [0, 2, 1, 3]); "
+      "kh = transpose(reshape(k, [2, 37, 2, 20]), [0, 2, 1, 3]); "
+      "y = matmul(qh @ w, kh, transpose_b=true)", false}, 1},
+    {{"input x: f32[2, 300, 6]; input w: f32[6, 5]; y = x @ w", false}, 0},
+};
+
+/* The matmuls of g whose attributes have bits of mask (1: views, 2: sums). */
+static int marked(const Graph *g, int mask) {
+  int n = 0;
+  for (int i = 0; i < g->n_nodes; i++)
+    n += g->nodes[i]->op == OP_MATMUL &&
+         (((mask & 1) && g->nodes[i]->at.view) || ((mask & 2) && g->nodes[i]->at.bsum));
+  return n;
+}
+
+/* rewrite 0: the graph as autodiff left it; 1: passes/view.c after
+ * autodiff, and then at least `want` matmuls must read or write through a
+ * view; 2: view.c, then batchsum.c, and exactly `want` matmuls sum batch
+ * axes.  Every value the reference computes stays the same bits. */
+static void one_case(const Case *cs, int rewrite, int want) {
   char text[1024];
   snprintf(text, sizeof text, "model m() {\n  %s\n}\n", cs->body);
   for (char *p = text; *p; p++)
@@ -286,25 +324,27 @@ static void one_case(const Case *cs, int views) {
   if (diag_protect(&c.d, diff_run, &c))
     fail_msg("%s: autodiff: %s", cs->body, c.d.msg);
   Graph *g = c.g;
-  Eval ev0; /* views: the reference before the rewrite, each transpose materialized */
-  if (views >= 0) {
+  Eval ev0; /* rewritten: the reference before, each transpose and product materialized */
+  if (rewrite) {
     eval_random(&ev0, g, 7, cs->body);
     char err[512] = "";
-    int folded = pass_matmul_views(g), viewed = 0;
-    for (int i = 0; i < g->n_nodes; i++)
-      viewed += g->nodes[i]->op == OP_MATMUL && g->nodes[i]->at.view;
-    if (folded == 0 || viewed < views || !graph_verify(g, err, sizeof err))
-      fail_msg("%s: %d transposes folded, %d matmuls viewing: %s", cs->body, folded, viewed,
+    int folded = pass_matmul_views(g);
+    if (rewrite == 2)
+      folded = pass_matmul_batch_sums(g);
+    int got = marked(g, rewrite);
+    if ((rewrite == 1 ? folded == 0 || got < want : folded != want || got != want) ||
+        !graph_verify(g, err, sizeof err))
+      fail_msg("%s: %d folded, %d matmuls rewritten (want %d): %s", cs->body, folded, got, want,
                err);
   }
   Eval ev;
   eval_random(&ev, g, 7, cs->body);
-  for (int i = 0; i < g->n_nodes && views >= 0; i++) { /* every value as before, bit for bit */
+  for (int i = 0; i < g->n_nodes && rewrite; i++) { /* every value as before, bit for bit */
     const void *was = ev0.vals[i].data, *now = ev.vals[i].data;
     if (was && now && memcmp(was, now, (size_t)node_bytes(g->nodes[i])))
-      fail_msg("%s: the reference's %s differs through views", cs->body, g->nodes[i]->name);
+      fail_msg("%s: the reference's %s differs after the rewrite", cs->body, g->nodes[i]->name);
   }
-  if (views >= 0)
+  if (rewrite)
     eval_free(&ev0);
   int seen = 0, plain = 0;
   for (int i = 0; i < g->n_nodes; i++) {
@@ -353,7 +393,7 @@ static void one_case(const Case *cs, int views) {
 static void shapes(void **state) {
   ar = arena_new();
   for (int i = 0; i < countof(cases); i++)
-    one_case(&cases[i], -1);
+    one_case(&cases[i], 0, 0);
   print_message("  %d cases; worst |kiln - reference| / bound: %.3g\n", countof(cases), worst);
   arena_free(ar);
 }
@@ -363,7 +403,16 @@ static void shapes(void **state) {
 static void views(void **state) {
   ar = arena_new();
   for (int i = 0; i < countof(view_cases); i++)
-    one_case(&view_cases[i].c, view_cases[i].views);
+    one_case(&view_cases[i].c, 1, view_cases[i].views);
+  arena_free(ar);
+}
+
+/* Matmuls summing their products over batch axes: the same checks, and
+ * the GEMM, the loop nest and kir_eval write the unfused sum's bits. */
+static void batch_sums(void **state) {
+  ar = arena_new();
+  for (int i = 0; i < countof(sum_cases); i++)
+    one_case(&sum_cases[i].c, 2, sum_cases[i].sums);
   arena_free(ar);
 }
 
@@ -614,6 +663,7 @@ static void epilogue_in_place(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(shapes), cmocka_unit_test(views),
+                                     cmocka_unit_test(batch_sums),
                                      cmocka_unit_test(determinism),
                                      cmocka_unit_test(epilogues),
                                      cmocka_unit_test(epilogue_in_place)};

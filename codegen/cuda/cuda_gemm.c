@@ -237,8 +237,8 @@ bool cu_gemm_describe(const Kernel *k, CuGemm *g) {
       shape_numel(&n->shape) == 0 || n->n_in != 2 || head_len(k) < 1 ||
       !is_gemm_nest(k, n, &segmented))
     return false;
-  if (n->op == OP_MATMUL && n->at.view)
-    return false; /* strided views (passes/view.c): the Kernel IR loop nest */
+  if (n->op == OP_MATMUL && (n->at.view || n->at.bsum))
+    return false; /* strided views (passes/view.c), batch sums (batchsum.c): the loop nest */
   memset(g, 0, sizeof *g);
   switch (n->op) {
   case OP_MATMUL: describe_matmul(n, g); break;

@@ -82,7 +82,7 @@
 #include "cg_gemm.h"
 
 enum {
-  KC_MAX = 256,
+  KC_MAX = GEMM_KC_MAX,
   NB_MAX = 512,
   TASKS_WANT = 8,
   TASK_MIN_FLOPS = 1 << 18, /* below this per task, splitting further does not pay */
@@ -122,7 +122,7 @@ void gemm_schedule(Gemm *g) {
   s->mr = mr < g->m ? mr : (int)g->m;
   int64_t kcmax = env_or("KILN_GEMM_KC", KC_MAX), nbmax = env_or("KILN_GEMM_NB", NB_MAX);
   int64_t want = env_or("KILN_GEMM_TASKS", TASKS_WANT);
-  s->kc = g->conv_direct ? g->ki : cdiv(g->ki, cdiv(g->ki, kcmax));
+  s->kc = g->conv_direct || g->sum_kb ? g->ki : cdiv(g->ki, cdiv(g->ki, kcmax));
   int64_t nalign = g->n_align > 1 ? g->n_align : s->nr;
   s->nb = g->n_whole || g->n <= nbmax ? g->n : (nbmax / nalign > 0 ? nbmax / nalign * nalign : nalign);
   int64_t align = g->m_align > 1 ? g->m_align : s->mr;
@@ -222,7 +222,9 @@ static LLVMValueRef tap_table(Gemm *g, Cg *cg, const char *ukr_name) {
 
 /* void ukr(ptr a, ptr b, ptr c, i64 kc, i64 rows, i64 cols, i1 first):
  * C[r, 0..cols) (+)= sum over k < kc of A(r, k) bp[k, ..] for r < rows,
- * A(r, k) at a[r a_rs + k a_ks], bp rows ldbp apart, C rows ldc apart. */
+ * A(r, k) at a[r a_rs + k a_ks], bp rows ldbp apart, C rows ldc apart.
+ * The sum continues C's (from 0 when first); with sum_kb it starts from 0
+ * and is then added to C (to 0 when first). */
 static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name) {
   const GemmSched *s = &g->s;
   int mr = s->mr, nv = s->nv;
@@ -249,6 +251,7 @@ static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name) {
   LLVMValueRef lane[16], zero_m = LLVMConstNull(vm), zero_v = LLVMConstNull(vf);
   LLVMValueRef masks[NV_MAX], rowa[MR_MAX], rowc[MR_MAX];
   LLVMValueRef acc0[MR_MAX][NV_MAX], acc[MR_MAX][NV_MAX], nxt[MR_MAX][NV_MAX], smask[MR_MAX][NV_MAX];
+  LLVMValueRef cold[MR_MAX][NV_MAX]; /* sum_kb: C before (0 when first) */
   LLVMValueRef cols32 = LLVMBuildTrunc(b, cols, cg->t_i32, "");
   LLVMValueRef splat_cols = LLVMBuildShuffleVector(
       b, LLVMBuildInsertElement(b, LLVMGetPoison(vi), cols32, LLVMConstInt(cg->t_i32, 0, 0), ""),
@@ -272,7 +275,8 @@ static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name) {
       smask[r][v] = LLVMBuildSelect(b, ok, masks[v], zero_m, "");
       LLVMValueRef args[] = {gep(&f, rowc[r], i64c(cg, 16 * v)), align4,
                              LLVMBuildSelect(b, load_ok, masks[v], zero_m, ""), zero_v};
-      acc0[r][v] = cg_intrinsic(cg, b, "llvm.masked.load", mtys, 2, args, 4);
+      acc0[r][v] = g->sum_kb ? zero_v : cg_intrinsic(cg, b, "llvm.masked.load", mtys, 2, args, 4);
+      cold[r][v] = g->sum_kb ? cg_intrinsic(cg, b, "llvm.masked.load", mtys, 2, args, 4) : NULL;
     }
   }
   LLVMBuildBr(b, body);
@@ -323,7 +327,8 @@ static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name) {
   LLVMPositionBuilderAtEnd(b, exit);
   for (int r = 0; r < mr; r++)
     for (int v = 0; v < nv; v++) {
-      LLVMValueRef args[] = {nxt[r][v], gep(&f, rowc[r], i64c(cg, 16 * v)), align4, smask[r][v]};
+      LLVMValueRef val = g->sum_kb ? LLVMBuildFAdd(b, cold[r][v], nxt[r][v], "") : nxt[r][v];
+      LLVMValueRef args[] = {val, gep(&f, rowc[r], i64c(cg, 16 * v)), align4, smask[r][v]};
       cg_intrinsic(cg, b, "llvm.masked.store", mtys, 2, args, 4);
     }
   LLVMBuildRetVoid(b);

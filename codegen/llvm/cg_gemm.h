@@ -45,6 +45,9 @@
 
 #include "cg_internal.h"
 
+/* The deepest K panel (cg_gemm.c); with sum_kb, a K block's whole depth. */
+enum { GEMM_KC_MAX = 256 };
+
 /* The schedule: fixed per kernel when it is compiled (cg_gemm.c). */
 typedef struct GemmSched {
   int mr, nv, nr;           /* micro-tile: mr rows x nv vectors of 16 lanes (nr = 16 nv) */
@@ -63,6 +66,11 @@ typedef struct Gemm {
                              * what prep writes, C when the epilogue finishes it */
   int ps_buf;               /* or -1: scratch (per kernel call) of the partial sums */
   KExpr *kb_lo, *kb_hi;     /* or NULL (0, KB): the task's blocks kb, of v_bt */
+  /* The K blocks summed one after another instead of in one chain: each
+   * block's sum from 0 (one panel: KI <= GEMM_KC_MAX), then added to C,
+   * C = 0 + block 0 + block 1 + ... (a matmul summing batch axes,
+   * Attrs.bsum: the unfused sum's order). */
+  bool sum_kb;
   KStmt *finish;            /* or NULL: runs once after the tasks (ps -> output) */
   int64_t a_rs, a_ks, ldc;
   KExpr *a_base;            /* of v_bt, v_kb */

@@ -11,6 +11,7 @@
  *   op                 batch   M     N        KB x KI           A (in place)          B (packed)
  *   matmul             batch   m     n        1 x k             a (any strides)       b rows / b^T
  *   (b broadcast)      1       b*m   n        1 x k             a's stacked rows      b rows / b^T
+ *   (batch summed)     kept    m     n        summed x k (sum_kb)  a (any strides)    b rows / b^T
  *   conv2d             N*G     Og    Ho*Wo    1 x Cg*kh*kw      w[o, c, i, j]         im2col of x
  *   conv_transpose2d   N*G     Cog   Ho*Wo    kh*kw x Cig       w[c, o, i, j] per tap windows covering
  *   conv2d_back_w      G       Og    Cg*kh*kw N x Ho*Wo         gy[b, o, p]           im2col^T of x
@@ -186,16 +187,18 @@ static void sized(Gemm *g) {
   g->pk->bufs[g->bp_buf].numel = g->s.kc * g->s.ldbp;
 }
 
-/* The offset, for flat batch index bt of the product's batch axes
- * dim[0..br), of a matrix whose batch axes have strides st (0: broadcast). */
-static KExpr *batch_offset(Kernel *k, KExpr *bt, int br, const int64_t *dim,
-                           const int64_t *st) {
+/* The offset of a matrix whose batch axes have strides st (0: broadcast),
+ * for flat index bt of the product's batch axes dim[0..br) not summed and
+ * flat index kb of those summed (bits of sum: Attrs.bsum). */
+static KExpr *batch_offset(Kernel *k, KExpr *bt, KExpr *kb, int br, const int64_t *dim,
+                           const int64_t *st, unsigned sum) {
   KExpr *off = IC(0);
-  int64_t inner = 1;
+  int64_t inner[2] = {1, 1};
   for (int d = br - 1; d >= 0; d--) {
+    int s = (sum >> d) & 1;
     if (st[d] && dim[d] > 1)
-      off = ADD(off, MUL(MOD(FDIV(bt, IC(inner)), IC(dim[d])), IC(st[d])));
-    inner *= dim[d];
+      off = ADD(off, MUL(MOD(FDIV(s ? kb : bt, IC(inner[s])), IC(dim[d])), IC(st[d])));
+    inner[s] *= dim[d];
   }
   return off;
 }
@@ -220,40 +223,45 @@ static bool stacked_rows(const MatStrides *ms) {
 /* A matmul, its operands and product where matmul_strides puts them (a
  * view of a transposed operand included, passes/view.c): A is read in
  * place at any strides; C's rows must be contiguous, and B's rows (copied
- * into the panel) or its columns (gathered 16 at a time). */
+ * into the panel) or its columns (gathered 16 at a time).  Batch axes
+ * summed (Attrs.bsum, passes/batchsum.c) are the K blocks, each summed
+ * from 0 in one panel and added to C (Gemm.sum_kb), as lower_matmul's
+ * nest adds them. */
 static bool matmul(Gemm *g) {
   Kernel *k = g->pk;
   const Node *n = gemm_node(g->k);
   MatStrides ms;
   matmul_strides(n, &ms);
   int br = ms.br;
+  unsigned sum = n->at.bsum;
   int64_t m = ms.dim[br], nn = ms.dim[br + 1], kk = ms.k;
   int64_t b_ks = ms.b[br], b_ns = ms.b[br + 1];
-  if (ms.c[br + 1] != 1 || (b_ns != 1 && b_ks != 1))
+  if (ms.c[br + 1] != 1 || (b_ns != 1 && b_ks != 1) || (sum && kk > GEMM_KC_MAX))
     return false;
-  g->batch = 1;
+  g->batch = g->kb = 1;
   for (int d = 0; d < br; d++)
-    g->batch *= ms.dim[d];
+    *(sum >> d & 1 ? &g->kb : &g->batch) *= ms.dim[d];
+  g->sum_kb = sum != 0;
   int nb = br; /* batch axes the offsets walk: none when they only stack rows */
-  if (stacked_rows(&ms))
+  if (!sum && stacked_rows(&ms))
     m *= g->batch, g->batch = 1, nb = 0;
-  g->m = m, g->n = nn, g->kb = 1, g->ki = kk;
-  if (g->batch * m * nn * kk == 0)
+  g->m = m, g->n = nn, g->ki = kk;
+  if (g->batch * g->kb * m * nn * kk == 0)
     return false;
   sized(g);
-  KExpr *bt = VAR(g->v_bt);
+  KExpr *bt = VAR(g->v_bt), *kb = VAR(g->v_kb);
   g->a_buf = 0;
-  g->a_base = batch_offset(k, bt, nb, ms.dim, ms.a);
+  g->a_base = batch_offset(k, bt, kb, nb, ms.dim, ms.a, sum);
   g->a_rs = ms.a[br], g->a_ks = ms.a[br + 1];
-  g->c_base = n->at.view & 4 ? batch_offset(k, bt, nb, ms.dim, ms.c) : MUL(bt, IC(m * nn));
+  g->c_base = n->at.view & 4 ? batch_offset(k, bt, kb, nb, ms.dim, ms.c, 0) : MUL(bt, IC(m * nn));
   g->ldc = ms.c[br];
   if (b_ns == 1 && g->s.mb <= g->s.mr) { /* one row block per task: no panel */
     g->b_direct = true, g->b_buf = 1, g->b_rs = b_ks;
-    g->b_base = batch_offset(k, bt, nb, ms.dim, ms.b);
+    g->b_base = batch_offset(k, bt, kb, nb, ms.dim, ms.b, sum);
     return true;
   }
   KStmt *body = g->pack;
-  KExpr *bb = let(k, body, "bb", batch_offset(k, bt, nb, ms.dim, ms.b)), *r, *c;
+  KExpr *bb = let(k, body, "bb", batch_offset(k, bt, kb, nb, ms.dim, ms.b, sum)), *r, *c;
   KExpr *pc = VAR(g->v_pc), *n0 = VAR(g->v_n0), *ld = IC(g->s.ldbp);
   if (b_ns == 1) { /* rows of b are contiguous: copy row segments */
     KStmt *lr = loop(k, body, "r", VAR(g->v_kc), KL_SERIAL, &r);
