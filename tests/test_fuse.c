@@ -886,41 +886,60 @@ static int live_transposes(const Graph *g, const TrainStep *ts, int *viewing) {
   return live_ops(g, ts, OP_TRANSPOSE, viewing, NULL);
 }
 
-/* Kind view: attention's head transposes, forward and backward, are
- * folded into the batched matmuls (passes/view.c); the step keeps its bits
- * and loses those kernels. */
-static void attention_views(void **state) {
-  Compiled c = compile_opts("model m(N = 3) {\n  input x: f32[N, 5, 12]\n  input y: i32[N]\n"
-                            "  h = attention(x, heads=3)\n  z = dense(mean(h, axis=1), out=4)\n"
-                            "  loss = cross_entropy(z, y)\n}\n"
-                            "train m {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n",
-                            true, NULL, 0);
+/* The training step (SGD) of a model m(N = 3) whose `body` makes h
+ * [N, T, 12] from its inputs, classified by a dense layer on its mean over
+ * T into 4 classes of labels y. */
+static Compiled sgd_step(const char *body, TrainStep *ts) {
+  char text[1024];
+  snprintf(text, sizeof text,
+           "model m(N = 3) {\n  input y: i32[N]\n%s  z = dense(mean(h, axis=1), out=4)\n"
+           "  loss = cross_entropy(z, y)\n}\n"
+           "train m {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n",
+           body);
+  Compiled c = compile_opts(text, true, NULL, 0);
   MUST_COMPILE(c);
-  TrainStep ts = {0};
-  build_train_step(c.g, &c.d, &ts);
-  int viewing, before = live_transposes(c.g, &ts, &viewing);
-  assert_int_equal(viewing, 0);
-  assert_int_equal(before, 8); /* q, k, v split, o joined; and their gradients' */
-  Params ps = params_of(c.g);
-  char **plain = calloc((size_t)ts.n_roots, sizeof(char *));
-  char **got = calloc((size_t)ts.n_roots, sizeof(char *));
-  int groups, k_plain = run_variant(c.g, ts.roots, ts.n_roots, FUSE_NONE, &ps, plain, &groups);
-  FuseOpts only_view;
-  assert_true(fuse_opts_parse("view", &only_view));
-  int k_view = run_variant(c.g, ts.roots, ts.n_roots, only_view, &ps, got, &groups);
-  assert_int_equal(live_transposes(c.g, &ts, &viewing), 0);
-  assert_int_equal(viewing, 6); /* Q K^T, P V; dP, dV, dQ, dK */
-  assert_int_equal(k_plain - k_view, 8);
+  build_train_step(c.g, &c.d, ts);
+  return c;
+}
+
+/* c's step unfused, then with only the fusion kinds given (whose rewrites
+ * then stay in the graph): the same bytes in every root, a graph that
+ * verifies.  Returns how many kernels the kinds saved. */
+static int step_rewritten(Compiled *c, const TrainStep *ts, const char *kinds, const char *how) {
+  Params ps = params_of(c->g);
+  char **plain = calloc((size_t)ts->n_roots, sizeof(char *));
+  char **got = calloc((size_t)ts->n_roots, sizeof(char *));
+  int groups, k_plain = run_variant(c->g, ts->roots, ts->n_roots, FUSE_NONE, &ps, plain, &groups);
+  FuseOpts only;
+  assert_true(fuse_opts_parse(kinds, &only));
+  int k_only = run_variant(c->g, ts->roots, ts->n_roots, only, &ps, got, &groups);
   char err[512];
-  assert_true(graph_verify(c.g, err, sizeof err));
-  assert_int_equal(pass_matmul_views(c.g), 0); /* nothing left to fold */
-  for (int r = 0; r < ts.n_roots; r++) {
-    if (memcmp(plain[r], got[r], (size_t)node_bytes(ts.roots[r])) != 0)
-      fail_msg("%s differs with the transposes folded", ts.roots[r]->name);
+  if (!graph_verify(c->g, err, sizeof err))
+    fail_msg("--fuse=%s: %s", kinds, err);
+  for (int r = 0; r < ts->n_roots; r++) {
+    if (memcmp(plain[r], got[r], (size_t)node_bytes(ts->roots[r])) != 0)
+      fail_msg("%s differs %s", ts->roots[r]->name, how);
     free(plain[r]), free(got[r]);
   }
   free(plain), free(got);
   params_free(&ps);
+  return k_plain - k_only;
+}
+
+/* Kind view: attention's head transposes, forward and backward, are
+ * folded into the batched matmuls (passes/view.c); the step keeps its bits
+ * and loses those kernels. */
+static void attention_views(void **state) {
+  TrainStep ts = {0};
+  Compiled c = sgd_step("  input x: f32[N, 5, 12]\n  h = attention(x, heads=3)\n", &ts);
+  int viewing, before = live_transposes(c.g, &ts, &viewing);
+  assert_int_equal(viewing, 0);
+  assert_int_equal(before, 8); /* q, k, v split, o joined; and their gradients' */
+  int dropped = step_rewritten(&c, &ts, "view", "with the transposes folded");
+  assert_int_equal(live_transposes(c.g, &ts, &viewing), 0);
+  assert_int_equal(viewing, 6); /* Q K^T, P V; dP, dV, dQ, dK */
+  assert_int_equal(dropped, 8);
+  assert_int_equal(pass_matmul_views(c.g), 0); /* nothing left to fold */
   compiled_free(&c);
 }
 
@@ -929,38 +948,16 @@ static void attention_views(void **state) {
  * summed by their matmuls (passes/batchsum.c); the step keeps its bits and
  * loses the sums' kernels. */
 static void dense_batch_sums(void **state) {
-  Compiled c = compile_opts("model m(N = 3) {\n  input x: f32[N, 7, 12]\n  input y: i32[N]\n"
-                            "  h = attention(dense(x, out=12), heads=3)\n"
-                            "  z = dense(mean(h, axis=1), out=4)\n"
-                            "  loss = cross_entropy(z, y)\n}\n"
-                            "train m {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n",
-                            true, NULL, 0);
-  MUST_COMPILE(c);
   TrainStep ts = {0};
-  build_train_step(c.g, &c.d, &ts);
+  Compiled c = sgd_step("  input x: f32[N, 7, 12]\n  h = attention(dense(x, out=12), heads=3)\n", &ts);
   int viewing, summing, sums = live_ops(c.g, &ts, OP_SUM, &viewing, &summing);
   assert_int_equal(summing, 0);
-  Params ps = params_of(c.g);
-  char **plain = calloc((size_t)ts.n_roots, sizeof(char *));
-  char **got = calloc((size_t)ts.n_roots, sizeof(char *));
-  int groups, k_plain = run_variant(c.g, ts.roots, ts.n_roots, FUSE_NONE, &ps, plain, &groups);
-  FuseOpts only;
-  assert_true(fuse_opts_parse("view,batchsum", &only));
-  int k_sum = run_variant(c.g, ts.roots, ts.n_roots, only, &ps, got, &groups);
+  int dropped = step_rewritten(&c, &ts, "view,batchsum", "with the sums folded");
   int left = live_ops(c.g, &ts, OP_SUM, &viewing, &summing);
   assert_int_equal(summing, 5); /* the dense layer's weight, attention's q, k, v, proj */
   assert_int_equal(sums - left, 5);
-  assert_int_equal(k_plain - k_sum, 5 + 8); /* the sums, and the head transposes (view) */
-  char err[512];
-  assert_true(graph_verify(c.g, err, sizeof err));
+  assert_int_equal(dropped, 5 + 8); /* the sums, and the head transposes (view) */
   assert_int_equal(pass_matmul_batch_sums(c.g), 0); /* nothing left to fold */
-  for (int r = 0; r < ts.n_roots; r++) {
-    if (memcmp(plain[r], got[r], (size_t)node_bytes(ts.roots[r])) != 0)
-      fail_msg("%s differs with the sums folded", ts.roots[r]->name);
-    free(plain[r]), free(got[r]);
-  }
-  free(plain), free(got);
-  params_free(&ps);
   compiled_free(&c);
 }
 
