@@ -501,6 +501,10 @@ typedef struct MatStrides {
   int64_t a[MAX_RANK], b[MAX_RANK], c[MAX_RANK];
 } MatStrides;
 void matmul_strides(const Node *n, MatStrides *s);
+/* The deepest K of a matmul summing batch axes (passes/batchsum.c): the
+ * GEMM sums each batch element's product in one K panel of at most this
+ * depth (codegen/llvm/cg_gemm.h GEMM_KC_MAX) before adding it. */
+enum { MATMUL_BSUM_K_MAX = 256 };
 /* The matmul operand or result seen through perm[i] when view bit i is set:
  * transpose(x, perm) of shape x. */
 Shape matmul_view_shape(const Node *n, int i, const Shape *x);

@@ -55,13 +55,13 @@ Kernel *lower_matmul(Arena *a, const Node *n) {
   if (shape_numel(&n->shape) == 0)
     return k;
   for (int d = 0; d < r; d++) {
-    bool summed = d < br && (n->at.bsum & (1 << d));
-    int64_t(*to)[MAX_RANK] = summed ? sst : st;
-    int j = summed ? ns_++ : nk++;
-    (summed ? sd : kd)[j] = ms.dim[d];
-    to[0][j] = ms.c[d];
-    to[1][j] = d < br ? ms.a[d] : d == br ? ms.a[br] : 0;
-    to[2][j] = d < br ? ms.b[d] : d == br ? 0 : ms.b[br + 1];
+    int64_t sa = d < br ? ms.a[d] : d == br ? ms.a[br] : 0;
+    int64_t sb = d < br ? ms.b[d] : d == br ? 0 : ms.b[br + 1];
+    if (d < br && (n->at.bsum & (1 << d))) { /* summed: a, b (the output's stride is 0) */
+      sd[ns_] = ms.dim[d], sst[0][ns_] = sa, sst[1][ns_++] = sb;
+    } else {
+      kd[nk] = ms.dim[d], st[0][nk] = ms.c[d], st[1][nk] = sa, st[2][nk++] = sb;
+    }
   }
   Nest ns, ni;
   lw_nest(k, k->body, nk, kd, 3, st, NEST_ROWS, &ns);
@@ -73,8 +73,6 @@ Kernel *lower_matmul(Arena *a, const Node *n) {
   }
   int tot = kir_var(k, "tot", KT_F32);
   ks_add(k, ns.body, ks_decl(k, tot, FC(0)));
-  for (int d = 0; d < ns_; d++) /* the nest's operands: a, b */
-    sst[0][d] = sst[1][d], sst[1][d] = sst[2][d];
   lw_nest(k, ns.body, ns_, sd, 2, sst, NEST_REDUCE, &ni);
   KExpr *sa = lw_bind(k, ni.body, "ao", ADD(ao, lw_at(k, &ni, 0, 0)));
   KExpr *sb = lw_bind(k, ni.body, "bo", ADD(bo, lw_at(k, &ni, 1, 0)));

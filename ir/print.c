@@ -88,10 +88,13 @@ void attrs_print(const Node *n, FILE *f) {
         fprintf(f, "%s%d", i ? ", " : "", a->perm[v][i]);
       fprintf(f, "]");
     }
-  if (n->op == OP_MATMUL && a->bsum) /* passes/batchsum.c */
+  if (n->op == OP_MATMUL && a->bsum) { /* passes/batchsum.c */
+    fprintf(f, " sum_batch=[");
     for (int d = 0, k = 0; d < MAX_RANK; d++)
       if (a->bsum & (1 << d))
-        fprintf(f, "%s%d%s", k++ ? ", " : " sum_batch=[", d, a->bsum >> (d + 1) ? "" : "]");
+        fprintf(f, "%s%d", k++ ? ", " : "", d);
+    fprintf(f, "]");
+  }
 }
 
 static const char *role(const Node *n) {

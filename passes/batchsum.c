@@ -20,15 +20,13 @@
  * summed axes, as the sum kernel adds them (ir/lower_reduce.c) and as
  * matmul_strides describes it to every evaluator (c[d] = 0).
  *
- * Only when the product's K fits in one GEMM panel (GEMM_KC_MAX, 256: a
+ * Only when the product's K fits in one GEMM panel (MATMUL_BSUM_K_MAX: a
  * batch element's sum must be complete before it is added), the sum keeps
  * its dims (keepdims, as autodiff writes it), and the matmul writes no
  * view of its result.  Run after pass_matmul_views (the transposes are
  * folded first, so the matmul reads x in place), when the kind is on.
  */
 #include "passes.h"
-
-enum { BSUM_K_MAX = 256 }; /* codegen/llvm/cg_gemm.h GEMM_KC_MAX */
 
 /* The batch axes of m's product that sum s reduces, as bits; 0 if s reduces
  * anything else. */
@@ -55,7 +53,7 @@ static bool fold_sum(const Graph *g, const Users *us, Node *s) {
   unsigned bits = summed_axes(s, m);
   MatStrides ms;
   matmul_strides(m, &ms);
-  if (!bits || ms.k > BSUM_K_MAX)
+  if (!bits || ms.k > MATMUL_BSUM_K_MAX)
     return false;
   Attrs at = m->at;
   at.bsum = (uint8_t)bits;

@@ -45,8 +45,9 @@
 
 #include "cg_internal.h"
 
-/* The deepest K panel (cg_gemm.c); with sum_kb, a K block's whole depth. */
-enum { GEMM_KC_MAX = 256 };
+/* The deepest K panel (cg_gemm.c); with sum_kb, a K block's whole depth,
+ * which passes/batchsum.c keeps within it. */
+enum { GEMM_KC_MAX = MATMUL_BSUM_K_MAX };
 
 /* The schedule: fixed per kernel when it is compiled (cg_gemm.c). */
 typedef struct GemmSched {
