@@ -57,16 +57,17 @@ static void split_axes(const Node *n, int *nk, int64_t *kd, int64_t kst[][MAX_RA
  * elements per channel), and the error grows with n / 16 instead of n.
  * Runs of 32 and more (a row kernel, lower_row.c, reducing rows of 32 in
  * one chain each was twice as slow as the unfused kernels it replaced, in
- * partials 1.4x faster); shorter sums keep their chain, since their
- * order matters where they cancel (a batch mean of normalized channels,
- * zero but for rounding, is compared with the reference's in tests).
- * Softmax and the loss (all terms of their sums positive) take 8 partials
- * for rows of 16 to 31 too (lanes_for: attention's softmax over 16
- * positions took 2.3 ns an element in chains). */
+ * partials 1.4x faster).  A row of 16 to 31, the whole reduction one run,
+ * takes 8 partials (lanes_for), as softmax and the loss do: attention's
+ * softmax backward sums rows of 16, and its row kernel, 8 rows' chains
+ * side by side read column by column, took 16 us for [32, 4, 16, 16]
+ * against 5 in partials (the unfused sum 6.6 against 2.5).  Shorter sums,
+ * and runs of 16 to 31 repeated over outer reduced axes (a batchnorm's
+ * statistics over N, H, W of a small image), keep their chain. */
 enum { LANES = 16 };
 
-/* The partials of softmax's and the loss's rows of len: 16, 8, or 0 (one
- * chain). */
+/* The partials of a row of len (softmax's, the loss's, a sum's): 16, 8,
+ * or 0 (one chain). */
 static int lanes_for(int64_t len) { return len >= 2 * LANES ? LANES : len >= LANES ? LANES / 2 : 0; }
 
 /* Element i of a run, its decls into body. */
@@ -132,8 +133,8 @@ static Kernel *lanes_sum(Kernel *k, const Node *n, int nk, int64_t *kd, int64_t 
                          int nr, int64_t *rd, int64_t rst[][MAX_RANK], int64_t run, int64_t cnt) {
   Nest no, ni;
   lw_nest(k, k->body, nk, kd, 2, kst, NEST_ROWS, &no);
-  int acc[LANES];
-  lanes_init(k, no.body, KO_ADD, acc, LANES);
+  int acc[LANES], lanes = lanes_for(run);
+  lanes_init(k, no.body, KO_ADD, acc, lanes);
   KStmt *body = no.body;
   KExpr *base = lw_at(k, &no, 1, 0);
   if (nr > 0) {
@@ -142,8 +143,8 @@ static Kernel *lanes_sum(Kernel *k, const Node *n, int nk, int64_t *kd, int64_t 
     base = ADD(base, lw_at(k, &ni, 0, 0));
   }
   AtBase at = {k, lw_bind(k, body, "base", base), 0};
-  lanes_run(k, body, KO_ADD, acc, LANES, run, load_at_base, &at);
-  KExpr *res = lanes_tree(k, no.body, KO_ADD, acc, LANES);
+  lanes_run(k, body, KO_ADD, acc, lanes, run, load_at_base, &at);
+  KExpr *res = lanes_tree(k, no.body, KO_ADD, acc, lanes);
   if (n->op == OP_MEAN)
     res = DIV(res, FC((double)cnt));
   ks_add(k, no.body, ks_store(k, lw_out(n), lw_at(k, &no, 0, 0), res));
@@ -249,7 +250,8 @@ static void acc_step(Kernel *k, KStmt *body, const Node *n, int acc, KExpr *v) {
 }
 
 /* The contiguous run lanes_sum would add n's elements in: the trailing
- * reduced axes merged (rd[m..nr)); 0 if n is not summed in lanes. */
+ * reduced axes merged (rd[m..nr)), at least 32, or 16 with no outer
+ * reduced axes (m == 0); 0 if n is not summed in lanes. */
 static int64_t lanes_layout(const Node *n, int nr, const int64_t *rd, int64_t rst[][MAX_RANK],
                             int *m) {
   if (n->dtype != DT_F32 || n->op == OP_MAX || nr == 0 || rst[0][nr - 1] != 1)
@@ -258,7 +260,7 @@ static int64_t lanes_layout(const Node *n, int nr, const int64_t *rd, int64_t rs
   *m = nr - 1; /* trailing reduced axes that continue the run */
   while (*m > 0 && rst[0][*m - 1] == run)
     run *= rd[--*m];
-  return run >= 2 * LANES ? run : 0;
+  return run >= 2 * LANES || (run >= LANES && *m == 0) ? run : 0;
 }
 
 /* The run of kept axes run_sum adds vectors along (the trailing kept axes,
@@ -291,6 +293,7 @@ SumScheme lower_sum_layout(const Node *n, SumLayout *l) {
   }
   if ((l->run = lanes_layout(n, nr, l->od, rst, &m)) > 0) {
     l->no = m;
+    l->lanes = lanes_for(l->run);
     return l->scheme = SUM_LANES;
   }
   if (runs_layout(n, nk, l->kd, kst, nr, rst, &m) > 0) {
@@ -349,9 +352,9 @@ bool lw_rows_in_lanes(const Node *n) {
 
 /* nb rows, each reduced as lower_reduce reduces one output element of n
  * (the same f32 operations in the same order): an f32 sum or mean whose
- * trailing reduced axes make a run of at least 32 in 16 partial
- * sums, the runs in row-major order of the other reduced axes, one row
- * after the other; else one accumulator per row, row-major over the
+ * trailing reduced axes make a run of at least 32 in 16 partial sums (a
+ * row of 16 to 31 in 8), the runs in row-major order of the other reduced
+ * axes, one row after the other; else one accumulator per row, row-major over the
  * reduced axes, the rows' accumulators updated side by side in one nest
  * (independent chains of adds).  elem gets the element's offset from the
  * row's first element in n's input (its strides); res[b]: row b's result
@@ -367,8 +370,8 @@ void lw_rows_reduce(Kernel *k, KStmt *body, const Node *n, int nb, LwElemRow ele
   Nest ni;
   if (run) {
     for (int b = 0; b < nb; b++) {
-      int acc[LANES];
-      lanes_init(k, body, KO_ADD, acc, LANES);
+      int acc[LANES], lanes = lanes_for(run);
+      lanes_init(k, body, KO_ADD, acc, lanes);
       KStmt *in = body;
       OneRow o = {elem, ctx, b, NULL, k};
       if (m > 0) {
@@ -376,8 +379,8 @@ void lw_rows_reduce(Kernel *k, KStmt *body, const Node *n, int nb, LwElemRow ele
         in = ni.body;
         o.base = lw_bind(k, in, "base", lw_at(k, &ni, 0, 0));
       }
-      lanes_run(k, in, KO_ADD, acc, LANES, run, one_row_elem, &o);
-      res[b] = lanes_tree(k, body, KO_ADD, acc, LANES);
+      lanes_run(k, in, KO_ADD, acc, lanes, run, one_row_elem, &o);
+      res[b] = lanes_tree(k, body, KO_ADD, acc, lanes);
     }
   } else {
     int acc[LW_MAX_ROWS];

@@ -44,8 +44,9 @@
  * any of its stores; rows read only their own elements of their outputs'
  * shapes (a row is the elements sharing the kept axes, strided or not).
  *
- * A reduction whose row is one chain of adds (rows under 32 elements:
- * lower_reduce's order) takes 4 cycles an element; so such kernels do a
+ * A reduction whose row is one chain of adds (rows under 16 elements, or
+ * under 32 repeated over outer reduced axes: lower_reduce's order) takes
+ * 4 cycles an element; so such kernels do a
  * block of up to LW_MAX_ROWS rows per parallel iteration, the rows' chains
  * side by side in one loop, each row still summed in its own order.
  */

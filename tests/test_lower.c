@@ -238,6 +238,65 @@ static void test_column_sums(void **state) {
   }
 }
 
+/* The order lower_reduce documents for sums and means over the last axes:
+ * a contiguous run of 32 or more in 16 partials, a row of 16 to 31 (the
+ * whole reduction one run) in 8, element i to partial i mod lanes, then the
+ * tree p[l] += p[l + w]; anything shorter, or a run of 16 to 31 repeated
+ * over outer reduced axes (a batchnorm's statistics over N, H, W), one
+ * chain.  Row lengths 16, 21, 31, 32, 37 and 15; then [2, 5, 20] summed
+ * over axes 0 and 2 (runs of 20 under an outer axis: the chain).  Bit for
+ * bit against that order in C, through kir_eval and the reference check. */
+static float order_sum(const float *x, int64_t outer, int64_t ostride, int64_t run, bool row) {
+  int lanes = run >= 32 ? 16 : run >= 16 && row ? 8 : 1;
+  float p[16] = {0};
+  for (int64_t o = 0; o < outer; o++)
+    for (int64_t i = 0; i < run; i++)
+      p[i % lanes] += x[o * ostride + i];
+  for (int w = lanes / 2; w >= 1; w /= 2)
+    for (int l = 0; l < w; l++)
+      p[l] += p[l + w];
+  return p[0];
+}
+
+static void test_row_sums(void **state) {
+  const int64_t lens[] = {16, 21, 31, 32, 37, 15, 20};
+  for (int c = 0; c < countof(lens); c++) {
+    start();
+    bool outer = c == countof(lens) - 1; /* [2, 5, 20] over axes 0, 2 */
+    int64_t len = lens[c], rows = outer ? 5 : 6;
+    Node *x = outer ? rand_input("x", shp(3, 2, 5, len), 40 + (uint64_t)c)
+                    : rand_input("x", shp(2, rows, len), 40 + (uint64_t)c);
+    Node *r[2];
+    for (int o = 0; o < 2; o++) {
+      Attrs at = def(o ? OP_MEAN : OP_SUM);
+      if (outer)
+        at.n_axes = 2, at.axes[0] = 0, at.axes[1] = 2;
+      else
+        at.n_axes = 1, at.axes[0] = 1;
+      r[o] = keep(mk(o ? OP_MEAN : OP_SUM, &at, 1, x));
+    }
+    run();
+    check_all();
+    const float *xv = EV.vals[x->id].data;
+    float *got = malloc((size_t)rows * 4 + 4);
+    void **vals = calloc((size_t)G->n_nodes, sizeof *vals);
+    vals[x->id] = EV.vals[x->id].data;
+    for (int o = 0; o < 2; o++) {
+      exec(lower_checked(A, r[o]), vals, got, 0);
+      for (int64_t i = 0; i < rows; i++) {
+        float e = outer ? order_sum(xv + i * len, 2, 5 * len, len, false)
+                        : order_sum(xv + i * len, 1, 0, len, true);
+        e = o ? e / (float)(outer ? 2 * len : len) : e;
+        if (memcmp(&e, &got[i], 4) != 0)
+          fail_msg("%s of %s%lld elements, row %lld: %.9g, in the documented order %.9g",
+                   o ? "mean" : "sum", outer ? "2 runs of " : "", (long long)len, (long long)i,
+                   got[i], e);
+      }
+    }
+    free(got), free(vals);
+  }
+}
+
 static void test_argmax_softmax(void **state) {
   start();
   Node *x = rand_input("x", shp(3, 2, 3, 4), 8);
@@ -617,7 +676,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_unary),     cmocka_unit_test(test_binary),
       cmocka_unit_test(test_where_cast), cmocka_unit_test(test_reduce),
-      cmocka_unit_test(test_column_sums),
+      cmocka_unit_test(test_column_sums), cmocka_unit_test(test_row_sums),
       cmocka_unit_test(test_argmax_softmax), cmocka_unit_test(test_movement),
       cmocka_unit_test(test_embedding), cmocka_unit_test(test_matmul),
       cmocka_unit_test(test_conv),      cmocka_unit_test(test_pool),
