@@ -211,9 +211,9 @@ LOWER_FN(lower_cross_entropy_back)
  * over the kept axes, x offset sum of e's digits times kx) adds, from 0:
  *   SUM_LANES: for each position of the outer reduced axes (od/ox,
  *     row-major), the contiguous run x[off + i], i < run, element i into
- *     partial i mod lanes (16 for runs of 32 and more, 8 for runs of 16
- *     to 31), in order; then the partials as a tree (p[l] += p[l + w],
- *     w = lanes / 2, ..., 2, 1);
+ *     partial i mod lanes (16 for runs of 32 and more; 8 for a run of 16
+ *     to 31, which has no outer axes), in order; then the partials as a
+ *     tree (p[l] += p[l + w], w = lanes / 2, ..., 2, 1);
  *   SUM_RUNS: x at each position of the reduced axes (od/ox, all of them,
  *     row-major), one chain (run is 1);
  * then a mean divides by the f32 cnt.  SUM_CHAIN: another order (one
@@ -225,7 +225,6 @@ typedef struct SumLayout {
   int64_t kd[MAX_RANK], kx[MAX_RANK]; /* kept axes' extents and x strides */
   int64_t od[MAX_RANK], ox[MAX_RANK]; /* outer reduced axes' extents and x strides */
   int64_t run, cnt;                   /* the contiguous run (1 for SUM_RUNS); elements per output */
-  int lanes;                          /* SUM_LANES: its partials, 16 (runs of 32 up) or 8 */
 } SumLayout;
 SumScheme lower_sum_layout(const Node *n, SumLayout *l);
 

@@ -7,8 +7,8 @@
  *
  * Which kernels: a sum or mean node's own kernel (not fused) that
  * lower_reduce lowers as
- *   SUM_LANES in 16 partials, with at least 64 elements per output (runs
- *     of 16 to 31, in 8 partials, keep the generic kernel): each output's
+ *   SUM_LANES, with at least 64 elements per output (so in 16 partials:
+ *     the 8 of a row of 16 to 31 have fewer): each output's
  *     elements are runs of contiguous reduced axes (of at least 32), the
  *     runs in row-major order of the other reduced axes (none for a row's
  *     sum; N for a batchnorm's over axes 0, 2, 3); element i of each run
@@ -64,8 +64,7 @@ bool cu_reduce_describe(const Kernel *k, CuRed *r) {
   SumScheme s = lower_sum_layout(n, &r->l);
   r->rows = shape_numel(&n->shape);
   r->mean = n->op == OP_MEAN;
-  return (s == SUM_RUNS || (s == SUM_LANES && r->l.lanes == LANES && r->l.cnt >= MIN_CNT)) &&
-         r->rows > 0 &&
+  return (s == SUM_RUNS || (s == SUM_LANES && r->l.cnt >= MIN_CNT)) && r->rows > 0 &&
          k->bufs[0].numel == shape_numel(&n->in[0]->shape) && k->bufs[1].numel == r->rows;
 }
 
