@@ -140,9 +140,13 @@ enum { LW_MAX_ROWS = 8 };
  * res[0..nb). */
 void lw_rows_reduce(Kernel *k, KStmt *body, const Node *n, int nb, LwElemRow elem, void *ctx,
                     KExpr **res);
-/* Whether those rows are summed in partial sums (independent already),
- * rather than in one chain of adds each. */
-bool lw_rows_in_lanes(const Node *n);
+/* How those rows are summed: in that many partial sums, each row one
+ * contiguous run (16 or 8: lw_rows_reduce then updates nb rows' partials
+ * in one loop, nb * partials <= LW_LANES_ROWS); -1 in partial sums over
+ * runs repeated along outer reduced axes (a row at a time); 0 in one chain
+ * of adds each. */
+int lw_rows_lanes(const Node *n);
+enum { LW_LANES_ROWS = 64 };
 
 /* --- lower_fuse.c, lower_row.c: fused groups ------------------------------- */
 /* A kernel named "<ops>_<anchor name>" for members[0..n), the anchor last. */

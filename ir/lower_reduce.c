@@ -342,18 +342,43 @@ static KExpr *one_row_elem(void *ctx, KStmt *body, KExpr *i) {
   return o->elem(o->ctx, body, o->row, o->base ? ADD(o->base, i) : i);
 }
 
-bool lw_rows_in_lanes(const Node *n) {
+int lw_rows_lanes(const Node *n) {
   int nk, nr, m;
   int64_t kd[MAX_RANK], rd[MAX_RANK], kst[LW_OPS][MAX_RANK], rst[LW_OPS][MAX_RANK];
   split_axes(n, &nk, kd, kst, &nr, rd, rst);
-  return lanes_layout(n, nr, rd, rst, &m) > 0;
+  int64_t run = lanes_layout(n, nr, rd, rst, &m);
+  return run == 0 ? 0 : m > 0 ? -1 : lanes_for(run);
+}
+
+/* nb rows' partials of a row of one contiguous run, in one loop (element
+ * i of row b into its partial i mod lanes, as lanes_run), then each row's
+ * tree: the rows' chains and trees side by side. */
+static void rows_lanes(Kernel *k, KStmt *body, int nb, int64_t run, LwElemRow elem, void *ctx,
+                       KExpr **res) {
+  int acc[LW_MAX_ROWS][LANES], lanes = lanes_for(run);
+  ASSERT(nb <= LW_MAX_ROWS && nb * lanes <= LW_LANES_ROWS);
+  for (int b = 0; b < nb; b++)
+    lanes_init(k, body, KO_ADD, acc[b], lanes);
+  KExpr *c;
+  KStmt *lc = lw_for(k, body, "c", run / lanes, KL_REDUCE, &c);
+  KExpr *at = lw_bind(k, lc, "at", MUL(c, IC(lanes)));
+  for (int b = 0; b < nb; b++)
+    for (int l = 0; l < lanes; l++)
+      ks_add(k, lc, ks_set(k, acc[b][l], ADD(VAR(acc[b][l]), elem(ctx, lc, b, ADD(at, IC(l))))));
+  for (int b = 0; b < nb; b++)
+    for (int64_t l = 0; l < run % lanes; l++)
+      ks_add(k, body, ks_set(k, acc[b][l], ADD(VAR(acc[b][l]),
+                                               elem(ctx, body, b, IC(run / lanes * lanes + l)))));
+  for (int b = 0; b < nb; b++)
+    res[b] = lanes_tree(k, body, KO_ADD, acc[b], lanes);
 }
 
 /* nb rows, each reduced as lower_reduce reduces one output element of n
  * (the same f32 operations in the same order): an f32 sum or mean whose
  * trailing reduced axes make a run of at least 32 in 16 partial sums (a
  * row of 16 to 31 in 8), the runs in row-major order of the other reduced
- * axes, one row after the other; else one accumulator per row, row-major over the
+ * axes, one row after the other (rows of one run each: the nb rows'
+ * partials side by side in one loop, rows_lanes); else one accumulator per row, row-major over the
  * reduced axes, the rows' accumulators updated side by side in one nest
  * (independent chains of adds).  elem gets the element's offset from the
  * row's first element in n's input (its strides); res[b]: row b's result
@@ -367,7 +392,9 @@ void lw_rows_reduce(Kernel *k, KStmt *body, const Node *n, int nb, LwElemRow ele
     cnt *= rd[d];
   int64_t run = lanes_layout(n, nr, rd, rst, &m);
   Nest ni;
-  if (run) {
+  if (run && m == 0 && nb > 1) {
+    rows_lanes(k, body, nb, run, elem, ctx, res);
+  } else if (run) {
     for (int b = 0; b < nb; b++) {
       int acc[LANES], lanes = lanes_for(run);
       lanes_init(k, body, KO_ADD, acc, lanes);

@@ -48,7 +48,13 @@
  * under 32 repeated over outer reduced axes: lower_reduce's order) takes
  * 4 cycles an element; so such kernels do a
  * block of up to LW_MAX_ROWS rows per parallel iteration, the rows' chains
- * side by side in one loop, each row still summed in its own order.
+ * side by side in one loop, each row still summed in its own order.  Rows
+ * summed in partials (one contiguous run each) come in blocks too, of
+ * LW_LANES_ROWS partials (4 rows of 32 or more, 8 of 16 to 31): a row's
+ * maximum, tree of partials, rsqrt and so on form a chain of ~150 cycles
+ * that a row at a time left mostly waiting (layer norm over 32: 47 cycles
+ * a row), and the block's trees are done together on one vector
+ * (codegen/llvm/cg_loop.c, vacc_tree).
  */
 #include <string.h>
 
@@ -340,12 +346,19 @@ static void classify(Rz *z) {
 }
 
 /* Rows per iteration: several when a reduction adds a row in one chain
- * (the rows' chains then run side by side), dividing the rows. */
+ * (the rows' chains then run side by side), or each row in partial sums
+ * over one run (the rows' partials side by side: LW_LANES_ROWS of them);
+ * one when a row's partials walk outer axes; dividing the rows. */
 static int block_rows(const Rz *z) {
-  bool chain = false;
-  for (int m = 0; m < z->n; m++)
-    chain |= !lower_fusable(z->members[m]->op) && !lw_rows_in_lanes(z->members[m]);
-  int nb = chain ? LW_MAX_ROWS : 1;
+  int nb = 0;
+  for (int m = 0; m < z->n; m++) {
+    if (lower_fusable(z->members[m]->op))
+      continue;
+    int lanes = lw_rows_lanes(z->members[m]);
+    int want = lanes < 0 ? 1 : lanes > 0 ? LW_LANES_ROWS / lanes : LW_MAX_ROWS;
+    nb = nb == 0 || want < nb ? want : nb;
+  }
+  nb = nb == 0 ? 1 : nb > LW_MAX_ROWS ? LW_MAX_ROWS : nb;
   while (z->R % nb)
     nb /= 2;
   return nb;

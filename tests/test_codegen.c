@@ -477,6 +477,72 @@ static void vector_accumulators(void **state) {
   free(X), free(Y);
 }
 
+/* G rows' L partials of op in one loop (row g's element c L + l into
+ * acc[g][l], ir/lower_reduce.c's rows_lanes), then each row's tree p[l] =
+ * p[l] op p[l + w], w = L/2 .. 1; every partial stored, to y[row, l].  With
+ * `cut`, a statement that is not a tree's (other = acc[0][0] + 1, stored
+ * too) stands between row 0's tree and the others'. */
+static Kernel *trees_kernel(const char *name, KOp op, int G, int L, int R, int C, bool cut) {
+  Kernel *k = kir_new(ar, name, NULL);
+  int x = kir_buf(k, "x", KT_F32, R * C, KB_IN, 0);
+  int y = kir_buf(k, "y", KT_F32, R * L + 1, KB_OUT, 1);
+  int r = kir_var(k, "r", KT_IDX), c = kir_var(k, "c", KT_IDX), other = kir_var(k, "other", KT_F32);
+  int acc[8][16];
+  KStmt *lr = ks_loop(k, r, I(R / G), KL_SERIAL);
+  ks_add(k, k->body, lr);
+  for (int g = 0; g < G; g++)
+    for (int l = 0; l < L; l++) {
+      acc[g][l] = kir_var(k, "acc", KT_F32);
+      ks_add(k, lr, ks_decl(k, acc[g][l], F(op == KO_MAX ? -INFINITY : 0)));
+    }
+  KStmt *lc = ks_loop(k, c, I(C / L), KL_REDUCE);
+  ks_add(k, lr, lc);
+  for (int g = 0; g < G; g++)
+    for (int l = 0; l < L; l++) {
+      KExpr *at = ADD(ADD(MUL(ADD(MUL(V(r), I(G)), I(g)), I(C)), MUL(V(c), I(L))), I(l));
+      ks_add(k, lc, ks_set(k, acc[g][l], BIN(op, V(acc[g][l]), LD(x, at))));
+    }
+  for (int g = 0; g < G; g++) {
+    for (int w = L / 2; w >= 1; w /= 2)
+      for (int l = 0; l < w; l++)
+        ks_add(k, lr, ks_set(k, acc[g][l], BIN(op, V(acc[g][l]), V(acc[g][l + w]))));
+    if (cut && g == 0)
+      ks_add(k, lr, ks_decl(k, other, ADD(V(acc[0][0]), F(1))));
+  }
+  for (int g = 0; g < G; g++)
+    for (int l = 0; l < L; l++)
+      ks_add(k, lr, ks_store(k, y, ADD(MUL(ADD(MUL(V(r), I(G)), I(g)), I(L)), I(l)), V(acc[g][l])));
+  if (cut)
+    ks_add(k, lr, ks_store(k, y, I(R * L), V(other)));
+  return k;
+}
+
+/* The trees after a loop of vector accumulators are done on the vector
+ * (cg_loop.c, vacc_tree): 4 rows of 16 partials, 8 rows of 8, as waves
+ * of shuffles and one vector op each (the IR's 32-lane add is the first
+ * wave of 4 rows of 16); every partial's final value, sums and maxima
+ * over NaN, infinities and signed zeros, the bits of kir_eval's scalar
+ * trees.  A statement between the trees stops the folding there; the
+ * bits stay the same. */
+static void vector_trees(void **state) {
+  enum { R = 40, C = 16 * 3 };
+  float *X = malloc(sizeof(float) * R * C), *Y = malloc(sizeof(float) * (R * 16 + 1));
+  uint64_t s = 13;
+  const float odd[] = {NAN, -0.0f, 0.0f, INFINITY, -INFINITY};
+  for (int t = 0; t < R * C; t++)
+    X[t] = t % 11 == 5 ? odd[(t / 11) % 5] : frand(&s, -3, 3);
+  Kernel *sum = trees_kernel("trees_sum", KO_ADD, 4, 16, R, C, false);
+  Kernel *mx = trees_kernel("trees_max", KO_MAX, 8, 8, R, C, false);
+  Kernel *cut = trees_kernel("trees_cut", KO_ADD, 4, 16, R, C, true);
+  lanes_ir(sum, "fadd <32 x float>", NULL, true);
+  lanes_ir(mx, "<32 x float>", NULL, true);
+  lanes_ir(cut, "fadd <8 x float>", NULL, true); /* row 0's tree, on its own */
+  Kernel *ks[] = {sum, mx, cut};
+  for (int i = 0; i < countof(ks); i++)
+    run1(ks[i], (void *[]){X, Y});
+  free(X), free(Y);
+}
+
 /* bits[i] = rng_hash(seed, step * N + i) >> 11, seed above 2^63; then
  * KO_HASH64 with the operands swapped: all 64 bits. */
 static void hash(void **state) {
@@ -885,7 +951,8 @@ int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, arena_setup, arena_teardown)
   const struct CMUnitTest tests[] = {
       T(elementwise),   T(kmath),        T(reduction),    T(nested_index), T(select_guarded), T(casts),
-      T(parallel),      T(vector_accumulators), T(hash),         T(step_function), T(emit_files),
+      T(parallel),      T(vector_accumulators), T(vector_trees), T(hash), T(step_function),
+      T(emit_files),
       T(errors),        T(every_op),     T(every_model),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

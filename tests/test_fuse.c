@@ -286,6 +286,46 @@ static void row_chains(void **state) {
   compiled_free(&c);
 }
 
+/* The most partials one reduction loop of s updates (its KS_SET children). */
+static int loop_partials(const KStmt *s) {
+  int most = 0, here = 0;
+  for (int i = 0; i < s->n_body; i++) {
+    int in = loop_partials(s->body[i]);
+    most = in > most ? in : most;
+    here += s->body[i]->kind == KS_SET;
+  }
+  return s->kind == KS_LOOP && s->loop == KL_REDUCE && here > most ? here : most;
+}
+
+/* Rows in partial sums come in blocks (lower_row.c): a layer norm and a
+ * sum of squares over rows of 32 (16 partials, 4 rows a block), 20 (8
+ * partials, 8 rows), 37 (16, 5 left after the loop) and, with 6 rows, 16
+ * (8 partials; 6 rows take blocks of 2).  The block's partials are one
+ * loop's; fused, unfused and each kind off: the same bits. */
+static void row_blocks(void **state) {
+  static const int shapes[][3] = {{24, 32, 64}, {24, 20, 64}, {24, 37, 64}, {6, 16, 16}};
+  for (int i = 0; i < countof(shapes); i++) {
+    char text[512];
+    snprintf(text, sizeof text,
+             "model m() {\n  input x: f32[%d, %d]\n  h = layernorm(x, name=\"ln\")\n"
+             "  output y = h * sum(h * h, axis=-1, keepdims=true)\n}\n",
+             shapes[i][0], shapes[i][1]);
+    Compiled c = compile_text(text);
+    MUST_COMPILE(c);
+    int n;
+    Node **roots = outputs(&c, &n);
+    Plan p = plan_of(c.g, roots, n, (FuseOpts){0});
+    Node *y = value(c.g, "y");
+    assert_true(plan_group(&p, y)->row);
+    Kernel *k = program_kernel_at(c.a, &p, y);
+    if (loop_partials(k->body) != shapes[i][2])
+      fail_msg("rows of %d: %d partials in one loop, want %d", shapes[i][1],
+               loop_partials(k->body), shapes[i][2]);
+    model_variants(c.g, roots, n, "row blocks", true);
+    compiled_free(&c);
+  }
+}
+
 /* Whether v is a sum or mean over batch norm's channels: [1, C, 1, 1]. */
 static bool channel_sum(const Node *v) {
   return (v->op == OP_SUM || v->op == OP_MEAN) && v->shape.rank == 4 && v->shape.dim[0] == 1 &&
@@ -1000,7 +1040,7 @@ int main(void) {
       cmocka_unit_test(training_step), cmocka_unit_test(gelu_derivative),
       cmocka_unit_test(attention_views), cmocka_unit_test(dense_batch_sums),
       cmocka_unit_test(opts_words),
-      cmocka_unit_test(layernorm_rows), cmocka_unit_test(row_chains),
+      cmocka_unit_test(layernorm_rows), cmocka_unit_test(row_chains), cmocka_unit_test(row_blocks),
       cmocka_unit_test(batchnorm_rows), cmocka_unit_test(batchnorm_chain),
       cmocka_unit_test(resnet_batchnorm_rows),
       cmocka_unit_test(scatter_split), cmocka_unit_test(scatter_gaps_and_refusals),

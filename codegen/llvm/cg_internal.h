@@ -59,6 +59,11 @@ typedef struct Fn {
                             * every load and store is tagged with, or NULL */
   int depth;               /* loops around the statement being emitted */
   int *n_outlined;         /* parallel bodies made for this kernel so far */
+  /* body(): the statements after the one being emitted, which a reduction
+   * loop may fold into its vector accumulator (cg_loop.c, vacc_tree),
+   * saying how many in `consumed` */
+  KStmt *const *tail;
+  int n_tail, consumed;
 } Fn;
 
 /* --- cg_module.c ---------------------------------------------------------- */

@@ -185,8 +185,12 @@ static bool has_loop(const KStmt *s) {
 }
 
 static void body(Fn *f, const KStmt *s) {
-  for (int i = 0; i < s->n_body; i++)
+  for (int i = 0; i < s->n_body; i++) {
+    f->tail = s->body + i + 1, f->n_tail = s->n_body - i - 1, f->consumed = 0;
     cg_stmt(f, s->body[i]);
+    i += f->consumed;
+    f->tail = NULL, f->n_tail = 0, f->consumed = 0;
+  }
 }
 
 /* --- vector accumulators --------------------------------------------------------
@@ -309,10 +313,86 @@ static void vacc_end(Fn *f, VAcc *va) {
                    cg_slot(f, va->set[j]->var));
 }
 
+/* The lane of accumulator var in va, or -1. */
+static int vacc_lane(const VAcc *va, int var) {
+  for (int j = 0; j < va->n; j++)
+    if (va->set[j]->var == var)
+      return j;
+  return -1;
+}
+
+/* After the loop, statements acc_x = acc_x op acc_y on its accumulators
+ * (ir/lower_reduce.c's trees: p[l] = p[l] op p[l + w], w = 8, 4, 2, 1, for
+ * each of a block of rows) are done on the vector: in waves, each the
+ * statements whose operands are final by then, as one vector op on lanes
+ * gathered by shuffles, its results shuffled back in.  Each lane still does
+ * its scalar operations in order: the same bits.  Left to LLVM, each row's
+ * tree was a chain of extracts and scalar adds, ~15 operations a row; the
+ * waves do a block's rows together (4 rows of 16 partials: 4 ops of 32, 16,
+ * 8 and 4 lanes).  Returns how many of the statements it did. */
+static int vacc_tree(Fn *f, VAcc *va, KStmt *const *tail, int n_tail) {
+  enum { WAVES = 16 };
+  int n = 0, last_w[VACC_MAX] = {0}, last_r[VACC_MAX] = {0}, wave[VACC_MAX * 4];
+  int lx[VACC_MAX * 4], ly[VACC_MAX * 4], waves = 0;
+  for (; n < n_tail && n < VACC_MAX * 4; n++) {
+    const KStmt *t = tail[n];
+    const KExpr *v = t->kind == KS_SET ? t->value : NULL;
+    if (!v || v->kind != KE_BINARY || v->op != va->op || v->type != KT_F32 ||
+        v->a->kind != KE_VAR || v->a->var != t->var || v->b->kind != KE_VAR)
+      break;
+    int x = vacc_lane(va, t->var), y = vacc_lane(va, v->b->var);
+    if (x < 0 || y < 0 || x == y)
+      break;
+    int w = (last_w[x] > last_w[y] ? last_w[x] : last_w[y]) + 1;
+    w = w < last_r[x] ? last_r[x] : w; /* after the reads of x's old value */
+    if (w > WAVES)
+      break;
+    lx[n] = x, ly[n] = y, wave[n] = w;
+    last_w[x] = w;
+    last_r[x] = last_r[x] > w ? last_r[x] : w;
+    last_r[y] = last_r[y] > w ? last_r[y] : w;
+    waves = waves > w ? waves : w;
+  }
+  if (n == 0)
+    return 0;
+  Cg *cg = f->cg;
+  LLVMValueRef v = LLVMBuildLoad2(f->b, va->vt, va->slot, "");
+  LLVMValueRef undef = LLVMGetUndef(va->vt);
+  for (int w = 1; w <= waves; w++) {
+    LLVMValueRef mx[VACC_MAX], my[VACC_MAX], back[VACC_MAX];
+    int m = 0, at[VACC_MAX];
+    for (int i = 0; i < n; i++)
+      if (wave[i] == w)
+        at[lx[i]] = m, mx[m] = lane(cg, lx[i]), my[m++] = lane(cg, ly[i]);
+    LLVMValueRef a = LLVMBuildShuffleVector(f->b, v, undef, LLVMConstVector(mx, (unsigned)m), "");
+    LLVMValueRef b = LLVMBuildShuffleVector(f->b, v, undef, LLVMConstVector(my, (unsigned)m), "");
+    LLVMValueRef r = cg_arith(f, va->op, true, a, b);
+    /* r back into v: lane j from r where this wave wrote it; r is widened
+     * to n lanes first (a shuffle's operands have one type) */
+    LLVMValueRef wide[VACC_MAX];
+    for (int j = 0; j < va->n; j++)
+      wide[j] = j < m ? lane(cg, j) : LLVMGetUndef(cg->t_i32);
+    LLVMValueRef rw = LLVMBuildShuffleVector(f->b, r, LLVMGetUndef(LLVMTypeOf(r)),
+                                             LLVMConstVector(wide, (unsigned)va->n), "");
+    bool wrote[VACC_MAX] = {0};
+    for (int i = 0; i < n; i++)
+      if (wave[i] == w)
+        wrote[lx[i]] = true;
+    for (int j = 0; j < va->n; j++)
+      back[j] = lane(cg, wrote[j] ? va->n + at[j] : j);
+    v = LLVMBuildShuffleVector(f->b, v, rw, LLVMConstVector(back, (unsigned)va->n), "");
+  }
+  LLVMBuildStore(f->b, v, va->slot);
+  return n;
+}
+
 /* for (var = lo; var < hi; var++) s's body */
 static void counted_loop(Fn *f, const KStmt *s, LLVMValueRef lo, LLVMValueRef hi, bool vectorize) {
   Cg *cg = f->cg;
   VAcc va = {0};
+  KStmt *const *tail = f->tail;
+  int n_tail = f->n_tail, folded = 0;
+  f->tail = NULL, f->n_tail = 0;
   bool vacc = !vectorize && vacc_find(f->k, s, &va);
   if (vacc)
     vacc_begin(f, &va);
@@ -344,8 +424,12 @@ static void counted_loop(Fn *f, const KStmt *s, LLVMValueRef lo, LLVMValueRef hi
     loop_hint(f, latch, "llvm.loop.vectorize.enable", true, f->group);
   f->group = outer_group;
   LLVMPositionBuilderAtEnd(f->b, done);
-  if (vacc)
+  if (vacc) {
+    if (tail)
+      folded = vacc_tree(f, &va, tail, n_tail);
     vacc_end(f, &va);
+  }
+  f->consumed = folded;
 }
 
 static LLVMValueRef parallel_for_decl(Cg *cg) {
