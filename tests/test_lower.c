@@ -330,6 +330,8 @@ static void test_argmax_softmax(void **state) {
     mid_rows[i] = (float)((i * 13 % 17) - 8) * 0.75f;
   mid_rows[20] = 100, mid_rows[21 + 6] = 90, mid_rows[2 * 21 + 3] = NAN;
   Node *mr = input("mr", DT_F32, shp(2, 3, 21), mid_rows, countof(mid_rows));
+  /* lr's 4 rows and lx's 6 run in blocks of 4 and 2 rows (softmax_blocks),
+   * mr's 3 and l16's 5 a row at a time */
   Node *fs[] = {x, big, t, lr, mr, rand_input("lx", shp(2, 6, 64), 12),
                 rand_input("l16", shp(2, 5, 16), 13)};
   for (int i = 0; i < countof(fs); i++)
