@@ -511,7 +511,10 @@ static KExpr *sm_elem(void *ctx, KStmt *body, int b, KExpr *at) {
  * slower) and the output row by row; each row's operations and their
  * order are lower_softmax's.  One row at a time, a row of 16 took ~35
  * cycles, its maximum, exponentials, sum and division a dependent chain
- * of ~120; in blocks of 8, ~28. */
+ * of ~120; in blocks of 8, ~28.  The CUDA backend runs a block in one
+ * thread, as it ran a row: nb times fewer threads, each doing nb rows in
+ * turn (not measured on a device yet; at the sizes measured there the
+ * step was bound by its launches). */
 static void softmax_blocks(Kernel *k, const Node *n, int64_t rows, int64_t len, int nb) {
   KExpr *rb, *base[LW_MAX_ROWS], *mx[LW_MAX_ROWS], *sum[LW_MAX_ROWS], *j;
   KStmt *b = lw_for(k, k->body, "r", rows / nb, KL_PARALLEL, &rb);
