@@ -3,7 +3,8 @@
  * argmax), softmax and log_softmax, and the cross-entropy loss and its
  * gradient.
  *
- * Each output element (or row) is one iteration of a parallel nest; inside
+ * Each output element (or row; softmax's contiguous rows in partials: a
+ * block of them) is one iteration of a parallel nest; inside
  * it a local accumulator is declared and KL_REDUCE loops update it, walking
  * the reduced elements in the reference's order (row-major over the reduced
  * axes).  Accumulators are f32 where the reference's are double, so f32
@@ -480,16 +481,6 @@ Kernel *lower_argmax(Arena *a, const Node *n) {
   return k;
 }
 
-/* softmax: exp(x - max) / sum; log_softmax: (x - max) - log(sum).  The
- * exponentials go through the output (stored, then summed, then the output
- * made from them).  A contiguous row (inner == 1, the last axis) of 16
- * or more takes its maximum and its sum in lanes_for partials, as lanes_sum:
- * the one chain of dependent max, then add, operations per row was most of
- * the time of attention's softmax over 128 positions (1.1 ns an element,
- * the exponentials vectorized).  The maximum is the same in any order (each
- * partial skips NaN as the chain did; only which of -0 and +0 a row of
- * zeros returns can change, and exp(x - max) does not see that); the sum
- * rounds as the partials add.  Shorter or strided rows keep the chains. */
 /* Element at of row b of a softmax block (buffer buf at base[b] + at). */
 typedef struct SmBlock {
   Kernel *k;
@@ -539,6 +530,18 @@ static void softmax_blocks(Kernel *k, const Node *n, int64_t rows, int64_t len, 
   }
 }
 
+/* softmax: exp(x - max) / sum; log_softmax: (x - max) - log(sum).  The
+ * exponentials go through the output (stored, then summed, then the output
+ * made from them).  A contiguous row (inner == 1, the last axis) of 16
+ * or more takes its maximum and its sum in lanes_for partials, as lanes_sum:
+ * the one chain of dependent max, then add, operations per row was most of
+ * the time of attention's softmax over 128 positions (1.1 ns an element,
+ * the exponentials vectorized).  The maximum is the same in any order (each
+ * partial skips NaN as the chain did; only which of -0 and +0 a row of
+ * zeros returns can change, and exp(x - max) does not see that); the sum
+ * rounds as the partials add.  Shorter or strided rows keep the chains.
+ * Rows in partials come several to a parallel iteration when the rows
+ * divide (softmax_blocks). */
 Kernel *lower_softmax(Arena *a, const Node *n) {
   Kernel *k = lw_kernel(a, n);
   int64_t len, inner;
