@@ -394,20 +394,15 @@ void lw_rows_reduce(Kernel *k, KStmt *body, const Node *n, int nb, LwElemRow ele
     cnt *= rd[d];
   int64_t run = lanes_layout(n, nr, rd, rst, &m);
   Nest ni;
-  if (run && m == 0 && nb > 1) {
+  if (run && m == 0) {
     rows_lanes(k, body, KO_ADD, nb, run, elem, ctx, res);
-  } else if (run) {
+  } else if (run) { /* runs along outer axes: a row at a time (nb is 1) */
     for (int b = 0; b < nb; b++) {
       int acc[LANES], lanes = lanes_for(run);
       lanes_init(k, body, KO_ADD, acc, lanes);
-      KStmt *in = body;
-      OneRow o = {elem, ctx, b, NULL, k};
-      if (m > 0) {
-        lw_nest(k, body, m, rd, 1, rst, NEST_REDUCE, &ni);
-        in = ni.body;
-        o.base = lw_bind(k, in, "base", lw_at(k, &ni, 0, 0));
-      }
-      lanes_run(k, in, KO_ADD, acc, lanes, run, one_row_elem, &o);
+      lw_nest(k, body, m, rd, 1, rst, NEST_REDUCE, &ni);
+      OneRow o = {elem, ctx, b, lw_bind(k, ni.body, "base", lw_at(k, &ni, 0, 0)), k};
+      lanes_run(k, ni.body, KO_ADD, acc, lanes, run, one_row_elem, &o);
       res[b] = lanes_tree(k, body, KO_ADD, acc, lanes);
     }
   } else {
@@ -506,8 +501,29 @@ static KExpr *sm_elem(void *ctx, KStmt *body, int b, KExpr *at) {
  * thread, as it ran a row: nb times fewer threads, each doing nb rows in
  * turn (not measured on a device yet; at the sizes measured there the
  * step was bound by its launches). */
+/* Row base + r inner, r < len, of softmax n: the exponentials exp(x - mx)
+ * into the output (independent: they vectorize when inner is 1). */
+static void sm_exps(Kernel *k, KStmt *b, const Node *n, KExpr *base, int64_t inner, int64_t len,
+                    KExpr *mx) {
+  KExpr *r;
+  KStmt *l = lw_for(k, b, "r", len, inner == 1 ? KL_VECTOR : KL_SERIAL, &r);
+  KExpr *i = ADD(base, MUL(r, IC(inner)));
+  ks_add(k, l, ks_store(k, lw_out(n), i, UN(KO_EXP, SUB(LOAD(0, i), mx))));
+}
+
+/* Then the output from them and their sum: (x - mx) - log(sum) for
+ * log_softmax, exp / sum for softmax. */
+static void sm_output(Kernel *k, KStmt *b, const Node *n, KExpr *base, int64_t inner, int64_t len,
+                      KExpr *mx, KExpr *sum) {
+  KExpr *lse = n->op == OP_LOG_SOFTMAX ? lw_let(k, b, "lse", UN(KO_LOG, sum)) : NULL, *r;
+  KStmt *l = lw_for(k, b, "r", len, inner == 1 ? KL_VECTOR : KL_SERIAL, &r);
+  KExpr *i = ADD(base, MUL(r, IC(inner)));
+  KExpr *y = lse ? SUB(SUB(LOAD(0, i), mx), lse) : DIV(LOAD(lw_out(n), i), sum);
+  ks_add(k, l, ks_store(k, lw_out(n), i, y));
+}
+
 static void softmax_blocks(Kernel *k, const Node *n, int64_t rows, int64_t len, int nb) {
-  KExpr *rb, *base[LW_MAX_ROWS], *mx[LW_MAX_ROWS], *sum[LW_MAX_ROWS], *j;
+  KExpr *rb, *base[LW_MAX_ROWS], *mx[LW_MAX_ROWS], *sum[LW_MAX_ROWS];
   KStmt *b = lw_for(k, k->body, "r", rows / nb, KL_PARALLEL, &rb);
   for (int i = 0; i < nb; i++)
     base[i] = lw_bind(k, b, "base", MUL(ADD(MUL(rb, IC(nb)), IC(i)), IC(len)));
@@ -515,19 +531,11 @@ static void softmax_blocks(Kernel *k, const Node *n, int64_t rows, int64_t len, 
   rows_lanes(k, b, KO_MAX, nb, len, sm_elem, &in, mx);
   for (int i = 0; i < nb; i++) {
     mx[i] = lw_let(k, b, "mx", mx[i]);
-    KStmt *l = lw_for(k, b, "j", len, KL_VECTOR, &j);
-    ks_add(k, l, ks_store(k, lw_out(n), ADD(base[i], j),
-                          UN(KO_EXP, SUB(LOAD(0, ADD(base[i], j)), mx[i]))));
+    sm_exps(k, b, n, base[i], 1, len, mx[i]);
   }
   rows_lanes(k, b, KO_ADD, nb, len, sm_elem, &out, sum);
-  for (int i = 0; i < nb; i++) {
-    KExpr *lse = n->op == OP_LOG_SOFTMAX ? lw_let(k, b, "lse", UN(KO_LOG, sum[i])) : NULL;
-    KExpr *s = lse ? NULL : lw_let(k, b, "sum", sum[i]);
-    KStmt *l = lw_for(k, b, "j", len, KL_VECTOR, &j);
-    KExpr *o = ADD(base[i], j);
-    KExpr *y = lse ? SUB(SUB(LOAD(0, o), mx[i]), lse) : DIV(LOAD(lw_out(n), o), s);
-    ks_add(k, l, ks_store(k, lw_out(n), o, y));
-  }
+  for (int i = 0; i < nb; i++)
+    sm_output(k, b, n, base[i], 1, len, mx[i], lw_let(k, b, "sum", sum[i]));
 }
 
 /* softmax: exp(x - max) / sum; log_softmax: (x - max) - log(sum).  The
@@ -564,7 +572,7 @@ Kernel *lower_softmax(Arena *a, const Node *n) {
   KStmt *b = ns.body;
   KExpr *base = lw_bind(k, b, "base", lw_at(k, &ns, 0, 0));
   int mx = kir_var(k, "mx", KT_F32), sum = kir_var(k, "sum", KT_F32);
-  int r1 = lw_ivar(k, "r"), r2 = lw_ivar(k, "r"), r3 = lw_ivar(k, "r");
+  int r1 = lw_ivar(k, "r");
 #define X(r) LOAD(0, ADD(base, MUL(VAR(r), IC(inner))))
 #define Y(r) ADD(base, MUL(VAR(r), IC(inner)))
   bool lanes = inner == 1 && lanes_for(len);
@@ -579,9 +587,7 @@ Kernel *lower_softmax(Arena *a, const Node *n) {
   /* the exponentials into the output first (independent: they vectorize),
    * then their sum, then the output from them */
   int r4 = lw_ivar(k, "r");
-  KLoopKind map = inner == 1 ? KL_VECTOR : KL_SERIAL;
-  KStmt *l2 = lw_loop(k, b, r2, len, map);
-  ks_add(k, l2, ks_store(k, lw_out(n), Y(r2), UN(KO_EXP, SUB(X(r2), VAR(mx)))));
+  sm_exps(k, b, n, base, inner, len, VAR(mx));
   if (lanes) {
     ks_add(k, b, ks_decl(k, sum, lanes_reduce(k, b, KO_ADD, len, load_at_base, &out)));
   } else {
@@ -589,10 +595,7 @@ Kernel *lower_softmax(Arena *a, const Node *n) {
     KStmt *l4 = lw_loop(k, b, r4, len, KL_REDUCE);
     ks_add(k, l4, ks_set(k, sum, ADD(VAR(sum), LOAD(lw_out(n), Y(r4)))));
   }
-  KExpr *lse = n->op == OP_LOG_SOFTMAX ? lw_let(k, b, "lse", UN(KO_LOG, VAR(sum))) : NULL;
-  KStmt *l3 = lw_loop(k, b, r3, len, map);
-  KExpr *y = lse ? SUB(SUB(X(r3), VAR(mx)), lse) : DIV(LOAD(lw_out(n), Y(r3)), VAR(sum));
-  ks_add(k, l3, ks_store(k, lw_out(n), Y(r3), y));
+  sm_output(k, b, n, base, inner, len, VAR(mx), VAR(sum));
 #undef X
 #undef Y
   return k;

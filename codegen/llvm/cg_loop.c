@@ -361,9 +361,12 @@ static int vacc_tree(Fn *f, VAcc *va, KStmt *const *tail, int n_tail) {
   for (int w = 1; w <= waves; w++) {
     LLVMValueRef mx[VACC_MAX], my[VACC_MAX], back[VACC_MAX];
     int m = 0, at[VACC_MAX];
+    bool wrote[VACC_MAX] = {0};
     for (int i = 0; i < n; i++)
-      if (wave[i] == w)
-        at[lx[i]] = m, mx[m] = lane(cg, lx[i]), my[m++] = lane(cg, ly[i]);
+      if (wave[i] == w) {
+        wrote[lx[i]] = true, at[lx[i]] = m;
+        mx[m] = lane(cg, lx[i]), my[m++] = lane(cg, ly[i]);
+      }
     LLVMValueRef a = LLVMBuildShuffleVector(f->b, v, undef, LLVMConstVector(mx, (unsigned)m), "");
     LLVMValueRef b = LLVMBuildShuffleVector(f->b, v, undef, LLVMConstVector(my, (unsigned)m), "");
     LLVMValueRef r = cg_arith(f, va->op, true, a, b);
@@ -374,10 +377,6 @@ static int vacc_tree(Fn *f, VAcc *va, KStmt *const *tail, int n_tail) {
       wide[j] = j < m ? lane(cg, j) : LLVMGetUndef(cg->t_i32);
     LLVMValueRef rw = LLVMBuildShuffleVector(f->b, r, LLVMGetUndef(LLVMTypeOf(r)),
                                              LLVMConstVector(wide, (unsigned)va->n), "");
-    bool wrote[VACC_MAX] = {0};
-    for (int i = 0; i < n; i++)
-      if (wave[i] == w)
-        wrote[lx[i]] = true;
     for (int j = 0; j < va->n; j++)
       back[j] = lane(cg, wrote[j] ? va->n + at[j] : j);
     v = LLVMBuildShuffleVector(f->b, v, rw, LLVMConstVector(back, (unsigned)va->n), "");
