@@ -124,7 +124,8 @@ static int set_opt(Cli *c, const Opt *o, const char *val) {
   case 'F':
     if (!fuse_opts_parse(val, &c->plan.fuse))
       return cli_usage_error(c->cmd, "--fuse must be none, all or a comma list of eltwise, "
-                             "reduce, row, multi, epilogue, fold, scatter, deriv, view, batchsum; got '%s'",
+                             "reduce, row, multi, epilogue, fold, scatter, deriv, view, batchsum, const; "
+                             "got '%s'",
                              val);
     c->fuse_given = true;
     return EXIT_OK;

@@ -113,7 +113,10 @@ extern const Command cmd_check, cmd_show, cmd_run, cmd_init, cmd_train, cmd_buil
   "                           by default), batchsum (a sum over a matmul's batch\n"      \
   "                           axes done by the matmul: weight gradients of dense\n"      \
   "                           layers on [N, T, D]; not with --target cuda by\n"          \
-  "                           default); fused values get no buffer\n"
+  "                           default), const (a scalar constant read by\n"              \
+  "                           elementwise ops is a literal in their kernels, not\n"      \
+  "                           a kernel and a buffer of its own); fused values get\n"     \
+  "                           no buffer\n"
 
 /* The rewrites an inference graph gets before planning (kiln run, build,
  * bench), unless --no-prepack: batchnorm folded into convolution weights

@@ -50,14 +50,14 @@ static const char run_help[] =
     "  --seed N                 seed of initialization and random inputs (default 0)\n"
     "  --reference              use the reference evaluator instead of compiled code\n"
     "  --no-plan                with --reference: every value its own buffer instead\n"
-    "                           of the planned arena (compiled code always plans)\n"
-    CLI_FUSE_HELP
-    "                           (compiled code; see kiln show --stage fused)\n"
-    "  --no-inplace, --no-share, --schedule=default|min-memory\n"
-    "                           memory-planning switches (see kiln show --stage plan)\n";
+    "                           of the planned arena (compiled code always plans)\n";
 
 /* The rest of run's help (one literal would pass C's 4095 characters). */
 static const char run_help_end[] =
+    CLI_FUSE_HELP
+    "                           (compiled code; see kiln show --stage fused)\n"
+    "  --no-inplace, --no-share, --schedule=default|min-memory\n"
+    "                           memory-planning switches (see kiln show --stage plan)\n"
     "  --no-prepack             compute with the weights as the model lays them out:\n"
     "                           by default a matmul reading a weight transposed (dense)\n"
     "                           reads a transposed copy made once, when the weights\n"

@@ -48,7 +48,10 @@ static const char train_help[] =
     "  --save FILE              write parameters and optimizer state after each epoch\n"
     "  --resume FILE            start from a file written by --save\n"
     "  --no-plan                with --reference: one buffer per value instead of the\n"
-    "                           planned arena (compiled code always plans)\n"
+    "                           planned arena (compiled code always plans)\n";
+
+/* The rest of train's help (one literal would pass C's 4095 characters). */
+static const char train_help_end[] =
     CLI_FUSE_HELP
     "                           (compiled code; see kiln show --stage fused --train)\n"
     "  --no-inplace, --no-share, --schedule=default|min-memory\n"
@@ -57,7 +60,7 @@ static const char train_help[] =
     "  -v, --verbose            print the memory plans' totals\n"
     "  --verify-plan            check the memory plans independently first\n"
     "  -D, --define NAME=VALUE  override a model constant\n"
-    "  --model NAME             which model of the file (default: the first)\n";
+    "  --model NAME             which model of the file (default: the first)\n" CLI_TARGET_HELP;
 
 typedef struct Trainer {
   Cli *c;
@@ -372,4 +375,4 @@ static int train_run(Cli *c) {
 }
 
 const Command cmd_train = {"train", "DmdRESBlLTvuhIHCPVYjFX", train_help, NULL, train_run,
-                           CLI_TARGET_HELP};
+                           train_help_end};

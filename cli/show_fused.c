@@ -44,6 +44,18 @@ static int count_internal(const Plan *p) {
   return n;
 }
 
+/* A constant of fuse kind const: a literal in the kernels that read it. */
+static bool literal(const Plan *p, const Node *n) {
+  return n->op == OP_CONST && p->internal[n->id];
+}
+
+static int count_literals(const Plan *p) {
+  int n = 0;
+  for (int i = 0; i < p->g->n_nodes; i++)
+    n += literal(p, p->g->nodes[i]);
+  return n;
+}
+
 static int count_stored(const Plan *p, const FuseGroup *G) {
   int n = 0;
   for (int m = 0; m < G->n_members; m++)
@@ -113,8 +125,11 @@ static void text_kernel(Cli *c, const Plan *p, int k, const FuseGroup *G, FILE *
     text_views(G->members[m], f);
   if (G->n_ins) {
     fprintf(f, "  reads:");
-    for (int i = 0; i < G->n_ins; i++)
+    for (int i = 0; i < G->n_ins; i++) {
       fprintf(f, "%s %s", i ? "," : "", G->ins[i]->name);
+      if (literal(p, G->ins[i]))
+        fprintf(f, " (the constant %g, a literal in the kernel: kind const)", G->ins[i]->at.value);
+    }
     fputc('\n', f);
   }
   for (int m = 0; m < G->n_members; m++) {
@@ -130,8 +145,12 @@ void fused_print_text(Cli *c, const Plan *p, FILE *f) {
           fuse_opts_text(&p->opts.fuse));
   for (int k = 0; k < p->n_groups; k++)
     text_kernel(c, p, k, &p->groups[ord[k]], f);
-  fprintf(f, "%d nodes in %d kernels, %d values internal (no buffer)\n", count_members(p),
+  fprintf(f, "%d nodes in %d kernels, %d values internal (no buffer)", count_members(p),
           p->n_groups, count_internal(p));
+  int lits = count_literals(p);
+  if (lits)
+    fprintf(f, ", %d constants literals in the kernels reading them (kind const)", lits);
+  fputc('\n', f);
 }
 
 /* --- DOT ------------------------------------------------------------------ */
@@ -172,7 +191,7 @@ static void dot_node(const Plan *p, const Node *n, FILE *f) {
                              : "",
           node_type_str(n, tb, sizeof tb),
           fill,
-          !leaf && p->internal[n->id] ? ", style=\"rounded,filled,dashed\"" : "");
+          p->internal[n->id] ? ", style=\"rounded,filled,dashed\"" : "");
 }
 
 void fused_print_dot(Cli *c, const Plan *p, FILE *f) {
@@ -278,6 +297,13 @@ static void json_kernel(Cli *c, const Plan *p, int k, const FuseGroup *G, FILE *
     fprintf(f, "%s", i ? ", " : "");
     json_write_str(f, G->ins[i]->name);
   }
+  fprintf(f, "],\n      \"literals\": [");
+  for (int i = 0, nl = 0; i < G->n_ins; i++)
+    if (literal(p, G->ins[i])) {
+      fprintf(f, "%s{\"name\": ", nl++ ? ", " : "");
+      json_write_str(f, G->ins[i]->name);
+      fprintf(f, ", \"value\": %.17g}", G->ins[i]->at.value);
+    }
   fprintf(f, "],\n      \"boundaries\": [");
   int nb = 0;
   for (int m = 0; m < G->n_members; m++) {
@@ -298,9 +324,10 @@ void fused_print_json(Cli *c, const Plan *p, FILE *f) {
   fprintf(f, "{\n  \"model\": ");
   json_write_str(f, p->g->name);
   fprintf(f, ",\n  \"training\": %s,\n  \"fuse\": \"%s\",\n  \"n_nodes\": %d,\n"
-             "  \"n_kernels\": %d,\n  \"n_internal\": %d,\n  \"kernels\": [\n",
+             "  \"n_kernels\": %d,\n  \"n_internal\": %d,\n  \"n_literals\": %d,\n"
+             "  \"kernels\": [\n",
           p->g->training ? "true" : "false", fuse_opts_text(&p->opts.fuse), count_members(p),
-          p->n_groups, count_internal(p));
+          p->n_groups, count_internal(p), count_literals(p));
   for (int k = 0; k < p->n_groups; k++) {
     json_kernel(c, p, k, &p->groups[ord[k]], f);
     fprintf(f, "%s\n", k + 1 < p->n_groups ? "," : "");

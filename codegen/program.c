@@ -4,7 +4,8 @@
  * The plan's schedule is the program: each kernel of the plan (a fused
  * group, passes/fuse.c, or one node), in order, becomes one kernel call
  * (ir/lower_fuse.c or ir/lower*.c); constants become one-store kernels at their place in the
- * schedule (the arena may reuse their bytes before and after).  Each
+ * schedule (the arena may reuse their bytes before and after), or, with fuse kind const,
+ * literals in the kernels that read them (kir_inline_input).  Each
  * kernel buffer is located for the step function as a byte offset into
  * the arena, or an extern slot (parameters; slot 0 for the step counter).
  * program_calls is that translation alone: codegen/aot.c compiles the
@@ -76,7 +77,19 @@ static bool copies_onto_itself(const Plan *plan, const Node *v) {
          plan->offset[v->id] == plan->offset[v->in[0]->id];
 }
 
-Kernel *program_kernel_at(Arena *a, const Plan *plan, const Node *v) {
+/* The constants of fuse kind const (passes/fuse.c) that k reads become
+ * literals in it: no buffer, nothing written for them before the kernel. */
+static Kernel *constants_inlined(const Plan *plan, Kernel *k) {
+  for (int b = k ? k->n_bufs - 1 : -1; b >= 0; b--) {
+    int node = k->bufs[b].node;
+    const Node *c = node >= 0 ? plan->g->nodes[node] : NULL;
+    if (c && c->op == OP_CONST && plan->internal[node] && k->bufs[b].role == KB_IN)
+      ASSERT(kir_inline_input(k, b, c->at.value));
+  }
+  return k;
+}
+
+static Kernel *kernel_at(Arena *a, const Plan *plan, const Node *v) {
   const FuseGroup *G = plan_group(plan, v);
   if (!G)
     return v->op == OP_CONST ? const_kernel(a, v) : NULL;
@@ -88,6 +101,10 @@ Kernel *program_kernel_at(Arena *a, const Plan *plan, const Node *v) {
   for (int m = 0; m < G->n_members; m++)
     stored[m] = !plan->internal[G->members[m]->id];
   return lower_fused(a, G->members, stored, G->n_members, G->eltwise);
+}
+
+Kernel *program_kernel_at(Arena *a, const Plan *plan, const Node *v) {
+  return constants_inlined(plan, kernel_at(a, plan, v));
 }
 
 /* The calls of the scheduled nodes that are weight-derived (prepare) or

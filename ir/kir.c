@@ -191,6 +191,74 @@ void ks_add(Kernel *k, KStmt *parent, KStmt *child) {
 
 /* --- names and printing --------------------------------------------------- */
 
+/* --- a scalar input as a literal (kir_inline_input) ------------------------- */
+
+enum { BUF_MARK = 1 << 28 }; /* added to a buffer index while it is being renumbered */
+
+typedef struct Inline {
+  int buf;
+  double value;
+  int phase; /* 0: loads of buf become the literal; 1: mark later buffers; 2: unmark */
+} Inline;
+
+/* One buffer index through a phase.  Expressions may be shared between
+ * statements, so each phase is idempotent: a shared node is visited more
+ * than once, and the mark says whether it was already moved. */
+static void renumber(const Inline *in, int *b) {
+  if (in->phase == 1 && *b > in->buf && *b < BUF_MARK)
+    *b += BUF_MARK;
+  else if (in->phase == 2 && *b >= BUF_MARK)
+    *b -= BUF_MARK + 1;
+}
+
+static void inline_expr(const Inline *in, KExpr *e) {
+  if (!e)
+    return;
+  if (e->kind == KE_LOAD) {
+    if (in->phase == 0 && e->buf == in->buf) {
+      e->kind = e->type == KT_F32 ? KE_FCONST : KE_ICONST;
+      e->f = in->value;
+      e->i = (int64_t)in->value;
+      e->a = NULL;
+      return;
+    }
+    renumber(in, &e->buf);
+  }
+  inline_expr(in, e->a);
+  inline_expr(in, e->b);
+  inline_expr(in, e->c);
+}
+
+static bool inline_stmt(const Inline *in, KStmt *s) {
+  if (s->kind == KS_STORE) {
+    if (s->buf == in->buf)
+      return false;
+    renumber(in, &s->buf);
+  }
+  inline_expr(in, s->extent);
+  inline_expr(in, s->index);
+  inline_expr(in, s->value);
+  inline_expr(in, s->cond);
+  for (int i = 0; i < s->n_body; i++)
+    if (!inline_stmt(in, s->body[i]))
+      return false;
+  return true;
+}
+
+bool kir_inline_input(Kernel *k, int b, double value) {
+  if (b < 0 || b >= k->n_bufs || k->bufs[b].role != KB_IN || k->bufs[b].numel != 1 ||
+      k->bufs[b].type == KT_IDX)
+    return false;
+  Inline check = {b, value, 1 << 30}; /* a phase that changes nothing: stores into b? */
+  if (!inline_stmt(&check, k->body))
+    return false;
+  for (int phase = 0; phase < 3; phase++)
+    inline_stmt(&(Inline){b, value, phase}, k->body);
+  memmove(&k->bufs[b], &k->bufs[b + 1], sizeof(KBuf) * (size_t)(k->n_bufs - b - 1));
+  k->n_bufs--;
+  return true;
+}
+
 const char *kop_name(KOp op) {
   static const char *const names[KO_COUNT] = {
       [KO_ADD] = "+", [KO_SUB] = "-", [KO_MUL] = "*", [KO_DIV] = "/", [KO_MIN] = "min",

@@ -183,6 +183,12 @@ KStmt *ks_if(Kernel *k, KExpr *cond);
 void ks_add(Kernel *k, KStmt *parent, KStmt *child); /* append to a block, loop or if */
 const char *kop_name(KOp op);
 const char *ktype_name(KType t);
+/* Input buffer b of one element (f32 or i32) becomes the literal value
+ * wherever k loads it, and leaves the kernel: the buffers after it move
+ * down one index.  False, changing nothing, when k stores into b or b is
+ * not such an input.  (A scalar constant of fuse kind const,
+ * codegen/program.c.) */
+bool kir_inline_input(Kernel *k, int b, double value);
 /* C-like text, one statement per line (kiln build --emit kir). */
 void kir_print(const Kernel *k, FILE *f);
 /* Checks the structural invariants (types, buffer and variable indices,

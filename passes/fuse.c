@@ -84,13 +84,13 @@
 #include "kir.h"
 #include "passes.h"
 
-static const char *const kinds[] = {"eltwise", "reduce",  "multi", "epilogue", "fold",
-                                    "row",     "scatter", "deriv", "view",     "batchsum"};
+static const char *const kinds[] = {"eltwise", "reduce", "multi", "epilogue", "fold",    "row",
+                                    "scatter", "deriv",  "view",  "batchsum", "const"};
 
 static bool *kind_off(FuseOpts *o, int i) {
   bool *off[] = {&o->no_eltwise, &o->no_reduce, &o->no_multi,   &o->no_epilogue,
                  &o->no_fold,    &o->no_row,    &o->no_scatter, &o->no_deriv,
-                 &o->no_view,    &o->no_batchsum};
+                 &o->no_view,    &o->no_batchsum, &o->no_const};
   return off[i];
 }
 
@@ -217,6 +217,26 @@ static int readers_group(Fuser *f, const Node *n, const char **why, int *first) 
 static bool is_leaf(const Node *n) { return op_info[n->op].cls == CL_LEAF; }
 
 static bool is_reduction(Op op) { return op == OP_SUM || op == OP_MEAN || op == OP_MAX; }
+
+/* Kind const: whether constant c becomes a literal in the kernels reading
+ * it.  One element (an f32 or i32 scalar, of any rank), not a result of the
+ * step nor weight-derived (the prepare step stores those for the step to
+ * read), and every reader elementwise: a kernel computes an elementwise
+ * node from loads of its inputs (ir/lower*.c), and program.c turns the
+ * loads of c into the literal.  (A matmul, convolution or pooling reads its
+ * operands through pointers in codegen's own schedules, so a constant one
+ * of them reads keeps its kernel and buffer.) */
+static bool literal_const(const Fuser *f, const Node *c) {
+  if (c->op != OP_CONST || shape_numel(&c->shape) != 1 || f->result[c->id] || c->derived ||
+      (c->dtype != DT_F32 && c->dtype != DT_I32))
+    return false;
+  for (int k = f->us.off[c->id]; k < f->us.off[c->id + 1]; k++) {
+    const Node *r = f->us.list[k];
+    if (f->live[r->id] && !lower_fusable(r->op))
+      return false;
+  }
+  return true;
+}
 
 /* Whether P is a shape of rows of S: S with some axes made 1 (the reduced
  * ones), the innermost among them, more than one row. */
@@ -875,6 +895,9 @@ void pass_fuse(const Graph *g, Node *const *roots, int n_roots, Plan *p) {
       p->group[i] = renum[p->group[i]];
   for (int gi = 0; gi < n_groups; gi++)
     finish_group(&f, gi);
+  if (!p->opts.fuse.no_const)
+    for (int i = 0; i < n; i++)
+      p->internal[i] |= live[i] && literal_const(&f, g->nodes[i]);
 }
 
 Node *const *plan_reads(const Plan *p, const Node *n, int *count) {

@@ -166,7 +166,11 @@ enum { PLAN_ALIGN = 64 };
  *   view     a transpose read by a matmul, or of a matmul's result, is
  *            folded into the matmul's strides (view.c): no kernel.
  *   batchsum a sum over a matmul's batch axes, its only reader, is done by
- *            the matmul (batchsum.c): the products are never stored.
+ *            the matmul (batchsum.c): the products are never stored;
+ *   const    a scalar constant read only by elementwise nodes (an Adam
+ *            hyperparameter, a scale) is a literal in the kernels that
+ *            read it (codegen/program.c): no kernel of its own writing it
+ *            every step, no buffer (Plan.internal is set for it).
  * A member that is not a result (nor read by another kernel) is internal:
  * it never gets a buffer, and the memory plan does not see it.  Each value that ends a group records
  * why fusion stopped there (Plan.why). */
@@ -181,9 +185,10 @@ typedef struct FuseOpts {
   bool no_deriv;    /* --fuse without deriv: gelu' computed beside gelu (deriv.c) */
   bool no_view;     /* --fuse without view: transposes read or written by a matmul (view.c) */
   bool no_batchsum; /* --fuse without batchsum: a sum over a matmul's batch axes (batchsum.c) */
+  bool no_const;    /* --fuse without const: scalar constants as kernels of their own */
 } FuseOpts;
 #define FUSE_NONE                                                                              \
-  ((FuseOpts){true, true, true, true, true, true, true, true, true, true}) /* --fuse=none */
+  ((FuseOpts){true, true, true, true, true, true, true, true, true, true, true}) /* --fuse=none */
 
 typedef struct FuseGroup {
   Node *anchor;    /* the last member: its kernel's name and iteration space */
@@ -237,7 +242,8 @@ typedef struct Plan {
   FuseGroup *groups;
   int n_groups;
   int *group;        /* per node id: its group, -1 for leaves and unscheduled nodes */
-  bool *internal;    /* per node id: computed inside its group's kernel, no buffer */
+  bool *internal;    /* per node id: computed inside its group's kernel, no buffer (and for
+                        a constant of kind const: a literal in its readers' kernels) */
   const char **why;  /* per node id: why a computed value ends its group (NULL: nothing reads it) */
   int *start;        /* per node id: the step at which its group's kernel runs */
 } Plan;

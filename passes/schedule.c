@@ -111,7 +111,8 @@ static void compact(const Graph *g, Plan *p) {
     Node *v = p->order[s];
     const FuseGroup *G = plan_group(p, v);
     if (!G) {
-      order[k++] = v;
+      if (!p->internal[v->id]) /* not a constant that is a literal in its readers (kind const) */
+        order[k++] = v;
       continue;
     }
     if (G->anchor == v && !G->after)

@@ -314,7 +314,7 @@ fi
 
 # --- fusion: --fuse, show --stage fused, bench -------------------------------------
 expect 2 "--fuse=bogus" -- "$KILN" show models/lenet5.kiln --stage fused --fuse=bogus
-contains "$err" "--fuse must be none, all or a comma list of eltwise, reduce, row, multi, epilogue, fold, scatter, deriv, view, batchsum; got 'bogus'"
+contains "$err" "--fuse must be none, all or a comma list of eltwise, reduce, row, multi, epilogue, fold, scatter, deriv, view, batchsum, const; got 'bogus'"
 expect 2 "--fuse with an empty kind" -- "$KILN" run models/mlp.kiln --random-inputs --fuse eltwise,
 expect 2 "--fuse where nothing is fused" -- "$KILN" show models/lenet5.kiln --fuse=none
 for c in run train build show bench; do
@@ -412,6 +412,32 @@ for off in "--fuse=eltwise,reduce,multi,epilogue,row,scatter,deriv" "--target cu
     echo "FAIL: views or batch sums with $off"; fails=$((fails + 1))
   fi
 done
+# kind const: Adam's hyperparameters and the other scalars elementwise ops read are literals in
+# their kernels (show says so where a kernel reads one); with the kind off, kernels again
+expect 0 "show --stage fused --train: constants as literals" -- "$KILN" show \
+  models/transformer.kiln --stage fused --train --format json
+if "$PY" - "$out" <<'PY'; then echo "ok: json lists the literals"; else
+import json, sys
+d = json.load(open(sys.argv[1]))
+lits = {l["name"]: l["value"] for k in d["kernels"] for l in k["literals"]}
+assert d["n_literals"] == len(lits) and len(lits) > 100, (d["n_literals"], len(lits))
+assert {0.9, 0.999, 1e-05} <= set(lits.values()), sorted(set(lits.values()))
+assert not any(k["anchor"] in lits for k in d["kernels"])
+PY
+  echo "FAIL: json literals"; fails=$((fails + 1)); fi
+expect 0 "show --stage fused --train: a literal where a kernel reads it" -- "$KILN" show \
+  models/transformer.kiln --stage fused --train
+contains "$out" "(the constant 0.999, a literal in the kernel: kind const)"
+contains "$out" "constants literals in the kernels reading them (kind const)"
+expect 0 "show --stage fused --train --fuse=all but const" -- "$KILN" show \
+  models/transformer.kiln --stage fused --train --format json \
+  --fuse=eltwise,reduce,multi,epilogue,row,scatter,deriv,view,batchsum
+if "$PY" - "$out" <<'PY'; then echo "ok: no literals without const"; else
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["n_literals"] == 0 and not any(k["literals"] for k in d["kernels"]), d["n_literals"]
+PY
+  echo "FAIL: literals with const off"; fails=$((fails + 1)); fi
 expect 0 "show --stage fused --train, every kind but deriv" -- "$KILN" show \
   models/transformer.kiln --stage fused --train --fuse=eltwise,reduce,multi,epilogue,row,scatter
 if grep -q "gelu's derivative" "$out"; then
@@ -508,10 +534,10 @@ for c in run train bench build show; do
   expect 0 "kiln $c --help mentions --target" -- "$KILN" $c --help
   contains "$out" "--target cpu|cuda"
 done
-# the CUDA default --fuse (all kinds but row and reduce), shown as planned
+# the CUDA default --fuse (all kinds but row, reduce, view and batchsum), shown as planned
 expect 0 "show --stage fused --target cuda" -- "$KILN" show models/resnet_small.kiln --train \
   --stage fused --target cuda
-contains "$out" "(training step), --fuse=eltwise,multi,epilogue,fold,scatter,deriv: kernels"
+contains "$out" "(training step), --fuse=eltwise,multi,epilogue,fold,scatter,deriv,const: kernels"
 contains "$out" "row fusion is off (--fuse)"
 expect 0 "show --stage fused --target cuda --fuse=all" -- "$KILN" show models/resnet_small.kiln \
   --train --stage fused --target cuda --fuse=all

@@ -152,7 +152,7 @@ for m in mlp lenet5; do
   if "$PY" - "$out" <<'PY'; then echo "ok: $m: every kernel"; else fails=$((fails + 1)); fi
 import re, sys
 text = open(sys.argv[1]).read()
-for build in ("fused (--fuse=eltwise,multi,epilogue,fold,scatter,deriv)", "unfused (--fuse=none)"):
+for build in ("fused (--fuse=eltwise,multi,epilogue,fold,scatter,deriv,const)", "unfused (--fuse=none)"):
     head = re.search(re.escape(build) + r": (\d+) kernels, compiled in", text)
     assert head, build
     rows = text[head.end():].split("sum of the kernels' medians")[0].splitlines()[2:]
@@ -162,7 +162,7 @@ for build in ("fused (--fuse=eltwise,multi,epilogue,fold,scatter,deriv)", "unfus
 PY
 done
 
-# the CUDA default is all kinds but row and reduce (one thread per row on a
+# the CUDA default is all kinds but row, reduce, view and batchsum (one thread per row on a
 # device, cli.c); --fuse given is taken as given
 expect 0 "bench mlp --target cuda --fuse=all" -- "${fake[@]}" bench models/mlp.kiln --target cuda \
   --repeat 1 --batch 2 --fuse=all
@@ -171,7 +171,7 @@ contains "$out" "fused (--fuse=all): "
 # --json: the CPU bench's fields, the target and the device; the kernels
 # are the CPU bench's (with the CUDA default's kinds), under the same names
 expect 0 "bench mlp --train --json" -- "$KILN" bench models/mlp.kiln --train --json \
-  --repeat 1 --batch 2 --fuse=eltwise,multi,epilogue,fold,scatter,deriv
+  --repeat 1 --batch 2 --fuse=eltwise,multi,epilogue,fold,scatter,deriv,const
 cp "$out" "$tmp/bench.cpu.json"
 expect 0 "bench mlp --train --json --target cuda" -- "${fake[@]}" bench models/mlp.kiln \
   --train --json --repeat 2 --batch 2 --target cuda
@@ -179,7 +179,7 @@ if "$PY" - "$out" "$tmp/bench.cpu.json" <<'PY'; then echo "ok: the device bench'
 import json, sys
 b, cpu = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 assert b["target"] == "cuda" and cpu["target"] == "cpu", (b["target"], cpu["target"])
-assert b["builds"][0]["fuse"] == "eltwise,multi,epilogue,fold,scatter,deriv", b["builds"][0]["fuse"]
+assert b["builds"][0]["fuse"] == "eltwise,multi,epilogue,fold,scatter,deriv,const", b["builds"][0]["fuse"]
 assert b["device"] == {"name": "kiln fake device", "arch": "sm_80", "peak_gb_per_s": 1555.2}, b
 assert b["agree"] is True and b["max_rel_diff"] <= 1e-5 and b["rounds"] == 2, b
 assert b["mode"] == "training" and b["constants"]["N"] == "2" and b["speedup"] > 0, b

@@ -153,6 +153,48 @@ static void elementwise(void **state) {
   assert_true(isnan(Y[3]) && isnan(Y[5]));
 }
 
+/* kir_inline_input (fuse kind const): y = a * c + n + d and z = c - a + d,
+ * c an f32 scalar input, n an i32 one, the loads of c and of d (a later
+ * buffer, so renumbered) each one expression shared by both stores.  Made
+ * literals, c and n leave the kernel (d, y and z move down), and the
+ * compiled kernel and kir_eval write what the kernel with the buffers
+ * wrote.  An input of more than one element, or an output, stays. */
+static void inline_inputs(void **state) {
+  Kernel *k = kir_new(ar, "lit", NULL);
+  int a = kir_buf(k, "a", KT_F32, NE, KB_IN, 0), c = kir_buf(k, "c", KT_F32, 1, KB_IN, 1);
+  int n = kir_buf(k, "n", KT_I32, 1, KB_IN, 2), d = kir_buf(k, "d", KT_F32, NE, KB_IN, 3);
+  int y = kir_buf(k, "y", KT_F32, NE, KB_OUT, 4), z = kir_buf(k, "z", KT_F32, NE, KB_OUT, 5);
+  int i = kir_var(k, "i", KT_IDX);
+  KStmt *l = ks_loop(k, i, I(NE), KL_VECTOR);
+  ks_add(k, k->body, l);
+  KExpr *cv = LD(c, I(0)), *av = LD(a, V(i)), *dv = LD(d, V(i));
+  KExpr *nv = ke_cast(k, KT_F32, LD(n, I(0)));
+  ks_add(k, l, ks_store(k, y, V(i), ADD(ADD(MUL(av, cv), nv), dv)));
+  ks_add(k, l, ks_store(k, z, V(i), ADD(BIN(KO_SUB, cv, av), dv)));
+  float A[NE], D[NE], C = 0.7f, Y0[NE], Z0[NE], Y[NE], Z[NE];
+  int32_t N = -3;
+  uint64_t s = 5;
+  for (int t = 0; t < NE; t++)
+    A[t] = frand(&s, -3, 3), D[t] = frand(&s, -3, 3);
+  kir_eval(k, (void *[]){A, &C, &N, D, Y0, Z0});
+  assert_false(kir_inline_input(k, a, 1.0)); /* 37 elements */
+  assert_false(kir_inline_input(k, y, 1.0)); /* an output */
+  assert_int_equal(k->n_bufs, 6);
+  assert_true(kir_inline_input(k, c, (double)C));
+  assert_int_equal(k->n_bufs, 5);
+  assert_string_equal(k->bufs[1].name, "n");
+  assert_true(kir_inline_input(k, 1, -3));
+  assert_int_equal(k->n_bufs, 4);
+  assert_string_equal(k->bufs[1].name, "d");
+  assert_string_equal(k->bufs[2].name, "y");
+  assert_string_equal(k->bufs[3].name, "z");
+  char err[256];
+  assert_true(kir_verify(k, err, sizeof err));
+  run1(k, (void *[]){A, D, Y, Z});
+  assert_memory_equal(Y, Y0, sizeof Y);
+  assert_memory_equal(Z, Z0, sizeof Z);
+}
+
 /* Error of got against the exact want in units of f32's last place at want. */
 static double ulps(float got, double want) {
   float w = (float)fabs(want);
@@ -950,7 +992,7 @@ static void errors(void **state) {
 int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, arena_setup, arena_teardown)
   const struct CMUnitTest tests[] = {
-      T(elementwise),   T(kmath),        T(reduction),    T(nested_index), T(select_guarded), T(casts),
+      T(elementwise), T(inline_inputs),   T(kmath),        T(reduction),    T(nested_index), T(select_guarded), T(casts),
       T(parallel),      T(vector_accumulators), T(vector_trees), T(hash), T(step_function),
       T(emit_files),
       T(errors),        T(every_op),     T(every_model),

@@ -63,15 +63,79 @@ static void chain(void **state) {
   assert_int_equal(k->n_members, 3);
   char err[256];
   assert_true(kir_verify(k, err, sizeof err));
-  /* inputs x, the constant 2, b; then y */
-  assert_int_equal(k->n_bufs, 4);
-  assert_int_equal(k->bufs[3].node, y->id);
-  assert_int_equal(k->bufs[3].role, KB_OUT);
+  /* inputs x and b (the constant 2 is a literal: kind const); then y */
+  assert_int_equal(k->n_bufs, 3);
+  assert_int_equal(k->bufs[2].node, y->id);
+  assert_int_equal(k->bufs[2].role, KB_OUT);
   /* unfused: three kernels, t has a buffer */
   Plan q = plan_of(c.g, roots, n, FUSE_NONE);
   assert_false(q.internal[t->id]);
   assert_true(q.offset[t->id] >= 0);
   assert_int_equal(plan_group(&q, y)->n_members, 1);
+  compiled_free(&c);
+}
+
+static void variants_agree(Graph *g, Node *const *roots, int n, const char *what,
+                           const FuseOpts *variants, int n_variants, int *k0, int *k1);
+
+/* The live constants of g: how many, and how many are literals in plan p. */
+static int constants(const Graph *g, const Plan *p, int *literals) {
+  int n = 0;
+  *literals = 0;
+  for (int i = 0; i < g->n_nodes; i++)
+    if (g->nodes[i]->op == OP_CONST && (p->time[i] >= 0 || p->internal[i])) {
+      n++;
+      *literals += p->internal[i];
+      assert_true(!p->internal[i] || (p->time[i] < 0 && p->offset[i] < 0));
+    }
+  return n;
+}
+
+/* Kind const: in a training step, the constants elementwise nodes read
+ * (relu's scale, sgd's learning rate, the mean's 1/N...) are literals in
+ * their readers' kernels: never scheduled, no buffer, no kernel input.  The
+ * loss's seed, read by cross_entropy_back (not elementwise), keeps its
+ * kernel and buffer.  Off, every constant is a kernel again.  The same
+ * bits either way. */
+static void constants_literal(void **state) {
+  Compiled c = compile_opts("model m(N = 4) {\n  input x: f32[N, 8]\n  input y: i32[N]\n"
+                            "  h = relu(dense(x, out=8) * 2 + 0.5)\n  z = dense(h, out=3)\n"
+                            "  output z\n  loss = cross_entropy(z, y)\n}\n"
+                            "train m {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n",
+                            true, NULL, 0);
+  MUST_COMPILE(c);
+  TrainStep ts = {0};
+  build_train_step(c.g, &c.d, &ts);
+  Plan p = plan_of(c.g, ts.roots, ts.n_roots, (FuseOpts){0});
+  int lits, n = constants(c.g, &p, &lits);
+  assert_true(lits >= 3 && lits == n - 1);
+  const Node *seed = NULL;
+  for (int i = 0; i < c.g->n_nodes; i++) {
+    const Node *v = c.g->nodes[i];
+    if (v->op == OP_CROSS_ENTROPY_BACK)
+      for (int j = 0; j < v->n_in; j++)
+        seed = v->in[j]->op == OP_CONST ? v->in[j] : seed;
+  }
+  assert_non_null(seed);
+  assert_false(p.internal[seed->id]);
+  assert_true(p.time[seed->id] >= 0 && p.offset[seed->id] >= 0);
+  /* no kernel reads a literal's buffer; the seed's kernel is there */
+  for (int s = 0; s < p.n_order; s++) {
+    const Node *v = p.order[s];
+    Kernel *k = program_kernel_at(c.a, &p, v);
+    assert_true(v->op != OP_CONST || (k && strncmp(k->name, "const_", 6) == 0));
+    for (int b = 0; k && b < k->n_bufs; b++)
+      assert_true(k->bufs[b].node < 0 || !p.internal[k->bufs[b].node] ||
+                  c.g->nodes[k->bufs[b].node]->op != OP_CONST);
+  }
+  Plan q = plan_of(c.g, ts.roots, ts.n_roots, (FuseOpts){.no_const = true});
+  assert_int_equal(constants(c.g, &q, &lits), n);
+  assert_int_equal(lits, 0);
+  const FuseOpts on[] = {FUSE_NONE, {0}}, off[] = {FUSE_NONE, {.no_const = true}};
+  int k0, with, without;
+  variants_agree(c.g, ts.roots, ts.n_roots, "constants", on, 2, &k0, &with);
+  variants_agree(c.g, ts.roots, ts.n_roots, "constants", off, 2, &k0, &without);
+  assert_int_equal(without - with, n - 1); /* one kernel per constant made a literal */
   compiled_free(&c);
 }
 
@@ -200,8 +264,6 @@ static int row_sums(const Plan *p, const Node *n) {
 }
 
 static void model_variants(Graph *g, Node *const *roots, int n, const char *what, bool kinds);
-static void variants_agree(Graph *g, Node *const *roots, int n, const char *what,
-                           const FuseOpts *variants, int n_variants, int *k0, int *k1);
 
 /* Layer norm: forward one row kernel (two means, no buffer between them);
  * in a training step the values the backward pass reads are stored by it,
@@ -234,7 +296,8 @@ static void layernorm_rows(void **state) {
   Kernel *k = program_kernel_at(c.a, &p, h);
   char err[256];
   assert_true(kir_verify(k, err, sizeof err));
-  assert_int_equal(k->n_bufs, 7); /* dense's matmul, its bias, 2, eps, the weight, the bias; h */
+  /* dense's matmul, its bias, the weight, the bias; h (2 and eps are literals: kind const) */
+  assert_int_equal(k->n_bufs, 5);
   Plan q = plan_of(c.g, roots, n, (FuseOpts){.no_row = true});
   assert_false(plan_group(&q, h)->row);
   assert_int_equal(row_sums(&q, h), 0);
@@ -501,6 +564,9 @@ static void opts_words(void **state) {
   assert_true(fuse_opts_parse("none", &o) && o.no_batchsum);
   assert_true(fuse_opts_parse("batchsum,view", &o) && !o.no_batchsum && !o.no_view && o.no_deriv);
   assert_string_equal(fuse_opts_text(&o), "view,batchsum");
+  assert_true(fuse_opts_parse("none", &o) && o.no_const);
+  assert_true(fuse_opts_parse("const,eltwise", &o) && !o.no_const && !o.no_eltwise && o.no_view);
+  assert_string_equal(fuse_opts_text(&o), "eltwise,const");
   assert_false(fuse_opts_parse("bogus", &o));
   assert_false(fuse_opts_parse("eltwise,", &o));
   assert_false(fuse_opts_parse("", &o) && !o.no_eltwise);
@@ -1009,7 +1075,7 @@ static void model_variants(Graph *g, Node *const *roots, int n, const char *what
                                {.no_eltwise = true}, {.no_epilogue = true},
                                {.no_row = true},    {.no_scatter = true},
                                {.no_deriv = true},  {.no_view = true},
-                               {.no_batchsum = true}};
+                               {.no_batchsum = true}, {.no_const = true}};
   int k0, k1;
   variants_agree(g, roots, n, what, variants, kinds ? countof(variants) : 2, &k0, &k1);
   print_message("  %-34s %4d kernels unfused, %4d fused\n", what, k0, k1);
@@ -1035,7 +1101,8 @@ static void every_model(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(chain),         cmocka_unit_test(epilogue),
+      cmocka_unit_test(chain),         cmocka_unit_test(constants_literal),
+      cmocka_unit_test(epilogue),
       cmocka_unit_test(reduce_and_boundaries),
       cmocka_unit_test(training_step), cmocka_unit_test(gelu_derivative),
       cmocka_unit_test(attention_views), cmocka_unit_test(dense_batch_sums),
