@@ -64,7 +64,10 @@ static const char build_help[] =
     "                           optimized LLVM IR on stdout without -o), asm (PROG.s,\n"
     "                           or stdout); with -o, llvm and asm write the parameters\n"
     "                           to PROG.params, which their text includes by that path\n"
-    "                           (.incbin); on stdout the code draws them at start\n"
+    "                           (.incbin); on stdout the code draws them at start; kir\n"
+    "                           (PROG.kir, or stdout: each kernel's Kernel IR, the\n"
+    "                           loop nest codegen starts from, after the nodes it\n"
+    "                           computes and their source lines)\n"
     "  --weights FILE           initial parameters from a safetensors file (kiln init,\n"
     "                           kiln train --save)\n"
     "  --seed N                 initialization seed (default 0; with --train: the\n"
@@ -92,7 +95,8 @@ static const char build_help_end[] =
     "                           FILE.sm_XY.cubin\n"
     "  -h, --help               this help\n";
 
-enum { EMIT_EXE = 1, EMIT_OBJ = 2, EMIT_HEADER = 4, EMIT_LLVM = 8, EMIT_ASM = 16 };
+enum { EMIT_EXE = 1, EMIT_OBJ = 2, EMIT_HEADER = 4, EMIT_LLVM = 8, EMIT_ASM = 16, EMIT_KIR = 32 };
+enum { EMIT_TEXT = EMIT_LLVM | EMIT_ASM | EMIT_KIR }; /* may go to stdout, one at a time */
 
 typedef struct Build {
   Cli *c;
@@ -111,8 +115,8 @@ typedef struct Build {
 } Build;
 
 static int parse_emit(const char *list, unsigned *bits) {
-  static const char *const names[] = {"exe", "obj", "header", "llvm", "asm"};
-  return cli_parse_emit(list, names, 5, "", bits);
+  static const char *const names[] = {"exe", "obj", "header", "llvm", "asm", "kir"};
+  return cli_parse_emit(list, names, 6, "", bits);
 }
 
 static int build_validate(Cli *c) {
@@ -121,10 +125,11 @@ static int build_validate(Cli *c) {
   unsigned bits = EMIT_EXE;
   if (c->emit && parse_emit(c->emit, &bits) != EXIT_OK)
     return EXIT_USAGE;
-  if (!c->out && (bits & ~(unsigned)(EMIT_LLVM | EMIT_ASM)))
-    return cli_usage_error("build", "-o PROG is required (only --emit llvm,asm print to stdout)");
-  if (!c->out && (bits & EMIT_LLVM) && (bits & EMIT_ASM))
-    return cli_usage_error("build", "--emit llvm,asm without -o would mix both on stdout");
+  if (!c->out && (bits & ~(unsigned)EMIT_TEXT))
+    return cli_usage_error("build",
+                           "-o PROG is required (only --emit llvm, asm or kir print to stdout)");
+  if (!c->out && (bits & EMIT_TEXT) & ((bits & EMIT_TEXT) - 1))
+    return cli_usage_error("build", "--emit %s without -o would mix them on stdout", c->emit);
   return EXIT_OK;
 }
 
@@ -286,8 +291,9 @@ static void fill_params(Build *b) {
   Aot *a = &b->a;
   uint64_t seed = b->gt ? a->src.spec.seed : b->c->seed;
   /* nothing to carry: the program draws them (so does the code printed on
-   * stdout, which has no file to include them from) */
-  if (!b->c->weights && (b->emit == EMIT_EXE || !b->c->out)) {
+   * stdout, which has no file to include them from; --emit kir alone writes
+   * no code) */
+  if (!b->c->weights && (b->emit == EMIT_EXE || b->emit == EMIT_KIR || !b->c->out)) {
     aot_params_at_start(a, seed);
     return;
   }
@@ -524,6 +530,43 @@ static void check_out_dir(Build *b) {
                 strerror(errno));
 }
 
+/* One step's kernels for --emit kir, each after a comment naming the nodes
+ * it computes (a fused kernel's members, the anchor last) and where. */
+static void kir_step(Build *b, FILE *f, const char *what, const CgCall *calls, int n) {
+  fprintf(f, "// %s: %d kernels, in the order the step calls them\n\n", what, n);
+  for (int i = 0; i < n; i++) {
+    const Kernel *k = calls[i].k;
+    int nm = k->n_members ? k->n_members : k->node ? 1 : 0;
+    fprintf(f, "// %s:", k->name);
+    for (int m = 0; m < nm; m++) {
+      const Node *v = k->n_members ? k->members[m] : k->node;
+      fprintf(f, "\n//   %s %s  %s", op_name(v->op), v->name, cli_loc(b->c, v->loc));
+    }
+    fputc('\n', f);
+    kir_print(k, f);
+    fputc('\n', f);
+  }
+}
+
+/* --emit kir: the Kernel IR of the prepare step, inference and the
+ * training step, under the names the LLVM functions have (--emit llvm). */
+static void write_kir(Build *b) {
+  char *text = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&text, &len);
+  if (!f)
+    error_plain(&b->c->diag, "out of memory");
+  fprintf(f, "// kiln build --emit kir: model %s, --fuse=%s\n", b->a.model,
+          fuse_opts_text(&b->c->plan.fuse));
+  kir_step(b, f, "kiln_prepare (weight-derived values)", b->a.prep_calls, b->a.n_prep_calls);
+  kir_step(b, f, "kiln_infer (inference)", b->a.infer.calls, b->a.infer.n_calls);
+  if (b->a.has_train)
+    kir_step(b, f, "kiln_train_step (training step)", b->a.train.calls, b->a.train.n_calls);
+  fclose(f);
+  write_text(b, b->c->out ? with_ext(b, ".kir") : NULL, arena_strdup(b->c->arena, text));
+  free(text);
+}
+
 static void write_header(Build *b) {
   const char *out = b->c->out, *base = strrchr(out, '/') ? strrchr(out, '/') + 1 : out;
   char *h = aot_header(&b->a, base), *text = arena_strdup(b->c->arena, h);
@@ -589,6 +632,12 @@ static void build_fn(void *ud) {
   unsigned e = b->emit;
   if (b->cuda) {
     build_cuda_program(b);
+    report(b, rt_now() - b->t0);
+    return;
+  }
+  if (e & EMIT_KIR)
+    write_kir(b);
+  if (e == EMIT_KIR) {
     report(b, rt_now() - b->t0);
     return;
   }

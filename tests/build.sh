@@ -272,6 +272,33 @@ expect 0 "the program built with them" -- "$tmp/all" --input x="$tmp/x64raw.npy"
   --output probs="$tmp/p_all.npy"
 same_npy "$tmp/p_all.npy" "$tmp/p_raw.npy" "--emit llvm,asm,exe program = built program"
 expect 2 "llvm and asm together on stdout" -- "$KILN" build models/mlp.kiln --emit llvm,asm
+contains "$err" "--emit llvm,asm without -o would mix them on stdout"
+
+# --- --emit kir: each kernel's Kernel IR, after the nodes it computes -------------------
+expect 0 "--emit kir to stdout" -- "$KILN" build models/mlp.kiln --emit kir
+contains "$out" "// kiln_infer (inference): 4 kernels, in the order the step calls them"
+contains "$out" "kernel infer_matmul_add_relu_"
+contains "$out" "//   relu "
+contains "$out" "models/mlp.kiln:"
+expect 0 "--emit kir,llvm with -o, training step" -- "$KILN" build models/mlp.kiln --train \
+  --emit kir,llvm -o "$tmp/k"
+contains "$tmp/k.kir" "// kiln_train_step (training step): "
+[ ! -e "$tmp/k" ] && echo "ok: --emit kir,llvm writes no program" ||
+  { echo "FAIL: --emit kir,llvm wrote $tmp/k"; fails=$((fails + 1)); }
+# every kernel of the IR is a function of the module, under the same name
+if "$PY" - "$tmp/k.kir" "$tmp/k.ll" <<'PY'; then echo "ok: the kir's kernels are the module's"; else
+import re, sys
+kir = re.findall(r"^kernel (\w+)\(", open(sys.argv[1]).read(), re.M)
+ll = set(re.findall(r"^define .*@(\w+)\(", open(sys.argv[2], errors="replace").read(), re.M))
+assert len(kir) > 20 and not set(kir) - ll, sorted(set(kir) - ll)[:5]
+PY
+  echo "FAIL: kir kernels not in the module"; fails=$((fails + 1)); fi
+expect 0 "--emit kir --fuse=none" -- "$KILN" build models/mlp.kiln --emit kir --fuse=none
+contains "$out" "// kiln_infer (inference): 9 kernels, in the order the step calls them"
+expect 2 "kir and asm together on stdout" -- "$KILN" build models/mlp.kiln --emit kir,asm
+contains "$err" "--emit kir,asm without -o would mix them on stdout"
+expect 2 "--emit obj without -o" -- "$KILN" build models/mlp.kiln --emit obj
+contains "$err" "-o PROG is required (only --emit llvm, asm or kir print to stdout)"
 
 # --- each distinct kernel compiled once; step functions unoptimized ---------------------
 # resnet_small repeats its blocks, and its inference kernels are mostly the
