@@ -218,7 +218,7 @@ bool cli_build_cuda_exe(const Cli *c);
   "  --target cpu|cuda        where to compute: this machine's CPU (the default), or\n"   \
   "                           CUDA device 0: the same memory plan in device memory,\n"    \
   "                           parameters uploaded once, kernels compiled by NVRTC for\n"  \
-  "                           the device (not yet run on a real GPU; tested against a\n"  \
+  "                           the device (tested on an H100, tests/gpu.sh, and on a\n"    \
   "                           fake driver).  Without a device it stops with \"no CUDA\n"  \
   "                           device found\" (exit 1).  KILN_CUDA_SYNC=1 waits after\n"   \
   "                           each kernel, so a fault names its kernel\n"                  \
@@ -228,8 +228,8 @@ bool cli_build_cuda_exe(const Cli *c);
   "                           run --target cuda), the step and each kernel timed with\n"  \
   "                           CUDA events, each kernel's GB/s also as a fraction of the\n" \
   "                           device memory's peak (memory clock x bus width x 2, when\n"  \
-  "                           the driver reports them); not yet run on a real GPU\n"     \
-  "                           (tested against a fake driver).  Without a device it\n"    \
+  "                           the driver reports them); run on an H100 (records in\n"     \
+  "                           docs/benchmarks.md).  Without a device it\n"                \
   "                           stops with \"no CUDA device found\" (exit 1)\n"           \
   "  -h, --help               this help\n"
 
