@@ -27,15 +27,25 @@
  *                         but does not define (outer loop variables and
  *                         locals), copied in; a body may not assign an outer
  *                         local (cg_check_parallel), since each thread has
- *                         its own copy.  grain = max(1, 32768 / work), work
- *                         being a static estimate of one iteration's
- *                         operations, so each task does ~32k operations; a
+ *                         its own copy.  grain = max(1, 131072 / work),
+ *                         work being a static estimate of one iteration's
+ *                         operations, so each task does ~128k operations; a
  *                         loop with a constant extent and under two grains
  *                         of work, or nested in a parallel body, runs
  *                         serially (with the vectorize hint).  An
  *                         outermost KL_VECTOR loop (a flat elementwise
  *                         kernel) is independent as well, and is split
  *                         across threads the same way.
+ *
+ * Why 128k: splitting a loop costs the pool's fork and join, and each
+ * thread then reads what the other core wrote last (the previous kernel's
+ * other half) and writes over bytes the other core may hold.  On the
+ * 2-vCPU VM of docs/benchmarks.md that traffic is slow: a serial sum over
+ * a [512, 128] gradient took 2.0 us at 1 thread and 7.7 us at 2, its rows
+ * written by both cores.  With 32k operations a task, the LSTM's fused
+ * training step at batch 32 took 0.25-0.27 ms at 2 threads against 0.16
+ * at 1; with 128k, 0.19-0.20 ms, the other models within their noise
+ * (docs/benchmarks.md, "sixth session").
  */
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +54,7 @@
 
 #include "cg_internal.h"
 
-enum { PAR_GRAIN_WORK = 32768 }; /* operations per parallel task, roughly */
+enum { PAR_GRAIN_WORK = 131072 }; /* operations per parallel task, roughly (see above) */
 
 /* --- analysis: work estimates and captured variables ------------------------ */
 
