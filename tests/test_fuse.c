@@ -98,11 +98,15 @@ static int constants(const Graph *g, const Plan *p, int *literals) {
  * kernel and buffer.  Off, every constant is a kernel again.  The same
  * bits either way. */
 static void constants_literal(void **state) {
-  Compiled c = compile_opts("model m(N = 4) {\n  input x: f32[N, 8]\n  input y: i32[N]\n"
-                            "  h = relu(dense(x, out=8) * 2 + 0.5)\n  z = dense(h, out=3)\n"
-                            "  output z\n  loss = cross_entropy(z, y)\n}\n"
-                            "train m {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n",
-                            true, NULL, 0);
+  static const char text[] = "model m(N = 4) {\n"
+                             "  input x: f32[N, 8]\n"
+                             "  input y: i32[N]\n"
+                             "  z = dense(relu(dense(x, out=8) * 2 + 0.5), out=3)\n"
+                             "  output z\n"
+                             "  loss = cross_entropy(z, y)\n"
+                             "}\n"
+                             "train m {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n";
+  Compiled c = compile_opts(text, true, NULL, 0);
   MUST_COMPILE(c);
   TrainStep ts = {0};
   build_train_step(c.g, &c.d, &ts);
