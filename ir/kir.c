@@ -189,25 +189,28 @@ void ks_add(Kernel *k, KStmt *parent, KStmt *child) {
   VEC_PUSH(k->arena, parent->body, parent->n_body, parent->cap_body, child);
 }
 
-/* --- names and printing --------------------------------------------------- */
-
 /* --- a scalar input as a literal (kir_inline_input) ------------------------- */
 
 enum { BUF_MARK = 1 << 28 }; /* added to a buffer index while it is being renumbered */
 
+/* The walks over a kernel, in order: CHECK changes nothing (does the
+ * kernel store into buf?), LITERAL turns the loads of buf into the value,
+ * MARK and UNMARK move the later buffers' indices down one. */
+enum { LITERAL, MARK, UNMARK, CHECK };
+
 typedef struct Inline {
   int buf;
   double value;
-  int phase; /* 0: loads of buf become the literal; 1: mark later buffers; 2: unmark */
+  int phase;
 } Inline;
 
 /* One buffer index through a phase.  Expressions may be shared between
  * statements, so each phase is idempotent: a shared node is visited more
  * than once, and the mark says whether it was already moved. */
 static void renumber(const Inline *in, int *b) {
-  if (in->phase == 1 && *b > in->buf && *b < BUF_MARK)
+  if (in->phase == MARK && *b > in->buf && *b < BUF_MARK)
     *b += BUF_MARK;
-  else if (in->phase == 2 && *b >= BUF_MARK)
+  else if (in->phase == UNMARK && *b >= BUF_MARK)
     *b -= BUF_MARK + 1;
 }
 
@@ -215,7 +218,7 @@ static void inline_expr(const Inline *in, KExpr *e) {
   if (!e)
     return;
   if (e->kind == KE_LOAD) {
-    if (in->phase == 0 && e->buf == in->buf) {
+    if (in->phase == LITERAL && e->buf == in->buf) {
       e->kind = e->type == KT_F32 ? KE_FCONST : KE_ICONST;
       e->f = in->value;
       e->i = (int64_t)in->value;
@@ -249,15 +252,16 @@ bool kir_inline_input(Kernel *k, int b, double value) {
   if (b < 0 || b >= k->n_bufs || k->bufs[b].role != KB_IN || k->bufs[b].numel != 1 ||
       k->bufs[b].type == KT_IDX)
     return false;
-  Inline check = {b, value, 1 << 30}; /* a phase that changes nothing: stores into b? */
-  if (!inline_stmt(&check, k->body))
+  if (!inline_stmt(&(Inline){b, value, CHECK}, k->body))
     return false;
-  for (int phase = 0; phase < 3; phase++)
+  for (int phase = LITERAL; phase <= UNMARK; phase++)
     inline_stmt(&(Inline){b, value, phase}, k->body);
   memmove(&k->bufs[b], &k->bufs[b + 1], sizeof(KBuf) * (size_t)(k->n_bufs - b - 1));
   k->n_bufs--;
   return true;
 }
+
+/* --- names and printing --------------------------------------------------- */
 
 const char *kop_name(KOp op) {
   static const char *const names[KO_COUNT] = {

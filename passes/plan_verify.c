@@ -5,7 +5,8 @@
  *   - the schedule is a topological order of kernels holding everything the
  *     roots need, each node once: a fused kernel's stored values together,
  *     its internal ones not at all, each input of its members computed
- *     before it starts (fuse.c);
+ *     before it starts (fuse.c), but for constants that are literals in
+ *     their readers (kind const), which have no step and no place;
  *   - each value's lifetime, by its own reading of the order;
  *   - every arena value is 64-byte aligned and inside the arena;
  *   - two values whose bytes overlap are never alive at the same step,
@@ -101,6 +102,10 @@ static bool check_order(const Graph *g, Node *const *roots, int n_roots, const P
   for (int r = 0; r < n_roots; r++)
     if (t[roots[r]->id] < 0)
       return verify_fail(err, n, "root %s is not scheduled", roots[r]->name);
+  for (int i = 0; i < g->n_nodes; i++)
+    if (literal(p, g->nodes[i]) && (t[i] >= 0 || p->offset[i] >= 0))
+      return verify_fail(err, n, "constant %s, a literal in its readers, has a step or a place",
+                         g->nodes[i]->name);
   return true;
 }
 

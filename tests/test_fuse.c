@@ -132,6 +132,16 @@ static void constants_literal(void **state) {
       assert_true(k->bufs[b].node < 0 || !p.internal[k->bufs[b].node] ||
                   c.g->nodes[k->bufs[b].node]->op != OP_CONST);
   }
+  /* plan_verify holds a literal to having no place */
+  for (int i = 0; i < c.g->n_nodes; i++)
+    if (c.g->nodes[i]->op == OP_CONST && p.internal[i]) {
+      char err[256];
+      p.offset[i] = 0;
+      assert_false(plan_verify(c.g, ts.roots, ts.n_roots, &p, err, sizeof err));
+      assert_non_null(strstr(err, "a literal in its readers, has a step or a place"));
+      p.offset[i] = -1;
+      break;
+    }
   Plan q = plan_of(c.g, ts.roots, ts.n_roots, (FuseOpts){.no_const = true});
   assert_int_equal(constants(c.g, &q, &lits), n);
   assert_int_equal(lits, 0);
