@@ -44,15 +44,10 @@ static int count_internal(const Plan *p) {
   return n;
 }
 
-/* A constant of fuse kind const: a literal in the kernels that read it. */
-static bool literal(const Plan *p, const Node *n) {
-  return n->op == OP_CONST && p->internal[n->id];
-}
-
 static int count_literals(const Plan *p) {
   int n = 0;
   for (int i = 0; i < p->g->n_nodes; i++)
-    n += literal(p, p->g->nodes[i]);
+    n += plan_literal(p, p->g->nodes[i]);
   return n;
 }
 
@@ -127,7 +122,7 @@ static void text_kernel(Cli *c, const Plan *p, int k, const FuseGroup *G, FILE *
     fprintf(f, "  reads:");
     for (int i = 0; i < G->n_ins; i++) {
       fprintf(f, "%s %s", i ? "," : "", G->ins[i]->name);
-      if (literal(p, G->ins[i]))
+      if (plan_literal(p, G->ins[i]))
         fprintf(f, " (the constant %g, a literal in the kernel: kind const)", G->ins[i]->at.value);
     }
     fputc('\n', f);
@@ -299,7 +294,7 @@ static void json_kernel(Cli *c, const Plan *p, int k, const FuseGroup *G, FILE *
   }
   fprintf(f, "],\n      \"literals\": [");
   for (int i = 0, nl = 0; i < G->n_ins; i++)
-    if (literal(p, G->ins[i])) {
+    if (plan_literal(p, G->ins[i])) {
       fprintf(f, "%s{\"name\": ", nl++ ? ", " : "");
       json_write_str(f, G->ins[i]->name);
       fprintf(f, ", \"value\": %.17g}", G->ins[i]->at.value);

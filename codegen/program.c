@@ -83,7 +83,7 @@ static Kernel *constants_inlined(const Plan *plan, Kernel *k) {
   for (int b = k ? k->n_bufs - 1 : -1; b >= 0; b--) {
     int node = k->bufs[b].node;
     const Node *c = node >= 0 ? plan->g->nodes[node] : NULL;
-    if (c && c->op == OP_CONST && plan->internal[node] && k->bufs[b].role == KB_IN)
+    if (c && plan_literal(plan, c) && k->bufs[b].role == KB_IN)
       ASSERT(kir_inline_input(k, b, c->at.value));
   }
   return k;

@@ -147,6 +147,9 @@ void lw_rows_reduce(Kernel *k, KStmt *body, const Node *n, int nb, LwElemRow ele
  * of adds each. */
 int lw_rows_lanes(const Node *n);
 enum { LW_LANES_ROWS = 64 };
+/* Rows a block takes: want (a row kernel's or softmax's), at most
+ * LW_MAX_ROWS, halved until it divides rows. */
+int lw_block_rows(int want, int64_t rows);
 
 /* --- lower_fuse.c, lower_row.c: fused groups ------------------------------- */
 /* A kernel named "<ops>_<anchor name>" for members[0..n), the anchor last. */

@@ -351,6 +351,13 @@ int lw_rows_lanes(const Node *n) {
   return run == 0 ? 0 : m > 0 ? -1 : lanes_for(run);
 }
 
+int lw_block_rows(int want, int64_t rows) {
+  int nb = want > LW_MAX_ROWS ? LW_MAX_ROWS : want < 1 ? 1 : want;
+  while (rows % nb)
+    nb /= 2;
+  return nb;
+}
+
 /* nb rows' partials of a row of one contiguous run, in one loop (element
  * i of row b into its partial i mod lanes, as lanes_run), then each row's
  * tree: the rows' chains and trees side by side.  op: KO_ADD or KO_MAX. */
@@ -490,17 +497,6 @@ static KExpr *sm_elem(void *ctx, KStmt *body, int b, KExpr *at) {
   return LOAD(s->buf, ADD(s->base[b], at));
 }
 
-/* Softmax or log_softmax over contiguous rows in partials, nb rows per
- * iteration of the parallel loop: each reduction's partials for the nb
- * rows in one loop (rows_lanes), the exponentials (a vector loop a row:
- * computed inside the partials' loop they were not vectorized, 13x
- * slower) and the output row by row; each row's operations and their
- * order are lower_softmax's.  One row at a time, a row of 16 took ~35
- * cycles, its maximum, exponentials, sum and division a dependent chain
- * of ~120; in blocks of 8, ~28.  The CUDA backend runs a block in one
- * thread, as it ran a row: nb times fewer threads, each doing nb rows in
- * turn (not measured on a device yet; at the sizes measured there the
- * step was bound by its launches). */
 /* Row base + r inner, r < len, of softmax n: the exponentials exp(x - mx)
  * into the output (independent: they vectorize when inner is 1). */
 static void sm_exps(Kernel *k, KStmt *b, const Node *n, KExpr *base, int64_t inner, int64_t len,
@@ -522,6 +518,17 @@ static void sm_output(Kernel *k, KStmt *b, const Node *n, KExpr *base, int64_t i
   ks_add(k, l, ks_store(k, lw_out(n), i, y));
 }
 
+/* Softmax or log_softmax over contiguous rows in partials, nb rows per
+ * iteration of the parallel loop: each reduction's partials for the nb
+ * rows in one loop (rows_lanes), the exponentials (a vector loop a row:
+ * computed inside the partials' loop they were not vectorized, 13x
+ * slower) and the output row by row; each row's operations and their
+ * order are lower_softmax's.  One row at a time, a row of 16 took ~35
+ * cycles, its maximum, exponentials, sum and division a dependent chain
+ * of ~120; in blocks of 8, ~28.  The CUDA backend runs a block in one
+ * thread, as it ran a row: nb times fewer threads, each doing nb rows in
+ * turn (not measured on a device yet; at the sizes measured there the
+ * step was bound by its launches). */
 static void softmax_blocks(Kernel *k, const Node *n, int64_t rows, int64_t len, int nb) {
   KExpr *rb, *base[LW_MAX_ROWS], *mx[LW_MAX_ROWS], *sum[LW_MAX_ROWS];
   KStmt *b = lw_for(k, k->body, "r", rows / nb, KL_PARALLEL, &rb);
@@ -559,10 +566,7 @@ Kernel *lower_softmax(Arena *a, const Node *n) {
   int64_t outer;
   axis_split(&n->shape, n->at.axis, &outer, &len, &inner);
   if (inner == 1 && lanes_for(len)) {
-    int nb = LW_LANES_ROWS / lanes_for(len);
-    nb = nb > LW_MAX_ROWS ? LW_MAX_ROWS : nb;
-    while (outer % nb)
-      nb /= 2;
+    int nb = lw_block_rows(LW_LANES_ROWS / lanes_for(len), outer);
     if (nb > 1) {
       softmax_blocks(k, n, outer, len, nb);
       return k;

@@ -358,10 +358,7 @@ static int block_rows(const Rz *z) {
     int want = lanes < 0 ? 1 : lanes > 0 ? LW_LANES_ROWS / lanes : LW_MAX_ROWS;
     nb = nb == 0 || want < nb ? want : nb;
   }
-  nb = nb == 0 ? 1 : nb > LW_MAX_ROWS ? LW_MAX_ROWS : nb;
-  while (z->R % nb)
-    nb /= 2;
-  return nb;
+  return lw_block_rows(nb, z->R);
 }
 
 /* The row's elements: serial loops over the reduced axes outside the

@@ -260,6 +260,11 @@ Node *const *plan_reads(const Plan *p, const Node *n, int *count);
 static inline const FuseGroup *plan_group(const Plan *p, const Node *n) {
   return p->group[n->id] >= 0 ? &p->groups[p->group[n->id]] : NULL;
 }
+/* Whether n is a constant of fuse kind const: a literal in the kernels that
+ * read it, with no kernel, no step and no place of its own. */
+static inline bool plan_literal(const Plan *p, const Node *n) {
+  return n->op == OP_CONST && p->internal[n->id];
+}
 void pass_schedule(const Graph *g, Node *const *roots, int n_roots, Plan *p);
 void fill_lifetimes(const Graph *g, Node *const *roots, int n_roots, Plan *p);
 void pass_inplace(const Graph *g, Plan *p);

@@ -48,12 +48,6 @@ static bool member(const FuseGroup *G, const Node *u) {
   return false;
 }
 
-/* A constant that is a literal in the kernels reading it (fuse kind const):
- * never scheduled, never in the arena. */
-static bool literal(const Plan *p, const Node *u) {
-  return u->op == OP_CONST && p->internal[u->id];
-}
-
 /* Every input of a kernel's members is a member or computed before the
  * kernel starts; internal members have no step; stored ones are together,
  * the anchor last. */
@@ -74,7 +68,7 @@ static bool check_group(const Plan *p, const Node *v, const int *t, int k, char 
       return verify_fail(err, n, "internal value %s of kernel %s has a step or a place", w->name,
                          G->anchor->name);
     for (int j = 0; j < w->n_in; j++)
-      if (!member(G, w->in[j]) && !literal(p, w->in[j]) &&
+      if (!member(G, w->in[j]) && !plan_literal(p, w->in[j]) &&
           (t[w->in[j]->id] < 0 || t[w->in[j]->id] >= s.start))
         return verify_fail(err, n, "kernel %s runs before its input %s", G->anchor->name,
                            w->in[j]->name);
@@ -103,7 +97,7 @@ static bool check_order(const Graph *g, Node *const *roots, int n_roots, const P
     if (t[roots[r]->id] < 0)
       return verify_fail(err, n, "root %s is not scheduled", roots[r]->name);
   for (int i = 0; i < g->n_nodes; i++)
-    if (literal(p, g->nodes[i]) && (t[i] >= 0 || p->offset[i] >= 0))
+    if (plan_literal(p, g->nodes[i]) && (t[i] >= 0 || p->offset[i] >= 0))
       return verify_fail(err, n, "constant %s, a literal in its readers, has a step or a place",
                          g->nodes[i]->name);
   return true;

@@ -111,7 +111,7 @@ static void compact(const Graph *g, Plan *p) {
     Node *v = p->order[s];
     const FuseGroup *G = plan_group(p, v);
     if (!G) {
-      if (!p->internal[v->id]) /* not a constant that is a literal in its readers (kind const) */
+      if (!plan_literal(p, v)) /* a constant of kind const has no step */
         order[k++] = v;
       continue;
     }
