@@ -20,8 +20,13 @@ static double now(void) {
 #define F(x) x = _mm512_fmadd_ps(x, b, c)
 
 int main(void) {
-  __m512 a0 = _mm512_set1_ps(0.1f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
-         a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+  /* twelve different starting values: equal ones made twelve equal
+   * chains, which the compiler merged into one (an earlier version of this
+   * file measured one chain and multiplied by twelve) */
+  __m512 a0 = _mm512_set1_ps(0.10f), a1 = _mm512_set1_ps(0.11f), a2 = _mm512_set1_ps(0.12f),
+         a3 = _mm512_set1_ps(0.13f), a4 = _mm512_set1_ps(0.14f), a5 = _mm512_set1_ps(0.15f),
+         a6 = _mm512_set1_ps(0.16f), a7 = _mm512_set1_ps(0.17f), a8 = _mm512_set1_ps(0.18f),
+         a9 = _mm512_set1_ps(0.19f), a10 = _mm512_set1_ps(0.20f), a11 = _mm512_set1_ps(0.21f);
   __m512 b = _mm512_set1_ps(0.9999f), c = _mm512_set1_ps(0.0001f);
   long n = 400000000 / 12;
   double t0 = now();
