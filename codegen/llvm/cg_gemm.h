@@ -78,7 +78,9 @@ typedef struct Gemm {
   /* B read in place instead of packed (b_direct): B(ki, n) is
    * bufs[b_buf][b_base + ki * b_rs + n].  Worth it when a task has one
    * block of MR rows, so a packed panel would be used once (M = 1: a
-   * dense layer at batch 1); the micro-kernel then masks its B loads. */
+   * dense layer at batch 1), or a few, its rows aligned
+   * (cg_gemm_ops.c, few_row_blocks: a dense layer at batch 64); the
+   * micro-kernel then masks its B loads. */
   bool b_direct;
   int b_buf;
   int64_t b_rs;

@@ -220,6 +220,22 @@ static bool stacked_rows(const MatStrides *ms) {
   return br > 0;
 }
 
+/* Whether a task of g has so few blocks of MR rows (at most
+ * B_DIRECT_BLOCKS) that B is better read in place, its rows (b_ks floats
+ * apart) aligned to 64 bytes and not a multiple of 4 KiB apart: packing a
+ * panel costs a pass over it that so few blocks do not win back.  The MLP
+ * at batch 64 ([64, 784] x [784, 256], 11 blocks of 6 rows): 176-182 us
+ * packed, 158-160 in place, 1 thread; the transformer at batch 64 (1024
+ * rows, 128 a task: 22 blocks) was 4-11% slower in place.  Not for
+ * the K blocks of a batch sum (sum_kb): a panel is one block's 16 or so
+ * rows, and the weight gradients measured no faster in place.
+ * KILN_BPACK=1 in the environment packs them anyway (to compare). */
+enum { B_DIRECT_BLOCKS = 12 };
+static bool few_row_blocks(const Gemm *g, int64_t b_ks) {
+  return !g->sum_kb && b_ks % 16 == 0 && b_ks % 1024 != 0 &&
+         (g->s.mb + g->s.mr - 1) / g->s.mr <= B_DIRECT_BLOCKS;
+}
+
 /* A matmul, its operands and product where matmul_strides puts them (a
  * view of a transposed operand included, passes/view.c): A is read in
  * place at any strides; C's rows must be contiguous, and B's rows (copied
@@ -255,7 +271,7 @@ static bool matmul(Gemm *g) {
   g->a_rs = ms.a[br], g->a_ks = ms.a[br + 1];
   g->c_base = n->at.view & 4 ? batch_offset(k, bt, kb, nb, ms.dim, ms.c, 0) : MUL(bt, IC(m * nn));
   g->ldc = ms.c[br];
-  if (b_ns == 1 && g->s.mb <= g->s.mr) { /* one row block per task: no panel */
+  if (b_ns == 1 && (g->s.mb <= g->s.mr || (!getenv("KILN_BPACK") && few_row_blocks(g, b_ks)))) {
     g->b_direct = true, g->b_buf = 1, g->b_rs = b_ks;
     g->b_base = batch_offset(k, bt, kb, nb, ms.dim, ms.b, sum);
     return true;
