@@ -33,7 +33,9 @@ default):
   2. Rounds, interleaved (kiln fused, kiln unfused, torch, ort, kiln fused,
      ...), each peer in a fresh process at 1 and 2 threads: kiln `run
      --repeat R --output OUT=...` (the step alone, timed inside the program;
-     fused is kiln's default, unfused is `--fuse=none`); torch: the forward
+     fused is kiln's default, unfused is `--fuse=none`; it first times the
+     step at 1, 2, 4, ... threads up to the row's and keeps the fastest, and
+     a note under the table says where that was fewer); torch: the forward
      under no_grad (the Python call included: that is what using eager
      costs); ort `await session.run()` from node (bench/ort/latency.js).  Each
      prints its median.  R is picked per case so that one measurement takes
@@ -303,8 +305,12 @@ def run_kiln(kiln, name, batch, base, threads, runs, fuse):
     cmd += ["--output", f"{MODELS[name]['output']}={out}", "--threads", str(threads),
             "--repeat", str(runs)] + ([] if fuse else ["--fuse=none"])
     p = run(cmd, f"kiln {tag}")
-    line = [l for l in p.stderr.splitlines() if " runs on compiled code: median " in l][0]
-    return float(line.split("median ")[1].split(" us")[0]), np.load(out)
+    # "... runs on compiled code on K of T threads, the fastest of ...: median X us" (kiln
+    # run --repeat times its step at 1, 2, 4, ... threads first and keeps the fastest), or
+    # "... on T threads: median X us"
+    line = [l for l in p.stderr.splitlines() if " runs on compiled code on " in l][0]
+    used = int(line.split(" runs on compiled code on ")[1].split(" ")[0])
+    return float(line.split("median ")[1].split(" us")[0]), np.load(out), used
 
 
 def run_torch(name, base, threads, runs):
@@ -367,7 +373,7 @@ def prepare(kiln, name, batch, work, budget, max_runs):
     with open(base + "_export.json") as f:
         exp = json.load(f)
     # the run count: about `budget` seconds for the slower of PyTorch and kiln unfused
-    k, _ = run_kiln(kiln, name, batch, base, 1, 3, fuse=False)
+    k, _, _ = run_kiln(kiln, name, batch, base, 1, 3, fuse=False)
     slowest = max(exp["torch_s"], 1e-6 * k)
     runs = int(min(max_runs, max(10, budget / slowest)))
     return base, exp, runs
@@ -375,10 +381,12 @@ def prepare(kiln, name, batch, work, budget, max_runs):
 
 def measure(kiln, name, batch, threads, rounds, base, runs, ort_ok, tol):
     t = {"fused": [], "unfused": [], "torch": [], "ort": []}
+    used = set()  # the thread counts kiln's runs picked (at most `threads`)
     diff = 0.0
     for _ in range(rounds):
-        kf, yf = run_kiln(kiln, name, batch, base, threads, runs, fuse=True)
-        ku, yu = run_kiln(kiln, name, batch, base, threads, runs, fuse=False)
+        kf, yf, uf = run_kiln(kiln, name, batch, base, threads, runs, fuse=True)
+        ku, yu, uu = run_kiln(kiln, name, batch, base, threads, runs, fuse=False)
+        used |= {uf, uu}
         p, yp = run_torch(name, base, threads, runs)
         outs = {"kiln fused": yf, "kiln unfused": yu}
         t["fused"].append(kf), t["unfused"].append(ku), t["torch"].append(p)
@@ -394,7 +402,7 @@ def measure(kiln, name, batch, threads, rounds, base, runs, ort_ok, tol):
                 raise CaseError(f"{peer}'s {MODELS[name]['output']} differs from PyTorch's by "
                                 f"{d:.3g} (max abs; tolerance {tol:g})")
             diff = max(diff, d)
-    return {k: statistics.median(v) if v else None for k, v in t.items()}, diff
+    return {k: statistics.median(v) if v else None for k, v in t.items()}, diff, used
 
 
 def model_batches(name, batches, imagenet_batch, capped):
@@ -456,19 +464,25 @@ def main():
                         ort_na[name] = f"the ONNX export failed ({exp['error']})"
                     for threads in map(int, args.threads.split(",")):
                         try:
-                            med, diff = measure(kiln, name, batch, threads, args.rounds, base,
-                                                runs, ort_ok, args.tol)
+                            med, diff, used = measure(kiln, name, batch, threads, args.rounds,
+                                                      base, runs, ort_ok, args.tol)
                         except CaseError as e:
                             if ort_ok and str(e).startswith("onnxruntime-node failed"):
                                 ort_ok = False
                                 opsets[exp["opset"]].remove(name)
                                 ort_na[name] = "onnxruntime-node cannot run the export: " + \
                                     str(e).splitlines()[-1][:300]
-                                med, diff = measure(kiln, name, batch, threads, args.rounds,
-                                                    base, runs, ort_ok, args.tol)
+                                med, diff, used = measure(kiln, name, batch, threads,
+                                                          args.rounds, base, runs, ort_ok,
+                                                          args.tol)
                             else:
                                 raise
                         rows.append((name, batch, threads, med, diff))
+                        if used != {threads}:
+                            notes.append(f"{name} batch {batch}, {threads} threads: kiln's runs "
+                                         f"used {' and '.join(map(str, sorted(used)))} (kiln "
+                                         "run --repeat times its step at 1, 2, 4, ... threads "
+                                         "first and keeps the fastest)")
                         print(f"{name} b{batch} t{threads} ({runs} runs, "
                               f"{time.time() - start:.0f} s): "
                               + ", ".join(f"{k} {fmt(v)}" for k, v in med.items())

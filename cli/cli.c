@@ -264,6 +264,17 @@ void cli_inference_passes(Cli *c, Graph *g) {
   pass_prepack(g);
 }
 
+const char *cli_tune_text(Cli *c, const RtTune *t) {
+  if (!t->tuned)
+    return arena_fmt(c->arena, "%d thread%s", t->all, t->all == 1 ? "" : "s");
+  const char *text = arena_fmt(c->arena, "%d of %d threads, the fastest of", t->threads[t->chosen],
+                               t->all);
+  for (int i = 0; i < t->n; i++)
+    text = arena_fmt(c->arena, "%s%s %d (%.1f us)", text, i ? "," : "", t->threads[i],
+                     1e6 * t->median[i]);
+  return text;
+}
+
 void cli_train_passes(Cli *c, Graph *g) {
   if (!c->plan.fuse.no_view)
     pass_matmul_views(g);

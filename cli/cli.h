@@ -14,6 +14,7 @@
 #include "passes.h"
 #include "program.h"
 #include "cuda_program.h"
+#include "rt_pool.h"
 
 enum { EXIT_OK = 0, EXIT_USER = 1, EXIT_USAGE = 2 };
 
@@ -132,6 +133,10 @@ void cli_inference_passes(Cli *c, Graph *g);
  * with --fuse kind deriv, gelu's derivative made a forward value
  * (passes/deriv.c).  None changes a bit of the results. */
 void cli_train_passes(Cli *c, Graph *g);
+/* The thread count a repeated step settled on (runtime/tune.c), in words:
+ * "1 of 2 threads, the fastest of 1 (134.0 us), 2 (190.2 us)", or "2
+ * threads" when nothing was measured. */
+const char *cli_tune_text(Cli *c, const RtTune *t);
 
 /* What one step computes.  With `train`, the training step of g (g built
  * in training mode; *ts filled): the loss and the update values.  Else

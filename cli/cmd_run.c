@@ -15,6 +15,7 @@
 #include "cli.h"
 #include "kbench.h"
 #include "rt_data.h"
+#include "rt_pool.h"
 #include "passes.h"
 
 static const char run_help[] =
@@ -63,7 +64,10 @@ static const char run_help_end[] =
     "                           reads a transposed copy made once, when the weights\n"
     "                           are set (compiled inference only; same results)\n"
     "  --threads N              worker threads of compiled code (default: one per core)\n"
-    "  --repeat N               run N more times and print the step's latency\n"
+    "  --repeat N               run N more times and print the step's latency;\n"
+    "                           compiled CPU code first times the step on 1, 2, 4,\n"
+    "                           ... of its threads and runs on the fastest count\n"
+    "                           (the same results on any count)\n"
     "  -v, --verbose            print the memory plan's totals\n"
     "  --verify-plan            check the memory plan independently before running\n"
     "  -D, --define NAME=VALUE  override a model constant (e.g. -D N=1)\n"
@@ -436,25 +440,49 @@ static void **save_inputs(Run *r) {
   return saved;
 }
 
-/* --repeat N: the step's latency over N more runs, each on the saved inputs. */
+/* One more run on the saved inputs. */
+typedef struct Again {
+  Run *r;
+  void **saved;
+} Again;
+
+static void restore_inputs(Again *a) {
+  Cli *c = a->r->c;
+  for (int i = 0; i < c->g->n_nodes; i++)
+    if (a->saved[i])
+      memcpy(exec_input(&a->r->x, c->g->nodes[i]), a->saved[i], (size_t)node_bytes(c->g->nodes[i]));
+}
+
+static void run_again(void *ud) {
+  Again *a = ud;
+  restore_inputs(a);
+  exec_run(&a->r->x, 0);
+}
+
+/* --repeat N: the step's latency over N more runs, each on the saved
+ * inputs; compiled CPU code first picks its thread count (rt_tune_threads:
+ * a small step can be faster on fewer threads than it was given). */
 static void time_runs(Run *r, void **saved) {
   Cli *c = r->c;
+  Again a = {r, saved};
+  const char *on = r->x.cuda ? "the CUDA device (each copying the inputs in)"
+                   : r->x.compiled ? "compiled code"
+                                   : "the reference evaluator";
+  if (r->x.compiled && !r->x.cuda) {
+    RtTune t;
+    rt_tune_threads(run_again, &a, &t);
+    on = arena_fmt(c->arena, "compiled code on %s", cli_tune_text(c, &t));
+  }
   double *t = arena_alloc(c->arena, sizeof(double) * (size_t)c->repeat);
   for (int64_t k = 0; k < c->repeat; k++) {
-    for (int i = 0; i < c->g->n_nodes; i++)
-      if (saved[i])
-        memcpy(exec_input(&r->x, c->g->nodes[i]), saved[i], (size_t)node_bytes(c->g->nodes[i]));
+    restore_inputs(&a);
     double t0 = rt_now();
     exec_run(&r->x, 0);
     t[k] = rt_now() - t0;
   }
   qsort(t, (size_t)c->repeat, sizeof(double), by_value);
   fprintf(stderr, "%s: %lld runs on %s: median %.1f us, min %.1f us, max %.1f us\n", c->g->name,
-          (long long)c->repeat,
-          r->x.cuda       ? "the CUDA device (each copying the inputs in)"
-          : r->x.compiled ? "compiled code"
-                          : "the reference evaluator",
-          1e6 * t[c->repeat / 2], 1e6 * t[0], 1e6 * t[c->repeat - 1]);
+          (long long)c->repeat, on, 1e6 * t[c->repeat / 2], 1e6 * t[0], 1e6 * t[c->repeat - 1]);
 }
 
 static void run_fn(void *ud) {

@@ -56,8 +56,11 @@ static const char train_help_end[] =
     "                           (compiled code; see kiln show --stage fused --train)\n"
     "  --no-inplace, --no-share, --schedule=default|min-memory\n"
     "                           memory-planning switches (see kiln show --stage plan)\n"
-    "  --threads N              worker threads of compiled code (default: one per core)\n"
-    "  -v, --verbose            print the memory plans' totals\n"
+    "  --threads N              worker threads of compiled code, at most (default: one\n"
+    "                           per core): the first steps are timed on 1, 2, 4, ... of\n"
+    "                           them, and the rest run on the fastest count (the same\n"
+    "                           results on any count)\n"
+    "  -v, --verbose            print the memory plans' totals, and that count\n"
     "  --verify-plan            check the memory plans independently first\n"
     "  -D, --define NAME=VALUE  override a model constant\n"
     "  --model NAME             which model of the file (default: the first)\n" CLI_TARGET_HELP;
@@ -305,13 +308,24 @@ static void train_loop(Trainer *t) {
                 (long long)batch);
   float *x = exec_input(&t->step, t->x);
   int32_t *y = exec_input(&t->step, t->y);
+  RtTune tune; /* the first steps pick the thread count (runtime/tune.c) */
+  rt_tune_begin(&tune);
+  bool tuning = t->step.compiled, chosen = false;
   for (int epoch = t->first_epoch; epoch < t->spec.epochs; epoch++) {
     RtProgress pr;
     rt_progress_init(&pr, stderr, epoch + 1, t->spec.epochs, steps, batch);
     rt_batcher_epoch(b, epoch);
     for (int64_t s = 0; s < steps; s++) {
       rt_batcher_gather(b, &t->train, s, x, y);
-      rt_progress_step(&pr, s, run_step(t, steps, total));
+      if (tuning)
+        rt_tune_next(&tune);
+      double t0 = rt_now(), loss = run_step(t, steps, total);
+      if (tuning) {
+        rt_tune_took(&tune, rt_now() - t0);
+        chosen = rt_tune_done(&tune); /* this epoch: said after its summary, with -v */
+        tuning = !chosen;
+      }
+      rt_progress_step(&pr, s, loss);
     }
     exec_sync_params(&t->step); /* a device's parameters, back in t->buf */
     if (t->eval_ready)
@@ -321,6 +335,9 @@ static void train_loop(Trainer *t) {
     if (acc >= 0)
       snprintf(extra, sizeof extra, "test accuracy %.2f%%", 100 * acc);
     rt_progress_end(&pr, acc >= 0 ? extra : NULL);
+    if (chosen && t->c->verbose)
+      fprintf(stderr, "%s: training steps on %s\n", t->g->name, cli_tune_text(t->c, &tune));
+    chosen = false;
     if (t->c->save)
       save(t, epoch + 1);
   }

@@ -32,8 +32,12 @@
  * with the spin; with 3 or 8 threads on those 2 vCPUs, ~55-75 us spinning
  * with pause and ~3-8 us spinning with sched_yield.
  *
- * Exclusion.  `busy` is taken by rt_parallel_for, rt_set_threads and
- * rt_pool_shutdown.  A parallel_for that finds it taken (a nested call
+ * A limit.  rt_use_threads caps how many threads a call splits its loop
+ * over (`used`), the workers staying: runtime/tune.c times a repeated step
+ * on fewer threads than the pool has without stopping or starting any.
+ *
+ * Exclusion.  `busy` is taken by rt_parallel_for, rt_set_threads,
+ * rt_use_threads and rt_pool_shutdown.  A parallel_for that finds it taken (a nested call
  * from fn, or another thread's concurrent call) runs its chunks in order
  * inline, so nothing ever waits for the pool while holding it.
  *
@@ -81,6 +85,7 @@ static struct {
   _Alignas(64) atomic_int busy; /* the pool is taken (see above) */
   atomic_int stop;              /* workers should exit */
   atomic_int threads;           /* workers + 1 */
+  atomic_int used;              /* at most this many take part in a call (rt_use_threads) */
   /* The job: written by the holder of busy before it publishes a ticket,
    * read by the workers with a chunk after they see it. */
   RtRangeFn fn;
@@ -92,7 +97,7 @@ static struct {
   bool oversubscribed; /* more threads than CPUs: spin with sched_yield */
   pthread_mutex_t done_mu;
   pthread_cond_t done_cv; /* the caller sleeps here for pending == 0 */
-} P = {.threads = 1, .done_mu = PTHREAD_MUTEX_INITIALIZER, .done_cv = PTHREAD_COND_INITIALIZER};
+} P = {.threads = 1, .used = 1, .done_mu = PTHREAD_MUTEX_INITIALIZER, .done_cv = PTHREAD_COND_INITIALIZER};
 
 static void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -228,7 +233,7 @@ static void *worker_main(void *arg) {
 
 void rt_parallel_for(int64_t n, int64_t grain, RtRangeFn fn, void *ctx) {
   if (n <= 0) return;
-  int k = rt_parallel_chunks(n, grain, atomic_load_explicit(&P.threads, memory_order_relaxed));
+  int k = rt_parallel_chunks(n, grain, atomic_load_explicit(&P.used, memory_order_relaxed));
   if (k == 1) {
     fn(ctx, 0, n);
     return;
@@ -237,7 +242,8 @@ void rt_parallel_for(int64_t n, int64_t grain, RtRangeFn fn, void *ctx) {
     run_inline(n, k, fn, ctx);
     return;
   }
-  k = rt_parallel_chunks(n, grain, P.nw + 1); /* now stable: we hold busy */
+  int used = atomic_load(&P.used); /* now stable: we hold busy */
+  k = rt_parallel_chunks(n, grain, used < P.nw + 1 ? used : P.nw + 1);
   if (k == 1) {
     fn(ctx, 0, n);
   } else {
@@ -283,6 +289,7 @@ static void stop_workers(void) {
   P.nw = 0;
   atomic_store(&P.stop, 0);
   atomic_store(&P.threads, 1);
+  atomic_store(&P.used, 1);
 }
 
 /* Starts up to m workers; fewer when memory or threads run out. */
@@ -319,6 +326,7 @@ static void start_workers(int m) {
   }
   P.nw = made;
   atomic_store(&P.threads, made + 1);
+  atomic_store(&P.used, made + 1);
 }
 
 int rt_set_threads(int n) {
@@ -334,11 +342,22 @@ int rt_set_threads(int n) {
     P.oversubscribed = n > cpus;
     start_workers(n - 1);
   }
+  atomic_store(&P.used, P.nw + 1); /* no limit (rt_use_threads) */
   atomic_store(&P.busy, 0);
   return rt_threads();
 }
 
 int rt_threads(void) { return atomic_load(&P.threads); }
+
+int rt_use_threads(int k) {
+  if (atomic_exchange(&P.busy, 1)) return rt_used_threads(); /* misuse: change nothing */
+  int all = P.nw + 1;
+  atomic_store(&P.used, k < 1 ? 1 : k > all ? all : k);
+  atomic_store(&P.busy, 0);
+  return rt_used_threads();
+}
+
+int rt_used_threads(void) { return atomic_load(&P.used); }
 
 void rt_pool_shutdown(void) {
   if (atomic_exchange(&P.busy, 1)) return; /* misuse: inside fn or concurrent */

@@ -31,6 +31,8 @@
 
 #include "rt.h"
 
+#include <stdbool.h>
+
 /* The most threads rt_set_threads will give (larger requests are capped). */
 #define RT_POOL_MAX_THREADS 1024
 
@@ -69,6 +71,46 @@ void rt_parallel_chunk(int64_t n, int64_t grain, int threads, int t, int64_t *be
 int rt_set_threads(int n);
 /* The number of threads in effect (1 before rt_set_threads). */
 int rt_threads(void);
+/* Calls from now on split their loops over at most k of the pool's
+ * threads (k clamped to 1 .. rt_threads()); the workers stay, idle when k
+ * is 1.  rt_set_threads lifts the limit.  Returns the limit now in effect.
+ * Not to be called concurrently with rt_parallel_for. */
+int rt_use_threads(int k);
+/* The limit rt_use_threads set (rt_threads() when none). */
+int rt_used_threads(void);
+
+/* tune.c: how many threads a step that runs many times uses.  The
+ * counts tried are 1, 2, 4, ... and the pool's own, each over
+ * RT_TUNE_ROUNDS blocks of RT_TUNE_BLOCK steps; the step must give the
+ * same results on any count (kiln's kernels do), as its steps are the
+ * caller's real ones. */
+enum { RT_TUNE_MAX = 12, RT_TUNE_BLOCK = 4, RT_TUNE_ROUNDS = 2 };
+typedef struct RtTune {
+  int all;                    /* the pool's threads */
+  bool done;                  /* the count is chosen (rt_tune_next keeps it) */
+  bool tuned;                 /* it was measured (not: one thread, or a step over 20 ms) */
+  int n;                      /* the counts tried: threads[0..n) */
+  int threads[RT_TUNE_MAX];
+  double median[RT_TUNE_MAX]; /* seconds a step, at each count (when tuned) */
+  int chosen;                 /* the index of the count in use */
+  int steps;                  /* steps reported so far */
+  double t[RT_TUNE_MAX][RT_TUNE_ROUNDS * (RT_TUNE_BLOCK - 1)];
+} RtTune;
+/* Starts choosing, for the pool as rt_set_threads left it (every thread
+ * in use until the choice). */
+void rt_tune_begin(RtTune *t);
+/* Before each step: sets the count the step runs on (rt_use_threads) and
+ * returns it. */
+int rt_tune_next(RtTune *t);
+/* After each step: its time.  The choice is made after the first step (if
+ * it took over 20 ms, or the pool has one thread: every thread) or after
+ * 1 + RT_TUNE_ROUNDS x RT_TUNE_BLOCK steps per count (the fastest median). */
+void rt_tune_took(RtTune *t, double seconds);
+bool rt_tune_done(const RtTune *t);
+/* Runs step(ctx) until the choice is made (rt_tune_begin, _next, _took)
+ * and leaves the pool on it; returns the count (what was measured in
+ * *out, if not NULL). */
+int rt_tune_threads(void (*step)(void *), void *ctx, RtTune *out);
 /* Joins the workers; the pool is back to one thread.  Safe to call more
  * than once; rt_set_threads may start workers again afterwards. */
 void rt_pool_shutdown(void);

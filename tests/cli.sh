@@ -210,9 +210,24 @@ assert np.allclose(a, b, rtol=1e-5, atol=1e-6), abs(a - b).max()
 fi
 expect 0 "--repeat times the step" -- "$KILN" run models/lenet5.kiln --random-inputs -D N=2 \
   --repeat 5 --output probs="$tmp/repeated.npy"
-contains "$err" "lenet5: 5 runs on compiled code: median"
+contains "$err" "lenet5: 5 runs on compiled code on "
+contains "$err" ": median "
 if cmp -s "$tmp/repeated.npy" "$tmp/compiled.npy"; then echo "ok: --repeat keeps the outputs"; else
   echo "FAIL: --repeat changed the outputs"; fails=$((fails + 1)); fi
+# --repeat first times the step at 1 and 2 threads and keeps the faster; the
+# outputs are the same bits on either
+expect 0 "--repeat on at most 2 threads" -- "$KILN" run models/lenet5.kiln --random-inputs -D N=2 \
+  --repeat 3 --threads 2 --output probs="$tmp/repeated2.npy"
+contains "$err" " of 2 threads, the fastest of 1 ("
+contains "$err" "), 2 ("
+expect 0 "--repeat on 1 thread" -- "$KILN" run models/lenet5.kiln --random-inputs -D N=2 \
+  --repeat 3 --threads 1 --output probs="$tmp/repeated1.npy"
+contains "$err" "lenet5: 3 runs on compiled code on 1 thread: median"
+for t in 1 2; do
+  if cmp -s "$tmp/repeated$t.npy" "$tmp/compiled.npy"; then
+    echo "ok: --repeat --threads $t keeps the outputs"
+  else echo "FAIL: --repeat --threads $t changed the outputs"; fails=$((fails + 1)); fi
+done
 expect 2 "--repeat 0" -- "$KILN" run models/mlp.kiln --random-inputs --repeat 0
 contains "$err" "--repeat needs a positive integer, got '0'"
 expect 1 "unknown output" -- "$KILN" run models/mlp.kiln --random-inputs --output nope="$tmp/n.npy"

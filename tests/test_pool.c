@@ -4,7 +4,9 @@
  * grains; chunk t on the same thread every call, so per-chunk float sums
  * are bit-identical; nested and concurrent calls run inline without
  * deadlock; resizing, shutdown, and fewer threads when workers cannot
- * start; 10^5 back-to-back tiny calls, and calls spaced out so that the
+ * start; a limit on the threads calls use (rt_use_threads), and the
+ * tuning of a repeated step's count (runtime/tune.c) on a fake step whose
+ * time depends on it; 10^5 back-to-back tiny calls, and calls spaced out so that the
  * waiters really sleep, for lost wakeups (which show as a hang that
  * ctest's timeout reports).  test_overhead prints the cost of an empty
  * 2-thread call; it asserts nothing about time.  Run it under TSan too (a
@@ -281,6 +283,108 @@ static void test_resize(void **state) {
   assert_int_equal(rt_set_threads(-1), cpus);
 }
 
+/* ---- a limit on the threads a call uses (rt_use_threads) ---- */
+
+typedef struct Calls {
+  atomic_int n;   /* fn's calls */
+  int64_t covered;
+  int limit_seen; /* rt_use_threads from inside fn */
+} Calls;
+
+static void calls_fn(void *ctx, int64_t b, int64_t e) {
+  Calls *c = ctx;
+  atomic_fetch_add(&c->n, 1);
+  __atomic_fetch_add(&c->covered, e - b, __ATOMIC_RELAXED);
+  if (b == 0) c->limit_seen = rt_use_threads(1); /* not allowed from inside fn */
+}
+
+/* How many chunks a call over [0, 1000) makes now (covering all of it). */
+static int chunks_now(int *limit_seen) {
+  Calls c = {.covered = 0};
+  rt_parallel_for(1000, 1, calls_fn, &c);
+  assert_int_equal(c.covered, 1000);
+  *limit_seen = c.limit_seen;
+  return atomic_load(&c.n);
+}
+
+static void test_use_threads(void **state) {
+  (void)state;
+  int seen;
+  assert_int_equal(rt_set_threads(4), 4);
+  assert_int_equal(rt_used_threads(), 4);
+  assert_int_equal(chunks_now(&seen), 4);
+  assert_int_equal(seen, 4); /* the call held the pool: the limit stayed */
+  assert_int_equal(rt_use_threads(2), 2);
+  assert_int_equal(rt_threads(), 4); /* the workers stay */
+  assert_int_equal(chunks_now(&seen), 2);
+  assert_int_equal(rt_use_threads(0), 1); /* clamped */
+  assert_int_equal(chunks_now(&seen), 1);
+  assert_int_equal(rt_use_threads(99), 4);
+  assert_int_equal(chunks_now(&seen), 4);
+  rt_use_threads(1);
+  assert_int_equal(rt_set_threads(4), 4); /* the same count: the limit is lifted */
+  assert_int_equal(chunks_now(&seen), 4);
+  rt_use_threads(3);
+  assert_int_equal(rt_set_threads(2), 2);
+  assert_int_equal(rt_used_threads(), 2);
+  rt_pool_shutdown();
+  assert_int_equal(rt_used_threads(), 1);
+  assert_int_equal(rt_use_threads(5), 1);
+}
+
+/* ---- picking the count for a repeated step (rt_tune_threads) ---- */
+
+/* A step whose time depends on the threads in use: us[k] microseconds
+ * with k threads (sleeping, so the pool's own speed does not matter). */
+typedef struct Fake {
+  long us[9];
+  int calls;
+} Fake;
+
+static void fake_step(void *ctx) {
+  Fake *f = ctx;
+  f->calls++;
+  sleep_us(f->us[rt_used_threads()]);
+}
+
+static void test_tune(void **state) {
+  (void)state;
+  RtTune t;
+  rt_set_threads(2); /* one thread faster: it is kept */
+  Fake one = {.us = {0, 300, 1500}};
+  assert_int_equal(rt_tune_threads(fake_step, &one, &t), 1);
+  assert_true(t.tuned);
+  assert_int_equal(t.all, 2);
+  assert_int_equal(t.n, 2);
+  assert_int_equal(t.threads[0], 1);
+  assert_int_equal(t.threads[1], 2);
+  assert_int_equal(t.chosen, 0);
+  assert_true(t.median[0] < t.median[1]);
+  assert_int_equal(rt_used_threads(), 1);
+  assert_int_equal(rt_threads(), 2);
+  assert_true(one.calls > 2);
+  Fake two = {.us = {0, 1500, 300}}; /* both faster: both kept */
+  assert_int_equal(rt_tune_threads(fake_step, &two, &t), 2);
+  assert_int_equal(t.chosen, 1);
+  assert_int_equal(rt_used_threads(), 2);
+  rt_set_threads(8); /* 1, 2, 4, 8 tried; 4 wins */
+  Fake four = {.us = {0, 2000, 1500, 400, 0, 1000, 0, 0, 1300}};
+  assert_int_equal(rt_tune_threads(fake_step, &four, &t), 4);
+  assert_int_equal(t.n, 4);
+  assert_int_equal(t.threads[2], 4);
+  assert_int_equal(t.threads[3], 8);
+  assert_int_equal(rt_used_threads(), 4);
+  rt_set_threads(2); /* a long step is not tuned: one run, all threads */
+  Fake slow = {.us = {0, 100, 30000}};
+  assert_int_equal(rt_tune_threads(fake_step, &slow, &t), 2);
+  assert_false(t.tuned);
+  assert_int_equal(slow.calls, 1);
+  rt_set_threads(1); /* one thread: nothing to try */
+  Fake alone = {.us = {0, 100}};
+  assert_int_equal(rt_tune_threads(fake_step, &alone, NULL), 1);
+  assert_int_equal(alone.calls, 0);
+}
+
 /* ---- many calls: lost wakeups ---- */
 
 typedef struct Count {
@@ -375,6 +479,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_teardown(test_chunk_math, teardown),
       cmocka_unit_test_teardown(test_resize, teardown),
+      cmocka_unit_test_teardown(test_use_threads, teardown),
+      cmocka_unit_test_teardown(test_tune, teardown),
       cmocka_unit_test_teardown(test_coverage, teardown),
       cmocka_unit_test_teardown(test_determinism, teardown),
       cmocka_unit_test_teardown(test_nested, teardown),
