@@ -51,8 +51,12 @@ The table gives the median over rounds of each peer's median, in
 microseconds, the ratios peer / kiln fused (above 1: kiln is faster) and
 kiln unfused / kiln fused (fusion's speedup).  onnxruntime-node is
 installed into bench/ort on first use (ONNXRUNTIME_NODE_INSTALL=skip npm
-install; its default script fetches GPU binaries).
+install; its default script fetches GPU binaries).  PyTorch is Debian's
+(apt-get install python3-torch libopenblas0-pthread, run by
+/usr/bin/python3): without an OpenBLAS its matmuls go to Debian's
+reference BLAS, and the MLP at batch 64 took 6.7 ms instead of 0.28.
 """
+import ctypes.util
 import argparse
 import json
 import os
@@ -445,6 +449,9 @@ def main():
     if unknown:
         sys.exit(f"unknown model(s) {', '.join(unknown)} (known: {', '.join(MODELS)})")
     ensure_ort()
+    if not ctypes.util.find_library("openblas"):
+        print("warning: no OpenBLAS: PyTorch's matmuls will use Debian's reference BLAS, "
+              "~20x slower (apt-get install libopenblas0-pthread)", file=sys.stderr)
     load = os.getloadavg()[0]
     if load > 1.5:
         print(f"warning: load average {load:.2f}: timings on a busy machine mean little "
