@@ -37,9 +37,10 @@
  * on fewer threads than the pool has without stopping or starting any.
  *
  * Exclusion.  `busy` is taken by rt_parallel_for, rt_set_threads,
- * rt_use_threads and rt_pool_shutdown.  A parallel_for that finds it taken (a nested call
- * from fn, or another thread's concurrent call) runs its chunks in order
- * inline, so nothing ever waits for the pool while holding it.
+ * rt_use_threads and rt_pool_shutdown.  A parallel_for that finds it
+ * taken (a nested call from fn, or another thread's concurrent call) runs
+ * its chunks in order inline, so nothing ever waits for the pool while
+ * holding it.
  *
  * Global state: P below is the pool; nothing else in the runtime is
  * mutable and global.
