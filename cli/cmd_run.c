@@ -466,9 +466,8 @@ static void time_runs(Run *r, void **saved) {
   Cli *c = r->c;
   Again a = {r, saved};
   const char *on = r->x.cuda ? "the CUDA device (each copying the inputs in)"
-                   : r->x.compiled ? "compiled code"
-                                   : "the reference evaluator";
-  if (r->x.compiled && !r->x.cuda) {
+                   : "the reference evaluator";
+  if (r->x.compiled) { /* on the CPU */
     RtTune t;
     rt_tune_threads(run_again, &a, &t);
     on = arena_fmt(c->arena, "compiled code on %s", cli_tune_text(c, &t));

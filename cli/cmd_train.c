@@ -310,21 +310,19 @@ static void train_loop(Trainer *t) {
   int32_t *y = exec_input(&t->step, t->y);
   RtTune tune; /* the first steps pick the thread count (runtime/tune.c) */
   rt_tune_begin(&tune);
-  bool tuning = t->step.compiled, chosen = false;
+  bool said = !t->step.compiled; /* the count, with -v, after the epoch that chose it */
   for (int epoch = t->first_epoch; epoch < t->spec.epochs; epoch++) {
     RtProgress pr;
     rt_progress_init(&pr, stderr, epoch + 1, t->spec.epochs, steps, batch);
     rt_batcher_epoch(b, epoch);
     for (int64_t s = 0; s < steps; s++) {
       rt_batcher_gather(b, &t->train, s, x, y);
+      bool tuning = !said && !rt_tune_done(&tune);
       if (tuning)
         rt_tune_next(&tune);
       double t0 = rt_now(), loss = run_step(t, steps, total);
-      if (tuning) {
+      if (tuning)
         rt_tune_took(&tune, rt_now() - t0);
-        chosen = rt_tune_done(&tune); /* this epoch: said after its summary, with -v */
-        tuning = !chosen;
-      }
       rt_progress_step(&pr, s, loss);
     }
     exec_sync_params(&t->step); /* a device's parameters, back in t->buf */
@@ -335,9 +333,11 @@ static void train_loop(Trainer *t) {
     if (acc >= 0)
       snprintf(extra, sizeof extra, "test accuracy %.2f%%", 100 * acc);
     rt_progress_end(&pr, acc >= 0 ? extra : NULL);
-    if (chosen && t->c->verbose)
-      fprintf(stderr, "%s: training steps on %s\n", t->g->name, cli_tune_text(t->c, &tune));
-    chosen = false;
+    if (!said && rt_tune_done(&tune)) {
+      if (t->c->verbose)
+        fprintf(stderr, "%s: training steps on %s\n", t->g->name, cli_tune_text(t->c, &tune));
+      said = true;
+    }
     if (t->c->save)
       save(t, epoch + 1);
   }

@@ -86,7 +86,7 @@ static struct {
   _Alignas(64) atomic_int busy; /* the pool is taken (see above) */
   atomic_int stop;              /* workers should exit */
   atomic_int threads;           /* workers + 1 */
-  atomic_int used;              /* at most this many take part in a call (rt_use_threads) */
+  atomic_int used;              /* at most this many take part in a call, <= threads */
   /* The job: written by the holder of busy before it publishes a ticket,
    * read by the workers with a chunk after they see it. */
   RtRangeFn fn;
@@ -243,8 +243,7 @@ void rt_parallel_for(int64_t n, int64_t grain, RtRangeFn fn, void *ctx) {
     run_inline(n, k, fn, ctx);
     return;
   }
-  int used = atomic_load(&P.used); /* now stable: we hold busy */
-  k = rt_parallel_chunks(n, grain, used < P.nw + 1 ? used : P.nw + 1);
+  k = rt_parallel_chunks(n, grain, atomic_load(&P.used)); /* stable now: we hold busy */
   if (k == 1) {
     fn(ctx, 0, n);
   } else {
