@@ -179,6 +179,10 @@ static void check_bound(const Node *n, const float *got, const float *ref, const
 /* A JIT with k alone; *scheduled says whether NAME.ukr was emitted, and
  * *tile (if asked) whether a fused epilogue runs per tile (NAME.tile_epilogue
  * and no NAME.epilogue after the tasks). */
+/* Scheduled kernels seen whose micro-kernel walks a batch sum's blocks
+ * itself (cg_gemm.c: its "kb.add" block; Gemm.kb_inner). */
+static int kb_inner_seen;
+
 static CgJit *compile_k(Kernel *k, bool no_schedule, bool *scheduled, bool *tile) {
   char err[2048];
   Cg *cg = cg_new("t", &(CgOpts){.opt_level = 3, .verify = true, .no_schedule = no_schedule},
@@ -190,6 +194,7 @@ static CgJit *compile_k(Kernel *k, bool no_schedule, bool *scheduled, bool *tile
   *scheduled = strstr(ir, want) != NULL;
   snprintf(want, sizeof want, "@%s.rows(", k->name); /* cg_pool.c's */
   *scheduled = *scheduled || strstr(ir, want) != NULL;
+  kb_inner_seen += strstr(ir, "\nkb.add:") != NULL;
   if (tile) {
     snprintf(want, sizeof want, "@%s.tile_epilogue(", k->name);
     char after[300];
@@ -286,19 +291,25 @@ static void eval_random(Eval *ev, Graph *g, uint64_t seed, const char *what) {
  * batch axes.  Weight gradients of dense layers on [N, T, D] (the sum over
  * N of x^T dy), with K = T of 37 (panels, row blocks) and 5 (B in place),
  * through views and with two batch axes summed; and a K of 300, over one
- * GEMM panel: not rewritten, the count says. */
+ * GEMM panel: not rewritten, the count says.  `inner` of those GEMMs walk
+ * the blocks in the micro-kernel (Gemm.kb_inner: dy's rows a multiple of
+ * 16 floats apart, one summed axis or two that merge, rows of C past the
+ * last full micro-tile, a second column tile). */
 static const struct {
   Case c;
-  int sums;
+  int sums, inner;
 } sum_cases[] = {
-    {{"input x: f32[3, 37, 20]; input w: f32[20, 50]; y = x @ w", false}, 1},
-    {{"input x: f32[4, 5, 7]; input w: f32[7, 3]; y = x @ w", false}, 1},
-    {{"input x: f32[2, 3, 6, 9]; input w: f32[9, 20]; y = x @ w", false}, 1},
+    {{"input x: f32[3, 37, 20]; input w: f32[20, 50]; y = x @ w", false}, 1, 0},
+    {{"input x: f32[4, 5, 7]; input w: f32[7, 3]; y = x @ w", false}, 1, 0},
+    {{"input x: f32[2, 3, 6, 9]; input w: f32[9, 20]; y = x @ w", false}, 1, 0},
     {{"input q: f32[2, 37, 40]; input k: f32[2, 37, 40]; input w: f32[20, 20]; "
       "qh = transpose(reshape(q, [2, 37, 2, 20]), [0, 2, 1, 3]); "
       "kh = transpose(reshape(k, [2, 37, 2, 20]), [0, 2, 1, 3]); "
-      "y = matmul(qh @ w, kh, transpose_b=true)", false}, 1},
-    {{"input x: f32[2, 300, 6]; input w: f32[6, 5]; y = x @ w", false}, 0},
+      "y = matmul(qh @ w, kh, transpose_b=true)", false}, 1, 0},
+    {{"input x: f32[2, 300, 6]; input w: f32[6, 5]; y = x @ w", false}, 0, 0},
+    {{"input x: f32[3, 11, 20]; input w: f32[20, 32]; y = x @ w", false}, 1, 1},
+    {{"input x: f32[5, 16, 13]; input w: f32[13, 80]; y = x @ w", false}, 1, 1},
+    {{"input x: f32[2, 3, 5, 16]; input w: f32[16, 48]; y = x @ w", false}, 1, 1},
 };
 
 /* The matmuls of g whose attributes have bits of mask (1: views, 2: sums). */
@@ -411,8 +422,13 @@ static void views(void **state) {
  * the GEMM, the loop nest and kir_eval write the unfused sum's bits. */
 static void batch_sums(void **state) {
   ar = arena_new();
-  for (int i = 0; i < countof(sum_cases); i++)
+  for (int i = 0; i < countof(sum_cases); i++) {
+    kb_inner_seen = 0;
     one_case(&sum_cases[i].c, 2, sum_cases[i].sums);
+    if (kb_inner_seen != sum_cases[i].inner)
+      fail_msg("%s: %d GEMMs walk the summed blocks in the micro-kernel (want %d)",
+               sum_cases[i].c.body, kb_inner_seen, sum_cases[i].inner);
+  }
   arena_free(ar);
 }
 

@@ -38,6 +38,8 @@
  *       (conv_transpose2d: after col2im, K.tile_epilogue over the
  *       task's output channels)
  *       (then, with chunks: finish: C = 0 + partial 0 + partial 1 + ...)
+ *       (kb_inner, a batch sum with B in place: the kb loop runs once
+ *       and K.ukr walks the blocks itself, C += each block's sum)
  *   (K.epilogue after the tasks instead, where the epilogue is not one
  *   elementwise nest over C, or with chunks: see tile_epilogue)
  *   void K.tile_epilogue(bufs, s, rows, ld, cols)
@@ -220,18 +222,21 @@ static LLVMValueRef tap_table(Gemm *g, Cg *cg, const char *ukr_name) {
   return gl;
 }
 
-/* void ukr(ptr a, ptr b, ptr c, i64 kc, i64 rows, i64 cols, i1 first):
+/* void ukr(ptr a, ptr b, ptr c, i64 kc, i64 rows, i64 cols, i1 first, i64 nkb):
  * C[r, 0..cols) (+)= sum over k < kc of A(r, k) bp[k, ..] for r < rows,
  * A(r, k) at a[r a_rs + k a_ks], bp rows ldbp apart, C rows ldc apart.
  * The sum continues C's (from 0 when first); with sum_kb it starts from 0
- * and is then added to C (to 0 when first). */
+ * and is then added to C (to 0 when first).  With kb_inner, so for each
+ * of nkb blocks kb in turn, A and B a_kbs and b_kbs floats further on
+ * (first: C from 0 at block 0); otherwise nkb is 1. */
 static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name) {
   const GemmSched *s = &g->s;
   int mr = s->mr, nv = s->nv;
   LLVMTypeRef vf = LLVMVectorType(cg->t_f32, 16), vi = LLVMVectorType(cg->t_i32, 16);
   LLVMTypeRef vm = LLVMVectorType(cg->t_i1, 16);
-  LLVMTypeRef ps[] = {cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_i64, cg->t_i64, cg->t_i64, cg->t_i1};
-  LLVMTypeRef ty = LLVMFunctionType(cg->t_void, ps, 7, 0);
+  LLVMTypeRef ps[] = {cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_i64,
+                      cg->t_i64, cg->t_i64, cg->t_i1,  cg->t_i64};
+  LLVMTypeRef ty = LLVMFunctionType(cg->t_void, ps, 8, 0);
   LLVMValueRef fn = LLVMAddFunction(cg->mod, name, ty);
   LLVMSetLinkage(fn, LLVMInternalLinkage);
   cg_set_fn_attrs(cg, fn);
@@ -240,9 +245,11 @@ static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name) {
     LLVMAddAttributeAtIndex(fn, i, LLVMCreateEnumAttribute(cg->ctx, nocap, 0));
   LLVMValueRef a = LLVMGetParam(fn, 0), bp = LLVMGetParam(fn, 1), c = LLVMGetParam(fn, 2);
   LLVMValueRef kc = LLVMGetParam(fn, 3), rows = LLVMGetParam(fn, 4), cols = LLVMGetParam(fn, 5);
-  LLVMValueRef first = LLVMGetParam(fn, 6);
+  LLVMValueRef first = LLVMGetParam(fn, 6), nkb = LLVMGetParam(fn, 7);
   LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry");
+  LLVMBasicBlockRef kbh = g->kb_inner ? LLVMAppendBasicBlockInContext(cg->ctx, fn, "kb") : NULL;
   LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(cg->ctx, fn, "k");
+  LLVMBasicBlockRef kbt = g->kb_inner ? LLVMAppendBasicBlockInContext(cg->ctx, fn, "kb.add") : NULL;
   LLVMBasicBlockRef exit = LLVMAppendBasicBlockInContext(cg->ctx, fn, "store");
   LLVMBuilderRef b = LLVMCreateBuilderInContext(cg->ctx);
   LLVMPositionBuilderAtEnd(b, entry);
@@ -252,6 +259,7 @@ static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name) {
   LLVMValueRef masks[NV_MAX], rowa[MR_MAX], rowc[MR_MAX];
   LLVMValueRef acc0[MR_MAX][NV_MAX], acc[MR_MAX][NV_MAX], nxt[MR_MAX][NV_MAX], smask[MR_MAX][NV_MAX];
   LLVMValueRef cold[MR_MAX][NV_MAX]; /* sum_kb: C before (0 when first) */
+  LLVMValueRef okr[MR_MAX];
   LLVMValueRef cols32 = LLVMBuildTrunc(b, cols, cg->t_i32, "");
   LLVMValueRef splat_cols = LLVMBuildShuffleVector(
       b, LLVMBuildInsertElement(b, LLVMGetPoison(vi), cols32, LLVMConstInt(cg->t_i32, 0, 0), ""),
@@ -266,7 +274,7 @@ static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name) {
   LLVMTypeRef mtys[] = {vf, cg->t_ptr};
   LLVMValueRef align4 = LLVMConstInt(cg->t_i32, 4, 0);
   for (int r = 0; r < mr; r++) {
-    LLVMValueRef ok = LLVMBuildICmp(b, LLVMIntSLT, i64c(cg, r), rows, "");
+    LLVMValueRef ok = okr[r] = LLVMBuildICmp(b, LLVMIntSLT, i64c(cg, r), rows, "");
     LLVMValueRef rr = LLVMBuildSelect(b, ok, i64c(cg, r), last, ""); /* stay inside A */
     rowa[r] = gep(&f, a, LLVMBuildMul(b, rr, i64c(cg, g->a_rs), ""));
     rowc[r] = gep(&f, c, i64c(cg, r * g->ldc));
@@ -276,9 +284,19 @@ static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name) {
       LLVMValueRef args[] = {gep(&f, rowc[r], i64c(cg, 16 * v)), align4,
                              LLVMBuildSelect(b, load_ok, masks[v], zero_m, ""), zero_v};
       acc0[r][v] = g->sum_kb ? zero_v : cg_intrinsic(cg, b, "llvm.masked.load", mtys, 2, args, 4);
-      cold[r][v] = g->sum_kb ? cg_intrinsic(cg, b, "llvm.masked.load", mtys, 2, args, 4) : NULL;
+      cold[r][v] = g->sum_kb && !g->kb_inner
+                       ? cg_intrinsic(cg, b, "llvm.masked.load", mtys, 2, args, 4)
+                       : NULL;
     }
   }
+  LLVMValueRef kbv = NULL, kb1 = NULL, kbb = NULL;
+  if (g->kb_inner) { /* block kb: A and B at their offsets */
+    LLVMBuildBr(b, kbh);
+    LLVMPositionBuilderAtEnd(b, kbh);
+    kbv = LLVMBuildPhi(b, cg->t_i64, "kb");
+    kbb = gep(&f, bp, LLVMBuildMul(b, kbv, i64c(cg, g->b_kbs), ""));
+  }
+  LLVMBasicBlockRef pre = g->kb_inner ? kbh : entry;
   LLVMBuildBr(b, body);
 
   LLVMPositionBuilderAtEnd(b, body);
@@ -288,7 +306,7 @@ static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name) {
       acc[r][v] = LLVMBuildPhi(b, vf, "");
   LLVMValueRef bv[NV_MAX];
   int64_t ldb = g->b_direct ? g->b_rs : g->s.ldbp;
-  LLVMValueRef brow = gep(&f, bp, LLVMBuildMul(b, k, i64c(cg, ldb), ""));
+  LLVMValueRef brow = gep(&f, kbb ? kbb : bp, LLVMBuildMul(b, k, i64c(cg, ldb), ""));
   if (g->conv_direct) { /* row k of B: the tap's offset, from a table */
     LLVMValueRef pk = LLVMBuildGEP2(b, cg->t_i64, tap_table(g, cg, name), &k, 1, "");
     brow = gep(&f, bp, LLVMBuildLoad2(b, cg->t_i64, pk, ""));
@@ -305,6 +323,8 @@ static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name) {
     }
   }
   LLVMValueRef koff = LLVMBuildMul(b, k, i64c(cg, g->a_ks), "");
+  if (kbv)
+    koff = LLVMBuildAdd(b, koff, LLVMBuildMul(b, kbv, i64c(cg, g->a_kbs), ""), "");
   for (int r = 0; r < mr; r++) {
     LLVMValueRef av = LLVMBuildLoad2(b, cg->t_f32, gep(&f, rowa[r], koff), "");
     LLVMValueRef sv = LLVMBuildShuffleVector(
@@ -316,16 +336,36 @@ static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name) {
     }
   }
   LLVMValueRef k1 = LLVMBuildNSWAdd(b, k, i64c(cg, 1), "");
-  LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, k1, kc, ""), body, exit);
+  LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, k1, kc, ""), body, kbt ? kbt : exit);
   LLVMValueRef zero = i64c(cg, 0);
-  LLVMAddIncoming(k, (LLVMValueRef[]){zero, k1}, (LLVMBasicBlockRef[]){entry, body}, 2);
+  LLVMAddIncoming(k, (LLVMValueRef[]){zero, k1}, (LLVMBasicBlockRef[]){pre, body}, 2);
   for (int r = 0; r < mr; r++)
     for (int v = 0; v < nv; v++)
       LLVMAddIncoming(acc[r][v], (LLVMValueRef[]){acc0[r][v], nxt[r][v]},
-                      (LLVMBasicBlockRef[]){entry, body}, 2);
+                      (LLVMBasicBlockRef[]){pre, body}, 2);
+
+  if (g->kb_inner) { /* C = (0 when first at block 0, else C) + the block's sum */
+    LLVMPositionBuilderAtEnd(b, kbt);
+    LLVMValueRef fresh = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntEQ, kbv, zero, ""), first, "");
+    LLVMValueRef keep = LLVMBuildNot(b, fresh, "");
+    for (int r = 0; r < mr; r++)
+      for (int v = 0; v < nv; v++) {
+        LLVMValueRef at = gep(&f, rowc[r], i64c(cg, 16 * v));
+        LLVMValueRef largs[] = {at, align4,
+                                LLVMBuildSelect(b, LLVMBuildAnd(b, okr[r], keep, ""), masks[v],
+                                                zero_m, ""),
+                                zero_v};
+        LLVMValueRef old = cg_intrinsic(cg, b, "llvm.masked.load", mtys, 2, largs, 4);
+        LLVMValueRef args[] = {LLVMBuildFAdd(b, old, nxt[r][v], ""), at, align4, smask[r][v]};
+        cg_intrinsic(cg, b, "llvm.masked.store", mtys, 2, args, 4);
+      }
+    kb1 = LLVMBuildNSWAdd(b, kbv, i64c(cg, 1), "");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, kb1, nkb, ""), kbh, exit);
+    LLVMAddIncoming(kbv, (LLVMValueRef[]){zero, kb1}, (LLVMBasicBlockRef[]){entry, kbt}, 2);
+  }
 
   LLVMPositionBuilderAtEnd(b, exit);
-  for (int r = 0; r < mr; r++)
+  for (int r = 0; r < mr && !g->kb_inner; r++)
     for (int v = 0; v < nv; v++) {
       LLVMValueRef val = g->sum_kb ? LLVMBuildFAdd(b, cold[r][v], nxt[r][v], "") : nxt[r][v];
       LLVMValueRef args[] = {val, gep(&f, rowc[r], i64c(cg, 16 * v)), align4, smask[r][v]};
@@ -639,7 +679,9 @@ static LLVMValueRef emit_tasks(Gemm *g, Cg *cg, LLVMValueRef ukr, LLVMValueRef e
   cg_stmt(&f, split);
   LLVMValueRef cbase = cg_expr(&f, g->c_base);
   LLVMValueRef kb_lo = g->kb_lo ? cg_expr(&f, g->kb_lo) : i64c(cg, 0);
-  LLVMValueRef kb_hi = g->kb_hi ? cg_expr(&f, g->kb_hi) : i64c(cg, g->kb);
+  /* kb_inner: the micro-kernel walks the blocks; the loop here runs once */
+  LLVMValueRef kb_hi = g->kb_hi ? cg_expr(&f, g->kb_hi) : i64c(cg, g->kb_inner ? 1 : g->kb);
+  LLVMValueRef nkb = i64c(cg, g->kb_inner ? g->kb : 1);
   hl_begin(&f, &lk, g->v_kb, kb_lo, kb_hi, 1);
   LLVMValueRef abase = cg_expr(&f, g->a_base);
   if (g->prep)
@@ -680,16 +722,16 @@ static LLVMValueRef emit_tasks(Gemm *g, Cg *cg, LLVMValueRef ukr, LLVMValueRef e
     hl_begin(&f, &lj, g->v_jr, z, i64c(cg, g->d_wo), s->nr);
     LLVMValueRef jr = get(&f, g->v_jr);
     LLVMValueRef cols = smin(&f, i64c(cg, s->nr), LLVMBuildSub(f.b, i64c(cg, g->d_wo), jr, ""));
-    LLVMValueRef args[] = {arow, gep(&f, brow, jr), gep(&f, orow, jr), kc, rows, cols, first};
-    LLVMBuildCall2(f.b, ukr_ty, ukr, args, 7, "");
+    LLVMValueRef args[] = {arow, gep(&f, brow, jr), gep(&f, orow, jr), kc, rows, cols, first, nkb};
+    LLVMBuildCall2(f.b, ukr_ty, ukr, args, 8, "");
     hl_end(&f, &lj);
     hl_end(&f, &ly);
   } else {
     hl_begin(&f, &lj, g->v_jr, z, nb, s->nr);
     LLVMValueRef jr = get(&f, g->v_jr);
     LLVMValueRef cols = smin(&f, i64c(cg, s->nr), LLVMBuildSub(f.b, nb, jr, ""));
-    LLVMValueRef args[] = {arow, gep(&f, panel, jr), gep(&f, crow, jr), kc, rows, cols, first};
-    LLVMBuildCall2(f.b, ukr_ty, ukr, args, 7, "");
+    LLVMValueRef args[] = {arow, gep(&f, panel, jr), gep(&f, crow, jr), kc, rows, cols, first, nkb};
+    LLVMBuildCall2(f.b, ukr_ty, ukr, args, 8, "");
     hl_end(&f, &lj);
   }
   if (epi && !g->epilogue) {

@@ -72,6 +72,14 @@ typedef struct Gemm {
    * C = 0 + block 0 + block 1 + ... (a matmul summing batch axes,
    * Attrs.bsum: the unfused sum's order). */
   bool sum_kb;
+  /* With sum_kb and B in place: the micro-kernel walks the K blocks itself
+   * (the task loop runs its kb loop once), block kb's A and B at kb a_kbs
+   * and kb b_kbs floats past block 0's, C loaded, added to and stored
+   * after each block while the tile's rows stay in L1: the same adds in
+   * the same order, without a call, a panel and a pass over the row
+   * blocks per block (cg_gemm_ops.c, kb_inner). */
+  bool kb_inner;
+  int64_t a_kbs, b_kbs;
   KStmt *finish;            /* or NULL: runs once after the tasks (ps -> output) */
   int64_t a_rs, a_ks, ldc;
   KExpr *a_base;            /* of v_bt, v_kb */

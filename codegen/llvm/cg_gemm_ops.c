@@ -227,13 +227,48 @@ static bool stacked_rows(const MatStrides *ms) {
  * at batch 64 ([64, 784] x [784, 256], 11 blocks of 6 rows): 176-182 us
  * packed, 158-160 in place, 1 thread; the transformer at batch 64 (1024
  * rows, 128 a task: 22 blocks) was 4-11% slower in place.  Not for
- * the K blocks of a batch sum (sum_kb): a panel is one block's 16 or so
- * rows, and the weight gradients measured no faster in place.
+ * the K blocks of a batch sum (sum_kb): in place alone they measured no
+ * faster (a panel is one block's 16 or so rows); kb_inner below reads
+ * them in place with the blocks walked by the micro-kernel.
  * KILN_BPACK=1 in the environment packs them anyway (to compare). */
 enum { B_DIRECT_BLOCKS = 12 };
 static bool few_row_blocks(const Gemm *g, int64_t b_ks) {
   return !g->sum_kb && b_ks % 16 == 0 && b_ks % 1024 != 0 &&
          (g->s.mb + g->s.mr - 1) / g->s.mr <= B_DIRECT_BLOCKS;
+}
+
+/* The stride of flat index kb over the summed axes (bits of sum) of a
+ * matrix whose batch axes have strides st, when kb's offset is kb times
+ * it (*st_kb), as batch_offset computes the offset. */
+static bool kb_linear(int br, const int64_t *dim, const int64_t *st, unsigned sum,
+                      int64_t *st_kb) {
+  int64_t inner = 1, s = -1;
+  for (int d = br - 1; d >= 0; d--) {
+    if (!((sum >> d) & 1) || dim[d] == 1)
+      continue;
+    if (s < 0)
+      s = st[d];
+    else if (st[d] != s * inner)
+      return false;
+    inner *= dim[d];
+  }
+  *st_kb = s < 0 ? 0 : s;
+  return true;
+}
+
+/* Whether a batch sum's K blocks can be walked by the micro-kernel
+ * (Gemm.kb_inner): B's rows in place (aligned, not a multiple of 4 KiB
+ * apart), A's and B's blocks at constant strides.  fc1's weight gradient
+ * in the transformer at batch 32 ([32, 128] from 32 blocks of [32, 16] x
+ * [16, 128]): 28-30 us against 31-32 packed, the twelve such GEMMs of
+ * the training step 169-173 against 181-186 us at 1 thread
+ * (docs/benchmarks.md, eighth session).  KILN_KB_OUTER=1 in the
+ * environment keeps the blocks in the task loop (to compare). */
+static bool kb_inner(Gemm *g, const MatStrides *ms, unsigned sum, int64_t b_ks) {
+  int br = ms->br;
+  return sum && ms->b[br + 1] == 1 && b_ks % 16 == 0 && b_ks % 1024 != 0 &&
+         kb_linear(br, ms->dim, ms->a, sum, &g->a_kbs) &&
+         kb_linear(br, ms->dim, ms->b, sum, &g->b_kbs) && !getenv("KILN_KB_OUTER");
 }
 
 /* A matmul, its operands and product where matmul_strides puts them (a
@@ -271,7 +306,9 @@ static bool matmul(Gemm *g) {
   g->a_rs = ms.a[br], g->a_ks = ms.a[br + 1];
   g->c_base = n->at.view & 4 ? batch_offset(k, bt, kb, nb, ms.dim, ms.c, 0) : MUL(bt, IC(m * nn));
   g->ldc = ms.c[br];
-  if (b_ns == 1 && (g->s.mb <= g->s.mr || (!getenv("KILN_BPACK") && few_row_blocks(g, b_ks)))) {
+  g->kb_inner = kb_inner(g, &ms, sum, b_ks);
+  if (g->kb_inner ||
+      (b_ns == 1 && (g->s.mb <= g->s.mr || (!getenv("KILN_BPACK") && few_row_blocks(g, b_ks))))) {
     g->b_direct = true, g->b_buf = 1, g->b_rs = b_ks;
     g->b_base = batch_offset(k, bt, kb, nb, ms.dim, ms.b, sum);
     return true;
