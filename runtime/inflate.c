@@ -140,6 +140,7 @@ static void refill(Inflate *s) {
 
 /* The next `need` bits (0 to 16) as an LSB-first number. */
 static RtStatus bits(Inflate *s, int need, unsigned *v) {
+  *v = 0; /* set on failure too: gcc -O3 cannot see that callers stop then */
   if (s->bitcnt < need) {
     refill(s);
     if (s->bitcnt < need) return truncated(s, "inside a deflate block");
