@@ -267,11 +267,13 @@ void cli_inference_passes(Cli *c, Graph *g) {
 const char *cli_tune_text(Cli *c, const RtTune *t) {
   if (!t->tuned)
     return arena_fmt(c->arena, "%d thread%s", t->all, t->all == 1 ? "" : "s");
-  const char *text = arena_fmt(c->arena, "%d of %d threads, the fastest of", t->threads[t->chosen],
-                               t->all);
+  static const char coarse[] = " at a coarse grain";
+  const char *text =
+      arena_fmt(c->arena, "%d of %d threads%s, the fastest of", t->threads[t->chosen], t->all,
+                t->grain[t->chosen] > 1 ? coarse : "");
   for (int i = 0; i < t->n; i++)
-    text = arena_fmt(c->arena, "%s%s %d (%.1f us)", text, i ? "," : "", t->threads[i],
-                     1e6 * t->median[i]);
+    text = arena_fmt(c->arena, "%s%s %d%s (%.1f us)", text, i ? "," : "", t->threads[i],
+                     t->grain[i] > 1 ? coarse : "", 1e6 * t->median[i]);
   return text;
 }
 

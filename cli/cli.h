@@ -133,9 +133,10 @@ void cli_inference_passes(Cli *c, Graph *g);
  * with --fuse kind deriv, gelu's derivative made a forward value
  * (passes/deriv.c).  None changes a bit of the results. */
 void cli_train_passes(Cli *c, Graph *g);
-/* The thread count a repeated step settled on (runtime/tune.c), in words:
- * "1 of 2 threads, the fastest of 1 (134.0 us), 2 (190.2 us)", or "2
- * threads" when nothing was measured. */
+/* The thread count and grain a repeated step settled on (runtime/tune.c),
+ * in words: "2 of 2 threads at a coarse grain, the fastest of 1 (38.1 us),
+ * 2 (66.0 us), 2 at a coarse grain (37.7 us)", or "2 threads" when
+ * nothing was measured. */
 const char *cli_tune_text(Cli *c, const RtTune *t);
 
 /* What one step computes.  With `train`, the training step of g (g built

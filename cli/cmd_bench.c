@@ -16,6 +16,12 @@
  * its updates applied after every run, so both builds train along the
  * same path.
  *
+ * On the CPU with more than one thread, each build's step is first timed
+ * at the kernels' parallel grain and at RT_TUNE_COARSE times it
+ * (runtime/tune.c, rt_tune_begin_at) and runs at the faster: the thread
+ * count stays the one given, and each build gets the grain that suits it
+ * (tune_grain).
+ *
  * With --target cuda both builds are compiled for the device
  * (cli/cuda_bench.c) and run there the same way: the inputs copied in and
  * the updates applied outside the clock, the step and each kernel timed
@@ -60,13 +66,20 @@ static const char bench_help[] =
     CLI_FUSE_HELP
     "                           (the fused build's; the other has none)\n"
     "  --threads N              worker threads of compiled code (default: one per core;\n"
-    "                           no effect with --target cuda)\n"
+    "                           no effect with --target cuda); on more than one, each\n"
+    "                           build's step is first timed at the kernels' parallel\n"
+    "                           grain and at 8 times it (only the larger loops split)\n"
+    "                           and runs at the faster, which the report names\n";
+/* The rest of the help (C compilers need only take string literals of 4095
+ * characters). */
+static const char bench_help_end[] =
     "  --json                   print the report as JSON (for scripts)\n"
     "  --seed N                 seed of the parameters and inputs (default 0)\n"
     "  --no-inplace, --no-share, --schedule=default|min-memory, --no-prepack\n"
     "                           as for kiln run, in both builds\n"
     "  -D, --define NAME=VALUE  override a model constant (e.g. -D N=8)\n"
-    "  --model NAME             which model of the file (default: the first)\n";
+    "  --model NAME             which model of the file (default: the first)\n"
+    CLI_TARGET_HELP_BENCH;
 
 enum { FUSED, UNFUSED, WARMUP = 2, DEFAULT_ROUNDS = 20, MAX_BURST = 64 };
 static const double BURST_SECONDS = 2e-3; /* of whole steps per build and round */
@@ -99,6 +112,8 @@ typedef struct Side {
   void **inputs;  /* per node id: an input's values, copied in before each run */
   int64_t step;   /* steps run */
   double *step_t; /* per round: the whole step */
+  RtTune grain;    /* CPU, more than one thread: its step at the kernels' grain and a
+                    * coarse one (rt_tune_begin_at), the faster kept for its runs */
   double *kern_t; /* per round and kernel: [round * k.n + kernel] */
 } Side;
 
@@ -309,6 +324,28 @@ static double burst_time(Bench *b, Side *s, int burst) {
   return t / burst;
 }
 
+/* Each build's grain at the given thread count (runtime/tune.c): its
+ * step timed at the kernels' grain and at RT_TUNE_COARSE times it, the
+ * faster kept.  Small steps split over the cores lose more to the data
+ * they leave on both than the split gains (docs/benchmarks.md, eighth
+ * session), and by how much depends on the build: each gets its own. */
+static void tune_grain(Bench *b, Side *s) {
+  rt_tune_begin_at(&s->grain, b->threads);
+  while (!rt_tune_done(&s->grain)) {
+    rt_tune_next(&s->grain);
+    feed(b, s);
+    double t = timed_step(b, s);
+    step_done(b, s);
+    rt_tune_took(&s->grain, t);
+  }
+}
+
+/* The grain a build runs at (1 on one thread or the device). */
+static int grain_of(const Side *s) {
+  int x = s->grain.grain[s->grain.chosen];
+  return x > 1 ? x : 1;
+}
+
 /* Round after round: each build whole (a burst of steps, so a step is
  * timed warm, after steps of its own build, not just after the other
  * build's), then kernel by kernel.  The burst is set in the first warm-up
@@ -320,6 +357,8 @@ static void measure(Bench *b) {
   for (int r = -WARMUP; r < b->rounds; r++)
     for (int k = 0; k < 2; k++) {
       Side *s = &b->s[k];
+      if (!b->cuda)
+        rt_use_grain(grain_of(s));
       double t = burst_time(b, s, burst);
       if (r == -WARMUP && k == 0)
         burst = t > 0 && BURST_SECONDS / t < MAX_BURST ? (int)(BURST_SECONDS / t) + 1 : MAX_BURST;
@@ -345,6 +384,9 @@ static void bench_fn(void *ud) {
   for (int k = 0; k < 2; k++)
     build(b, k);
   check_agree(b);
+  for (int k = 0; k < 2; k++)
+    if (!b->cuda)
+      tune_grain(b, &b->s[k]);
   measure(b);
 }
 
@@ -396,13 +438,25 @@ static double speedup(const Bench *b, Arena *a) {
   return f.med > 0 ? u.med / f.med : 0;
 }
 
+/* Which grain a build ran at, when both were timed (tune_grain: the
+ * kernels' grain first, the coarse one second). */
+static const char *grain_text(Bench *b, const Side *s) {
+  const RtTune *t = &s->grain;
+  if (!t->tuned)
+    return "";
+  bool coarse = grain_of(s) > 1;
+  return arena_fmt(b->c->arena, "; at %s grain (step %.1f us; at the %s, %.1f us)",
+                   coarse ? "a coarse" : "the kernels'", 1e6 * t->median[t->chosen],
+                   coarse ? "kernels' grain" : "coarse one", 1e6 * t->median[1 - t->chosen]);
+}
+
 static void text_kernels(Bench *b, int which) {
   Arena *a = b->c->arena;
   const Side *s = &b->s[which];
   const Kernels *k = &s->k;
   double sum = 0;
-  printf("\n%s (--fuse=%s): %d kernels, compiled in %.2f s\n", build_name[which],
-         fuse_opts_text(&s->po.fuse), k->n, s->compile_s);
+  printf("\n%s (--fuse=%s): %d kernels, compiled in %.2f s%s\n", build_name[which],
+         fuse_opts_text(&s->po.fuse), k->n, s->compile_s, grain_text(b, s));
   printf("  %-4s %-36s %5s %11s %23s %10s %8s %8s%s\n", "#", "kernel", "nodes", "median",
          "min .. max", "bytes", "GB/s", "GFLOP/s", b->peak > 0 ? "  of peak" : "");
   for (int i = 0; i < k->n; i++) {
@@ -484,8 +538,8 @@ static void json_build(Bench *b, int which, FILE *f) {
   const Side *s = &b->s[which];
   const Kernels *k = &s->k;
   fprintf(f, "    {\"build\": \"%s\", \"fuse\": \"%s\", \"n_kernels\": %d, "
-             "\"compile_s\": %.6g,\n     ", build_name[which], fuse_opts_text(&s->po.fuse),
-          k->n, s->compile_s);
+             "\"compile_s\": %.6g, \"grain\": %d,\n     ", build_name[which],
+          fuse_opts_text(&s->po.fuse), k->n, s->compile_s, grain_of(s));
   json_stat(f, "step", stat_of(a, s->step_t, b->rounds, 1));
   fprintf(f, ",\n     \"kernels\": [\n");
   for (int i = 0; i < k->n; i++) {
@@ -568,4 +622,4 @@ static int bench_run(Cli *c) {
 }
 
 const Command cmd_bench = {"bench", "DmtBkjSJFIHCKhX", bench_help, bench_validate, bench_run,
-                           CLI_TARGET_HELP_BENCH};
+                           bench_help_end};

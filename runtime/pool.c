@@ -35,6 +35,10 @@
  * A limit.  rt_use_threads caps how many threads a call splits its loop
  * over (`used`), the workers staying: runtime/tune.c times a repeated step
  * on fewer threads than the pool has without stopping or starting any.
+ * rt_use_grain multiplies every call's grain (`grain_x`), so that only the
+ * larger loops split: tune.c times that too (on the VM of
+ * docs/benchmarks.md a small step's kernels, split, leave their data on
+ * both cores and the serial kernels after them read it across). 
  *
  * Exclusion.  `busy` is taken by rt_parallel_for, rt_set_threads,
  * rt_use_threads and rt_pool_shutdown.  A parallel_for that finds it
@@ -57,6 +61,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -87,6 +92,7 @@ static struct {
   atomic_int stop;              /* workers should exit */
   atomic_int threads;           /* workers + 1 */
   atomic_int used;              /* at most this many take part in a call, <= threads */
+  atomic_int grain_x;           /* every call's grain is multiplied by this (>= 1) */
   /* The job: written by the holder of busy before it publishes a ticket,
    * read by the workers with a chunk after they see it. */
   RtRangeFn fn;
@@ -98,7 +104,7 @@ static struct {
   bool oversubscribed; /* more threads than CPUs: spin with sched_yield */
   pthread_mutex_t done_mu;
   pthread_cond_t done_cv; /* the caller sleeps here for pending == 0 */
-} P = {.threads = 1, .used = 1, .done_mu = PTHREAD_MUTEX_INITIALIZER, .done_cv = PTHREAD_COND_INITIALIZER};
+} P = {.threads = 1, .used = 1, .grain_x = 1, .done_mu = PTHREAD_MUTEX_INITIALIZER, .done_cv = PTHREAD_COND_INITIALIZER};
 
 static void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -234,6 +240,8 @@ static void *worker_main(void *arg) {
 
 void rt_parallel_for(int64_t n, int64_t grain, RtRangeFn fn, void *ctx) {
   if (n <= 0) return;
+  int64_t gx = atomic_load_explicit(&P.grain_x, memory_order_relaxed);
+  if (gx > 1 && grain > 0) grain = grain > INT64_MAX / gx ? INT64_MAX : grain * gx;
   int k = rt_parallel_chunks(n, grain, atomic_load_explicit(&P.used, memory_order_relaxed));
   if (k == 1) {
     fn(ctx, 0, n);
@@ -343,6 +351,7 @@ int rt_set_threads(int n) {
     start_workers(n - 1);
   }
   atomic_store(&P.used, P.nw + 1); /* no limit (rt_use_threads) */
+  atomic_store(&P.grain_x, 1);     /* nor a coarser grain (rt_use_grain) */
   atomic_store(&P.busy, 0);
   return rt_threads();
 }
@@ -358,6 +367,15 @@ int rt_use_threads(int k) {
 }
 
 int rt_used_threads(void) { return atomic_load(&P.used); }
+
+int rt_use_grain(int x) {
+  if (atomic_exchange(&P.busy, 1)) return rt_used_grain(); /* misuse: change nothing */
+  atomic_store(&P.grain_x, x < 1 ? 1 : x);
+  atomic_store(&P.busy, 0);
+  return rt_used_grain();
+}
+
+int rt_used_grain(void) { return atomic_load(&P.grain_x); }
 
 void rt_pool_shutdown(void) {
   if (atomic_exchange(&P.busy, 1)) return; /* misuse: inside fn or concurrent */

@@ -78,29 +78,42 @@ int rt_threads(void);
 int rt_use_threads(int k);
 /* The limit rt_use_threads set (rt_threads() when none). */
 int rt_used_threads(void);
+/* Calls from now on take x times the grain they pass (x clamped to >= 1):
+ * fewer loops split, and into fewer chunks.  The results do not change
+ * (kiln's kernels compute each element the same way however a loop is
+ * split).  rt_set_threads sets it back to 1.  Returns the factor now in
+ * effect.  Not to be called concurrently with rt_parallel_for. */
+int rt_use_grain(int x);
+/* The factor rt_use_grain set (1 when none). */
+int rt_used_grain(void);
 
-/* tune.c: how many threads a step that runs many times uses.  The
- * counts tried are 1, 2, 4, ... and the pool's own, each over
- * RT_TUNE_ROUNDS blocks of RT_TUNE_BLOCK steps; the step must give the
- * same results on any count (kiln's kernels do), as its steps are the
- * caller's real ones. */
-enum { RT_TUNE_MAX = 12, RT_TUNE_BLOCK = 4, RT_TUNE_ROUNDS = 2 };
+/* tune.c: how many threads a step that runs many times uses, and at which
+ * grain.  The counts tried are 1, 2, 4, ... and the pool's own, each
+ * above 1 at the kernels' grain and at RT_TUNE_COARSE times it
+ * (rt_use_grain), each over RT_TUNE_ROUNDS blocks of RT_TUNE_BLOCK steps;
+ * the step must give the same results on any count and grain (kiln's
+ * kernels do), as its steps are the caller's real ones. */
+enum { RT_TUNE_MAX = 16, RT_TUNE_BLOCK = 4, RT_TUNE_ROUNDS = 2, RT_TUNE_COARSE = 8 };
 typedef struct RtTune {
   int all;                    /* the pool's threads */
   bool done;                  /* the count is chosen (rt_tune_next keeps it) */
   bool tuned;                 /* it was measured (not: one thread, or a step over 20 ms) */
-  int n;                      /* the counts tried: threads[0..n) */
+  int n;                      /* the settings tried: threads[0..n) at grain[0..n) */
   int threads[RT_TUNE_MAX];
+  int grain[RT_TUNE_MAX];     /* 1, or RT_TUNE_COARSE */
   double median[RT_TUNE_MAX]; /* seconds a step, at each count (when tuned) */
   int chosen;                 /* the index of the count in use */
   int steps;                  /* steps reported so far */
   double t[RT_TUNE_MAX][RT_TUNE_ROUNDS * (RT_TUNE_BLOCK - 1)];
 } RtTune;
 /* Starts choosing, for the pool as rt_set_threads left it (every thread
- * in use until the choice). */
+ * in use, at the kernels' grain, until the choice). */
 void rt_tune_begin(RtTune *t);
-/* Before each step: sets the count the step runs on (rt_use_threads) and
- * returns it. */
+/* Starts choosing the grain only, on `threads` of the pool's threads (kiln
+ * bench: its builds keep the count they are given). */
+void rt_tune_begin_at(RtTune *t, int threads);
+/* Before each step: sets the count and grain the step runs on
+ * (rt_use_threads, rt_use_grain) and returns the count. */
 int rt_tune_next(RtTune *t);
 /* After each step: its time.  The choice is made after the first step (if
  * it took over 20 ms, or the pool has one thread: every thread) or after

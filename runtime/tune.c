@@ -1,6 +1,7 @@
 /*
  * tune.c: how many of the pool's threads a step that runs many times
- * should use (see rt_pool.h: rt_tune_begin and rt_tune_threads).
+ * should use, and whether at a coarser grain (see rt_pool.h:
+ * rt_tune_begin and rt_tune_threads).
  *
  * Why measure: splitting a kernel's loop over threads pays only when each
  * thread's part outweighs the fork and join and, above all, the data the
@@ -10,17 +11,22 @@
  * and 190 us on two, while the transformer's at batch 64 took 579 and 400.
  * The kernels' own grains cannot see that (the cost is in the data the
  * next kernel reads), and it depends on the machine; the whole step, timed
- * at each count, can.  The results do not depend on the count: every
+ * at each count, can.  A coarser grain (rt_use_grain) is the middle way:
+ * the large kernels still split, the small ones no longer scatter their
+ * data over the cores.  The transformer's inference at batch 4 took 37.7
+ * us on one thread and 67.6 us on two at the kernels' grain, 37.6 us on
+ * two at 8 times it (docs/benchmarks.md, eighth session).  The results do not depend on the count: every
  * kernel computes each element the same way however its loop is split
  * (codegen/llvm/cg_gemm.c, cg_loop.c), so the choice changes only the time.
  *
  * How: the first step runs on every thread; if it took over
  * TUNE_SKIP_SECONDS the step is big enough to split, and tuning it would
  * take long, so that stays.  Otherwise counts 1, 2, 4, ... and the pool's
- * own take TUNE_ROUNDS turns of TUNE_BLOCK steps each, a block's first step
+ * own, above 1 each at the kernels' grain and at RT_TUNE_COARSE times it,
+ * take TUNE_ROUNDS turns of TUNE_BLOCK steps each, a block's first step
  * not counted (it wakes the workers, or finds the caches the other count
- * left), and the count with the lowest median wins, the pool's own on a
- * tie.  A loop calls rt_tune_next before a step and rt_tune_took after it
+ * left), and the setting with the lowest median wins, the pool's own count
+ * at the kernels' grain on a tie.  A loop calls rt_tune_next before a step and rt_tune_took after it
  * until rt_tune_done; rt_tune_threads does that for a step function.
  */
 #include <stdlib.h>
@@ -35,14 +41,35 @@ static int by_value(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
+/* Count k at the kernels' grain, then (k > 1) at the coarse one. */
+static void add_count(RtTune *t, int k) {
+  t->threads[t->n] = k, t->grain[t->n++] = 1;
+  if (k > 1)
+    t->threads[t->n] = k, t->grain[t->n++] = RT_TUNE_COARSE;
+}
+
+/* The pool's own count at the kernels' grain, until the choice. */
+static void start(RtTune *t) {
+  for (int i = 0; i < t->n; i++)
+    if (t->threads[i] == t->threads[t->n - 1] && t->grain[i] == 1)
+      t->chosen = i;
+  t->done = t->n < 2;
+  rt_use_threads(t->threads[t->chosen]);
+  rt_use_grain(1);
+}
+
 void rt_tune_begin(RtTune *t) {
   *t = (RtTune){.all = rt_threads()};
-  for (int k = 1; k < t->all && t->n < RT_TUNE_MAX - 1; k *= 2)
-    t->threads[t->n++] = k;
-  t->threads[t->n++] = t->all;
-  t->chosen = t->n - 1;
-  t->done = t->all <= 1;
-  rt_use_threads(t->all);
+  for (int k = 1; k < t->all && t->n < RT_TUNE_MAX - 3; k *= 2)
+    add_count(t, k);
+  add_count(t, t->all);
+  start(t);
+}
+
+void rt_tune_begin_at(RtTune *t, int threads) {
+  *t = (RtTune){.all = rt_threads()};
+  add_count(t, threads < 1 ? 1 : threads > t->all ? t->all : threads);
+  start(t);
 }
 
 /* Step k of the measuring (after the first): which count, and where its
@@ -55,10 +82,11 @@ static int count_of(const RtTune *t, int k, int *slot) {
 }
 
 int rt_tune_next(RtTune *t) {
-  int slot, use = t->threads[t->chosen];
+  int slot, c = t->chosen;
   if (!t->done && t->steps > 0)
-    use = t->threads[count_of(t, t->steps - 1, &slot)];
-  return rt_use_threads(use);
+    c = count_of(t, t->steps - 1, &slot);
+  rt_use_grain(t->grain[c]);
+  return rt_use_threads(t->threads[c]);
 }
 
 void rt_tune_took(RtTune *t, double seconds) {
@@ -84,6 +112,7 @@ void rt_tune_took(RtTune *t, double seconds) {
       t->chosen = i;
   t->tuned = t->done = true;
   rt_use_threads(t->threads[t->chosen]);
+  rt_use_grain(t->grain[t->chosen]);
 }
 
 bool rt_tune_done(const RtTune *t) { return t->done; }

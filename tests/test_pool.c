@@ -307,6 +307,26 @@ static int chunks_now(int *limit_seen) {
   return atomic_load(&c.n);
 }
 
+/* rt_use_grain: a call takes x times its grain, so fewer chunks; the
+ * range is covered all the same; rt_set_threads sets it back. */
+static void test_use_grain(void **state) {
+  (void)state;
+  int seen;
+  assert_int_equal(rt_set_threads(4), 4);
+  assert_int_equal(rt_used_grain(), 1);
+  assert_int_equal(chunks_now(&seen), 4); /* 1000 iterations, grain 1 */
+  assert_int_equal(rt_use_grain(400), 400);
+  assert_int_equal(chunks_now(&seen), 2); /* grain 400: 1000 / 400 = 2 chunks */
+  assert_int_equal(rt_use_grain(5000), 5000);
+  assert_int_equal(chunks_now(&seen), 1);
+  rt_use_threads(4); /* a call of one chunk runs fn outside the pool: its probe set 1 */
+  assert_int_equal(rt_use_grain(0), 1); /* clamped */
+  assert_int_equal(chunks_now(&seen), 4);
+  rt_use_grain(8);
+  assert_int_equal(rt_set_threads(4), 4);
+  assert_int_equal(rt_used_grain(), 1);
+}
+
 static void test_use_threads(void **state) {
   (void)state;
   int seen;
@@ -335,16 +355,18 @@ static void test_use_threads(void **state) {
 /* ---- picking the count for a repeated step (rt_tune_threads) ---- */
 
 /* A step whose time depends on the threads in use: us[k] microseconds
- * with k threads (sleeping, so the pool's own speed does not matter). */
+ * with k threads at the kernels' grain, coarse[k] at a coarse one (0: us[k]
+ * + 800) (sleeping, so the pool's own speed does not matter). */
 typedef struct Fake {
-  long us[9];
+  long us[9], coarse[9];
   int calls;
 } Fake;
 
 static void fake_step(void *ctx) {
   Fake *f = ctx;
+  int k = rt_used_threads();
   f->calls++;
-  sleep_us(f->us[rt_used_threads()]);
+  sleep_us(rt_used_grain() == 1 ? f->us[k] : f->coarse[k] ? f->coarse[k] : f->us[k] + 800);
 }
 
 static void test_tune(void **state) {
@@ -355,24 +377,41 @@ static void test_tune(void **state) {
   assert_int_equal(rt_tune_threads(fake_step, &one, &t), 1);
   assert_true(t.tuned);
   assert_int_equal(t.all, 2);
-  assert_int_equal(t.n, 2);
+  assert_int_equal(t.n, 3); /* 1; 2; 2 at a coarse grain */
   assert_int_equal(t.threads[0], 1);
   assert_int_equal(t.threads[1], 2);
+  assert_int_equal(t.threads[2], 2);
+  assert_int_equal(t.grain[0], 1);
+  assert_int_equal(t.grain[1], 1);
+  assert_int_equal(t.grain[2], RT_TUNE_COARSE);
   assert_int_equal(t.chosen, 0);
   assert_true(t.median[0] < t.median[1]);
   assert_int_equal(rt_used_threads(), 1);
+  assert_int_equal(rt_used_grain(), 1);
   assert_int_equal(rt_threads(), 2);
   assert_true(one.calls > 2);
   Fake two = {.us = {0, 1500, 300}}; /* both faster: both kept */
   assert_int_equal(rt_tune_threads(fake_step, &two, &t), 2);
   assert_int_equal(t.chosen, 1);
   assert_int_equal(rt_used_threads(), 2);
-  rt_set_threads(8); /* 1, 2, 4, 8 tried; 4 wins */
+  assert_int_equal(rt_used_grain(), 1);
+  Fake coarse = {.us = {0, 1500, 1200}, .coarse = {0, 0, 300}}; /* both, coarse: kept */
+  assert_int_equal(rt_tune_threads(fake_step, &coarse, &t), 2);
+  assert_int_equal(t.chosen, 2);
+  assert_int_equal(rt_used_grain(), RT_TUNE_COARSE);
+  rt_tune_begin_at(&t, 2); /* the grain alone, at a count given */
+  assert_int_equal(t.n, 2);
+  assert_int_equal(t.threads[0] + t.threads[1], 4);
+  assert_int_equal(rt_used_grain(), 1); /* back to the kernels' grain until the choice */
+  rt_tune_begin_at(&t, 1);
+  assert_true(rt_tune_done(&t)); /* one thread: no grain to choose */
+  rt_set_threads(8); /* 1, 2, 4, 8 tried, each above 1 also coarse; 4 wins */
   Fake four = {.us = {0, 2000, 1500, 400, 0, 1000, 0, 0, 1300}};
   assert_int_equal(rt_tune_threads(fake_step, &four, &t), 4);
-  assert_int_equal(t.n, 4);
-  assert_int_equal(t.threads[2], 4);
-  assert_int_equal(t.threads[3], 8);
+  assert_int_equal(t.n, 7);
+  assert_int_equal(t.threads[3], 4);
+  assert_int_equal(t.grain[3], 1);
+  assert_int_equal(t.threads[5], 8);
   assert_int_equal(rt_used_threads(), 4);
   rt_set_threads(2); /* a long step is not tuned: one run, all threads */
   Fake slow = {.us = {0, 100, 30000}};
@@ -480,6 +519,7 @@ int main(void) {
       cmocka_unit_test_teardown(test_chunk_math, teardown),
       cmocka_unit_test_teardown(test_resize, teardown),
       cmocka_unit_test_teardown(test_use_threads, teardown),
+      cmocka_unit_test_teardown(test_use_grain, teardown),
       cmocka_unit_test_teardown(test_tune, teardown),
       cmocka_unit_test_teardown(test_coverage, teardown),
       cmocka_unit_test_teardown(test_determinism, teardown),

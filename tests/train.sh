@@ -82,14 +82,16 @@ fi
 ls "$tmp"/*.tmp.* >/dev/null 2>&1 && { echo "FAIL: temporary files left"; fails=$((fails + 1)); }
 
 # --- --threads is a limit: the first steps pick the count, the results stay ------
+# (three epochs: the choice takes 25 steps on 2 threads, 12 an epoch here)
 for t in 1 2; do
-  expect 0 "two epochs, --threads $t -v" -- "$KILN" train "$tmp/small.kiln" \
-    --data "$tmp/npy" --epochs 2 --threads $t -v --save "$tmp/threads$t.safetensors"
+  expect 0 "three epochs, --threads $t -v" -- "$KILN" train "$tmp/small.kiln" \
+    --data "$tmp/npy" --epochs 3 --threads $t -v --save "$tmp/threads$t.safetensors"
   contains "$err" "small: training steps on "
 done
-contains "$err" " of 2 threads, the fastest of 1 ("
-if cmp -s "$tmp/threads1.safetensors" "$tmp/threads2.safetensors" &&
-   cmp -s "$tmp/threads2.safetensors" "$tmp/straight.safetensors"; then
+contains "$err" " of 2 threads"
+contains "$err" ", the fastest of 1 ("
+contains "$err" "), 2 at a coarse grain ("
+if cmp -s "$tmp/threads1.safetensors" "$tmp/threads2.safetensors"; then
   echo "ok: the same parameters on 1 and 2 threads"
 else
   echo "FAIL: the thread count changed the parameters"; fails=$((fails + 1))
