@@ -38,7 +38,7 @@
  * rt_use_grain multiplies every call's grain (`grain_x`), so that only the
  * larger loops split: tune.c times that too (on the VM of
  * docs/benchmarks.md a small step's kernels, split, leave their data on
- * both cores and the serial kernels after them read it across). 
+ * both cores and the serial kernels after them read it across).
  *
  * Exclusion.  `busy` is taken by rt_parallel_for, rt_set_threads,
  * rt_use_threads and rt_pool_shutdown.  A parallel_for that finds it

@@ -15,9 +15,10 @@
  * the large kernels still split, the small ones no longer scatter their
  * data over the cores.  The transformer's inference at batch 4 took 37.7
  * us on one thread and 67.6 us on two at the kernels' grain, 37.6 us on
- * two at 8 times it (docs/benchmarks.md, eighth session).  The results do not depend on the count: every
- * kernel computes each element the same way however its loop is split
- * (codegen/llvm/cg_gemm.c, cg_loop.c), so the choice changes only the time.
+ * two at 8 times it (docs/benchmarks.md, eighth session).  The results do
+ * not depend on the count or the grain: every kernel computes each
+ * element the same way however its loop is split (codegen/llvm/cg_gemm.c,
+ * cg_loop.c), so the choice changes only the time.
  *
  * How: the first step runs on every thread; if it took over
  * TUNE_SKIP_SECONDS the step is big enough to split, and tuning it would
@@ -26,8 +27,9 @@
  * take TUNE_ROUNDS turns of TUNE_BLOCK steps each, a block's first step
  * not counted (it wakes the workers, or finds the caches the other count
  * left), and the setting with the lowest median wins, the pool's own count
- * at the kernels' grain on a tie.  A loop calls rt_tune_next before a step and rt_tune_took after it
- * until rt_tune_done; rt_tune_threads does that for a step function.
+ * at the kernels' grain on a tie.  A loop calls rt_tune_next before a step
+ * and rt_tune_took after it until rt_tune_done; rt_tune_threads does that
+ * for a step function.
  */
 #include <stdlib.h>
 
