@@ -484,6 +484,10 @@ contains "$out" "results agree: every output within 1e-5 relative"
 contains "$out" "fused (--fuse=all): "
 contains "$out" "unfused (--fuse=none): "
 contains "$out" "speedup (unfused / fused): "
+# on 2 threads each build's grain is chosen first, and the report names it
+expect 0 "bench mlp on 2 threads" -- "$KILN" bench models/mlp.kiln --repeat 2 --threads 2
+contains "$out" " grain (step "
+contains "$out" " us; at the "
 expect 0 "bench mlp --train --json" -- "$KILN" bench models/mlp.kiln --train --json --repeat 3 \
   --batch 8
 if "$PY" - "$out" <<'PY'; then echo "ok: the benchmark's json"; else fails=$((fails + 1)); fi
@@ -494,6 +498,7 @@ assert b["mode"] == "training" and b["constants"]["N"] == "8" and b["rounds"] ==
 assert b["speedup"] > 0
 fused, unfused = b["builds"]
 assert fused["fuse"] == "all" and unfused["fuse"] == "none"
+assert fused["grain"] in (1, 8) and unfused["grain"] in (1, 8), (fused["grain"], unfused["grain"])
 assert 0 < fused["n_kernels"] < unfused["n_kernels"] == len(unfused["kernels"])
 for k in fused["kernels"] + unfused["kernels"]:
     assert k["name"] and k["bytes"] > 0 and k["time"]["min_s"] <= k["time"]["median_s"], k
