@@ -50,11 +50,10 @@ static void add_count(RtTune *t, int k) {
     t->threads[t->n] = k, t->grain[t->n++] = RT_TUNE_COARSE;
 }
 
-/* The pool's own count at the kernels' grain, until the choice. */
+/* The last count added at the kernels' grain (add_count put it just
+ * before its coarse twin, if any), until the choice. */
 static void start(RtTune *t) {
-  for (int i = 0; i < t->n; i++)
-    if (t->threads[i] == t->threads[t->n - 1] && t->grain[i] == 1)
-      t->chosen = i;
+  t->chosen = t->grain[t->n - 1] == 1 ? t->n - 1 : t->n - 2;
   t->done = t->n < 2;
   rt_use_threads(t->threads[t->chosen]);
   rt_use_grain(1);
