@@ -294,7 +294,9 @@ static void eval_random(Eval *ev, Graph *g, uint64_t seed, const char *what) {
  * GEMM panel: not rewritten, the count says.  `inner` of those GEMMs walk
  * the blocks in the micro-kernel (Gemm.kb_inner: dy's rows a multiple of
  * 16 floats apart, one summed axis or two that merge, rows of C past the
- * last full micro-tile, a second column tile). */
+ * last full micro-tile, a second column tile, A and B just under
+ * KB_INNER_BYTES of cg_gemm_ops.c: 23 blocks of 16 rows, (8 + 512) x 368
+ * floats), but not the last, over it (25 blocks, (8 + 512) x 400). */
 static const struct {
   Case c;
   int sums, inner;
@@ -310,6 +312,8 @@ static const struct {
     {{"input x: f32[3, 11, 20]; input w: f32[20, 32]; y = x @ w", false}, 1, 1},
     {{"input x: f32[5, 16, 13]; input w: f32[13, 80]; y = x @ w", false}, 1, 1},
     {{"input x: f32[2, 3, 5, 16]; input w: f32[16, 48]; y = x @ w", false}, 1, 1},
+    {{"input x: f32[23, 16, 8]; input w: f32[8, 512]; y = x @ w", false}, 1, 1},
+    {{"input x: f32[25, 16, 8]; input w: f32[8, 512]; y = x @ w", false}, 1, 0},
 };
 
 /* The matmuls of g whose attributes have bits of mask (1: views, 2: sums). */

@@ -258,15 +258,26 @@ static bool kb_linear(int br, const int64_t *dim, const int64_t *st, unsigned su
 
 /* Whether a batch sum's K blocks can be walked by the micro-kernel
  * (Gemm.kb_inner): B's rows in place (aligned, not a multiple of 4 KiB
- * apart), A's and B's blocks at constant strides.  fc1's weight gradient
- * in the transformer at batch 32 ([32, 128] from 32 blocks of [32, 16] x
- * [16, 128]): 28-30 us against 31-32 packed, the twelve such GEMMs of
- * the training step 169-173 against 181-186 us at 1 thread
- * (docs/benchmarks.md, eighth session).  KILN_KB_OUTER=1 in the
- * environment keeps the blocks in the task loop (to compare). */
+ * apart), A's and B's blocks at constant strides, and A and B together
+ * at most KB_INNER_BYTES.  fc1's weight gradient in the transformer at
+ * batch 32 ([32, 128] from 32 blocks of [32, 16] x [16, 128], 320 KiB):
+ * 28-30 us against 31-32 packed, the twelve such GEMMs of the training
+ * step 169-173 against 181-186 us at 1 thread (docs/benchmarks.md, eighth
+ * session).  Each micro-tile walks every block's rows of A and B, so they
+ * must stay in the core's cache from one tile to the next: at the peer
+ * block's size (T = 64, D = 128) fc1's gradient, [128, 512] from 32
+ * blocks of [128, 64] x [64, 512] (5 MiB), took 4.8 ms walked and 1.7 ms
+ * with a packed panel a block.  The bound sits between sizes measured
+ * either way (ninth session): 640 KiB walked faster (the twelve GEMMs at
+ * T = 16, D = 64: 565 against 586 us), 960 KiB slower (T = 32, D = 48:
+ * 666 against 616 us).  KILN_KB_OUTER=1 in the environment keeps the
+ * blocks in the task loop (to compare). */
+enum { KB_INNER_BYTES = 768 << 10 };
 static bool kb_inner(Gemm *g, const MatStrides *ms, unsigned sum, int64_t b_ks) {
   int br = ms->br;
+  int64_t m = ms->dim[br], n = ms->dim[br + 1], k = ms->k * g->kb;
   return sum && ms->b[br + 1] == 1 && b_ks % 16 == 0 && b_ks % 1024 != 0 &&
+         (m + n) * k * 4 <= KB_INNER_BYTES &&
          kb_linear(br, ms->dim, ms->a, sum, &g->a_kbs) &&
          kb_linear(br, ms->dim, ms->b, sum, &g->b_kbs) && !getenv("KILN_KB_OUTER");
 }
