@@ -74,11 +74,35 @@ static const char *with_loops(Elab *e, const char *name) {
   return name;
 }
 
+/* A frame's scope names are a hash set: a model calling a block in a loop
+ * ten thousand times checks each new name against the set, not against
+ * every name before it (that scan was most of the time of a deep model's
+ * compilation).  FNV-1a, linear probing. */
+static size_t scope_slot(const Frame *f, const char *name) {
+  uint64_t h = 14695981039346656037u;
+  for (const unsigned char *c = (const unsigned char *)name; *c; c++)
+    h = (h ^ *c) * 1099511628211u;
+  size_t i = (size_t)h & (size_t)(f->cap_scopes - 1);
+  while (f->scopes[i] && strcmp(f->scopes[i], name) != 0)
+    i = (i + 1) & (size_t)(f->cap_scopes - 1);
+  return i;
+}
+
 static bool scope_used(const Frame *f, const char *name) {
-  for (int i = 0; i < f->n_scopes; i++)
-    if (strcmp(f->scopes[i], name) == 0)
-      return true;
-  return false;
+  return f->cap_scopes && f->scopes[scope_slot(f, name)];
+}
+
+static void scope_add(Elab *e, Frame *f, const char *name) {
+  if (2 * (f->n_scopes + 1) > f->cap_scopes) { /* at most half full */
+    Frame old = *f;
+    f->cap_scopes = old.cap_scopes ? 2 * old.cap_scopes : 16;
+    f->scopes = arena_alloc(e->a, (size_t)f->cap_scopes * sizeof *f->scopes);
+    for (int i = 0; i < old.cap_scopes; i++)
+      if (old.scopes[i])
+        f->scopes[scope_slot(f, old.scopes[i])] = old.scopes[i];
+  }
+  f->scopes[scope_slot(f, name)] = name;
+  f->n_scopes++;
 }
 
 /* The full scope name for a block called from the current statement. */
@@ -94,7 +118,7 @@ const char *open_scope_name(Elab *e, const char *block_name, const char *explici
   const char *name = local;
   for (int k = 2; scope_used(f, name); k++)
     name = arena_fmt(e->a, "%s_%d", local, k);
-  VEC_PUSH(e->a, f->scopes, f->n_scopes, f->cap_scopes, name);
+  scope_add(e, f, name);
   return join(e, f->path, name);
 }
 

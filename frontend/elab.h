@@ -64,7 +64,9 @@ typedef struct Frame {
   const char *path;      /* name prefix of parameters: "" or "layer1.0" */
   Binding *vars;
   int n_vars, cap_vars;
-  const char **scopes;   /* scope names used by calls in this frame */
+  const char **scopes;   /* scope names used by calls in this frame: an open-
+                          * addressing hash set of cap_scopes slots (a power of
+                          * two, or 0), n_scopes of them taken */
   int n_scopes, cap_scopes;
   int64_t loop_idx[MAX_NESTING];
   int n_loops;

@@ -76,6 +76,27 @@ static void loops_index_names_and_reuse_dedupes(void **state) {
   compiled_free(&c);
 }
 
+/* Forty calls binding the same name: g, g_2, ..., g_40, each once (the
+ * frame's hash set of scope names grows past its first 16 slots twice and
+ * must still find every name taken). */
+static void many_reused_names_stay_unique(void **state) {
+  char text[4096];
+  int at = snprintf(text, sizeof text, "model m() {\n  input x: f32[2, 4]\n  g = x\n");
+  for (int i = 0; i < 40; i++)
+    at += snprintf(text + at, sizeof text - (size_t)at, "  g = dense(g, out=4)\n");
+  snprintf(text + at, sizeof text - (size_t)at, "  output y = g\n}\n");
+  Compiled c = compile_text(text);
+  MUST_COMPILE(c);
+  char name[32];
+  assert_non_null(find_param(c.g, "g.weight"));
+  for (int k = 2; k <= 40; k++) {
+    snprintf(name, sizeof name, "g_%d.weight", k);
+    assert_non_null(find_param(c.g, name));
+  }
+  assert_null(find_param(c.g, "g_41.weight"));
+  compiled_free(&c);
+}
+
 static void explicit_names_are_literal_and_nest(void **state) {
   Compiled c = compile_text("block unit(x) {\n"
                             "  a = relu(dense(x, out=4))\n"
@@ -355,6 +376,7 @@ int main(void) {
       cmocka_unit_test(layer_params_take_the_binding_name),
       cmocka_unit_test(several_layers_in_one_statement_add_the_layer_name),
       cmocka_unit_test(loops_index_names_and_reuse_dedupes),
+      cmocka_unit_test(many_reused_names_stay_unique),
       cmocka_unit_test(explicit_names_are_literal_and_nest),
       cmocka_unit_test(user_blocks_shadow_the_prelude_but_not_inside_it),
       cmocka_unit_test(blocks_defaults_and_several_results),
