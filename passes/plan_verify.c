@@ -147,11 +147,54 @@ static bool legal_inplace(const Plan *p, const Node *u, const Node *v, const Lif
          node_bytes(u) == node_bytes(v) && (v->op == OP_RESHAPE || shape_eq(&u->shape, &v->shape));
 }
 
+/* An arena value: its node, its steps alive and its bytes [lo, hi). */
+typedef struct Item {
+  const Node *v;
+  int first, last;
+  int64_t lo, hi;
+} Item;
+
+static int by_first(const void *a, const void *b) {
+  const Item *x = a, *y = b;
+  return (x->first > y->first) - (x->first < y->first);
+}
+
+/* No two of the m arena values share bytes while both are alive, but for
+ * legal in-place pairs.  A sweep over the steps: sorted by first step, each
+ * value meets only those still alive when it starts (the pairs alive at
+ * once), not every other value, so a deep model's plan (tens of thousands
+ * of values, a few alive at a time) checks in time linear in its length. */
+static bool no_overlaps(const Plan *p, Item *it, int m, const Life *L, const int *t, char *err,
+                        size_t errlen) {
+  qsort(it, (size_t)m, sizeof *it, by_first);
+  int *act = malloc(((size_t)m + 1) * sizeof(int)), na = 0;
+  bool ok = true;
+  for (int b = 0; b < m && ok; b++) {
+    const Item *y = &it[b];
+    int keep = 0;
+    for (int i = 0; i < na; i++) /* drop the values dead before y starts */
+      if (it[act[i]].last >= y->first)
+        act[keep++] = act[i];
+    na = keep;
+    for (int i = 0; i < na && ok; i++) {
+      const Item *x = &it[act[i]];
+      const Node *u = x->v, *v = y->v;
+      if (x->lo < y->hi && y->lo < x->hi && !legal_inplace(p, u, v, L, t) &&
+          !legal_inplace(p, v, u, L, t))
+        ok = verify_fail(err, errlen, "%s [%d, %d] and %s [%d, %d] share bytes while both are alive",
+                         u->name, x->first, x->last, v->name, y->first, y->last);
+    }
+    act[na++] = b;
+  }
+  free(act);
+  return ok;
+}
+
 bool plan_verify(const Graph *g, Node *const *roots, int n_roots, const Plan *p, char *err,
                  size_t errlen) {
   int *t = calloc((size_t)g->n_nodes + 1, sizeof(int));
   Life *L = calloc((size_t)g->n_nodes + 1, sizeof(Life));
-  const Node **in = calloc((size_t)p->n_order + 1, sizeof(Node *));
+  Item *in = calloc((size_t)p->n_order + 1, sizeof(Item));
   bool ok = check_order(g, roots, n_roots, p, t, err, errlen);
   int m = 0;
   if (ok) {
@@ -168,21 +211,10 @@ bool plan_verify(const Graph *g, Node *const *roots, int n_roots, const Plan *p,
         ok = verify_fail(err, errlen, "%s at offset %lld (%lld bytes) is not an aligned place in the "
                   "%lld-byte arena", v->name, (long long)off, (long long)bytes, (long long)p->arena);
       else
-        in[m++] = v;
+        in[m++] = (Item){v, L[v->id].first, L[v->id].last, off, off + bytes};
     }
   }
-  for (int a = 0; a < m && ok; a++)
-    for (int b = a + 1; b < m && ok; b++) {
-      const Node *u = in[a], *v = in[b];
-      int64_t ua = p->offset[u->id], ub = ua + node_bytes(u);
-      int64_t va = p->offset[v->id], vb = va + node_bytes(v);
-      bool bytes = ua < vb && va < ub;
-      bool time = L[u->id].first <= L[v->id].last && L[v->id].first <= L[u->id].last;
-      if (bytes && time && !legal_inplace(p, u, v, L, t) && !legal_inplace(p, v, u, L, t))
-        ok = verify_fail(err, errlen, "%s [%d, %d] and %s [%d, %d] share bytes while both are alive",
-                  u->name, L[u->id].first, L[u->id].last, v->name, L[v->id].first,
-                  L[v->id].last);
-    }
+  ok = ok && no_overlaps(p, in, m, L, t, err, errlen);
   free(t);
   free(L);
   free(in);
