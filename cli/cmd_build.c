@@ -621,8 +621,9 @@ static void build_fn(void *ud) {
   check_out_dir(b);
   build_graphs(b, &gs);
   b->t_front = rt_now() - b->t0;
-  aot_init(&b->a, &gs, &c->plan);
-  b->aot_ready = true;
+  b->aot_ready = true; /* aot_free undoes a partial aot_init too */
+  if (!aot_init(&b->a, &gs, &c->plan, err, sizeof err))
+    error_plain(&c->diag, "%s: %s", gs.infer->name, err);
   if (c->verify_plan)
     verify_plans(b);
   fill_params(b);

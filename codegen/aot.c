@@ -51,7 +51,7 @@ static void plan_step(Aot *a, AotStep *s, Graph *g, Node *const *roots, int n_ro
           g->training ? "training" : "inference");
 }
 
-static void layout_params(Aot *a, Graph *owner) {
+static bool layout_params(Aot *a, Graph *owner, char *err, size_t errlen) {
   a->params = arena_alloc(a->arena, sizeof(AotParam) * (size_t)(owner->n_nodes + 1));
   for (int i = 0; i < owner->n_nodes; i++) {
     Node *n = owner->nodes[i];
@@ -64,8 +64,12 @@ static void layout_params(Aot *a, Graph *owner) {
   }
   a->blob = calloc(1, (size_t)(a->params_bytes ? a->params_bytes : 1));
   a->params_stored = true;
-  if (!a->blob)
-    die("out of memory for %lld bytes of parameters", (long long)a->params_bytes);
+  if (!a->blob) {
+    snprintf(err, errlen, "out of memory: the parameters need %lld bytes",
+             (long long)a->params_bytes);
+    return false;
+  }
+  return true;
 }
 
 static void infer_io(Aot *a) {
@@ -116,7 +120,7 @@ static void layout_prepared(Aot *a) {
   }
 }
 
-void aot_init(Aot *a, const AotGraphs *gs, const PlanOpts *po) {
+bool aot_init(Aot *a, const AotGraphs *gs, const PlanOpts *po, char *err, size_t errlen) {
   memset(a, 0, sizeof *a);
   double t0 = rt_now();
   Graph *ge = gs->infer, *gt = gs->train;
@@ -124,7 +128,8 @@ void aot_init(Aot *a, const AotGraphs *gs, const PlanOpts *po) {
   a->model = ge->name;
   a->arena = ge->arena;
   a->has_train = gt != NULL;
-  layout_params(a, gt ? gt : ge);
+  if (!layout_params(a, gt ? gt : ge, err, errlen))
+    return false;
   Node **outs = arena_alloc(a->arena, sizeof(Node *) * (size_t)(ge->n_outputs + 1));
   for (int i = 0; i < ge->n_outputs; i++)
     outs[i] = ge->outputs[i].node;
@@ -140,6 +145,7 @@ void aot_init(Aot *a, const AotGraphs *gs, const PlanOpts *po) {
         a->infer_data = i;
   }
   a->times.plan = rt_now() - t0;
+  return true;
 }
 
 /* --- the manifest ------------------------------------------------------------- */

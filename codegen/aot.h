@@ -24,7 +24,7 @@
  * as for the JIT).
  *
  *   Aot a;
- *   aot_init(&a, &graphs, &plan_opts);                 // plans, parameter layout
+ *   aot_init(&a, &graphs, &plan_opts, err, n);         // plans, parameter layout
  *   ... fill a.blob: a.params[i] at a.params[i].offset ...
  *       (or aot_params_at_start(&a, seed): the program fills them)
  *   aot_params_to_file(&a, "prog.params", err, n);    // optional, see there
@@ -134,9 +134,11 @@ typedef struct Aot {
 } Aot;
 
 /* Plans the inference graph and the training step, if any, and lays out
- * the parameters.  User errors were the caller's to raise; failures here
- * are internal (die). */
-void aot_init(Aot *a, const AotGraphs *gs, const PlanOpts *po);
+ * the parameters.  User errors were the caller's to raise, but for one:
+ * false, err saying how many bytes, when the parameters' blob cannot be
+ * allocated (a model too large for this machine; aot_free still frees
+ * what was made).  Other failures here are internal (die). */
+bool aot_init(Aot *a, const AotGraphs *gs, const PlanOpts *po, char *err, size_t errlen);
 /* Instead of filling the blob: the program fills the parameters when it
  * starts, from each one's initializer in the manifest and this seed
  * (rt_init_fill, the formulas param_init_fill uses, so the same bits);

@@ -176,6 +176,7 @@ static bool alloc_prepared(Program *p, char *err, size_t errlen) {
   p->prepared = aligned_alloc(PLAN_ALIGN, bytes);
   if (!p->prepared) {
     snprintf(err, errlen, "out of memory: prepacked weights need %zu bytes", bytes);
+    p->out_of_memory = true;
     return false;
   }
   memset(p->prepared, 0, bytes);
@@ -225,6 +226,7 @@ bool program_compile(Program *p, Graph *g, Node *const *roots, int n_roots, cons
   p->ext = calloc((size_t)(p->n_params + p->n_derived) + 1, sizeof(void *));
   if (!p->arena || !p->ext) {
     snprintf(err, errlen, "out of memory: the arena needs %zu bytes", bytes);
+    p->out_of_memory = true;
     return false;
   }
   memset(p->arena, 0, bytes);

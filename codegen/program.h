@@ -47,6 +47,8 @@ typedef struct Program {
   void **ext;     /* [0] = &step_counter, [1 + i] = params[i]'s buffer */
   int64_t step_counter;
   double compile_seconds;
+  bool out_of_memory; /* program_compile failed allocating (the model's size: the
+                       * user's to fix, not a compiler bug) */
 } Program;
 
 bool program_compile(Program *p, Graph *g, Node *const *roots, int n_roots, const PlanOpts *po,

@@ -71,6 +71,21 @@ contains "$err" "bad.kiln:3:22: error: matmul: inner dimensions differ: f32[2, 3
 contains "$err" "                     ^"
 expect 1 "--model that does not exist" -- "$KILN" check models/mlp.kiln --model lenet
 contains "$err" "there is no model named 'lenet' (models here: mlp)"
+# A model too large for the machine (a 2^20 x 2^20 weight: 4 TiB) is the
+# user's error, not an internal one: exit 1 naming the bytes, no program
+# left behind.  (Where the kernel lets any allocation succeed,
+# vm.overcommit_memory=1, the allocations would not fail: skipped there.)
+if [ "$(cat /proc/sys/vm/overcommit_memory 2>/dev/null)" != 1 ]; then
+  printf 'model huge() {\n  input x: f32[1, 1048576]\n  output y = dense(x, out=1048576)\n}\n' \
+    >"$tmp/huge.kiln"
+  expect 1 "build a model too large for memory" -- "$KILN" build "$tmp/huge.kiln" -o "$tmp/huge"
+  contains "$err" "kiln: error: huge: out of memory: the parameters need 4398050705408 bytes"
+  absent "$tmp/huge"
+  expect 1 "run a model too large for memory" -- "$KILN" run "$tmp/huge.kiln" --random-inputs
+  contains "$err" "kiln: error: huge: out of memory"
+  expect 1 "bench a model too large for memory" -- "$KILN" bench "$tmp/huge.kiln" --repeat 1
+  contains "$err" "kiln: error: huge (fused): out of memory"
+fi
 
 # --- show -------------------------------------------------------------------
 expect 0 "show text" -- "$KILN" show models/lenet5.kiln
