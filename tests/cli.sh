@@ -74,7 +74,10 @@ contains "$err" "there is no model named 'lenet' (models here: mlp)"
 # A model too large for the machine (a 2^20 x 2^20 weight: 4 TiB) is the
 # user's error, not an internal one: exit 1 naming the bytes, no program
 # left behind.  (Where the kernel lets any allocation succeed,
-# vm.overcommit_memory=1, the allocations would not fail: skipped there.)
+# vm.overcommit_memory=1, the allocations would not fail: skipped there.
+# Under AddressSanitizer, whose allocator aborts on such sizes by default,
+# it must return NULL as libc's does.)
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}allocator_may_return_null=1"
 if [ "$(cat /proc/sys/vm/overcommit_memory 2>/dev/null)" != 1 ]; then
   printf 'model huge() {\n  input x: f32[1, 1048576]\n  output y = dense(x, out=1048576)\n}\n' \
     >"$tmp/huge.kiln"

@@ -18,6 +18,17 @@ Any of these is a finding: a signal or a sanitizer report (build kiln with
 -DKILN_SANITIZE=ON to see more), an exit status other than 0, 1 or 2, an
 error without a location (`FILE:LINE:COL: error:` or a message naming the
 problem), "internal error" in the output, or a run past --timeout.
+
+With --differential, a mutant that compiles also runs once on seeded random
+inputs four ways, `kiln run MUTANT --random-inputs` with every fusion kind
+but fold, with --fuse=none, with --reference and fused (the default), and
+these must agree: the first two's summaries of every output character for
+character (kiln keeps the bits of builds that differ in those kinds equal;
+fold, batchnorm scaled into a convolution's weights, moves the last bits),
+the other two's numbers within 1e-3 relative (plus 1e-5; NaN where the
+unfused code has NaN) of the unfused ones, and all four on the exit
+status.  A run past --timeout there is skipped, not reported (the
+reference evaluator is slow on large mutants by design).
 Findings are copied to --out with the command that failed.
 
     python3 tests/fuzz/pipeline_fuzz.py --kiln build/kiln --seconds 300
@@ -115,15 +126,70 @@ def classify(proc, timed_out):
     return None
 
 
+NO_FOLD = "eltwise,reduce,row,multi,epilogue,scatter,deriv,view,batchsum,const"
+NUM = re.compile(r"-?(?:\d+\.?\d*(?:e[-+]?\d+)?|inf|nan)", re.I)
+
+
+def close(a, b):
+    """The summaries' numbers agree within the tolerance (same count)."""
+    x, y = NUM.findall(a), NUM.findall(b)
+    if len(x) != len(y):
+        return False
+    for p, q in zip(x, y):
+        fp, fq = float(p), float(q)
+        if fp != fp or fq != fq:
+            if (fp != fp) != (fq != fq):
+                return False
+            continue
+        if abs(fp - fq) > 1e-3 * max(abs(fp), abs(fq)) + 1e-5:
+            return False
+    return True
+
+
+def differential(kiln, path, d, timeout):
+    """None when the three evaluations agree (or one timed out), else why."""
+    base = [kiln, "run", path, "--random-inputs", "--seed", "1"] + d
+    got = []
+    for extra in (["--fuse=" + NO_FOLD], ["--fuse=none"], ["--reference"], []):
+        p, timed_out = run(base + extra, timeout)
+        if timed_out:
+            return None, None
+        if p.returncode < 0 or p.returncode not in (0, 1, 2):
+            return "signal or exit %d in kiln run %s" % (p.returncode, " ".join(extra)), p
+        got.append(p)
+    if len({p.returncode for p in got}) != 1:
+        return "exit statuses differ: fused but fold %d, unfused %d, reference %d, fused %d" % \
+            tuple(p.returncode for p in got), got[2]
+    if got[0].returncode != 0:
+        return None, None
+    if got[0].stdout != got[1].stdout:
+        return "fused (all but fold) and unfused outputs differ", got[1]
+    if not close(got[1].stdout, got[2].stdout):
+        return "compiled and reference outputs differ", got[2]
+    if not close(got[1].stdout, got[3].stdout):
+        return "fused (with fold) and unfused outputs differ beyond rounding", got[3]
+    return None, None
+
+
+# AddressSanitizer's allocator aborts on sizes it cannot serve; libc's
+# returns NULL, which kiln reports as the model's error: ask ASan for that.
+ENV = dict(os.environ, ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") +
+           ":allocator_may_return_null=1")
+
+
 def run(cmd, timeout):
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                           errors="replace")
-        return p, False
-    except subprocess.TimeoutExpired as e:
-        class P:  # what classify reads
-            returncode, stdout, stderr = 0, "", ""
-        return P, True
+    for attempt in range(60):  # kiln being relinked: wait for it
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                               errors="replace", env=ENV)
+            return p, False
+        except subprocess.TimeoutExpired:
+            class P:  # what classify reads
+                returncode, stdout, stderr = 0, "", ""
+            return P, True
+        except OSError:
+            time.sleep(1)
+    raise SystemExit("cannot run %s" % cmd[0])
 
 
 def main():
@@ -134,6 +200,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=60)
     ap.add_argument("--out", default="/tmp/kiln_pipeline_fuzz")
+    ap.add_argument("--differential", action="store_true",
+                    help="also run compiling mutants fused, unfused and on the reference")
     args = ap.parse_args()
     seeds = args.seeds or sorted(os.path.join(ROOT, "models", f)
                                  for f in os.listdir(os.path.join(ROOT, "models"))
@@ -156,11 +224,20 @@ def main():
                 [args.kiln, "show", path, "--stage", "fused", "--train"] + d,
                 [args.kiln, "build", path, "--emit", "kir", "--train",
                  "-o", os.path.join(work, "prog")] + d]
-        for cmd in cmds:
-            p, timed_out = run(cmd, args.timeout)
-            runs += 1
-            what = classify(p, timed_out)
-            compiled += p.returncode == 0 and not timed_out
+        ok = 0
+        for cmd in cmds + ([None] if args.differential else []):
+            if cmd is None:  # every command above succeeded
+                if ok < len(cmds):
+                    break
+                what, p = differential(args.kiln, path, d, args.timeout)
+                cmd = [args.kiln, "run", path, "--random-inputs", "--seed", "1"] + d
+                runs += 4
+            else:
+                p, timed_out = run(cmd, args.timeout)
+                runs += 1
+                what = classify(p, timed_out)
+                compiled += p.returncode == 0 and not timed_out
+                ok += p.returncode == 0 and not timed_out
             if what:
                 findings += 1
                 base = os.path.join(args.out, "finding_%03d" % findings)
@@ -172,7 +249,7 @@ def main():
                 print("finding %d: %s: %s (from %s)" % (findings, what, base, os.path.basename(name)),
                       flush=True)
                 break
-            if p.returncode != 0:
+            if p is not None and p.returncode != 0:
                 break  # the same error would repeat
     print("%d runs, %d compiled, %d findings (in %s)" % (runs, compiled, findings, args.out))
     shutil.rmtree(work, ignore_errors=True)
