@@ -27,7 +27,11 @@ character (kiln keeps the bits of builds that differ in those kinds equal;
 fold, batchnorm scaled into a convolution's weights, moves the last bits),
 the other two's numbers within 1e-3 relative (plus 1e-5; NaN where the
 unfused code has NaN) of the unfused ones, and all four on the exit
-status.  A run past --timeout there is skipped, not reported (the
+status.  A mutant with a train section then runs `kiln bench MUTANT
+--train --repeat 1 --threads 1`, which steps both builds once from the
+same parameters: it must report the loss and the updates identical (no
+training graph is folded), not merely within its tolerance, nor that
+they disagree.  A run past --timeout there is skipped, not reported (the
 reference evaluator is slow on large mutants by design).
 Findings are copied to --out with the command that failed.
 
@@ -168,7 +172,14 @@ def differential(kiln, path, d, timeout):
         return "compiled and reference outputs differ", got[2]
     if not close(got[1].stdout, got[3].stdout):
         return "fused (with fold) and unfused outputs differ beyond rounding", got[3]
-    return None, None
+    p, timed_out = run([kiln, "bench", path, "--train", "--repeat", "1", "--threads", "1"] + d,
+                       timeout)
+    if timed_out or "no train section" in p.stderr:
+        return None, None
+    if "disagree" in p.stderr or (p.returncode == 0 and "(identical)" not in p.stdout):
+        return "the training step's fused and unfused results differ", p
+    what = classify(p, False)
+    return ("kiln bench --train: " + what, p) if what else (None, None)
 
 
 # AddressSanitizer's allocator aborts on sizes it cannot serve; libc's
@@ -231,7 +242,7 @@ def main():
                     break
                 what, p = differential(args.kiln, path, d, args.timeout)
                 cmd = [args.kiln, "run", path, "--random-inputs", "--seed", "1"] + d
-                runs += 4
+                runs += 5
             else:
                 p, timed_out = run(cmd, args.timeout)
                 runs += 1
