@@ -163,7 +163,8 @@ static int by_first(const void *a, const void *b) {
  * legal in-place pairs.  A sweep over the steps: sorted by first step, each
  * value meets only those still alive when it starts (the pairs alive at
  * once), not every other value, so a deep model's plan (tens of thousands
- * of values, a few alive at a time) checks in time linear in its length. */
+ * of values, a few alive at a time) checks in about its length times the
+ * values alive at once, not its length squared. */
 static bool no_overlaps(const Plan *p, Item *it, int m, const Life *L, const int *t, char *err,
                         size_t errlen) {
   qsort(it, (size_t)m, sizeof *it, by_first);
