@@ -8,7 +8,8 @@ autodiff, the optimizer, fusion, the schedule, the memory plan and the
 lowering to Kernel IR, which that target never reaches.  This script takes
 the models of models/ (and any other .kiln files given), mutates them a
 little at a time (a number changed, an op or an attribute swapped, a line
-dropped or repeated, a batch or width overridden with -D), and runs each
+dropped or repeated, another optimizer, gradient clipping or a learning-rate
+schedule, a batch or width overridden with -D), and runs each
 mutant through
 
     kiln show MUTANT --stage fused [--train]     (every pass, both steps)
@@ -66,9 +67,22 @@ CONSTS = ["N", "T", "D", "C", "H", "W", "hidden", "heads", "layers", "latent",
           "classes", "vocab", "base", "width"]
 
 
+OPTIMIZERS = ["sgd(lr=0.1)", "sgd(lr=0.05, momentum=0.9, nesterov=true, weight_decay=0.01)",
+              "momentum(lr=0.01)", "nesterov(lr=0.01)", "adam(lr=0.01, weight_decay=0.1)",
+              "adagrad(lr=0.1)", "rmsprop(lr=0.01, momentum=0.5)", "adam(lr=0.001, eps=0)"]
+TRAIN_LINES = ["  clip_norm 1.0", "  clip_norm 0.0", "  schedule  cosine(warmup=3)",
+               "  schedule  linear(end=0.5)"]
+
+
 def mutate(text, rng):
     lines = text.split("\n")
-    kind = rng.randrange(7)
+    kind = rng.randrange(8)
+    if kind == 7:  # the train section: another optimizer, or clipping or a schedule
+        m = re.search(r"optimizer\s+\w+\([^)]*\)", text)
+        if m and rng.randrange(2):
+            return text[:m.start()] + "optimizer " + rng.choice(OPTIMIZERS) + text[m.end():]
+        if m:
+            return text[:m.end()] + "\n" + rng.choice(TRAIN_LINES) + text[m.end():]
     if kind == 0:  # a number
         nums = [m for m in re.finditer(r"(?<![\w.])\d+(\.\d+)?(e-?\d+)?", text)]
         if nums:
