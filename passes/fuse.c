@@ -571,11 +571,11 @@ static const char *refuse(Fuser *f, const Node *n, int gi) {
       if (f->us.list[k]->id == f->head[gi])
         return arena_fmt(a, "%s reads its inputs in a schedule of its own",
                          op_name(f->us.list[k]->op));
+  for (int k = f->us.off[n->id]; k < f->us.off[n->id + 1]; k++) /* a head too: it would */
+    if (f->live[f->us.list[k]->id] && f->us.list[k]->op == OP_SLICE) /* have no buffer */
+      return "slice reads it at other places than its own element";
   if (lower_gemm_head(n->op))
     return refuse_head(f, n, gi);
-  for (int k = f->us.off[n->id]; k < f->us.off[n->id + 1]; k++)
-    if (f->live[f->us.list[k]->id] && f->us.list[k]->op == OP_SLICE)
-      return "slice reads it at other places than its own element";
   if (lower_eltwise_only(n->op) && !eltwise)
     return arena_fmt(a, "%s joins elementwise kernels only", op_name(n->op));
   if (n->op == OP_RESHAPE && !shape_eq(&n->shape, &anchor->shape))

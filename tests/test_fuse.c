@@ -340,6 +340,41 @@ static void layernorm_rows(void **state) {
   compiled_free(&c);
 }
 
+/* A matmul read by a slice never heads the slice's kernel: the head writes
+ * its product into the kernel's output and the epilogue reads it at each
+ * element's own index, but a slice reads other places (it would have no
+ * buffer).  concat of one input: its gradient is a slice of the whole
+ * gradient (same shape as the matmul dy W^T it reads, so the head's shape
+ * test alone let it join), then relu's mask; found by
+ * tests/fuzz/pipeline_fuzz.py ("buffer ... has no place").  The training
+ * step compiles, every variant the same bits. */
+static void sliced_matmul_is_no_head(void **state) {
+  Compiled c = compile_opts("model m(N = 4) {\n  input x: f32[N, 8]\n  input y: i32[N]\n"
+                            "  f = relu(dense(x, out=6))\n"
+                            "  z = dense(concat(f), out=3)\n"
+                            "  output z\n  loss = cross_entropy(z, y)\n}\n"
+                            "train m {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n",
+                            true, NULL, 0);
+  MUST_COMPILE(c);
+  TrainStep ts = {0};
+  build_train_step(c.g, &c.d, &ts);
+  Plan p = plan_of(c.g, ts.roots, ts.n_roots, (FuseOpts){0});
+  int sliced = 0;
+  for (int i = 0; i < c.g->n_nodes; i++) {
+    const Node *s = c.g->nodes[i];
+    if (s->op != OP_SLICE || p.group[s->id] < 0 || s->in[0]->op != OP_MATMUL)
+      continue;
+    const Node *mm = s->in[0];
+    assert_null(plan_group(&p, s)->head);
+    assert_false(p.internal[mm->id]);
+    assert_string_equal(p.why[mm->id], "slice reads it at other places than its own element");
+    sliced++;
+  }
+  assert_int_equal(sliced, 1);
+  model_variants(c.g, ts.roots, ts.n_roots, "a sliced matmul's training step", true);
+  compiled_free(&c);
+}
+
 /* Short rows (each a chain of adds, several rows side by side) and a max:
  * layer norm then a softmax written out, all one row kernel. */
 static void row_chains(void **state) {
@@ -1120,6 +1155,7 @@ int main(void) {
       cmocka_unit_test(reduce_and_boundaries),
       cmocka_unit_test(training_step), cmocka_unit_test(gelu_derivative),
       cmocka_unit_test(attention_views), cmocka_unit_test(dense_batch_sums),
+      cmocka_unit_test(sliced_matmul_is_no_head),
       cmocka_unit_test(opts_words),
       cmocka_unit_test(layernorm_rows), cmocka_unit_test(row_chains), cmocka_unit_test(row_blocks),
       cmocka_unit_test(batchnorm_rows), cmocka_unit_test(batchnorm_chain),
