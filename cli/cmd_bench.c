@@ -176,10 +176,8 @@ static void compile_side(Bench *b, Side *s, int which) {
   }
   CgOpts co = {.opt_level = 3};
   if (!program_compile(&s->prog, s->g, s->roots, s->n_roots, &s->po, &co, err, sizeof err)) {
-    if (s->prog.out_of_memory) { /* the model's size */
-      program_free(&s->prog);     /* what it made before */
+    if (s->prog.out_of_memory) /* the model's size */
       error_plain(&b->c->diag, "%s (%s): %s", s->g->name, build_name[which], err);
-    }
     die("compiling %s (%s): %s", s->g->name, build_name[which], err); /* a compiler bug */
   }
   s->ready = true;

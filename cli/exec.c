@@ -36,10 +36,8 @@ static void compiled_init(Exec *x, Cli *c, Graph *g, Node *const *roots, int n) 
   rt_set_threads((int)c->threads); /* 0: one per core */
   CgOpts co = {.opt_level = 3, .verify = true};
   if (!program_compile(&x->prog, g, roots, n, &c->plan, &co, err, sizeof err)) {
-    if (x->prog.out_of_memory) { /* the model's size */
-      program_free(&x->prog);     /* what it made before (the caller never sees it) */
+    if (x->prog.out_of_memory) /* the model's size */
       error_plain(&c->diag, "%s: %s", g->name, err);
-    }
     die("compiling %s: %s", g->name, err); /* a compiler bug, not the user's */
   }
   x->prog_ready = true;

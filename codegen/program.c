@@ -212,9 +212,8 @@ static bool compile_steps(Program *p, Graph *g, const int *slot, const CgOpts *c
   return true;
 }
 
-bool program_compile(Program *p, Graph *g, Node *const *roots, int n_roots, const PlanOpts *po,
-                     const CgOpts *co, char *err, size_t errlen) {
-  memset(p, 0, sizeof *p);
+static bool compile_all(Program *p, Graph *g, Node *const *roots, int n_roots, const PlanOpts *po,
+                        const CgOpts *co, char *err, size_t errlen) {
   double t0 = now_seconds();
   p->g = g;
   plan_build(g, roots, n_roots, po, &p->plan);
@@ -235,6 +234,17 @@ bool program_compile(Program *p, Graph *g, Node *const *roots, int n_roots, cons
     return false;
   p->compile_seconds = now_seconds() - t0;
   return true;
+}
+
+bool program_compile(Program *p, Graph *g, Node *const *roots, int n_roots, const PlanOpts *po,
+                     const CgOpts *co, char *err, size_t errlen) {
+  memset(p, 0, sizeof *p);
+  if (compile_all(p, g, roots, n_roots, po, co, err, errlen))
+    return true;
+  bool oom = p->out_of_memory;
+  program_free(p); /* what it made before failing */
+  p->out_of_memory = oom;
+  return false;
 }
 
 void program_bind_param(Program *p, const Node *param, void *data) {

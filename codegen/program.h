@@ -51,6 +51,8 @@ typedef struct Program {
                        * user's to fix, not a compiler bug) */
 } Program;
 
+/* False, err saying why, on failure; p then holds nothing to free (but
+ * out_of_memory). */
 bool program_compile(Program *p, Graph *g, Node *const *roots, int n_roots, const PlanOpts *po,
                      const CgOpts *co, char *err, size_t errlen);
 /* Binds a parameter's buffer; the next program_run prepares first. */

@@ -94,12 +94,13 @@ static bool scope_used(const Frame *f, const char *name) {
 
 static void scope_add(Elab *e, Frame *f, const char *name) {
   if (2 * (f->n_scopes + 1) > f->cap_scopes) { /* at most half full */
-    Frame old = *f;
-    f->cap_scopes = old.cap_scopes ? 2 * old.cap_scopes : 16;
+    const char **old = f->scopes;
+    int old_cap = f->cap_scopes;
+    f->cap_scopes = old_cap ? 2 * old_cap : 16;
     f->scopes = arena_alloc(e->a, (size_t)f->cap_scopes * sizeof *f->scopes);
-    for (int i = 0; i < old.cap_scopes; i++)
-      if (old.scopes[i])
-        f->scopes[scope_slot(f, old.scopes[i])] = old.scopes[i];
+    for (int i = 0; i < old_cap; i++)
+      if (old[i])
+        f->scopes[scope_slot(f, old[i])] = old[i];
   }
   f->scopes[scope_slot(f, name)] = name;
   f->n_scopes++;
