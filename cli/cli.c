@@ -274,6 +274,8 @@ const char *cli_tune_text(Cli *c, const RtTune *t) {
   for (int i = 0; i < t->n; i++)
     text = arena_fmt(c->arena, "%s%s %d%s (%.1f us)", text, i ? "," : "", t->threads[i],
                      t->grain[i] > 1 ? coarse : "", 1e6 * t->median[i]);
+  if (t->checks) /* runtime/tune.c: timed again during a long run */
+    text = arena_fmt(c->arena, "%s, at re-check %d (%d moved the choice)", text, t->checks, t->moves);
   return text;
 }
 

@@ -58,9 +58,10 @@ static const char train_help_end[] =
     "                           memory-planning switches (see kiln show --stage plan)\n"
     "  --threads N              worker threads of compiled code, at most (default: one\n"
     "                           per core): the first steps are timed on 1, 2, 4, ... of\n"
-    "                           them, and the rest run on the fastest count (the same\n"
-    "                           results on any count)\n"
-    "  -v, --verbose            print the memory plans' totals, and that count\n"
+    "                           them, the rest run on the fastest count, timed again\n"
+    "                           now and then (the same results on any count)\n"
+    "  -v, --verbose            print the memory plans' totals, and that count (again\n"
+    "                           after an epoch where a re-check changed it)\n"
     "  --verify-plan            check the memory plans independently first\n"
     "  -D, --define NAME=VALUE  override a model constant\n"
     "  --model NAME             which model of the file (default: the first)\n" CLI_TARGET_HELP;
@@ -308,20 +309,20 @@ static void train_loop(Trainer *t) {
                 (long long)batch);
   float *x = exec_input(&t->step, t->x);
   int32_t *y = exec_input(&t->step, t->y);
-  RtTune tune; /* the first steps pick the thread count (runtime/tune.c) */
+  RtTune tune; /* the steps pick the thread count (runtime/tune.c) */
   rt_tune_begin(&tune);
-  bool said = !t->step.compiled; /* the count, with -v, after the epoch that chose it */
+  bool tunes = t->step.compiled; /* the reference evaluator has one thread */
+  int said = -1; /* the setting -v printed last (after the epoch that chose it) */
   for (int epoch = t->first_epoch; epoch < t->spec.epochs; epoch++) {
     RtProgress pr;
     rt_progress_init(&pr, stderr, epoch + 1, t->spec.epochs, steps, batch);
     rt_batcher_epoch(b, epoch);
     for (int64_t s = 0; s < steps; s++) {
       rt_batcher_gather(b, &t->train, s, x, y);
-      bool tuning = !said && !rt_tune_done(&tune);
-      if (tuning)
+      if (tunes) /* after the choice, re-checked now and then */
         rt_tune_next(&tune);
       double t0 = rt_now(), loss = run_step(t, steps, total);
-      if (tuning)
+      if (tunes)
         rt_tune_took(&tune, rt_now() - t0);
       rt_progress_step(&pr, s, loss);
     }
@@ -333,10 +334,10 @@ static void train_loop(Trainer *t) {
     if (acc >= 0)
       snprintf(extra, sizeof extra, "test accuracy %.2f%%", 100 * acc);
     rt_progress_end(&pr, acc >= 0 ? extra : NULL);
-    if (!said && rt_tune_done(&tune)) {
+    if (tunes && rt_tune_done(&tune) && said != tune.chosen) {
       if (t->c->verbose)
         fprintf(stderr, "%s: training steps on %s\n", t->g->name, cli_tune_text(t->c, &tune));
-      said = true;
+      said = tune.chosen;
     }
     if (t->c->save)
       save(t, epoch + 1);

@@ -93,7 +93,7 @@ int rt_used_grain(void);
  * (rt_use_grain), each over RT_TUNE_ROUNDS blocks of RT_TUNE_BLOCK steps;
  * the step must give the same results on any count and grain (kiln's
  * kernels do), as its steps are the caller's real ones. */
-enum { RT_TUNE_MAX = 16, RT_TUNE_BLOCK = 4, RT_TUNE_ROUNDS = 2, RT_TUNE_COARSE = 8 };
+enum { RT_TUNE_MAX = 16, RT_TUNE_BLOCK = 4, RT_TUNE_ROUNDS = 2, RT_TUNE_COARSE = 8, RT_TUNE_RECHECK = 64 };
 typedef struct RtTune {
   int all;                    /* the pool's threads */
   bool done;                  /* the count is chosen (rt_tune_next keeps it) */
@@ -103,7 +103,11 @@ typedef struct RtTune {
   int grain[RT_TUNE_MAX];     /* 1, or RT_TUNE_COARSE */
   double median[RT_TUNE_MAX]; /* seconds a step, at each count (when tuned) */
   int chosen;                 /* the index of the count in use */
-  int steps;                  /* steps reported so far */
+  int steps;                  /* steps reported so far in this measuring */
+  double measured;            /* seconds the last (or current) measuring's steps took */
+  double since;               /* seconds of steps since the choice (re-checks) */
+  int checks;                 /* re-checks started */
+  int moves;                  /* re-checks that changed the choice */
   double t[RT_TUNE_MAX][RT_TUNE_ROUNDS * (RT_TUNE_BLOCK - 1)];
 } RtTune;
 /* Starts choosing, for the pool as rt_set_threads left it (every thread
@@ -117,7 +121,11 @@ void rt_tune_begin_at(RtTune *t, int threads);
 int rt_tune_next(RtTune *t);
 /* After each step: its time.  The choice is made after the first step (if
  * it took over 20 ms, or the pool has one thread: every thread) or after
- * 1 + RT_TUNE_ROUNDS x RT_TUNE_BLOCK steps per count (the fastest median). */
+ * 1 + RT_TUNE_ROUNDS x RT_TUNE_BLOCK steps per count (the fastest median).
+ * Called on after the choice, it measures the settings again once the
+ * steps since have taken RT_TUNE_RECHECK times the measuring's time (and
+ * at least 0.25 s): rt_tune_done is false until that re-check chooses,
+ * and the choice moves only to a setting more than 5% faster. */
 void rt_tune_took(RtTune *t, double seconds);
 bool rt_tune_done(const RtTune *t);
 /* Runs step(ctx) until the choice is made (rt_tune_begin, _next, _took)

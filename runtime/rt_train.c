@@ -53,8 +53,9 @@ static const char train_help[] =
     "                           (the format kiln train --save writes)\n"
     "  --resume FILE            start from a file written by --save (here or by kiln train)\n"
     "  --threads N              worker threads, at most (default: one per core): the\n"
-    "                           first steps are timed on 1, 2, 4, ... of them, and the\n"
-    "                           rest run on the fastest count (the same results)\n"
+    "                           first steps are timed on 1, 2, 4, ... of them, the\n"
+    "                           rest run on the fastest count, timed again now and\n"
+    "                           then (the same results on any count)\n"
     "  -h, --help               this help\n";
 
 static int parse(Train *t, int argc, char **argv, int *want_help) {
@@ -181,7 +182,7 @@ static int loop(Train *t) {
     fprintf(stderr, "%s: %s already holds %d epochs; nothing to do\n", p->name, t->resume, t->first_epoch);
   float *x = (float *)(t->arena + p->data.offset);
   int32_t *y = (int32_t *)(t->arena + p->labels.offset);
-  RtTune tune; /* the first steps pick the thread count (tune.c) */
+  RtTune tune; /* the steps pick the thread count (tune.c) */
   rt_tune_begin(&tune);
   for (int epoch = t->first_epoch; epoch < p->epochs; epoch++) {
     RtProgress pr;
@@ -189,10 +190,9 @@ static int loop(Train *t) {
     rt_batcher_epoch(&t->batcher, epoch);
     for (int64_t s = 0; s < steps; s++) {
       rt_batcher_gather(&t->batcher, &t->train, s, x, y);
-      bool tuning = !rt_tune_done(&tune);
-      if (tuning) rt_tune_next(&tune);
+      rt_tune_next(&tune); /* after the choice, re-checked now and then */
       double t0 = rt_now(), loss = run_step(t, steps, total);
-      if (tuning) rt_tune_took(&tune, rt_now() - t0);
+      rt_tune_took(&tune, rt_now() - t0);
       rt_progress_step(&pr, s, loss);
     }
     double acc = test_accuracy(t);

@@ -30,6 +30,22 @@
  * at the kernels' grain on a tie.  A loop calls rt_tune_next before a step
  * and rt_tune_took after it until rt_tune_done; rt_tune_threads does that
  * for a step function.
+ *
+ * Checked again: the ~25 steps of the measuring take a few milliseconds,
+ * and a busy spell of this shared VM there can pick the wrong count for
+ * the whole run (docs/benchmarks.md, ninth session: the LSTM's inference
+ * chose 2 threads at 198 us a step in one run of five, 1 thread at 130
+ * in the others).  A loop that keeps calling rt_tune_next and
+ * rt_tune_took after the choice (kiln train, built programs' train)
+ * measures the settings again once the steps since have taken
+ * RT_TUNE_RECHECK times as long as the last measuring (and at least
+ * TUNE_RECHECK_SECONDS): the same rounds, without the first step's test.
+ * The fastest replaces the choice only if its median is below the
+ * choice's by more than TUNE_MARGIN, so that noise does not flip between
+ * near-equal settings.  The settings other than the choice run for at
+ * most a measuring's steps every RT_TUNE_RECHECK measurings' time: under
+ * 1/RT_TUNE_RECHECK of the run's steps, and a wrong choice lasts until
+ * the next check.
  */
 #include <stdlib.h>
 
@@ -37,6 +53,8 @@
 #include "rt_pool.h"
 
 static const double TUNE_SKIP_SECONDS = 0.02;
+static const double TUNE_RECHECK_SECONDS = 0.25; /* the least time between checks */
+static const double TUNE_MARGIN = 0.05; /* a re-check moves only for 5% faster */
 
 static int by_value(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -90,14 +108,42 @@ int rt_tune_next(RtTune *t) {
   return rt_use_threads(t->threads[c]);
 }
 
-void rt_tune_took(RtTune *t, double seconds) {
-  if (t->done)
+/* After the choice: the steps' time until the next re-check. */
+static void count_since(RtTune *t, double seconds) {
+  t->since += seconds;
+  if (t->since < RT_TUNE_RECHECK * t->measured || t->since < TUNE_RECHECK_SECONDS)
     return;
+  t->done = false;
+  t->steps = 1; /* measuring again, from the first block (no first-step test) */
+  t->since = t->measured = 0;
+  t->checks++;
+}
+
+/* The setting with the lowest median: any faster one the first time, at
+ * a re-check only one faster by more than TUNE_MARGIN. */
+static void choose(RtTune *t) {
+  int best = t->chosen;
+  for (int i = 0; i < t->n; i++)
+    if (t->median[i] < t->median[best])
+      best = i;
+  if (t->checks == 0 || t->median[best] < (1 - TUNE_MARGIN) * t->median[t->chosen]) {
+    t->moves += t->checks > 0 && best != t->chosen;
+    t->chosen = best;
+  }
+}
+
+void rt_tune_took(RtTune *t, double seconds) {
+  if (t->done) {
+    if (t->tuned)
+      count_since(t, seconds);
+    return;
+  }
   int k = t->steps++;
   if (k == 0) { /* on every thread: too long a step is not tuned */
     t->done = seconds > TUNE_SKIP_SECONDS;
     return;
   }
+  t->measured += seconds;
   int slot, c = count_of(t, k - 1, &slot);
   if (slot >= 0)
     t->t[c][slot] = seconds;
@@ -108,9 +154,7 @@ void rt_tune_took(RtTune *t, double seconds) {
     qsort(t->t[i], (size_t)got, sizeof(double), by_value);
     t->median[i] = t->t[i][got / 2];
   }
-  for (int i = 0; i < t->n; i++)
-    if (t->median[i] < t->median[t->chosen])
-      t->chosen = i;
+  choose(t);
   t->tuned = t->done = true;
   rt_use_threads(t->threads[t->chosen]);
   rt_use_grain(t->grain[t->chosen]);

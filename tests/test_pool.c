@@ -424,6 +424,75 @@ static void test_tune(void **state) {
   assert_int_equal(alone.calls, 0);
 }
 
+/* A run's steps with their times handed to the tuner, not slept: us[k]
+ * microseconds on k threads at the kernels' grain, 800 more at a coarse
+ * one.  Returns how many of the steps ran on a setting other than the one
+ * chosen before them (the re-checks' cost). */
+static int simulate(RtTune *t, const long *us, int steps) {
+  int off = 0;
+  for (int i = 0; i < steps; i++) {
+    int was = t->chosen;
+    bool measuring = !rt_tune_done(t);
+    rt_tune_next(t);
+    int k = rt_used_threads();
+    off += measuring && (k != t->threads[was] || rt_used_grain() != t->grain[was]);
+    rt_tune_took(t, 1e-6 * (double)(us[k] + (rt_used_grain() > 1 ? 800 : 0)));
+  }
+  return off;
+}
+
+/* A choice made in a busy spell (2 threads looked faster) is measured
+ * again once the steps since took RT_TUNE_RECHECK times the measuring's
+ * time, and moves; a setting faster by less than 5% does not move it. */
+static void test_tune_recheck(void **state) {
+  (void)state;
+  rt_set_threads(2);
+  RtTune t;
+  rt_tune_begin(&t);
+  const long busy[] = {0, 300, 200}, calm[] = {0, 100, 200}, close[] = {0, 100, 97},
+             faster[] = {0, 100, 80};
+  simulate(&t, busy, 1 + RT_TUNE_ROUNDS * 3 * RT_TUNE_BLOCK);
+  assert_true(rt_tune_done(&t) && t.tuned);
+  assert_int_equal(rt_used_threads(), 2);
+  assert_int_equal(t.checks, 0);
+  double measured = t.measured; /* 8 steps at each of 300, 200 and 1000 us */
+  assert_true(measured > 0.0119 && measured < 0.0121);
+  /* 64 x 12 ms of steps at 200 us: 3840 steps before the re-check */
+  simulate(&t, calm, 3800);
+  assert_int_equal(t.checks, 0);
+  assert_int_equal(rt_used_threads(), 2);
+  simulate(&t, calm, 100);
+  assert_int_equal(t.checks, 1);
+  simulate(&t, calm, 3 * RT_TUNE_ROUNDS * RT_TUNE_BLOCK);
+  assert_true(rt_tune_done(&t));
+  assert_int_equal(t.chosen, 0);
+  assert_int_equal(t.moves, 1);
+  assert_int_equal(rt_used_threads(), 1);
+  assert_int_equal(rt_used_grain(), 1);
+  /* settled: few steps off the choice (each check: 16 of 24 steps, every
+   * max(64 measurings, 0.25 s)) */
+  int off = simulate(&t, calm, 40000);
+  assert_true(t.checks >= 3);
+  assert_true(off > 0 && off < 40000 / 50);
+  assert_int_equal(rt_used_threads(), 1);
+  int checks = t.checks;
+  simulate(&t, close, 10000); /* 3% faster: stays */
+  assert_true(t.checks > checks);
+  assert_int_equal(t.chosen, 0);
+  assert_int_equal(t.moves, 1);
+  simulate(&t, faster, 10000); /* 20% faster: moves */
+  assert_int_equal(t.chosen, 1);
+  assert_int_equal(t.moves, 2);
+  assert_int_equal(rt_used_threads(), 2);
+  /* a step too long to tune is never re-checked */
+  rt_tune_begin(&t);
+  const long slow[] = {0, 100000, 30000};
+  simulate(&t, slow, 100);
+  assert_false(t.tuned);
+  assert_int_equal(t.checks, 0);
+  assert_int_equal(rt_used_threads(), 2);
+}
+
 /* ---- many calls: lost wakeups ---- */
 
 typedef struct Count {
@@ -521,6 +590,7 @@ int main(void) {
       cmocka_unit_test_teardown(test_use_threads, teardown),
       cmocka_unit_test_teardown(test_use_grain, teardown),
       cmocka_unit_test_teardown(test_tune, teardown),
+      cmocka_unit_test_teardown(test_tune_recheck, teardown),
       cmocka_unit_test_teardown(test_coverage, teardown),
       cmocka_unit_test_teardown(test_determinism, teardown),
       cmocka_unit_test_teardown(test_nested, teardown),
