@@ -36,6 +36,7 @@ static const Opt opts[] = {
     {'V', "--verbose", "-v", false}, {'Y', "--verify-plan", NULL, false},
     {'j', "--threads", NULL, true}, {'k', "--repeat", NULL, true},
     {'e', "--emit", NULL, true},    {'K', "--no-prepack", NULL, false},
+    {'z', "--keep-denormals", NULL, false},
     {'G', "--grad", NULL, true},    {'F', "--fuse", NULL, true},
     {'J', "--json", NULL, false},   {'X', "--target", NULL, true},
     {'A', "--arch", NULL, true},
@@ -116,6 +117,7 @@ static int set_opt(Cli *c, const Opt *o, const char *val) {
   case 'V': c->verbose = true; return EXIT_OK;
   case 'Y': c->verify_plan = true; return EXIT_OK;
   case 'K': c->no_prepack = true; return EXIT_OK;
+  case 'z': c->keep_denormals = true; return EXIT_OK;
   case 'C':
     if (strcmp(val, "default") && strcmp(val, "min-memory"))
       return cli_usage_error(c->cmd, "--schedule must be default or min-memory, got '%s'", val);

@@ -49,6 +49,7 @@ typedef struct Cli {
   bool fuse_given;
   bool no_plan, verbose, verify_plan;
   bool no_prepack; /* --no-prepack: weights as the model has them (passes/prepack.c) */
+  bool keep_denormals; /* --keep-denormals: CgOpts.keep_denormals */
   int64_t threads; /* --threads (0: one per core) */
   const char *emit; /* build: --emit LIST */
   int64_t repeat;  /* --repeat: timed runs */
@@ -88,6 +89,13 @@ typedef struct Command {
 int cli_main(const Command *cmd, int argc, char **argv);
 
 extern const Command cmd_check, cmd_show, cmd_run, cmd_init, cmd_train, cmd_build, cmd_bench;
+
+/* --keep-denormals in the help of the commands that compile CPU code
+ * (codegen/llvm/cg_kernel.c, "Subnormals"). */
+#define CLI_DENORMALS_HELP                                                              \
+  "  --keep-denormals         compiled CPU code keeps subnormal numbers (< 1.2e-38)\n" \
+  "                           as the reference evaluator does; by default it\n"       \
+  "                           flushes them to zero (FTZ/DAZ), far faster on them\n"
 
 /* --fuse in the help of every command that compiles or plans (passes.h,
  * fuse.c, says what each kind does). */

@@ -44,7 +44,7 @@
 static const char bench_help[] =
     "usage: kiln bench MODEL.kiln [--train] [--batch N] [--repeat N] [--threads N]\n"
     "                  [--fuse=LIST] [--json] [--seed N] [-D NAME=VALUE]...\n"
-    "                  [--model NAME] [--target cpu|cuda]\n"
+    "                  [--model NAME] [--target cpu|cuda] [--keep-denormals]\n"
     "\n"
     "Compiles the model twice, fused (--fuse, default all) and unfused (--fuse=none),\n"
     "checks that both compute the same results (within 1e-5 relative, after one\n"
@@ -75,8 +75,8 @@ static const char bench_help[] =
 static const char bench_help_end[] =
     "  --json                   print the report as JSON (for scripts)\n"
     "  --seed N                 seed of the parameters and inputs (default 0)\n"
-    "  --no-inplace, --no-share, --schedule=default|min-memory, --no-prepack\n"
-    "                           as for kiln run, in both builds\n"
+    "  --no-inplace, --no-share, --schedule=default|min-memory, --no-prepack,\n"
+    "  --keep-denormals         as for kiln run, in both builds\n"
     "  -D, --define NAME=VALUE  override a model constant (e.g. -D N=8)\n"
     "  --model NAME             which model of the file (default: the first)\n"
     CLI_TARGET_HELP_BENCH;
@@ -174,7 +174,7 @@ static void compile_side(Bench *b, Side *s, int which) {
     s->compile_s = s->cb.cu.compile_seconds;
     return;
   }
-  CgOpts co = {.opt_level = 3};
+  CgOpts co = {.opt_level = 3, .keep_denormals = b->c->keep_denormals};
   if (!program_compile(&s->prog, s->g, s->roots, s->n_roots, &s->po, &co, err, sizeof err)) {
     if (s->prog.out_of_memory) /* the model's size */
       error_plain(&b->c->diag, "%s (%s): %s", s->g->name, build_name[which], err);
@@ -624,5 +624,5 @@ static int bench_run(Cli *c) {
   return rc;
 }
 
-const Command cmd_bench = {"bench", "DmtBkjSJFIHCKhX", bench_help, bench_validate, bench_run,
+const Command cmd_bench = {"bench", "DmtBkjSJFIHCKhXz", bench_help, bench_validate, bench_run,
                            bench_help_end};

@@ -42,7 +42,7 @@ extern char **environ;
 static const char build_help[] =
     "usage: kiln build MODEL.kiln -o PROG [--train] [--emit LIST] [--weights FILE]\n"
     "                  [--seed N] [-D NAME=VALUE]... [--model NAME] [--no-prepack]\n"
-    "                  [--fuse=LIST] [--threads N] [-v]\n"
+    "                  [--fuse=LIST] [--threads N] [--keep-denormals] [-v]\n"
     "       kiln build MODEL.kiln --target cuda -o PROG [--arch LIST] (and the above)\n"
     "       kiln build MODEL.kiln --target cuda --emit cuda,ptx,cubin [-o FILE]\n"
     "                  [--arch LIST] [--train] (and -D, --model, --fuse, -v)\n"
@@ -84,6 +84,7 @@ static const char build_help_end[] =
     "  --no-prepack             no transposed copy of matmul weights for inference\n"
     "                           (by default kiln_prepare makes it once, when the\n"
     "                           program loads its weights; same results)\n"
+    CLI_DENORMALS_HELP
     "  --threads N              compile on N threads (default: one per core); the\n"
     "                           program's code is then N object files linked together\n"
     "  -v, --verbose            print the plans and where the time went\n"
@@ -627,7 +628,7 @@ static void build_fn(void *ud) {
   if (c->verify_plan)
     verify_plans(b);
   fill_params(b);
-  CgOpts co = {.opt_level = 3};
+  CgOpts co = {.opt_level = 3, .keep_denormals = c->keep_denormals};
   if (!aot_compile(&b->a, &co, err, sizeof err))
     die("compiling %s: %s", b->a.model, err); /* a compiler bug, not the user's */
   unsigned e = b->emit;
@@ -697,5 +698,5 @@ static int build_run(Cli *c) {
   return rc;
 }
 
-const Command cmd_build = {"build", "DmtowSeIHCVYhKjFXA", build_help, build_validate,
+const Command cmd_build = {"build", "DmtowSeIHCVYhKjFXAz", build_help, build_validate,
                           build_run, build_help_end};

@@ -23,6 +23,7 @@ static const char run_help[] =
     "                [--random-inputs] [--weights FILE.safetensors] [--seed N]\n"
     "                [--reference] [-D NAME=VALUE]... [--model NAME] [--train]\n"
     "                [--grad PARAM=FILE.npy]... [--fuse=LIST] [--target cpu|cuda]\n"
+    "                [--keep-denormals]\n"
     "\n"
     "Evaluates the model once.  Without --output, prints a summary of each of\n"
     "the model's outputs; with it, writes the named values (any output or\n"
@@ -63,6 +64,7 @@ static const char run_help_end[] =
     "                           by default a matmul reading a weight transposed (dense)\n"
     "                           reads a transposed copy made once, when the weights\n"
     "                           are set (compiled inference only; same results)\n"
+    CLI_DENORMALS_HELP
     "  --threads N              worker threads of compiled code (default: one per core)\n"
     "  --repeat N               run N more times and print the step's latency;\n"
     "                           compiled CPU code first times the step on 1, 2, 4,\n"
@@ -531,7 +533,7 @@ static int with_run(Cli *c, void (*fn)(void *)) {
 
 static int run_run(Cli *c) { return with_run(c, run_fn); }
 
-const Command cmd_run = {"run", "DmtiOGwrRShIHCPVYjkKFX", run_help, NULL, run_run,
+const Command cmd_run = {"run", "DmtiOGwrRShIHCPVYjkKFXz", run_help, NULL, run_run,
                          run_help_end};
 
 /* --- init --------------------------------------------------------------------------- */

@@ -27,7 +27,7 @@ static const char train_help[] =
     "                  [--lr X] [--seed N] [--limit N] [--test-limit N]\n"
     "                  [--save FILE.safetensors] [--resume FILE.safetensors]\n"
     "                  [--fuse=LIST] [-D NAME=VALUE]... [--model NAME]\n"
-    "                  [--target cpu|cuda]\n"
+    "                  [--target cpu|cuda] [--keep-denormals]\n"
     "\n"
     "Trains the model as its `train` section says (minimize, optimizer, schedule,\n"
     "epochs, ...), with a progress line on stderr, and reports test accuracy after\n"
@@ -56,6 +56,7 @@ static const char train_help_end[] =
     "                           (compiled code; see kiln show --stage fused --train)\n"
     "  --no-inplace, --no-share, --schedule=default|min-memory\n"
     "                           memory-planning switches (see kiln show --stage plan)\n"
+    CLI_DENORMALS_HELP
     "  --threads N              worker threads of compiled code, at most (default: one\n"
     "                           per core): the first steps are timed on 1, 2, 4, ... of\n"
     "                           them, the rest run on the fastest count, timed again\n"
@@ -392,5 +393,5 @@ static int train_run(Cli *c) {
   return rc;
 }
 
-const Command cmd_train = {"train", "DmdRESBlLTvuhIHCPVYjFX", train_help, NULL, train_run,
+const Command cmd_train = {"train", "DmdRESBlLTvuhIHCPVYjFXz", train_help, NULL, train_run,
                            train_help_end};

@@ -34,7 +34,7 @@ static void ref_init(Exec *x, Cli *c, Graph *g, Node *const *roots, int n) {
 static void compiled_init(Exec *x, Cli *c, Graph *g, Node *const *roots, int n) {
   char err[1024];
   rt_set_threads((int)c->threads); /* 0: one per core */
-  CgOpts co = {.opt_level = 3, .verify = true};
+  CgOpts co = {.opt_level = 3, .verify = true, .keep_denormals = c->keep_denormals};
   if (!program_compile(&x->prog, g, roots, n, &c->plan, &co, err, sizeof err)) {
     if (x->prog.out_of_memory) /* the model's size */
       error_plain(&c->diag, "%s: %s", g->name, err);

@@ -12,6 +12,7 @@
 
 #include "kbench.h"
 #include "rt_data.h"
+#include "rt_pool.h"
 
 /* The extern slot of each parameter and weight-derived value, as
  * program_compile numbered them. */
@@ -94,11 +95,14 @@ void kbench_run(KBench *b, int64_t step, double *seconds) {
   p->step_counter = step;
   for (int i = 0; i < b->n; i++)
     resolve(b, i);
+  unsigned mode = p->keep_denormals ? 0 : rt_fp_flush(); /* as the step function runs them */
   for (int i = 0; i < b->n; i++) {
     double t0 = rt_now();
     b->fn[i]((void *const *)b->bufs[i]);
     seconds[i] = rt_now() - t0;
   }
+  if (!p->keep_denormals)
+    rt_fp_restore(mode);
 }
 
 /* --- random inputs --------------------------------------------------------- */

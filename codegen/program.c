@@ -239,6 +239,7 @@ static bool compile_all(Program *p, Graph *g, Node *const *roots, int n_roots, c
 bool program_compile(Program *p, Graph *g, Node *const *roots, int n_roots, const PlanOpts *po,
                      const CgOpts *co, char *err, size_t errlen) {
   memset(p, 0, sizeof *p);
+  p->keep_denormals = co->keep_denormals;
   if (compile_all(p, g, roots, n_roots, po, co, err, errlen))
     return true;
   bool oom = p->out_of_memory;

@@ -39,6 +39,7 @@ typedef struct Program {
   char *prepared; /* their block (persistent, like the parameters) */
   CgStepFn prepare; /* computes them; NULL when there are none */
   bool stale;     /* a parameter was bound since they were computed */
+  bool keep_denormals; /* CgOpts.keep_denormals: the step keeps the caller's FP mode */
   int n_kernels;
   Cg *cg;
   CgJit *jit;

@@ -46,6 +46,13 @@
  * its chunks in order inline, so nothing ever waits for the pool while
  * holding it.
  *
+ * Floating-point mode.  Compiled step functions flush subnormal numbers
+ * to zero (codegen/llvm/cg_kernel.c sets FTZ and DAZ in MXCSR for the
+ * step, then restores the caller's), and the workers run each call's
+ * chunks in the caller's mode (`fp`, set only when it differs): a worker
+ * thread never sees the step's entry, and a chunk must compute as it
+ * would in the caller's thread.
+ *
  * Global state: P below is the pool; nothing else in the runtime is
  * mutable and global.
  */
@@ -64,6 +71,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
+#if defined(__x86_64__) || defined(__SSE__)
+#include <xmmintrin.h>
+#endif
 
 /* How long a waiter spins before it sleeps.  Overridable at build time
  * (-DRT_POOL_SPIN_US=0 gives pure condition-variable waits). */
@@ -98,6 +108,7 @@ static struct {
   RtRangeFn fn;
   void *ctx;
   int64_t n;
+  unsigned fp; /* the caller's floating-point mode (fp_mode) */
   /* Changed only by the holder of busy. */
   Worker *w;
   int nw;
@@ -105,6 +116,27 @@ static struct {
   pthread_mutex_t done_mu;
   pthread_cond_t done_cv; /* the caller sleeps here for pending == 0 */
 } P = {.threads = 1, .used = 1, .grain_x = 1, .done_mu = PTHREAD_MUTEX_INITIALIZER, .done_cv = PTHREAD_COND_INITIALIZER};
+
+/* ---- the floating-point mode: MXCSR's control bits on x86 ---- */
+
+#if defined(__x86_64__) || defined(__SSE__)
+enum { FP_STATUS = 0x3f, FP_FLUSH = 0x8040 }; /* the sticky exception flags; FTZ | DAZ */
+static unsigned fp_mode(void) { return _mm_getcsr() & ~(unsigned)FP_STATUS; }
+static void fp_use(unsigned mode) {
+  unsigned now = _mm_getcsr();
+  if ((now & ~(unsigned)FP_STATUS) != mode) _mm_setcsr((now & FP_STATUS) | mode);
+}
+unsigned rt_fp_flush(void) {
+  unsigned old = fp_mode();
+  fp_use(old | FP_FLUSH);
+  return old;
+}
+#else
+static unsigned fp_mode(void) { return 0; }
+static void fp_use(unsigned mode) { (void)mode; }
+unsigned rt_fp_flush(void) { return 0; }
+#endif
+void rt_fp_restore(unsigned mode) { fp_use(mode); }
 
 static void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -213,9 +245,10 @@ static int take_chunk(uint64_t t) {
 /* Runs chunks of the call with ticket t until none is left. */
 static void run_chunks(uint64_t t) {
   int k = (int)(t & CHUNK_MASK), c;
-  while ((c = take_chunk(t)) >= 0) {
+  while ((c = take_chunk(t)) >= 0) { /* the job's fields are this call's until it ends */
     int64_t b, e;
     chunk_range(P.n, k, c, &b, &e);
+    fp_use(P.fp); /* the caller's mode (it has it already) */
     P.fn(P.ctx, b, e);
     if (atomic_fetch_sub(&P.pending, 1) == 1 && atomic_load(&P.caller_sleeping)) {
       pthread_mutex_lock(&P.done_mu);
@@ -258,6 +291,7 @@ void rt_parallel_for(int64_t n, int64_t grain, RtRangeFn fn, void *ctx) {
     P.fn = fn;
     P.ctx = ctx;
     P.n = n;
+    P.fp = fp_mode();
     atomic_store(&P.pending, k);
     uint64_t gen = (atomic_load(&P.ticket) >> CHUNK_BITS) + 1;
     uint64_t t = gen << CHUNK_BITS | (uint64_t)k;

@@ -132,6 +132,14 @@ bool rt_tune_done(const RtTune *t);
  * and leaves the pool on it; returns the count (what was measured in
  * *out, if not NULL). */
 int rt_tune_threads(void (*step)(void *), void *ctx, RtTune *out);
+/* The floating-point mode of compiled code (x86: MXCSR; elsewhere these
+ * do nothing).  rt_fp_flush sets flush-to-zero and denormals-are-zero in
+ * the calling thread, as a compiled step function does on entry (unless
+ * built with keep_denormals), and returns the mode it replaced, for
+ * rt_fp_restore.  Workers run a call's chunks in the calling thread's
+ * mode. */
+unsigned rt_fp_flush(void);
+void rt_fp_restore(unsigned mode);
 /* Joins the workers; the pool is back to one thread.  Safe to call more
  * than once; rt_set_threads may start workers again afterwards. */
 void rt_pool_shutdown(void);

@@ -617,4 +617,34 @@ else
   echo "FAIL: build --emit ptx,cubin"; sed 's/^/    /' "$err" | tail -n 8; fails=$((fails + 1))
 fi
 
+# --- subnormals: flushed by compiled CPU code unless --keep-denormals -----------
+if have_numpy; then
+  printf 'model tiny() {\n  input x: f32[4]\n  y = x * 1e-30\n  output y\n}\n' >"$tmp/tiny.kiln"
+  "$PY" -c "import numpy as np; np.save('$tmp/tiny_x.npy', np.full(4, 1e-10, np.float32))"
+  subnormal_y() { # subnormal_y WHAT WANT FILE: WANT is zero or kept
+    if "$PY" - "$3" "$2" <<'PY'; then echo "ok: $1"; else echo "FAIL: $1"; fails=$((fails + 1)); fi
+import numpy as np, sys
+y = np.load(sys.argv[1])
+assert (y == 0).all() if sys.argv[2] == "zero" else (abs(y - 1e-40) < 1e-42).all(), y
+PY
+  }
+  expect 0 "run: flushed" -- "$KILN" run "$tmp/tiny.kiln" --input x="$tmp/tiny_x.npy" \
+    --output y="$tmp/tiny_y0.npy"
+  subnormal_y "run flushes x * 1e-30 to zero" zero "$tmp/tiny_y0.npy"
+  expect 0 "run --keep-denormals" -- "$KILN" run "$tmp/tiny.kiln" --keep-denormals \
+    --input x="$tmp/tiny_x.npy" --output y="$tmp/tiny_y1.npy"
+  subnormal_y "run --keep-denormals keeps 1e-40" kept "$tmp/tiny_y1.npy"
+  expect 0 "run --reference" -- "$KILN" run "$tmp/tiny.kiln" --reference \
+    --input x="$tmp/tiny_x.npy" --output y="$tmp/tiny_y2.npy"
+  subnormal_y "the reference evaluator keeps 1e-40" kept "$tmp/tiny_y2.npy"
+  for keep in "" --keep-denormals; do
+    expect 0 "build $keep" -- "$KILN" build "$tmp/tiny.kiln" $keep -o "$tmp/tiny$keep"
+    expect 0 "built program $keep" -- "$tmp/tiny$keep" --input x="$tmp/tiny_x.npy" \
+      --output y="$tmp/tiny_y3$keep.npy"
+    subnormal_y "a program built ${keep:-without --keep-denormals}" \
+      "$([ -n "$keep" ] && echo kept || echo zero)" "$tmp/tiny_y3$keep.npy"
+  done
+  expect 0 "bench --keep-denormals" -- "$KILN" bench "$tmp/tiny.kiln" --keep-denormals --repeat 2
+fi
+
 finish driver

@@ -93,9 +93,9 @@ expect 0 "an mlp input" -- "$KILN" run models/mlp.kiln --random-inputs --seed 2 
   --output x="$tmp/mlp.x.npy"
 expect 0 "a lenet5 input" -- "$KILN" run models/lenet5.kiln --random-inputs --seed 3 \
   --output x="$tmp/lenet5.x.npy"
-for m in mlp lenet5; do
+for m in mlp lenet5; do # the CPU keeping subnormals, as CUDA code does
   expect 0 "run $m on the CPU" -- "$KILN" run models/$m.kiln --input x="$tmp/$m.x.npy" \
-    --output probs="$tmp/$m.cpu.npy"
+    --keep-denormals --output probs="$tmp/$m.cpu.npy"
   expect 0 "the $m program on the fake device" -- "${fake[@]}" "$tmp/$m" \
     --input x="$tmp/$m.x.npy" --output probs="$tmp/$m.dev.npy"
   contains "$err" "wrote probs (f32["
@@ -105,12 +105,13 @@ done
 # the printed summary without --output is the CPU's too
 expect 0 "the mlp program, printed" -- "${fake[@]}" "$tmp/mlp" --input x="$tmp/mlp.x.npy"
 cp "$out" "$tmp/printed.dev"
-expect 0 "run mlp, printed" -- "$KILN" run models/mlp.kiln --input x="$tmp/mlp.x.npy"
+expect 0 "run mlp, printed" -- "$KILN" run models/mlp.kiln --input x="$tmp/mlp.x.npy" \
+  --keep-denormals
 same_bytes "mlp's printed summary" "$tmp/printed.dev" "$out"
 
 # weights: built in, and given to the program
 expect 0 "init lenet5" -- "$KILN" init models/lenet5.kiln --seed 9 -o "$tmp/w.safetensors"
-expect 0 "run lenet5 with weights" -- "$KILN" run models/lenet5.kiln \
+expect 0 "run lenet5 with weights" -- "$KILN" run models/lenet5.kiln --keep-denormals \
   --input x="$tmp/lenet5.x.npy" --weights "$tmp/w.safetensors" --output probs="$tmp/lw.cpu.npy"
 expect 0 "build lenet5 --target cuda --weights" -- "$KILN" build models/lenet5.kiln \
   --target cuda --weights "$tmp/w.safetensors" -o "$tmp/lenet5w"
@@ -125,7 +126,8 @@ same_bytes "the program's --weights" "$tmp/lw.cpu.npy" "$tmp/lw2.dev.npy"
 # any number of rows (100 = 64 + a zero-padded 36): a CPU program's outputs
 expect 0 "100 rows" -- "$KILN" run models/mlp.kiln -D N=100 --random-inputs --seed 5 \
   --output x="$tmp/x100.npy"
-expect 0 "build mlp for the CPU" -- "$KILN" build models/mlp.kiln -o "$tmp/mlp_cpu"
+expect 0 "build mlp for the CPU" -- "$KILN" build models/mlp.kiln --keep-denormals \
+  -o "$tmp/mlp_cpu"
 expect 0 "the CPU program, 100 rows" -- "$tmp/mlp_cpu" --input x="$tmp/x100.npy" \
   --output probs="$tmp/p100.cpu.npy"
 expect 0 "the CUDA program, 100 rows" -- "${fake[@]}" "$tmp/mlp" --input x="$tmp/x100.npy" \

@@ -29,9 +29,11 @@ source "$(dirname "$0")/sh_helpers.sh"
 fake=(env KILN_LIBCUDA="$FAKE" KILN_CUDA_IMAGE=source "$KILN")
 
 # --- results: the CPU's, bit for bit ---------------------------------------
+# (the CPU's with --keep-denormals: CUDA code keeps subnormals, as kir_eval
+# does, where compiled CPU code flushes them by default)
 for m in mlp lenet5 resnet_small; do
   expect 0 "run $m on the CPU" -- "$KILN" run models/$m.kiln --random-inputs --seed 4 \
-    --output probs="$tmp/$m.cpu.npy"
+    --keep-denormals --output probs="$tmp/$m.cpu.npy"
   expect 0 "run $m --target cuda" -- "${fake[@]}" run models/$m.kiln --random-inputs \
     --seed 4 --target cuda --output probs="$tmp/$m.cuda.npy"
   contains "$err" "wrote probs (f32["
@@ -42,7 +44,7 @@ done
 expect 0 "run mlp --target cuda, printed" -- "${fake[@]}" run models/mlp.kiln --random-inputs \
   --target cuda
 cp "$out" "$tmp/printed.cuda"
-expect 0 "run mlp, printed" -- "$KILN" run models/mlp.kiln --random-inputs
+expect 0 "run mlp, printed" -- "$KILN" run models/mlp.kiln --random-inputs --keep-denormals
 same_bytes "mlp's printed summary" "$tmp/printed.cuda" "$out"
 
 # input and weights from files; parameters are uploaded and prepared once
@@ -50,7 +52,7 @@ expect 0 "init lenet5" -- "$KILN" init models/lenet5.kiln --seed 9 -o "$tmp/w.sa
 expect 0 "an input file" -- "$KILN" run models/lenet5.kiln --random-inputs --seed 2 \
   --output x="$tmp/x.npy"
 expect 0 "run lenet5 with files" -- "$KILN" run models/lenet5.kiln --input x="$tmp/x.npy" \
-  --weights "$tmp/w.safetensors" --output probs="$tmp/lf.cpu.npy"
+  --keep-denormals --weights "$tmp/w.safetensors" --output probs="$tmp/lf.cpu.npy"
 expect 0 "run lenet5 --target cuda with files, -v, --repeat 2" -- "${fake[@]}" run \
   models/lenet5.kiln --input x="$tmp/x.npy" --weights "$tmp/w.safetensors" --target cuda \
   -v --repeat 2 --output probs="$tmp/lf.cuda.npy"
@@ -59,7 +61,7 @@ contains "$err" "lenet5: 2 runs on the CUDA device"
 same_bytes "lenet5 --target cuda with files" "$tmp/lf.cpu.npy" "$tmp/lf.cuda.npy"
 
 # a gradient (the training-mode graph and its backward pass, run once)
-expect 0 "run mlp --grad" -- "$KILN" run models/mlp.kiln --random-inputs \
+expect 0 "run mlp --grad" -- "$KILN" run models/mlp.kiln --random-inputs --keep-denormals \
   --grad h1.weight="$tmp/g.cpu.npy"
 expect 0 "run mlp --grad --target cuda" -- "${fake[@]}" run models/mlp.kiln --random-inputs \
   --target cuda --grad h1.weight="$tmp/g.cuda.npy"
@@ -80,7 +82,7 @@ PY
   for t in cpu cuda; do
     expect 0 "train 2 epochs, --target $t" -- env KILN_LIBCUDA="$FAKE" KILN_CUDA_IMAGE=source \
       "$KILN" train tests/data/small.kiln --data "$tmp/npy" --epochs 2 --target $t \
-      --save "$tmp/trained.$t.safetensors"
+      --keep-denormals --save "$tmp/trained.$t.safetensors"
     tail -n 1 "$err" | sed 's/| [0-9]* ex\/s | [0-9.]*s //' >"$tmp/trained.$t.txt"
   done
   contains "$tmp/trained.cuda.txt" "test accuracy"
@@ -92,7 +94,7 @@ PY
     --data "$tmp/npy" --epochs 3 --target cuda --resume "$tmp/trained.cuda.safetensors" \
     --save "$tmp/resumed.cuda.safetensors"
   expect 0 "train, resumed" -- "$KILN" train tests/data/small.kiln --data "$tmp/npy" \
-    --epochs 3 --resume "$tmp/trained.cpu.safetensors" --save "$tmp/resumed.cpu.safetensors"
+    --epochs 3 --keep-denormals --resume "$tmp/trained.cpu.safetensors" --save "$tmp/resumed.cpu.safetensors"
   same_bytes "train --target cuda --resume" "$tmp/resumed.cpu.safetensors" \
     "$tmp/resumed.cuda.safetensors"
 else

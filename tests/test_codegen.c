@@ -989,13 +989,60 @@ static void errors(void **state) {
   cg_free(cg);
 }
 
+/* Subnormal numbers in a compiled step (codegen/llvm/cg_kernel.c,
+ * "Subnormals"): flushed to zero by default, on the caller's thread and on
+ * the pool's workers (a loop long enough to be split over 2 threads), the
+ * caller's MXCSR as it was after the step; kept with keep_denormals. */
+static void subnormals(void **state) {
+  (void)state;
+  Compiled c = compile_text("model m() {\n  input x: f32[1048576]\n  input d: f32[1048576]\n"
+                            "  y = x * 1e-30\n  z = d * 1e30\n  output y\n  output z\n}\n");
+  MUST_COMPILE(c);
+  Graph *g = c.g;
+  Node *roots[2] = {graph_find_value(g, "y"), graph_find_value(g, "z")};
+  rt_set_threads(2);
+  for (int keep = 0; keep < 2; keep++) {
+    Program p;
+    char err[2048];
+    if (!program_compile(&p, g, roots, 2, &(PlanOpts){0},
+                         &(CgOpts){.opt_level = 2, .keep_denormals = keep}, err, sizeof err))
+      fail_msg("%s", err);
+    float *x = program_value(&p, graph_find_value(g, "x"));
+    float *d = program_value(&p, graph_find_value(g, "d"));
+    int64_t n = 1048576;
+    for (int64_t i = 0; i < n; i++)
+      x[i] = 1e-10f, d[i] = 1e-39f; /* x * 1e-30 is subnormal; d is */
+    unsigned before = rt_fp_flush();
+    rt_fp_restore(before);
+    program_run(&p, 1);
+    unsigned after = rt_fp_flush();
+    rt_fp_restore(after);
+    assert_int_equal(before, after); /* the caller's mode is back */
+    const float *y = program_value(&p, roots[0]), *z = program_value(&p, roots[1]);
+    int64_t y_zero = 0, z_zero = 0;
+    for (int64_t i = 0; i < n; i++)
+      y_zero += y[i] == 0, z_zero += z[i] == 0;
+    if (keep) { /* IEEE: 1e-40 and 1e-9 */
+      assert_int_equal(y_zero, 0);
+      assert_int_equal(z_zero, 0);
+      assert_true(fabsf(z[0] - 1e-9f) < 1e-15f && fabsf(z[n - 1] - 1e-9f) < 1e-15f);
+    } else { /* FTZ: every result below 1.18e-38 is 0; DAZ: every d is 0 */
+      assert_int_equal(y_zero, n);
+      assert_int_equal(z_zero, n);
+    }
+    program_free(&p);
+  }
+  rt_set_threads(1);
+  compiled_free(&c);
+}
+
 int main(void) {
 #define T(f) cmocka_unit_test_setup_teardown(f, arena_setup, arena_teardown)
   const struct CMUnitTest tests[] = {
       T(elementwise), T(inline_inputs),   T(kmath),        T(reduction),    T(nested_index), T(select_guarded), T(casts),
       T(parallel),      T(vector_accumulators), T(vector_trees), T(hash), T(step_function),
       T(emit_files),
-      T(errors),        T(every_op),     T(every_model),
+      T(errors),        T(every_op),     T(every_model), T(subnormals),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -67,6 +67,9 @@ typedef struct CgOpts {
   bool verify;          /* also verify the module after each cg_kernel/cg_step */
   bool no_schedule;     /* matmul and convolutions as their plain loop nests too,
                          * not cg_gemm.c's schedule (for comparisons) */
+  bool keep_denormals;  /* step functions keep the caller's floating-point mode;
+                         * by default they flush subnormals to zero (x86: FTZ
+                         * and DAZ, cg_kernel.c) */
 } CgOpts;
 
 typedef struct Cg Cg;

@@ -33,6 +33,7 @@ struct Cg {
   bool verify;
   bool no_schedule;   /* CgOpts.no_schedule */
   bool avx512; /* the features include +avx512f: prefer 512-bit vectors */
+  bool flush;  /* step functions flush subnormals (x86 and not keep_denormals) */
   LLVMTypeRef t_void, t_i1, t_i8, t_i32, t_i64, t_f32, t_ptr;
   LLVMTypeRef t_kernel; /* void (ptr bufs) */
   LLVMTypeRef t_body;   /* void (ptr ctx, i64 begin, i64 end) */

@@ -15,6 +15,17 @@
  * large model's step is thousands of calls in one function, whose O3 and
  * instruction selection cost seconds (4.2 s for ResNet-50's training
  * step) and buy nothing measurable at run time.
+ *
+ * Subnormals.  On x86 a step function sets FTZ and DAZ in MXCSR for its
+ * calls and restores the caller's mode after them (the pool's workers
+ * follow the caller's mode: runtime/pool.c), unless CgOpts.keep_denormals.
+ * An arithmetic operation with a subnormal operand or result takes this
+ * CPU ~100 cycles: an MLP's gradients and momenta drifting into that range
+ * made its training epochs after the first 1.5x slower
+ * (docs/benchmarks.md, tenth session).  Flushed, such values are zero, as
+ * in XLA's and TensorFlow's CPU code; only values below 1.18e-38 change,
+ * so the reference evaluator, which keeps them, agrees within any
+ * tolerance the tests use.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -131,6 +142,23 @@ static void emit_call(Fn *f, const CgCall *c) {
   LLVMBuildCall2(f->b, cg->t_kernel, fn, &arr, 1, "");
 }
 
+/* MXCSR := mode (through the stack slot the intrinsics take). */
+static void set_mxcsr(Fn *f, LLVMValueRef mode) {
+  LLVMValueRef slot = LLVMBuildAlloca(f->ab, f->cg->t_i32, "mxcsr");
+  LLVMBuildStore(f->b, mode, slot);
+  cg_intrinsic(f->cg, f->b, "llvm.x86.sse.ldmxcsr", NULL, 0, &slot, 1);
+}
+
+/* Sets FTZ (bit 15) and DAZ (bit 6); returns the caller's MXCSR. */
+static LLVMValueRef flush_begin(Fn *f) {
+  Cg *cg = f->cg;
+  LLVMValueRef slot = LLVMBuildAlloca(f->ab, cg->t_i32, "caller_mxcsr");
+  cg_intrinsic(cg, f->b, "llvm.x86.sse.stmxcsr", NULL, 0, &slot, 1);
+  LLVMValueRef old = LLVMBuildLoad2(f->b, cg->t_i32, slot, "");
+  set_mxcsr(f, LLVMBuildOr(f->b, old, LLVMConstInt(cg->t_i32, 0x8040, 0), ""));
+  return old;
+}
+
 bool cg_step(Cg *cg, const char *name, const CgCall *calls, int n_calls, char *err, size_t n) {
   if (!cg_have_module(cg, err, n) || !name_free(cg, name, err, n))
     return false;
@@ -141,8 +169,11 @@ bool cg_step(Cg *cg, const char *name, const CgCall *calls, int n_calls, char *e
   cg_fn_begin(&f, cg, NULL, name, cg->t_step, LLVMExternalLinkage);
   cg_fn_attr(cg, f.fn, "noinline");
   cg_fn_attr(cg, f.fn, "optnone");
+  LLVMValueRef mode = cg->flush ? flush_begin(&f) : NULL;
   for (int i = 0; i < n_calls; i++)
     emit_call(&f, &calls[i]);
+  if (mode)
+    set_mxcsr(&f, mode);
   cg_fn_end(&f);
   return !cg->verify || cg_verify(cg, err, n);
 }

@@ -202,6 +202,7 @@ Cg *cg_new(const char *module, const CgOpts *o, char *err, size_t n) {
   cg->cpu = dup_or(o->cpu, LLVMGetHostCPUName);
   cg->features = dup_or(o->features, LLVMGetHostCPUFeatures);
   cg->avx512 = strstr(cg->features, "+avx512f") != NULL;
+  cg->flush = !o->keep_denormals && !strncmp(cg->triple, "x86_64", 6);
   if (cg->avx512) { /* no gathers: see the header */
     static const char nog[] = ",+prefer-no-gather,+prefer-no-scatter";
     size_t len = strlen(cg->features);
