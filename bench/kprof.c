@@ -13,7 +13,7 @@
  * by side; this one ranks one build's kernels.
  *
  *   kprof MODEL.kiln [-t THREADS] [-s STEPS] [--infer] [--no-prepack] [--naive]
- *         [--fuse LIST] [-D NAME=VALUE]... [-k N]
+ *         [--keep-denormals] [--fuse LIST] [-D NAME=VALUE]... [-k N]
  * (--infer applies passes/prepack.c as `kiln run` does, unless --no-prepack;
  * --fuse as kiln's, default all.)
  *
@@ -50,7 +50,7 @@ static int by_med(const void *a, const void *b) {
 
 static int usage(void) {
   fprintf(stderr, "usage: kprof MODEL.kiln [-t THREADS] [-s STEPS] [--infer] [--no-prepack] "
-                  "[--naive] [--fuse LIST] [-D NAME=VALUE]... [-k N]\n");
+                  "[--naive] [--keep-denormals] [--fuse LIST] [-D NAME=VALUE]... [-k N]\n");
   return 2;
 }
 
@@ -87,7 +87,7 @@ static void feed(Program *p, const TrainStep *ts, void **saved, int64_t step) {
 int main(int argc, char **argv) {
   const char *path = NULL;
   int threads = 2, steps = 50, top = 25;
-  bool infer = false, naive = false, prepack = true;
+  bool infer = false, naive = false, prepack = true, keep = false;
   PlanOpts po = {0};
   Define defs[16];
   int n_defs = 0;
@@ -109,6 +109,8 @@ int main(int argc, char **argv) {
       prepack = false;
     else if (!strcmp(argv[i], "--naive"))
       naive = true;
+    else if (!strcmp(argv[i], "--keep-denormals"))
+      keep = true;
     else if (argv[i][0] != '-' && !path)
       path = argv[i];
     else
@@ -149,7 +151,7 @@ int main(int argc, char **argv) {
   char err[4096];
   Program p;
   KBench kb;
-  CgOpts co = {.opt_level = 3, .no_schedule = naive};
+  CgOpts co = {.opt_level = 3, .no_schedule = naive, .keep_denormals = keep};
   if (!program_compile(&p, g, ts.roots, ts.n_roots, &po, &co, err, sizeof err) ||
       !kbench_init(&kb, &p, err, sizeof err)) {
     fprintf(stderr, "kprof: %s\n", err);

@@ -1,10 +1,11 @@
-"""LeNet-5 on Fashion-MNIST, batch 64: kiln's built program against PyTorch,
-side by side, interleaved, repeated (docs/benchmarks.md, "CPU code
-generation").
+"""LeNet-5 (or the MLP) on Fashion-MNIST, batch 64: kiln's built program
+against PyTorch, side by side, interleaved, repeated (docs/benchmarks.md,
+"CPU code generation" and the tenth session).
 
     /usr/bin/python3 bench/train_epoch.py --kiln build/kiln [--rounds 3] [--epochs 2]
+        [--model lenet5|mlp] [--keep-denormals-too]
 
-kiln: `kiln build models/lenet5.kiln --train` once, then per round
+kiln: `kiln build models/MODEL.kiln --train` once, then per round
 `PROG train --data FMNIST --epochs E --threads T --seed R`; the epoch time is
 the one the program prints (its training steps, batches gathered included;
 not the test-set pass that follows), the accuracy its test accuracy after
@@ -12,9 +13,13 @@ the last epoch.
 
 PyTorch (Debian's python3-torch, a fresh process per run with the thread
 variables set): bench/torch_models.py's LeNet5 (the same layers and input
-normalization), Adam(lr 0.002) as in models/lenet5.kiln, the same 937 shuffled
+normalization), Adam(lr 0.002) as in models/lenet5.kiln (the MLP: MLP,
+SGD(lr 0.1, momentum 0.9) as in models/mlp.kiln), the same 937 shuffled
 batches of 64 per epoch (the data already in tensors); timed: the training
-loop; its accuracy is reported too.
+loop; its accuracy is reported too.  PyTorch keeps subnormal numbers (its
+default; torch.set_flush_denormal changes that); kiln's code flushes them
+unless built with --keep-denormals, which --keep-denormals-too adds as a
+third engine ("kiln-keep").  Every epoch's time is printed.
 
 Both run at 1 and 2 threads, in turns within each round.  Reported: median
 epoch seconds per engine and thread count, and the ratio of PyTorch's best
@@ -42,11 +47,11 @@ def idx(path, offset):
         return np.frombuffer(f.read(), np.uint8, offset=offset)
 
 
-def torch_worker(threads, epochs, seed):
+def torch_worker(threads, epochs, seed, model):
     import torch
     import torch.nn.functional as F
     sys.path.insert(0, HERE)
-    from torch_models import LeNet5
+    from torch_models import MLP, LeNet5
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     xs = torch.from_numpy(idx(f"{FMNIST}/train-images-idx3-ubyte.gz", 16).reshape(-1, 1, 28, 28)
@@ -55,8 +60,13 @@ def torch_worker(threads, epochs, seed):
     xt = torch.from_numpy(idx(f"{FMNIST}/t10k-images-idx3-ubyte.gz", 16).reshape(-1, 1, 28, 28)
                           .astype(np.float32) / 255)
     yt = torch.from_numpy(idx(f"{FMNIST}/t10k-labels-idx1-ubyte.gz", 8).astype(np.int64))
-    m = LeNet5()
-    opt = torch.optim.Adam(m.parameters(), lr=0.002)
+    if model == "mlp":
+        xs, xt = xs.reshape(-1, 784), xt.reshape(-1, 784)
+        m = MLP()
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    else:
+        m = LeNet5()
+        opt = torch.optim.Adam(m.parameters(), lr=0.002)
     steps = len(xs) // 64
     times = []
     for _ in range(epochs):
@@ -75,11 +85,11 @@ def torch_worker(threads, epochs, seed):
     print(json.dumps(dict(epoch_s=times, acc=acc)))
 
 
-def run_torch(threads, epochs, seed):
+def run_torch(threads, epochs, seed, model):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE")
     out = subprocess.run(["/usr/bin/python3", __file__, "--torch-worker", "--threads", str(threads),
-                          "--epochs", str(epochs), "--seed", str(seed)],
+                          "--epochs", str(epochs), "--seed", str(seed), "--model", model],
                          env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -113,35 +123,48 @@ def main():
     ap.add_argument("--torch-worker", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", choices=("lenet5", "mlp"), default="lenet5")
+    ap.add_argument("--keep-denormals-too", action="store_true")
     a = ap.parse_args()
     if a.torch_worker:
-        return torch_worker(a.threads, a.epochs, a.seed)
+        return torch_worker(a.threads, a.epochs, a.seed, a.model)
     tmp = tempfile.mkdtemp(prefix="kiln_bench_")
-    prog = os.path.join(tmp, "lenet5")
-    t0 = time.perf_counter()
-    subprocess.run([a.kiln, "build", "models/lenet5.kiln", "--train", "-o", prog], check=True)
-    print(f"kiln build models/lenet5.kiln --train: {time.perf_counter() - t0:.2f} s wall",
-          flush=True)
+    progs = {"kiln": os.path.join(tmp, a.model)}
+    if a.keep_denormals_too:
+        progs["kiln-keep"] = os.path.join(tmp, a.model + "_keep")
+    for eng, prog in progs.items():
+        t0 = time.perf_counter()
+        flags = ["--keep-denormals"] if eng == "kiln-keep" else []
+        subprocess.run([a.kiln, "build", f"models/{a.model}.kiln", "--train", *flags, "-o", prog],
+                       check=True)
+        print(f"kiln build models/{a.model}.kiln --train {' '.join(flags)}: "
+              f"{time.perf_counter() - t0:.2f} s wall", flush=True)
     res = {}
     for r in range(a.rounds):
-        order = [("kiln", 2), ("torch", 1), ("kiln", 1), ("torch", 2)]
+        order = [(e, t) for t in (2, 1) for e in (*progs, "torch")]
         if r % 2:
             order.reverse()
         for eng, t in order:
-            out = run_kiln(prog, t, a.epochs, r) if eng == "kiln" else run_torch(t, a.epochs, r)
+            out = (run_kiln(progs[eng], t, a.epochs, r) if eng != "torch"
+                   else run_torch(t, a.epochs, r, a.model))
             res.setdefault((eng, t), []).append(out)
-            print(f"round {r} {eng} t{t}: epochs {[round(x, 2) for x in out['epoch_s']]} s, "
+            print(f"round {r} {eng} t{t}: epochs {[round(x, 3) for x in out['epoch_s']]} s, "
                   f"test accuracy {100 * out['acc']:.2f}%", flush=True)
     med = {k: statistics.median(x for o in v for x in o["epoch_s"]) for k, v in res.items()}
+    first = {k: statistics.median(o["epoch_s"][0] for o in v) for k, v in res.items()}
+    later = {k: statistics.median(x for o in v for x in o["epoch_s"][1:]) if a.epochs > 1 else None
+             for k, v in res.items()}
     accs = {k: [round(100 * o["acc"], 2) for o in v] for k, v in res.items()}
     print()
-    print(f"| engine | threads | epoch s (median) | test accuracy after {a.epochs} epochs (per round) |")
-    print("|---|---|---|---|")
+    print(f"| engine | threads | epoch s (median) | first epoch s | later epochs s "
+          f"| test accuracy after {a.epochs} epochs (per round) |")
+    print("|---|---|---|---|---|---|")
     for (eng, t) in sorted(res):
-        print(f"| {eng} | {t} | {med[(eng, t)]:.2f} | {', '.join(f'{x:.2f}%' for x in accs[(eng, t)])} |")
+        lat = f"{later[(eng, t)]:.3f}" if later[(eng, t)] is not None else "-"
+        print(f"| {eng} | {t} | {med[(eng, t)]:.3f} | {first[(eng, t)]:.3f} | {lat} | "
+              f"{', '.join(f'{x:.2f}%' for x in accs[(eng, t)])} |")
     best_torch = min(med[("torch", 1)], med[("torch", 2)])
     print(f"\nPyTorch's best / kiln at 2 threads: {best_torch / med[('kiln', 2)]:.2f}x")
-
 
 if __name__ == "__main__":
     main()
