@@ -110,9 +110,14 @@ static void find_inputs(Trainer *t, Graph *g, Node **x, Node **y) {
                dtype_name(n->dtype), n->name);
     *slot = n;
   }
-  if (!*x || !*y)
-    error_plain(&t->c->diag, "kiln train needs one f32 input (the examples) and one i32 input "
-                "(the labels) in model %s", g->name);
+  if (*x && *y)
+    return;
+  const char *missing = *x ? "i32 input (the labels)" : "f32 input (the examples)";
+  if (g->has_train) /* the train section asks for what this trainer cannot do */
+    error_at(&t->c->diag, g->train_loc, "kiln train needs one f32 input (the examples) and one "
+             "i32 input (the labels); model %s has no %s", g->name, missing);
+  error_plain(&t->c->diag, "kiln train needs one f32 input (the examples) and one i32 input "
+              "(the labels); model %s has no %s", g->name, missing);
 }
 
 /* --batch B: set the constant that sizes the examples' first axis. */

@@ -43,6 +43,11 @@ expect 2 "train with a bad --epochs" -- "$KILN" train models/mlp.kiln --epochs 0
 expect 1 "train a model without a train section" -- "$KILN" train tests/data/no_train.kiln \
   --data "$tmp"
 contains "$err" "has no train section"
+expect 1 "train a model without labels" -- "$KILN" train models/autoencoder.kiln --data "$tmp"
+contains "$err" "models/autoencoder.kiln:23:7: error: kiln train needs one f32 input"
+contains "$err" "model autoencoder has no i32 input (the labels)"
+expect 1 "train a model with a second f32 input" -- "$KILN" train models/vae.kiln --data "$tmp"
+contains "$err" "model vae has another f32 input 'eps'"
 
 # --- .npy datasets -------------------------------------------------------------
 mkdir -p "$tmp/npy"
