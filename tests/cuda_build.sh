@@ -171,6 +171,13 @@ expect 1 "a failing launch" -- env FAKE_CUDA_FAIL="$kernel" "${fake[@]}" "$tmp/l
 contains "$err" "lenet5: error: running lenet5 on kiln fake device: kernel $kernel: CUDA_ERROR_LAUNCH_FAILED"
 absent "a failing launch: no output" "$tmp/failed.npy"
 
+# a device too small for the program
+expect 1 "a device out of memory" -- env FAKE_CUDA_MEM=1000000 "${fake[@]}" "$tmp/lenet5" \
+  --input x="$tmp/lenet5.x.npy" --output probs="$tmp/oom.npy"
+contains "$err" "lenet5: error: running lenet5 on kiln fake device: allocating"
+contains "$err" "bytes on the CUDA device: CUDA_ERROR_OUT_OF_MEMORY: out of memory"
+absent "out of device memory: no output" "$tmp/oom.npy"
+
 # --- bad inputs and options, as in CPU programs ----------------------------------------
 expect 1 "an input of the wrong shape" -- "${fake[@]}" "$tmp/lenet5" \
   --input x="$tmp/mlp.x.npy" --output probs="$tmp/bad.npy"

@@ -120,6 +120,19 @@ expect 1 "a failing launch, synchronized after each" -- env FAKE_CUDA_FAIL="$ker
   KILN_CUDA_SYNC=1 "${fake[@]}" run models/lenet5.kiln --random-inputs --target cuda
 contains "$err" "kernel $kernel: CUDA_ERROR_LAUNCH_FAILED"
 
+# a device too small for the model: exit 1 naming the allocation, no output
+# file (and, under ASan, nothing leaked)
+expect 1 "a device out of memory" -- env FAKE_CUDA_MEM=100000 "${fake[@]}" run \
+  models/mlp.kiln --random-inputs --target cuda --output probs="$tmp/oom.npy"
+contains "$err" "kiln: error: compiling mlp for kiln fake device (sm_80): allocating 266240 bytes on the CUDA device: CUDA_ERROR_OUT_OF_MEMORY: out of memory"
+if [ -e "$tmp/oom.npy" ]; then
+  echo "FAIL: a run out of device memory left its output file"
+  fails=$((fails + 1))
+fi
+expect 1 "a device out of memory, bench" -- env FAKE_CUDA_MEM=100000 "${fake[@]}" bench \
+  models/mlp.kiln --target cuda --repeat 2
+contains "$err" "CUDA_ERROR_OUT_OF_MEMORY"
+
 # without KILN_CUDA_IMAGE=source kiln hands the driver NVRTC's CUBIN, which
 # the fake cannot run (or says NVRTC is missing): either way exit 1, clearly
 expect 1 "an image the driver cannot load" -- env KILN_LIBCUDA="$FAKE" "$KILN" run \

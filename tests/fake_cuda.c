@@ -21,7 +21,9 @@
  * formality).  FAKE_CUDA_FAIL=NAME makes cuLaunchKernel of that function
  * fail with CUDA_ERROR_LAUNCH_FAILED (719), for the error path;
  * FAKE_CUDA_SKIP=NAME makes it succeed without running the function (a
- * kernel that computes nothing, for kiln bench's disagreement check).
+ * kernel that computes nothing, for kiln bench's disagreement check);
+ * FAKE_CUDA_MEM=BYTES makes the device that small (an allocation past it
+ * fails with CUDA_ERROR_OUT_OF_MEMORY, 2), for the out-of-memory path.
  *
  * For `kiln bench --target cuda`: events (cuEventRecord reads the host's
  * monotonic clock; the work before it has run already, so the time between
@@ -68,6 +70,7 @@ CUresult cuGetErrorName(CUresult r, const char **s) {
   *s = r == 719   ? "CUDA_ERROR_LAUNCH_FAILED"
        : r == 500 ? "CUDA_ERROR_NOT_FOUND"
        : r == 200 ? "CUDA_ERROR_INVALID_IMAGE"
+       : r == 2   ? "CUDA_ERROR_OUT_OF_MEMORY"
                   : "CUDA_ERROR_X";
   return 0;
 }
@@ -75,6 +78,7 @@ CUresult cuGetErrorName(CUresult r, const char **s) {
 CUresult cuGetErrorString(CUresult r, const char **s) {
   *s = r == 719   ? "unspecified launch failure"
        : r == 200 ? "device kernel image is invalid"
+       : r == 2   ? "out of memory"
                   : "fake error";
   return 0;
 }
@@ -255,6 +259,11 @@ CUresult cuModuleGetFunction(FakeFn **out, FakeModule *m, const char *name) {
 }
 
 CUresult cuMemAlloc_v2(unsigned long long *p, size_t n) {
+  static size_t used;
+  const char *cap = getenv("FAKE_CUDA_MEM");
+  if (cap && used + n > (size_t)strtoull(cap, NULL, 10))
+    return 2;
+  used += n;
   void *m = malloc(n);
   *p = (unsigned long long)(uintptr_t)m;
   return m ? 0 : 2;
