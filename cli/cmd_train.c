@@ -12,7 +12,11 @@
  * optimizer state (atomically) with the epoch reached, which --resume reads.
  *
  * The model needs one f32 input (the examples) and one i32 input (the
- * labels); its first output gives the class scores for accuracy.
+ * labels); its first output gives the class scores for accuracy.  A model
+ * with no i32 input (an autoencoder: its loss compares the examples with
+ * its reconstruction) trains on the examples alone, and its test set is
+ * scored by the mean of the loss (the train section's `minimize` value)
+ * over its full batches, computed by the inference graph.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -31,11 +35,14 @@ static const char train_help[] =
     "\n"
     "Trains the model as its `train` section says (minimize, optimizer, schedule,\n"
     "epochs, ...), with a progress line on stderr, and reports test accuracy after\n"
-    "each epoch.  Options given here override the train section.\n"
+    "each epoch.  Options given here override the train section.  A model with no\n"
+    "i32 input (an autoencoder) trains on the examples alone (no labels read) and\n"
+    "reports the test set's mean loss instead.\n"
     "\n"
     "  --data DIR               IDX files (train-images-idx3-ubyte[.gz], ... as in\n"
     "                           MNIST/Fashion-MNIST) or train_x.npy, train_y.npy,\n"
-    "                           test_x.npy, test_y.npy\n"
+    "                           test_x.npy, test_y.npy (the labels' files only for\n"
+    "                           a model with labels)\n"
     "  --reference              run the step with the reference evaluator instead of\n"
     "                           compiled code\n"
     "  --epochs N, --lr X       override the train section\n"
@@ -72,8 +79,8 @@ typedef struct Trainer {
   Graph *g, *ge;  /* the training step and the inference graph */
   TrainStep ts;
   TrainSpec spec; /* the train section with the command line applied */
-  Node *x, *y;    /* the step's data and label inputs */
-  Node *ex, *eout; /* the inference graph's data input and class scores */
+  Node *x, *y;    /* the step's data and label inputs (y NULL: no labels) */
+  Node *ex, *eout; /* the inference graph's data input and class scores (or loss) */
   Exec step, eval; /* the training step and the inference graph's engines */
   bool step_ready, eval_ready;
   RtDataset train, test;
@@ -96,7 +103,8 @@ static void *alloc_buf(Trainer *t, Node *n) {
   return p;
 }
 
-/* The one f32 input and the one i32 input (the trainer's own excluded). */
+/* The one f32 input and the one i32 input (the trainer's own excluded);
+ * *y NULL when the model has no i32 input (trained without labels). */
 static void find_inputs(Trainer *t, Graph *g, Node **x, Node **y) {
   *x = *y = NULL;
   for (int i = 0; i < g->n_nodes; i++) {
@@ -106,18 +114,18 @@ static void find_inputs(Trainer *t, Graph *g, Node **x, Node **y) {
     Node **slot = n->dtype == DT_F32 ? x : y;
     if (*slot)
       error_at(&t->c->diag, n->loc, "kiln train needs one f32 input (the examples) and one "
-               "i32 input (the labels); model %s has another %s input '%s'", g->name,
+               "i32 input (the labels), or the examples alone; model %s has another %s input "
+               "'%s'", g->name,
                dtype_name(n->dtype), n->name);
     *slot = n;
   }
-  if (*x && *y)
+  if (*x)
     return;
-  const char *missing = *x ? "i32 input (the labels)" : "f32 input (the examples)";
   if (g->has_train) /* the train section asks for what this trainer cannot do */
     error_at(&t->c->diag, g->train_loc, "kiln train needs one f32 input (the examples) and one "
-             "i32 input (the labels); model %s has no %s", g->name, missing);
+             "i32 input (the labels), or the examples alone; model %s has no f32 input", g->name);
   error_plain(&t->c->diag, "kiln train needs one f32 input (the examples) and one i32 input "
-              "(the labels); model %s has no %s", g->name, missing);
+              "(the labels), or the examples alone; model %s has no f32 input", g->name);
 }
 
 /* --batch B: set the constant that sizes the examples' first axis. */
@@ -158,6 +166,8 @@ static void build_graphs(Trainer *t) {
   Node *ey;
   find_inputs(t, t->ge, &t->ex, &ey);
   t->eout = t->ge->n_outputs ? t->ge->outputs[0].node : NULL;
+  if (!t->y) /* no labels: the test set's loss */
+    t->eout = graph_find_value(t->ge, t->ge->spec.minimize);
   char err[512];
   if (!graph_verify(t->g, err, sizeof err) || !graph_verify(t->ge, err, sizeof err))
     die("graph verification failed: %s", err);
@@ -215,10 +225,12 @@ static void bind_params(Trainer *t) {
 static void load_data(Trainer *t) {
   Cli *c = t->c;
   char err[512];
-  if (rt_dataset_load(c->data, "train", &t->train, err, sizeof err) != RT_OK)
+  RtStatus (*load)(const char *, const char *, RtDataset *, char *, size_t) =
+      t->y ? rt_dataset_load : rt_dataset_load_examples;
+  if (load(c->data, "train", &t->train, err, sizeof err) != RT_OK)
     error_plain(&c->diag, "%s", err);
   t->have_train = true;
-  if (rt_dataset_load(c->data, "test", &t->test, err, sizeof err) != RT_OK)
+  if (load(c->data, "test", &t->test, err, sizeof err) != RT_OK)
     error_plain(&c->diag, "%s", err);
   t->have_test = true;
   int64_t per = shape_numel(&t->x->shape) / t->x->shape.dim[0];
@@ -228,7 +240,7 @@ static void load_data(Trainer *t) {
     error_plain(&c->diag, "%s: an example has %lld values, but input %s (%s) needs %lld per "
                 "example", c->data, (long long)have, t->x->name,
                 node_type_str(t->x, tb, sizeof tb), (long long)per);
-  int64_t per_y = shape_numel(&t->y->shape) / t->y->shape.dim[0];
+  int64_t per_y = t->y ? shape_numel(&t->y->shape) / t->y->shape.dim[0] : 1;
   if (per_y != 1)
     error_plain(&c->diag, "input %s must hold one label per example, not %s", t->y->name,
                 node_type_str(t->y, tb, sizeof tb));
@@ -244,6 +256,24 @@ static double run_step(Trainer *t, int64_t steps_per_epoch, int64_t total) {
   exec_apply_updates(&t->step);
   t->global_step++;
   return ((float *)exec_value(&t->step, t->ts.loss))[0];
+}
+
+/* The mean of the loss over the test set's full batches (a partial one,
+ * padded, would change the mean); -1 when there is none. */
+static double test_loss(Trainer *t) {
+  if (!t->eout || shape_numel(&t->eout->shape) != 1)
+    return -1;
+  int64_t batch = t->ex->shape.dim[0];
+  int64_t n = t->c->test_limit && t->c->test_limit < t->test.n ? t->c->test_limit : t->test.n;
+  float *x = exec_input(&t->eval, t->ex);
+  double sum = 0;
+  int64_t batches = 0;
+  for (int64_t first = 0; first + batch <= n; first += batch, batches++) {
+    rt_dataset_gather(&t->test, first, batch, x, NULL);
+    exec_run(&t->eval, 0);
+    sum += ((const float *)exec_value(&t->eval, t->eout))[0];
+  }
+  return batches ? sum / (double)batches : -1;
 }
 
 /* Fraction of test examples whose highest score is the label. */
@@ -314,7 +344,7 @@ static void train_loop(Trainer *t) {
     error_plain(&t->c->diag, "%s: fewer training examples than one batch of %lld", t->c->data,
                 (long long)batch);
   float *x = exec_input(&t->step, t->x);
-  int32_t *y = exec_input(&t->step, t->y);
+  int32_t *y = t->y ? exec_input(&t->step, t->y) : NULL;
   RtTune tune; /* the steps pick the thread count (runtime/tune.c) */
   rt_tune_begin(&tune);
   bool tunes = t->step.compiled; /* the reference evaluator has one thread */
@@ -335,11 +365,13 @@ static void train_loop(Trainer *t) {
     exec_sync_params(&t->step); /* a device's parameters, back in t->buf */
     if (t->eval_ready)
       exec_params_changed(&t->eval);
-    double acc = test_accuracy(t);
+    double score = t->y ? test_accuracy(t) : test_loss(t);
     char extra[64] = "";
-    if (acc >= 0)
-      snprintf(extra, sizeof extra, "test accuracy %.2f%%", 100 * acc);
-    rt_progress_end(&pr, acc >= 0 ? extra : NULL);
+    if (score >= 0 && t->y)
+      snprintf(extra, sizeof extra, "test accuracy %.2f%%", 100 * score);
+    else if (score >= 0)
+      snprintf(extra, sizeof extra, "test loss %.4f", score);
+    rt_progress_end(&pr, score >= 0 ? extra : NULL);
     if (tunes && rt_tune_done(&tune) && said != tune.chosen) {
       if (t->c->verbose)
         fprintf(stderr, "%s: training steps on %s\n", t->g->name, cli_tune_text(t->c, &tune));
@@ -367,8 +399,10 @@ static void train_fn(void *ud) {
   }
   bind_params(t);
   load_data(t);
-  check_labels(t, &t->train);
-  check_labels(t, &t->test);
+  if (t->y) {
+    check_labels(t, &t->train);
+    check_labels(t, &t->test);
+  }
   if (t->first_epoch >= t->spec.epochs)
     fprintf(stderr, "kiln: %s already holds %d epochs; nothing to do\n", t->c->resume,
             t->first_epoch);

@@ -215,7 +215,8 @@ static bool find_idx(char *path, size_t n, const char *dir, const char *base) {
   return join(path, n, dir, name) && is_file(path);
 }
 
-/* Checks the loaded pair and sets d->n; paths name the files in messages. */
+/* Checks the loaded examples (and labels, unless ypath is NULL) and sets
+ * d->n; paths name the files in messages. */
 static RtStatus check_pair(RtDataset *d, const char *xpath, const char *ypath, char *err, size_t errlen) {
   const RtCtx cx = {xpath, err, errlen}, cy = {ypath, err, errlen};
   char tb[64];
@@ -227,6 +228,8 @@ static RtStatus check_pair(RtDataset *d, const char *xpath, const char *ypath, c
   if (d->x.rank < 1)
     return rt_fail(&cx, RT_ERR_SHAPE,
                    "examples are a scalar; expected shape [n, ...] with one row per example");
+  d->n = d->x.dim[0];
+  if (!ypath) return RT_OK;
   if (d->y.dtype != RT_I32)
     return rt_fail(&cy, RT_ERR_DTYPE, "labels are not integers (%s); expected integer class indices",
                    rt_tensor_type_str(&d->y, tb, sizeof tb));
@@ -241,7 +244,8 @@ static RtStatus check_pair(RtDataset *d, const char *xpath, const char *ypath, c
   return RT_OK;
 }
 
-RtStatus rt_dataset_load(const char *dir, const char *split, RtDataset *out, char *err, size_t errlen) {
+static RtStatus load(const char *dir, const char *split, bool labels, RtDataset *out, char *err,
+                     size_t errlen) {
   const RtCtx c = {dir, err, errlen};
   char xpath[4096], ypath[4096], base[64];
   const char *prefix;
@@ -258,7 +262,7 @@ RtStatus rt_dataset_load(const char *dir, const char *split, RtDataset *out, cha
   snprintf(base, sizeof base, "%s-images-idx3-ubyte", prefix);
   if ((idx = find_idx(xpath, sizeof xpath, dir, base))) {
     snprintf(base, sizeof base, "%s-labels-idx1-ubyte", prefix);
-    if (!find_idx(ypath, sizeof ypath, dir, base))
+    if (labels && !find_idx(ypath, sizeof ypath, dir, base))
       return rt_fail(&c, RT_ERR_NOTFOUND, "found %s but not its labels (%s or %s.gz)", xpath, base, base);
     if ((st = idx_load(xpath, 1, &out->x, &t, err, errlen))) return st;
     if (t->kind != 'u' && t->kind != 'f') {
@@ -268,21 +272,36 @@ RtStatus rt_dataset_load(const char *dir, const char *split, RtDataset *out, cha
     }
   } else {
     char tried[160];
-    snprintf(tried, sizeof tried,
-             "%s-images-idx3-ubyte[.gz] with %s-labels-idx1-ubyte[.gz], and %s_x.npy with %s_y.npy", prefix,
-             prefix, split, split);
+    if (labels)
+      snprintf(tried, sizeof tried,
+               "%s-images-idx3-ubyte[.gz] with %s-labels-idx1-ubyte[.gz], and %s_x.npy with %s_y.npy",
+               prefix, prefix, split, split);
+    else
+      snprintf(tried, sizeof tried, "%s-images-idx3-ubyte[.gz] and %s_x.npy", prefix, split);
     snprintf(base, sizeof base, "%s_x.npy", split);
     join(xpath, sizeof xpath, dir, base);
     snprintf(base, sizeof base, "%s_y.npy", split);
     join(ypath, sizeof ypath, dir, base);
     if (!is_file(xpath)) return rt_fail(&c, RT_ERR_NOTFOUND, "no '%s' split found (tried %s)", split, tried);
-    if (!is_file(ypath)) return rt_fail(&c, RT_ERR_NOTFOUND, "found %s but not its labels %s", xpath, ypath);
+    if (labels && !is_file(ypath))
+      return rt_fail(&c, RT_ERR_NOTFOUND, "found %s but not its labels %s", xpath, ypath);
     if ((st = rt_npy_read(xpath, &out->x, err, errlen))) return st;
   }
-  st = idx ? idx_load(ypath, 0, &out->y, &t, err, errlen) : rt_npy_read(ypath, &out->y, err, errlen);
-  if (!st) st = check_pair(out, xpath, ypath, err, errlen);
+  st = !labels ? RT_OK
+       : idx   ? idx_load(ypath, 0, &out->y, &t, err, errlen)
+               : rt_npy_read(ypath, &out->y, err, errlen);
+  if (!st) st = check_pair(out, xpath, labels ? ypath : NULL, err, errlen);
   if (st) rt_dataset_free(out);
   return st;
+}
+
+RtStatus rt_dataset_load(const char *dir, const char *split, RtDataset *out, char *err, size_t errlen) {
+  return load(dir, split, true, out, err, errlen);
+}
+
+RtStatus rt_dataset_load_examples(const char *dir, const char *split, RtDataset *out, char *err,
+                                  size_t errlen) {
+  return load(dir, split, false, out, err, errlen);
 }
 
 void rt_dataset_free(RtDataset *d) {

@@ -426,6 +426,22 @@ static void test_dataset(void **state) {
       "train-images-idx3-ubyte but not its labels (train-labels-idx1-ubyte or train-labels-idx1-ubyte.gz)");
   load_fail(IDX "intx", "train", RT_ERR_NOTFOUND, "train_x.npy but not its labels");
   load_fail(IDX "intx", "test", RT_ERR_DTYPE, "test_x.npy: examples are integers (i32[2, 2] after loading)");
+  /* the examples alone (a model without labels): the labels' files are
+   * neither needed nor read, the examples' checks stay */
+  static const char *const alone[] = {IDX "plain", IDX "nolabels", IDX "intx"};
+  for (int k = 0; k < 3; k++) {
+    RtDataset d;
+    char err[512];
+    if (rt_dataset_load_examples(alone[k], "train", &d, err, sizeof err)) fail_msg("%s", err);
+    assert_true(d.n == d.x.dim[0] && d.n > 0 && d.x.dtype == RT_F32 && d.y.data == NULL);
+    rt_dataset_free(&d);
+  }
+  RtDataset d;
+  char err[512] = "";
+  expect(rt_dataset_load_examples(IDX "intx", "test", &d, err, sizeof err), err, RT_ERR_DTYPE, "",
+         "test_x.npy: examples are integers");
+  expect(rt_dataset_load_examples(IDX "plain", "test", &d, err, sizeof err), err, RT_ERR_NOTFOUND,
+         "", "no 'test' split found (tried t10k-images-idx3-ubyte[.gz] and test_x.npy)");
 }
 
 static void test_fashion_mnist(void **state) {

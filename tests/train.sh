@@ -43,9 +43,10 @@ expect 2 "train with a bad --epochs" -- "$KILN" train models/mlp.kiln --epochs 0
 expect 1 "train a model without a train section" -- "$KILN" train tests/data/no_train.kiln \
   --data "$tmp"
 contains "$err" "has no train section"
-expect 1 "train a model without labels" -- "$KILN" train models/autoencoder.kiln --data "$tmp"
-contains "$err" "models/autoencoder.kiln:23:7: error: kiln train needs one f32 input"
-contains "$err" "model autoencoder has no i32 input (the labels)"
+printf 'model ids(N = 4) {\n  input t: i32[N]\n  e = embedding(t, num=5, features=2)\n  loss = mean(e * e)\n}\ntrain ids {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n' >"$tmp/ids.kiln"
+expect 1 "train a model without examples" -- "$KILN" train "$tmp/ids.kiln" --data "$tmp"
+contains "$err" "ids.kiln:6:7: error: kiln train needs one f32 input (the examples) and one i32"
+contains "$err" "or the examples alone; model ids has no f32 input"
 expect 1 "train a model with a second f32 input" -- "$KILN" train models/vae.kiln --data "$tmp"
 contains "$err" "model vae has another f32 input 'eps'"
 
@@ -67,6 +68,46 @@ contains "$err" "epoch 3/3"
 contains "$err" "test accuracy"
 expect 0 "--batch" -- "$KILN" train "$tmp/small.kiln" --data "$tmp/npy" --batch 32 --epochs 1
 contains "$err" "step 3/3"
+
+# --- without labels: an autoencoder on the examples alone, scored by test loss ------
+mkdir -p "$tmp/xonly"
+cp "$tmp/npy/train_x.npy" "$tmp/npy/test_x.npy" "$tmp/xonly/"
+cat >"$tmp/ae.kiln" <<'KILN'
+model ae(N = 8) {
+  input x: f32[N, 6]
+  output z = dense(x, out=3)
+  d = dense(relu(z), out=6) - x
+  loss = mean(d * d)
+}
+train ae {
+  minimize  loss
+  optimizer adam(lr=0.01)
+  epochs    3
+}
+KILN
+expect 0 "train without labels" -- "$KILN" train "$tmp/ae.kiln" --data "$tmp/xonly"
+contains "$err" "epoch 3/3 loss"
+contains "$err" "test loss"
+grep -o 'test loss [0-9.]*' "$err" | awk '{print $3}' >"$tmp/ae_compiled.txt"
+expect 0 "train without labels, --reference" -- "$KILN" train "$tmp/ae.kiln" --data "$tmp/xonly" \
+  --reference
+grep -o 'test loss [0-9.]*' "$err" | awk '{print $3}' >"$tmp/ae_reference.txt"
+if [ "$(wc -l <"$tmp/ae_compiled.txt")" -eq 3 ] &&
+   paste "$tmp/ae_compiled.txt" "$tmp/ae_reference.txt" |
+   awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 2e-4) bad = 1 } END { exit bad }' &&
+   awk 'NR == 1 { first = $1 } END { exit !($1 < first) }' "$tmp/ae_compiled.txt"; then
+  echo "ok: test loss falls, compiled as the reference"
+else
+  echo "FAIL: test loss: $(tr '\n' ' ' <"$tmp/ae_compiled.txt") against the reference's" \
+    "$(tr '\n' ' ' <"$tmp/ae_reference.txt")"
+  fails=$((fails + 1))
+fi
+expect 0 "without labels, no full test batch" -- "$KILN" train "$tmp/ae.kiln" \
+  --data "$tmp/xonly" --epochs 1 --test-limit 5
+if grep -q "test loss" "$err"; then echo "FAIL: a test loss of no batch"; fails=$((fails + 1)); fi
+expect 1 "a classifier without its labels' files" -- "$KILN" train "$tmp/small.kiln" \
+  --data "$tmp/xonly"
+contains "$err" "but not its labels"
 
 # --- resume = uninterrupted ------------------------------------------------------
 expect 0 "two epochs straight" -- "$KILN" train "$tmp/small.kiln" --data "$tmp/npy" --epochs 2 \
