@@ -51,7 +51,8 @@ static const char build_help[] =
     "program PROG.  `PROG --input x=a.npy --output probs=b.npy` runs inference\n"
     "(PROG --help lists the inputs and outputs); a build with --train also has\n"
     "`PROG train --data DIR --epochs N --save FILE` (see PROG train --help): for\n"
-    "models whose inputs are one f32 input (examples) and one i32 (labels); any\n"
+    "models whose inputs are one f32 input (examples) and one i32 (labels), or\n"
+    "the examples alone (trained without labels, no test accuracy); any\n"
     "model's training step compiles with --emit obj,header, for code of your own.\n"
     "--weights are built in; without them the program draws the seeded initial\n"
     "parameters when it starts (the values kiln init writes).\n"
@@ -137,9 +138,10 @@ static int build_validate(Cli *c) {
 /* --- graphs and parameters ----------------------------------------------------------- */
 
 /* The training graph's f32 examples and i32 labels (as kiln train finds
- * them), which the program's `train` command reads from a dataset.  A
- * model with other inputs gets its training step compiled for code of
- * one's own (--emit obj,header) but no program. */
+ * them), which the program's `train` command reads from a dataset; a model
+ * with examples alone (an autoencoder) trains without labels.  A model
+ * with other inputs gets its training step compiled for code of one's own
+ * (--emit obj,header) but no program. */
 static void find_data(Build *b, AotGraphs *gs) {
   Cli *c = b->c;
   gs->data = gs->labels = NULL;
@@ -154,20 +156,21 @@ static void find_data(Build *b, AotGraphs *gs) {
       other = n;
     *slot = n;
   }
-  if (other || !gs->data || !gs->labels) {
+  if (other || !gs->data) {
     gs->data = gs->labels = NULL;
     if (!(b->emit & EMIT_EXE))
       return;
     const char *why = "kiln build --train makes a program whose `train` command reads one f32 "
-                      "input (the examples) and one i32 input (the labels) from a dataset";
+                      "input (the examples) and one i32 input (the labels), or the examples "
+                      "alone, from a dataset";
     const char *hint = "--emit obj,header compiles the training step for code of your own";
     if (other)
       error_at(&c->diag, other->loc, "%s; model %s has another %s input '%s' (%s)", why,
                b->gt->name, dtype_name(other->dtype), other->name, hint);
-    error_plain(&c->diag, "%s; model %s does not have both (%s)", why, b->gt->name, hint);
+    error_plain(&c->diag, "%s; model %s has no f32 input (%s)", why, b->gt->name, hint);
   }
   const Node *out = b->ge->n_outputs ? b->ge->outputs[0].node : NULL;
-  gs->accuracy = out && out->shape.rank == 2 ? 0 : -1;
+  gs->accuracy = gs->labels && out && out->shape.rank == 2 ? 0 : -1;
 }
 
 typedef struct Twin {

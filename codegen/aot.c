@@ -185,10 +185,13 @@ static void json_train(FILE *f, const Aot *a) {
   fprintf(f, ",\n \"train\": {\"function\": \"kiln_train_step\", \"arena\": %lld,\n  ",
           (long long)s->plan.arena);
   json_ios(f, "inputs", s->inputs, s->n_inputs);
-  if (a->src.data && a->src.labels) {
-    AotIo data = io_of(&s->plan, a->src.data, NULL), labels = io_of(&s->plan, a->src.labels, NULL);
+  if (a->src.data) { /* without labels: a model trained on its examples alone */
+    AotIo data = io_of(&s->plan, a->src.data, NULL);
     fputs(",\n  \"data\": ", f);
     json_io(f, &data);
+  }
+  if (a->src.data && a->src.labels) {
+    AotIo labels = io_of(&s->plan, a->src.labels, NULL);
     fputs(",\n  \"labels\": ", f);
     json_io(f, &labels);
   }

@@ -76,9 +76,11 @@ static void train_defines(FILE *f, const Aot *a) {
              0};
   for (int i = 0; i < a->train.n_inputs; i++)
     io_defines(f, &ids, "TRAIN_INPUT", &a->train.inputs[i]);
-  if (x && y) { /* a classifier's examples and labels, under the names kiln's trainer uses */
+  if (x) { /* the examples (and a classifier's labels), under the names kiln's trainer uses */
     fprintf(f, "#define KILN_TRAIN_DATA_OFFSET %lld /* %s */\n", (long long)toff(a, x), x->name);
     fprintf(f, "#define KILN_TRAIN_DATA_BYTES %lld\n", (long long)node_bytes(x));
+  }
+  if (x && y) {
     fprintf(f, "#define KILN_TRAIN_LABELS_OFFSET %lld /* %s */\n", (long long)toff(a, y),
             y->name);
     fprintf(f, "#define KILN_TRAIN_LABELS_BYTES %lld\n", (long long)node_bytes(y));

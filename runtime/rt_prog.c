@@ -152,7 +152,12 @@ static void read_train(Rd *r, RtProg *p, RtProgJson *t) {
   p->has_train = 1;
   p->train_arena = num(r, t, "arena");
   tensor(r, get(r, t, "data", 'o'), &p->data);
-  tensor(r, get(r, t, "labels", 'o'), &p->labels);
+  p->has_labels = 0;
+  for (int i = 0; i < t->n && !p->has_labels; i++) p->has_labels = !strcmp(t->kid[i].key, "labels");
+  if (p->has_labels) /* absent: a model trained on its examples alone */
+    tensor(r, get(r, t, "labels", 'o'), &p->labels);
+  else
+    p->labels = (RtProgTensor){.name = "", .offset = -1};
   p->lr = num(r, t, "lr");
   p->step = num(r, t, "step");
   p->loss = num(r, t, "loss");

@@ -60,7 +60,8 @@ typedef struct RtProg {
   /* training builds */
   int has_train;
   int64_t train_arena, lr, step, loss;
-  RtProgTensor data, labels;
+  RtProgTensor data, labels; /* labels.offset -1 and has_labels 0: trained without labels */
+  int has_labels;
   int infer_data, accuracy;
   RtProgUpdate *updates;
   int n_updates;

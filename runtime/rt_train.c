@@ -40,11 +40,13 @@ static const char train_help[] =
     "\n"
     "Trains model %s as its train section said when it was built (optimizer %s,\n"
     "%d epochs, batch %lld), with a progress line on stderr and test accuracy after\n"
-    "each epoch.  Starts from the parameters built into the program.\n"
+    "each epoch (a model trained on its examples alone, without labels: none).\n"
+    "Starts from the parameters built into the program.\n"
     "\n"
     "  --data DIR               IDX files (train-images-idx3-ubyte[.gz], ... as in\n"
     "                           MNIST/Fashion-MNIST) or train_x.npy, train_y.npy,\n"
-    "                           test_x.npy, test_y.npy\n"
+    "                           test_x.npy, test_y.npy (the labels' files only for\n"
+    "                           a model with labels)\n"
     "  --epochs N, --lr X       override the train section\n"
     "  --seed N                 shuffling seed (default: the train section's)\n"
     "  --limit N                train on the first N examples only\n"
@@ -94,12 +96,13 @@ static int check_data(Train *t, const RtDataset *d) {
   char tb[160];
   int64_t per = (int64_t)(rt_prog_bytes(&p->data) / 4) / p->data.dim[0];
   int64_t classes = p->accuracy >= 0 ? p->outputs[p->accuracy].dim[1] : INT32_MAX;
+  int64_t labels = p->has_labels ? d->n : 0; /* none read without them */
   if (rt_dataset_example_size(d) != per)
     return rt_prog_error(p, RP_USER,
                          "%s: an example has %lld values, but input %s (%s) needs %lld per example", t->data,
                          (long long)rt_dataset_example_size(d), p->data.name,
                          rt_prog_type(&p->data, tb, sizeof tb), (long long)per);
-  for (int64_t i = 0; i < d->n; i++) {
+  for (int64_t i = 0; i < labels; i++) {
     int32_t v = ((int32_t *)d->y.data)[i];
     if (v < 0 || v >= classes)
       return rt_prog_error(p, RP_USER, "%s: label %d of example %lld is outside 0 .. %lld", t->data, v,
@@ -115,10 +118,12 @@ static int setup(Train *t) {
   if ((rc = rt_prog_params_init(p, &t->params))) return rc;
   if (t->resume && (rc = rt_prog_params_load(p, &t->params, t->resume, 1, &t->first_epoch, &t->global_step)))
     return rc;
-  if (rt_dataset_load(t->data, "train", &t->train, err, sizeof err) != RT_OK)
+  RtStatus (*load)(const char *, const char *, RtDataset *, char *, size_t) =
+      p->has_labels ? rt_dataset_load : rt_dataset_load_examples;
+  if (load(t->data, "train", &t->train, err, sizeof err) != RT_OK)
     return rt_prog_error(p, RP_USER, "%s", err);
   t->have_train = 1;
-  if (rt_dataset_load(t->data, "test", &t->test, err, sizeof err) != RT_OK)
+  if (load(t->data, "test", &t->test, err, sizeof err) != RT_OK)
     return rt_prog_error(p, RP_USER, "%s", err);
   t->have_test = 1;
   if ((rc = check_data(t, &t->train)) || (rc = check_data(t, &t->test))) return rc;
@@ -181,7 +186,7 @@ static int loop(Train *t) {
   if (t->first_epoch >= p->epochs)
     fprintf(stderr, "%s: %s already holds %d epochs; nothing to do\n", p->name, t->resume, t->first_epoch);
   float *x = (float *)(t->arena + p->data.offset);
-  int32_t *y = (int32_t *)(t->arena + p->labels.offset);
+  int32_t *y = p->has_labels ? (int32_t *)(t->arena + p->labels.offset) : NULL;
   RtTune tune; /* the steps pick the thread count (tune.c) */
   rt_tune_begin(&tune);
   for (int epoch = t->first_epoch; epoch < p->epochs; epoch++) {
@@ -220,7 +225,7 @@ int rt_prog_train_main(RtProg *p, int argc, char **argv) {
   if (rc) return rc;
   if (t.epochs) p->epochs = (int)t.epochs;
   if (t.lr > 0) p->sched.lr = t.lr;
-  if (p->data.offset < 0 || p->labels.offset < 0)
+  if (p->data.offset < 0 || (p->has_labels && p->labels.offset < 0))
     return rt_prog_error(p, RP_USER, "the training step does not read its examples or labels");
   rt_set_threads((int)t.threads);
   rc = setup(&t);

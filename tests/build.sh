@@ -431,6 +431,23 @@ fi
 if nm -u "$tmp/smallemb.o" | grep -Ewq 'malloc|calloc|realloc|free'; then
   echo "FAIL: the training object calls an allocator"; fails=$((fails + 1))
 fi
+# A model trained on its examples alone (an autoencoder, no labels read):
+# the program trains as kiln train does, byte for byte, and reports no
+# test accuracy.
+mkdir -p "$tmp/xonly"
+cp "$d/train_x.npy" "$d/test_x.npy" "$tmp/xonly/"
+printf 'model ae(N = 8) {\n  input x: f32[N, 6]\n  output z = dense(x, out=3)\n  d = dense(relu(z), out=6) - x\n  loss = mean(d * d)\n}\ntrain ae {\n  minimize loss\n  optimizer adam(lr=0.01)\n  epochs 2\n}\n' >"$tmp/ae.kiln"
+expect 0 "build an autoencoder --train" -- "$KILN" build "$tmp/ae.kiln" --train -o "$tmp/ae"
+expect 0 "the autoencoder trains without labels" -- "$tmp/ae" train --data "$tmp/xonly" \
+  --save "$tmp/ae_prog.safetensors"
+contains "$err" "epoch 2/2 loss"
+if grep -q "test accuracy" "$err"; then echo "FAIL: a test accuracy without labels"; fails=$((fails + 1)); fi
+expect 0 "kiln train, the same autoencoder" -- "$KILN" train "$tmp/ae.kiln" --data "$tmp/xonly" \
+  --save "$tmp/ae_kiln.safetensors"
+same_file "$tmp/ae_kiln.safetensors" "$tmp/ae_prog.safetensors" "an autoencoder: program train = kiln train"
+expect 1 "a classifier program without its labels' files" -- "$tmp/small" train --data "$tmp/xonly"
+contains "$err" "but not its labels"
+
 # A model with inputs other than examples and labels (the VAE's noise eps):
 # its training step compiles for code of one's own, not into a program.
 expect 1 "a program training the VAE" -- "$KILN" build models/vae.kiln --train -o "$tmp/vae"

@@ -20,7 +20,8 @@
 #   - `kiln build --train` at the fixture's sizes makes a program (how long
 #     builds take at the models' own sizes is bench/build_time.sh's to
 #     measure, not a test's).  A model whose inputs the standalone trainer
-#     cannot take (it reads one f32 examples input and one i32 labels input)
+#     cannot take (it reads one f32 examples input and, for a classifier,
+#     one i32 labels input)
 #     gets its training step built with --emit obj,header instead.
 # A kiln linked with ASan skips a few models' fixtures (see `skip` below).
 #
