@@ -21,6 +21,18 @@ class MLP(nn.Module):
         return self.logits(F.relu(self.h2(F.relu(self.h1(x)))))
 
 
+class Autoencoder(nn.Module):
+    """models/autoencoder.kiln: 784-256-32-256-784, ReLU, logits out."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc, self.z = nn.Linear(784, 256), nn.Linear(256, 32)
+        self.dec, self.logits = nn.Linear(32, 256), nn.Linear(256, 784)
+
+    def forward(self, x):
+        return self.logits(F.relu(self.dec(self.z(F.relu(self.enc(x))))))
+
+
 class LeNet5(nn.Module):
     def __init__(self):
         super().__init__()

@@ -1,9 +1,10 @@
-"""LeNet-5 (or the MLP) on Fashion-MNIST, batch 64: kiln's built program
-against PyTorch, side by side, interleaved, repeated (docs/benchmarks.md,
-"CPU code generation" and the tenth session).
+"""LeNet-5 (or the MLP, or the autoencoder) on Fashion-MNIST, batch 64 (the
+autoencoder: 16, its model's): kiln's built program against PyTorch, side
+by side, interleaved, repeated (docs/benchmarks.md, "CPU code generation"
+and the tenth session).
 
     /usr/bin/python3 bench/train_epoch.py --kiln build/kiln [--rounds 3] [--epochs 2]
-        [--model lenet5|mlp] [--keep-denormals-too]
+        [--model lenet5|mlp|autoencoder] [--keep-denormals-too]
 
 kiln: `kiln build models/MODEL.kiln --train` once, then per round
 `PROG train --data FMNIST --epochs E --threads T --seed R`; the epoch time is
@@ -14,9 +15,11 @@ the last epoch.
 PyTorch (Debian's python3-torch, a fresh process per run with the thread
 variables set): bench/torch_models.py's LeNet5 (the same layers and input
 normalization), Adam(lr 0.002) as in models/lenet5.kiln (the MLP: MLP,
-SGD(lr 0.1, momentum 0.9) as in models/mlp.kiln), the same 937 shuffled
-batches of 64 per epoch (the data already in tensors); timed: the training
-loop; its accuracy is reported too.  PyTorch keeps subnormal numbers (its
+SGD(lr 0.1, momentum 0.9) as in models/mlp.kiln; the autoencoder:
+Autoencoder, Adam(lr 0.001), binary cross-entropy with logits against its
+input, as in models/autoencoder.kiln), the same 937 shuffled batches of
+64 per epoch (3750 of 16) (the data already in tensors); timed: the
+training loop; its accuracy is reported too (the autoencoder: none).  PyTorch keeps subnormal numbers (its
 default; torch.set_flush_denormal changes that); kiln's code flushes them
 unless built with --keep-denormals, which --keep-denormals-too adds as a
 third engine ("kiln-keep").  Every epoch's time is printed.
@@ -51,7 +54,7 @@ def torch_worker(threads, epochs, seed, model):
     import torch
     import torch.nn.functional as F
     sys.path.insert(0, HERE)
-    from torch_models import MLP, LeNet5
+    from torch_models import MLP, Autoencoder, LeNet5
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     xs = torch.from_numpy(idx(f"{FMNIST}/train-images-idx3-ubyte.gz", 16).reshape(-1, 1, 28, 28)
@@ -60,28 +63,36 @@ def torch_worker(threads, epochs, seed, model):
     xt = torch.from_numpy(idx(f"{FMNIST}/t10k-images-idx3-ubyte.gz", 16).reshape(-1, 1, 28, 28)
                           .astype(np.float32) / 255)
     yt = torch.from_numpy(idx(f"{FMNIST}/t10k-labels-idx1-ubyte.gz", 8).astype(np.int64))
-    if model == "mlp":
-        xs, xt = xs.reshape(-1, 784), xt.reshape(-1, 784)
-        m = MLP()
-        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
-    else:
+    batch = BATCH[model]
+    if model == "lenet5":
         m = LeNet5()
         opt = torch.optim.Adam(m.parameters(), lr=0.002)
-    steps = len(xs) // 64
+    else:
+        xs, xt = xs.reshape(-1, 784), xt.reshape(-1, 784)
+        m = MLP() if model == "mlp" else Autoencoder()
+        opt = (torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) if model == "mlp"
+               else torch.optim.Adam(m.parameters(), lr=0.001))
+    if model == "autoencoder":
+        loss_of = lambda x, y: F.binary_cross_entropy_with_logits(m(x), x)
+    else:
+        loss_of = lambda x, y: F.cross_entropy(m(x), y)
+    steps = len(xs) // batch
     times = []
     for _ in range(epochs):
         perm = torch.randperm(len(xs))
         m.train()
         t0 = time.perf_counter()
         for s in range(steps):
-            i = perm[s * 64:(s + 1) * 64]
+            i = perm[s * batch:(s + 1) * batch]
             opt.zero_grad(set_to_none=True)
-            F.cross_entropy(m(xs[i]), ys[i]).backward()
+            loss_of(xs[i], ys[i]).backward()
             opt.step()
         times.append(time.perf_counter() - t0)
     m.eval()
+    acc = None
     with torch.no_grad():
-        acc = float((m(xt).argmax(1) == yt).float().mean())
+        if model != "autoencoder":
+            acc = float((m(xt).argmax(1) == yt).float().mean())
     print(json.dumps(dict(epoch_s=times, acc=acc)))
 
 
@@ -94,11 +105,13 @@ def run_torch(threads, epochs, seed, model):
     return json.loads(out.strip().splitlines()[-1])
 
 
+BATCH = {"lenet5": 64, "mlp": 64, "autoencoder": 16}
+
 EPOCH_LINE = re.compile(r"epoch (\d+)/\d+ loss [0-9.]+ \| ([0-9]+) ex/s \| ([0-9.]+)s"
                         r"(?: \| test accuracy ([0-9.]+)%)?")
 
 
-def run_kiln(prog, threads, epochs, seed):
+def run_kiln(prog, threads, epochs, seed, batch):
     r = subprocess.run([prog, "train", "--data", FMNIST, "--epochs", str(epochs), "--threads",
                         str(threads), "--seed", str(seed)], check=True, capture_output=True,
                        text=True)
@@ -108,11 +121,15 @@ def run_kiln(prog, threads, epochs, seed):
         if m:
             # the printed seconds have one decimal: derive them from ex/s
             # (examples of the epoch's batches / its rate) for 3 digits
-            times.append(937 * 64 / float(m.group(2)))
+            times.append(60000 // batch * batch / float(m.group(2)))
             acc = float(m.group(4)) / 100 if m.group(4) else acc
     if len(times) != epochs:
         sys.exit(f"unexpected output of {prog} train:\n{r.stderr}")
     return dict(epoch_s=times, acc=acc)
+
+
+def pct(acc):
+    return "-" if acc is None else f"{100 * acc:.2f}%"
 
 
 def main():
@@ -123,7 +140,7 @@ def main():
     ap.add_argument("--torch-worker", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--model", choices=("lenet5", "mlp"), default="lenet5")
+    ap.add_argument("--model", choices=tuple(BATCH), default="lenet5")
     ap.add_argument("--keep-denormals-too", action="store_true")
     a = ap.parse_args()
     if a.torch_worker:
@@ -145,16 +162,16 @@ def main():
         if r % 2:
             order.reverse()
         for eng, t in order:
-            out = (run_kiln(progs[eng], t, a.epochs, r) if eng != "torch"
+            out = (run_kiln(progs[eng], t, a.epochs, r, BATCH[a.model]) if eng != "torch"
                    else run_torch(t, a.epochs, r, a.model))
             res.setdefault((eng, t), []).append(out)
             print(f"round {r} {eng} t{t}: epochs {[round(x, 3) for x in out['epoch_s']]} s, "
-                  f"test accuracy {100 * out['acc']:.2f}%", flush=True)
+                  f"test accuracy {pct(out['acc'])}", flush=True)
     med = {k: statistics.median(x for o in v for x in o["epoch_s"]) for k, v in res.items()}
     first = {k: statistics.median(o["epoch_s"][0] for o in v) for k, v in res.items()}
     later = {k: statistics.median(x for o in v for x in o["epoch_s"][1:]) if a.epochs > 1 else None
              for k, v in res.items()}
-    accs = {k: [round(100 * o["acc"], 2) for o in v] for k, v in res.items()}
+    accs = {k: [pct(o["acc"]) for o in v] for k, v in res.items()}
     print()
     print(f"| engine | threads | epoch s (median) | first epoch s | later epochs s "
           f"| test accuracy after {a.epochs} epochs (per round) |")
@@ -162,7 +179,7 @@ def main():
     for (eng, t) in sorted(res):
         lat = f"{later[(eng, t)]:.3f}" if later[(eng, t)] is not None else "-"
         print(f"| {eng} | {t} | {med[(eng, t)]:.3f} | {first[(eng, t)]:.3f} | {lat} | "
-              f"{', '.join(f'{x:.2f}%' for x in accs[(eng, t)])} |")
+              f"{', '.join(accs[(eng, t)])} |")
     best_torch = min(med[("torch", 1)], med[("torch", 2)])
     print(f"\nPyTorch's best / kiln at 2 threads: {best_torch / med[('kiln', 2)]:.2f}x")
 
