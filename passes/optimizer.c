@@ -17,6 +17,8 @@
  *                    with momentum: b <- mu b + u, p <- p - lr b; else p <- p - lr u
  *   adam             m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
  *                    p <- p - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps),  t = 1, 2, ...
+ *                    computed as PyTorch arranges it, two divisions an element:
+ *                    p - (m / (sqrt(v) / sqrt(1 - b2^t) + eps)) (lr / (1 - b1^t))
  *
  * Optimizer state lives in parameters with trainable=false, named like
  * PyTorch's state: p.momentum_buffer, p.sum, p.square_avg, p.exp_avg,
@@ -130,7 +132,9 @@ static Node *step_adam(Opt *o, Node *p, Node *g) {
   graph_add_update(o->g, v, v2);
   Node *bc1 = SUB(k(o, 1), mk(o, OP_POW, k(o, b1), o->step));
   Node *bc2 = SUB(k(o, 1), mk(o, OP_POW, k(o, b2), o->step));
-  return SUB(p, MUL(scaled(o, DIV(m2, bc1), DIV(v2, bc2)), o->lr));
+  /* PyTorch's arrangement: two divisions an element, not three */
+  Node *denom = ADD(DIV(mk(o, OP_SQRT, v2, NULL), mk(o, OP_SQRT, bc2, NULL)), k(o, o->s->eps));
+  return SUB(p, MUL(DIV(m2, denom), DIV(o->lr, bc1)));
 }
 
 /* The global norm of all gradients and the factor min(1, c / (norm + 1e-6)). */
