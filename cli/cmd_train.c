@@ -119,13 +119,10 @@ static void find_inputs(Trainer *t, Graph *g, Node **x, Node **y) {
                dtype_name(n->dtype), n->name);
     *slot = n;
   }
-  if (*x)
-    return;
-  if (g->has_train) /* the train section asks for what this trainer cannot do */
-    error_at(&t->c->diag, g->train_loc, "kiln train needs one f32 input (the examples) and one "
-             "i32 input (the labels), or the examples alone; model %s has no f32 input", g->name);
-  error_plain(&t->c->diag, "kiln train needs one f32 input (the examples) and one i32 input "
-              "(the labels), or the examples alone; model %s has no f32 input", g->name);
+  if (!*x) /* at the train section, which asks for what this trainer cannot do */
+    error_at(&t->c->diag, g->has_train ? g->train_loc : (Loc){0}, "kiln train needs one f32 "
+             "input (the examples) and one i32 input (the labels), or the examples alone; "
+             "model %s has no f32 input", g->name);
 }
 
 /* --batch B: set the constant that sizes the examples' first axis. */
@@ -225,12 +222,10 @@ static void bind_params(Trainer *t) {
 static void load_data(Trainer *t) {
   Cli *c = t->c;
   char err[512];
-  RtStatus (*load)(const char *, const char *, RtDataset *, char *, size_t) =
-      t->y ? rt_dataset_load : rt_dataset_load_examples;
-  if (load(c->data, "train", &t->train, err, sizeof err) != RT_OK)
+  if (rt_dataset_read(c->data, "train", t->y != NULL, &t->train, err, sizeof err) != RT_OK)
     error_plain(&c->diag, "%s", err);
   t->have_train = true;
-  if (load(c->data, "test", &t->test, err, sizeof err) != RT_OK)
+  if (rt_dataset_read(c->data, "test", t->y != NULL, &t->test, err, sizeof err) != RT_OK)
     error_plain(&c->diag, "%s", err);
   t->have_test = true;
   int64_t per = shape_numel(&t->x->shape) / t->x->shape.dim[0];

@@ -244,8 +244,8 @@ static RtStatus check_pair(RtDataset *d, const char *xpath, const char *ypath, c
   return RT_OK;
 }
 
-static RtStatus load(const char *dir, const char *split, bool labels, RtDataset *out, char *err,
-                     size_t errlen) {
+RtStatus rt_dataset_read(const char *dir, const char *split, bool labels, RtDataset *out, char *err,
+                         size_t errlen) {
   const RtCtx c = {dir, err, errlen};
   char xpath[4096], ypath[4096], base[64];
   const char *prefix;
@@ -296,12 +296,7 @@ static RtStatus load(const char *dir, const char *split, bool labels, RtDataset 
 }
 
 RtStatus rt_dataset_load(const char *dir, const char *split, RtDataset *out, char *err, size_t errlen) {
-  return load(dir, split, true, out, err, errlen);
-}
-
-RtStatus rt_dataset_load_examples(const char *dir, const char *split, RtDataset *out, char *err,
-                                  size_t errlen) {
-  return load(dir, split, false, out, err, errlen);
+  return rt_dataset_read(dir, split, true, out, err, errlen);
 }
 
 void rt_dataset_free(RtDataset *d) {

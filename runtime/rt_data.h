@@ -60,10 +60,11 @@ typedef struct RtDataset {
  * there, and with a clear message when the counts of x and y differ or the
  * labels are not integers.  *out is zeroed on failure. */
 RtStatus rt_dataset_load(const char *dir, const char *split, RtDataset *out, char *err, size_t errlen);
-/* The examples alone (a model trained without labels: an autoencoder):
- * the same files, the labels neither needed nor read; y stays empty. */
-RtStatus rt_dataset_load_examples(const char *dir, const char *split, RtDataset *out, char *err,
-                                  size_t errlen);
+/* rt_dataset_load, or with labels false the examples alone (a model
+ * trained without labels: an autoencoder): the same files, the labels
+ * neither needed nor read; y stays empty. */
+RtStatus rt_dataset_read(const char *dir, const char *split, bool labels, RtDataset *out, char *err,
+                         size_t errlen);
 void rt_dataset_free(RtDataset *d);
 /* Floats per example: the product of x's dims after the first. */
 int64_t rt_dataset_example_size(const RtDataset *d);

@@ -118,12 +118,10 @@ static int setup(Train *t) {
   if ((rc = rt_prog_params_init(p, &t->params))) return rc;
   if (t->resume && (rc = rt_prog_params_load(p, &t->params, t->resume, 1, &t->first_epoch, &t->global_step)))
     return rc;
-  RtStatus (*load)(const char *, const char *, RtDataset *, char *, size_t) =
-      p->has_labels ? rt_dataset_load : rt_dataset_load_examples;
-  if (load(t->data, "train", &t->train, err, sizeof err) != RT_OK)
+  if (rt_dataset_read(t->data, "train", p->has_labels, &t->train, err, sizeof err) != RT_OK)
     return rt_prog_error(p, RP_USER, "%s", err);
   t->have_train = 1;
-  if (load(t->data, "test", &t->test, err, sizeof err) != RT_OK)
+  if (rt_dataset_read(t->data, "test", p->has_labels, &t->test, err, sizeof err) != RT_OK)
     return rt_prog_error(p, RP_USER, "%s", err);
   t->have_test = 1;
   if ((rc = check_data(t, &t->train)) || (rc = check_data(t, &t->test))) return rc;

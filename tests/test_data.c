@@ -432,15 +432,15 @@ static void test_dataset(void **state) {
   for (int k = 0; k < 3; k++) {
     RtDataset d;
     char err[512];
-    if (rt_dataset_load_examples(alone[k], "train", &d, err, sizeof err)) fail_msg("%s", err);
+    if (rt_dataset_read(alone[k], "train", false, &d, err, sizeof err)) fail_msg("%s", err);
     assert_true(d.n == d.x.dim[0] && d.n > 0 && d.x.dtype == RT_F32 && d.y.data == NULL);
     rt_dataset_free(&d);
   }
   RtDataset d;
   char err[512] = "";
-  expect(rt_dataset_load_examples(IDX "intx", "test", &d, err, sizeof err), err, RT_ERR_DTYPE, "",
+  expect(rt_dataset_read(IDX "intx", "test", false, &d, err, sizeof err), err, RT_ERR_DTYPE, "",
          "test_x.npy: examples are integers");
-  expect(rt_dataset_load_examples(IDX "plain", "test", &d, err, sizeof err), err, RT_ERR_NOTFOUND,
+  expect(rt_dataset_read(IDX "plain", "test", false, &d, err, sizeof err), err, RT_ERR_NOTFOUND,
          "", "no 'test' split found (tried t10k-images-idx3-ubyte[.gz] and test_x.npy)");
 }
 
