@@ -33,6 +33,25 @@ class Autoencoder(nn.Module):
         return self.logits(F.relu(self.dec(self.z(F.relu(self.enc(x))))))
 
 
+class VAE(nn.Module):
+    """models/vae.kiln: 784-400-(20, 20), z = mu + exp(logvar / 2) eps, 20-400-784;
+    the loss the negative ELBO per example, mean over the batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc, self.mu, self.logvar = nn.Linear(784, 400), nn.Linear(400, 20), nn.Linear(400, 20)
+        self.dec, self.logits = nn.Linear(20, 400), nn.Linear(400, 784)
+
+    def loss(self, x):
+        h = F.relu(self.enc(x))
+        mu, logvar = self.mu(h), self.logvar(h)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        logits = self.logits(F.relu(self.dec(z)))
+        n = x.shape[0]
+        rec = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / n
+        return rec - 0.5 * torch.sum(1 + logvar - mu * mu - torch.exp(logvar)) / n
+
+
 class LeNet5(nn.Module):
     def __init__(self):
         super().__init__()

@@ -1,10 +1,10 @@
-"""LeNet-5 (or the MLP, or the autoencoder) on Fashion-MNIST, batch 64 (the
-autoencoder: 16, its model's): kiln's built program against PyTorch, side
+"""LeNet-5 (or the MLP, the autoencoder, the VAE) on Fashion-MNIST, batch 64
+(the autoencoder and the VAE: 16, their models'): kiln's built program against PyTorch, side
 by side, interleaved, repeated (docs/benchmarks.md, "CPU code generation"
 and the tenth session).
 
     /usr/bin/python3 bench/train_epoch.py --kiln build/kiln [--rounds 3] [--epochs 2]
-        [--model lenet5|mlp|autoencoder] [--keep-denormals-too]
+        [--model lenet5|mlp|autoencoder|vae] [--keep-denormals-too]
 
 kiln: `kiln build models/MODEL.kiln --train` once, then per round
 `PROG train --data FMNIST --epochs E --threads T --seed R`; the epoch time is
@@ -17,9 +17,10 @@ variables set): bench/torch_models.py's LeNet5 (the same layers and input
 normalization), Adam(lr 0.002) as in models/lenet5.kiln (the MLP: MLP,
 SGD(lr 0.1, momentum 0.9) as in models/mlp.kiln; the autoencoder:
 Autoencoder, Adam(lr 0.001), binary cross-entropy with logits against its
-input, as in models/autoencoder.kiln), the same 937 shuffled batches of
+input, as in models/autoencoder.kiln; the VAE: VAE, Adam(lr 0.001), the
+negative ELBO with torch.randn_like's noise, as models/vae.kiln), the same 937 shuffled batches of
 64 per epoch (3750 of 16) (the data already in tensors); timed: the
-training loop; its accuracy is reported too (the autoencoder: none).  PyTorch keeps subnormal numbers (its
+training loop; its accuracy is reported too (the autoencoders: none).  PyTorch keeps subnormal numbers (its
 default; torch.set_flush_denormal changes that); kiln's code flushes them
 unless built with --keep-denormals, which --keep-denormals-too adds as a
 third engine ("kiln-keep").  Every epoch's time is printed.
@@ -54,7 +55,7 @@ def torch_worker(threads, epochs, seed, model):
     import torch
     import torch.nn.functional as F
     sys.path.insert(0, HERE)
-    from torch_models import MLP, Autoencoder, LeNet5
+    from torch_models import MLP, VAE, Autoencoder, LeNet5
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     xs = torch.from_numpy(idx(f"{FMNIST}/train-images-idx3-ubyte.gz", 16).reshape(-1, 1, 28, 28)
@@ -69,11 +70,13 @@ def torch_worker(threads, epochs, seed, model):
         opt = torch.optim.Adam(m.parameters(), lr=0.002)
     else:
         xs, xt = xs.reshape(-1, 784), xt.reshape(-1, 784)
-        m = MLP() if model == "mlp" else Autoencoder()
+        m = {"mlp": MLP, "autoencoder": Autoencoder, "vae": VAE}[model]()
         opt = (torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) if model == "mlp"
                else torch.optim.Adam(m.parameters(), lr=0.001))
     if model == "autoencoder":
         loss_of = lambda x, y: F.binary_cross_entropy_with_logits(m(x), x)
+    elif model == "vae":
+        loss_of = lambda x, y: m.loss(x)
     else:
         loss_of = lambda x, y: F.cross_entropy(m(x), y)
     steps = len(xs) // batch
@@ -91,7 +94,7 @@ def torch_worker(threads, epochs, seed, model):
     m.eval()
     acc = None
     with torch.no_grad():
-        if model != "autoencoder":
+        if model not in ("autoencoder", "vae"):
             acc = float((m(xt).argmax(1) == yt).float().mean())
     print(json.dumps(dict(epoch_s=times, acc=acc)))
 
@@ -105,7 +108,7 @@ def run_torch(threads, epochs, seed, model):
     return json.loads(out.strip().splitlines()[-1])
 
 
-BATCH = {"lenet5": 64, "mlp": 64, "autoencoder": 16}
+BATCH = {"lenet5": 64, "mlp": 64, "autoencoder": 16, "vae": 16}
 
 EPOCH_LINE = re.compile(r"epoch (\d+)/\d+ loss [0-9.]+ \| ([0-9]+) ex/s \| ([0-9.]+)s"
                         r"(?: \| test accuracy ([0-9.]+)%)?")

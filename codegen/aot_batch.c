@@ -80,6 +80,8 @@ static int first_only(const Node *n, const int *st) {
 }
 
 static int rule(const Node *n, const int *st, int64_t B) {
+  if (op_info[n->op].flags & F_RANDOM) /* its stream follows positions */
+    return MIXED;
   bool any_rows = false;
   for (int i = 0; i < n->n_in; i++) {
     if (st[n->in[i]->id] == MIXED)
@@ -88,7 +90,7 @@ static int rule(const Node *n, const int *st, int64_t B) {
   }
   if (!any_rows)
     return FREE;
-  if (n->shape.rank < 1 || n->shape.dim[0] % B != 0 || (op_info[n->op].flags & F_RANDOM))
+  if (n->shape.rank < 1 || n->shape.dim[0] % B != 0)
     return MIXED;
   if (op_info[n->op].cls == CL_ELTWISE)
     return eltwise(n, st);

@@ -1,7 +1,7 @@
 /*
  * eval_nn.c: the reference evaluator's kernels for the networks' ops:
  * matmul, convolutions, pooling, upsampling, embedding lookup, the
- * cross-entropy loss and dropout.
+ * cross-entropy loss, dropout and randn.
  *
  * Semantics follow PyTorch (layouts NCHW, weights [C_out, C_in/g, kh, kw]
  * for conv2d and [C_in, C_out/g, kh, kw] for conv_transpose2d), so results
@@ -280,4 +280,25 @@ void eval_dropout(const Node *n, RtTensor *out, const RtTensor *const *in, EvalC
   double p = n->at.p, scale = 1.0 / (1.0 - p);
   for (int64_t i = 0; i < cnt; i++)
     y[i] = rng_uniform(s, (uint64_t)i) >= p ? (float)(x[i] * scale) : 0.0f;
+}
+
+/* Standard normal samples, drawn afresh each step (in training and at
+ * inference alike): element i takes h = rng_hash(rng_hash(seed, step), i),
+ * u1 = ((h >> 40) + 1) 2^-24 in (0, 1] (so the log is finite) and
+ * u2 = ((h >> 16) mod 2^24) 2^-24 in [0, 1), and is Box-Muller's
+ * sqrt(-2 ln u1) cos(2 pi u2), every step in f32 as lower_randn's kernel
+ * computes it. */
+float randn_value(uint64_t stream, uint64_t i) {
+  uint64_t h = rng_hash(stream, i);
+  float u1 = (float)((h >> 40) + 1) * 0x1p-24f;
+  float u2 = (float)((h >> 16) & 0xffffff) * 0x1p-24f;
+  return sqrtf(-2.0f * logf(u1)) * cosf(RANDN_2PI * u2);
+}
+
+void eval_randn(const Node *n, RtTensor *out, const RtTensor *const *in, EvalCtx *cx) {
+  int64_t cnt = rt_numel(out);
+  float *y = out->data;
+  uint64_t s = rng_hash(n->at.seed, cx->step);
+  for (int64_t i = 0; i < cnt; i++)
+    y[i] = randn_value(s, (uint64_t)i);
 }

@@ -470,6 +470,7 @@ SHAPE_FN(shape_upsample)
 SHAPE_FN(shape_embedding)
 SHAPE_FN(shape_cross_entropy)
 SHAPE_FN(shape_dropout)
+SHAPE_FN(shape_randn)
 SHAPE_FN(shape_add_n)
 SHAPE_FN(shape_conv2d_back_w)
 SHAPE_FN(shape_maxpool2d_back)
@@ -579,6 +580,7 @@ EVAL_FN(eval_upsample)
 EVAL_FN(eval_embedding)
 EVAL_FN(eval_cross_entropy)
 EVAL_FN(eval_dropout)
+EVAL_FN(eval_randn)
 EVAL_FN(eval_add_n)
 EVAL_FN(eval_conv2d_back_w)
 EVAL_FN(eval_maxpool2d_back)
@@ -609,6 +611,10 @@ static inline uint64_t rng_hash(uint64_t seed, uint64_t counter) {
 static inline double rng_uniform(uint64_t seed, uint64_t counter) { /* [0, 1) */
   return rt_rng_uniform(seed, counter);
 }
+/* randn's element i of the stream rng_hash(seed, step) (eval_nn.c), and the
+ * f32 of 2 pi its Box-Muller angle is scaled by. */
+#define RANDN_2PI 6.2831855f
+float randn_value(uint64_t stream, uint64_t i);
 static inline double rng_normal(uint64_t seed, uint64_t counter) { /* N(0, 1) */
   return rt_rng_normal(seed, counter);
 }

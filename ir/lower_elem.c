@@ -1,7 +1,7 @@
 /*
  * lower_elem.c: lowering of the elementwise ops (unary, binary with NumPy
- * broadcasting, comparisons, where, cast), copies, fills, add_n and
- * dropout; and lw_scalar, the Kernel IR form of each scalar function of
+ * broadcasting, comparisons, where, cast), copies, fills, add_n,
+ * dropout and randn; and lw_scalar, the Kernel IR form of each scalar function of
  * eval_elem.c.
  *
  * The reference computes each element in double and rounds once; a kernel
@@ -11,7 +11,8 @@
  *    each: rounding the double result to f32 is the f32 result), maximum,
  *    minimum, comparisons, where, cast, copies, fills, i32 arithmetic
  *    (wrapping in both), and dropout's mask (its kept values too when
- *    1 / (1 - p) is an f32, e.g. p = 0.5 or 0.2);
+ *    1 / (1 - p) is an f32, e.g. p = 0.5 or 0.2), and randn (the
+ *    reference computes it in f32 too);
  *  - within a few f32 ulps: the transcendental functions (an f32 libm call
  *    against the rounded double one), and formulas with a real constant
  *    (leaky_relu and elu's alpha, gelu, softplus, rsqrt, pow, gelu_back).
@@ -129,7 +130,7 @@ KExpr *lw_scalar(Kernel *k, KStmt *body, Op op, const Attrs *at, KExpr *a, KExpr
   case OP_TRANSPOSE: case OP_BROADCAST_TO: case OP_SLICE: case OP_CONCAT: case OP_FULL:
   case OP_ARANGE: case OP_MATMUL: case OP_CONV2D: case OP_CONV_TRANSPOSE2D: case OP_MAXPOOL2D:
   case OP_AVGPOOL2D: case OP_UPSAMPLE: case OP_EMBEDDING: case OP_CROSS_ENTROPY:
-  case OP_DROPOUT: case OP_ADD_N: case OP_CONV2D_BACK_W: case OP_MAXPOOL2D_BACK:
+  case OP_DROPOUT: case OP_RANDN: case OP_ADD_N: case OP_CONV2D_BACK_W: case OP_MAXPOOL2D_BACK:
   case OP_AVGPOOL2D_BACK: case OP_UPSAMPLE_BACK: case OP_SLICE_BACK: case OP_EMBEDDING_BACK:
   case OP_CROSS_ENTROPY_BACK: case OP_COUNT:
     break;
@@ -286,6 +287,32 @@ Kernel *lower_dropout(Arena *a, const Node *n) {
   KExpr *i = lw_at(k, &ns, 0, 0);
   KExpr *keep = GE(BIN(KO_HASH, stream, i), IC(thresh));
   KExpr *v = SEL(keep, MUL(LOAD(0, i), FC(1.0 / (1.0 - n->at.p))), FC(0));
+  ks_add(k, ns.body, ks_store(k, lw_out(n), i, v));
+  return k;
+}
+
+/* Standard normal samples: eval_randn's formula (ir/eval_nn.c) in index and
+ * f32 operations.  KO_HASH is rng_hash(stream, i) >> 11, so h >> 40 is its
+ * quotient by 2^29 and (h >> 16) mod 2^24 that of its quotient by 2^5; both
+ * are below 2^24 + 1, so their f32 casts are exact. */
+Kernel *lower_randn(Arena *a, const Node *n) {
+  Kernel *k = lw_kernel(a, n);
+  int step = lw_step_buf(k);
+  int64_t cnt = shape_numel(&n->shape);
+  if (cnt == 0)
+    return k;
+  KExpr *stream = lw_let(k, k->body, "stream",
+                         BIN(KO_HASH64, IC((int64_t)n->at.seed), LOAD(step, IC(0))));
+  Nest ns;
+  lw_flat(k, k->body, cnt, NEST_MAP, &ns);
+  KExpr *i = lw_at(k, &ns, 0, 0);
+  KExpr *h = lw_let(k, ns.body, "h", BIN(KO_HASH, stream, i));
+  KExpr *hi = ADD(FDIV(h, IC(1LL << 29)), IC(1));
+  KExpr *mid = MOD(FDIV(h, IC(32)), IC(1LL << 24));
+  KExpr *u1 = MUL(ke_cast(k, KT_F32, hi), FC(0x1p-24));
+  KExpr *u2 = MUL(ke_cast(k, KT_F32, mid), FC(0x1p-24));
+  KExpr *r = UN(KO_SQRT, MUL(FC(-2), UN(KO_LOG, u1)));
+  KExpr *v = MUL(r, UN(KO_COS, MUL(FC(RANDN_2PI), u2)));
   ks_add(k, ns.body, ks_store(k, lw_out(n), i, v));
   return k;
 }

@@ -104,6 +104,10 @@ static const AttrSpec at_dropout[] = {
     {"p", AK_FLOAT, A(p), 0.5, false, NULL, "probability of dropping an element"},
     {"seed", AK_SEED, A(seed), 0, false, NULL, "random stream"},
     END};
+static const AttrSpec at_randn[] = {
+    {"shape", AK_SHAPE, A(shape), -1, true, NULL, "shape"},
+    {"seed", AK_SEED, A(seed), 0, false, NULL, "random stream"},
+    END};
 
 /* Backward-only ops: not callable from the language, listed for printing. */
 static const AttrSpec at_conv_back_w[] = {

@@ -403,16 +403,31 @@ bool shape_concat(Node *n, ShapeErr *e) {
   return true;
 }
 
-bool shape_full(Node *n, ShapeErr *e) {
+/* A generator's shape (full, randn): the shape attribute, no negative dim. */
+static bool shape_of_attr(Node *n, ShapeErr *e) {
   if (!need_shape_attr(n, e))
     return false;
   Shape s = shape_make(n->at.n_shape, n->at.shape);
   char buf[160];
   for (int i = 0; i < s.rank; i++)
     if (s.dim[i] < 0)
-      return attr_fail(e, "shape", "full: negative dimension in %s", shape_str(&s, buf, sizeof buf));
+      return attr_fail(e, "shape", "%s: negative dimension in %s", op_name(n->op),
+                       shape_str(&s, buf, sizeof buf));
   n->shape = s;
+  return true;
+}
+
+bool shape_full(Node *n, ShapeErr *e) {
+  if (!shape_of_attr(n, e))
+    return false;
   n->dtype = n->at.to;
+  return true;
+}
+
+bool shape_randn(Node *n, ShapeErr *e) {
+  if (!shape_of_attr(n, e))
+    return false;
+  n->dtype = DT_F32;
   return true;
 }
 

@@ -21,7 +21,7 @@
  *   rt_rng_normal     Box-Muller from u1 = 1 - rt_rng_uniform(s, 2c) (in (0, 1],
  *                     so log is finite) and u2 = rt_rng_uniform(s, 2c + 1):
  *                     sqrt(-2 ln u1) cos(2 pi u2)
- *   rt_rng_seed_for(s, name)  rt_rng_hash(s, FNV-1a-64(name)): a parameter's
+ *   rt_rng_seed_for(s, name)  rt_rng_hash(s, FNV-1a-64(name)) (see below): a parameter's
  *                     stream depends on its name, not on when it was created
  *
  * rt_init_fill gives element i of a parameter the value drawn with counter
@@ -58,7 +58,10 @@ double rt_rng_normal(uint64_t seed, uint64_t counter) {
 }
 
 uint64_t rt_rng_seed_for(uint64_t seed, const char *name) {
-  uint64_t h = 1469598103934665603ull; /* FNV-1a offset basis */
+  /* FNV-1a, but from 1469598103934665603: FNV's offset basis is
+   * 14695981039346656037, a digit longer.  Kept: every seeded parameter
+   * (and randn's seeds) comes from it, and any start mixes as well. */
+  uint64_t h = 1469598103934665603ull;
   for (const char *s = name; *s; s++)
     h = (h ^ (unsigned char)*s) * 1099511628211ull;
   return rt_rng_hash(seed, h);

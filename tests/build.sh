@@ -448,16 +448,29 @@ same_file "$tmp/ae_kiln.safetensors" "$tmp/ae_prog.safetensors" "an autoencoder:
 expect 1 "a classifier program without its labels' files" -- "$tmp/small" train --data "$tmp/xonly"
 contains "$err" "but not its labels"
 
-# A model with inputs other than examples and labels (the VAE's noise eps):
+# The VAE draws its noise (randn, a new sample each step): the program's
+# training ends with kiln train's parameters, byte for byte.
+vae_sizes=(-D N=8 -D D=6 -D hidden=8 -D latent=2)
+expect 0 "build the VAE --train" -- "$KILN" build models/vae.kiln "${vae_sizes[@]}" --train \
+  -o "$tmp/vae"
+expect 0 "the VAE program trains" -- "$tmp/vae" train --data "$tmp/xonly" --epochs 2 \
+  --save "$tmp/vae_prog.safetensors"
+expect 0 "kiln train, the same VAE" -- "$KILN" train models/vae.kiln "${vae_sizes[@]}" \
+  --data "$tmp/xonly" --epochs 2 --save "$tmp/vae_kiln.safetensors"
+same_file "$tmp/vae_kiln.safetensors" "$tmp/vae_prog.safetensors" "the VAE: program train = kiln train"
+
+# A model with inputs other than examples and labels (here a noise input):
 # its training step compiles for code of one's own, not into a program.
-expect 1 "a program training the VAE" -- "$KILN" build models/vae.kiln --train -o "$tmp/vae"
-contains "$err" "model vae has another f32 input 'eps' (--emit obj,header compiles the training step"
-absent "$tmp/vae"
-expect 0 "the VAE's training step as an object" -- "$KILN" build models/vae.kiln --train \
+printf 'model noisy(N = 4) {\n  input x: f32[N, 6]\n  input eps: f32[N, 2]\n  output z = dense(x, out=2) + eps\n  loss = mean(z * z)\n}\ntrain noisy {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n' >"$tmp/noisy.kiln"
+expect 1 "a program training a model with a noise input" -- "$KILN" build "$tmp/noisy.kiln" \
+  --train -o "$tmp/noisy"
+contains "$err" "model noisy has another f32 input 'eps' (--emit obj,header compiles the training step"
+absent "$tmp/noisy"
+expect 0 "the noise model's training step as an object" -- "$KILN" build "$tmp/noisy.kiln" --train \
   -o "$tmp/vaeemb" --emit obj,header
 printf '#include "vaeemb.h"\nlong long eps(void) { return KILN_TRAIN_INPUT_eps_OFFSET + KILN_TRAIN_INPUT_eps_BYTES + KILN_TRAIN_INPUT_x_OFFSET; }\nvoid step(char *a, void *const *e) { kiln_train_step(a, e); }\n' \
   >"$tmp/vae_embed.c"
-expect 0 "the VAE's training header names every input" -- cc -std=c11 -Wall -Werror \
+expect 0 "the training header names every input" -- cc -std=c11 -Wall -Werror \
   -c "$tmp/vae_embed.c" -I "$tmp" -o "$tmp/vae_embed.o"
 expect 2 "train without --data" -- "$tmp/small" train
 contains "$err" "--data DIR is required"

@@ -42,7 +42,7 @@ static inline Tol op_tol(const Node *n) {
       [OP_STOP_GRADIENT] = 'x', [OP_SLICE_BACK] = 'x', [OP_DROPOUT] = 'x',
       [OP_EXP] = 'e', [OP_LOG] = 'e', [OP_RSQRT] = 'e', [OP_LEAKY_RELU] = 'e', [OP_ELU] = 'e',
       [OP_SIGMOID] = 'e', [OP_TANH] = 'e', [OP_GELU] = 'e', [OP_SOFTPLUS] = 'e', [OP_SIN] = 'e',
-      [OP_COS] = 'e', [OP_POW] = 'e', [OP_GELU_BACK] = 'e'};
+      [OP_COS] = 'e', [OP_POW] = 'e', [OP_GELU_BACK] = 'e', [OP_RANDN] = 'x'};
   if (kind[n->op] == 'x' || (n->op == OP_ADD_N && n->n_in <= 2) ||
       (n->op == OP_UPSAMPLE && n->at.mode == 0) || (n->op == OP_SUM && n->dtype == DT_I32))
     return EXACT;

@@ -76,6 +76,8 @@ static const OpCase op_cases[] = {
     {"input z: f32[6, 19]; input t: i32[6]; y = cross_entropy(z * 30, t)", "z=-3:3 t=0:19"},
     {"input x: f32[4, 6]; y = op.dropout(x, p=0.3) + dropout(x * x, p=0.5) + stop_gradient(x) * x",
      NULL},
+    {"input x: f32[4, 6]; y = x * randn([4, 6]) + randn([6]) + dropout(randn([4, 1]), p=0.5)",
+     NULL},
     {"input x: f32[2, 5]; y = layernorm(dense(x, out=4)) + x[0, 0]", NULL},
     {"input x: f32[3, 2, 4, 4]; y = batchnorm(x)", NULL},
     {"input x: f32[1, 3, 4]; y = attention(x, heads=2, causal=true)", NULL},

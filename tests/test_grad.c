@@ -372,6 +372,8 @@ static const GradCase cases[] = {
     CASE("dropout", "input x: f32[4, 6]; y = op.dropout(x, p=0.3)", "x", .flags = GC_TRAIN),
     CASE("dropout_layer", "input x: f32[3, 5]; y = dropout(x * x, p=0.5)", "x", .flags = GC_TRAIN),
     CASE("dropout_p0", "input x: f32[2, 3]; y = op.dropout(x, p=0) * x", "x", .flags = GC_TRAIN),
+    CASE("randn_reparam", "input x: f32[3, 4]; y = x + exp(0.5 * x) * randn([3, 4]) * randn([4])",
+         "x", .flags = GC_TRAIN),
     /* --- prelude layers: the ops together --- */
     CASE("dense", "input x: f32[2, 3]; y = dense(x, out=4)", "x y.weight y.bias"),
     CASE("layernorm", "input x: f32[2, 5]; y = layernorm(x)", "x y.weight y.bias"),

@@ -593,6 +593,27 @@ static void test_dropout(void **state) {
   }
 }
 
+/* randn at steps 0 and 3, in and out of training: the reference's bits
+ * (both compute in f32 with the same libm calls), a different sample each
+ * step. */
+static void test_randn(void **state) {
+  start();
+  Attrs at = def(OP_RANDN);
+  at.n_shape = 3, at.shape[0] = 3, at.shape[1] = 7, at.shape[2] = 50, at.seed = 99;
+  Node *r = mk(OP_RANDN, &at, 0);
+  float s0 = 0;
+  for (int step = 0; step <= 3; step += 3) {
+    prep();
+    EV.cx.training = step == 3, EV.cx.step = (uint64_t)step;
+    go();
+    check(r, EXACT);
+    if (step == 0)
+      s0 = fv(r)[17];
+    else
+      assert_true(fv(r)[17] != s0);
+  }
+}
+
 static void test_add_n(void **state) {
   start();
   Node *x[6];
@@ -683,6 +704,7 @@ int main(void) {
       cmocka_unit_test(test_embedding), cmocka_unit_test(test_matmul),
       cmocka_unit_test(test_conv),      cmocka_unit_test(test_pool),
       cmocka_unit_test(test_upsample),  cmocka_unit_test(test_dropout),
+      cmocka_unit_test(test_randn),
       cmocka_unit_test(test_add_n),     cmocka_unit_test(test_print),
       cmocka_unit_test(test_models),    cmocka_unit_test(test_every_op_lowered),
   };

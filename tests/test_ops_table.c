@@ -83,8 +83,8 @@ static void test_flags(void **state) {
     if ((oi->flags & F_COMPARE) && !(oi->flags & F_NOGRAD))
       fail_msg("%s: comparisons have no gradient", oi->name);
     bool random = (oi->flags & F_RANDOM) != 0;
-    if (random != (i == OP_DROPOUT))
-      fail_msg("%s: only dropout is random", oi->name);
+    if (random != (i == OP_DROPOUT || i == OP_RANDN))
+      fail_msg("%s: only dropout and randn are random", oi->name);
   }
 }
 
@@ -186,7 +186,7 @@ static const Op covered_by_test_eval[] = {
     OP_ARGMAX,    OP_SOFTMAX,      OP_LOG_SOFTMAX, OP_RESHAPE,   OP_TRANSPOSE,
     OP_BROADCAST_TO, OP_SLICE,     OP_CONCAT,     OP_FULL,       OP_ARANGE,
     OP_MATMUL,    OP_CONV2D,       OP_CONV_TRANSPOSE2D, OP_MAXPOOL2D, OP_AVGPOOL2D,
-    OP_UPSAMPLE,  OP_EMBEDDING,    OP_CROSS_ENTROPY, OP_DROPOUT,
+    OP_UPSAMPLE,  OP_EMBEDDING,    OP_CROSS_ENTROPY, OP_DROPOUT,  OP_RANDN,
     OP_STOP_GRADIENT, OP_ADD_N,    OP_GELU_BACK,  OP_CONV2D_BACK_W, OP_MAXPOOL2D_BACK,
     OP_AVGPOOL2D_BACK, OP_UPSAMPLE_BACK, OP_SLICE_BACK, OP_EMBEDDING_BACK,
     OP_CROSS_ENTROPY_BACK,

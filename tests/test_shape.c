@@ -242,6 +242,13 @@ static void test_movement(void **state) {
   ok(add(OP_ARANGE, &ar, 0), shp(1, 5));
   ar.shape[0] = -1;
   bad_attr(add(OP_ARANGE, &ar, 0), "n", "arange: n must be one non-negative integer");
+  Attrs rn = def(OP_RANDN);
+  rn.n_shape = 2, rn.shape[0] = 4, rn.shape[1] = 3;
+  n = add(OP_RANDN, &rn, 0);
+  ok(n, shp(2, 4, 3));
+  assert_int_equal(n->dtype, DT_F32);
+  rn.shape[1] = -3;
+  bad_attr(add(OP_RANDN, &rn, 0), "shape", "randn: negative dimension in [4, -3]");
 }
 
 /* --- matmul, convolution, pooling ------------------------------------------------ */

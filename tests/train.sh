@@ -47,8 +47,9 @@ printf 'model ids(N = 4) {\n  input t: i32[N]\n  e = embedding(t, num=5, feature
 expect 1 "train a model without examples" -- "$KILN" train "$tmp/ids.kiln" --data "$tmp"
 contains "$err" "ids.kiln:6:7: error: kiln train needs one f32 input (the examples) and one i32"
 contains "$err" "or the examples alone; model ids has no f32 input"
-expect 1 "train a model with a second f32 input" -- "$KILN" train models/vae.kiln --data "$tmp"
-contains "$err" "model vae has another f32 input 'eps'"
+printf 'model noisy(N = 4) {\n  input x: f32[N, 6]\n  input eps: f32[N, 2]\n  output z = dense(x, out=2) + eps\n  loss = mean(z * z)\n}\ntrain noisy {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n' >"$tmp/noisy.kiln"
+expect 1 "train a model with a second f32 input" -- "$KILN" train "$tmp/noisy.kiln" --data "$tmp"
+contains "$err" "model noisy has another f32 input 'eps'"
 
 # --- .npy datasets -------------------------------------------------------------
 mkdir -p "$tmp/npy"
@@ -100,6 +101,38 @@ if [ "$(wc -l <"$tmp/ae_compiled.txt")" -eq 3 ] &&
 else
   echo "FAIL: test loss: $(tr '\n' ' ' <"$tmp/ae_compiled.txt") against the reference's" \
     "$(tr '\n' ' ' <"$tmp/ae_reference.txt")"
+  fails=$((fails + 1))
+fi
+# A VAE-like model drawing its noise with randn, a new sample each step: the
+# compiled steps draw the reference's samples (the same test losses).
+cat >"$tmp/vae.kiln" <<'KILN'
+model vae(N = 8) {
+  input x: f32[N, 6]
+  mu = dense(x, out=3)
+  logvar = dense(x, out=3)
+  z = mu + exp(0.5 * logvar) * randn([N, 3])
+  d = dense(z, out=6) - x
+  loss = mean(d * d) + 0.01 * mean(mu * mu + exp(logvar) - logvar)
+}
+train vae {
+  minimize  loss
+  optimizer adam(lr=0.01)
+  epochs    3
+}
+KILN
+expect 0 "train a model drawing noise" -- "$KILN" train "$tmp/vae.kiln" --data "$tmp/xonly"
+grep -o 'test loss [0-9.]*' "$err" | awk '{print $3}' >"$tmp/vae_compiled.txt"
+expect 0 "train a model drawing noise, --reference" -- "$KILN" train "$tmp/vae.kiln" \
+  --data "$tmp/xonly" --reference
+grep -o 'test loss [0-9.]*' "$err" | awk '{print $3}' >"$tmp/vae_reference.txt"
+if [ "$(wc -l <"$tmp/vae_compiled.txt")" -eq 3 ] &&
+   paste "$tmp/vae_compiled.txt" "$tmp/vae_reference.txt" |
+   awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 2e-4) bad = 1 } END { exit bad }' &&
+   awk 'NR == 1 { first = $1 } END { exit !($1 < first) }' "$tmp/vae_compiled.txt"; then
+  echo "ok: with randn, test loss falls, compiled as the reference"
+else
+  echo "FAIL: randn test loss: $(tr '\n' ' ' <"$tmp/vae_compiled.txt") against the reference's" \
+    "$(tr '\n' ' ' <"$tmp/vae_reference.txt")"
   fails=$((fails + 1))
 fi
 expect 0 "without labels, no full test batch" -- "$KILN" train "$tmp/ae.kiln" \

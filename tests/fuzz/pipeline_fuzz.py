@@ -58,7 +58,7 @@ OPS = ["relu", "gelu", "tanh", "sigmoid", "exp", "log", "sqrt", "abs", "neg",
        "softmax", "log_softmax", "sum", "mean", "max", "layernorm", "batchnorm",
        "dropout", "dense", "conv2d", "maxpool2d", "avgpool2d", "matmul",
        "transpose", "reshape", "concat", "embedding", "flatten", "upsample",
-       "stop_gradient", "attention", "lstm", "where", "cast"]
+       "stop_gradient", "attention", "lstm", "where", "cast", "randn"]
 NUMBERS = ["0", "1", "2", "3", "4", "5", "7", "8", "16", "31", "64", "-1", "-2",
            "0.0", "0.5", "1e-30", "1e30", "100000"]
 WORDS = ["axis", "out", "keepdims", "transpose_b", "pad", "stride", "heads",

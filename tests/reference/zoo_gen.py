@@ -26,6 +26,7 @@ import math
 import os
 import sys
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -111,16 +112,58 @@ class Autoencoder(nn.Module):
 
 
 # --- vae ------------------------------------------------------------------------------
+MASK64 = (1 << 64) - 1
+
+
+def _mix(z):  # SplitMix64's finalizer (runtime/rt_init.c)
+    z = ((z ^ (z >> 30)) * 0xbf58476d1ce4e5b9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & MASK64
+    return z ^ (z >> 31)
+
+
+def rng_hash(seed, counter):  # rt_rng_hash
+    return _mix((_mix(seed) + 0x9e3779b97f4a7c15 * (counter + 1)) & MASK64)
+
+
+def rng_seed_for(seed, name):  # rt_rng_seed_for: the seed of a scope's seed-th random op
+    h = 1469598103934665603  # FNV-1a from this start (rt_init.c says why)
+    for c in name.encode():
+        h = ((h ^ c) * 0x100000001b3) & MASK64
+    return rng_hash(seed, h)
+
+
+def kiln_randn(shape, seed, step=0):
+    """randn's samples (ir/eval_nn.c randn_value), in f32 as kiln computes them."""
+    stream = rng_hash(seed, step)
+    out = np.empty(math.prod(shape), np.float32)
+    for i in range(out.size):
+        h = rng_hash(stream, i)
+        u1 = np.float32((h >> 40) + 1) * np.float32(2.0 ** -24)
+        u2 = np.float32((h >> 16) & 0xFFFFFF) * np.float32(2.0 ** -24)
+        out[i] = np.sqrt(np.float32(-2) * np.log(u1)) * np.cos(np.float32(6.2831855) * u2)
+    return out.reshape(shape)
+
+
 class VAE(nn.Module):
+    """models/vae.kiln: its eps = randn([N, latent]) is the model's first (only)
+    random op at the top scope, so its seed is rng_seed_for(0, ""); `kiln run`
+    and `kiln run --grad` draw at step 0."""
+
     def __init__(self, D=784, hidden=400, latent=20):
         super().__init__()
         self.enc, self.mu, self.logvar = nn.Linear(D, hidden), nn.Linear(hidden, latent), nn.Linear(hidden, latent)
         self.dec, self.logits = nn.Linear(latent, hidden), nn.Linear(hidden, D)
+        self.latent, self._eps = latent, {}
 
-    def forward(self, x, eps):
+    def eps(self, n):
+        if n not in self._eps:
+            self._eps[n] = torch.from_numpy(kiln_randn((n, self.latent), rng_seed_for(0, "")))
+        return self._eps[n]
+
+    def forward(self, x):
         h = F.relu(self.enc(x))
         mu, logvar = self.mu(h), self.logvar(h)
-        z = mu + torch.exp(0.5 * logvar) * eps
+        z = mu + torch.exp(0.5 * logvar) * self.eps(x.shape[0]).to(x.dtype)
         logits = self.logits(F.relu(self.dec(z)))
         n = x.shape[0]
         rec = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / n
@@ -298,7 +341,7 @@ MODELS = {
     "vae": {
         "module": lambda: VAE(D=64, hidden=32, latent=8),
         "defines": {"N": 4, "D": 64, "hidden": 32, "latent": 8},
-        "inputs": {"x": ("f32", (4, 64)), "eps": ("f32", (4, 8))},
+        "inputs": {"x": ("f32", (4, 64))},
         "ranges": {"x": (0, 1)},
         "output": "recon",
         "grads": ["enc.weight", "mu.weight", "logvar.bias", "dec.weight", "logits.bias"],
