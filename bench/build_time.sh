@@ -29,7 +29,7 @@ time_builds() {
   rm -f "$tmp/all.txt"
   local emit=()
   if ! "$kiln" build "$m" "$@" --train -o "$tmp/prog" 2>"$tmp/probe.txt" >/dev/null; then
-    grep -qF "reads one f32 input (the examples)" "$tmp/probe.txt" || { cat "$tmp/probe.txt" >&2; exit 1; }
+    grep -qF "command reads from a dataset" "$tmp/probe.txt" || { cat "$tmp/probe.txt" >&2; exit 1; }
     emit=(--emit obj,header)
   fi
   for r in $(seq "$runs"); do

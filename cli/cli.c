@@ -340,6 +340,51 @@ void cli_define_batch(Cli *c, const Graph *g, const Node *x) {
   d->value = arena_fmt(c->arena, "%lld", (long long)c->batch);
 }
 
+bool cli_data_inputs(const Graph *g, Node **x, Node **y, Node **bad) {
+  Node *f = NULL, *ids[2] = {NULL, NULL};
+  int n_ids = 0;
+  *x = *y = *bad = NULL;
+  for (int i = 0; i < g->n_nodes; i++) {
+    Node *n = g->nodes[i];
+    if (n->op != OP_INPUT || n->is_backward)
+      continue;
+    if (n->dtype == DT_F32 ? f != NULL : n_ids == 2 || (f && n_ids == 1)) {
+      *bad = n;
+      return false;
+    }
+    if (n->dtype == DT_F32)
+      f = n;
+    else
+      ids[n_ids++] = n;
+  }
+  if ((f && n_ids == 2) || (!f && !n_ids)) { /* an f32 input after two i32 ones; none */
+    *bad = f;
+    return false;
+  }
+  *x = f ? f : ids[0];
+  *y = f ? ids[0] : ids[1];
+  return true;
+}
+
+bool cli_scores_for(const Node *out, const Node *y) {
+  if (!out || !y || out->dtype != DT_F32 || out->shape.rank != y->shape.rank + 1)
+    return false;
+  for (int k = 0; k < y->shape.rank; k++)
+    if (out->shape.dim[k] != y->shape.dim[k])
+      return false;
+  return true;
+}
+
+int64_t cli_ids_below(const Graph *g, const Node *x) {
+  int64_t rows = INT32_MAX;
+  for (int i = 0; i < g->n_nodes; i++) {
+    const Node *n = g->nodes[i];
+    if (n->op == OP_EMBEDDING && n->in[0] == x && n->in[1]->shape.dim[0] < rows)
+      rows = n->in[1]->shape.dim[0];
+  }
+  return rows;
+}
+
 void cli_plan(Cli *c, Graph *g, Node *const *roots, int n_roots, Plan *p) {
   plan_build(g, roots, n_roots, &c->plan, p);
   char err[512];

@@ -156,6 +156,21 @@ Node **cli_step_roots(Cli *c, Graph *g, bool train, TrainStep *ts, int *n);
  * first axis of its input x, after (so over) any -D of it; a user error
  * if no single constant does. */
 void cli_define_batch(Cli *c, const Graph *g, const Node *x);
+/* What a trainer reads from a dataset (kiln train, programs built with
+ * --train): the examples *x, g's f32 input or, in a model without one, its
+ * first i32 input (token ids), and the labels *y, the other i32 input (NULL
+ * when there is none).  False when g's inputs are not of that form: *bad
+ * is then the input too many (NULL: g has no input). */
+bool cli_data_inputs(const Graph *g, Node **x, Node **y, Node **bad);
+/* The words for what cli_data_inputs accepts, for errors. */
+#define CLI_DATA_INPUTS "the examples (one f32 input, or i32 ids: the first i32 input of a " \
+  "model without an f32 one) and at most one i32 input of labels"
+/* Whether out (a model's first output) holds class scores for labels y:
+ * f32 [y's shape..., classes]. */
+bool cli_scores_for(const Node *out, const Node *y);
+/* The rows of the smallest embedding table that the ids x select from
+ * (INT32_MAX when x indexes none). */
+int64_t cli_ids_below(const Graph *g, const Node *x);
 /* "file:line:col", or "-" without a location (arena-allocated). */
 const char *cli_loc(Cli *c, Loc l);
 

@@ -137,40 +137,34 @@ static int build_validate(Cli *c) {
 
 /* --- graphs and parameters ----------------------------------------------------------- */
 
-/* The training graph's f32 examples and i32 labels (as kiln train finds
- * them), which the program's `train` command reads from a dataset; a model
- * with examples alone (an autoencoder) trains without labels.  A model
- * with other inputs gets its training step compiled for code of one's own
+/* The training graph's examples and labels (as kiln train finds them),
+ * which the program's `train` command reads from a dataset; a model with
+ * examples alone (an autoencoder) trains without labels.  A model with
+ * other inputs gets its training step compiled for code of one's own
  * (--emit obj,header) but no program. */
 static void find_data(Build *b, AotGraphs *gs) {
   Cli *c = b->c;
-  gs->data = gs->labels = NULL;
+  Node *other;
   gs->accuracy = -1;
-  const Node *other = NULL;
-  for (int i = 0; i < b->gt->n_nodes; i++) {
-    Node *n = b->gt->nodes[i];
-    if (n->op != OP_INPUT || n->is_backward)
-      continue;
-    Node **slot = n->dtype == DT_F32 ? &gs->data : &gs->labels;
-    if (*slot && !other)
-      other = n;
-    *slot = n;
-  }
-  if (other || !gs->data) {
+  gs->ids_below = 0;
+  if (!cli_data_inputs(b->gt, &gs->data, &gs->labels, &other)) {
     gs->data = gs->labels = NULL;
     if (!(b->emit & EMIT_EXE))
       return;
-    const char *why = "kiln build --train makes a program whose `train` command reads one f32 "
-                      "input (the examples) and one i32 input (the labels), or the examples "
-                      "alone, from a dataset";
+    const char *why = "kiln build --train makes a program whose `train` command reads from a "
+                      "dataset " CLI_DATA_INPUTS;
     const char *hint = "--emit obj,header compiles the training step for code of your own";
     if (other)
       error_at(&c->diag, other->loc, "%s; model %s has another %s input '%s' (%s)", why,
                b->gt->name, dtype_name(other->dtype), other->name, hint);
-    error_plain(&c->diag, "%s; model %s has no f32 input (%s)", why, b->gt->name, hint);
+    error_plain(&c->diag, "%s; model %s has no input (%s)", why, b->gt->name, hint);
   }
+  if (gs->data->dtype == DT_I32)
+    gs->ids_below = cli_ids_below(b->gt, gs->data);
   const Node *out = b->ge->n_outputs ? b->ge->outputs[0].node : NULL;
-  gs->accuracy = gs->labels && out && out->shape.rank == 2 ? 0 : -1;
+  Node *ex, *ey, *bad; /* the inference graph's labels, if it reads any */
+  if (cli_data_inputs(b->ge, &ex, &ey, &bad) && cli_scores_for(out, gs->labels))
+    gs->accuracy = 0;
 }
 
 typedef struct Twin {

@@ -11,12 +11,15 @@
  * back.  After each epoch: test accuracy, and --save writes parameters and
  * optimizer state (atomically) with the epoch reached, which --resume reads.
  *
- * The model needs one f32 input (the examples) and one i32 input (the
- * labels); its first output gives the class scores for accuracy.  A model
- * with no i32 input (an autoencoder: its loss compares the examples with
- * its reconstruction) trains on the examples alone, and its test set is
- * scored by the mean of the loss (the train section's `minimize` value)
- * over its full batches, computed by the inference graph.
+ * The model's examples are its f32 input or, in a model without one, its
+ * first i32 input (token ids); its labels the one other i32 input.  Its
+ * first output, when shaped [N, ..., classes] over labels [N, ...], gives
+ * the class scores for test accuracy (per label: a language model's next
+ * tokens).  A model with no labels (an autoencoder: its loss compares the
+ * examples with its reconstruction) trains on the examples alone; it, and
+ * a model whose first output is not such scores, is scored on the test set
+ * by the mean of the loss (the train section's `minimize` value) over its
+ * full batches, computed by the inference graph.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -35,14 +38,17 @@ static const char train_help[] =
     "\n"
     "Trains the model as its `train` section says (minimize, optimizer, schedule,\n"
     "epochs, ...), with a progress line on stderr, and reports test accuracy after\n"
-    "each epoch.  Options given here override the train section.  A model with no\n"
-    "i32 input (an autoencoder) trains on the examples alone (no labels read) and\n"
-    "reports the test set's mean loss instead.\n"
+    "each epoch.  Options given here override the train section.  The examples are\n"
+    "the model's f32 input, or in a model without one its first i32 input (token\n"
+    "ids); the labels its other i32 input, a class per example or a row of them\n"
+    "(a language model's next tokens).  A model without labels (an autoencoder)\n"
+    "trains on the examples alone; it, and a model whose first output is not\n"
+    "class scores for the labels, reports the test set's mean loss instead.\n"
     "\n"
     "  --data DIR               IDX files (train-images-idx3-ubyte[.gz], ... as in\n"
     "                           MNIST/Fashion-MNIST) or train_x.npy, train_y.npy,\n"
     "                           test_x.npy, test_y.npy (the labels' files only for\n"
-    "                           a model with labels)\n"
+    "                           a model with labels; integer examples for ids)\n"
     "  --reference              run the step with the reference evaluator instead of\n"
     "                           compiled code\n"
     "  --epochs N, --lr X       override the train section\n"
@@ -80,7 +86,8 @@ typedef struct Trainer {
   TrainStep ts;
   TrainSpec spec; /* the train section with the command line applied */
   Node *x, *y;    /* the step's data and label inputs (y NULL: no labels) */
-  Node *ex, *eout; /* the inference graph's data input and class scores (or loss) */
+  Node *ex, *ey, *eout; /* the inference graph's data and label inputs, and */
+  bool scores;          /* eout: class scores (true) or the loss */
   Exec step, eval; /* the training step and the inference graph's engines */
   bool step_ready, eval_ready;
   RtDataset train, test;
@@ -103,26 +110,18 @@ static void *alloc_buf(Trainer *t, Node *n) {
   return p;
 }
 
-/* The one f32 input and the one i32 input (the trainer's own excluded);
- * *y NULL when the model has no i32 input (trained without labels). */
+/* The examples and the labels (*y NULL: trained without labels); the
+ * trainer's own inputs are excluded. */
 static void find_inputs(Trainer *t, Graph *g, Node **x, Node **y) {
-  *x = *y = NULL;
-  for (int i = 0; i < g->n_nodes; i++) {
-    Node *n = g->nodes[i];
-    if (n->op != OP_INPUT || n->is_backward)
-      continue;
-    Node **slot = n->dtype == DT_F32 ? x : y;
-    if (*slot)
-      error_at(&t->c->diag, n->loc, "kiln train needs one f32 input (the examples) and one "
-               "i32 input (the labels), or the examples alone; model %s has another %s input "
-               "'%s'", g->name,
-               dtype_name(n->dtype), n->name);
-    *slot = n;
-  }
-  if (!*x) /* at the train section, which asks for what this trainer cannot do */
-    error_at(&t->c->diag, g->has_train ? g->train_loc : (Loc){0}, "kiln train needs one f32 "
-             "input (the examples) and one i32 input (the labels), or the examples alone; "
-             "model %s has no f32 input", g->name);
+  Node *bad;
+  if (cli_data_inputs(g, x, y, &bad))
+    return;
+  if (bad)
+    error_at(&t->c->diag, bad->loc, "kiln train needs " CLI_DATA_INPUTS "; model %s has "
+             "another %s input '%s'", g->name, dtype_name(bad->dtype), bad->name);
+  /* at the train section, which asks for what this trainer cannot do */
+  error_at(&t->c->diag, g->has_train ? g->train_loc : (Loc){0}, "kiln train needs "
+           CLI_DATA_INPUTS "; model %s has no input", g->name);
 }
 
 /* --batch B: set the constant that sizes the examples' first axis. */
@@ -160,10 +159,10 @@ static void build_graphs(Trainer *t) {
   cli_train_passes(c, t->g);
   t->ge = cli_build(c, false);
   find_inputs(t, t->g, &t->x, &t->y);
-  Node *ey;
-  find_inputs(t, t->ge, &t->ex, &ey);
+  find_inputs(t, t->ge, &t->ex, &t->ey);
   t->eout = t->ge->n_outputs ? t->ge->outputs[0].node : NULL;
-  if (!t->y) /* no labels: the test set's loss */
+  t->scores = cli_scores_for(t->eout, t->ey);
+  if (!t->scores) /* no labels, or no class scores for them: the test set's loss */
     t->eout = graph_find_value(t->ge, t->ge->spec.minimize);
   char err[512];
   if (!graph_verify(t->g, err, sizeof err) || !graph_verify(t->ge, err, sizeof err))
@@ -222,10 +221,11 @@ static void bind_params(Trainer *t) {
 static void load_data(Trainer *t) {
   Cli *c = t->c;
   char err[512];
-  if (rt_dataset_read(c->data, "train", t->y != NULL, &t->train, err, sizeof err) != RT_OK)
+  unsigned want = (t->y ? RT_DATA_LABELS : 0) | (t->x->dtype == DT_I32 ? RT_DATA_IDS : 0);
+  if (rt_dataset_read(c->data, "train", want, &t->train, err, sizeof err) != RT_OK)
     error_plain(&c->diag, "%s", err);
   t->have_train = true;
-  if (rt_dataset_read(c->data, "test", t->y != NULL, &t->test, err, sizeof err) != RT_OK)
+  if (rt_dataset_read(c->data, "test", want, &t->test, err, sizeof err) != RT_OK)
     error_plain(&c->diag, "%s", err);
   t->have_test = true;
   int64_t per = shape_numel(&t->x->shape) / t->x->shape.dim[0];
@@ -235,10 +235,16 @@ static void load_data(Trainer *t) {
     error_plain(&c->diag, "%s: an example has %lld values, but input %s (%s) needs %lld per "
                 "example", c->data, (long long)have, t->x->name,
                 node_type_str(t->x, tb, sizeof tb), (long long)per);
-  int64_t per_y = t->y ? shape_numel(&t->y->shape) / t->y->shape.dim[0] : 1;
-  if (per_y != 1)
-    error_plain(&c->diag, "input %s must hold one label per example, not %s", t->y->name,
-                node_type_str(t->y, tb, sizeof tb));
+  int64_t per_y = t->y ? shape_numel(&t->y->shape) / t->y->shape.dim[0] : 0;
+  for (int k = 0; k < 2 && per_y; k++) {
+    const RtDataset *d = k ? &t->test : &t->train;
+    if (rt_dataset_label_size(d) != per_y)
+      error_plain(&c->diag, "%s: an example has %lld label%s (%s split), but input %s (%s) "
+                  "needs %lld per example", c->data, (long long)rt_dataset_label_size(d),
+                  rt_dataset_label_size(d) == 1 ? "" : "s", k ? "test" : "train", t->y->name,
+                  node_type_str(t->y, tb, sizeof tb),
+                  (long long)per_y);
+  }
 }
 
 /* --- the loop ------------------------------------------------------------- */
@@ -260,33 +266,36 @@ static double test_loss(Trainer *t) {
     return -1;
   int64_t batch = t->ex->shape.dim[0];
   int64_t n = t->c->test_limit && t->c->test_limit < t->test.n ? t->c->test_limit : t->test.n;
-  float *x = exec_input(&t->eval, t->ex);
+  void *x = exec_input(&t->eval, t->ex);
+  int32_t *y = t->ey ? exec_input(&t->eval, t->ey) : NULL; /* NULL: the loss reads no labels */
   double sum = 0;
   int64_t batches = 0;
   for (int64_t first = 0; first + batch <= n; first += batch, batches++) {
-    rt_dataset_gather(&t->test, first, batch, x, NULL);
+    rt_dataset_gather(&t->test, first, batch, x, y);
     exec_run(&t->eval, 0);
     sum += ((const float *)exec_value(&t->eval, t->eout))[0];
   }
   return batches ? sum / (double)batches : -1;
 }
 
-/* Fraction of test examples whose highest score is the label. */
+/* Fraction of the test set's labels (each example's row of them) that its
+ * class scores rank highest. */
 static double test_accuracy(Trainer *t) {
-  if (!t->eout || t->eout->shape.rank != 2)
-    return -1;
   int64_t batch = t->ex->shape.dim[0], per = shape_numel(&t->ex->shape) / batch;
+  int64_t per_y = shape_numel(&t->ey->shape) / batch;
   int64_t n = t->c->test_limit && t->c->test_limit < t->test.n ? t->c->test_limit : t->test.n;
-  int64_t classes = t->eout->shape.dim[1], right = 0;
-  float *x = exec_input(&t->eval, t->ex);
-  int32_t *labels = malloc(sizeof(int32_t) * (size_t)batch);
+  int64_t classes = t->eout->shape.dim[t->eout->shape.rank - 1], right = 0;
+  void *x = exec_input(&t->eval, t->ex);
+  int32_t *labels = malloc(sizeof(int32_t) * (size_t)(batch * per_y));
+  if (!labels)
+    error_plain(&t->c->diag, "out of memory for %lld labels", (long long)(batch * per_y));
   for (int64_t first = 0; first < n; first += batch) {
     int64_t count = n - first < batch ? n - first : batch;
-    memset(x, 0, sizeof(float) * (size_t)(batch * per));
+    memset(x, 0, 4 * (size_t)(batch * per)); /* a partial batch: zeros (valid ids) after it */
     rt_dataset_gather(&t->test, first, count, x, labels);
     exec_run(&t->eval, 0);
     const float *s = exec_value(&t->eval, t->eout);
-    for (int64_t r = 0; r < count; r++) {
+    for (int64_t r = 0; r < count * per_y; r++) {
       int64_t best = 0;
       for (int64_t k = 1; k < classes; k++)
         best = s[r * classes + k] > s[r * classes + best] ? k : best;
@@ -294,7 +303,7 @@ static double test_accuracy(Trainer *t) {
     }
   }
   free(labels);
-  return n ? (double)right / (double)n : -1;
+  return n ? (double)right / (double)(n * per_y) : -1;
 }
 
 static void save(Trainer *t, int epoch) {
@@ -318,13 +327,29 @@ static void save(Trainer *t, int epoch) {
     error_plain(&c->diag, "%s", err);
 }
 
-static void check_labels(Trainer *t, const RtDataset *d) {
-  int64_t classes = t->eout && t->eout->shape.rank == 2 ? t->eout->shape.dim[1] : INT32_MAX;
-  for (int64_t i = 0; i < d->n; i++) {
-    int32_t v = ((int32_t *)d->y.data)[i];
-    if (v < 0 || v >= classes)
-      error_plain(&t->c->diag, "%s: label %d of example %lld is outside 0 .. %lld", t->c->data,
-                  v, (long long)i, (long long)classes - 1);
+/* Every value of d's labels (or, ids, examples) in 0 .. limit - 1. */
+static void check_range(Trainer *t, const RtDataset *d, bool ids, int64_t limit) {
+  const RtTensor *v = ids ? &d->x : &d->y;
+  int64_t n = rt_numel(v), per = d->n ? n / d->n : 1;
+  for (int64_t i = 0; i < n; i++) {
+    int32_t k = ((const int32_t *)v->data)[i];
+    if (k < 0 || k >= limit)
+      error_plain(&t->c->diag, "%s: %s %d of example %lld is outside 0 .. %lld", t->c->data,
+                  ids ? "id" : "label", k, (long long)(i / per), (long long)limit - 1);
+  }
+}
+
+/* The examples' ids must index every embedding table they select rows of;
+ * the labels the class scores (without scores, anything non-negative). */
+static void check_data(Trainer *t) {
+  int64_t vocab = cli_ids_below(t->g, t->x);
+  int64_t classes = t->scores ? t->eout->shape.dim[t->eout->shape.rank - 1] : INT32_MAX;
+  for (int k = 0; k < 2; k++) {
+    const RtDataset *d = k ? &t->test : &t->train;
+    if (t->x->dtype == DT_I32)
+      check_range(t, d, true, vocab);
+    if (t->y)
+      check_range(t, d, false, classes);
   }
 }
 
@@ -338,7 +363,7 @@ static void train_loop(Trainer *t) {
   if (steps == 0)
     error_plain(&t->c->diag, "%s: fewer training examples than one batch of %lld", t->c->data,
                 (long long)batch);
-  float *x = exec_input(&t->step, t->x);
+  void *x = exec_input(&t->step, t->x);
   int32_t *y = t->y ? exec_input(&t->step, t->y) : NULL;
   RtTune tune; /* the steps pick the thread count (runtime/tune.c) */
   rt_tune_begin(&tune);
@@ -360,9 +385,9 @@ static void train_loop(Trainer *t) {
     exec_sync_params(&t->step); /* a device's parameters, back in t->buf */
     if (t->eval_ready)
       exec_params_changed(&t->eval);
-    double score = t->y ? test_accuracy(t) : test_loss(t);
+    double score = t->scores ? test_accuracy(t) : test_loss(t);
     char extra[64] = "";
-    if (score >= 0 && t->y)
+    if (score >= 0 && t->scores)
       snprintf(extra, sizeof extra, "test accuracy %.2f%%", 100 * score);
     else if (score >= 0)
       snprintf(extra, sizeof extra, "test loss %.4f", score);
@@ -394,10 +419,7 @@ static void train_fn(void *ud) {
   }
   bind_params(t);
   load_data(t);
-  if (t->y) {
-    check_labels(t, &t->train);
-    check_labels(t, &t->test);
-  }
+  check_data(t);
   if (t->first_epoch >= t->spec.epochs)
     fprintf(stderr, "kiln: %s already holds %d epochs; nothing to do\n", t->c->resume,
             t->first_epoch);

@@ -196,9 +196,10 @@ static void json_train(FILE *f, const Aot *a) {
     json_io(f, &labels);
   }
   fprintf(f, ",\n  \"lr\": %lld, \"step\": %lld, \"loss\": %lld, \"infer_data\": %d, "
-          "\"accuracy\": %d,\n  \"updates\": [", (long long)train_offset(a, a->src.ts->lr),
-          (long long)train_offset(a, a->src.ts->step), (long long)train_offset(a, a->src.ts->loss),
-          a->infer_data, a->src.accuracy);
+          "\"accuracy\": %d, \"ids_below\": %lld,\n  \"updates\": [",
+          (long long)train_offset(a, a->src.ts->lr), (long long)train_offset(a, a->src.ts->step),
+          (long long)train_offset(a, a->src.ts->loss), a->infer_data, a->src.accuracy,
+          (long long)a->src.ids_below);
   const Graph *g = s->g;
   for (int i = 0; i < g->n_updates; i++) {
     int64_t off = train_offset(a, g->updates[i].value);

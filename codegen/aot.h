@@ -51,7 +51,9 @@
  *           of the training step), data: IO, labels: IO (a classifier's
  *           f32 examples and i32 labels; only for models with just those),
  *           lr, step, loss (arena offsets; -1: not read), infer_data (index
- *           into infer.inputs), accuracy (index into infer.outputs, or -1),
+ *           into infer.inputs), accuracy (index into infer.outputs, or -1:
+ *           class scores over data's labels, per label), ids_below (i32
+ *           data, token ids, must be below it; 0 for f32 data),
  *           updates: [{value (arena offset), slot, bytes}], optimizer (name),
  *           optimizer_kind, schedule: {kind, lr, gamma, every, end, epochs,
  *           warmup}, epochs, seed, shuffle}
@@ -102,6 +104,7 @@ typedef struct AotGraphs {
   TrainSpec spec;         /* the train section, command line applied */
   Node *data, *labels;    /* train's f32 examples and i32 labels, or NULL (other inputs) */
   int accuracy;           /* index of the inference output giving class scores, or -1 */
+  int64_t ids_below;      /* i32 examples (token ids): they index rows 0 .. ids_below - 1 */
 } AotGraphs;
 
 typedef struct AotTimes {

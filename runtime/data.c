@@ -215,16 +215,23 @@ static bool find_idx(char *path, size_t n, const char *dir, const char *base) {
   return join(path, n, dir, name) && is_file(path);
 }
 
-/* Checks the loaded examples (and labels, unless ypath is NULL) and sets
- * d->n; paths name the files in messages. */
-static RtStatus check_pair(RtDataset *d, const char *xpath, const char *ypath, char *err, size_t errlen) {
+/* Checks the loaded examples (f32, or i32 token ids with RT_DATA_IDS) and
+ * labels (unless ypath is NULL) and sets d->n; paths name the files in
+ * messages. */
+static RtStatus check_pair(RtDataset *d, unsigned want, const char *xpath, const char *ypath, char *err,
+                           size_t errlen) {
   const RtCtx cx = {xpath, err, errlen}, cy = {ypath, err, errlen};
   char tb[64];
-  if (d->x.dtype != RT_F32)
+  if (!(want & RT_DATA_IDS) && d->x.dtype != RT_F32)
     return rt_fail(
         &cx, RT_ERR_DTYPE,
         "examples are integers (%s after loading); save them as floats, e.g. x.astype('float32') / 255",
         rt_tensor_type_str(&d->x, tb, sizeof tb));
+  if ((want & RT_DATA_IDS) && d->x.dtype != RT_I32)
+    return rt_fail(&cx, RT_ERR_DTYPE,
+                   "examples are floats (%s); the model reads integer ids (tokens), e.g. "
+                   "x.astype('int32')",
+                   rt_tensor_type_str(&d->x, tb, sizeof tb));
   if (d->x.rank < 1)
     return rt_fail(&cx, RT_ERR_SHAPE,
                    "examples are a scalar; expected shape [n, ...] with one row per example");
@@ -233,10 +240,9 @@ static RtStatus check_pair(RtDataset *d, const char *xpath, const char *ypath, c
   if (d->y.dtype != RT_I32)
     return rt_fail(&cy, RT_ERR_DTYPE, "labels are not integers (%s); expected integer class indices",
                    rt_tensor_type_str(&d->y, tb, sizeof tb));
-  if (d->y.rank == 2 && d->y.dim[1] == 1) d->y.rank = 1; /* [n, 1] -> [n] */
-  if (d->y.rank != 1)
-    return rt_fail(&cy, RT_ERR_SHAPE, "labels have shape %s; expected one label per example, [n]",
-                   rt_tensor_type_str(&d->y, tb, sizeof tb));
+  if (d->y.rank < 1)
+    return rt_fail(&cy, RT_ERR_SHAPE, "labels are a scalar; expected shape [n] or [n, ...] (one row "
+                   "of labels per example)");
   if (d->x.dim[0] != d->y.dim[0])
     return rt_fail(&cy, RT_ERR_SHAPE, "%lld labels, but %s has %lld examples (the counts must match)",
                    (long long)d->y.dim[0], xpath, (long long)d->x.dim[0]);
@@ -244,9 +250,10 @@ static RtStatus check_pair(RtDataset *d, const char *xpath, const char *ypath, c
   return RT_OK;
 }
 
-RtStatus rt_dataset_read(const char *dir, const char *split, bool labels, RtDataset *out, char *err,
+RtStatus rt_dataset_read(const char *dir, const char *split, unsigned want, RtDataset *out, char *err,
                          size_t errlen) {
   const RtCtx c = {dir, err, errlen};
+  bool labels = want & RT_DATA_LABELS, ids = want & RT_DATA_IDS;
   char xpath[4096], ypath[4096], base[64];
   const char *prefix;
   const IdxType *t = NULL;
@@ -264,8 +271,8 @@ RtStatus rt_dataset_read(const char *dir, const char *split, bool labels, RtData
     snprintf(base, sizeof base, "%s-labels-idx1-ubyte", prefix);
     if (labels && !find_idx(ypath, sizeof ypath, dir, base))
       return rt_fail(&c, RT_ERR_NOTFOUND, "found %s but not its labels (%s or %s.gz)", xpath, base, base);
-    if ((st = idx_load(xpath, 1, &out->x, &t, err, errlen))) return st;
-    if (t->kind != 'u' && t->kind != 'f') {
+    if ((st = idx_load(xpath, !ids, &out->x, &t, err, errlen))) return st;
+    if (t->kind != 'u' && t->kind != 'f' && !ids) {
       rt_dataset_free(out);
       return rt_fail(&(RtCtx){xpath, err, errlen}, RT_ERR_DTYPE,
                      "images are %s; expected u8 (scaled to [0, 1]) or floats", t->label);
@@ -290,13 +297,13 @@ RtStatus rt_dataset_read(const char *dir, const char *split, bool labels, RtData
   st = !labels ? RT_OK
        : idx   ? idx_load(ypath, 0, &out->y, &t, err, errlen)
                : rt_npy_read(ypath, &out->y, err, errlen);
-  if (!st) st = check_pair(out, xpath, labels ? ypath : NULL, err, errlen);
+  if (!st) st = check_pair(out, want, xpath, labels ? ypath : NULL, err, errlen);
   if (st) rt_dataset_free(out);
   return st;
 }
 
 RtStatus rt_dataset_load(const char *dir, const char *split, RtDataset *out, char *err, size_t errlen) {
-  return rt_dataset_read(dir, split, true, out, err, errlen);
+  return rt_dataset_read(dir, split, RT_DATA_LABELS, out, err, errlen);
 }
 
 void rt_dataset_free(RtDataset *d) {
@@ -313,11 +320,19 @@ int64_t rt_dataset_example_size(const RtDataset *d) {
   return k;
 }
 
-void rt_dataset_gather(const RtDataset *d, int64_t first, int64_t count, float *x, int32_t *y) {
-  int64_t per = rt_dataset_example_size(d);
+int64_t rt_dataset_label_size(const RtDataset *d) {
+  int64_t k = 1;
+  if (!d || d->y.rank < 1) return 0;
+  for (int i = 1; i < d->y.rank; i++) k *= d->y.dim[i];
+  return k;
+}
+
+/* Examples and labels are 4-byte elements (f32 or i32). */
+void rt_dataset_gather(const RtDataset *d, int64_t first, int64_t count, void *x, int32_t *y) {
+  int64_t per = rt_dataset_example_size(d), per_y = rt_dataset_label_size(d);
   if (first < 0 || count <= 0 || first > d->n || count > d->n - first) return;
-  if (x) memcpy(x, (const float *)d->x.data + first * per, (size_t)(count * per) * sizeof(float));
-  if (y) memcpy(y, (const int32_t *)d->y.data + first, (size_t)count * sizeof(int32_t));
+  if (x) memcpy(x, (const char *)d->x.data + first * per * 4, (size_t)(count * per) * 4);
+  if (y) memcpy(y, (const int32_t *)d->y.data + first * per_y, (size_t)(count * per_y) * sizeof(int32_t));
 }
 
 /* ---- batching ---- */
@@ -372,14 +387,14 @@ void rt_batcher_epoch(RtBatcher *b, int epoch) {
 
 int64_t rt_batcher_index(const RtBatcher *b, int64_t i) { return b->order ? b->order[i] : i; }
 
-void rt_batcher_gather(const RtBatcher *b, const RtDataset *d, int64_t step, float *x, int32_t *y) {
-  int64_t per = rt_dataset_example_size(d);
-  const float *xs = d->x.data;
+void rt_batcher_gather(const RtBatcher *b, const RtDataset *d, int64_t step, void *x, int32_t *y) {
+  int64_t per = rt_dataset_example_size(d), per_y = rt_dataset_label_size(d);
+  const char *xs = d->x.data;
   const int32_t *ys = d->y.data;
   if (step < 0 || step >= rt_batcher_steps(b) || b->n > d->n) return;
   for (int64_t k = 0; k < b->batch; k++) {
     int64_t i = rt_batcher_index(b, step * b->batch + k);
-    if (x) memcpy(x + k * per, xs + i * per, (size_t)per * sizeof(float));
-    if (y) y[k] = ys[i];
+    if (x) memcpy((char *)x + k * per * 4, xs + i * per * 4, (size_t)per * 4);
+    if (y) memcpy(y + k * per_y, ys + i * per_y, (size_t)per_y * sizeof(int32_t));
   }
 }

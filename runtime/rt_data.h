@@ -45,7 +45,9 @@ RtStatus rt_gunzip_limit(const void *in, size_t len, const char *name, size_t li
 RtStatus rt_idx_parse(const void *buf, size_t len, const char *name, RtTensor *out, char *err, size_t errlen);
 RtStatus rt_idx_read(const char *path, RtTensor *out, char *err, size_t errlen);
 
-/* Examples x (f32, shape [n, ...]) and integer labels y (i32, shape [n]). */
+/* Examples x (f32, or i32 token ids; shape [n, ...]) and integer labels y
+ * (i32, shape [n] or [n, ...]: a row of labels per example, e.g. a
+ * language model's next tokens). */
 typedef struct RtDataset {
   RtTensor x, y;
   int64_t n;
@@ -55,23 +57,29 @@ typedef struct RtDataset {
  *   {train,t10k}-images-idx3-ubyte[.gz] + {train,t10k}-labels-idx1-ubyte[.gz]
  *     (the MNIST / Fashion-MNIST names; "test" uses t10k; u8 images are
  *     scaled to [0, 1] by dividing by 255), then
- *   {split}_x.npy + {split}_y.npy (x float, y integer; y may be [n] or [n, 1]).
+ *   {split}_x.npy + {split}_y.npy (x float, y integer, [n] or [n, ...]).
  * Fails with RT_ERR_NOTFOUND naming every file tried when neither pair is
  * there, and with a clear message when the counts of x and y differ or the
  * labels are not integers.  *out is zeroed on failure. */
 RtStatus rt_dataset_load(const char *dir, const char *split, RtDataset *out, char *err, size_t errlen);
-/* rt_dataset_load, or with labels false the examples alone (a model
- * trained without labels: an autoencoder): the same files, the labels
- * neither needed nor read; y stays empty. */
-RtStatus rt_dataset_read(const char *dir, const char *split, bool labels, RtDataset *out, char *err,
+/* What rt_dataset_read reads: labels (without, the examples alone: a model
+ * trained without labels, an autoencoder; y stays empty), and examples as
+ * integer ids (a token model: integer files load as i32, IDX images
+ * unscaled) instead of floats. */
+enum { RT_DATA_LABELS = 1, RT_DATA_IDS = 2 };
+/* rt_dataset_load with RT_DATA_* flags: rt_dataset_load is RT_DATA_LABELS. */
+RtStatus rt_dataset_read(const char *dir, const char *split, unsigned want, RtDataset *out, char *err,
                          size_t errlen);
 void rt_dataset_free(RtDataset *d);
-/* Floats per example: the product of x's dims after the first. */
+/* Values per example: the product of x's dims after the first. */
 int64_t rt_dataset_example_size(const RtDataset *d);
+/* Labels per example: the product of y's dims after the first (0 without). */
+int64_t rt_dataset_label_size(const RtDataset *d);
 /* Copies examples first .. first+count-1 in order (for evaluation); x gets
- * count * example size floats, y count labels (either may be NULL).  A
- * range outside 0..n-1 copies nothing. */
-void rt_dataset_gather(const RtDataset *d, int64_t first, int64_t count, float *x, int32_t *y);
+ * count * example size values (4 bytes each, f32 or i32), y count * label
+ * size labels (either may be NULL).  A range outside 0..n-1 copies
+ * nothing. */
+void rt_dataset_gather(const RtDataset *d, int64_t first, int64_t count, void *x, int32_t *y);
 
 /* Mini-batches over the first n examples (or the first `limit` when
  * 0 < limit < n).  With shuffle, each epoch visits the examples in an order
@@ -97,9 +105,9 @@ void rt_batcher_epoch(RtBatcher *b, int epoch);
 /* The dataset index of the i-th example of the current epoch. */
 int64_t rt_batcher_index(const RtBatcher *b, int64_t i);
 /* Copies step `step`'s examples contiguously: x gets batch * example size
- * floats, y gets batch labels (either may be NULL).  A step outside
+ * values, y batch * label size labels (either may be NULL).  A step outside
  * 0..steps-1, or a batcher over more examples than d has, copies nothing. */
-void rt_batcher_gather(const RtBatcher *b, const RtDataset *d, int64_t step, float *x, int32_t *y);
+void rt_batcher_gather(const RtBatcher *b, const RtDataset *d, int64_t step, void *x, int32_t *y);
 /* The SplitMix64 finalizer the shuffle is built on (exposed for tests). */
 uint64_t rt_mix64(uint64_t z);
 

@@ -163,6 +163,7 @@ static void read_train(Rd *r, RtProg *p, RtProgJson *t) {
   p->loss = num(r, t, "loss");
   p->infer_data = (int)num(r, t, "infer_data");
   p->accuracy = (int)num(r, t, "accuracy");
+  p->ids_below = num(r, t, "ids_below");
   p->optimizer = str(r, t, "optimizer");
   p->sched.kind = (RtSched)num(r, s, "kind");
   p->sched.lr = strtod(get(r, s, "lr", 'n')->text, NULL);

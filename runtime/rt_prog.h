@@ -62,7 +62,8 @@ typedef struct RtProg {
   int64_t train_arena, lr, step, loss;
   RtProgTensor data, labels; /* labels.offset -1 and has_labels 0: trained without labels */
   int has_labels;
-  int infer_data, accuracy;
+  int infer_data, accuracy; /* accuracy: class scores per label, over data's labels */
+  int64_t ids_below;        /* i32 data (token ids) must be below it; 0 for f32 data */
   RtProgUpdate *updates;
   int n_updates;
   const char *optimizer;

@@ -40,7 +40,9 @@ static const char train_help[] =
     "\n"
     "Trains model %s as its train section said when it was built (optimizer %s,\n"
     "%d epochs, batch %lld), with a progress line on stderr and test accuracy after\n"
-    "each epoch (a model trained on its examples alone, without labels: none).\n"
+    "each epoch, per label (none for a model trained on its examples alone, without\n"
+    "labels, or one whose first output is not class scores for them).  Examples are\n"
+    "floats, or integer ids (tokens) for a model that reads i32 ones.\n"
     "Starts from the parameters built into the program.\n"
     "\n"
     "  --data DIR               IDX files (train-images-idx3-ubyte[.gz], ... as in\n"
@@ -90,24 +92,41 @@ static int parse(Train *t, int argc, char **argv, int *want_help) {
   return t->data ? RP_OK : rt_prog_usage(p, "train", "--data DIR is required");
 }
 
-/* Examples and labels must fit the model: sizes per example, label range. */
+/* Every value of d's labels (or, ids, examples) in 0 .. limit - 1. */
+static int check_range(Train *t, const RtDataset *d, int ids, int64_t limit) {
+  const RtTensor *v = ids ? &d->x : &d->y;
+  int64_t n = rt_numel(v), per = d->n ? n / d->n : 1;
+  for (int64_t i = 0; i < n; i++) {
+    int32_t k = ((const int32_t *)v->data)[i];
+    if (k < 0 || k >= limit)
+      return rt_prog_error(t->p, RP_USER, "%s: %s %d of example %lld is outside 0 .. %lld", t->data,
+                           ids ? "id" : "label", k, (long long)(i / per), (long long)limit - 1);
+  }
+  return RP_OK;
+}
+
+/* Examples and labels must fit the model: sizes per example, the ids'
+ * range (its embedding tables' rows), the labels' (its class scores). */
 static int check_data(Train *t, const RtDataset *d) {
   const RtProg *p = t->p;
   char tb[160];
   int64_t per = (int64_t)(rt_prog_bytes(&p->data) / 4) / p->data.dim[0];
-  int64_t classes = p->accuracy >= 0 ? p->outputs[p->accuracy].dim[1] : INT32_MAX;
-  int64_t labels = p->has_labels ? d->n : 0; /* none read without them */
+  int64_t per_y = p->has_labels ? (int64_t)(rt_prog_bytes(&p->labels) / 4) / p->labels.dim[0] : 0;
+  const RtProgTensor *out = p->accuracy >= 0 ? &p->outputs[p->accuracy] : NULL;
+  int64_t classes = out ? out->dim[out->rank - 1] : INT32_MAX;
+  int rc;
   if (rt_dataset_example_size(d) != per)
     return rt_prog_error(p, RP_USER,
                          "%s: an example has %lld values, but input %s (%s) needs %lld per example", t->data,
                          (long long)rt_dataset_example_size(d), p->data.name,
                          rt_prog_type(&p->data, tb, sizeof tb), (long long)per);
-  for (int64_t i = 0; i < labels; i++) {
-    int32_t v = ((int32_t *)d->y.data)[i];
-    if (v < 0 || v >= classes)
-      return rt_prog_error(p, RP_USER, "%s: label %d of example %lld is outside 0 .. %lld", t->data, v,
-                           (long long)i, (long long)classes - 1);
-  }
+  if (per_y && rt_dataset_label_size(d) != per_y)
+    return rt_prog_error(p, RP_USER,
+                         "%s: an example has %lld label%s, but input %s (%s) needs %lld per example", t->data,
+                         (long long)rt_dataset_label_size(d), rt_dataset_label_size(d) == 1 ? "" : "s",
+                         p->labels.name, rt_prog_type(&p->labels, tb, sizeof tb), (long long)per_y);
+  if (p->ids_below > 0 && (rc = check_range(t, d, 1, p->ids_below))) return rc;
+  if (p->has_labels && (rc = check_range(t, d, 0, classes))) return rc;
   return RP_OK;
 }
 
@@ -118,10 +137,11 @@ static int setup(Train *t) {
   if ((rc = rt_prog_params_init(p, &t->params))) return rc;
   if (t->resume && (rc = rt_prog_params_load(p, &t->params, t->resume, 1, &t->first_epoch, &t->global_step)))
     return rc;
-  if (rt_dataset_read(t->data, "train", p->has_labels, &t->train, err, sizeof err) != RT_OK)
+  unsigned want = (p->has_labels ? RT_DATA_LABELS : 0) | (p->data.dtype == RT_I32 ? RT_DATA_IDS : 0);
+  if (rt_dataset_read(t->data, "train", want, &t->train, err, sizeof err) != RT_OK)
     return rt_prog_error(p, RP_USER, "%s", err);
   t->have_train = 1;
-  if (rt_dataset_read(t->data, "test", p->has_labels, &t->test, err, sizeof err) != RT_OK)
+  if (rt_dataset_read(t->data, "test", want, &t->test, err, sizeof err) != RT_OK)
     return rt_prog_error(p, RP_USER, "%s", err);
   t->have_test = 1;
   if ((rc = check_data(t, &t->train)) || (rc = check_data(t, &t->test))) return rc;
@@ -135,31 +155,33 @@ static int setup(Train *t) {
   return RP_OK;
 }
 
-/* Fraction of test examples whose highest score is the label; -1 if none. */
+/* Fraction of the test set's labels (each example's row of them) that
+ * its class scores rank highest; -1 if none. */
 static double test_accuracy(Train *t) {
   const RtProg *p = t->p;
   if (p->accuracy < 0 || p->infer_data < 0 || p->inputs[p->infer_data].offset < 0) return -1;
   const RtProgTensor *in = &p->inputs[p->infer_data], *out = &p->outputs[p->accuracy];
-  int64_t batch = in->dim[0], classes = out->dim[1], right = 0;
+  int64_t batch = in->dim[0], classes = out->dim[out->rank - 1], right = 0;
+  int64_t per_y = rt_dataset_label_size(&t->test);
   int64_t n = t->test_limit && t->test_limit < t->test.n ? t->test_limit : t->test.n;
-  float *x = (float *)(t->infer_arena + in->offset);
-  int32_t *labels = malloc(sizeof(int32_t) * (size_t)batch);
+  void *x = t->infer_arena + in->offset;
+  int32_t *labels = malloc(sizeof(int32_t) * (size_t)(batch * per_y));
   if (!labels) return -1;
   rt_prog_prepare(&t->params); /* the inference graph's prepared weights, from the trained ones */
   for (int64_t first = 0; first < n; first += batch) {
     int64_t count = n - first < batch ? n - first : batch;
-    memset(x, 0, rt_prog_bytes(in));
+    memset(x, 0, rt_prog_bytes(in)); /* a partial batch: zeros (valid ids) after it */
     rt_dataset_gather(&t->test, first, count, x, labels);
     kiln_infer(t->infer_arena, (void *const *)t->params.ext);
     const float *s = (const float *)(t->infer_arena + out->offset);
-    for (int64_t r = 0; r < count; r++) {
+    for (int64_t r = 0; r < count * per_y; r++) {
       int64_t best = 0;
       for (int64_t k = 1; k < classes; k++) best = s[r * classes + k] > s[r * classes + best] ? k : best;
       right += best == labels[r];
     }
   }
   free(labels);
-  return n ? (double)right / (double)n : -1;
+  return n ? (double)right / (double)(n * per_y) : -1;
 }
 
 static double run_step(Train *t, int64_t per_epoch, int64_t total) {
@@ -183,7 +205,7 @@ static int loop(Train *t) {
                          (long long)batch);
   if (t->first_epoch >= p->epochs)
     fprintf(stderr, "%s: %s already holds %d epochs; nothing to do\n", p->name, t->resume, t->first_epoch);
-  float *x = (float *)(t->arena + p->data.offset);
+  void *x = t->arena + p->data.offset;
   int32_t *y = p->has_labels ? (int32_t *)(t->arena + p->labels.offset) : NULL;
   RtTune tune; /* the steps pick the thread count (tune.c) */
   rt_tune_begin(&tune);

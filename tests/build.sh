@@ -459,6 +459,33 @@ expect 0 "kiln train, the same VAE" -- "$KILN" train models/vae.kiln "${vae_size
   --data "$tmp/xonly" --epochs 2 --save "$tmp/vae_kiln.safetensors"
 same_file "$tmp/vae_kiln.safetensors" "$tmp/vae_prog.safetensors" "the VAE: program train = kiln train"
 
+# A language model: token ids as examples, a row of next tokens as each
+# example's labels (per-token test accuracy); program train = kiln train.
+mkdir -p "$tmp/lmd"
+"$PY" - "$tmp/lmd" <<'PY'
+import sys, numpy as np
+rng = np.random.default_rng(2)
+for split, n in (("train", 64), ("test", 20)):
+    seq = (rng.integers(0, 32, (n, 1)) + np.arange(9)) % 32
+    np.save(f"{sys.argv[1]}/{split}_x.npy", seq[:, :8].astype(np.int32))
+    np.save(f"{sys.argv[1]}/{split}_y.npy", seq[:, 1:].astype(np.int32))
+PY
+lm_sizes=(-D T=8 -D D=16 -D heads=2 -D layers=1 -D vocab=32)
+expect 0 "build the language model --train" -- "$KILN" build models/lm.kiln "${lm_sizes[@]}" \
+  --train -o "$tmp/lm"
+expect 0 "the language model program trains on token ids" -- "$tmp/lm" train --data "$tmp/lmd" \
+  --epochs 2 --save "$tmp/lm_prog.safetensors"
+contains "$err" "test accuracy"
+grep -o 'test accuracy [0-9.]*%' "$err" >"$tmp/lm_prog_acc.txt"
+expect 0 "kiln train, the same language model" -- "$KILN" train models/lm.kiln "${lm_sizes[@]}" \
+  --data "$tmp/lmd" --epochs 2 --save "$tmp/lm_kiln.safetensors"
+grep -o 'test accuracy [0-9.]*%' "$err" >"$tmp/lm_kiln_acc.txt"
+same_file "$tmp/lm_kiln.safetensors" "$tmp/lm_prog.safetensors" "a language model: program train = kiln train"
+same_file "$tmp/lm_kiln_acc.txt" "$tmp/lm_prog_acc.txt" "a language model: the same test accuracies"
+"$PY" -c "import numpy as np; np.save('$tmp/lmd/test_x.npy', np.full((20, 8), 40, np.int32))"
+expect 1 "the program, with ids beyond its table" -- "$tmp/lm" train --data "$tmp/lmd" --epochs 1
+contains "$err" "id 40 of example 0 is outside 0 .. 31"
+
 # A model with inputs other than examples and labels (here a noise input):
 # its training step compiles for code of one's own, not into a program.
 printf 'model noisy(N = 4) {\n  input x: f32[N, 6]\n  input eps: f32[N, 2]\n  output z = dense(x, out=2) + eps\n  loss = mean(z * z)\n}\ntrain noisy {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n' >"$tmp/noisy.kiln"

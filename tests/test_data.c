@@ -444,6 +444,63 @@ static void test_dataset(void **state) {
          "", "no 'test' split found (tried t10k-images-idx3-ubyte[.gz] and test_x.npy)");
 }
 
+static int ids_dir(void **state) { return make_tmp_dir(state, "/tmp/kiln_ids.XXXXXX"); }
+
+/* x and y of a split as .npy files in dir. */
+static void save_split(const char *dir, const char *split, const RtTensor *x, const RtTensor *y) {
+  char path[512], err[512];
+  snprintf(path, sizeof path, "%s/%s_x.npy", dir, split);
+  if (rt_npy_write(path, x, err, sizeof err)) fail_msg("%s", err);
+  snprintf(path, sizeof path, "%s/%s_y.npy", dir, split);
+  if (rt_npy_write(path, y, err, sizeof err)) fail_msg("%s", err);
+}
+
+/* Token ids (RT_DATA_IDS): integer examples load as i32, IDX images
+ * unscaled, floats are refused; a row of labels per example ([n, 3]) is
+ * gathered row by row, as the batcher orders the examples. */
+static void test_dataset_ids(void **state) {
+  const char *dir = *state;
+  int32_t xs[4 * 2], ys[4 * 3], x[2 * 2], y[2 * 3];
+  for (int i = 0; i < 8; i++) xs[i] = 100 + i;
+  for (int i = 0; i < 12; i++) ys[i] = i;
+  RtTensor tx = {RT_I32, 2, {4, 2}, xs}, ty = {RT_I32, 2, {4, 3}, ys};
+  save_split(dir, "train", &tx, &ty);
+  RtDataset d;
+  char err[512] = "";
+  if (rt_dataset_read(dir, "train", RT_DATA_LABELS | RT_DATA_IDS, &d, err, sizeof err))
+    fail_msg("%s", err);
+  assert_true(d.n == 4 && d.x.dtype == RT_I32 && rt_dataset_example_size(&d) == 2);
+  assert_int_equal(rt_dataset_label_size(&d), 3);
+  RtBatcher b;
+  assert_int_equal(rt_batcher_init(&b, d.n, 2, 5, true, 0), RT_OK);
+  for (int64_t s = 0; s < 2; s++) {
+    rt_batcher_gather(&b, &d, s, x, y);
+    for (int k = 0; k < 2; k++) {
+      int64_t i = rt_batcher_index(&b, s * 2 + k);
+      assert_memory_equal(x + 2 * k, xs + 2 * i, 2 * sizeof(int32_t));
+      assert_memory_equal(y + 3 * k, ys + 3 * i, 3 * sizeof(int32_t));
+    }
+  }
+  rt_batcher_free(&b);
+  rt_dataset_gather(&d, 2, 2, x, y);
+  assert_memory_equal(x, xs + 4, sizeof x);
+  assert_memory_equal(y, ys + 6, sizeof y);
+  rt_dataset_free(&d);
+  RtTensor raw; /* IDX u8 images as ids: their values, not scaled */
+  read_idx(IDX "plain/train-images-idx3-ubyte", &raw);
+  if (rt_dataset_read(IDX "plain", "train", RT_DATA_IDS, &d, err, sizeof err)) fail_msg("%s", err);
+  assert_true(d.x.dtype == RT_I32 && d.n == 5);
+  assert_memory_equal(d.x.data, raw.data, 30 * sizeof(int32_t));
+  free(raw.data);
+  rt_dataset_free(&d);
+  expect(rt_dataset_read(IDX "npy", "train", RT_DATA_IDS, &d, err, sizeof err), err, RT_ERR_DTYPE,
+         "", "train_x.npy: examples are floats (f32[5, 6]); the model reads integer ids");
+  RtTensor scalar = {RT_I32, 0, {0}, ys}; /* labels must have an example axis */
+  save_split(dir, "test", &tx, &scalar);
+  expect(rt_dataset_read(dir, "test", RT_DATA_LABELS | RT_DATA_IDS, &d, err, sizeof err), err,
+         RT_ERR_SHAPE, "", "test_y.npy: labels are a scalar");
+}
+
 static void test_fashion_mnist(void **state) {
   RtDataset d;
   double t0;
@@ -604,6 +661,7 @@ int main(void) {
       cmocka_unit_test(test_deflate_crafted),
       cmocka_unit_test(test_idx),
       cmocka_unit_test(test_dataset),
+      cmocka_unit_test_setup_teardown(test_dataset_ids, ids_dir, remove_tmp_dir),
       cmocka_unit_test(test_fashion_mnist),
       cmocka_unit_test(test_batcher),
       cmocka_unit_test(test_progress),

@@ -43,10 +43,14 @@ expect 2 "train with a bad --epochs" -- "$KILN" train models/mlp.kiln --epochs 0
 expect 1 "train a model without a train section" -- "$KILN" train tests/data/no_train.kiln \
   --data "$tmp"
 contains "$err" "has no train section"
-printf 'model ids(N = 4) {\n  input t: i32[N]\n  e = embedding(t, num=5, features=2)\n  loss = mean(e * e)\n}\ntrain ids {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n' >"$tmp/ids.kiln"
-expect 1 "train a model without examples" -- "$KILN" train "$tmp/ids.kiln" --data "$tmp"
-contains "$err" "ids.kiln:6:7: error: kiln train needs one f32 input (the examples) and one i32"
-contains "$err" "or the examples alone; model ids has no f32 input"
+printf 'model none() {\n  param w: f32[3]\n  loss = mean(w * w)\n}\ntrain none {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n' >"$tmp/none.kiln"
+expect 1 "train a model without inputs" -- "$KILN" train "$tmp/none.kiln" --data "$tmp"
+contains "$err" "none.kiln:5:7: error: kiln train needs the examples (one f32 input, or i32 ids"
+contains "$err" "model none has no input"
+printf 'model three(N = 4) {\n  input a: i32[N]\n  input b: i32[N]\n  input c: i32[N]\n  e = embedding(a + b + c, num=5, features=2)\n  loss = mean(e * e)\n}\ntrain three {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n' >"$tmp/three.kiln"
+expect 1 "train a model with three i32 inputs" -- "$KILN" train "$tmp/three.kiln" --data "$tmp"
+contains "$err" "three.kiln:4:9: error: kiln train needs"
+contains "$err" "model three has another i32 input 'c'"
 printf 'model noisy(N = 4) {\n  input x: f32[N, 6]\n  input eps: f32[N, 2]\n  output z = dense(x, out=2) + eps\n  loss = mean(z * z)\n}\ntrain noisy {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n' >"$tmp/noisy.kiln"
 expect 1 "train a model with a second f32 input" -- "$KILN" train "$tmp/noisy.kiln" --data "$tmp"
 contains "$err" "model noisy has another f32 input 'eps'"
@@ -141,6 +145,62 @@ if grep -q "test loss" "$err"; then echo "FAIL: a test loss of no batch"; fails=
 expect 1 "a classifier without its labels' files" -- "$KILN" train "$tmp/small.kiln" \
   --data "$tmp/xonly"
 contains "$err" "but not its labels"
+
+# --- token ids: a sequence classifier and a language model ------------------------
+# Class c's sequences draw most tokens from 10c .. 10c + 9; the language
+# model's sequences count up by one (mod 32), its labels the next tokens.
+mkdir -p "$tmp/tok" "$tmp/lmd"
+"$PY" - "$tmp/tok" "$tmp/lmd" <<'PY'
+import sys, numpy as np
+rng = np.random.default_rng(1)
+for split, n in (("train", 160), ("test", 42)):
+    y = rng.integers(0, 3, n)
+    x = np.where(rng.random((n, 8)) < 0.25, rng.integers(0, 30, (n, 8)),
+                 y[:, None] * 10 + rng.integers(0, 10, (n, 8)))
+    np.save(f"{sys.argv[1]}/{split}_x.npy", x.astype(np.int64))   # int64: loaded as i32
+    np.save(f"{sys.argv[1]}/{split}_y.npy", y.astype(np.int32))
+    seq = (rng.integers(0, 32, (n, 1)) + np.arange(9)) % 32
+    np.save(f"{sys.argv[2]}/{split}_x.npy", seq[:, :8].astype(np.int32))
+    np.save(f"{sys.argv[2]}/{split}_y.npy", seq[:, 1:].astype(np.int32))
+PY
+tok_sizes=(-D T=8 -D D=16 -D heads=2 -D layers=1)
+expect 0 "train a sequence classifier on token ids" -- "$KILN" train models/transformer.kiln \
+  "${tok_sizes[@]}" -D vocab=30 -D classes=3 --data "$tmp/tok" --epochs 3
+grep -o 'test accuracy [0-9.]*' "$err" | awk '{print $3}' >"$tmp/tok_compiled.txt"
+expect 0 "the same, --reference" -- "$KILN" train models/transformer.kiln "${tok_sizes[@]}" \
+  -D vocab=30 -D classes=3 --data "$tmp/tok" --epochs 3 --reference
+grep -o 'test accuracy [0-9.]*' "$err" | awk '{print $3}' >"$tmp/tok_reference.txt"
+if [ "$(wc -l <"$tmp/tok_compiled.txt")" -eq 3 ] && cmp -s "$tmp/tok_compiled.txt" "$tmp/tok_reference.txt" &&
+   awk 'END { exit !($1 > 80) }' "$tmp/tok_compiled.txt"; then
+  echo "ok: token ids: test accuracy above 80%, compiled as the reference"
+else
+  echo "FAIL: token ids: test accuracy $(tr '\n' ' ' <"$tmp/tok_compiled.txt") against the" \
+    "reference's $(tr '\n' ' ' <"$tmp/tok_reference.txt")"
+  fails=$((fails + 1))
+fi
+expect 0 "train a language model (a row of labels per example)" -- "$KILN" train models/lm.kiln \
+  "${tok_sizes[@]}" -D vocab=32 --data "$tmp/lmd" --epochs 4 --batch 8
+grep -o 'test accuracy [0-9.]*' "$err" | awk '{print $3}' >"$tmp/lm_acc.txt"
+if awk 'NR == 1 { first = $1 } END { exit !(NR == 4 && $1 > first && $1 > 50) }' "$tmp/lm_acc.txt"; then
+  echo "ok: the language model's per-token test accuracy rises: $(tr '\n' ' ' <"$tmp/lm_acc.txt")"
+else
+  echo "FAIL: the language model's test accuracy: $(tr '\n' ' ' <"$tmp/lm_acc.txt")"
+  fails=$((fails + 1))
+fi
+expect 1 "ids beyond the embedding table" -- "$KILN" train models/lm.kiln "${tok_sizes[@]}" \
+  -D vocab=20 --data "$tmp/lmd"
+contains "$err" "id 2"
+contains "$err" "is outside 0 .. 19"
+expect 1 "a label beyond the class scores" -- "$KILN" train models/transformer.kiln \
+  "${tok_sizes[@]}" -D vocab=30 -D classes=2 --data "$tmp/tok"
+contains "$err" "label 2 of example"
+contains "$err" "is outside 0 .. 1"
+expect 1 "labels of another width" -- "$KILN" train models/lm.kiln "${tok_sizes[@]}" -D vocab=32 \
+  --data "$tmp/tok"
+contains "$err" "an example has 1 label (train split), but input targets (i32[4, 8]) needs 8 per example"
+expect 1 "float examples for a token model" -- "$KILN" train models/lm.kiln "${tok_sizes[@]}" \
+  -D vocab=32 --data "$tmp/npy"
+contains "$err" "train_x.npy: examples are floats (f32[96, 6]); the model reads integer ids"
 
 # --- resume = uninterrupted ------------------------------------------------------
 expect 0 "two epochs straight" -- "$KILN" train "$tmp/small.kiln" --data "$tmp/npy" --epochs 2 \

@@ -20,9 +20,9 @@
 #   - `kiln build --train` at the fixture's sizes makes a program (how long
 #     builds take at the models' own sizes is bench/build_time.sh's to
 #     measure, not a test's).  A model whose inputs the standalone trainer
-#     cannot take (it reads one f32 examples input and, for a classifier,
-#     one i32 labels input)
-#     gets its training step built with --emit obj,header instead.
+#     cannot take (it reads the examples, one f32 input or i32 token ids,
+#     and at most one i32 labels input) gets its training step built with
+#     --emit obj,header instead.
 # A kiln linked with ASan skips a few models' fixtures (see `skip` below).
 #
 # Usage: tests/zoo.sh path/to/kiln    (ctest passes the built binary)
@@ -152,7 +152,7 @@ PY
   # --- kiln build --train at the fixture's sizes
   if build_prog "$name" "$model" "${defs[@]}" --train; then
     echo "ok: $name: kiln build --train"
-  elif grep -qF "kiln build --train makes a program whose \`train\` command reads one f32" "$err"; then
+  elif grep -qF "kiln build --train makes a program whose \`train\` command reads from a dataset" "$err"; then
     # the standalone trainer reads (f32 examples, i32 labels) datasets only:
     # the training step compiles into an object and header instead
     limits=$((limits + 1))
