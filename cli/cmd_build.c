@@ -51,8 +51,8 @@ static const char build_help[] =
     "program PROG.  `PROG --input x=a.npy --output probs=b.npy` runs inference\n"
     "(PROG --help lists the inputs and outputs); a build with --train also has\n"
     "`PROG train --data DIR --epochs N --save FILE` (see PROG train --help): for\n"
-    "models whose inputs are one f32 input (examples) and one i32 (labels), or\n"
-    "the examples alone (trained without labels, no test accuracy); any\n"
+    "models whose inputs are their examples (one f32 input, or i32 token ids)\n"
+    "and at most one i32 input of labels (without: scored by the test loss); any\n"
     "model's training step compiles with --emit obj,header, for code of your own.\n"
     "--weights are built in; without them the program draws the seeded initial\n"
     "parameters when it starts (the values kiln init writes).\n"
@@ -147,6 +147,7 @@ static void find_data(Build *b, AotGraphs *gs) {
   Node *other;
   gs->accuracy = -1;
   gs->ids_below = 0;
+  gs->test_loss = NULL;
   if (!cli_data_inputs(b->gt, &gs->data, &gs->labels, &other)) {
     gs->data = gs->labels = NULL;
     if (!(b->emit & EMIT_EXE))
@@ -165,6 +166,8 @@ static void find_data(Build *b, AotGraphs *gs) {
   Node *ex, *ey, *bad; /* the inference graph's labels, if it reads any */
   if (cli_data_inputs(b->ge, &ex, &ey, &bad) && cli_scores_for(out, gs->labels))
     gs->accuracy = 0;
+  if (!gs->labels) /* scored by the loss, which then reads the examples alone */
+    gs->test_loss = graph_find_value(b->ge, b->ge->spec.minimize);
 }
 
 typedef struct Twin {

@@ -131,9 +131,12 @@ bool aot_init(Aot *a, const AotGraphs *gs, const PlanOpts *po, char *err, size_t
   if (!layout_params(a, gt ? gt : ge, err, errlen))
     return false;
   Node **outs = arena_alloc(a->arena, sizeof(Node *) * (size_t)(ge->n_outputs + 1));
+  int n_outs = 0;
   for (int i = 0; i < ge->n_outputs; i++)
-    outs[i] = ge->outputs[i].node;
-  plan_step(a, &a->infer, ge, outs, ge->n_outputs, po);
+    outs[n_outs++] = ge->outputs[i].node;
+  if (gs->test_loss)
+    outs[n_outs++] = gs->test_loss;
+  plan_step(a, &a->infer, ge, outs, n_outs, po);
   layout_prepared(a);
   infer_io(a);
   a->infer_data = -1;
@@ -195,11 +198,14 @@ static void json_train(FILE *f, const Aot *a) {
     fputs(",\n  \"labels\": ", f);
     json_io(f, &labels);
   }
+  int64_t test_loss = -1;
+  if (a->src.test_loss && (test_loss = io_of(&a->infer.plan, a->src.test_loss, NULL).offset) < 0)
+    die("the test loss is not in the inference arena");
   fprintf(f, ",\n  \"lr\": %lld, \"step\": %lld, \"loss\": %lld, \"infer_data\": %d, "
-          "\"accuracy\": %d, \"ids_below\": %lld,\n  \"updates\": [",
+          "\"accuracy\": %d, \"ids_below\": %lld, \"test_loss\": %lld,\n  \"updates\": [",
           (long long)train_offset(a, a->src.ts->lr), (long long)train_offset(a, a->src.ts->step),
           (long long)train_offset(a, a->src.ts->loss), a->infer_data, a->src.accuracy,
-          (long long)a->src.ids_below);
+          (long long)a->src.ids_below, (long long)test_loss);
   const Graph *g = s->g;
   for (int i = 0; i < g->n_updates; i++) {
     int64_t off = train_offset(a, g->updates[i].value);

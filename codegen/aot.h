@@ -53,7 +53,9 @@
  *           lr, step, loss (arena offsets; -1: not read), infer_data (index
  *           into infer.inputs), accuracy (index into infer.outputs, or -1:
  *           class scores over data's labels, per label), ids_below (i32
- *           data, token ids, must be below it; 0 for f32 data),
+ *           data, token ids, must be below it; 0 for f32 data), test_loss
+ *           (infer's arena offset of the loss, which a model without labels
+ *           computes with its outputs; -1: none),
  *           updates: [{value (arena offset), slot, bytes}], optimizer (name),
  *           optimizer_kind, schedule: {kind, lr, gamma, every, end, epochs,
  *           warmup}, epochs, seed, shuffle}
@@ -105,6 +107,9 @@ typedef struct AotGraphs {
   Node *data, *labels;    /* train's f32 examples and i32 labels, or NULL (other inputs) */
   int accuracy;           /* index of the inference output giving class scores, or -1 */
   int64_t ids_below;      /* i32 examples (token ids): they index rows 0 .. ids_below - 1 */
+  Node *test_loss;        /* a model trained without labels: infer's loss (the train
+                           * section's minimize), computed with the outputs to score
+                           * the test set; NULL otherwise */
 } AotGraphs;
 
 typedef struct AotTimes {

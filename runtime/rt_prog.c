@@ -164,6 +164,7 @@ static void read_train(Rd *r, RtProg *p, RtProgJson *t) {
   p->infer_data = (int)num(r, t, "infer_data");
   p->accuracy = (int)num(r, t, "accuracy");
   p->ids_below = num(r, t, "ids_below");
+  p->test_loss = num(r, t, "test_loss");
   p->optimizer = str(r, t, "optimizer");
   p->sched.kind = (RtSched)num(r, s, "kind");
   p->sched.lr = strtod(get(r, s, "lr", 'n')->text, NULL);
@@ -213,6 +214,7 @@ int rt_prog_read(RtProg *p, const char *name, const char *json, char *err, size_
   p->inputs = tensors(&r, in, "inputs", &p->n_inputs);
   p->outputs = tensors(&r, in, "outputs", &p->n_outputs);
   p->accuracy = p->infer_data = -1;
+  p->test_loss = -1;
   for (int i = 0; i < m->n; i++)
     if (strcmp(m->kid[i].key, "train") == 0) read_train(&r, p, &m->kid[i]);
   for (int i = 0; i < p->n_params; i++) {

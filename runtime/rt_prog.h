@@ -64,6 +64,7 @@ typedef struct RtProg {
   int has_labels;
   int infer_data, accuracy; /* accuracy: class scores per label, over data's labels */
   int64_t ids_below;        /* i32 data (token ids) must be below it; 0 for f32 data */
+  int64_t test_loss;        /* a model without labels: the loss in the inference arena, or -1 */
   RtProgUpdate *updates;
   int n_updates;
   const char *optimizer;

@@ -3,7 +3,8 @@
  * `kiln build --train`: cli/cmd_train.c's loop on the compiled training
  * step, with the same data loading (rt_dataset_load), shuffled batches
  * (rt_batcher), learning-rate schedule (rt_schedule_lr), progress line,
- * test accuracy after each epoch, and --save/--resume files (parameters,
+ * test accuracy (or, without labels, test loss) after each epoch, and
+ * --save/--resume files (parameters,
  * optimizer state, metadata epoch and step) that kiln train reads and
  * writes too.
  *
@@ -40,9 +41,10 @@ static const char train_help[] =
     "\n"
     "Trains model %s as its train section said when it was built (optimizer %s,\n"
     "%d epochs, batch %lld), with a progress line on stderr and test accuracy after\n"
-    "each epoch, per label (none for a model trained on its examples alone, without\n"
-    "labels, or one whose first output is not class scores for them).  Examples are\n"
-    "floats, or integer ids (tokens) for a model that reads i32 ones.\n"
+    "each epoch, per label (a model trained on its examples alone, without labels:\n"
+    "the test set's mean loss instead; a model whose first output is not class\n"
+    "scores for its labels: neither).  Examples are floats, or integer ids (tokens)\n"
+    "for a model that reads i32 ones.\n"
     "Starts from the parameters built into the program.\n"
     "\n"
     "  --data DIR               IDX files (train-images-idx3-ubyte[.gz], ... as in\n"
@@ -168,6 +170,7 @@ static double test_accuracy(Train *t) {
   int32_t *labels = malloc(sizeof(int32_t) * (size_t)(batch * per_y));
   if (!labels) return -1;
   rt_prog_prepare(&t->params); /* the inference graph's prepared weights, from the trained ones */
+  t->params.counter = 0;        /* inference runs at step 0 (randn's draw), as kiln train's */
   for (int64_t first = 0; first < n; first += batch) {
     int64_t count = n - first < batch ? n - first : batch;
     memset(x, 0, rt_prog_bytes(in)); /* a partial batch: zeros (valid ids) after it */
@@ -182,6 +185,25 @@ static double test_accuracy(Train *t) {
   }
   free(labels);
   return n ? (double)right / (double)(n * per_y) : -1;
+}
+
+/* A model without labels: the mean of its loss over the test set's full
+ * batches (as kiln train's), computed by the inference step; -1 if none. */
+static double test_loss(Train *t) {
+  const RtProg *p = t->p;
+  if (p->test_loss < 0 || p->infer_data < 0 || p->inputs[p->infer_data].offset < 0) return -1;
+  const RtProgTensor *in = &p->inputs[p->infer_data];
+  int64_t batch = in->dim[0], batches = 0;
+  int64_t n = t->test_limit && t->test_limit < t->test.n ? t->test_limit : t->test.n;
+  double sum = 0;
+  rt_prog_prepare(&t->params);
+  t->params.counter = 0; /* step 0, as kiln train's inference */
+  for (int64_t first = 0; first + batch <= n; first += batch, batches++) {
+    rt_dataset_gather(&t->test, first, batch, t->infer_arena + in->offset, NULL);
+    kiln_infer(t->infer_arena, (void *const *)t->params.ext);
+    sum += *(const float *)(t->infer_arena + p->test_loss);
+  }
+  return batches ? sum / (double)batches : -1;
 }
 
 static double run_step(Train *t, int64_t per_epoch, int64_t total) {
@@ -220,10 +242,11 @@ static int loop(Train *t) {
       rt_tune_took(&tune, rt_now() - t0);
       rt_progress_step(&pr, s, loss);
     }
-    double acc = test_accuracy(t);
+    double acc = test_accuracy(t), loss = acc < 0 ? test_loss(t) : -1;
     char extra[64] = "";
     if (acc >= 0) snprintf(extra, sizeof extra, "test accuracy %.2f%%", 100 * acc);
-    rt_progress_end(&pr, acc >= 0 ? extra : NULL);
+    if (loss >= 0) snprintf(extra, sizeof extra, "test loss %.4f", loss);
+    rt_progress_end(&pr, acc >= 0 || loss >= 0 ? extra : NULL);
     int rc = t->save ? rt_prog_params_save(p, &t->params, t->save, epoch + 1, t->global_step) : RP_OK;
     if (rc) return rc;
   }

@@ -442,9 +442,16 @@ expect 0 "the autoencoder trains without labels" -- "$tmp/ae" train --data "$tmp
   --save "$tmp/ae_prog.safetensors"
 contains "$err" "epoch 2/2 loss"
 if grep -q "test accuracy" "$err"; then echo "FAIL: a test accuracy without labels"; fails=$((fails + 1)); fi
+grep -o 'test loss [0-9.]*' "$err" >"$tmp/ae_prog_loss.txt"
 expect 0 "kiln train, the same autoencoder" -- "$KILN" train "$tmp/ae.kiln" --data "$tmp/xonly" \
   --save "$tmp/ae_kiln.safetensors"
+grep -o 'test loss [0-9.]*' "$err" >"$tmp/ae_kiln_loss.txt"
 same_file "$tmp/ae_kiln.safetensors" "$tmp/ae_prog.safetensors" "an autoencoder: program train = kiln train"
+if [ "$(wc -l <"$tmp/ae_prog_loss.txt")" -eq 2 ]; then
+  same_file "$tmp/ae_kiln_loss.txt" "$tmp/ae_prog_loss.txt" "an autoencoder: the same test losses"
+else
+  echo "FAIL: the autoencoder program printed no test loss per epoch"; fails=$((fails + 1))
+fi
 expect 1 "a classifier program without its labels' files" -- "$tmp/small" train --data "$tmp/xonly"
 contains "$err" "but not its labels"
 
@@ -455,9 +462,12 @@ expect 0 "build the VAE --train" -- "$KILN" build models/vae.kiln "${vae_sizes[@
   -o "$tmp/vae"
 expect 0 "the VAE program trains" -- "$tmp/vae" train --data "$tmp/xonly" --epochs 2 \
   --save "$tmp/vae_prog.safetensors"
+grep -o 'test loss [0-9.]*' "$err" >"$tmp/vae_prog_loss.txt"
 expect 0 "kiln train, the same VAE" -- "$KILN" train models/vae.kiln "${vae_sizes[@]}" \
   --data "$tmp/xonly" --epochs 2 --save "$tmp/vae_kiln.safetensors"
+grep -o 'test loss [0-9.]*' "$err" >"$tmp/vae_kiln_loss.txt"
 same_file "$tmp/vae_kiln.safetensors" "$tmp/vae_prog.safetensors" "the VAE: program train = kiln train"
+same_file "$tmp/vae_kiln_loss.txt" "$tmp/vae_prog_loss.txt" "the VAE: the same test losses"
 
 # A language model: token ids as examples, a row of next tokens as each
 # example's labels (per-token test accuracy); program train = kiln train.
