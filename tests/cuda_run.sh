@@ -12,7 +12,9 @@
 # Checks: mlp, lenet5 and resnet_small compute the CPU's outputs bit for bit
 # (random inputs; lenet5 also with --input and --weights files, and --grad
 # on mlp); --repeat and -v on the device; `kiln train --target cuda` saves
-# the CPU's parameters and optimizer state bit for bit (and resumes); the
+# the CPU's parameters and optimizer state bit for bit (and resumes; also a
+# language model on token ids, and the VAE, whose randn draws on the
+# device); the
 # error paths: a failing launch named (exit 1, no output file left), an
 # image the driver cannot load, no device, --reference with --target cuda.
 # `kiln bench --target cuda` (mlp, lenet5, --train, --json; its default
@@ -97,6 +99,38 @@ PY
     --epochs 3 --keep-denormals --resume "$tmp/trained.cpu.safetensors" --save "$tmp/resumed.cpu.safetensors"
   same_bytes "train --target cuda --resume" "$tmp/resumed.cpu.safetensors" \
     "$tmp/resumed.cuda.safetensors"
+  # token ids as examples, a row of next tokens as labels (a language model)
+  mkdir -p "$tmp/lmd"
+  "$PY" - "$tmp/lmd" <<'PY'
+import sys, numpy as np
+rng = np.random.default_rng(3)
+for split, n in (("train", 24), ("test", 8)):
+    seq = (rng.integers(0, 16, (n, 1)) + np.arange(5)) % 16
+    np.save(f"{sys.argv[1]}/{split}_x.npy", seq[:, :4].astype(np.int32))
+    np.save(f"{sys.argv[1]}/{split}_y.npy", seq[:, 1:].astype(np.int32))
+PY
+  for t in cpu cuda; do
+    expect 0 "train a language model on token ids, --target $t" -- env KILN_LIBCUDA="$FAKE" \
+      KILN_CUDA_IMAGE=source "$KILN" train models/lm.kiln -D T=4 -D D=8 -D heads=2 -D layers=1 \
+      -D vocab=16 --data "$tmp/lmd" --epochs 2 --target $t --keep-denormals \
+      --save "$tmp/lm.$t.safetensors"
+    tail -n 1 "$err" | sed 's/| [0-9]* ex\/s | [0-9.]*s //' >"$tmp/lm.$t.txt"
+  done
+  contains "$tmp/lm.cuda.txt" "test accuracy"
+  same_bytes "train lm --target cuda: parameters and optimizer state" "$tmp/lm.cpu.safetensors" \
+    "$tmp/lm.cuda.safetensors"
+  same_bytes "train lm --target cuda: loss and test accuracy" "$tmp/lm.cpu.txt" "$tmp/lm.cuda.txt"
+  # randn's noise, drawn on the device each step (the VAE, without labels)
+  for t in cpu cuda; do
+    expect 0 "train the VAE, --target $t" -- env KILN_LIBCUDA="$FAKE" KILN_CUDA_IMAGE=source \
+      "$KILN" train models/vae.kiln -D N=8 -D D=6 -D hidden=8 -D latent=2 --data "$tmp/npy" \
+      --epochs 2 --target $t --keep-denormals --save "$tmp/vae.$t.safetensors"
+    tail -n 1 "$err" | sed 's/| [0-9]* ex\/s | [0-9.]*s //' >"$tmp/vae.$t.txt"
+  done
+  contains "$tmp/vae.cuda.txt" "test loss"
+  same_bytes "train the VAE --target cuda: parameters" "$tmp/vae.cpu.safetensors" \
+    "$tmp/vae.cuda.safetensors"
+  same_bytes "train the VAE --target cuda: loss and test loss" "$tmp/vae.cpu.txt" "$tmp/vae.cuda.txt"
 else
   echo "skipped: train --target cuda (no NumPy to write a dataset)"
 fi
