@@ -1,12 +1,14 @@
 """LeNet-5 (or the MLP, the autoencoder, the VAE) on Fashion-MNIST, batch 64
-(the autoencoder and the VAE: 16, their models'): kiln's built program against PyTorch, side
+(the autoencoder and the VAE: 16, their models'), or the token models (the
+transformer classifier, the language model) at batch 32 on synthetic token
+sequences: kiln's built program against PyTorch, side
 by side, interleaved, repeated (docs/benchmarks.md, "CPU code generation"
 and the tenth session).
 
     /usr/bin/python3 bench/train_epoch.py --kiln build/kiln [--rounds 3] [--epochs 2]
-        [--model lenet5|mlp|autoencoder|vae] [--keep-denormals-too]
+        [--model lenet5|mlp|autoencoder|vae|transformer|lm] [--keep-denormals-too]
 
-kiln: `kiln build models/MODEL.kiln --train` once, then per round
+kiln: `kiln build models/MODEL.kiln --train` once (the token models with -D N=32), then per round
 `PROG train --data FMNIST --epochs E --threads T --seed R`; the epoch time is
 the one the program prints (its training steps, batches gathered included;
 not the test-set pass that follows), the accuracy its test accuracy after
@@ -18,7 +20,11 @@ normalization), Adam(lr 0.002) as in models/lenet5.kiln (the MLP: MLP,
 SGD(lr 0.1, momentum 0.9) as in models/mlp.kiln; the autoencoder:
 Autoencoder, Adam(lr 0.001), binary cross-entropy with logits against its
 input, as in models/autoencoder.kiln; the VAE: VAE, Adam(lr 0.001), the
-negative ELBO with torch.randn_like's noise, as models/vae.kiln), the same 937 shuffled batches of
+negative ELBO with torch.randn_like's noise, as models/vae.kiln; the token
+models: tests/reference/zoo_gen.py's twins, Adam(lr 0.001) as their train
+sections, on 20000 sequences of 16 tokens written as .npy files: a class's
+sequences draw 70% of their tokens from its fifth of the 100 ids; the
+language model's count up by one, mod 64), the same 937 shuffled batches of
 64 per epoch (3750 of 16) (the data already in tensors); timed: the
 training loop; its accuracy is reported too (the autoencoders: none).  PyTorch keeps subnormal numbers (its
 default; torch.set_flush_denormal changes that); kiln's code flushes them
@@ -51,7 +57,54 @@ def idx(path, offset):
         return np.frombuffer(f.read(), np.uint8, offset=offset)
 
 
-def torch_worker(threads, epochs, seed, model):
+TOKENS = ("transformer", "lm")
+
+
+def token_data(model, d):
+    """The token models' synthetic train and test splits, as .npy files in d."""
+    rng = np.random.default_rng(7)
+    for split, n in (("train", 20000), ("test", 2000)):
+        if model == "transformer":
+            y = rng.integers(0, 5, n)
+            x = np.where(rng.random((n, 16)) < 0.3, rng.integers(0, 100, (n, 16)),
+                         y[:, None] * 20 + rng.integers(0, 20, (n, 16)))
+        else:
+            seq = (rng.integers(0, 64, (n, 1)) + np.arange(17)) % 64
+            x, y = seq[:, :16], seq[:, 1:]
+        np.save(f"{d}/{split}_x.npy", x.astype(np.int32))
+        np.save(f"{d}/{split}_y.npy", y.astype(np.int32))
+
+
+def torch_tokens(threads, epochs, seed, model, data):
+    import torch
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "reference"))
+    from zoo_gen import LM, Transformer
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    load = lambda s, k: torch.from_numpy(np.load(f"{data}/{s}_{k}.npy").astype(np.int64))
+    xs, ys, xt, yt = load("train", "x"), load("train", "y"), load("test", "x"), load("test", "y")
+    m = Transformer() if model == "transformer" else LM()
+    opt = torch.optim.Adam(m.parameters(), lr=0.001)
+    batch, steps, times = BATCH[model], len(xs) // BATCH[model], []
+    for _ in range(epochs):
+        perm = torch.randperm(len(xs))
+        m.train()
+        t0 = time.perf_counter()
+        for s in range(steps):
+            i = perm[s * batch:(s + 1) * batch]
+            opt.zero_grad(set_to_none=True)
+            m(xs[i], ys[i])["loss"].backward()
+            opt.step()
+        times.append(time.perf_counter() - t0)
+    m.eval()
+    with torch.no_grad():
+        acc = float((m(xt, yt)["probs"].argmax(-1) == yt).float().mean())
+    print(json.dumps(dict(epoch_s=times, acc=acc)))
+
+
+def torch_worker(threads, epochs, seed, model, data):
+    if model in TOKENS:
+        return torch_tokens(threads, epochs, seed, model, data)
     import torch
     import torch.nn.functional as F
     sys.path.insert(0, HERE)
@@ -99,23 +152,25 @@ def torch_worker(threads, epochs, seed, model):
     print(json.dumps(dict(epoch_s=times, acc=acc)))
 
 
-def run_torch(threads, epochs, seed, model):
+def run_torch(threads, epochs, seed, model, data):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE")
     out = subprocess.run(["/usr/bin/python3", __file__, "--torch-worker", "--threads", str(threads),
-                          "--epochs", str(epochs), "--seed", str(seed), "--model", model],
+                          "--epochs", str(epochs), "--seed", str(seed), "--model", model,
+                          "--data", data],
                          env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-BATCH = {"lenet5": 64, "mlp": 64, "autoencoder": 16, "vae": 16}
+BATCH = {"lenet5": 64, "mlp": 64, "autoencoder": 16, "vae": 16, "transformer": 32, "lm": 32}
 
 EPOCH_LINE = re.compile(r"epoch (\d+)/\d+ loss [0-9.]+ \| ([0-9]+) ex/s \| ([0-9.]+)s"
-                        r"(?: \| test accuracy ([0-9.]+)%)?")
+                        r"(?: \| test accuracy ([0-9.]+)%| \| test loss [0-9.]+)?")
 
 
-def run_kiln(prog, threads, epochs, seed, batch):
-    r = subprocess.run([prog, "train", "--data", FMNIST, "--epochs", str(epochs), "--threads",
+def run_kiln(prog, threads, epochs, seed, batch, data):
+    n = len(np.load(f"{data}/train_x.npy", mmap_mode="r")) if data != FMNIST else 60000
+    r = subprocess.run([prog, "train", "--data", data, "--epochs", str(epochs), "--threads",
                         str(threads), "--seed", str(seed)], check=True, capture_output=True,
                        text=True)
     times, acc = [], None
@@ -124,7 +179,7 @@ def run_kiln(prog, threads, epochs, seed, batch):
         if m:
             # the printed seconds have one decimal: derive them from ex/s
             # (examples of the epoch's batches / its rate) for 3 digits
-            times.append(60000 // batch * batch / float(m.group(2)))
+            times.append(n // batch * batch / float(m.group(2)))
             acc = float(m.group(4)) / 100 if m.group(4) else acc
     if len(times) != epochs:
         sys.exit(f"unexpected output of {prog} train:\n{r.stderr}")
@@ -145,16 +200,23 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", choices=tuple(BATCH), default="lenet5")
     ap.add_argument("--keep-denormals-too", action="store_true")
+    ap.add_argument("--data", default=FMNIST, help=argparse.SUPPRESS)  # the workers'
     a = ap.parse_args()
     if a.torch_worker:
-        return torch_worker(a.threads, a.epochs, a.seed, a.model)
+        return torch_worker(a.threads, a.epochs, a.seed, a.model, a.data)
     tmp = tempfile.mkdtemp(prefix="kiln_bench_")
+    data = FMNIST
+    if a.model in TOKENS:
+        data = os.path.join(tmp, "data")
+        os.makedirs(data)
+        token_data(a.model, data)
     progs = {"kiln": os.path.join(tmp, a.model)}
     if a.keep_denormals_too:
         progs["kiln-keep"] = os.path.join(tmp, a.model + "_keep")
     for eng, prog in progs.items():
         t0 = time.perf_counter()
         flags = ["--keep-denormals"] if eng == "kiln-keep" else []
+        flags += ["-D", "N=32"] if a.model in TOKENS else []
         subprocess.run([a.kiln, "build", f"models/{a.model}.kiln", "--train", *flags, "-o", prog],
                        check=True)
         print(f"kiln build models/{a.model}.kiln --train {' '.join(flags)}: "
@@ -165,8 +227,8 @@ def main():
         if r % 2:
             order.reverse()
         for eng, t in order:
-            out = (run_kiln(progs[eng], t, a.epochs, r, BATCH[a.model]) if eng != "torch"
-                   else run_torch(t, a.epochs, r, a.model))
+            out = (run_kiln(progs[eng], t, a.epochs, r, BATCH[a.model], data) if eng != "torch"
+                   else run_torch(t, a.epochs, r, a.model, data))
             res.setdefault((eng, t), []).append(out)
             print(f"round {r} {eng} t{t}: epochs {[round(x, 3) for x in out['epoch_s']]} s, "
                   f"test accuracy {pct(out['acc'])}", flush=True)
