@@ -75,6 +75,23 @@ def token_data(model, d):
         np.save(f"{d}/{split}_y.npy", y.astype(np.int32))
 
 
+def epoch_times(m, opt, loss_of, xs, ys, batch, epochs):
+    """PyTorch's training loop: each epoch's seconds over its shuffled full batches."""
+    import torch
+    times = []
+    for _ in range(epochs):
+        perm = torch.randperm(len(xs))
+        m.train()
+        t0 = time.perf_counter()
+        for s in range(len(xs) // batch):
+            i = perm[s * batch:(s + 1) * batch]
+            opt.zero_grad(set_to_none=True)
+            loss_of(xs[i], ys[i]).backward()
+            opt.step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def torch_tokens(threads, epochs, seed, model, data):
     import torch
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "reference"))
@@ -85,17 +102,7 @@ def torch_tokens(threads, epochs, seed, model, data):
     xs, ys, xt, yt = load("train", "x"), load("train", "y"), load("test", "x"), load("test", "y")
     m = Transformer() if model == "transformer" else LM()
     opt = torch.optim.Adam(m.parameters(), lr=0.001)
-    batch, steps, times = BATCH[model], len(xs) // BATCH[model], []
-    for _ in range(epochs):
-        perm = torch.randperm(len(xs))
-        m.train()
-        t0 = time.perf_counter()
-        for s in range(steps):
-            i = perm[s * batch:(s + 1) * batch]
-            opt.zero_grad(set_to_none=True)
-            m(xs[i], ys[i])["loss"].backward()
-            opt.step()
-        times.append(time.perf_counter() - t0)
+    times = epoch_times(m, opt, lambda x, y: m(x, y)["loss"], xs, ys, BATCH[model], epochs)
     m.eval()
     with torch.no_grad():
         acc = float((m(xt, yt)["probs"].argmax(-1) == yt).float().mean())
@@ -132,18 +139,7 @@ def torch_worker(threads, epochs, seed, model, data):
         loss_of = lambda x, y: m.loss(x)
     else:
         loss_of = lambda x, y: F.cross_entropy(m(x), y)
-    steps = len(xs) // batch
-    times = []
-    for _ in range(epochs):
-        perm = torch.randperm(len(xs))
-        m.train()
-        t0 = time.perf_counter()
-        for s in range(steps):
-            i = perm[s * batch:(s + 1) * batch]
-            opt.zero_grad(set_to_none=True)
-            loss_of(xs[i], ys[i]).backward()
-            opt.step()
-        times.append(time.perf_counter() - t0)
+    times = epoch_times(m, opt, loss_of, xs, ys, batch, epochs)
     m.eval()
     acc = None
     with torch.no_grad():

@@ -271,20 +271,31 @@ Kernel *lower_arange(Arena *a, const Node *n) { return fill(a, n, true); }
  * rng_hash(stream, i) >> 11 are >= p 2^53, an exact product, i.e. >=
  * ceil(p 2^53); a kept element is x / (1 - p), multiplied by the f32 of
  * 1 / (1 - p).  The step comes from a KBUF_STEP buffer (after the output). */
-Kernel *lower_dropout(Arena *a, const Node *n) {
-  if (n->at.p == 0)
-    return lower_copy(a, n);
+/* A random op's kernel: its stream rng_hash(seed, step), the step from a
+ * KBUF_STEP buffer (after the output), and a flat loop over its elements
+ * (*ns, element index *i; NULL, and no loop, when it has no elements). */
+static Kernel *random_nest(Arena *a, const Node *n, Nest *ns, KExpr **stream, KExpr **i) {
   Kernel *k = lw_kernel(a, n);
   int step = lw_step_buf(k);
   int64_t cnt = shape_numel(&n->shape);
+  *stream = *i = NULL;
   if (cnt == 0)
     return k;
-  KExpr *stream = lw_let(k, k->body, "stream",
-                         BIN(KO_HASH64, IC((int64_t)n->at.seed), LOAD(step, IC(0))));
-  int64_t thresh = (int64_t)ceil(n->at.p * 0x1p53);
+  *stream = lw_let(k, k->body, "stream", BIN(KO_HASH64, IC((int64_t)n->at.seed), LOAD(step, IC(0))));
+  lw_flat(k, k->body, cnt, NEST_MAP, ns);
+  *i = lw_at(k, ns, 0, 0);
+  return k;
+}
+
+Kernel *lower_dropout(Arena *a, const Node *n) {
+  if (n->at.p == 0)
+    return lower_copy(a, n);
   Nest ns;
-  lw_flat(k, k->body, cnt, NEST_MAP, &ns);
-  KExpr *i = lw_at(k, &ns, 0, 0);
+  KExpr *stream, *i;
+  Kernel *k = random_nest(a, n, &ns, &stream, &i);
+  if (!i)
+    return k;
+  int64_t thresh = (int64_t)ceil(n->at.p * 0x1p53);
   KExpr *keep = GE(BIN(KO_HASH, stream, i), IC(thresh));
   KExpr *v = SEL(keep, MUL(LOAD(0, i), FC(1.0 / (1.0 - n->at.p))), FC(0));
   ks_add(k, ns.body, ks_store(k, lw_out(n), i, v));
@@ -296,16 +307,11 @@ Kernel *lower_dropout(Arena *a, const Node *n) {
  * quotient by 2^29 and (h >> 16) mod 2^24 that of its quotient by 2^5; both
  * are below 2^24 + 1, so their f32 casts are exact. */
 Kernel *lower_randn(Arena *a, const Node *n) {
-  Kernel *k = lw_kernel(a, n);
-  int step = lw_step_buf(k);
-  int64_t cnt = shape_numel(&n->shape);
-  if (cnt == 0)
-    return k;
-  KExpr *stream = lw_let(k, k->body, "stream",
-                         BIN(KO_HASH64, IC((int64_t)n->at.seed), LOAD(step, IC(0))));
   Nest ns;
-  lw_flat(k, k->body, cnt, NEST_MAP, &ns);
-  KExpr *i = lw_at(k, &ns, 0, 0);
+  KExpr *stream, *i;
+  Kernel *k = random_nest(a, n, &ns, &stream, &i);
+  if (!i)
+    return k;
   KExpr *h = lw_let(k, ns.body, "h", BIN(KO_HASH, stream, i));
   KExpr *hi = ADD(FDIV(h, IC(1LL << 29)), IC(1));
   KExpr *mid = MOD(FDIV(h, IC(32)), IC(1LL << 24));
