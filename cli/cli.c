@@ -341,33 +341,30 @@ void cli_define_batch(Cli *c, const Graph *g, const Node *x) {
 }
 
 bool cli_data_inputs(const Graph *g, Node **x, Node **y, Node **bad) {
-  Node *f = NULL, *ids[2] = {NULL, NULL};
-  int n_ids = 0;
+  Node *in[2] = {NULL, NULL};
+  int n = 0;
   *x = *y = *bad = NULL;
   for (int i = 0; i < g->n_nodes; i++) {
-    Node *n = g->nodes[i];
-    if (n->op != OP_INPUT || n->is_backward)
+    Node *v = g->nodes[i];
+    if (v->op != OP_INPUT || v->is_backward)
       continue;
-    if (n->dtype == DT_F32 ? f != NULL : n_ids == 2 || (f && n_ids == 1)) {
-      *bad = n;
+    if (n == 2) {
+      *bad = v;
       return false;
     }
-    if (n->dtype == DT_F32)
-      f = n;
-    else
-      ids[n_ids++] = n;
+    in[n++] = v;
   }
-  if ((f && n_ids == 2) || (!f && !n_ids)) { /* an f32 input after two i32 ones; none */
-    *bad = f;
+  if (!n)
     return false;
-  }
-  *x = f ? f : ids[0];
-  *y = f ? ids[0] : ids[1];
+  bool swap = n == 2 && in[0]->dtype == DT_I32 && in[1]->dtype == DT_F32;
+  *x = in[swap];
+  *y = n == 2 ? in[!swap] : NULL;
   return true;
 }
 
 bool cli_scores_for(const Node *out, const Node *y) {
-  if (!out || !y || out->dtype != DT_F32 || out->shape.rank != y->shape.rank + 1)
+  if (!out || !y || y->dtype != DT_I32 || out->dtype != DT_F32 ||
+      out->shape.rank != y->shape.rank + 1)
     return false;
   for (int k = 0; k < y->shape.rank; k++)
     if (out->shape.dim[k] != y->shape.dim[k])

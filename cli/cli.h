@@ -157,16 +157,18 @@ Node **cli_step_roots(Cli *c, Graph *g, bool train, TrainStep *ts, int *n);
  * if no single constant does. */
 void cli_define_batch(Cli *c, const Graph *g, const Node *x);
 /* What a trainer reads from a dataset (kiln train, programs built with
- * --train): the examples *x, g's f32 input or, in a model without one, its
- * first i32 input (token ids), and the labels *y, the other i32 input (NULL
- * when there is none).  False when g's inputs are not of that form: *bad
- * is then the input too many (NULL: g has no input). */
+ * --train): a model's one or two inputs, the examples *x and the labels *y
+ * (NULL: trained without labels).  Of an f32 and an i32 input, the f32 one
+ * is the examples (the i32 one class labels); of two inputs of one type,
+ * the first declared (i32: token ids; f32 labels: targets, such as masks).
+ * False when g has no input or more than two: *bad is then the third. */
 bool cli_data_inputs(const Graph *g, Node **x, Node **y, Node **bad);
 /* The words for what cli_data_inputs accepts, for errors. */
-#define CLI_DATA_INPUTS "the examples (one f32 input, or i32 ids: the first i32 input of a " \
-  "model without an f32 one) and at most one i32 input of labels"
-/* Whether out (a model's first output) holds class scores for labels y:
- * f32 [y's shape..., classes]. */
+#define CLI_DATA_INPUTS "one or two inputs: the examples (f32, or i32 ids) and, optionally, " \
+  "labels (i32 classes or f32 targets; of two inputs of one type, the first declared is " \
+  "the examples)"
+/* Whether out (a model's first output) holds class scores for i32 labels
+ * y: f32 [y's shape..., classes]. */
 bool cli_scores_for(const Node *out, const Node *y);
 /* The rows of the smallest embedding table that the ids x select from
  * (INT32_MAX when x indexes none). */

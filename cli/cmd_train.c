@@ -11,9 +11,10 @@
  * back.  After each epoch: test accuracy, and --save writes parameters and
  * optimizer state (atomically) with the epoch reached, which --resume reads.
  *
- * The model's examples are its f32 input or, in a model without one, its
- * first i32 input (token ids); its labels the one other i32 input.  Its
- * first output, when shaped [N, ..., classes] over labels [N, ...], gives
+ * The model's one or two inputs are its examples (f32, or i32 token ids)
+ * and labels (i32 classes, or f32 targets such as masks): cli_data_inputs
+ * says which is which.  Its first output, when shaped [N, ..., classes]
+ * over i32 labels [N, ...], gives
  * the class scores for test accuracy (per label: a language model's next
  * tokens).  A model with no labels (an autoencoder: its loss compares the
  * examples with its reconstruction) trains on the examples alone; it, and
@@ -38,12 +39,13 @@ static const char train_help[] =
     "\n"
     "Trains the model as its `train` section says (minimize, optimizer, schedule,\n"
     "epochs, ...), with a progress line on stderr, and reports test accuracy after\n"
-    "each epoch.  Options given here override the train section.  The examples are\n"
-    "the model's f32 input, or in a model without one its first i32 input (token\n"
-    "ids); the labels its other i32 input, a class per example or a row of them\n"
-    "(a language model's next tokens).  A model without labels (an autoencoder)\n"
-    "trains on the examples alone; it, and a model whose first output is not\n"
-    "class scores for the labels, reports the test set's mean loss instead.\n"
+    "each epoch.  Options given here override the train section.  The model's one\n"
+    "or two inputs are its examples (f32, or i32 token ids) and labels (i32 classes,\n"
+    "a class per example or a row of them such as a language model's next tokens,\n"
+    "or f32 targets such as masks); of an f32 and an i32 input the f32 one is the\n"
+    "examples, of two of one type the first declared.  A model without labels (an\n"
+    "autoencoder) trains on the examples alone; it, and a model whose first output\n"
+    "is not class scores for its labels, reports the test set's mean loss instead.\n"
     "\n"
     "  --data DIR               IDX files (train-images-idx3-ubyte[.gz], ... as in\n"
     "                           MNIST/Fashion-MNIST) or train_x.npy, train_y.npy,\n"
@@ -221,7 +223,8 @@ static void bind_params(Trainer *t) {
 static void load_data(Trainer *t) {
   Cli *c = t->c;
   char err[512];
-  unsigned want = (t->y ? RT_DATA_LABELS : 0) | (t->x->dtype == DT_I32 ? RT_DATA_IDS : 0);
+  unsigned want = (!t->y ? 0 : t->y->dtype == DT_F32 ? RT_DATA_TARGETS : RT_DATA_LABELS) |
+                  (t->x->dtype == DT_I32 ? RT_DATA_IDS : 0);
   if (rt_dataset_read(c->data, "train", want, &t->train, err, sizeof err) != RT_OK)
     error_plain(&c->diag, "%s", err);
   t->have_train = true;
@@ -348,7 +351,7 @@ static void check_data(Trainer *t) {
     const RtDataset *d = k ? &t->test : &t->train;
     if (t->x->dtype == DT_I32)
       check_range(t, d, true, vocab);
-    if (t->y)
+    if (t->y && t->y->dtype == DT_I32)
       check_range(t, d, false, classes);
   }
 }

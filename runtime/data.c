@@ -9,7 +9,8 @@
  * decompresses in memory (inflate.c).  As in npy.c, every size is checked
  * against the data before anything is allocated.
  *
- * A dataset is f32 examples x[n, ...] and i32 labels y[n].  Images stored
+ * A dataset is examples x[n, ...] (f32, or i32 token ids) and labels
+ * y[n, ...] (i32 classes, or f32 targets), either 4-byte.  Images stored
  * as u8 IDX are scaled to [0, 1] while they are converted, so the 47 MB of
  * Fashion-MNIST pixels become floats in one pass with no i32 copy between.
  *
@@ -237,9 +238,12 @@ static RtStatus check_pair(RtDataset *d, unsigned want, const char *xpath, const
                    "examples are a scalar; expected shape [n, ...] with one row per example");
   d->n = d->x.dim[0];
   if (!ypath) return RT_OK;
-  if (d->y.dtype != RT_I32)
+  if (!(want & RT_DATA_TARGETS) && d->y.dtype != RT_I32)
     return rt_fail(&cy, RT_ERR_DTYPE, "labels are not integers (%s); expected integer class indices",
                    rt_tensor_type_str(&d->y, tb, sizeof tb));
+  if ((want & RT_DATA_TARGETS) && d->y.dtype != RT_F32)
+    return rt_fail(&cy, RT_ERR_DTYPE, "labels are integers (%s); the model reads f32 targets, e.g. "
+                   "y.astype('float32')", rt_tensor_type_str(&d->y, tb, sizeof tb));
   if (d->y.rank < 1)
     return rt_fail(&cy, RT_ERR_SHAPE, "labels are a scalar; expected shape [n] or [n, ...] (one row "
                    "of labels per example)");
@@ -253,7 +257,7 @@ static RtStatus check_pair(RtDataset *d, unsigned want, const char *xpath, const
 RtStatus rt_dataset_read(const char *dir, const char *split, unsigned want, RtDataset *out, char *err,
                          size_t errlen) {
   const RtCtx c = {dir, err, errlen};
-  bool labels = want & RT_DATA_LABELS, ids = want & RT_DATA_IDS;
+  bool labels = want & (RT_DATA_LABELS | RT_DATA_TARGETS), ids = want & RT_DATA_IDS;
   char xpath[4096], ypath[4096], base[64];
   const char *prefix;
   const IdxType *t = NULL;
@@ -328,11 +332,11 @@ int64_t rt_dataset_label_size(const RtDataset *d) {
 }
 
 /* Examples and labels are 4-byte elements (f32 or i32). */
-void rt_dataset_gather(const RtDataset *d, int64_t first, int64_t count, void *x, int32_t *y) {
+void rt_dataset_gather(const RtDataset *d, int64_t first, int64_t count, void *x, void *y) {
   int64_t per = rt_dataset_example_size(d), per_y = rt_dataset_label_size(d);
   if (first < 0 || count <= 0 || first > d->n || count > d->n - first) return;
   if (x) memcpy(x, (const char *)d->x.data + first * per * 4, (size_t)(count * per) * 4);
-  if (y) memcpy(y, (const int32_t *)d->y.data + first * per_y, (size_t)(count * per_y) * sizeof(int32_t));
+  if (y) memcpy(y, (const char *)d->y.data + first * per_y * 4, (size_t)(count * per_y) * 4);
 }
 
 /* ---- batching ---- */
@@ -387,14 +391,13 @@ void rt_batcher_epoch(RtBatcher *b, int epoch) {
 
 int64_t rt_batcher_index(const RtBatcher *b, int64_t i) { return b->order ? b->order[i] : i; }
 
-void rt_batcher_gather(const RtBatcher *b, const RtDataset *d, int64_t step, void *x, int32_t *y) {
+void rt_batcher_gather(const RtBatcher *b, const RtDataset *d, int64_t step, void *x, void *y) {
   int64_t per = rt_dataset_example_size(d), per_y = rt_dataset_label_size(d);
-  const char *xs = d->x.data;
-  const int32_t *ys = d->y.data;
+  const char *xs = d->x.data, *ys = d->y.data;
   if (step < 0 || step >= rt_batcher_steps(b) || b->n > d->n) return;
   for (int64_t k = 0; k < b->batch; k++) {
     int64_t i = rt_batcher_index(b, step * b->batch + k);
     if (x) memcpy((char *)x + k * per * 4, xs + i * per * 4, (size_t)per * 4);
-    if (y) memcpy(y + k * per_y, ys + i * per_y, (size_t)per_y * sizeof(int32_t));
+    if (y) memcpy((char *)y + k * per_y * 4, ys + i * per_y * 4, (size_t)per_y * 4);
   }
 }

@@ -45,9 +45,9 @@ RtStatus rt_gunzip_limit(const void *in, size_t len, const char *name, size_t li
 RtStatus rt_idx_parse(const void *buf, size_t len, const char *name, RtTensor *out, char *err, size_t errlen);
 RtStatus rt_idx_read(const char *path, RtTensor *out, char *err, size_t errlen);
 
-/* Examples x (f32, or i32 token ids; shape [n, ...]) and integer labels y
- * (i32, shape [n] or [n, ...]: a row of labels per example, e.g. a
- * language model's next tokens). */
+/* Examples x (f32, or i32 token ids; shape [n, ...]) and labels y (i32
+ * classes, or f32 targets: a segmentation's masks; shape [n] or [n, ...],
+ * a row of labels per example, e.g. a language model's next tokens). */
 typedef struct RtDataset {
   RtTensor x, y;
   int64_t n;
@@ -63,10 +63,11 @@ typedef struct RtDataset {
  * labels are not integers.  *out is zeroed on failure. */
 RtStatus rt_dataset_load(const char *dir, const char *split, RtDataset *out, char *err, size_t errlen);
 /* What rt_dataset_read reads: labels (without, the examples alone: a model
- * trained without labels, an autoencoder; y stays empty), and examples as
- * integer ids (a token model: integer files load as i32, IDX images
- * unscaled) instead of floats. */
-enum { RT_DATA_LABELS = 1, RT_DATA_IDS = 2 };
+ * trained without labels, an autoencoder; y stays empty), or f32 targets as
+ * the labels (a regression or segmentation model), and examples as integer
+ * ids (a token model: integer files load as i32, IDX images unscaled)
+ * instead of floats. */
+enum { RT_DATA_LABELS = 1, RT_DATA_IDS = 2, RT_DATA_TARGETS = 4 };
 /* rt_dataset_load with RT_DATA_* flags: rt_dataset_load is RT_DATA_LABELS. */
 RtStatus rt_dataset_read(const char *dir, const char *split, unsigned want, RtDataset *out, char *err,
                          size_t errlen);
@@ -76,10 +77,10 @@ int64_t rt_dataset_example_size(const RtDataset *d);
 /* Labels per example: the product of y's dims after the first (0 without). */
 int64_t rt_dataset_label_size(const RtDataset *d);
 /* Copies examples first .. first+count-1 in order (for evaluation); x gets
- * count * example size values (4 bytes each, f32 or i32), y count * label
- * size labels (either may be NULL).  A range outside 0..n-1 copies
+ * count * example size values, y count * label size labels (4 bytes each,
+ * f32 or i32; either may be NULL).  A range outside 0..n-1 copies
  * nothing. */
-void rt_dataset_gather(const RtDataset *d, int64_t first, int64_t count, void *x, int32_t *y);
+void rt_dataset_gather(const RtDataset *d, int64_t first, int64_t count, void *x, void *y);
 
 /* Mini-batches over the first n examples (or the first `limit` when
  * 0 < limit < n).  With shuffle, each epoch visits the examples in an order
@@ -107,7 +108,7 @@ int64_t rt_batcher_index(const RtBatcher *b, int64_t i);
 /* Copies step `step`'s examples contiguously: x gets batch * example size
  * values, y batch * label size labels (either may be NULL).  A step outside
  * 0..steps-1, or a batcher over more examples than d has, copies nothing. */
-void rt_batcher_gather(const RtBatcher *b, const RtDataset *d, int64_t step, void *x, int32_t *y);
+void rt_batcher_gather(const RtBatcher *b, const RtDataset *d, int64_t step, void *x, void *y);
 /* The SplitMix64 finalizer the shuffle is built on (exposed for tests). */
 uint64_t rt_mix64(uint64_t z);
 

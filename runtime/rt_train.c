@@ -43,8 +43,8 @@ static const char train_help[] =
     "%d epochs, batch %lld), with a progress line on stderr and test accuracy after\n"
     "each epoch, per label (a model trained on its examples alone, without labels:\n"
     "the test set's mean loss instead; a model whose first output is not class\n"
-    "scores for its labels: neither).  Examples are floats, or integer ids (tokens)\n"
-    "for a model that reads i32 ones.\n"
+    "scores for its labels, or whose labels are f32 targets: neither).  Examples\n"
+    "are floats, or integer ids (tokens) for a model that reads i32 ones.\n"
     "Starts from the parameters built into the program.\n"
     "\n"
     "  --data DIR               IDX files (train-images-idx3-ubyte[.gz], ... as in\n"
@@ -128,7 +128,7 @@ static int check_data(Train *t, const RtDataset *d) {
                          (long long)rt_dataset_label_size(d), rt_dataset_label_size(d) == 1 ? "" : "s",
                          p->labels.name, rt_prog_type(&p->labels, tb, sizeof tb), (long long)per_y);
   if (p->ids_below > 0 && (rc = check_range(t, d, 1, p->ids_below))) return rc;
-  if (p->has_labels && (rc = check_range(t, d, 0, classes))) return rc;
+  if (p->has_labels && p->labels.dtype == RT_I32 && (rc = check_range(t, d, 0, classes))) return rc;
   return RP_OK;
 }
 
@@ -139,7 +139,8 @@ static int setup(Train *t) {
   if ((rc = rt_prog_params_init(p, &t->params))) return rc;
   if (t->resume && (rc = rt_prog_params_load(p, &t->params, t->resume, 1, &t->first_epoch, &t->global_step)))
     return rc;
-  unsigned want = (p->has_labels ? RT_DATA_LABELS : 0) | (p->data.dtype == RT_I32 ? RT_DATA_IDS : 0);
+  unsigned want = (!p->has_labels ? 0 : p->labels.dtype == RT_F32 ? RT_DATA_TARGETS : RT_DATA_LABELS) |
+                  (p->data.dtype == RT_I32 ? RT_DATA_IDS : 0);
   if (rt_dataset_read(t->data, "train", want, &t->train, err, sizeof err) != RT_OK)
     return rt_prog_error(p, RP_USER, "%s", err);
   t->have_train = 1;

@@ -496,10 +496,10 @@ same_file "$tmp/lm_kiln_acc.txt" "$tmp/lm_prog_acc.txt" "a language model: the s
 expect 1 "the program, with ids beyond its table" -- "$tmp/lm" train --data "$tmp/lmd" --epochs 1
 contains "$err" "id 40 of example 0 is outside 0 .. 31"
 
-# A model with inputs other than examples and labels (here a noise input):
+# A model with inputs other than examples and labels (here three inputs):
 # its training step compiles for code of one's own, not into a program.
-printf 'model noisy(N = 4) {\n  input x: f32[N, 6]\n  input eps: f32[N, 2]\n  output z = dense(x, out=2) + eps\n  loss = mean(z * z)\n}\ntrain noisy {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n' >"$tmp/noisy.kiln"
-expect 1 "a program training a model with a noise input" -- "$KILN" build "$tmp/noisy.kiln" \
+printf 'model noisy(N = 4) {\n  input x: f32[N, 6]\n  input t: f32[N, 2]\n  input eps: f32[N, 2]\n  output z = dense(x, out=2) + eps - t\n  loss = mean(z * z)\n}\ntrain noisy {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n' >"$tmp/noisy.kiln"
+expect 1 "a program training a model with three inputs" -- "$KILN" build "$tmp/noisy.kiln" \
   --train -o "$tmp/noisy"
 contains "$err" "model noisy has another f32 input 'eps' (--emit obj,header compiles the training step"
 absent "$tmp/noisy"

@@ -495,6 +495,21 @@ static void test_dataset_ids(void **state) {
   rt_dataset_free(&d);
   expect(rt_dataset_read(IDX "npy", "train", RT_DATA_IDS, &d, err, sizeof err), err, RT_ERR_DTYPE,
          "", "train_x.npy: examples are floats (f32[5, 6]); the model reads integer ids");
+  float fs[4 * 3]; /* f32 targets (RT_DATA_TARGETS), not integer labels */
+  for (int i = 0; i < 12; i++) fs[i] = 0.5f * (float)i;
+  RtTensor tf = {RT_F32, 2, {4, 3}, fs};
+  save_split(dir, "test", &tx, &tf);
+  if (rt_dataset_read(dir, "test", RT_DATA_TARGETS | RT_DATA_IDS, &d, err, sizeof err))
+    fail_msg("%s", err);
+  assert_true(d.y.dtype == RT_F32 && rt_dataset_label_size(&d) == 3);
+  float got[2 * 3];
+  rt_dataset_gather(&d, 1, 2, x, got);
+  assert_memory_equal(got, fs + 3, sizeof got);
+  rt_dataset_free(&d);
+  expect(rt_dataset_read(dir, "test", RT_DATA_LABELS | RT_DATA_IDS, &d, err, sizeof err), err,
+         RT_ERR_DTYPE, "", "test_y.npy: labels are not integers (f32[4, 3])");
+  expect(rt_dataset_read(dir, "train", RT_DATA_TARGETS | RT_DATA_IDS, &d, err, sizeof err), err,
+         RT_ERR_DTYPE, "", "train_y.npy: labels are integers (i32[4, 3]); the model reads f32");
   RtTensor scalar = {RT_I32, 0, {0}, ys}; /* labels must have an example axis */
   save_split(dir, "test", &tx, &scalar);
   expect(rt_dataset_read(dir, "test", RT_DATA_LABELS | RT_DATA_IDS, &d, err, sizeof err), err,

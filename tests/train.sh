@@ -45,14 +45,14 @@ expect 1 "train a model without a train section" -- "$KILN" train tests/data/no_
 contains "$err" "has no train section"
 printf 'model none() {\n  param w: f32[3]\n  loss = mean(w * w)\n}\ntrain none {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n' >"$tmp/none.kiln"
 expect 1 "train a model without inputs" -- "$KILN" train "$tmp/none.kiln" --data "$tmp"
-contains "$err" "none.kiln:5:7: error: kiln train needs the examples (one f32 input, or i32 ids"
+contains "$err" "none.kiln:5:7: error: kiln train needs one or two inputs: the examples (f32, or i32 ids)"
 contains "$err" "model none has no input"
 printf 'model three(N = 4) {\n  input a: i32[N]\n  input b: i32[N]\n  input c: i32[N]\n  e = embedding(a + b + c, num=5, features=2)\n  loss = mean(e * e)\n}\ntrain three {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n' >"$tmp/three.kiln"
 expect 1 "train a model with three i32 inputs" -- "$KILN" train "$tmp/three.kiln" --data "$tmp"
 contains "$err" "three.kiln:4:9: error: kiln train needs"
 contains "$err" "model three has another i32 input 'c'"
-printf 'model noisy(N = 4) {\n  input x: f32[N, 6]\n  input eps: f32[N, 2]\n  output z = dense(x, out=2) + eps\n  loss = mean(z * z)\n}\ntrain noisy {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n' >"$tmp/noisy.kiln"
-expect 1 "train a model with a second f32 input" -- "$KILN" train "$tmp/noisy.kiln" --data "$tmp"
+printf 'model noisy(N = 4) {\n  input x: f32[N, 6]\n  input t: f32[N, 2]\n  input eps: f32[N, 2]\n  output z = dense(x, out=2) + eps - t\n  loss = mean(z * z)\n}\ntrain noisy {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n' >"$tmp/noisy.kiln"
+expect 1 "train a model with a third input" -- "$KILN" train "$tmp/noisy.kiln" --data "$tmp"
 contains "$err" "model noisy has another f32 input 'eps'"
 
 # --- .npy datasets -------------------------------------------------------------
@@ -90,15 +90,15 @@ train ae {
   epochs    3
 }
 KILN
-# falls_as_reference NAME WHAT: 3 epochs of $tmp/NAME.kiln on $tmp/xonly,
-# compiled and with --reference: the test loss falls, within 2e-4 of the
-# reference's each epoch.
+# falls_as_reference NAME WHAT [DATA]: 3 epochs of $tmp/NAME.kiln on DATA
+# ($tmp/xonly), compiled and with --reference: the test loss falls, within
+# 2e-4 of the reference's each epoch.
 falls_as_reference() {
-  local name=$1 what=$2
-  expect 0 "train $what" -- "$KILN" train "$tmp/$name.kiln" --data "$tmp/xonly"
+  local name=$1 what=$2 data=${3:-$tmp/xonly}
+  expect 0 "train $what" -- "$KILN" train "$tmp/$name.kiln" --data "$data"
   contains "$err" "epoch 3/3 loss"
   grep -o 'test loss [0-9.]*' "$err" | awk '{print $3}' >"$tmp/${name}_compiled.txt"
-  expect 0 "train $what, --reference" -- "$KILN" train "$tmp/$name.kiln" --data "$tmp/xonly" \
+  expect 0 "train $what, --reference" -- "$KILN" train "$tmp/$name.kiln" --data "$data" \
     --reference
   grep -o 'test loss [0-9.]*' "$err" | awk '{print $3}' >"$tmp/${name}_reference.txt"
   if [ "$(wc -l <"$tmp/${name}_compiled.txt")" -eq 3 ] &&
@@ -131,6 +131,32 @@ train vae {
 }
 KILN
 falls_as_reference vae "a model drawing noise"
+# f32 targets as the labels (a regression: two f32 inputs, the first
+# declared the examples), scored by the test loss with the targets bound
+mkdir -p "$tmp/reg"
+"$PY" - "$tmp/npy" "$tmp/reg" <<'PY'
+import sys, numpy as np
+for split in ("train", "test"):
+    x = np.load(f"{sys.argv[1]}/{split}_x.npy")
+    np.save(f"{sys.argv[2]}/{split}_x.npy", x)
+    np.save(f"{sys.argv[2]}/{split}_y.npy", np.stack([x[:, 0] - x[:, 1], 0.5 * x[:, 2]], 1))
+PY
+cat >"$tmp/reg.kiln" <<'KILN'
+model reg(N = 8) {
+  input x: f32[N, 6]
+  input target: f32[N, 2]
+  output p = dense(relu(dense(x, out=8)), out=2)
+  loss = mean((p - target) * (p - target))
+}
+train reg {
+  minimize  loss
+  optimizer adam(lr=0.01)
+  epochs    3
+}
+KILN
+falls_as_reference reg "a regression on f32 targets" "$tmp/reg"
+expect 1 "f32 targets from an integer file" -- "$KILN" train "$tmp/reg.kiln" --data "$tmp/npy"
+contains "$err" "train_y.npy: labels are integers (i32[96]); the model reads f32 targets"
 expect 0 "without labels, no full test batch" -- "$KILN" train "$tmp/ae.kiln" \
   --data "$tmp/xonly" --epochs 1 --test-limit 5
 if grep -q "test loss" "$err"; then echo "FAIL: a test loss of no batch"; fails=$((fails + 1)); fi

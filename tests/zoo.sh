@@ -20,9 +20,9 @@
 #   - `kiln build --train` at the fixture's sizes makes a program (how long
 #     builds take at the models' own sizes is bench/build_time.sh's to
 #     measure, not a test's).  A model whose inputs the standalone trainer
-#     cannot take (it reads the examples, one f32 input or i32 token ids,
-#     and at most one i32 labels input) gets its training step built with
-#     --emit obj,header instead.
+#     cannot take (one or two inputs: the examples, f32 or i32 token ids,
+#     and labels, i32 classes or f32 targets) gets its training step built
+#     with --emit obj,header instead.
 # A kiln linked with ASan skips a few models' fixtures (see `skip` below).
 #
 # Usage: tests/zoo.sh path/to/kiln    (ctest passes the built binary)
