@@ -362,6 +362,20 @@ bool cli_data_inputs(const Graph *g, Node **x, Node **y, Node **bad) {
   return true;
 }
 
+const char *cli_data_shapes(Cli *c, const Node *x, const Node *y, const Node **at) {
+  char a[160], b[160];
+  *at = x;
+  if (x->shape.rank < 1 || x->shape.dim[0] < 1)
+    return arena_fmt(c->arena, "the examples %s (%s) need a first axis of at least one row, "
+                     "one row per example", x->name, node_type_str(x, a, sizeof a));
+  *at = y;
+  if (y && (y->shape.rank < 1 || y->shape.dim[0] != x->shape.dim[0]))
+    return arena_fmt(c->arena, "the labels %s (%s) need the examples' first axis (%s is %s)",
+                     y->name, node_type_str(y, a, sizeof a), x->name,
+                     node_type_str(x, b, sizeof b));
+  return NULL;
+}
+
 bool cli_scores_for(const Node *out, const Node *y) {
   if (!out || !y || y->dtype != DT_I32 || out->dtype != DT_F32 ||
       out->shape.rank != y->shape.rank + 1)

@@ -163,6 +163,10 @@ void cli_define_batch(Cli *c, const Graph *g, const Node *x);
  * the first declared (i32: token ids; f32 labels: targets, such as masks).
  * False when g has no input or more than two: *bad is then the third. */
 bool cli_data_inputs(const Graph *g, Node **x, Node **y, Node **bad);
+/* NULL when the examples x and labels y (or NULL) have a batch axis first,
+ * the same length in both and at least 1; else why not, for an error at
+ * the input it names (*at). */
+const char *cli_data_shapes(Cli *c, const Node *x, const Node *y, const Node **at);
 /* The words for what cli_data_inputs accepts, for errors. */
 #define CLI_DATA_INPUTS "one or two inputs: the examples (f32, or i32 ids) and, optionally, " \
   "labels (i32 classes or f32 targets; of two inputs of one type, the first declared is " \

@@ -161,11 +161,19 @@ static void find_data(Build *b, AotGraphs *gs) {
                b->gt->name, dtype_name(other->dtype), other->name, hint);
     error_plain(&c->diag, "%s; model %s has no input (%s)", why, b->gt->name, hint);
   }
+  const Node *at;
+  const char *shapes = cli_data_shapes(c, gs->data, gs->labels, &at);
+  if (shapes && (b->emit & EMIT_EXE))
+    error_at(&c->diag, at->loc, "kiln build --train: %s (--emit obj,header compiles the training "
+             "step for code of your own)", shapes);
+  if (shapes) {
+    gs->data = gs->labels = NULL;
+    return;
+  }
   if (gs->data->dtype == DT_I32)
     gs->ids_below = cli_ids_below(b->gt, gs->data);
   const Node *out = b->ge->n_outputs ? b->ge->outputs[0].node : NULL;
-  Node *ex, *ey, *bad; /* the inference graph's labels, if it reads any */
-  if (cli_data_inputs(b->ge, &ex, &ey, &bad) && cli_scores_for(out, gs->labels))
+  if (cli_scores_for(out, gs->labels))
     gs->accuracy = 0;
   if (!gs->labels) /* scored by the loss, which then reads the examples alone */
     gs->test_loss = graph_find_value(b->ge, b->ge->spec.minimize);

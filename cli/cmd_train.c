@@ -14,9 +14,8 @@
  * The model's one or two inputs are its examples (f32, or i32 token ids)
  * and labels (i32 classes, or f32 targets such as masks): cli_data_inputs
  * says which is which.  Its first output, when shaped [N, ..., classes]
- * over i32 labels [N, ...], gives
- * the class scores for test accuracy (per label: a language model's next
- * tokens).  A model with no labels (an autoencoder: its loss compares the
+ * over i32 labels [N, ...], gives the class scores for test accuracy (per
+ * label: a language model's next tokens).  A model with no labels (an autoencoder: its loss compares the
  * examples with its reconstruction) trains on the examples alone; it, and
  * a model whose first output is not such scores, is scored on the test set
  * by the mean of the loss (the train section's `minimize` value) over its
@@ -116,8 +115,13 @@ static void *alloc_buf(Trainer *t, Node *n) {
  * trainer's own inputs are excluded. */
 static void find_inputs(Trainer *t, Graph *g, Node **x, Node **y) {
   Node *bad;
-  if (cli_data_inputs(g, x, y, &bad))
+  const Node *at;
+  if (cli_data_inputs(g, x, y, &bad)) {
+    const char *why = cli_data_shapes(t->c, *x, *y, &at);
+    if (why)
+      error_at(&t->c->diag, at->loc, "kiln train: %s", why);
     return;
+  }
   if (bad)
     error_at(&t->c->diag, bad->loc, "kiln train needs " CLI_DATA_INPUTS "; model %s has "
              "another %s input '%s'", g->name, dtype_name(bad->dtype), bad->name);

@@ -47,6 +47,16 @@ printf 'model none() {\n  param w: f32[3]\n  loss = mean(w * w)\n}\ntrain none {
 expect 1 "train a model without inputs" -- "$KILN" train "$tmp/none.kiln" --data "$tmp"
 contains "$err" "none.kiln:5:7: error: kiln train needs one or two inputs: the examples (f32, or i32 ids)"
 contains "$err" "model none has no input"
+printf 'model sc() {\n  input x: f32[]\n  input y: f32[]\n  param w: f32[1]\n  loss = mean((w * x - y) * (w * x - y))\n}\ntrain sc {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n' >"$tmp/sc.kiln"
+expect 1 "train on scalar examples" -- "$KILN" train "$tmp/sc.kiln" --data "$tmp"
+contains "$err" "sc.kiln:2:9: error: kiln train: the examples x (f32[]) need a first axis"
+printf 'model mis(N = 4) {\n  input x: f32[N, 6]\n  input y: i32[2]\n  output p = dense(x, out=3)\n  loss = cross_entropy(p[0:2], y)\n}\ntrain mis {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n' >"$tmp/mis.kiln"
+expect 1 "train with labels of another batch" -- "$KILN" train "$tmp/mis.kiln" --data "$tmp"
+contains "$err" "the labels y (i32[2]) need the examples' first axis (x is f32[4, 6])"
+expect 1 "a program with labels of another batch" -- "$KILN" build "$tmp/mis.kiln" --train \
+  -o "$tmp/mis"
+contains "$err" "kiln build --train: the labels y (i32[2]) need the examples' first axis"
+if [ -e "$tmp/mis" ]; then echo "FAIL: a program left by a failed build"; fails=$((fails + 1)); fi
 printf 'model three(N = 4) {\n  input a: i32[N]\n  input b: i32[N]\n  input c: i32[N]\n  e = embedding(a + b + c, num=5, features=2)\n  loss = mean(e * e)\n}\ntrain three {\n  minimize loss\n  optimizer sgd(lr=0.1)\n}\n' >"$tmp/three.kiln"
 expect 1 "train a model with three i32 inputs" -- "$KILN" train "$tmp/three.kiln" --data "$tmp"
 contains "$err" "three.kiln:4:9: error: kiln train needs"
