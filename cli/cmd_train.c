@@ -336,14 +336,9 @@ static void save(Trainer *t, int epoch) {
 
 /* Every value of d's labels (or, ids, examples) in 0 .. limit - 1. */
 static void check_range(Trainer *t, const RtDataset *d, bool ids, int64_t limit) {
-  const RtTensor *v = ids ? &d->x : &d->y;
-  int64_t n = rt_numel(v), per = d->n ? n / d->n : 1;
-  for (int64_t i = 0; i < n; i++) {
-    int32_t k = ((const int32_t *)v->data)[i];
-    if (k < 0 || k >= limit)
-      error_plain(&t->c->diag, "%s: %s %d of example %lld is outside 0 .. %lld", t->c->data,
-                  ids ? "id" : "label", k, (long long)(i / per), (long long)limit - 1);
-  }
+  char err[512];
+  if (rt_dataset_check_range(d, ids, limit, t->c->data, err, sizeof err) != RT_OK)
+    error_plain(&t->c->diag, "%s", err);
 }
 
 /* The examples' ids must index every embedding table they select rows of;

@@ -310,6 +310,19 @@ RtStatus rt_dataset_load(const char *dir, const char *split, RtDataset *out, cha
   return rt_dataset_read(dir, split, RT_DATA_LABELS, out, err, errlen);
 }
 
+RtStatus rt_dataset_check_range(const RtDataset *d, bool ids, int64_t limit, const char *dir, char *err,
+                                size_t errlen) {
+  const RtTensor *v = ids ? &d->x : &d->y;
+  int64_t n = rt_numel(v), per = d->n ? n / d->n : 1;
+  for (int64_t i = 0; i < n; i++) {
+    int32_t k = ((const int32_t *)v->data)[i];
+    if (k < 0 || k >= limit)
+      return rt_fail(&(RtCtx){dir, err, errlen}, RT_ERR_SHAPE, "%s %d of example %lld is outside 0 .. %lld",
+                     ids ? "id" : "label", k, (long long)(i / per), (long long)limit - 1);
+  }
+  return RT_OK;
+}
+
 void rt_dataset_free(RtDataset *d) {
   if (!d) return;
   free(d->x.data);

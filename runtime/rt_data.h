@@ -72,6 +72,11 @@ enum { RT_DATA_LABELS = 1, RT_DATA_IDS = 2, RT_DATA_TARGETS = 4 };
 RtStatus rt_dataset_read(const char *dir, const char *split, unsigned want, RtDataset *out, char *err,
                          size_t errlen);
 void rt_dataset_free(RtDataset *d);
+/* Every i32 value of d's examples (ids true: token ids) or labels in
+ * 0 .. limit - 1, else RT_ERR_SHAPE naming the first outside, the example
+ * it belongs to, and dir. */
+RtStatus rt_dataset_check_range(const RtDataset *d, bool ids, int64_t limit, const char *dir, char *err,
+                                size_t errlen);
 /* Values per example: the product of x's dims after the first. */
 int64_t rt_dataset_example_size(const RtDataset *d);
 /* Labels per example: the product of y's dims after the first (0 without). */

@@ -96,14 +96,9 @@ static int parse(Train *t, int argc, char **argv, int *want_help) {
 
 /* Every value of d's labels (or, ids, examples) in 0 .. limit - 1. */
 static int check_range(Train *t, const RtDataset *d, int ids, int64_t limit) {
-  const RtTensor *v = ids ? &d->x : &d->y;
-  int64_t n = rt_numel(v), per = d->n ? n / d->n : 1;
-  for (int64_t i = 0; i < n; i++) {
-    int32_t k = ((const int32_t *)v->data)[i];
-    if (k < 0 || k >= limit)
-      return rt_prog_error(t->p, RP_USER, "%s: %s %d of example %lld is outside 0 .. %lld", t->data,
-                           ids ? "id" : "label", k, (long long)(i / per), (long long)limit - 1);
-  }
+  char err[512];
+  if (rt_dataset_check_range(d, ids, limit, t->data, err, sizeof err) != RT_OK)
+    return rt_prog_error(t->p, RP_USER, "%s", err);
   return RP_OK;
 }
 
