@@ -15,11 +15,12 @@
  * and labels (i32 classes, or f32 targets such as masks): cli_data_inputs
  * says which is which.  Its first output, when shaped [N, ..., classes]
  * over i32 labels [N, ...], gives the class scores for test accuracy (per
- * label: a language model's next tokens).  A model with no labels (an autoencoder: its loss compares the
- * examples with its reconstruction) trains on the examples alone; it, and
- * a model whose first output is not such scores, is scored on the test set
- * by the mean of the loss (the train section's `minimize` value) over its
- * full batches, computed by the inference graph.
+ * label: a language model's next tokens).  A model with no labels (an
+ * autoencoder: its loss compares the examples with its reconstruction)
+ * trains on the examples alone; it, and a model whose first output is not
+ * such scores, is scored on the test set by the mean of the loss (the
+ * train section's `minimize` value) over its full batches, computed by the
+ * inference graph.
  */
 #include <math.h>
 #include <stdlib.h>
