@@ -63,7 +63,8 @@ static const char run_help_end[] =
     "  --no-prepack             compute with the weights as the model lays them out:\n"
     "                           by default a matmul reading a weight transposed (dense)\n"
     "                           reads a transposed copy made once, when the weights\n"
-    "                           are set (compiled inference only; same results)\n"
+    "                           are set, as are values of weights and constants alone\n"
+    "                           (compiled inference only; same results)\n"
     CLI_DENORMALS_HELP
     "  --threads N              worker threads of compiled code (default: one per core)\n"
     "  --repeat N               run N more times and print the step's latency;\n"

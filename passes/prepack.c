@@ -20,8 +20,8 @@
  * gathers at larger batches.  The sum order of each output is the
  * matmul's Kernel IR order either way, so results are bit-identical.
  *
- * Then every other node computed from parameters and constants only is
- * marked derived as well (hoist): at inference it needs computing once,
+ * Then every other node computed from parameters, constants and constant
+ * generators (arange, full) only is marked derived as well (hoist): at inference it needs computing once,
  * not on every call.
  *
  * Never applied to a graph with a training step (updates) or built for
@@ -55,13 +55,25 @@ static Node *derived_transpose(Graph *g, Node *w, int at, Loc loc) {
   return t;
 }
 
-/* Marks weight-derived every node computed from parameters (and
- * constants) only: a batchnorm's rsqrt(running_var + eps) and its
- * reshaped statistics, a bias reshaped to [C, 1, 1].  The constants such
- * a node reads become derived too (computed by the prepare step into the
- * persistent region; step kernels may read them there).  Not the model's
- * outputs, which callers read from the arena, nor random nodes.  Returns
- * the number of nodes marked. */
+/* A constant generator: arange or full, computed from its attributes
+ * alone (randn, also without inputs, draws anew at each step). */
+static bool generator(const Node *n) {
+  return n->n_in == 0 && op_info[n->op].cls != CL_LEAF && !op_has(n->op, F_RANDOM) &&
+         !n->is_output;
+}
+
+/* Marks weight-derived every node computed from parameters, constants and
+ * constant generators only: a batchnorm's rsqrt(running_var + eps) and
+ * its reshaped statistics, a bias reshaped to [C, 1, 1], a transformer's
+ * sinusoidal positional encoding (the sines and cosines of arange's
+ * positions: 14% of the transformer's batch-1 step when it was computed
+ * on every call), an LSTM's first product of its zero state.  The
+ * constants and generators such a node reads become derived too (computed
+ * by the prepare step into the persistent region; step kernels may read
+ * them there); a generator no derived node reads stays in the step, where
+ * fusion computes it inside its reader's loop for nothing.  Not the
+ * model's outputs, which callers read from the arena, nor random nodes.
+ * Returns the number of nodes marked. */
 static int hoist(Graph *g) {
   int marked = 0;
   for (int i = 0; i < g->n_nodes; i++) {
@@ -69,11 +81,14 @@ static int hoist(Graph *g) {
     bool ok = op_info[n->op].cls != CL_LEAF && !n->derived && !n->is_output &&
               !op_has(n->op, F_RANDOM) && n->n_in > 0;
     for (int j = 0; ok && j < n->n_in; j++)
-      ok = weight_like(n->in[j]) || n->in[j]->op == OP_CONST;
+      ok = weight_like(n->in[j]) || n->in[j]->op == OP_CONST || generator(n->in[j]);
     if (!ok)
       continue;
-    for (int j = 0; j < n->n_in; j++)
-      n->in[j]->derived |= n->in[j]->op == OP_CONST;
+    for (int j = 0; j < n->n_in; j++) {
+      Node *in = n->in[j];
+      marked += generator(in) && !in->derived;
+      in->derived |= in->op == OP_CONST || generator(in);
+    }
     n->derived = true;
     marked++;
   }

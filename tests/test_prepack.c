@@ -11,15 +11,19 @@
  *  2. Stale weights: after a first run, new parameter values (written in
  *     place then program_prepare, or bound as new buffers) give what a
  *     program without prepacking computes on them.
- *  3. Graphs with a training step are left alone.
- *  4. Batchnorm folded into convolution weights (passes/fold.c): resnet_small
+ *  3. Constant generators (arange, full) and what is computed from them
+ *     alone run in the prepare step: the transformer's positional encoding
+ *     and the LSTM's product of its zero state leave the step, which
+ *     writes the same output bytes with fewer kernels.
+ *  4. Graphs with a training step are left alone.
+ *  5. Batchnorm folded into convolution weights (passes/fold.c): resnet_small
  *     (every batchnorm follows a convolution), mobilenet_v2 (depthwise
  *     convolutions) and se_resnet (squeeze-and-excitation), with random batchnorm parameters and
  *     statistics, compiled with and without the fold on the same values:
  *     every batchnorm of resnet_small is folded, the step computes fewer
  *     multiplications of 4-D values, and the outputs agree within 1e-4 of their largest value
  *     (the fold changes the rounding, not the function).
- *  5. Training steps (passes/step_transpose.c): mlp, lstm and the
+ *  6. Training steps (passes/step_transpose.c): mlp, lstm and the
  *     transformer's dense weights transposed once per step where the GEMMs
  *     would gather them more than once, each step's loss and updates the
  *     plain step's bits.
@@ -81,6 +85,8 @@ static const void *model_run(Model *m) {
   for (int i = 0; i < g->n_nodes; i++) {
     Node *n = g->nodes[i];
     float *x = n->op == OP_INPUT ? program_value(&m->p, n) : NULL;
+    for (int64_t k = 0; x && n->dtype == DT_I32 && k < shape_numel(&n->shape); k++)
+      ((int32_t *)x)[k] = (int32_t)(k % 3); /* token ids and labels */
     if (!x || n->dtype != DT_F32)
       continue;
     uint64_t s = rng_seed_for(7, n->name);
@@ -194,6 +200,45 @@ static void stale_weights(void **state) {
   model_close(&plain9);
   model_close(&plain);
   model_close(&packed);
+}
+
+/* The number of g's nodes of op `op` that the step computes (not derived). */
+static int step_nodes(const Graph *g, Op op) {
+  int n = 0;
+  for (int i = 0; i < g->n_nodes; i++)
+    n += g->nodes[i]->op == op && !g->nodes[i]->derived;
+  return n;
+}
+
+/* Constant generators: the transformer's positional encoding (sines and
+ * cosines of arange's positions) and the LSTM's first product of its zero
+ * hidden state (full) are computed by the prepare step, not on every call; the
+ * outputs keep their bits. */
+static void generators_hoisted(void **state) {
+  const char *models[] = {"transformer.kiln", "lstm.kiln"};
+  for (int i = 0; i < 2; i++) {
+    Model plain, packed;
+    model_open(&plain, models[i], 2, false, 3);
+    model_open(&packed, models[i], 2, true, 3);
+    const Graph *gp = plain.c.g, *gk = packed.c.g;
+    if (i == 0) {
+      assert_true(step_nodes(gp, OP_SIN) == 1 && step_nodes(gp, OP_COS) == 1);
+      assert_true(step_nodes(gp, OP_ARANGE) == 2);
+      assert_int_equal(step_nodes(gk, OP_SIN) + step_nodes(gk, OP_COS), 0);
+      assert_int_equal(step_nodes(gk, OP_ARANGE), 0);
+    } else {
+      /* h's zeros go with their product by the hidden weight; c's zeros,
+       * read by f * c with f computed in the step, stay in that kernel */
+      assert_true(step_nodes(gp, OP_FULL) == 2 && step_nodes(gk, OP_FULL) == 1);
+      assert_true(step_nodes(gk, OP_MATMUL) < step_nodes(gp, OP_MATMUL));
+    }
+    assert_true(packed.p.n_kernels < plain.p.n_kernels);
+    same_output(&plain, &packed, models[i]);
+    print_message("  %-18s %d kernels in the step, %d unhoisted; identical output\n", models[i],
+                  packed.p.n_kernels, plain.p.n_kernels);
+    model_close(&plain);
+    model_close(&packed);
+  }
 }
 
 static void training_untouched(void **state) {
@@ -395,6 +440,7 @@ static void folded_batchnorm(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(bit_exact), cmocka_unit_test(stale_weights),
+                                     cmocka_unit_test(generators_hoisted),
                                      cmocka_unit_test(training_untouched),
                                      cmocka_unit_test(step_transposes),
                                      cmocka_unit_test(folded_batchnorm)};
