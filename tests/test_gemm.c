@@ -32,6 +32,7 @@
 
 #include "kiln_test.h"
 #include "cg.h"
+#include "cg_gemm.h"
 #include "program.h"
 #include "rt_pool.h"
 
@@ -65,6 +66,12 @@ static const Case cases[] = {
      * whole tiles, a 3-row remainder; the attention's batched Q K^T */
     {"input a: f32[35, 9]; input b: f32[9, 16]; y = a @ b", false},
     {"input a: f32[3, 16, 8]; input b: f32[3, 16, 8]; y = matmul(a, b, transpose_b=true)", false},
+    /* K panels deeper than KC_MAX where a task's columns are one micro-tile
+     * (cg_gemm.c, panel_depth): 700 = one panel; a 4 x 4 image with K = 576;
+     * 1100 over 64 columns, in panels of 550 */
+    {"input a: f32[20, 700]; input b: f32[700, 10]; y = a @ b", false},
+    {"input x: f32[1, 64, 4, 4]; input w: f32[40, 64, 3, 3]; y = op.conv2d(x, w, pad=1)", false},
+    {"input a: f32[30, 1100]; input b: f32[1100, 64]; y = a @ b", false},
     /* convolutions: padding, stride, dilation, groups, depthwise, 1x1, rectangular */
     {"input x: f32[2, 3, 9, 9]; input w: f32[4, 3, 3, 3]; y = op.conv2d(x, w, pad=1)", false},
     {"input x: f32[2, 3, 10, 9]; input w: f32[5, 3, 3, 3]; y = op.conv2d(x, w, stride=2, pad=1)",
@@ -436,6 +443,33 @@ static void batch_sums(void **state) {
   arena_free(ar);
 }
 
+/* The K panel's depth (cg_gemm.c, panel_depth): KC_MAX where a task has
+ * several micro-tiles of columns; where it has one, as deep as a panel of
+ * KC_MAX x NB_MAX floats allows, K cut into equal panels.  (Any depth
+ * gives the same bits: the shapes cases above check panels of both kinds.) */
+static void deep_panels(void **state) {
+  static const struct {
+    int64_t m, n, ki, kc;
+  } want[] = {
+      {512, 16, 4608, 4608},  /* a 4 x 4 image's 3 x 3 conv over 512 channels: one panel */
+      {256, 64, 2304, 1152},  /* 8 x 8 over 256: 2048 at most, two panels */
+      {256, 64, 9000, 1800},  /* five panels of 1800 */
+      {64, 256, 2304, 1152},  /* 16 x 16 over 64: tasks of one micro-tile of columns */
+      {2, 256, 600, 200},     /* too little work to split: two micro-tiles, KC_MAX */
+      {20, 10, 700, 700},
+      {20, 10, 200, 200},
+  };
+  for (int i = 0; i < countof(want); i++) {
+    Gemm g = {.batch = 1, .m = want[i].m, .n = want[i].n, .kb = 1, .ki = want[i].ki,
+              .regs32 = true};
+    gemm_schedule(&g);
+    if (g.s.kc != want[i].kc)
+      fail_msg("%lld x %lld, K = %lld: panels of %lld, want %lld", (long long)want[i].m,
+               (long long)want[i].n, (long long)want[i].ki, (long long)g.s.kc,
+               (long long)want[i].kc);
+  }
+}
+
 static void determinism(void **state) {
   static const char *const bodies[] = {
       "input a: f32[300, 500]; input b: f32[500, 260]; y = a @ b",
@@ -684,6 +718,7 @@ static void epilogue_in_place(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(shapes), cmocka_unit_test(views),
                                      cmocka_unit_test(batch_sums),
+                                     cmocka_unit_test(deep_panels),
                                      cmocka_unit_test(determinism),
                                      cmocka_unit_test(epilogues),
                                      cmocka_unit_test(epilogue_in_place)};

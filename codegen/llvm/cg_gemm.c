@@ -66,7 +66,10 @@
  *   kc <= KC_MAX = 256: a micro-kernel call runs over a panel of kc, its A
  *        sliver (MR x kc = 6 KiB) stays in L1 while the loop over jr
  *        streams the panel (kc x nb <= 256 x 512 floats = 512 KiB) from L2.
- *        KI is cut into equal panels, so no panel is a short remainder.
+ *        Where a task's columns are one micro-tile (one jr), the sliver is
+ *        read once and kc goes up to 256 x 512 / ldbp (panel_depth): A's
+ *        rows are then read in longer runs.  KI is cut into equal panels,
+ *        so no panel is a short remainder.
  *   nb <= NB_MAX = 512 columns per task; tasks are then split (nb halved,
  *        then mb) until there are TASKS_WANT of them when the kernel has
  *        enough work, so both threads of a 2-core machine get several
@@ -91,6 +94,7 @@ enum {
   SERIAL_FLOPS = 1 << 16,   /* below this in all, no rt_parallel_for */
   MB_MIN = 96,              /* rows per task before splitting M pays for repacking */
   MR_MAX = 16,              /* a micro-tile's rows, at most */
+  PANEL_FLOATS = KC_MAX * NB_MAX, /* a deeper panel's floats, at most (panel_depth) */
   NV_MAX = 4,               /* and its vectors */
 };
 
@@ -111,6 +115,22 @@ static int64_t env_or(const char *name, int64_t v) {
   return e && *e ? atoll(e) : v;
 }
 
+/* The deepest K panel for a task's columns (ldbp, micro-tiles of nr):
+ * KC_MAX, so that the micro-kernel's A sliver (MR x kc) stays in L1 while
+ * the calls of one panel go along the columns; deeper where the columns
+ * are one micro-tile, whose sliver is read once: the panel (kc x ldbp,
+ * read from L2 by each micro-tile of rows) is then the bound.  A is read
+ * in place, MR rows at a time, each for kc floats: at batch 1 the late
+ * layers of a CNN (4 x 4 pixels: one micro-tile; 512 x 4608 weights, read
+ * once per call from memory) spent their time waiting on those short runs
+ * of 256 (docs/benchmarks.md, twelfth session). */
+static int64_t panel_depth(const GemmSched *s) {
+  if (s->ldbp > s->nr)
+    return KC_MAX;
+  int64_t deep = PANEL_FLOATS / s->ldbp;
+  return deep > KC_MAX ? deep : KC_MAX;
+}
+
 void gemm_schedule(Gemm *g) {
   GemmSched *s = &g->s;
   /* rows of a micro-tile by its vectors (the header).  A one-vector tile
@@ -122,9 +142,8 @@ void gemm_schedule(Gemm *g) {
   s->nr = 16 * s->nv;
   int mr = s->nv == 1 && g->regs32 ? MR_MAX : mr_of[s->nv];
   s->mr = mr < g->m ? mr : (int)g->m;
-  int64_t kcmax = env_or("KILN_GEMM_KC", KC_MAX), nbmax = env_or("KILN_GEMM_NB", NB_MAX);
+  int64_t nbmax = env_or("KILN_GEMM_NB", NB_MAX);
   int64_t want = env_or("KILN_GEMM_TASKS", TASKS_WANT);
-  s->kc = g->conv_direct || g->sum_kb ? g->ki : cdiv(g->ki, cdiv(g->ki, kcmax));
   int64_t nalign = g->n_align > 1 ? g->n_align : s->nr;
   s->nb = g->n_whole || g->n <= nbmax ? g->n : (nbmax / nalign > 0 ? nbmax / nalign * nalign : nalign);
   int64_t align = g->m_align > 1 ? g->m_align : s->mr;
@@ -148,6 +167,8 @@ void gemm_schedule(Gemm *g) {
   s->ldbp = up(s->nb, s->nr);
   if (s->ldbp % 1024 == 0)
     s->ldbp += 16;
+  int64_t kcmax = env_or("KILN_GEMM_KC", panel_depth(s));
+  s->kc = g->conv_direct || g->sum_kb ? g->ki : cdiv(g->ki, cdiv(g->ki, kcmax));
 }
 
 /* --- helpers --------------------------------------------------------------------------- */
