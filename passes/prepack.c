@@ -21,8 +21,8 @@
  * matmul's Kernel IR order either way, so results are bit-identical.
  *
  * Then every other node computed from parameters, constants and constant
- * generators (arange, full) only is marked derived as well (hoist): at inference it needs computing once,
- * not on every call.
+ * generators (arange, full) only is marked derived as well (hoist): at
+ * inference it needs computing once, not on every call.
  *
  * Never applied to a graph with a training step (updates) or built for
  * training: there the parameters change every step.

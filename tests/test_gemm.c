@@ -189,6 +189,9 @@ static void check_bound(const Node *n, const float *got, const float *ref, const
 /* Scheduled kernels seen whose micro-kernel walks a batch sum's blocks
  * itself (cg_gemm.c: its "kb.add" block; Gemm.kb_inner). */
 static int kb_inner_seen;
+/* Scheduled convolutions reading B in place (Gemm.conv_direct: the
+ * micro-kernel's table of tap offsets, NAME.ukr.taps). */
+static int direct_seen;
 
 static CgJit *compile_k(Kernel *k, bool no_schedule, bool *scheduled, bool *tile) {
   char err[2048];
@@ -202,6 +205,7 @@ static CgJit *compile_k(Kernel *k, bool no_schedule, bool *scheduled, bool *tile
   snprintf(want, sizeof want, "@%s.rows(", k->name); /* cg_pool.c's */
   *scheduled = *scheduled || strstr(ir, want) != NULL;
   kb_inner_seen += strstr(ir, "\nkb.add:") != NULL;
+  direct_seen += strstr(ir, ".ukr.taps") != NULL;
   if (tile) {
     snprintf(want, sizeof want, "@%s.tile_epilogue(", k->name);
     char after[300];
@@ -439,6 +443,39 @@ static void batch_sums(void **state) {
     if (kb_inner_seen != sum_cases[i].inner)
       fail_msg("%s: %d GEMMs walk the summed blocks in the micro-kernel (want %d)",
                sum_cases[i].c.body, kb_inner_seen, sum_cases[i].inner);
+  }
+  arena_free(ar);
+}
+
+/* Convolutions at a stride along x read B in place from a copy of the
+ * image split into that many phases (cg_gemm_ops.c, conv2d_direct) when a
+ * group has at most DIRECT_STRIDED_M output channels: depthwise at stride
+ * 2 with padding; an odd width without padding (phases of 6 and 5); two
+ * channels per group at stride 3 along x with dilation 2 (taps in phases
+ * 0, 2 and 1) and a rectangular kernel; and 8 channels per group, packed
+ * instead.  `direct`: how many take the path (the forward convolution). */
+static const struct {
+  Case c;
+  int direct;
+} strided_cases[] = {
+    {{"input x: f32[2, 6, 10, 10]; input w: f32[6, 1, 3, 3]; "
+      "y = op.conv2d(x, w, groups=6, stride=2, pad=1)", false}, 1},
+    {{"input x: f32[1, 3, 9, 11]; input w: f32[3, 1, 3, 3]; y = op.conv2d(x, w, groups=3, stride=2)",
+      false}, 1},
+    {{"input x: f32[1, 4, 8, 17]; input w: f32[8, 1, 2, 3]; "
+      "y = op.conv2d(x, w, groups=4, stride=[1, 3], pad=[1, 2], dilation=[1, 2])", false}, 1},
+    {{"input x: f32[1, 2, 9, 9]; input w: f32[16, 1, 3, 3]; y = op.conv2d(x, w, groups=2, stride=2)",
+      false}, 0},
+};
+
+static void strided_direct(void **state) {
+  ar = arena_new();
+  for (int i = 0; i < countof(strided_cases); i++) {
+    direct_seen = 0;
+    one_case(&strided_cases[i].c, 0, 0);
+    if (direct_seen != strided_cases[i].direct)
+      fail_msg("%s: %d convolutions read B in place (want %d)", strided_cases[i].c.body,
+               direct_seen, strided_cases[i].direct);
   }
   arena_free(ar);
 }
@@ -719,6 +756,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(shapes), cmocka_unit_test(views),
                                      cmocka_unit_test(batch_sums),
                                      cmocka_unit_test(deep_panels),
+                                     cmocka_unit_test(strided_direct),
                                      cmocka_unit_test(determinism),
                                      cmocka_unit_test(epilogues),
                                      cmocka_unit_test(epilogue_in_place)};

@@ -367,47 +367,66 @@ static Geo geo(const Node *n, const Shape *x, const Shape *y) {
 enum { CS_MAX = 1 << 17, XS_MAX = 1 << 16 };
 
 /* prep: image b's channels of group gi copied into xs, zero-padded to
- * [Cg, H + 2 py, W + 2 px], so B's reads need no bounds tests. */
-static KStmt *padded_copy(Gemm *g, const Geo *w, int64_t cg, KExpr *b, KExpr *gi) {
+ * [Cg, H + 2 py, W + 2 px], so B's reads need no bounds tests; with
+ * `phases` > 1, each padded row split into that many phases, xs being
+ * [Cg, phases, H + 2 py, wq] with element (c, p, r, q) the padded image's
+ * (c, r, q phases + p), wq = ceil((W + 2 px) / phases): at stride sx along
+ * x, phases = sx puts the inputs that one tap reads for an output row's
+ * pixels side by side (conv2d_direct). */
+static KStmt *padded_copy(Gemm *g, const Geo *w, int64_t cg, KExpr *b, KExpr *gi, int64_t phases) {
   Kernel *k = g->pk;
-  int64_t hp = w->h + 2 * w->py, wp = w->w + 2 * w->px;
+  int64_t hp = w->h + 2 * w->py, wq = (w->w + 2 * w->px + phases - 1) / phases;
   KStmt *prep = ks_block(k);
   KExpr *xb = let(k, prep, "xb", MUL(ADD(MUL(b, IC(w->c)), MUL(gi, IC(cg))), IC(w->h * w->w)));
-  KExpr *c, *rr;
+  KExpr *c, *ph, *rr;
   KStmt *lc = loop(k, prep, "c", IC(cg), KL_SERIAL, &c);
-  KStmt *lr = loop(k, lc, "r", IC(hp), KL_SERIAL, &rr);
+  KStmt *lp = loop(k, lc, "ph", IC(phases), KL_SERIAL, &ph);
+  KStmt *lr = loop(k, lp, "r", IC(hp), KL_SERIAL, &rr);
   KExpr *iy = let(k, lr, "iy", SUB(rr, IC(w->py)));
   KExpr *ok = AND(GE(iy, IC(0)), LT(iy, IC(w->h)));
-  row_copy_to(g, lr, g->xs_buf, 0, MUL(ADD(MUL(c, IC(hp)), rr), IC(wp)), 1,
-              ADD(xb, ADD(MUL(c, IC(w->h * w->w)), MUL(iy, IC(w->w)))), 1, IC(-w->px), w->w,
-              IC(0), IC(wp), ok);
+  KExpr *row = ADD(MUL(ADD(MUL(c, IC(phases)), ph), IC(hp)), rr);
+  row_copy_to(g, lr, g->xs_buf, 0, MUL(row, IC(wq)), 1,
+              ADD(xb, ADD(MUL(c, IC(w->h * w->w)), MUL(iy, IC(w->w)))), phases,
+              SUB(ph, IC(w->px)), w->w, IC(0), IC(wq), ok);
   return prep;
 }
 
-/* conv2d with B in place (Gemm.conv_direct): at stride 1 along x an
- * output row's pixels read tap (c, i, j)'s inputs contiguously, at offset
- * c plane + i dy wp + j dx from the row's start in the (padded) image, so
- * the micro-kernel reads them there and nothing is packed.  For K up to
- * DIRECT_K: small K leaves packing as costly as the FMAs (LeNet's first
- * layer, K = 25, spent most of its time packing). */
+/* conv2d with B in place (Gemm.conv_direct): an output row's pixels read
+ * tap (c, i, j)'s inputs contiguously, at offset c plane + i dy wp + j dx
+ * from the row's start in the (padded) image, so the micro-kernel reads
+ * them there and nothing is packed.  At a stride sx > 1 along x they are
+ * sx apart in the image; in a copy split into sx phases (padded_copy) they
+ * are side by side again, in phase (j dx) mod sx, (j dx) div sx on.  For
+ * K up to DIRECT_K: small K leaves packing as costly as the FMAs (LeNet's
+ * first layer, K = 25, spent most of its time packing; MobileNet's
+ * stride-2 depthwise convolutions, K = 9, 115 us of its 339 us step at
+ * batch 1 on one thread, docs/benchmarks.md, twelfth session). */
 enum { DIRECT_K = 64 };
+/* At a stride along x, only for up to this many output channels per group
+ * (a depthwise convolution has one): a panel packed once serves every row
+ * of the weights, where the split copy is made for every image and group
+ * (ResNet's 1 x 1 stride-2 projections to 32 and 64 channels took 2.5x as
+ * long direct). */
+enum { DIRECT_STRIDED_M = 4 };
 
 static bool conv2d_direct(Gemm *g, const Geo *w, int64_t cg, KExpr *b, KExpr *gi) {
   Kernel *k = g->pk;
-  bool padded = w->py || w->px;
-  int64_t hp = w->h + 2 * w->py, wp = w->w + 2 * w->px, taps = w->kh * w->kw;
-  if (w->sx != 1 || g->ki > DIRECT_K || (padded && cg * hp * wp > XS_MAX))
+  int64_t sx = w->sx;
+  bool copy = w->py || w->px || sx > 1;
+  int64_t hp = w->h + 2 * w->py, wq = (w->w + 2 * w->px + sx - 1) / sx, taps = w->kh * w->kw;
+  if (g->ki > DIRECT_K || (sx > 1 && g->m > DIRECT_STRIDED_M) ||
+      (copy && cg * sx * hp * wq > XS_MAX))
     return false;
   g->conv_direct = true, g->n_whole = true;
-  g->d_ho = w->ho, g->d_wo = w->wo, g->d_rs = w->sy * wp;
+  g->d_ho = w->ho, g->d_wo = w->wo, g->d_rs = w->sy * wq;
   g->d_off = arena_alloc(k->arena, (size_t)g->ki * sizeof *g->d_off);
   for (int64_t t = 0; t < g->ki; t++) {
     int64_t c = t / taps, i = t / w->kw % w->kh, j = t % w->kw;
-    g->d_off[t] = c * hp * wp + i * w->dy * wp + j * w->dx;
+    g->d_off[t] = (c * sx + j * w->dx % sx) * hp * wq + i * w->dy * wq + j * w->dx / sx;
   }
-  if (padded) {
-    g->xs_buf = kir_buf(k, "xs", KT_F32, cg * hp * wp, KB_SCRATCH, -1);
-    g->prep = padded_copy(g, w, cg, b, gi);
+  if (copy) {
+    g->xs_buf = kir_buf(k, "xs", KT_F32, cg * sx * hp * wq, KB_SCRATCH, -1);
+    g->prep = padded_copy(g, w, cg, b, gi, sx);
     g->b_buf = g->xs_buf, g->b_base = IC(0);
   } else {
     g->b_buf = 0, g->b_base = MUL(ADD(MUL(b, IC(w->c)), MUL(gi, IC(cg))), IC(w->h * w->w));
@@ -597,7 +616,7 @@ static bool back_w(Gemm *g) {
     KExpr *sb; /* the image in the source buffer, and its row length */
     int64_t rl = padded ? wp : w.w, plane = padded ? hp * wp : w.h * w.w;
     if (padded) {
-      g->prep = padded_copy(g, &w, cg, b, gi);
+      g->prep = padded_copy(g, &w, cg, b, gi, 1);
       sbuf = g->xs_buf, sb = IC(0);
     } else {
       sb = let(k, body, "xb", MUL(ADD(MUL(b, IC(w.c)), MUL(gi, IC(cg))), IC(w.h * w.w)));
