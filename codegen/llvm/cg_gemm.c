@@ -30,8 +30,10 @@
  *             K.ukr(A at (ir, kb, pc), bp + jr, C at (ir, jr), kc, rows, cols, first)
  *                                     (conv_direct: no packing; for each
  *                                     output row y, for jr in 0..Wo by NR,
- *                                     B at the row's pixels in the image,
- *                                     its rows at K.ukr.taps's offsets)
+ *                                     B at the row's pixels in the image
+ *                                     or its padded copy, split into phases
+ *                                     at a stride along x; its rows at
+ *                                     K.ukr.taps's offsets)
  *           if that was the last K panel (of the last kb), C's rows ir..
  *           of the block are final: a fused kernel's epilogue over them,
  *           K.tile_epilogue(bufs, C's offset at (ir, n0), rows, ldc, nb)
@@ -691,6 +693,9 @@ static LLVMValueRef emit_tasks(Gemm *g, Cg *cg, LLVMValueRef ukr, LLVMValueRef e
     f.buf[scratch[i]] = LLVMBuildAlloca(f.ab, ty, sb->name);
     LLVMSetAlignment(f.buf[scratch[i]], 64);
   }
+  if (g->xs_zero) /* the zero padding of every task's copy (cg_gemm_ops.c, padded_copy) */
+    LLVMBuildMemSet(f.b, f.buf[g->xs_buf], LLVMConstInt(cg->t_i8, 0, 0),
+                    i64c(cg, k->bufs[g->xs_buf].numel * 4), 64);
   KStmt *split = task_split(g);
   LLVMTypeRef ukr_ty = LLVMGlobalGetValueType(ukr);
   LLVMTypeRef epi_ty = epi ? LLVMGlobalGetValueType(epi) : NULL;

@@ -105,6 +105,8 @@ typedef struct Gemm {
   int64_t *d_off;           /* KI offsets, in the arena */
   KExpr *c_base;            /* of v_bt, v_m0 */
   KStmt *prep;              /* or NULL: runs for each (task, kb) before its panels */
+  bool xs_zero;             /* xs is zeroed once per call of the task function, before
+                             * its tasks (prep then writes the same places each time) */
   KStmt *pack;              /* of v_bt, v_kb, v_pc, v_kc, v_n0, v_nb, v_rnb */
   KStmt *epilogue;          /* or NULL: runs at the end of each task */
   KExpr *done_lo, *done_n;  /* with epilogue: the flat range of the output it
