@@ -192,6 +192,9 @@ static int kb_inner_seen;
 /* Scheduled convolutions reading B in place (Gemm.conv_direct: the
  * micro-kernel's table of tap offsets, NAME.ukr.taps). */
 static int direct_seen;
+/* Scheduled kernels with micro-kernels of fewer vectors for their last,
+ * narrower tiles of columns (cg_gemm.c, ukr_variants: NAME.ukr.vN). */
+static int narrow_seen;
 
 static CgJit *compile_k(Kernel *k, bool no_schedule, bool *scheduled, bool *tile) {
   char err[2048];
@@ -206,6 +209,7 @@ static CgJit *compile_k(Kernel *k, bool no_schedule, bool *scheduled, bool *tile
   *scheduled = *scheduled || strstr(ir, want) != NULL;
   kb_inner_seen += strstr(ir, "\nkb.add:") != NULL;
   direct_seen += strstr(ir, ".ukr.taps") != NULL;
+  narrow_seen += strstr(ir, ".ukr.v") != NULL;
   if (tile) {
     snprintf(want, sizeof want, "@%s.tile_epilogue(", k->name);
     char after[300];
@@ -476,6 +480,38 @@ static void strided_direct(void **state) {
     if (direct_seen != strided_cases[i].direct)
       fail_msg("%s: %d convolutions read B in place (want %d)", strided_cases[i].c.body,
                direct_seen, strided_cases[i].direct);
+  }
+  arena_free(ar);
+}
+
+/* A task's last tile of columns narrower than the micro-tile runs a
+ * micro-kernel of fewer vectors (cg_gemm.c, ukr_variants): 196 columns
+ * (a 14 x 14 image) are tiles of 64, 64, 64 and 4, the last one vector;
+ * 64 or 256 columns are whole tiles.  `narrow`: kernels with variants
+ * among the case's GEMMs: the matmul's product and B's gradient (196
+ * columns; A's has 64); the convolution's product and input gradient at
+ * 14 x 14 (196 pixels), none of them at 16 x 16, and its weight gradient
+ * at both (8 channels x 9 taps = 72 columns, not whole tiles of 64). */
+static const struct {
+  Case c;
+  int narrow;
+} narrow_cases[] = {
+    {{"input a: f32[20, 64]; input b: f32[64, 196]; y = a @ b", false}, 2},
+    {{"input a: f32[20, 64]; input b: f32[64, 256]; y = a @ b", false}, 0},
+    {{"input x: f32[1, 8, 14, 14]; input w: f32[16, 8, 3, 3]; y = op.conv2d(x, w, pad=1)", false},
+     3},
+    {{"input x: f32[1, 8, 16, 16]; input w: f32[16, 8, 3, 3]; y = op.conv2d(x, w, pad=1)", false},
+     1},
+};
+
+static void narrow_tiles(void **state) {
+  ar = arena_new();
+  for (int i = 0; i < countof(narrow_cases); i++) {
+    narrow_seen = 0;
+    one_case(&narrow_cases[i].c, 0, 0);
+    if (narrow_seen != narrow_cases[i].narrow)
+      fail_msg("%s: %d kernels with narrow micro-kernels (want %d)", narrow_cases[i].c.body,
+               narrow_seen, narrow_cases[i].narrow);
   }
   arena_free(ar);
 }
@@ -757,6 +793,7 @@ int main(void) {
                                      cmocka_unit_test(batch_sums),
                                      cmocka_unit_test(deep_panels),
                                      cmocka_unit_test(strided_direct),
+                                     cmocka_unit_test(narrow_tiles),
                                      cmocka_unit_test(determinism),
                                      cmocka_unit_test(epilogues),
                                      cmocka_unit_test(epilogue_in_place)};

@@ -245,16 +245,17 @@ static LLVMValueRef tap_table(Gemm *g, Cg *cg, const char *ukr_name) {
   return gl;
 }
 
-/* void ukr(ptr a, ptr b, ptr c, i64 kc, i64 rows, i64 cols, i1 first, i64 nkb):
+/* void ukr(ptr a, ptr b, ptr c, i64 kc, i64 rows, i64 cols, i1 first, i64 nkb),
+ * with nv vectors of columns (the schedule's NV, or fewer: ukr_variants):
  * C[r, 0..cols) (+)= sum over k < kc of A(r, k) bp[k, ..] for r < rows,
  * A(r, k) at a[r a_rs + k a_ks], bp rows ldbp apart, C rows ldc apart.
  * The sum continues C's (from 0 when first); with sum_kb it starts from 0
  * and is then added to C (to 0 when first).  With kb_inner, so for each
  * of nkb blocks kb in turn, A and B a_kbs and b_kbs floats further on
  * (first: C from 0 at block 0); otherwise nkb is 1. */
-static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name) {
+static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name, int nv) {
   const GemmSched *s = &g->s;
-  int mr = s->mr, nv = s->nv;
+  int mr = s->mr;
   LLVMTypeRef vf = LLVMVectorType(cg->t_f32, 16), vi = LLVMVectorType(cg->t_i32, 16);
   LLVMTypeRef vm = LLVMVectorType(cg->t_i1, 16);
   LLVMTypeRef ps[] = {cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_i64,
@@ -397,6 +398,63 @@ static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name) {
   LLVMBuildRetVoid(b);
   LLVMDisposeBuilder(b);
   return fn;
+}
+
+/* The micro-kernels: u[NV] the schedule's, and, where the last tile of a
+ * task's columns (or of the last task's) is narrower than NR, u[v] for
+ * the v = cdiv(width, 16) < NV vectors it needs (NULL otherwise): such a
+ * tile runs that one instead of NV vectors of which the masks keep a few
+ * lanes
+ * (ResNet-50's 14 x 14 images: 196 pixels = 64 + 64 + 64 + 4 in tiles of
+ * 64; the last tile's fmas were 94% masked off).  The same sums in the
+ * same order per column, so the same bits. */
+static void ukr_variants(Gemm *g, Cg *cg, const char *name, LLVMValueRef *u) {
+  const GemmSched *s = &g->s;
+  /* the widths of last tiles: of a task's block, and of the last block */
+  int64_t last[2] = {(g->conv_direct ? g->d_wo : s->nb) % s->nr,
+                     g->conv_direct ? 0 : g->n % s->nb % s->nr};
+  for (int v = 1; v <= NV_MAX; v++)
+    u[v] = NULL;
+  u[s->nv] = emit_ukr(g, cg, name, s->nv);
+  for (int i = 0; i < 2 && !getenv("KILN_NO_NARROW_UKR"); i++) {
+    int v = (int)((last[i] + 15) / 16);
+    if (v == 0 || v >= s->nv || u[v])
+      continue;
+    char vname[320];
+    snprintf(vname, sizeof vname, "%s.v%d", name, v);
+    u[v] = emit_ukr(g, cg, vname, v);
+  }
+}
+
+/* Calls the micro-kernel for a tile of `cols` columns (ukr_variants). */
+static void call_ukr(Fn *f, Gemm *g, LLVMValueRef *u, LLVMValueRef *args) {
+  Cg *cg = f->cg;
+  int nv = g->s.nv, n_narrow = 0;
+  LLVMTypeRef ty = LLVMGlobalGetValueType(u[nv]);
+  for (int v = 1; v < nv; v++)
+    n_narrow += u[v] != NULL;
+  if (!n_narrow) {
+    LLVMBuildCall2(f->b, ty, u[nv], args, 8, "");
+    return;
+  }
+  LLVMValueRef vecs = LLVMBuildSDiv(f->b, LLVMBuildAdd(f->b, args[5], i64c(cg, 15), ""),
+                                    i64c(cg, 16), "vecs");
+  LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "ukr.done");
+  LLVMBasicBlockRef full = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "ukr.full");
+  LLVMValueRef sw = LLVMBuildSwitch(f->b, vecs, full, (unsigned)n_narrow);
+  for (int v = 1; v <= nv; v++) {
+    if (!u[v])
+      continue;
+    LLVMBasicBlockRef bb = full;
+    if (v < nv) {
+      bb = LLVMAppendBasicBlockInContext(cg->ctx, f->fn, "ukr.narrow");
+      LLVMAddCase(sw, i64c(cg, v), bb);
+    }
+    LLVMPositionBuilderAtEnd(f->b, bb);
+    LLVMBuildCall2(f->b, ty, u[v], args, 8, "");
+    LLVMBuildBr(f->b, done);
+  }
+  LLVMPositionBuilderAtEnd(f->b, done);
 }
 
 /* --- a fused kernel's epilogue, per tile ------------------------------------------------ */
@@ -664,7 +722,7 @@ static KStmt *task_split(Gemm *g) {
 }
 
 /* void NAME(ptr ctx, i64 t0, i64 t1): ctx holds the buffer-pointer array. */
-static LLVMValueRef emit_tasks(Gemm *g, Cg *cg, LLVMValueRef ukr, LLVMValueRef epi,
+static LLVMValueRef emit_tasks(Gemm *g, Cg *cg, LLVMValueRef *ukrs, LLVMValueRef epi,
                                const char *name) {
   const GemmSched *s = &g->s;
   const Kernel *k = g->pk;
@@ -697,7 +755,6 @@ static LLVMValueRef emit_tasks(Gemm *g, Cg *cg, LLVMValueRef ukr, LLVMValueRef e
     LLVMBuildMemSet(f.b, f.buf[g->xs_buf], LLVMConstInt(cg->t_i8, 0, 0),
                     i64c(cg, k->bufs[g->xs_buf].numel * 4), 64);
   KStmt *split = task_split(g);
-  LLVMTypeRef ukr_ty = LLVMGlobalGetValueType(ukr);
   LLVMTypeRef epi_ty = epi ? LLVMGlobalGetValueType(epi) : NULL;
 
   HLoop lt, lk, lp, li, lj;
@@ -749,7 +806,7 @@ static LLVMValueRef emit_tasks(Gemm *g, Cg *cg, LLVMValueRef ukr, LLVMValueRef e
     LLVMValueRef jr = get(&f, g->v_jr);
     LLVMValueRef cols = smin(&f, i64c(cg, s->nr), LLVMBuildSub(f.b, i64c(cg, g->d_wo), jr, ""));
     LLVMValueRef args[] = {arow, gep(&f, brow, jr), gep(&f, orow, jr), kc, rows, cols, first, nkb};
-    LLVMBuildCall2(f.b, ukr_ty, ukr, args, 8, "");
+    call_ukr(&f, g, ukrs, args);
     hl_end(&f, &lj);
     hl_end(&f, &ly);
   } else {
@@ -757,7 +814,7 @@ static LLVMValueRef emit_tasks(Gemm *g, Cg *cg, LLVMValueRef ukr, LLVMValueRef e
     LLVMValueRef jr = get(&f, g->v_jr);
     LLVMValueRef cols = smin(&f, i64c(cg, s->nr), LLVMBuildSub(f.b, nb, jr, ""));
     LLVMValueRef args[] = {arow, gep(&f, panel, jr), gep(&f, crow, jr), kc, rows, cols, first, nkb};
-    LLVMBuildCall2(f.b, ukr_ty, ukr, args, 8, "");
+    call_ukr(&f, g, ukrs, args);
     hl_end(&f, &lj);
   }
   if (epi && !g->epilogue) {
@@ -881,7 +938,8 @@ bool cg_gemm(Cg *cg, const Kernel *k) {
   }
   char name[300];
   snprintf(name, sizeof name, "%s.ukr", k->name);
-  LLVMValueRef ukr = emit_ukr(&g, cg, name);
+  LLVMValueRef ukrs[NV_MAX + 1];
+  ukr_variants(&g, cg, name, ukrs);
   /* the epilogue per tile where C is the output, or the task's epilogue
    * finishes a known range of it; not after a finish (conv2d_back_w's
    * partial sums, never a fused head): K.epilogue after the tasks then.
@@ -897,7 +955,7 @@ bool cg_gemm(Cg *cg, const Kernel *k) {
   g.tile_epi = per_tile ? tile_epilogue(&g) : NULL;
   LLVMValueRef epi = g.tile_epi ? emit_tile_epilogue(&g, cg) : NULL;
   snprintf(name, sizeof name, g.b_direct ? "%s.gemm_direct" : "%s.gemm", k->name);
-  LLVMValueRef tasks = emit_tasks(&g, cg, ukr, epi, name);
+  LLVMValueRef tasks = emit_tasks(&g, cg, ukrs, epi, name);
   emit_kernel(&g, cg, tasks);
   arena_free(a);
   return true;
