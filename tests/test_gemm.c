@@ -451,17 +451,34 @@ static void batch_sums(void **state) {
   arena_free(ar);
 }
 
+/* A case and how many of its GEMM kernels must take a path of the
+ * schedule (counted by compile_k into one of the *_seen counters). */
+typedef struct Counted {
+  Case c;
+  int want;
+} Counted;
+
+/* Runs each case (one_case: kir_eval's bits, the bound) and checks how
+ * many of its kernels took the path `what` counts in *seen. */
+static void counted_cases(const Counted *cs, int n, int *seen, const char *what) {
+  ar = arena_new();
+  for (int i = 0; i < n; i++) {
+    *seen = 0;
+    one_case(&cs[i].c, 0, 0);
+    if (*seen != cs[i].want)
+      fail_msg("%s: %d kernels %s (want %d)", cs[i].c.body, *seen, what, cs[i].want);
+  }
+  arena_free(ar);
+}
+
 /* Convolutions at a stride along x read B in place from a copy of the
  * image split into that many phases (cg_gemm_ops.c, conv2d_direct) when a
  * group has at most DIRECT_STRIDED_M output channels: depthwise at stride
  * 2 with padding; an odd width without padding (phases of 6 and 5); two
  * channels per group at stride 3 along x with dilation 2 (taps in phases
  * 0, 2 and 1) and a rectangular kernel; and 8 channels per group, packed
- * instead.  `direct`: how many take the path (the forward convolution). */
-static const struct {
-  Case c;
-  int direct;
-} strided_cases[] = {
+ * instead.  `want`: how many take the path (the forward convolution). */
+static const Counted strided_cases[] = {
     {{"input x: f32[2, 6, 10, 10]; input w: f32[6, 1, 3, 3]; "
       "y = op.conv2d(x, w, groups=6, stride=2, pad=1)", false}, 1},
     {{"input x: f32[1, 3, 9, 11]; input w: f32[3, 1, 3, 3]; y = op.conv2d(x, w, groups=3, stride=2)",
@@ -473,29 +490,18 @@ static const struct {
 };
 
 static void strided_direct(void **state) {
-  ar = arena_new();
-  for (int i = 0; i < countof(strided_cases); i++) {
-    direct_seen = 0;
-    one_case(&strided_cases[i].c, 0, 0);
-    if (direct_seen != strided_cases[i].direct)
-      fail_msg("%s: %d convolutions read B in place (want %d)", strided_cases[i].c.body,
-               direct_seen, strided_cases[i].direct);
-  }
-  arena_free(ar);
+  counted_cases(strided_cases, countof(strided_cases), &direct_seen, "read B in place");
 }
 
 /* A task's last tile of columns narrower than the micro-tile runs a
  * micro-kernel of fewer vectors (cg_gemm.c, ukr_variants): 196 columns
  * (a 14 x 14 image) are tiles of 64, 64, 64 and 4, the last one vector;
- * 64 or 256 columns are whole tiles.  `narrow`: kernels with variants
+ * 64 or 256 columns are whole tiles.  `want`: kernels with variants
  * among the case's GEMMs: the matmul's product and B's gradient (196
  * columns; A's has 64); the convolution's product and input gradient at
  * 14 x 14 (196 pixels), none of them at 16 x 16, and its weight gradient
  * at both (8 channels x 9 taps = 72 columns, not whole tiles of 64). */
-static const struct {
-  Case c;
-  int narrow;
-} narrow_cases[] = {
+static const Counted narrow_cases[] = {
     {{"input a: f32[20, 64]; input b: f32[64, 196]; y = a @ b", false}, 2},
     {{"input a: f32[20, 64]; input b: f32[64, 256]; y = a @ b", false}, 0},
     {{"input x: f32[1, 8, 14, 14]; input w: f32[16, 8, 3, 3]; y = op.conv2d(x, w, pad=1)", false},
@@ -505,15 +511,7 @@ static const struct {
 };
 
 static void narrow_tiles(void **state) {
-  ar = arena_new();
-  for (int i = 0; i < countof(narrow_cases); i++) {
-    narrow_seen = 0;
-    one_case(&narrow_cases[i].c, 0, 0);
-    if (narrow_seen != narrow_cases[i].narrow)
-      fail_msg("%s: %d kernels with narrow micro-kernels (want %d)", narrow_cases[i].c.body,
-               narrow_seen, narrow_cases[i].narrow);
-  }
-  arena_free(ar);
+  counted_cases(narrow_cases, countof(narrow_cases), &narrow_seen, "have narrow micro-kernels");
 }
 
 /* The K panel's depth (cg_gemm.c, panel_depth): KC_MAX where a task has
