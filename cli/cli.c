@@ -39,7 +39,7 @@ static const Opt opts[] = {
     {'z', "--keep-denormals", NULL, false},
     {'G', "--grad", NULL, true},    {'F', "--fuse", NULL, true},
     {'J', "--json", NULL, false},   {'X', "--target", NULL, true},
-    {'A', "--arch", NULL, true},
+    {'A', "--arch", NULL, true},    {'N', "--step", NULL, true},
 };
 
 /* A positive integer option value; returns false if malformed. */
@@ -109,6 +109,14 @@ static int set_opt(Cli *c, const Opt *o, const char *val) {
       return cli_usage_error(c->cmd, "--seed needs a non-negative integer, got '%s'", val);
     c->seed = v;
     c->seed_given = true;
+    return EXIT_OK;
+  }
+  case 'N': {
+    char *end;
+    long long v = strtoll(val, &end, 10);
+    if (!*val || *end || v < 0)
+      return cli_usage_error(c->cmd, "--step needs a non-negative integer, got '%s'", val);
+    c->step = v;
     return EXIT_OK;
   }
   case 'I': c->plan.no_inplace = true; return EXIT_OK;

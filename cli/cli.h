@@ -39,6 +39,7 @@ typedef struct Cli {
   bool random_inputs, reference;
   uint64_t seed;
   bool seed_given;
+  int64_t step; /* run --step N: the step of the random draws (randn, dropout) */
   /* train */
   const char *data, *save, *resume;
   int64_t epochs, batch, limit, test_limit; /* 0: not given */

@@ -23,7 +23,7 @@ static const char run_help[] =
     "                [--random-inputs] [--weights FILE.safetensors] [--seed N]\n"
     "                [--reference] [-D NAME=VALUE]... [--model NAME] [--train]\n"
     "                [--grad PARAM=FILE.npy]... [--fuse=LIST] [--target cpu|cuda]\n"
-    "                [--keep-denormals]\n"
+    "                [--keep-denormals] [--step N]\n"
     "\n"
     "Evaluates the model once.  Without --output, prints a summary of each of\n"
     "the model's outputs; with it, writes the named values (any output or\n"
@@ -50,6 +50,10 @@ static const char run_help[] =
     "  --weights FILE           parameters from a safetensors file (see kiln init);\n"
     "                           without it parameters are freshly initialized\n"
     "  --seed N                 seed of initialization and random inputs (default 0)\n"
+    "  --step N                 draw randn's samples (and, with --train or --grad,\n"
+    "                           dropout's masks) as training step N does (default 0,\n"
+    "                           the draw of kiln train's test scoring and of built\n"
+    "                           programs' inference): a VAE's decoder sampled anew\n"
     "  --reference              use the reference evaluator instead of compiled code\n"
     "  --no-plan                with --reference: every value its own buffer instead\n"
     "                           of the planned arena (compiled code always plans)\n";
@@ -459,7 +463,7 @@ static void restore_inputs(Again *a) {
 static void run_again(void *ud) {
   Again *a = ud;
   restore_inputs(a);
-  exec_run(&a->r->x, 0);
+  exec_run(&a->r->x, a->r->c->step);
 }
 
 /* --repeat N: the step's latency over N more runs, each on the saved
@@ -479,7 +483,7 @@ static void time_runs(Run *r, void **saved) {
   for (int64_t k = 0; k < c->repeat; k++) {
     restore_inputs(&a);
     double t0 = rt_now();
-    exec_run(&r->x, 0);
+    exec_run(&r->x, r->c->step);
     t[k] = rt_now() - t0;
   }
   qsort(t, (size_t)c->repeat, sizeof(double), by_value);
@@ -518,7 +522,7 @@ static void run_fn(void *ud) {
     init_params(r);
   bind_inputs(r);
   void **saved = c->repeat ? save_inputs(r) : NULL;
-  exec_run(&r->x, 0);
+  exec_run(&r->x, r->c->step);
   if (saved)
     time_runs(r, saved);
   write_outputs(r);
@@ -534,7 +538,7 @@ static int with_run(Cli *c, void (*fn)(void *)) {
 
 static int run_run(Cli *c) { return with_run(c, run_fn); }
 
-const Command cmd_run = {"run", "DmtiOGwrRShIHCPVYjkKFXz", run_help, NULL, run_run,
+const Command cmd_run = {"run", "DmtiOGwrRShIHCPVYjkKFXzN", run_help, NULL, run_run,
                          run_help_end};
 
 /* --- init --------------------------------------------------------------------------- */

@@ -46,6 +46,7 @@ typedef struct Infer {
   int n_in, n_out;
   const char *weights;
   int64_t threads;
+  int64_t step;       /* --step: the step of randn's draws */
   RtTensor files[64]; /* the --input files, in order */
   int64_t rows;       /* rows to compute (the batch, or the rows given) */
   RtProgParams params;
@@ -56,7 +57,7 @@ typedef struct Infer {
 static void help(const RtProg *p) {
   char tb[160];
   printf("usage: %s [--input NAME=FILE.npy]... [--output NAME=FILE.npy]...\n"
-         "       %*s [--weights FILE.safetensors] [--threads N]\n",
+         "       %*s [--weights FILE.safetensors] [--threads N] [--step N]\n",
          p->name, (int)strlen(p->name), "");
   if (p->has_train)
     printf("       %s train --data DIR [options]     (see %s train --help)\n", p->name, p->name);
@@ -94,6 +95,8 @@ static void help(const RtProg *p) {
          "  --weights FILE           parameters from a safetensors file (kiln init, kiln\n"
          "                           train, %s train --save); default: the built-in ones\n"
          "  --threads N              worker threads (default: one per core)\n"
+         "  --step N                 draw randn's samples as training step N does\n"
+         "                           (default 0, as kiln run's)\n"
          "  -h, --help               this help\n"
          "Exit status: 0 success, 1 an error in the data or files, 2 bad usage.\n",
          p->name);
@@ -142,6 +145,11 @@ static int parse(Infer *x, int argc, char **argv, int *want_help) {
     else if (!r && (r = rt_prog_opt(argc, argv, &i, "--threads", 1, &v)) > 0) {
       if (!rt_prog_positive(v, &x->threads))
         return rt_prog_usage(p, NULL, "--threads needs a positive integer, got '%s'", v);
+    } else if (!r && (r = rt_prog_opt(argc, argv, &i, "--step", 1, &v)) > 0) {
+      int64_t s1;
+      if (strcmp(v, "0") && !rt_prog_positive(v, &s1))
+        return rt_prog_usage(p, NULL, "--step needs a non-negative integer, got '%s'", v);
+      x->step = strcmp(v, "0") ? s1 : 0;
     } else if (!r && (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))) {
       *want_help = 1;
       return RP_OK;
@@ -279,6 +287,7 @@ static int infer_main(RtProg *p, int argc, char **argv) {
     rc = load_inputs(x);
     if (rc == RP_OK) rc = rt_prog_params_init(p, &x->params);
     if (rc == RP_OK && x->weights) rc = rt_prog_params_load(p, &x->params, x->weights, 0, NULL, NULL);
+    x->params.counter = x->step;
 #ifdef KILN_RT_CUDA
     if (rc == RP_OK) rc = rt_cuda_prog_open(p);
 #endif

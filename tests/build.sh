@@ -469,6 +469,24 @@ grep -o 'test loss [0-9.]*' "$err" >"$tmp/vae_kiln_loss.txt"
 same_file "$tmp/vae_kiln.safetensors" "$tmp/vae_prog.safetensors" "the VAE: program train = kiln train"
 same_file "$tmp/vae_kiln_loss.txt" "$tmp/vae_prog_loss.txt" "the VAE: the same test losses"
 
+# --step N: the VAE program and kiln run draw step N's noise, the same
+# bits; step 5's differs from the default step 0's.
+"$PY" -c "import sys, numpy as np; np.save(sys.argv[2], np.load(sys.argv[1])[:8])" \
+  "$tmp/xonly/test_x.npy" "$tmp/vae_x.npy"
+vae_run=(--input x="$tmp/vae_x.npy" --weights "$tmp/vae_prog.safetensors")
+expect 0 "the VAE program at --step 5" -- "$tmp/vae" "${vae_run[@]}" --step 5 \
+  --output z="$tmp/z5_prog.npy"
+expect 0 "kiln run, the VAE at --step 5" -- "$KILN" run models/vae.kiln "${vae_sizes[@]}" \
+  "${vae_run[@]}" --step 5 --output z="$tmp/z5_run.npy"
+same_file "$tmp/z5_run.npy" "$tmp/z5_prog.npy" "the VAE at --step 5: program = kiln run"
+expect 0 "the VAE program at its default step" -- "$tmp/vae" "${vae_run[@]}" \
+  --output z="$tmp/z0_prog.npy"
+if cmp -s "$tmp/z0_prog.npy" "$tmp/z5_prog.npy"; then
+  echo "FAIL: the VAE program drew the same noise at steps 0 and 5"; fails=$((fails + 1))
+else echo "ok: the VAE program: steps 0 and 5 draw different noise"; fi
+expect 2 "a program's --step -1" -- "$tmp/vae" "${vae_run[@]}" --step -1
+contains "$err" "--step needs a non-negative integer"
+
 # A language model: token ids as examples, a row of next tokens as each
 # example's labels (per-token test accuracy); program train = kiln train.
 mkdir -p "$tmp/lmd"

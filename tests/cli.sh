@@ -647,4 +647,26 @@ PY
   expect 0 "bench --keep-denormals" -- "$KILN" bench "$tmp/tiny.kiln" --keep-denormals --repeat 2
 fi
 
+# --step N: randn's draw of step N, compiled and on the reference alike;
+# step 0 is the default.
+cat >"$tmp/noisy.kiln" <<'EOF'
+model noisy(N = 2) {
+  input x: f32[N, 3]
+  output y = x + randn([N, 3])
+}
+EOF
+"$PY" -c "import sys, numpy as np; np.save(sys.argv[1], np.zeros((2, 3), np.float32))" "$tmp/zx.npy"
+noisy=("$KILN" run "$tmp/noisy.kiln" --input x="$tmp/zx.npy")
+expect 0 "run --step 3" -- "${noisy[@]}" --step 3 --output y="$tmp/n3.npy"
+expect 0 "run --step 3 --reference" -- "${noisy[@]}" --step 3 --reference --output y="$tmp/n3r.npy"
+same_bytes "--step 3: compiled = reference" "$tmp/n3.npy" "$tmp/n3r.npy"
+expect 0 "run at the default step" -- "${noisy[@]}" --output y="$tmp/n0.npy"
+expect 0 "run --step 0" -- "${noisy[@]}" --step 0 --output y="$tmp/n00.npy"
+same_bytes "--step 0 is the default" "$tmp/n0.npy" "$tmp/n00.npy"
+if cmp -s "$tmp/n0.npy" "$tmp/n3.npy"; then
+  echo "FAIL: --step 3 drew step 0's samples"; fails=$((fails + 1))
+else echo "ok: --step 3 draws other samples than step 0"; fi
+expect 2 "run --step -1" -- "${noisy[@]}" --step -1
+contains "$err" "--step needs a non-negative integer"
+
 finish driver
