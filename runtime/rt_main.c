@@ -146,10 +146,11 @@ static int parse(Infer *x, int argc, char **argv, int *want_help) {
       if (!rt_prog_positive(v, &x->threads))
         return rt_prog_usage(p, NULL, "--threads needs a positive integer, got '%s'", v);
     } else if (!r && (r = rt_prog_opt(argc, argv, &i, "--step", 1, &v)) > 0) {
-      int64_t s1;
-      if (strcmp(v, "0") && !rt_prog_positive(v, &s1))
+      char *end;
+      long long s = strtoll(v, &end, 10);
+      if (!*v || *end || s < 0)
         return rt_prog_usage(p, NULL, "--step needs a non-negative integer, got '%s'", v);
-      x->step = strcmp(v, "0") ? s1 : 0;
+      x->step = s;
     } else if (!r && (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))) {
       *want_help = 1;
       return RP_OK;

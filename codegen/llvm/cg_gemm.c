@@ -404,10 +404,9 @@ static LLVMValueRef emit_ukr(Gemm *g, Cg *cg, const char *name, int nv) {
  * task's columns (or of the last task's) is narrower than NR, u[v] for
  * the v = cdiv(width, 16) < NV vectors it needs (NULL otherwise): such a
  * tile runs that one instead of NV vectors of which the masks keep a few
- * lanes
- * (ResNet-50's 14 x 14 images: 196 pixels = 64 + 64 + 64 + 4 in tiles of
- * 64; the last tile's fmas were 94% masked off).  The same sums in the
- * same order per column, so the same bits. */
+ * lanes (ResNet-50's 14 x 14 images: 196 pixels = 64 + 64 + 64 + 4 in
+ * tiles of 64; the last tile's fmas were 94% masked off).  The same sums
+ * in the same order per column, so the same bits. */
 static void ukr_variants(Gemm *g, Cg *cg, const char *name, LLVMValueRef *u) {
   const GemmSched *s = &g->s;
   /* the widths of last tiles: of a task's block, and of the last block */

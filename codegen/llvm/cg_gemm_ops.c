@@ -385,7 +385,8 @@ enum { CS_MAX = 1 << 17, XS_MAX = 1 << 16 };
  * every image and group: the task function zeroes xs once (Gemm.xs_zero)
  * and prep copies the image's own elements only (a depthwise convolution's
  * copies of 16 x 16 channels took as long as its fmas with the zeros). */
-static KStmt *padded_copy(Gemm *g, const Geo *w, int64_t cg, KExpr *b, KExpr *gi, int64_t phases) {
+static KStmt *padded_copy(Gemm *g, const Geo *w, int64_t cg, KExpr *b, KExpr *gi,
+                          int64_t phases) {
   Kernel *k = g->pk;
   int64_t hp = w->h + 2 * w->py, wq = (w->w + 2 * w->px + phases - 1) / phases;
   g->xs_zero = true;
