@@ -750,7 +750,7 @@ static LLVMValueRef emit_tasks(Gemm *g, Cg *cg, LLVMValueRef *ukrs, LLVMValueRef
     f.buf[scratch[i]] = LLVMBuildAlloca(f.ab, ty, sb->name);
     LLVMSetAlignment(f.buf[scratch[i]], 64);
   }
-  if (g->xs_zero) /* the zero padding of every task's copy (cg_gemm_ops.c, padded_copy) */
+  if (g->xs_buf >= 0) /* the zero padding of every task's copy (cg_gemm_ops.c, padded_copy) */
     LLVMBuildMemSet(f.b, f.buf[g->xs_buf], LLVMConstInt(cg->t_i8, 0, 0),
                     i64c(cg, k->bufs[g->xs_buf].numel * 4), 64);
   KStmt *split = task_split(g);

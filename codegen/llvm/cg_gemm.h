@@ -64,7 +64,9 @@ typedef struct Gemm {
   int64_t batch, m, n, kb, ki; /* kb: a task's blocks (at most, with kb_lo / kb_hi) */
   int a_buf, c_buf;         /* c_buf may be cs_buf: C is then an intermediate */
   int bp_buf, xs_buf, cs_buf; /* scratch (stack, per task): the panel; optional (-1):
-                             * what prep writes, C when the epilogue finishes it */
+                             * what prep writes (an image's zero-padded copy, zeroed
+                             * once per call of the task function), C when the
+                             * epilogue finishes it */
   int ps_buf;               /* or -1: scratch (per kernel call) of the partial sums */
   KExpr *kb_lo, *kb_hi;     /* or NULL (0, KB): the task's blocks kb, of v_bt */
   /* The K blocks summed one after another instead of in one chain: each
@@ -105,8 +107,6 @@ typedef struct Gemm {
   int64_t *d_off;           /* KI offsets, in the arena */
   KExpr *c_base;            /* of v_bt, v_m0 */
   KStmt *prep;              /* or NULL: runs for each (task, kb) before its panels */
-  bool xs_zero;             /* xs is zeroed once per call of the task function, before
-                             * its tasks (prep then writes the same places each time) */
   KStmt *pack;              /* of v_bt, v_kb, v_pc, v_kc, v_n0, v_nb, v_rnb */
   KStmt *epilogue;          /* or NULL: runs at the end of each task */
   KExpr *done_lo, *done_n;  /* with epilogue: the flat range of the output it

@@ -87,9 +87,9 @@ static void zeros(Gemm *g, KStmt *body, KExpr *dst, int64_t ds, KExpr *lo, KExpr
  * x[src + o s + off] where ok and 0 <= o s + off < len, else 0: a run of
  * zeros, a copy, a run of zeros (the copy's bounds by ceiling division);
  * without zero_rest, the copy alone (the rest is zero already). */
-static void row_copy_any(Gemm *g, KStmt *body, int dbuf, int xbuf, KExpr *dst, int64_t ds,
-                         KExpr *src, int64_t s, KExpr *off, int64_t len, KExpr *oa, KExpr *ob,
-                         KExpr *ok, bool zero_rest) {
+static void row_copy_to(Gemm *g, KStmt *body, int dbuf, int xbuf, KExpr *dst, int64_t ds,
+                        KExpr *src, int64_t s, KExpr *off, int64_t len, KExpr *oa, KExpr *ob,
+                        KExpr *ok, bool zero_rest) {
   Kernel *k = g->pk;
   KExpr *lo = FDIV(SUB(IC(s - 1), off), IC(s));             /* first o with o s + off >= 0 */
   KExpr *hi = FDIV(ADD(SUB(IC(len), off), IC(s - 1)), IC(s)); /* first o with o s + off >= len */
@@ -108,15 +108,9 @@ static void row_copy_any(Gemm *g, KStmt *body, int dbuf, int xbuf, KExpr *dst, i
     zeros_in(g, body, dbuf, dst, ds, hi1, ob);
 }
 
-static void row_copy_to(Gemm *g, KStmt *body, int dbuf, int xbuf, KExpr *dst, int64_t ds,
-                        KExpr *src, int64_t s, KExpr *off, int64_t len, KExpr *oa, KExpr *ob,
-                        KExpr *ok) {
-  row_copy_any(g, body, dbuf, xbuf, dst, ds, src, s, off, len, oa, ob, ok, true);
-}
-
 static void row_copy(Gemm *g, KStmt *body, int xbuf, KExpr *dst, int64_t ds, KExpr *src,
                      int64_t s, KExpr *off, int64_t len, KExpr *oa, KExpr *ob, KExpr *ok) {
-  row_copy_to(g, body, g->bp_buf, xbuf, dst, ds, src, s, off, len, oa, ob, ok);
+  row_copy_to(g, body, g->bp_buf, xbuf, dst, ds, src, s, off, len, oa, ob, ok, true);
 }
 
 /* Columns nb..rnb of the panel's kc rows: zeros. */
@@ -382,14 +376,13 @@ enum { CS_MAX = 1 << 17, XS_MAX = 1 << 16 };
  * (c, r, q phases + p), wq = ceil((W + 2 px) / phases): at stride sx along
  * x, phases = sx puts the inputs that one tap reads for an output row's
  * pixels side by side (conv2d_direct).  The padding is the same zeros for
- * every image and group: the task function zeroes xs once (Gemm.xs_zero)
- * and prep copies the image's own elements only (a depthwise convolution's
+ * every image and group: the task function zeroes xs once (xs is always
+ * this copy) and prep copies the image's own elements only (a depthwise convolution's
  * copies of 16 x 16 channels took as long as its fmas with the zeros). */
 static KStmt *padded_copy(Gemm *g, const Geo *w, int64_t cg, KExpr *b, KExpr *gi,
                           int64_t phases) {
   Kernel *k = g->pk;
   int64_t hp = w->h + 2 * w->py, wq = (w->w + 2 * w->px + phases - 1) / phases;
-  g->xs_zero = true;
   KStmt *prep = ks_block(k);
   KExpr *xb = let(k, prep, "xb", MUL(ADD(MUL(b, IC(w->c)), MUL(gi, IC(cg))), IC(w->h * w->w)));
   KExpr *c, *ph, *iy;
@@ -397,9 +390,9 @@ static KStmt *padded_copy(Gemm *g, const Geo *w, int64_t cg, KExpr *b, KExpr *gi
   KStmt *lp = loop(k, lc, "ph", IC(phases), KL_SERIAL, &ph);
   KStmt *lr = loop(k, lp, "iy", IC(w->h), KL_SERIAL, &iy);
   KExpr *row = ADD(MUL(ADD(MUL(c, IC(phases)), ph), IC(hp)), ADD(iy, IC(w->py)));
-  row_copy_any(g, lr, g->xs_buf, 0, MUL(row, IC(wq)), 1,
-               ADD(xb, ADD(MUL(c, IC(w->h * w->w)), MUL(iy, IC(w->w)))), phases,
-               SUB(ph, IC(w->px)), w->w, IC(0), IC(wq), NULL, false);
+  row_copy_to(g, lr, g->xs_buf, 0, MUL(row, IC(wq)), 1,
+              ADD(xb, ADD(MUL(c, IC(w->h * w->w)), MUL(iy, IC(w->w)))), phases,
+              SUB(ph, IC(w->px)), w->w, IC(0), IC(wq), NULL, false);
   return prep;
 }
 
