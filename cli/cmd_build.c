@@ -177,7 +177,7 @@ static void find_data(Build *b, AotGraphs *gs) {
   const Node *out = b->ge->n_outputs ? b->ge->outputs[0].node : NULL;
   if (cli_scores_for(out, gs->labels))
     gs->accuracy = 0;
-  if (!gs->labels) /* scored by the loss, which then reads the examples alone */
+  if (gs->accuracy < 0) /* scored by the loss, which reads the examples and any labels */
     gs->test_loss = graph_find_value(b->ge, b->ge->spec.minimize);
 }
 

@@ -139,13 +139,17 @@ bool aot_init(Aot *a, const AotGraphs *gs, const PlanOpts *po, char *err, size_t
   plan_step(a, &a->infer, ge, outs, n_outs, po);
   layout_prepared(a);
   infer_io(a);
-  a->infer_data = -1;
+  a->infer_data = a->infer_labels = -1;
   if (gt) {
     plan_step(a, &a->train, gt, gs->ts->roots, gs->ts->n_roots, po);
     train_io(a);
-    for (int i = 0; i < a->infer.n_inputs && gs->data; i++)
-      if (strcmp(a->infer.inputs[i].name, gs->data->name) == 0)
+    for (int i = 0; i < a->infer.n_inputs && gs->data; i++) {
+      const AotIo *in = &a->infer.inputs[i];
+      if (strcmp(in->name, gs->data->name) == 0)
         a->infer_data = i;
+      if (gs->labels && gs->test_loss && in->offset >= 0 && strcmp(in->name, gs->labels->name) == 0)
+        a->infer_labels = i;
+    }
   }
   a->times.plan = rt_now() - t0;
   return true;
@@ -202,10 +206,11 @@ static void json_train(FILE *f, const Aot *a) {
   if (a->src.test_loss && (test_loss = io_of(&a->infer.plan, a->src.test_loss, NULL).offset) < 0)
     die("the test loss is not in the inference arena");
   fprintf(f, ",\n  \"lr\": %lld, \"step\": %lld, \"loss\": %lld, \"infer_data\": %d, "
-          "\"accuracy\": %d, \"ids_below\": %lld, \"test_loss\": %lld,\n  \"updates\": [",
+          "\"accuracy\": %d, \"ids_below\": %lld, \"test_loss\": %lld, \"infer_labels\": %d,\n"
+          "  \"updates\": [",
           (long long)train_offset(a, a->src.ts->lr), (long long)train_offset(a, a->src.ts->step),
           (long long)train_offset(a, a->src.ts->loss), a->infer_data, a->src.accuracy,
-          (long long)a->src.ids_below, (long long)test_loss);
+          (long long)a->src.ids_below, (long long)test_loss, a->infer_labels);
   const Graph *g = s->g;
   for (int i = 0; i < g->n_updates; i++) {
     int64_t off = train_offset(a, g->updates[i].value);

@@ -48,14 +48,18 @@
  *           inputs: [{name, dtype, shape, offset (-1: not read), batch}],
  *           outputs: [{name, dtype, shape, offset, batch}]}
  *   train (training builds): {function, arena, inputs: [IO] (every input
- *           of the training step), data: IO, labels: IO (a classifier's
- *           f32 examples and i32 labels; only for models with just those),
+ *           of the training step), data: IO, labels: IO (the examples, f32
+ *           or i32 ids, and the labels, i32 classes or f32 targets; only for
+ *           models with just those; labels absent: trained on the examples
+ *           alone),
  *           lr, step, loss (arena offsets; -1: not read), infer_data (index
  *           into infer.inputs), accuracy (index into infer.outputs, or -1:
  *           class scores over data's labels, per label), ids_below (i32
  *           data, token ids, must be below it; 0 for f32 data), test_loss
- *           (infer's arena offset of the loss, which a model without labels
- *           computes with its outputs; -1: none),
+ *           (infer's arena offset of the loss, which a model without class
+ *           scores computes with its outputs; -1: none), infer_labels (index
+ *           into infer.inputs of the labels that loss reads, which running
+ *           the program does not need; -1: none),
  *           updates: [{value (arena offset), slot, bytes}], optimizer (name),
  *           optimizer_kind, schedule: {kind, lr, gamma, every, end, epochs,
  *           warmup}, epochs, seed, shuffle}
@@ -107,9 +111,10 @@ typedef struct AotGraphs {
   Node *data, *labels;    /* train's f32 examples and i32 labels, or NULL (other inputs) */
   int accuracy;           /* index of the inference output giving class scores, or -1 */
   int64_t ids_below;      /* i32 examples (token ids): they index rows 0 .. ids_below - 1 */
-  Node *test_loss;        /* a model trained without labels: infer's loss (the train
-                           * section's minimize), computed with the outputs to score
-                           * the test set; NULL otherwise */
+  Node *test_loss;        /* a model trained without class scores for its labels (an
+                           * autoencoder, a regression on f32 targets): infer's loss
+                           * (the train section's minimize), computed with the
+                           * outputs to score the test set; NULL otherwise */
 } AotGraphs;
 
 typedef struct AotTimes {
@@ -134,7 +139,8 @@ typedef struct Aot {
   int n_prep_calls;
   bool has_train;
   AotGraphs src;
-  int infer_data; /* index of the inference graph's data input */
+  int infer_data;   /* index of the inference graph's data input */
+  int infer_labels; /* ... and of its labels input, where the test loss reads them; or -1 */
   int64_t batch;  /* see the manifest; 0: not row-separable */
   char *manifest; /* malloc'ed JSON */
   Cg *cg;

@@ -74,9 +74,10 @@ static void help(const RtProg *p) {
   for (int i = 0; i < p->n_inputs; i++) {
     const RtProgTensor *t = &p->inputs[i];
     printf("  %-16s %-24s%s\n", t->name, rt_prog_type(t, tb, sizeof tb),
-           t->offset < 0 ? " (not needed)"
-           : t->batch    ? " (any number of rows)"
-                         : "");
+           t->offset < 0             ? " (not needed)"
+           : i == p->infer_labels    ? " (not needed: only train's test loss reads it)"
+           : t->batch                ? " (any number of rows)"
+                                     : "");
   }
   printf("outputs:\n");
   for (int i = 0; i < p->n_outputs; i++)
@@ -197,7 +198,7 @@ static int load_inputs(Infer *x) {
   for (int i = 0; i < p->n_inputs; i++) {
     int given = 0;
     for (int k = 0; k < x->n_in; k++) given |= x->in[k].index == i;
-    if (!given && p->inputs[i].offset >= 0)
+    if (!given && p->inputs[i].offset >= 0 && i != p->infer_labels) /* the test loss's: zeros */
       return rt_prog_error(p, RP_USER, "input '%s' (%s) is needed: give --input %s=FILE.npy",
                            p->inputs[i].name, rt_prog_type(&p->inputs[i], a, sizeof a), p->inputs[i].name);
   }
@@ -217,6 +218,8 @@ static int compute(Infer *x) {
   }
   for (int64_t c = 0; c < n_chunks; c++) {
     int64_t first = c * chunk, count = x->rows - first < chunk ? x->rows - first : chunk;
+    if (p->infer_labels >= 0) /* not given: zeros (valid class ids) for the unreported test loss */
+      memset(x->arena + p->inputs[p->infer_labels].offset, 0, rt_prog_bytes(&p->inputs[p->infer_labels]));
     for (int i = 0; i < x->n_in; i++) {
       const RtProgTensor *t = &p->inputs[x->in[i].index];
       char *dst = x->arena + t->offset;

@@ -165,6 +165,7 @@ static void read_train(Rd *r, RtProg *p, RtProgJson *t) {
   p->accuracy = (int)num(r, t, "accuracy");
   p->ids_below = num(r, t, "ids_below");
   p->test_loss = num(r, t, "test_loss");
+  p->infer_labels = (int)num(r, t, "infer_labels");
   p->optimizer = str(r, t, "optimizer");
   p->sched.kind = (RtSched)num(r, s, "kind");
   p->sched.lr = strtod(get(r, s, "lr", 'n')->text, NULL);
@@ -183,8 +184,8 @@ static void read_train(Rd *r, RtProg *p, RtProgJson *t) {
     p->updates[i].slot = (int)num(r, &u->kid[i], "slot");
     p->updates[i].bytes = num(r, &u->kid[i], "bytes");
   }
-  if (p->infer_data >= p->n_inputs || p->accuracy >= p->n_outputs)
-    snprintf(r->bad, sizeof r->bad, "train.infer_data or train.accuracy");
+  if (p->infer_data >= p->n_inputs || p->accuracy >= p->n_outputs || p->infer_labels >= p->n_inputs)
+    snprintf(r->bad, sizeof r->bad, "train.infer_data, train.accuracy or train.infer_labels");
 }
 
 int rt_prog_read(RtProg *p, const char *name, const char *json, char *err, size_t n) {
@@ -213,7 +214,7 @@ int rt_prog_read(RtProg *p, const char *name, const char *json, char *err, size_
   p->batch_name = str(&r, in, "batch_name");
   p->inputs = tensors(&r, in, "inputs", &p->n_inputs);
   p->outputs = tensors(&r, in, "outputs", &p->n_outputs);
-  p->accuracy = p->infer_data = -1;
+  p->accuracy = p->infer_data = p->infer_labels = -1;
   p->test_loss = -1;
   for (int i = 0; i < m->n; i++)
     if (strcmp(m->kid[i].key, "train") == 0) read_train(&r, p, &m->kid[i]);

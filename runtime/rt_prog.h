@@ -64,7 +64,9 @@ typedef struct RtProg {
   int has_labels;
   int infer_data, accuracy; /* accuracy: class scores per label, over data's labels */
   int64_t ids_below;        /* i32 data (token ids) must be below it; 0 for f32 data */
-  int64_t test_loss;        /* a model without labels: the loss in the inference arena, or -1 */
+  int64_t test_loss;        /* a model without class scores: the loss in the inference arena, or -1 */
+  int infer_labels;         /* the inference input of the labels it reads (which running
+                             * the program does not need), or -1 */
   RtProgUpdate *updates;
   int n_updates;
   const char *optimizer;

@@ -3,7 +3,7 @@
  * `kiln build --train`: cli/cmd_train.c's loop on the compiled training
  * step, with the same data loading (rt_dataset_load), shuffled batches
  * (rt_batcher), learning-rate schedule (rt_schedule_lr), progress line,
- * test accuracy (or, without labels, test loss) after each epoch, and
+ * test accuracy (or, without class scores, test loss) after each epoch, and
  * --save/--resume files (parameters,
  * optimizer state, metadata epoch and step) that kiln train reads and
  * writes too.
@@ -41,10 +41,10 @@ static const char train_help[] =
     "\n"
     "Trains model %s as its train section said when it was built (optimizer %s,\n"
     "%d epochs, batch %lld), with a progress line on stderr and test accuracy after\n"
-    "each epoch, per label (a model trained on its examples alone, without labels:\n"
-    "the test set's mean loss instead; a model whose first output is not class\n"
-    "scores for its labels, or whose labels are f32 targets: neither).  Examples\n"
-    "are floats, or integer ids (tokens) for a model that reads i32 ones.\n"
+    "each epoch, per label; a model whose first output is not class scores for\n"
+    "its labels (one trained on its examples alone, or on f32 targets) reports\n"
+    "the test set's mean loss instead.  Examples are floats, or integer ids\n"
+    "(tokens) for a model that reads i32 ones.\n"
     "Starts from the parameters built into the program.\n"
     "\n"
     "  --data DIR               IDX files (train-images-idx3-ubyte[.gz], ... as in\n"
@@ -183,19 +183,22 @@ static double test_accuracy(Train *t) {
   return n ? (double)right / (double)(n * per_y) : -1;
 }
 
-/* A model without labels: the mean of its loss over the test set's full
- * batches (as kiln train's), computed by the inference step; -1 if none. */
+/* A model without class scores (trained on its examples alone, or on f32
+ * targets): the mean of its loss over the test set's full batches (as
+ * kiln train's), computed by the inference step with the labels it reads;
+ * -1 if none. */
 static double test_loss(Train *t) {
   const RtProg *p = t->p;
   if (p->test_loss < 0 || p->infer_data < 0 || p->inputs[p->infer_data].offset < 0) return -1;
   const RtProgTensor *in = &p->inputs[p->infer_data];
   int64_t batch = in->dim[0], batches = 0;
   int64_t n = t->test_limit && t->test_limit < t->test.n ? t->test_limit : t->test.n;
+  char *y = p->infer_labels >= 0 ? t->infer_arena + p->inputs[p->infer_labels].offset : NULL;
   double sum = 0;
   rt_prog_prepare(&t->params);
   t->params.counter = 0; /* step 0, as kiln train's inference */
   for (int64_t first = 0; first + batch <= n; first += batch, batches++) {
-    rt_dataset_gather(&t->test, first, batch, t->infer_arena + in->offset, NULL);
+    rt_dataset_gather(&t->test, first, batch, t->infer_arena + in->offset, y);
     kiln_infer(t->infer_arena, (void *const *)t->params.ext);
     sum += *(const float *)(t->infer_arena + p->test_loss);
   }
