@@ -19,7 +19,7 @@
  * kernels become a CUDA module compiled by NVRTC (codegen/cuda/cuda_aot.c)
  * and the program is an assembly file of data (manifest, parameters,
  * images, launch lists) linked with libkiln_rt_cuda_main.a
- * (KILN_RT_CUDA_MAIN_LIB), whose main runs the step on CUDA device 0
+ * (KILN_RT_CUDA_MAIN_LIB), whose main runs the steps on CUDA device 0
  * (runtime/rt_cuda_main.c).  The CPU module aot_compile makes for the
  * manifest is not optimized or written.  The other --target cuda builds
  * (--emit cuda,ptx,cubin) are cli/cuda.c's.  Such programs run
@@ -92,10 +92,10 @@ static const char build_help_end[] =
     "  --threads N              compile on N threads (default: one per core); the\n"
     "                           program's code is then N object files linked together\n"
     "  -v, --verbose            print the plans and where the time went\n"
-    "  --target cpu|cuda        cuda: PROG runs inference on CUDA device 0 (--emit exe,\n"
-    "                           the default with -o but not FILE.cu or --train), with\n"
-    "                           NVRTC's CUBINs and PTX built in (--arch, default\n"
-    "                           sm_80,sm_90,compute_80)\n"
+    "  --target cpu|cuda        cuda: PROG runs inference (and with --train its train\n"
+    "                           command) on CUDA device 0 (--emit exe, the default\n"
+    "                           with -o but not FILE.cu), with NVRTC's CUBINs and PTX\n"
+    "                           built in (--arch, default sm_80,sm_90,compute_80)\n"
     "  --emit cuda,ptx,cubin    with cuda: the kernels as FILE.cu (or stdout), FILE.ptx,\n"
     "                           FILE.sm_XY.cubin\n"
     "  -h, --help               this help\n";
@@ -491,7 +491,8 @@ static void report(Build *b, double total) {
   if (b->cuda) {
     char images[160];
     cu_aot_describe(&b->cu, images, sizeof images);
-    snprintf(what, sizeof what, " on a CUDA device (%s; %d launches)", images, b->cu.n_infer);
+    snprintf(what, sizeof what, " on a CUDA device (%s; %d launches)", images,
+             b->cu.n_infer + b->cu.n_train);
   }
   fprintf(stderr, "built %s: model %s, %s%s, %d kernels, %d parameters (%.1f KiB), arena %.2f MiB",
           b->c->out ? b->c->out : "(stdout)", a->model,

@@ -2,15 +2,15 @@
  * cuda.c: the driver's CUDA target (--target cuda).
  *
  * `kiln build MODEL --target cuda -o PROG` makes a program that runs the
- * model's inference on a CUDA device (--emit exe, the default with -o, but
- * not with --train or -o FILE.cu): cmd_build.c builds it as a CPU program's manifest and
+ * model's inference on a CUDA device, and with --train its `train` command
+ * there too (--emit exe, the default with -o, but not with -o FILE.cu):
+ * cmd_build.c builds it as a CPU program's manifest and
  * parameters, with codegen/cuda/cuda_aot.c's images and launch lists in
  * place of the CPU code (cli_build_cuda_exe says which build it is).
  * Otherwise it writes the model's kernels as CUDA C (codegen/cuda) and,
  * through NVRTC, as PTX or CUBINs:
  *
- *   --emit cuda   the source (the default without -o, with -o FILE.cu or
- *                 with --train):
+ *   --emit cuda   the source (the default without -o or with -o FILE.cu):
  *                 FILE.cu with -o FILE (or FILE itself when it ends in
  *                 .cu), else on stdout
  *   --emit ptx    FILE.ptx, for compute_XY of --arch (default compute_80)
@@ -155,12 +155,12 @@ static int parse_emit(const char *list, unsigned *bits) {
   return cli_parse_emit(list, names, 4, " for --target cuda", bits);
 }
 
-/* Without --emit: the program with -o (an inference build), else the
- * source (also for -o FILE.cu). */
+/* Without --emit: the program with -o, else the source (also for -o
+ * FILE.cu). */
 static unsigned default_emit(const Cli *c) {
   size_t n = c->out ? strlen(c->out) : 0;
   bool cu = n > 3 && strcmp(c->out + n - 3, ".cu") == 0;
-  return c->out && !cu && !c->co.training ? EMIT_EXE : EMIT_CUDA;
+  return c->out && !cu ? EMIT_EXE : EMIT_CUDA;
 }
 
 bool cli_build_cuda_exe(const Cli *c) {
@@ -178,11 +178,6 @@ static int validate_exe(Cli *c, unsigned bits) {
   if (bits != EMIT_EXE)
     return cli_usage_error("build", "--emit exe makes the program alone: its kernels' files "
                            "(--emit cuda,ptx,cubin) are a build of their own");
-  if (c->co.training)
-    return cli_usage_error("build", "--target cuda --train: a CUDA program runs inference only "
-                           "(no `train` command on a device yet); --emit cuda,ptx,cubin write "
-                           "the training step's kernels, and a CPU build (no --target) makes a "
-                           "program with `train`");
   if (!c->out)
     return cli_usage_error("build", "--emit exe needs -o PROG");
   if (c->arch && !cu_targets_parse(c->arch, &t, err, sizeof err))

@@ -2,9 +2,18 @@
  * rt_cuda_main.c: the device side of a program built by `kiln build
  * --target cuda` (rt_cuda_prog.h): the embedded device table parsed, the
  * image that fits device 0 loaded through runtime/rt_cuda.c, device memory
- * laid out as the manifest says (one arena of the plan's size, a buffer
+ * laid out as the manifest says (an arena of each step's plan, a buffer
  * per extern slot), and the inference step run there, with rt_main.c's
- * host arena as the place inputs come from and outputs go to.
+ * host arena as the place inputs come from and outputs go to; in a --train
+ * build, rt_train.c's training steps too.
+ *
+ * Training keeps the parameters and the optimizer state on the device: the
+ * host's copies go up when the host changed them (kiln_prepare, below, is
+ * called after every such change), each step copies its updates over them
+ * there, and they come back down only when the host reads them (the test
+ * set's scores, --save): rt_train.c downloads them after each epoch and
+ * then prepares them as the CPU's loop does, which uploads them again, with
+ * the prepare step, before the test set's inferences.
  *
  * A program runs one model on one device, so the state is one static
  * struct.  The launch lists refer to extern slots and arena offsets of the
@@ -41,12 +50,12 @@ static struct {
   char *text; /* a copy of kiln_cuda, cut into words: the launches' names */
   Image img[MAX_IMAGES];
   int n_img;
-  Step prep, infer;
+  Step prep, infer, train;
   RtCuda *dev;
-  RtCuModule *m_prep, *m_infer;
-  RtCuPtr arena, *ext;
+  RtCuModule *m_prep, *m_infer, *m_train;
+  RtCuPtr arena, train_arena, *ext;
   int n_ext;
-  int stale; /* the parameters changed since their upload */
+  int stale; /* the host's parameters changed since their upload */
 } cu;
 
 /* rt_prog.c calls it after the parameters were set or changed: on the
@@ -85,7 +94,11 @@ static int parse_launch(const RtProg *p, RtCuLaunch *l, char **save) {
 /* "step NAME N", then N launch lines. */
 static int parse_step(const RtProg *p, char **line_save, char **save) {
   char *name = strtok_r(NULL, " ", save), *count = strtok_r(NULL, " ", save);
-  Step *s = name && !strcmp(name, "prepare") ? &cu.prep : name && !strcmp(name, "infer") ? &cu.infer : NULL;
+  Step *s = !name                       ? NULL
+            : !strcmp(name, "prepare") ? &cu.prep
+            : !strcmp(name, "infer")   ? &cu.infer
+            : !strcmp(name, "train")   ? &cu.train
+                                       : NULL;
   if (!s || !count || s->ls) return bad_table(p, "a step line");
   s->n = atoi(count);
   if (!(s->ls = calloc((size_t)s->n + 1, sizeof *s->ls))) return rt_prog_error(p, RP_USER, "out of memory");
@@ -178,21 +191,30 @@ static size_t tensor_bytes(const RtProgTensor *t) {
   return b ? b : 1;
 }
 
-/* The arena (zeroed, as the CPU's), ext[0] the step counter, a buffer per
- * parameter and prepared value, at the manifest's slots. */
-static int alloc_device(const RtProg *p, char *err, size_t n) {
-  size_t bytes = p->infer_arena > 0 ? (size_t)p->infer_arena : 1;
+/* An arena of `size` bytes, zeroed (as the CPU's). */
+static RtStatus zeroed_arena(int64_t size, RtCuPtr *out, char *err, size_t n) {
+  size_t bytes = size > 0 ? (size_t)size : 1;
   void *zeros = calloc(1, bytes);
+  if (!zeros) {
+    snprintf(err, n, "out of memory");
+    return RT_ERR_ALLOC;
+  }
+  RtStatus s = rt_cuda_alloc(cu.dev, bytes, out, err, n);
+  if (s == RT_OK) s = rt_cuda_upload(cu.dev, *out, zeros, bytes, err, n);
+  free(zeros);
+  return s;
+}
+
+/* The arenas, ext[0] the step counter, a buffer per parameter (optimizer
+ * state included) and prepared value, at the manifest's slots. */
+static int alloc_device(const RtProg *p, char *err, size_t n) {
   cu.n_ext = p->ext_slots + 1;
-  cu.ext = calloc((size_t)cu.n_ext, sizeof *cu.ext);
-  if (!zeros || !cu.ext) {
-    free(zeros);
+  if (!(cu.ext = calloc((size_t)cu.n_ext, sizeof *cu.ext))) {
     snprintf(err, n, "out of memory");
     return RP_USER;
   }
-  RtStatus s = rt_cuda_alloc(cu.dev, bytes, &cu.arena, err, n);
-  if (s == RT_OK) s = rt_cuda_upload(cu.dev, cu.arena, zeros, bytes, err, n);
-  free(zeros);
+  RtStatus s = zeroed_arena(p->infer_arena, &cu.arena, err, n);
+  if (s == RT_OK && cu.train.ls) s = zeroed_arena(p->train_arena, &cu.train_arena, err, n);
   if (s == RT_OK) s = rt_cuda_alloc(cu.dev, sizeof(int64_t), &cu.ext[0], err, n);
   for (int i = 0; i < p->n_params && s == RT_OK; i++)
     s = rt_cuda_alloc(cu.dev, tensor_bytes(&p->params[i]), &cu.ext[p->params[i].slot], err, n);
@@ -220,6 +242,8 @@ int rt_cuda_prog_open(const RtProg *p) {
   RtStatus s = rt_cuda_load(cu.dev, image, cu.infer.ls, cu.infer.n, &cu.m_infer, err, sizeof err);
   if (s == RT_OK && cu.prep.n)
     s = rt_cuda_load(cu.dev, image, cu.prep.ls, cu.prep.n, &cu.m_prep, err, sizeof err);
+  if (s == RT_OK && cu.train.ls)
+    s = rt_cuda_load(cu.dev, image, cu.train.ls, cu.train.n, &cu.m_train, err, sizeof err);
   if (s != RT_OK) return device_error(p, err);
   if (alloc_device(p, err, sizeof err) != RP_OK) return device_error(p, err);
   cu.stale = 1;
@@ -258,17 +282,61 @@ int rt_cuda_prog_infer(const RtProg *p, char *arena, void *const *ext) {
     s = rt_cuda_download(cu.dev, arena + t->offset, cu.arena + (RtCuPtr)t->offset, rt_prog_bytes(t), err,
                          sizeof err);
   }
+  if (s == RT_OK && p->test_loss >= 0) /* train's test loss (rt_train.c) */
+    s = rt_cuda_download(cu.dev, arena + p->test_loss, cu.arena + (RtCuPtr)p->test_loss, sizeof(float),
+                         err, sizeof err);
+  return s == RT_OK ? RP_OK : device_error(p, err);
+}
+
+int rt_cuda_prog_can_train(void) { return cu.train.ls != NULL; }
+
+/* bytes at `offset` of the host arena to the same place in the device's. */
+static RtStatus upload_at(RtCuPtr dev_arena, const char *arena, int64_t offset, size_t bytes, char *err,
+                          size_t n) {
+  return offset < 0 ? RT_OK : rt_cuda_upload(cu.dev, dev_arena + (RtCuPtr)offset, arena + offset, bytes, err, n);
+}
+
+int rt_cuda_prog_train_step(const RtProg *p, char *arena, void *const *ext) {
+  char err[1024];
+  RtStatus s = cu.stale ? upload_params(p, ext, err, sizeof err) : RT_OK;
+  if (s == RT_OK) s = rt_cuda_upload(cu.dev, cu.ext[0], ext[0], sizeof(int64_t), err, sizeof err);
+  if (s == RT_OK) s = upload_at(cu.train_arena, arena, p->data.offset, rt_prog_bytes(&p->data), err, sizeof err);
+  if (s == RT_OK && p->has_labels)
+    s = upload_at(cu.train_arena, arena, p->labels.offset, rt_prog_bytes(&p->labels), err, sizeof err);
+  if (s == RT_OK) s = upload_at(cu.train_arena, arena, p->lr, sizeof(float), err, sizeof err);
+  if (s == RT_OK) s = upload_at(cu.train_arena, arena, p->step, sizeof(float), err, sizeof err);
+  if (s == RT_OK) s = rt_cuda_run(cu.m_train, cu.train_arena, cu.ext, sync_each(), err, sizeof err);
+  for (int i = 0; i < p->n_updates && s == RT_OK; i++) {
+    const RtProgUpdate *u = &p->updates[i];
+    s = rt_cuda_copy(cu.dev, cu.ext[u->slot], cu.train_arena + (RtCuPtr)u->value, (size_t)u->bytes, err,
+                     sizeof err);
+  }
+  if (s == RT_OK && p->loss >= 0)
+    s = rt_cuda_download(cu.dev, arena + p->loss, cu.train_arena + (RtCuPtr)p->loss, sizeof(float), err,
+                         sizeof err);
+  return s == RT_OK ? RP_OK : device_error(p, err);
+}
+
+int rt_cuda_prog_download_params(const RtProg *p, void *const *ext) {
+  char err[1024];
+  RtStatus s = RT_OK;
+  for (int i = 0; i < p->n_params && s == RT_OK; i++) {
+    const RtProgTensor *t = &p->params[i];
+    s = rt_cuda_download(cu.dev, ext[t->slot], cu.ext[t->slot], rt_prog_bytes(t), err, sizeof err);
+  }
   return s == RT_OK ? RP_OK : device_error(p, err);
 }
 
 void rt_cuda_prog_close(void) {
   rt_cuda_unload(cu.m_infer);
   rt_cuda_unload(cu.m_prep);
+  rt_cuda_unload(cu.m_train);
   for (int i = 0; cu.ext && i < cu.n_ext; i++) rt_cuda_free(cu.dev, cu.ext[i]);
   if (cu.arena) rt_cuda_free(cu.dev, cu.arena);
+  if (cu.train_arena) rt_cuda_free(cu.dev, cu.train_arena);
   rt_cuda_close(cu.dev);
-  Step *steps[] = {&cu.prep, &cu.infer};
-  for (int k = 0; k < 2; k++) {
+  Step *steps[] = {&cu.prep, &cu.infer, &cu.train};
+  for (int k = 0; k < 3; k++) {
     for (int i = 0; steps[k]->ls && i < steps[k]->n; i++) free((void *)steps[k]->ls[i].args);
     free(steps[k]->ls);
   }

@@ -23,7 +23,8 @@
  * and parameters drawn or loaded on the host as above, then the device is
  * opened (exit 1 with "no CUDA device found (REASON)" without one), each
  * chunk's inputs go from the host arena to the device's and the outputs
- * come back to it.  No `train` command there yet.
+ * come back to it.  A --train build's `train` command (rt_train.c) runs its
+ * steps there too.
  */
 #include "rt_pool.h"
 #include "rt_prog.h"
@@ -320,11 +321,9 @@ int main(int argc, char **argv) {
     rt_prog_free(&p);
     return RP_USER;
   }
-#ifndef KILN_RT_CUDA
   if (argc > 1 && strcmp(argv[1], "train") == 0)
     rc = rt_prog_train_main(&p, argc - 2, argv + 2);
   else
-#endif
     rc = infer_main(&p, argc - 1, argv + 1);
   rt_prog_free(&p);
   rt_pool_shutdown();

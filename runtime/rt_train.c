@@ -13,9 +13,18 @@
  * (from 0) into ext[0], run kiln_train_step, copy each update value over
  * its parameter.  Initial parameters are those built into the program
  * (kiln build --seed or --weights); --seed here seeds the shuffling.
+ *
+ * A CUDA program (kiln build --target cuda --train) compiles this file with
+ * KILN_RT_CUDA: the same loop, with the steps on the device
+ * (rt_cuda_main.c), where the parameters and optimizer state stay between
+ * steps; they come back to the host after each epoch, before the test set
+ * is scored and --save writes them.
  */
 #include "rt_pool.h"
 #include "rt_prog.h"
+#ifdef KILN_RT_CUDA
+#include "rt_cuda_prog.h"
+#endif
 
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +41,7 @@ typedef struct Train {
   RtBatcher batcher;
   int have_train, have_test, have_batcher, first_epoch;
   int64_t global_step;
+  int rc; /* a device's error while scoring the test set (CUDA programs) */
 } Train;
 
 static const char train_help[] =
@@ -153,6 +163,16 @@ static int setup(Train *t) {
   return RP_OK;
 }
 
+/* The inference step on the test batch in t->infer_arena. */
+static int infer(Train *t) {
+#ifdef KILN_RT_CUDA
+  return rt_cuda_prog_infer(t->p, t->infer_arena, (void *const *)t->params.ext);
+#else
+  kiln_infer(t->infer_arena, (void *const *)t->params.ext);
+  return RP_OK;
+#endif
+}
+
 /* Fraction of the test set's labels (each example's row of them) that
  * its class scores rank highest; -1 if none. */
 static double test_accuracy(Train *t) {
@@ -171,7 +191,7 @@ static double test_accuracy(Train *t) {
     int64_t count = n - first < batch ? n - first : batch;
     memset(x, 0, rt_prog_bytes(in)); /* a partial batch: zeros (valid ids) after it */
     rt_dataset_gather(&t->test, first, count, x, labels);
-    kiln_infer(t->infer_arena, (void *const *)t->params.ext);
+    if ((t->rc = infer(t))) break;
     const float *s = (const float *)(t->infer_arena + out->offset);
     for (int64_t r = 0; r < count * per_y; r++) {
       int64_t best = 0;
@@ -180,7 +200,7 @@ static double test_accuracy(Train *t) {
     }
   }
   free(labels);
-  return n ? (double)right / (double)(n * per_y) : -1;
+  return n && !t->rc ? (double)right / (double)(n * per_y) : -1;
 }
 
 /* A model without class scores (trained on its examples alone, or on f32
@@ -199,23 +219,29 @@ static double test_loss(Train *t) {
   t->params.counter = 0; /* step 0, as kiln train's inference */
   for (int64_t first = 0; first + batch <= n; first += batch, batches++) {
     rt_dataset_gather(&t->test, first, batch, t->infer_arena + in->offset, y);
-    kiln_infer(t->infer_arena, (void *const *)t->params.ext);
+    if ((t->rc = infer(t))) return -1;
     sum += *(const float *)(t->infer_arena + p->test_loss);
   }
   return batches ? sum / (double)batches : -1;
 }
 
-static double run_step(Train *t, int64_t per_epoch, int64_t total) {
+static int run_step(Train *t, int64_t per_epoch, int64_t total, double *loss) {
   const RtProg *p = t->p;
   if (p->lr >= 0)
     *(float *)(t->arena + p->lr) = (float)rt_schedule_lr(&p->sched, t->global_step, per_epoch, total);
   if (p->step >= 0) *(float *)(t->arena + p->step) = (float)(t->global_step + 1);
   t->params.counter = t->global_step;
+#ifdef KILN_RT_CUDA
+  int rc = rt_cuda_prog_train_step(p, t->arena, (void *const *)t->params.ext);
+  if (rc) return rc;
+#else
   kiln_train_step(t->arena, (void *const *)t->params.ext);
   for (int i = 0; i < p->n_updates; i++)
     memcpy(t->params.ext[p->updates[i].slot], t->arena + p->updates[i].value, (size_t)p->updates[i].bytes);
+#endif
   t->global_step++;
-  return p->loss >= 0 ? *(float *)(t->arena + p->loss) : 0;
+  *loss = p->loss >= 0 ? *(float *)(t->arena + p->loss) : 0;
+  return RP_OK;
 }
 
 static int loop(Train *t) {
@@ -237,17 +263,24 @@ static int loop(Train *t) {
     for (int64_t s = 0; s < steps; s++) {
       rt_batcher_gather(&t->batcher, &t->train, s, x, y);
       rt_tune_next(&tune); /* after the choice, re-checked now and then */
-      double t0 = rt_now(), loss = run_step(t, steps, total);
+      double t0 = rt_now(), loss;
+      int rc = run_step(t, steps, total, &loss);
+      if (rc) return rc;
       rt_tune_took(&tune, rt_now() - t0);
       rt_progress_step(&pr, s, loss);
     }
-    double acc = test_accuracy(t), loss = acc < 0 ? test_loss(t) : -1;
+#ifdef KILN_RT_CUDA
+    int rc = rt_cuda_prog_download_params(p, (void *const *)t->params.ext);
+    if (rc) return rc;
+#endif
+    double acc = test_accuracy(t), loss = acc < 0 && !t->rc ? test_loss(t) : -1;
+    if (t->rc) return t->rc;
     char extra[64] = "";
     if (acc >= 0) snprintf(extra, sizeof extra, "test accuracy %.2f%%", 100 * acc);
     if (loss >= 0) snprintf(extra, sizeof extra, "test loss %.4f", loss);
     rt_progress_end(&pr, acc >= 0 || loss >= 0 ? extra : NULL);
-    int rc = t->save ? rt_prog_params_save(p, &t->params, t->save, epoch + 1, t->global_step) : RP_OK;
-    if (rc) return rc;
+    int saved = t->save ? rt_prog_params_save(p, &t->params, t->save, epoch + 1, t->global_step) : RP_OK;
+    if (saved) return saved;
   }
   return RP_OK;
 }
@@ -255,13 +288,21 @@ static int loop(Train *t) {
 int rt_prog_train_main(RtProg *p, int argc, char **argv) {
   Train t = {.p = p};
   int want_help = 0, rc;
-  if (!p->has_train || !kiln_train_step)
+#ifdef KILN_RT_CUDA
+  int built = p->has_train;
+#else
+  int built = p->has_train && kiln_train_step;
+#endif
+  if (!built)
     return rt_prog_usage(p, NULL,
                          "this program was built without training (kiln build --train makes one with a "
                          "train command)");
   rc = parse(&t, argc, argv, &want_help);
   if (want_help) {
     printf(train_help, p->name, p->model, p->optimizer, p->epochs, (long long)p->data.dim[0]);
+#ifdef KILN_RT_CUDA
+    rt_cuda_prog_help(p);
+#endif
     return RP_OK;
   }
   if (rc) return rc;
@@ -271,7 +312,15 @@ int rt_prog_train_main(RtProg *p, int argc, char **argv) {
     return rt_prog_error(p, RP_USER, "the training step does not read its examples or labels");
   rt_set_threads((int)t.threads);
   rc = setup(&t);
+#ifdef KILN_RT_CUDA
+  if (rc == RP_OK) rc = rt_cuda_prog_open(p);
+  if (rc == RP_OK && !rt_cuda_prog_can_train())
+    rc = rt_prog_error(p, RP_USER, "internal error: the program's CUDA table has no training step");
+#endif
   if (rc == RP_OK) rc = loop(&t);
+#ifdef KILN_RT_CUDA
+  rt_cuda_prog_close();
+#endif
   rt_prog_params_free(&t.params);
   free(t.arena);
   free(t.infer_arena);

@@ -463,12 +463,11 @@ for split in ("train", "test"):
     np.save(f"{sys.argv[2]}/{split}_x.npy", x)
     np.save(f"{sys.argv[2]}/{split}_y.npy", np.stack([x[:, 0] - x[:, 1], 0.5 * x[:, 2]], 1))
 PY
-printf 'model reg(N = 8) {\n  input x: f32[N, 6]\n  input target: f32[N, 2]\n  output p = dense(relu(dense(x, out=8)), out=2)\n  loss = mean((p - target) * (p - target))\n}\ntrain reg {\n  minimize loss\n  optimizer adam(lr=0.01)\n  epochs 2\n}\n' >"$tmp/reg.kiln"
-expect 0 "build a regression --train" -- "$KILN" build "$tmp/reg.kiln" --train -o "$tmp/reg_prog"
+expect 0 "build a regression --train" -- "$KILN" build tests/data/reg.kiln --train -o "$tmp/reg_prog"
 expect 0 "the regression program trains on f32 targets" -- "$tmp/reg_prog" train --data "$tmp/reg" \
   --save "$tmp/reg_prog.safetensors"
 grep -o 'test loss [0-9.]*' "$err" >"$tmp/reg_prog_loss.txt"
-expect 0 "kiln train, the same regression" -- "$KILN" train "$tmp/reg.kiln" --data "$tmp/reg" \
+expect 0 "kiln train, the same regression" -- "$KILN" train tests/data/reg.kiln --data "$tmp/reg" \
   --save "$tmp/reg_kiln.safetensors"
 grep -o 'test loss [0-9.]*' "$err" >"$tmp/reg_kiln_loss.txt"
 same_file "$tmp/reg_kiln.safetensors" "$tmp/reg_prog.safetensors" "a regression: program train = kiln train"
@@ -483,7 +482,7 @@ contains "$out" "only train's test loss reads it"
   "$tmp/reg/test_x.npy" "$tmp/reg_x.npy"
 expect 0 "the regression program runs without its targets" -- "$tmp/reg_prog" \
   --weights "$tmp/reg_prog.safetensors" --input x="$tmp/reg_x.npy" --output p="$tmp/reg_p.npy"
-expect 0 "kiln run, the same regression" -- "$KILN" run "$tmp/reg.kiln" \
+expect 0 "kiln run, the same regression" -- "$KILN" run tests/data/reg.kiln \
   --weights "$tmp/reg_prog.safetensors" --input x="$tmp/reg_x.npy" --output p="$tmp/reg_kp.npy"
 same_file "$tmp/reg_kp.npy" "$tmp/reg_p.npy" "a regression: program = kiln run without targets"
 expect 1 "a classifier program without its labels' files" -- "$tmp/small" train --data "$tmp/xonly"

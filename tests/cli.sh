@@ -593,8 +593,8 @@ contains "$out" " * kiln_infer: 4 launches, arena " # each dense layer one tiled
 contains "$out" "per thread (cuda_gemm.c)"
 contains "$out" "/* the epilogue at this element */"
 contains "$out" " *   extern \$1: h1.weight f32[256, 784]"
-expect 0 "build --target cuda --train -o" -- "$KILN" build models/mlp.kiln --target cuda \
-  --train -o "$tmp/mlp_cuda"
+expect 0 "build --target cuda --train --emit cuda -o" -- "$KILN" build models/mlp.kiln \
+  --target cuda --train --emit cuda -o "$tmp/mlp_cuda"
 contains "$tmp/mlp_cuda.cu" 'extern "C" __global__ void train_'
 contains "$tmp/mlp_cuda.cu" " * kiln_train_step: "
 expect 2 "build --target cuda --emit obj" -- "$KILN" build models/mlp.kiln --target cuda \

@@ -18,7 +18,11 @@
 # the sm_80 CUBIN, which it cannot load; a program without an image for
 # the device says so; a failing launch is named; bad
 # inputs and options fail as in CPU programs, leaving no output file; the
-# build's usage errors (--train, --emit exe mixed with files).
+# build's usage errors (--emit exe mixed with files).  A --train program's
+# `train` on the fake device writes a CPU program's --save file byte for
+# byte and prints its test accuracies (a classifier) and test losses (a
+# regression on f32 targets), also resumed from a --save file; its train
+# --help names the device; without a device it stops before training.
 #
 # Needs NVRTC (the CUDA toolkit) to build the programs: without it the
 # build says so and the script skips.
@@ -38,9 +42,6 @@ absent() { # absent WHAT PATH: no such file, and no temporary file left in tmp
 }
 
 # --- the build's usage --------------------------------------------------------
-expect 2 "build --target cuda --train --emit exe" -- "$KILN" build models/mlp.kiln \
-  --target cuda --train --emit exe -o "$tmp/x"
-contains "$err" "a CUDA program runs inference only"
 expect 2 "build --target cuda --emit exe,cuda" -- "$KILN" build models/mlp.kiln \
   --target cuda --emit exe,cuda -o "$tmp/x"
 contains "$err" "--emit exe makes the program alone"
@@ -192,7 +193,74 @@ expect 1 "an unknown output" -- "${fake[@]}" "$tmp/mlp" --input x="$tmp/mlp.x.np
   --output logits="$tmp/bad.npy"
 contains "$err" "model mlp has no output named 'logits'"
 expect 2 "an unknown option" -- "${fake[@]}" "$tmp/mlp" --frobnicate
-expect 2 "train is not a command of CUDA programs" -- "${fake[@]}" "$tmp/mlp" train
+expect 2 "train in an inference-only program" -- "${fake[@]}" "$tmp/mlp" train
+contains "$err" "this program was built without training"
 absent "bad options: no output" "$tmp/bad.npy"
+
+# --- train on the device: a CPU program's results -----------------------------------
+# tests/data/small.kiln (a classifier) and a regression on f32 targets, on
+# toy data; the CPU programs keep subnormals, as CUDA code does.
+d="$tmp/data"
+mkdir -p "$d/reg"
+"$PY" - "$d" <<'PY'
+import sys, numpy as np
+d = sys.argv[1]
+rng = np.random.default_rng(0)
+for split, n in (("train", 96), ("test", 40)):
+    y = rng.integers(0, 3, n)
+    x = rng.normal(0, 1, (n, 6)).astype(np.float32) + y[:, None]
+    np.save(f"{d}/{split}_x.npy", x)
+    np.save(f"{d}/{split}_y.npy", y)
+    np.save(f"{d}/reg/{split}_x.npy", x)
+    np.save(f"{d}/reg/{split}_y.npy", np.stack([x[:, 0] - x[:, 1], 0.5 * x[:, 2]], 1))
+PY
+train_both() { # train_both NAME MODEL DATA METRIC [train options]: the device's = the CPU's
+  local name=$1 model=$2 data=$3 metric=$4
+  shift 4
+  expect 0 "build $name --target cuda --train" -- "$KILN" build "$model" --target cuda --train \
+    -o "$tmp/${name}_cu"
+  contains "$err" "inference + training step on a CUDA device"
+  expect 0 "build $name --train for the CPU" -- "$KILN" build "$model" --train --keep-denormals \
+    -o "$tmp/${name}_cpu"
+  expect 0 "the $name CPU program trains" -- "$tmp/${name}_cpu" train --data "$data" \
+    --save "$tmp/$name.cpu.safetensors" "$@"
+  grep -o "$metric [0-9.%]*" "$err" >"$tmp/$name.cpu.metric"
+  expect 0 "the $name CUDA program trains on the fake device" -- "${fake[@]}" "$tmp/${name}_cu" \
+    train --data "$data" --save "$tmp/$name.cu.safetensors" "$@"
+  grep -o "$metric [0-9.%]*" "$err" >"$tmp/$name.cu.metric"
+  same_bytes "$name: train --save on the device" "$tmp/$name.cpu.safetensors" \
+    "$tmp/$name.cu.safetensors"
+  if [ "$(wc -l <"$tmp/$name.cu.metric")" -ge 2 ]; then
+    same_bytes "$name: the device's $metric per epoch" "$tmp/$name.cpu.metric" "$tmp/$name.cu.metric"
+  else
+    echo "FAIL: $name: the CUDA program printed no $metric per epoch"; fails=$((fails + 1))
+  fi
+}
+train_both small tests/data/small.kiln "$d" "test accuracy"
+train_both reg tests/data/reg.kiln "$d/reg" "test loss" --epochs 3
+# resumed from the file of its first epoch: the same three epochs
+expect 0 "one epoch on the device" -- "${fake[@]}" "$tmp/small_cu" train --data "$d" --epochs 1 \
+  --save "$tmp/small1.safetensors"
+expect 0 "two more, resumed on the device" -- "${fake[@]}" "$tmp/small_cu" train --data "$d" \
+  --resume "$tmp/small1.safetensors" --save "$tmp/small3.safetensors"
+same_bytes "small: resumed on the device" "$tmp/small.cpu.safetensors" "$tmp/small3.safetensors"
+expect 0 "small_cu train --help" -- "${fake[@]}" "$tmp/small_cu" train --help
+contains "$out" "Runs on CUDA device 0"
+expect 1 "train without a device" -- env KILN_LIBCUDA=/nonexistent/libcuda.so.1 "$tmp/small_cu" \
+  train --data "$d" --save "$tmp/nodev.safetensors"
+contains "$err" "small_cu: error: no CUDA device found"
+absent "train without a device: no --save file" "$tmp/nodev.safetensors"
+# a failing launch of the training step is named, and nothing is saved
+strings "$tmp/small_cu" >"$tmp/small_cu.strings"
+kernel=$(sed -n 's/^launch \(train_[A-Za-z0-9_]*\) .*/\1/p' "$tmp/small_cu.strings" | tail -n 1)
+expect 1 "a failing training launch" -- env FAKE_CUDA_FAIL="$kernel" "${fake[@]}" "$tmp/small_cu" \
+  train --data "$d" --save "$tmp/failed.safetensors"
+contains "$err" "small_cu: error: running small on kiln fake device: kernel $kernel: CUDA_ERROR_LAUNCH_FAILED"
+absent "a failing training launch: no --save file" "$tmp/failed.safetensors"
+kernel=$(sed -n 's/^launch \(infer_[A-Za-z0-9_]*\) .*/\1/p' "$tmp/small_cu.strings" | tail -n 1)
+expect 1 "a failing launch scoring the test set" -- env FAKE_CUDA_FAIL="$kernel" "${fake[@]}" \
+  "$tmp/small_cu" train --data "$d" --save "$tmp/failed.safetensors"
+contains "$err" "small_cu: error: running small on kiln fake device: kernel $kernel: CUDA_ERROR_LAUNCH_FAILED"
+absent "a failing launch scoring the test set: no --save file" "$tmp/failed.safetensors"
 
 finish cuda_build

@@ -18,6 +18,8 @@
 #   - `kiln train --target cuda` two epochs of a small model: the same loss
 #     and accuracy line as the CPU;
 #   - a lenet5 program built with --target cuda, against kiln run on the CPU;
+#     a small model's --train program, two epochs: the CPU program's loss and
+#     accuracy line;
 #   - `kiln bench --target cuda` on mlp and lenet5 (the two builds agree).
 # Without a device it prints why and exits 77, which ctest reports as a
 # skipped test (SKIP_RETURN_CODE), so a run without a GPU says so.
@@ -173,6 +175,24 @@ expect 0 "lenet5 on the CPU, that input" -- "$KILN" run models/lenet5.kiln --inp
 expect 0 "the program on the device" -- "$tmp/lenet5_gpu" --input x="$tmp/x.npy" \
   --output probs="$tmp/prog.gpu.npy"
 close "$tmp/prog.cpu.npy" "$tmp/prog.gpu.npy" "lenet5 program (--target cuda)"
+# its train command: two epochs of the small model, the CPU program's loss
+# and accuracy line
+expect 0 "build small --target cuda --train" -- "$KILN" build tests/data/small.kiln --target cuda \
+  --train -o "$tmp/small_gpu"
+expect 0 "build small --train for the CPU" -- "$KILN" build tests/data/small.kiln --train \
+  --keep-denormals -o "$tmp/small_cpu"
+for t in cpu gpu; do
+  expect 0 "the small $t program trains 2 epochs" -- "$tmp/small_$t" train --data "$tmp/npy" \
+    --epochs 2 --save "$tmp/prog_trained.$t.safetensors"
+  tail -n 1 "$err" | sed 's/| [0-9]* ex\/s | [0-9.]*s //' >"$tmp/prog_trained.$t.txt"
+done
+if cmp -s "$tmp/prog_trained.cpu.txt" "$tmp/prog_trained.gpu.txt"; then
+  echo "ok: a --target cuda --train program: the CPU program's loss and accuracy"
+else
+  echo "FAIL: the --target cuda --train program: $(cat "$tmp/prog_trained.gpu.txt") against" \
+    "the CPU program's $(cat "$tmp/prog_trained.cpu.txt")"
+  fails=$((fails + 1))
+fi
 
 # --- kiln bench on the device ------------------------------------------------------------
 for m in mlp lenet5; do

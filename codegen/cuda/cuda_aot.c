@@ -40,6 +40,9 @@ bool cu_aot_compile(CuAot *ca, Aot *a, const CuTargets *t, char *err, size_t err
   if (!cu_step(ca->src, a->infer.calls, a->infer.n_calls, a->arena, &ca->infer, &ca->n_infer,
                err, errlen))
     return false;
+  if (a->has_train && !cu_step(ca->src, a->train.calls, a->train.n_calls, a->arena, &ca->train,
+                               &ca->n_train, err, errlen))
+    return false;
   if (!t->n_archs && !t->ptx_arch) {
     snprintf(err, errlen, "--arch names no architecture to compile for");
     return false;
@@ -121,6 +124,8 @@ static bool write_device(CuAot *ca, const char *table_path, const char *blob_pat
   blob = layout_blob(ca, f, &blob_len);
   print_step(f, "prepare", ca->prep, ca->n_prep);
   print_step(f, "infer", ca->infer, ca->n_infer);
+  if (ca->train)
+    print_step(f, "train", ca->train, ca->n_train);
   fprintf(f, "end\n");
   fclose(f);
   bool ok = text && blob;

@@ -7,9 +7,10 @@
  * the data it runs: the manifest a CPU program reads (codegen/aot.c's, the
  * same plan, parameter slots and initializers), the parameters (or one byte
  * when the program draws them), and, in place of the CPU's step functions,
- * the kernels as device images with the launch lists of the inference step
- * and the prepare step.  aot.c's calls (a->prep_calls, a->infer.calls, the
- * manifest's slots and offsets) become one CUDA module (cuda_program.h's
+ * the kernels as device images with the launch lists of the inference step,
+ * the prepare step and, in a --train build, the training step.  aot.c's
+ * calls (a->prep_calls, a->infer.calls, a->train.calls, the manifest's
+ * slots and offsets) become one CUDA module (cuda_program.h's
  * cu_step), compiled by NVRTC into a CUBIN per sm_XY of the targets and
  * PTX for the virtual architecture; the module's source is embedded as
  * well, for KILN_CUDA_IMAGE=source (tests/fake_cuda.c, which cannot load a
@@ -23,7 +24,7 @@
  *                      kiln-cuda 1
  *                      image KIND ARCH OFFSET SIZE   (KIND cubin|ptx|source; a
  *                                                    range of kiln_cuda_blob)
- *                      step prepare|infer N          (then N launches:)
+ *                      step prepare|infer|train N    (then N launches:)
  *                      launch FN THREADS BLOCK NARGS [aOFFSET|eSLOT]...
  *                      end
  *   kiln_cuda_blob   the images, each 64-byte aligned (PTX and source
@@ -45,8 +46,8 @@
 
 typedef struct CuAot {
   CuSrc *src;
-  RtCuLaunch *prep, *infer;
-  int n_prep, n_infer; /* launches */
+  RtCuLaunch *prep, *infer, *train;
+  int n_prep, n_infer, n_train; /* launches (train: a --train build's) */
   CuImages im;         /* NVRTC's */
   double nvrtc_seconds;
   char *asm_path;      /* cu_aot_write_asm's, malloc'ed */
@@ -54,7 +55,8 @@ typedef struct CuAot {
   int n_files;
 } CuAot;
 
-/* a's prepare and inference calls (aot_compile made them) as one CUDA
+/* a's prepare, inference and training calls (aot_compile made them; the
+ * training step's when a->has_train) as one CUDA
  * module, compiled for t.  False with one sentence in err; *report (when
  * not NULL, malloc'ed) then holds NVRTC's log and the numbered source. */
 bool cu_aot_compile(CuAot *ca, Aot *a, const CuTargets *t, char *err, size_t errlen,
