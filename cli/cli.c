@@ -6,6 +6,7 @@
  * letters it accepts, so `kiln check --output x` is a clear usage error
  * instead of being ignored.
  */
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +41,18 @@ static const Opt opts[] = {
     {'G', "--grad", NULL, true},    {'F', "--fuse", NULL, true},
     {'J', "--json", NULL, false},   {'X', "--target", NULL, true},
     {'A', "--arch", NULL, true},    {'N', "--step", NULL, true},
+    {'p', "--prefix", NULL, true},
 };
+
+/* Whether s is a C identifier: [A-Za-z_][A-Za-z0-9_]*. */
+static bool identifier(const char *s) {
+  if (!*s || (!isalpha((unsigned char)*s) && *s != '_'))
+    return false;
+  for (; *s; s++)
+    if (!isalnum((unsigned char)*s) && *s != '_')
+      return false;
+  return true;
+}
 
 /* A positive integer option value; returns false if malformed. */
 static bool positive_int(const char *v, int64_t *out) {
@@ -146,6 +158,12 @@ static int set_opt(Cli *c, const Opt *o, const char *val) {
     c->cuda = val[1] == 'u';
     return EXIT_OK;
   case 'A': c->arch = val; return EXIT_OK;
+  case 'p':
+    if (!identifier(val))
+      return cli_usage_error(c->cmd, "--prefix must be a C identifier ([A-Za-z_][A-Za-z0-9_]*), "
+                             "got '%s'", val);
+    c->prefix = val;
+    return EXIT_OK;
   case 'd': c->data = val; return EXIT_OK;
   case 'e': c->emit = c->emit ? arena_fmt(c->arena, "%s,%s", c->emit, val) : val; return EXIT_OK;
   case 'v': c->save = val; return EXIT_OK;

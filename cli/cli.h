@@ -56,6 +56,7 @@ typedef struct Cli {
   int64_t repeat;  /* --repeat: timed runs */
   bool cuda;       /* --target cuda (else the CPU: --target cpu, the default) */
   const char *arch; /* build --target cuda: --arch LIST (cuda_nvrtc.h's targets) */
+  const char *prefix; /* build: --prefix NAME, the object's symbols (NULL: kiln) */
   RtCuda *dev;      /* --target cuda: the device, opened once (cli_cuda_device) */
   Arena *arena;
   Diag diag;

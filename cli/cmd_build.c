@@ -43,6 +43,7 @@ static const char build_help[] =
     "usage: kiln build MODEL.kiln -o PROG [--train] [--emit LIST] [--weights FILE]\n"
     "                  [--seed N] [-D NAME=VALUE]... [--model NAME] [--no-prepack]\n"
     "                  [--fuse=LIST] [--threads N] [--keep-denormals] [-v]\n"
+    "       kiln build MODEL.kiln -o BASE --emit obj,header [--prefix NAME] (and the above)\n"
     "       kiln build MODEL.kiln --target cuda -o PROG [--arch LIST] (and the above)\n"
     "       kiln build MODEL.kiln --target cuda --emit cuda,ptx,cubin [-o FILE]\n"
     "                  [--arch LIST] [--train] (and -D, --model, --fuse, -v)\n"
@@ -70,6 +71,12 @@ static const char build_help[] =
     "                           (PROG.kir, or stdout: each kernel's Kernel IR, the\n"
     "                           loop nest codegen starts from, after the nodes it\n"
     "                           computes and their source lines)\n"
+    "  --prefix NAME            with --emit obj,header (llvm, asm): the object's symbols\n"
+    "                           are NAME_infer, NAME_prepare, NAME_train_step,\n"
+    "                           NAME_params, NAME_manifest and the header's macros\n"
+    "                           start with NAME in capitals, instead of kiln_ and\n"
+    "                           KILN_: two models in one program (a GAN's generator\n"
+    "                           and discriminator)\n"
     "  --weights FILE           initial parameters from a safetensors file (kiln init,\n"
     "                           kiln train --save)\n"
     "  --seed N                 initialization seed (default 0; with --train: the\n"
@@ -124,7 +131,21 @@ static int parse_emit(const char *list, unsigned *bits) {
   return cli_parse_emit(list, names, 6, "", bits);
 }
 
+/* A prefix whose entry points (P_infer, ...) could be a kernel's name. */
+static bool reserved_prefix(const char *p) {
+  static const char *const words[] = {"infer", "train", "prepare"};
+  for (int i = 0; i < 3; i++) {
+    size_t n = strlen(words[i]);
+    if (strncmp(p, words[i], n) == 0 && (p[n] == '\0' || p[n] == '_'))
+      return true;
+  }
+  return false;
+}
+
 static int build_validate(Cli *c) {
+  if (c->cuda && c->prefix)
+    return cli_usage_error("build", "--prefix names a CPU object's symbols (--emit obj,header); "
+                           "not with --target cuda");
   if (c->cuda)
     return cli_build_cuda_validate(c); /* cli/cuda.c */
   unsigned bits = EMIT_EXE;
@@ -135,6 +156,12 @@ static int build_validate(Cli *c) {
                            "-o PROG is required (only --emit llvm, asm or kir print to stdout)");
   if (!c->out && (bits & EMIT_TEXT) & ((bits & EMIT_TEXT) - 1))
     return cli_usage_error("build", "--emit %s without -o would mix them on stdout", c->emit);
+  if (c->prefix && (bits & EMIT_EXE))
+    return cli_usage_error("build", "--prefix names the symbols of --emit obj,header (or llvm, "
+                           "asm) for code of your own; a program's are kiln_*");
+  if (c->prefix && reserved_prefix(c->prefix))
+    return cli_usage_error("build", "--prefix %s would clash with the object's kernel names "
+                           "(infer_*, train_*, prepare_*)", c->prefix);
   return EXIT_OK;
 }
 
@@ -637,6 +664,8 @@ static void build_fn(void *ud) {
   b->aot_ready = true; /* aot_free undoes a partial aot_init too */
   if (!aot_init(&b->a, &gs, &c->plan, err, sizeof err))
     error_plain(&c->diag, "%s: %s", gs.infer->name, err);
+  if (c->prefix)
+    b->a.sym = c->prefix;
   if (c->verify_plan)
     verify_plans(b);
   fill_params(b);
@@ -710,5 +739,5 @@ static int build_run(Cli *c) {
   return rc;
 }
 
-const Command cmd_build = {"build", "DmtowSeIHCVYhKjFXAz", build_help, build_validate,
+const Command cmd_build = {"build", "DmtowSeIHCVYhKjFXAzp", build_help, build_validate,
                           build_run, build_help_end};

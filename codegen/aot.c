@@ -8,8 +8,9 @@
  * Kernels of the training step are renamed "train_<op>_<id>" and those of
  * the inference graph "infer_<op>_<id>" (node ids repeat across the two
  * graphs), and every function but the entry points becomes internal, so
- * the object exports kiln_* symbols only and identical kernels of the two
- * graphs can merge before the module is optimized.
+ * the object exports kiln_* symbols only (a->sym's in place of kiln: kiln
+ * build --prefix, for two models in one program) and identical kernels of
+ * the two graphs can merge before the module is optimized.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -126,6 +127,7 @@ bool aot_init(Aot *a, const AotGraphs *gs, const PlanOpts *po, char *err, size_t
   Graph *ge = gs->infer, *gt = gs->train;
   a->src = *gs;
   a->model = ge->name;
+  a->sym = "kiln";
   a->arena = ge->arena;
   a->has_train = gt != NULL;
   if (!layout_params(a, gt ? gt : ge, err, errlen))
@@ -189,7 +191,7 @@ static int64_t train_offset(const Aot *a, const Node *n) {
 static void json_train(FILE *f, const Aot *a) {
   const AotStep *s = &a->train;
   const TrainSpec *sp = &a->src.spec;
-  fprintf(f, ",\n \"train\": {\"function\": \"kiln_train_step\", \"arena\": %lld,\n  ",
+  fprintf(f, ",\n \"train\": {\"function\": \"%s_train_step\", \"arena\": %lld,\n  ", a->sym,
           (long long)s->plan.arena);
   json_ios(f, "inputs", s->inputs, s->n_inputs);
   if (a->src.data) { /* without labels: a model trained on its examples alone */
@@ -273,8 +275,8 @@ static char *manifest(const Aot *a) {
     fputc('}', f);
   }
   json_prepared(f, a);
-  fprintf(f, "],\n \"infer\": {\"function\": \"kiln_infer\", \"arena\": %lld, \"batch\": %lld, "
-          "\"batch_name\": ", (long long)a->infer.plan.arena, (long long)a->batch);
+  fprintf(f, "],\n \"infer\": {\"function\": \"%s_infer\", \"arena\": %lld, \"batch\": %lld, "
+          "\"batch_name\": ", a->sym, (long long)a->infer.plan.arena, (long long)a->batch);
   json_write_str(f, a->batch && a->src.batch_name ? a->src.batch_name : "");
   fputs(",\n  ", f);
   json_ios(f, "inputs", a->infer.inputs, a->infer.n_inputs);
@@ -306,15 +308,16 @@ static void add_bytes(Cg *cg, const char *name, const void *data, size_t len, un
  * memory in every step after it (IR, the bitcode each part of
  * aot_split.c reads back, the object writer): VGG-11's 1 GB of
  * parameters and optimizer state took 60 s that way. */
-static void add_params_file(Cg *cg, const char *path, int64_t bytes) {
+static void add_params_file(Cg *cg, const char *name, const char *path, int64_t bytes) {
   char *text = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&text, &len);
   if (!f)
     die("out of memory");
-  fprintf(f, "\t.section .rodata.kiln_params,\"a\",@progbits\n\t.globl kiln_params\n"
-          "\t.type kiln_params,@object\n\t.size kiln_params,%lld\n\t.p2align %d\n"
-          "kiln_params:\n\t.incbin \"", (long long)bytes, __builtin_ctz(PLAN_ALIGN));
+  fprintf(f, "\t.section .rodata.%s,\"a\",@progbits\n\t.globl %s\n"
+          "\t.type %s,@object\n\t.size %s,%lld\n\t.p2align %d\n"
+          "%s:\n\t.incbin \"", name, name, name, name, (long long)bytes, __builtin_ctz(PLAN_ALIGN),
+          name);
   aot_asm_string(f, path);
   fputs("\"\n\t.text\n", f);
   if (fclose(f) != 0)
@@ -351,9 +354,18 @@ void aot_asm_string(FILE *f, const char *s) {
       fputc(*c, f);
 }
 
-bool aot_is_entry(const char *name) {
-  return strcmp(name, "kiln_infer") == 0 || strcmp(name, "kiln_train_step") == 0 ||
-         strcmp(name, "kiln_prepare") == 0;
+bool aot_is_entry(const Aot *a, const char *name) {
+  size_t k = strlen(a->sym);
+  if (strncmp(name, a->sym, k) != 0 || name[k] != '_')
+    return false;
+  name += k + 1;
+  return strcmp(name, "infer") == 0 || strcmp(name, "train_step") == 0 ||
+         strcmp(name, "prepare") == 0;
+}
+
+/* a->sym's `what`: kiln_infer, ... */
+static const char *sym(const Aot *a, const char *what) {
+  return arena_fmt(a->arena, "%s_%s", a->sym, what);
 }
 
 /* Whether f is a thunk MergeFunctions left behind: one block, `call
@@ -454,23 +466,23 @@ bool aot_compile(Aot *a, const CgOpts *co, char *err, size_t n) {
     return false;
   double t1 = rt_now();
   a->cg = cg_new(a->model, co, err, n);
-  if (!a->cg || !cg_step(a->cg, "kiln_infer", a->infer.calls, a->infer.n_calls, err, n) ||
-      !cg_step(a->cg, "kiln_prepare", a->prep_calls, a->n_prep_calls, err, n) ||
+  if (!a->cg || !cg_step(a->cg, sym(a, "infer"), a->infer.calls, a->infer.n_calls, err, n) ||
+      !cg_step(a->cg, sym(a, "prepare"), a->prep_calls, a->n_prep_calls, err, n) ||
       (a->has_train &&
-       !cg_step(a->cg, "kiln_train_step", a->train.calls, a->train.n_calls, err, n)))
+       !cg_step(a->cg, sym(a, "train_step"), a->train.calls, a->train.n_calls, err, n)))
     return false;
   for (LLVMValueRef f = LLVMGetFirstFunction(a->cg->mod); f; f = LLVMGetNextFunction(f))
-    if (!LLVMIsDeclaration(f) && !aot_is_entry(LLVMGetValueName(f)))
+    if (!LLVMIsDeclaration(f) && !aot_is_entry(a, LLVMGetValueName(f)))
       LLVMSetLinkage(f, LLVMInternalLinkage);
   if (!merge_functions(a->cg, err, n))
     return false;
   a->manifest = manifest(a);
-  add_bytes(a->cg, "kiln_manifest", a->manifest, strlen(a->manifest) + 1, 1);
+  add_bytes(a->cg, sym(a, "manifest"), a->manifest, strlen(a->manifest) + 1, 1);
   size_t blob_bytes = a->params_stored && a->params_bytes ? (size_t)a->params_bytes : 1;
   if (a->params_file)
-    add_params_file(a->cg, a->params_file, (int64_t)blob_bytes);
+    add_params_file(a->cg, sym(a, "params"), a->params_file, (int64_t)blob_bytes);
   else
-    add_bytes(a->cg, "kiln_params", a->blob, blob_bytes, PLAN_ALIGN);
+    add_bytes(a->cg, sym(a, "params"), a->blob, blob_bytes, PLAN_ALIGN);
   a->times.lower = t1 - t0;
   a->times.emit_ir = rt_now() - t1;
   return true;

@@ -123,6 +123,8 @@ typedef struct AotTimes {
 
 typedef struct Aot {
   const char *model;
+  const char *sym; /* the symbols' prefix: "kiln" (kiln_infer, kiln_params, ...) unless
+                    * set after aot_init (kiln build --prefix) */
   Arena *arena;
   AotParam *params;
   int n_params;
@@ -177,8 +179,9 @@ bool aot_optimize(Aot *a, char *err, size_t n);
 bool aot_write_object(Aot *a, const char *path, bool assembly, char *err, size_t n);
 
 /* Whether `name` is one of the module's entry points (kiln_infer,
- * kiln_prepare, kiln_train_step): the functions that stay exported. */
-bool aot_is_entry(const char *name);
+ * kiln_prepare, kiln_train_step, or a->sym's in place of kiln): the
+ * functions that stay exported. */
+bool aot_is_entry(const Aot *a, const char *name);
 /* s inside an assembler string literal (an .incbin path): quotes,
  * backslashes and bytes outside printable ASCII as octal escapes. */
 void aot_asm_string(FILE *f, const char *s);

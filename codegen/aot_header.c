@@ -9,6 +9,9 @@
  * loss and updates.  Value names become identifiers by
  * turning every character outside [A-Za-z0-9_] into '_' (c1.weight ->
  * KILN_PARAM_c1_weight_SLOT); a name that collides gets a _2, _3 suffix.
+ * With kiln build --prefix P the macros start with P in capitals instead
+ * of KILN and the object's symbols with P instead of kiln (P_infer, ...),
+ * so two models' objects and headers go into one program.
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -148,6 +151,48 @@ static const char usage_comment[] =
     " * { fn(ctx, 0, n); } is a valid replacement.  It was compiled for the CPU\n"
     " * named below and needs its instruction set.\n";
 
+static bool ident_char(char c) { return isalnum((unsigned char)c) || c == '_'; }
+
+/* The header's text with a->sym in place of kiln: each identifier
+ * starting with KILN_ gets a->sym in capitals instead, and the object's
+ * symbols (kiln_infer, kiln_prepare, kiln_train_step, kiln_params,
+ * kiln_manifest) a->sym itself.  Other words (libkiln_rt.a) stay. */
+static char *with_prefix(const Aot *a, char *text) {
+  static const char *const syms[] = {"kiln_infer", "kiln_prepare", "kiln_train_step",
+                                     "kiln_params", "kiln_manifest"};
+  char *out = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&out, &len);
+  if (!f)
+    die("out of memory");
+  for (const char *p = text; *p;) {
+    if (!ident_char(*p)) {
+      fputc(*p++, f);
+      continue;
+    }
+    size_t n = 1;
+    while (ident_char(p[n]))
+      n++;
+    bool is_sym = false;
+    for (int i = 0; i < 5 && !is_sym; i++)
+      is_sym = strlen(syms[i]) == n && strncmp(p, syms[i], n) == 0;
+    if (n > 5 && strncmp(p, "KILN_", 5) == 0) {
+      for (const char *c = a->sym; *c; c++)
+        fputc(toupper((unsigned char)*c), f);
+      fwrite(p + 4, 1, n - 4, f);
+    } else if (is_sym) {
+      fprintf(f, "%s%.*s", a->sym, (int)(n - 4), p + 4);
+    } else {
+      fwrite(p, 1, n, f);
+    }
+    p += n;
+  }
+  if (fclose(f) != 0)
+    die("out of memory");
+  free(text);
+  return out;
+}
+
 char *aot_header(const Aot *a, const char *base) {
   char *text = NULL;
   size_t len = 0;
@@ -203,5 +248,5 @@ char *aot_header(const Aot *a, const char *base) {
   fprintf(f, "\n#ifdef __cplusplus\n}\n#endif\n\n#endif /* %s */\n", guard);
   if (fclose(f) != 0)
     die("out of memory");
-  return text;
+  return strcmp(a->sym, "kiln") != 0 ? with_prefix(a, text) : text;
 }

@@ -37,6 +37,7 @@
 #include "cg_internal.h"
 
 typedef struct Part {
+  const Aot *a;           /* for its entry points' names */
   Cg *cg;                 /* the whole module's: triple, cpu, features, O level */
   LLVMMemoryBufferRef bc; /* the module's bitcode, shared read-only */
   int index, parts;
@@ -58,7 +59,7 @@ static int64_t code_size(LLVMValueRef f) {
 
 /* Which part each defined function goes to, in module order (parts[k] for
  * the k-th defined function). */
-static int *assign(LLVMModuleRef m, int parts, int *n_defined) {
+static int *assign(const Aot *a, LLVMModuleRef m, int parts, int *n_defined) {
   int cap = 64, n = 0;
   int *where = malloc(sizeof(int) * (size_t)cap);
   int64_t load[AOT_MAX_PARTS] = {0};
@@ -73,13 +74,13 @@ static int *assign(LLVMModuleRef m, int parts, int *n_defined) {
     if (!(group_len(name) == glen && strncmp(name, group, glen) == 0)) { /* a new group */
       group = name, glen = group_len(name);
       cur = 0;
-      for (int p = 1; p < parts && !aot_is_entry(name); p++)
+      for (int p = 1; p < parts && !aot_is_entry(a, name); p++)
         cur = load[p] < load[cur] ? p : cur;
     }
     load[cur] += code_size(f);
     if (n == cap)
       where = realloc(where, sizeof(int) * (size_t)(cap *= 2));
-    where[n++] = aot_is_entry(name) ? 0 : cur;
+    where[n++] = aot_is_entry(a, name) ? 0 : cur;
   }
   *n_defined = n;
   return where;
@@ -87,7 +88,7 @@ static int *assign(LLVMModuleRef m, int parts, int *n_defined) {
 
 /* f becomes a declaration: a new function of its name and type takes its
  * uses, and f goes. */
-static void drop_body(LLVMModuleRef m, LLVMValueRef f) {
+static void drop_body(const Aot *a, LLVMModuleRef m, LLVMValueRef f) {
   size_t len;
   char *name = strdup(LLVMGetValueName2(f, &len));
   LLVMSetValueName2(f, "", 0);
@@ -95,14 +96,14 @@ static void drop_body(LLVMModuleRef m, LLVMValueRef f) {
   LLVMSetFunctionCallConv(d, LLVMGetFunctionCallConv(f));
   LLVMReplaceAllUsesWith(f, d);
   LLVMDeleteFunction(f);
-  if (!aot_is_entry(name))
+  if (!aot_is_entry(a, name))
     LLVMSetVisibility(d, LLVMHiddenVisibility);
   free(name);
 }
 
 /* Keeps this part's functions (made visible to the other parts) and the
  * globals that belong to part 0 or are internal copies. */
-static void cut(LLVMModuleRef m, const int *where, int index) {
+static void cut(const Aot *a, LLVMModuleRef m, const int *where, int index) {
   LLVMValueRef *mine, *other;
   int n_other = 0, k = 0, n_fns = 0;
   for (LLVMValueRef f = LLVMGetFirstFunction(m); f; f = LLVMGetNextFunction(f))
@@ -126,7 +127,7 @@ static void cut(LLVMModuleRef m, const int *where, int index) {
     }
   }
   for (int i = 0; i < n_other; i++)
-    drop_body(m, other[i]);
+    drop_body(a, m, other[i]);
   free(mine);
   free(other);
   if (index == 0)
@@ -188,8 +189,8 @@ static void *part_main(void *arg) {
     snprintf(p->err, sizeof p->err, "part %d: cannot read the module's bitcode back", p->index);
   } else {
     int n_defined;
-    int *where = assign(m, p->parts, &n_defined);
-    cut(m, where, p->index);
+    int *where = assign(p->a, m, p->parts, &n_defined);
+    cut(p->a, m, where, p->index);
     free(where);
     LLVMTargetMachineRef tm = cg_target_machine(p->cg, p->err, sizeof p->err);
     p->ok = tm && optimize_and_emit(p, m, tm);
@@ -214,7 +215,7 @@ bool aot_write_parts(Aot *a, int parts, char *const *paths, char *err, size_t n)
   pthread_t th[AOT_MAX_PARTS];
   bool started[AOT_MAX_PARTS] = {0};
   for (int i = 0; i < parts; i++) {
-    ps[i] = (Part){.cg = a->cg, .bc = bc, .index = i, .parts = parts, .path = paths[i]};
+    ps[i] = (Part){.a = a, .cg = a->cg, .bc = bc, .index = i, .parts = parts, .path = paths[i]};
     started[i] = i > 0 && pthread_create(&th[i], NULL, part_main, &ps[i]) == 0;
   }
   part_main(&ps[0]);

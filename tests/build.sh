@@ -431,6 +431,112 @@ fi
 if nm -u "$tmp/smallemb.o" | grep -Ewq 'malloc|calloc|realloc|free'; then
   echo "FAIL: the training object calls an allocator"; fails=$((fails + 1))
 fi
+# --prefix: two models' objects and headers in one C program (a classifier
+# compiled in parts, a regression), each computing kiln run's outputs, and
+# both training steps callable
+expect 2 "--prefix with a program" -- "$KILN" build "$tmp/small.kiln" --prefix cls -o "$tmp/x"
+contains "$err" "--prefix names the symbols of --emit obj,header"
+expect 2 "--prefix not an identifier" -- "$KILN" build "$tmp/small.kiln" --prefix 2cls \
+  --emit obj -o "$tmp/x"
+contains "$err" "--prefix must be a C identifier"
+expect 2 "--prefix like a kernel's name" -- "$KILN" build "$tmp/small.kiln" --prefix train_x \
+  --emit obj -o "$tmp/x"
+expect 2 "--prefix with --target cuda" -- "$KILN" build "$tmp/small.kiln" --prefix cls \
+  --target cuda --emit cuda -o "$tmp/x"
+expect 0 "the classifier with --prefix cls" -- "$KILN" build "$tmp/small.kiln" --train \
+  --emit obj,header --prefix cls --threads 2 -o "$tmp/cls"
+expect 0 "the regression with --prefix reg" -- "$KILN" build tests/data/reg.kiln --train \
+  --emit obj,header --prefix reg -o "$tmp/reg"
+for m in cls reg; do
+  exported=$(nm -g --defined-only "$tmp/$m.o" | awk '{ print $3 }' | sort | tr '\n' ' ')
+  want="${m}_infer ${m}_manifest ${m}_params ${m}_prepare ${m}_train_step "
+  if [ "$exported" = "$want" ]; then
+    echo "ok: --prefix $m: the object exports ${m}_* only"
+  else
+    echo "FAIL: --prefix $m: the object exports: $exported"; fails=$((fails + 1))
+  fi
+  if grep -Ewq 'KILN_[A-Za-z0-9_]*|kiln_(infer|prepare|train_step|params|manifest)' "$tmp/$m.h"; then
+    echo "FAIL: --prefix $m: $m.h still names kiln's symbols:"
+    grep -Ew 'KILN_[A-Za-z0-9_]*|kiln_(infer|prepare|train_step|params|manifest)' "$tmp/$m.h" | head -3
+    fails=$((fails + 1))
+  fi
+done
+contains "$tmp/cls.h" "#define CLS_INPUT_x_OFFSET"
+contains "$tmp/reg.h" "#define REG_TRAIN_LOSS_OFFSET"
+cat >"$tmp/two.c" <<'EOF'
+/* Two models in one program: the classifier and the regression read the
+ * same 8 rows; each writes its output. */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include "cls.h"
+#include "reg.h"
+
+void rt_parallel_for(int64_t n, int64_t grain, void (*fn)(void *, int64_t, int64_t), void *ctx) {
+  (void)grain;
+  if (n > 0)
+    fn(ctx, 0, n);
+}
+
+static _Alignas(64) char cls_arena[CLS_ARENA_BYTES], reg_arena[REG_ARENA_BYTES];
+static _Alignas(64) unsigned char cls_prep[CLS_PREPARED_BYTES + 1], reg_prep[REG_PREPARED_BYTES + 1];
+static _Alignas(64) unsigned char cls_p[CLS_PARAMS_BYTES], reg_p[REG_PARAMS_BYTES];
+
+/* parameters: writable copies (training changes them), prepared values */
+#define SETUP(P, p)                                                                   \
+  do {                                                                                \
+    static const struct { int slot; long long offset, bytes; } prep[] = P##_PREPARED; \
+    memcpy(p##_p, p##_params, P##_PARAMS_BYTES);                                     \
+    for (int i = 0; i < P##_PREPARED_COUNT; i++)                                      \
+      p##_ext[prep[i].slot] = p##_prep + prep[i].offset;                             \
+  } while (0)
+
+int main(int argc, char **argv) {
+  int64_t step = 0;
+  void *cls_ext[CLS_EXT_SLOTS] = {&step}, *reg_ext[REG_EXT_SLOTS] = {&step};
+  SETUP(CLS, cls);
+  SETUP(REG, reg);
+  cls_ext[CLS_PARAM_logits_dense_weight_SLOT] = cls_p + CLS_PARAM_logits_dense_weight_OFFSET;
+  cls_ext[CLS_PARAM_logits_dense_bias_SLOT] = cls_p + CLS_PARAM_logits_dense_bias_OFFSET;
+  cls_ext[CLS_PARAM_logits_dense_2_weight_SLOT] = cls_p + CLS_PARAM_logits_dense_2_weight_OFFSET;
+  cls_ext[CLS_PARAM_logits_dense_2_bias_SLOT] = cls_p + CLS_PARAM_logits_dense_2_bias_OFFSET;
+  reg_ext[REG_PARAM_p_dense_weight_SLOT] = reg_p + REG_PARAM_p_dense_weight_OFFSET;
+  reg_ext[REG_PARAM_p_dense_bias_SLOT] = reg_p + REG_PARAM_p_dense_bias_OFFSET;
+  reg_ext[REG_PARAM_p_dense_2_weight_SLOT] = reg_p + REG_PARAM_p_dense_2_weight_OFFSET;
+  reg_ext[REG_PARAM_p_dense_2_bias_SLOT] = reg_p + REG_PARAM_p_dense_2_bias_OFFSET;
+  cls_prepare(NULL, cls_ext);
+  reg_prepare(NULL, reg_ext);
+  FILE *in = fopen(argv[1], "rb"), *out = fopen(argv[2], "wb");
+  if (argc != 3 || !in || !out ||
+      fread(cls_arena + CLS_INPUT_x_OFFSET, 1, CLS_INPUT_x_BYTES, in) != CLS_INPUT_x_BYTES)
+    return 1;
+  memcpy(reg_arena + REG_INPUT_x_OFFSET, cls_arena + CLS_INPUT_x_OFFSET, REG_INPUT_x_BYTES);
+  cls_infer(cls_arena, cls_ext);
+  reg_infer(reg_arena, reg_ext);
+  fwrite(cls_arena + CLS_OUTPUT_probs_OFFSET, 1, CLS_OUTPUT_probs_BYTES, out);
+  fwrite(reg_arena + REG_OUTPUT_p_OFFSET, 1, REG_OUTPUT_p_BYTES, out);
+  if (argc > 3) { /* never: both training steps link */
+    cls_train_step(cls_arena, cls_ext);
+    reg_train_step(reg_arena, reg_ext);
+  }
+  return fclose(out) != 0;
+}
+EOF
+expect 0 "two prefixed headers compile in one file" -- cc -std=c11 -Wall -Werror -c "$tmp/two.c" \
+  -I "$tmp" -o "$tmp/two_main.o"
+expect 0 "two prefixed objects link into one program" -- cc -o "$tmp/two" "$tmp/two_main.o" \
+  "$tmp/cls.o" "$tmp/reg.o" -lm
+"$PY" -c "import numpy as np, sys; x = np.load(sys.argv[1])[:8].astype(np.float32); np.save(sys.argv[2], x); x.tofile(sys.argv[3])" \
+  "$d/test_x.npy" "$tmp/x8.npy" "$tmp/x8.raw"
+expect 0 "the two-model program runs" -- "$tmp/two" "$tmp/x8.raw" "$tmp/two_out.raw"
+"$PY" -c "import numpy as np, sys; r = np.fromfile(sys.argv[1], np.float32); np.save(sys.argv[2], r[:24].reshape(8, 3)); np.save(sys.argv[3], r[24:].reshape(8, 2))" \
+  "$tmp/two_out.raw" "$tmp/two_cls.npy" "$tmp/two_reg.npy"
+expect 0 "kiln run, the classifier" -- "$KILN" run "$tmp/small.kiln" --input x="$tmp/x8.npy" \
+  --output probs="$tmp/run_cls.npy"
+expect 0 "kiln run, the regression" -- "$KILN" run tests/data/reg.kiln --input x="$tmp/x8.npy" \
+  --output p="$tmp/run_reg.npy"
+same_npy "$tmp/two_cls.npy" "$tmp/run_cls.npy" "--prefix cls in a two-model program = kiln run"
+same_npy "$tmp/two_reg.npy" "$tmp/run_reg.npy" "--prefix reg in a two-model program = kiln run"
 # A model trained on its examples alone (an autoencoder, no labels read):
 # the program trains as kiln train does, byte for byte, and reports no
 # test accuracy.
