@@ -127,7 +127,8 @@ static const char usage_comment[] =
     " * ext[0] points at an int64_t step counter (0 for inference), ext[SLOT]\n"
     " * at each parameter's KILN_PARAM_<name>_BYTES bytes (initial values at\n"
     " * kiln_params + KILN_PARAM_<name>_OFFSET; inference never writes them, so\n"
-    " * ext[SLOT] may point into kiln_params itself).  Prepared weights: give\n"
+    " * ext[SLOT] may point into kiln_params itself; KILN_PARAMS lists them all\n"
+    " * as {slot, offset, bytes}).  Prepared weights: give\n"
     " * the object a block of KILN_PREPARED_BYTES aligned to KILN_ARENA_ALIGN\n"
     " * that lives as long as the parameters, and for each {slot, offset} of\n"
     " * KILN_PREPARED set ext[slot] = block + offset.  Then call\n"
@@ -235,6 +236,12 @@ char *aot_header(const Aot *a, const char *base) {
             id, (long long)p->bytes);
     fprintf(f, "#define KILN_PARAM_%s_OFFSET %lld\n", id, (long long)p->offset);
   }
+  fputs("/* all of them, for a loop: {ext slot, offset in kiln_params, bytes} */\n"
+        "#define KILN_PARAMS { \\\n", f);
+  for (int i = 0; i < a->n_params; i++)
+    fprintf(f, "    {%d, %lld, %lld}, /* %s */ \\\n", a->params[i].slot, (long long)a->params[i].offset,
+            (long long)a->params[i].bytes, a->params[i].node->name);
+  fputs("  }\n", f);
   prepared_defines(f, a);
   if (a->has_train)
     train_defines(f, a);

@@ -482,11 +482,15 @@ static _Alignas(64) char cls_arena[CLS_ARENA_BYTES], reg_arena[REG_ARENA_BYTES];
 static _Alignas(64) unsigned char cls_prep[CLS_PREPARED_BYTES + 1], reg_prep[REG_PREPARED_BYTES + 1];
 static _Alignas(64) unsigned char cls_p[CLS_PARAMS_BYTES], reg_p[REG_PARAMS_BYTES];
 
-/* parameters: writable copies (training changes them), prepared values */
+/* parameters (writable copies: training changes them) and prepared
+ * values, from the headers' tables */
 #define SETUP(P, p)                                                                   \
   do {                                                                                \
-    static const struct { int slot; long long offset, bytes; } prep[] = P##_PREPARED; \
+    static const struct { int slot; long long offset, bytes; } par[] = P##_PARAMS,   \
+                                                                prep[] = P##_PREPARED; \
     memcpy(p##_p, p##_params, P##_PARAMS_BYTES);                                     \
+    for (int i = 0; i < P##_PARAM_COUNT; i++)                                         \
+      p##_ext[par[i].slot] = p##_p + par[i].offset;                                  \
     for (int i = 0; i < P##_PREPARED_COUNT; i++)                                      \
       p##_ext[prep[i].slot] = p##_prep + prep[i].offset;                             \
   } while (0)
@@ -496,14 +500,6 @@ int main(int argc, char **argv) {
   void *cls_ext[CLS_EXT_SLOTS] = {&step}, *reg_ext[REG_EXT_SLOTS] = {&step};
   SETUP(CLS, cls);
   SETUP(REG, reg);
-  cls_ext[CLS_PARAM_logits_dense_weight_SLOT] = cls_p + CLS_PARAM_logits_dense_weight_OFFSET;
-  cls_ext[CLS_PARAM_logits_dense_bias_SLOT] = cls_p + CLS_PARAM_logits_dense_bias_OFFSET;
-  cls_ext[CLS_PARAM_logits_dense_2_weight_SLOT] = cls_p + CLS_PARAM_logits_dense_2_weight_OFFSET;
-  cls_ext[CLS_PARAM_logits_dense_2_bias_SLOT] = cls_p + CLS_PARAM_logits_dense_2_bias_OFFSET;
-  reg_ext[REG_PARAM_p_dense_weight_SLOT] = reg_p + REG_PARAM_p_dense_weight_OFFSET;
-  reg_ext[REG_PARAM_p_dense_bias_SLOT] = reg_p + REG_PARAM_p_dense_bias_OFFSET;
-  reg_ext[REG_PARAM_p_dense_2_weight_SLOT] = reg_p + REG_PARAM_p_dense_2_weight_OFFSET;
-  reg_ext[REG_PARAM_p_dense_2_bias_SLOT] = reg_p + REG_PARAM_p_dense_2_bias_OFFSET;
   cls_prepare(NULL, cls_ext);
   reg_prepare(NULL, reg_ext);
   FILE *in = fopen(argv[1], "rb"), *out = fopen(argv[2], "wb");
