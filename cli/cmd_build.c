@@ -254,6 +254,27 @@ static void batch_twin(Build *b, AotGraphs *gs) {
   }
 }
 
+/* Code of one's own (--emit obj,header) may read the model's outputs
+ * after a training step (a GAN's generated images): with a header to
+ * give their places, they become roots of the step, kept until it ends.
+ * A program's trainer reads none. */
+static void keep_outputs(Build *b) {
+  TrainStep *ts = &b->ts;
+  Node **roots = arena_alloc(b->gt->arena, sizeof(Node *) * (size_t)(ts->n_roots + b->gt->n_outputs + 1));
+  memcpy(roots, ts->roots, sizeof(Node *) * (size_t)ts->n_roots);
+  int n = ts->n_roots;
+  for (int i = 0; i < b->gt->n_outputs; i++) {
+    Node *o = b->gt->outputs[i].node;
+    bool have = false;
+    for (int r = 0; r < n && !have; r++)
+      have = roots[r] == o;
+    if (!have)
+      roots[n++] = o;
+  }
+  ts->roots = roots;
+  ts->n_roots = n;
+}
+
 static void build_graphs(Build *b, AotGraphs *gs) {
   Cli *c = b->c;
   char err[512];
@@ -269,6 +290,8 @@ static void build_graphs(Build *b, AotGraphs *gs) {
       error_plain(&c->diag, "model %s has no train section (train %s { minimize LOSS ... })",
                   b->gt->name, b->gt->name);
     build_train_step(b->gt, &c->diag, &b->ts);
+    if (b->emit & EMIT_HEADER)
+      keep_outputs(b);
     cli_train_passes(c, b->gt);
     gs->ts = &b->ts;
     find_data(b, gs);

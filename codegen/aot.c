@@ -99,10 +99,20 @@ static void infer_io(Aot *a) {
 static void train_io(Aot *a) {
   AotStep *s = &a->train;
   Graph *g = s->g;
+  const TrainStep *ts = a->src.ts;
   s->inputs = arena_alloc(a->arena, sizeof(AotIo) * (size_t)(g->n_nodes + 1));
   for (int i = 0; i < g->n_nodes; i++)
     if (g->nodes[i]->op == OP_INPUT && !g->nodes[i]->is_backward)
       s->inputs[s->n_inputs++] = io_of(&s->plan, g->nodes[i], NULL);
+  /* the model's outputs that the step keeps (roots: kiln build --emit
+   * obj,header adds them), readable after it */
+  s->outputs = arena_alloc(a->arena, sizeof(AotIo) * (size_t)(g->n_outputs + 1));
+  for (int i = 0; i < g->n_outputs; i++)
+    for (int r = 0; r < ts->n_roots; r++)
+      if (ts->roots[r] == g->outputs[i].node && s->plan.time[ts->roots[r]->id] >= 0) {
+        s->outputs[s->n_outputs++] = io_of(&s->plan, g->outputs[i].node, NULL);
+        break;
+      }
 }
 
 /* The inference graph's weight-derived values: slots after the parameters,

@@ -46,6 +46,19 @@ static const char *ident(Ids *ids, const char *name) {
   return u;
 }
 
+/* s as a C string literal. */
+static void c_string(FILE *f, const char *s) {
+  fputc('"', f);
+  for (const unsigned char *c = (const unsigned char *)s; *c; c++)
+    if (*c == '"' || *c == '\\')
+      fprintf(f, "\\%c", *c);
+    else if (*c < 0x20 || *c >= 0x7f)
+      fprintf(f, "\\%03o", *c);
+    else
+      fputc(*c, f);
+  fputc('"', f);
+}
+
 static void type_comment(FILE *f, const Node *n) {
   char tb[160];
   fprintf(f, "/* %s %s */\n", n->name, node_type_str(n, tb, sizeof tb));
@@ -75,10 +88,17 @@ static void train_defines(FILE *f, const Aot *a) {
           " * for each {value, slot, bytes} of KILN_UPDATES, memcpy(ext[slot], arena +\n"
           " * value, bytes).  The loss (f32) is at KILN_TRAIN_LOSS_OFFSET. */\n");
   fprintf(f, "#define KILN_TRAIN_ARENA_BYTES %lld\n", (long long)a->train.plan.arena);
-  Ids ids = {a->arena, arena_alloc(a->arena, sizeof(char *) * (size_t)(a->train.n_inputs + 1)),
+  Ids ids = {a->arena,
+             arena_alloc(a->arena, sizeof(char *) *
+                                       (size_t)(a->train.n_inputs + a->train.n_outputs + 1)),
              0};
   for (int i = 0; i < a->train.n_inputs; i++)
     io_defines(f, &ids, "TRAIN_INPUT", &a->train.inputs[i]);
+  if (a->train.n_outputs)
+    fputs("/* the model's outputs as the step computed them (training mode), to read\n"
+          " * after it */\n", f);
+  for (int i = 0; i < a->train.n_outputs; i++)
+    io_defines(f, &ids, "TRAIN_OUTPUT", &a->train.outputs[i]);
   if (x) { /* the examples (and a classifier's labels), under the names kiln's trainer uses */
     fprintf(f, "#define KILN_TRAIN_DATA_OFFSET %lld /* %s */\n", (long long)toff(a, x), x->name);
     fprintf(f, "#define KILN_TRAIN_DATA_BYTES %lld\n", (long long)node_bytes(x));
@@ -128,7 +148,7 @@ static const char usage_comment[] =
     " * at each parameter's KILN_PARAM_<name>_BYTES bytes (initial values at\n"
     " * kiln_params + KILN_PARAM_<name>_OFFSET; inference never writes them, so\n"
     " * ext[SLOT] may point into kiln_params itself; KILN_PARAMS lists them all\n"
-    " * as {slot, offset, bytes}).  Prepared weights: give\n"
+    " * as {slot, offset, bytes, name}).  Prepared weights: give\n"
     " * the object a block of KILN_PREPARED_BYTES aligned to KILN_ARENA_ALIGN\n"
     " * that lives as long as the parameters, and for each {slot, offset} of\n"
     " * KILN_PREPARED set ext[slot] = block + offset.  Then call\n"
@@ -236,11 +256,14 @@ char *aot_header(const Aot *a, const char *base) {
             id, (long long)p->bytes);
     fprintf(f, "#define KILN_PARAM_%s_OFFSET %lld\n", id, (long long)p->offset);
   }
-  fputs("/* all of them, for a loop: {ext slot, offset in kiln_params, bytes} */\n"
+  fputs("/* all of them, for a loop: {ext slot, offset in kiln_params, bytes, name} */\n"
         "#define KILN_PARAMS { \\\n", f);
-  for (int i = 0; i < a->n_params; i++)
-    fprintf(f, "    {%d, %lld, %lld}, /* %s */ \\\n", a->params[i].slot, (long long)a->params[i].offset,
-            (long long)a->params[i].bytes, a->params[i].node->name);
+  for (int i = 0; i < a->n_params; i++) {
+    fprintf(f, "    {%d, %lld, %lld, ", a->params[i].slot, (long long)a->params[i].offset,
+            (long long)a->params[i].bytes);
+    c_string(f, a->params[i].node->name);
+    fputs("}, \\\n", f);
+  }
   fputs("  }\n", f);
   prepared_defines(f, a);
   if (a->has_train)

@@ -486,8 +486,9 @@ static _Alignas(64) unsigned char cls_p[CLS_PARAMS_BYTES], reg_p[REG_PARAMS_BYTE
  * values, from the headers' tables */
 #define SETUP(P, p)                                                                   \
   do {                                                                                \
-    static const struct { int slot; long long offset, bytes; } par[] = P##_PARAMS,   \
-                                                                prep[] = P##_PREPARED; \
+    static const struct { int slot; long long offset, bytes; const char *name; }     \
+        par[] = P##_PARAMS;                                                           \
+    static const struct { int slot; long long offset, bytes; } prep[] = P##_PREPARED; \
     memcpy(p##_p, p##_params, P##_PARAMS_BYTES);                                     \
     for (int i = 0; i < P##_PARAM_COUNT; i++)                                         \
       p##_ext[par[i].slot] = p##_p + par[i].offset;                                  \
