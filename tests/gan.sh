@@ -52,9 +52,10 @@ np.save(f"{sys.argv[1]}/train_x.npy", rng.random((32, 28, 28), dtype=np.float32)
 np.save(f"{sys.argv[1]}/train_y.npy", np.zeros(32, np.int64))
 PY
 
-expect 0 "train_gan: 20 steps, dumping the first two" -- "$tmp/train_gan" "$tmp/data" 20 \
-  "$tmp/s.pgm" "$tmp/dump"
+expect 0 "train_gan: 20 steps on 2 threads, dumping the first two" -- "$tmp/train_gan" "$tmp/data" 20 \
+  "$tmp/s.pgm" --dump "$tmp/dump" --threads 2
 contains "$out" "step 20: G loss "
+contains "$out" "20 steps in "
 contains "$out" "wrote 64 samples to $tmp/s.pgm"
 if [ "$(head -c 15 "$tmp/s.pgm" | tr '\n' ' ')" = "P5 256 256 255 " ] &&
   [ "$(wc -c <"$tmp/s.pgm")" -eq $((15 + 256 * 256)) ]; then
@@ -126,8 +127,10 @@ fi
 
 # --- bad arguments -------------------------------------------------------------------
 expect 2 "train_gan without arguments" -- "$tmp/train_gan"
-contains "$err" "usage: train_gan DATA_DIR STEPS OUT.pgm [DUMP_DIR]"
+contains "$err" "usage: train_gan DATA_DIR STEPS OUT.pgm [--threads N] [--dump DIR]"
 expect 2 "train_gan, no steps" -- "$tmp/train_gan" "$tmp/data" 0 "$tmp/x.pgm"
+expect 2 "train_gan, --threads 0" -- "$tmp/train_gan" "$tmp/data" 5 "$tmp/x.pgm" --threads 0
+expect 2 "train_gan, an unknown option" -- "$tmp/train_gan" "$tmp/data" 5 "$tmp/x.pgm" --fast 1
 expect 1 "train_gan, no data" -- "$tmp/train_gan" "$tmp/nothing" 5 "$tmp/x.pgm"
 contains "$err" "train_gan: $tmp/nothing"
 

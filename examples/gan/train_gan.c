@@ -8,7 +8,7 @@
  *   kiln build models/dcgan.kiln --model dcgan_d --train --emit obj,header --prefix disc -o disc
  *   cc -O2 -I. -Iruntime examples/gan/train_gan.c gen.o disc.o build/runtime/libkiln_rt.a \
  *     -lm -lpthread -o train_gan
- *   ./train_gan /usr/share/datasets/fashion-mnist 2000 samples.pgm
+ *   ./train_gan /usr/share/datasets/fashion-mnist 1500 samples.pgm [--threads N]
  *
  * (tests/gan.sh builds and runs it so.)  --prefix keeps the two objects'
  * symbols and macros apart (gen_train_step, GEN_PARAMS, disc_...).  Each
@@ -27,7 +27,8 @@
  * steps it prints both losses; at the end it writes 64 samples of the
  * generator in inference mode as one PGM image (8 x 8 tiles).
  *
- * With a fourth argument DIR it also writes, for tests/gan.sh to check
+ * It prints how long the steps took (bench/gan.sh times it against the
+ * same loop in PyTorch).  With --dump DIR it also writes, for tests/gan.sh to check
  * against `kiln run --train`: the first step's z (z0.npy), generated
  * images (images0.npy), generator loss (gloss0.npy), the discriminator's
  * real batch (x0.npy) and its loss on it (dloss0.npy); the second step's z and
@@ -46,6 +47,7 @@
 #include "disc.h"
 #include "gen.h"
 #include "rt_data.h"
+#include "rt_pool.h"
 
 typedef struct Param {
   int slot;
@@ -182,17 +184,30 @@ static int write_pgm(const char *path, const float *img) {
 }
 
 int main(int argc, char **argv) {
-  char err[1024];
-  if (argc < 4 || argc > 5) {
-    fprintf(stderr, "usage: train_gan DATA_DIR STEPS OUT.pgm [DUMP_DIR]\n");
+  char err[1024], *end;
+  const char *dir = NULL;
+  long threads = 1;
+  for (int i = 4; i + 1 < argc; i += 2) {
+    if (strcmp(argv[i], "--dump") == 0) {
+      dir = argv[i + 1];
+    } else if (strcmp(argv[i], "--threads") == 0) {
+      threads = strtol(argv[i + 1], &end, 10);
+      if (*end || threads < 1)
+        threads = -1;
+    } else {
+      threads = -2;
+    }
+  }
+  long steps = argc >= 4 ? strtol(argv[2], &end, 10) : 0;
+  if (argc < 4 || argc % 2 || threads == -2) {
+    fprintf(stderr, "usage: train_gan DATA_DIR STEPS OUT.pgm [--threads N] [--dump DIR]\n");
     return 2;
   }
-  const char *dir = argc == 5 ? argv[4] : NULL;
-  long steps = strtol(argv[2], NULL, 10);
-  if (steps < 1) {
-    fprintf(stderr, "train_gan: STEPS must be a positive number, got '%s'\n", argv[2]);
+  if (*end || steps < 1 || threads < 1) {
+    fprintf(stderr, "train_gan: STEPS and --threads must be positive numbers\n");
     return 2;
   }
+  rt_set_threads((int)threads);
   RtDataset ds;
   if (rt_dataset_read(argv[1], "train", 0, &ds, err, sizeof err) != RT_OK) {
     fprintf(stderr, "train_gan: %s\n", err);
@@ -224,7 +239,7 @@ int main(int argc, char **argv) {
   float *x = (float *)(d.arena + DISC_TRAIN_INPUT_x_OFFSET), *y = (float *)(d.arena + DISC_TRAIN_INPUT_y_OFFSET);
   const float *fake = (const float *)(g.arena + GEN_TRAIN_OUTPUT_images_OFFSET);
   int64_t per_epoch = rt_batcher_steps(&batches);
-  double gsum = 0, dsum = 0;
+  double gsum = 0, dsum = 0, t0 = rt_now();
   for (long s = 0; s < steps; s++) {
     if (s % per_epoch == 0)
       rt_batcher_epoch(&batches, (int)(s / per_epoch));
@@ -279,6 +294,9 @@ int main(int argc, char **argv) {
       gsum = dsum = 0;
     }
   }
+  double took = rt_now() - t0;
+  printf("%ld steps in %.2f s: %.2f ms a step on %d thread%s\n", steps, took, 1e3 * took / (double)steps,
+         rt_threads(), rt_threads() == 1 ? "" : "s");
   /* 64 samples in inference mode (running statistics) */
   static float grid[64 * 1024];
   for (int i = 0; i < GEN_PREPARED_COUNT; i++)
