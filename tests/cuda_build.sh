@@ -202,18 +202,7 @@ absent "bad options: no output" "$tmp/bad.npy"
 # toy data; the CPU programs keep subnormals, as CUDA code does.
 d="$tmp/data"
 mkdir -p "$d/reg"
-"$PY" - "$d" <<'PY'
-import sys, numpy as np
-d = sys.argv[1]
-rng = np.random.default_rng(0)
-for split, n in (("train", 96), ("test", 40)):
-    y = rng.integers(0, 3, n)
-    x = rng.normal(0, 1, (n, 6)).astype(np.float32) + y[:, None]
-    np.save(f"{d}/{split}_x.npy", x)
-    np.save(f"{d}/{split}_y.npy", y)
-    np.save(f"{d}/reg/{split}_x.npy", x)
-    np.save(f"{d}/reg/{split}_y.npy", np.stack([x[:, 0] - x[:, 1], 0.5 * x[:, 2]], 1))
-PY
+"$PY" tests/data/make_toy.py "$d" --targets "$d/reg"
 train_both() { # train_both NAME MODEL DATA METRIC [train options]: the device's = the CPU's
   local name=$1 model=$2 data=$3 metric=$4
   shift 4

@@ -72,15 +72,7 @@ same_bytes "mlp --grad --target cuda" "$tmp/g.cpu.npy" "$tmp/g.cuda.npy"
 # --- training: steps and updates on the device, the CPU's parameters ---------
 if "$PY" -c 'import numpy' 2>/dev/null; then
   mkdir -p "$tmp/npy"
-  "$PY" - "$tmp/npy" <<'PY'
-import sys, numpy as np
-rng = np.random.default_rng(0)
-for split, n in (("train", 96), ("test", 40)):
-    y = rng.integers(0, 3, n)
-    x = rng.normal(0, 1, (n, 6)).astype(np.float32) + y[:, None]
-    np.save(f"{sys.argv[1]}/{split}_x.npy", x)
-    np.save(f"{sys.argv[1]}/{split}_y.npy", y)
-PY
+  "$PY" tests/data/make_toy.py "$tmp/npy"
   for t in cpu cuda; do
     expect 0 "train 2 epochs, --target $t" -- env KILN_LIBCUDA="$FAKE" KILN_CUDA_IMAGE=source \
       "$KILN" train tests/data/small.kiln --data "$tmp/npy" --epochs 2 --target $t \

@@ -143,27 +143,23 @@ if k != '__metadata__')[0])" "$tmp/$m.safetensors")
 done
 
 # --- training ------------------------------------------------------------------------
+same_line() { # same_line WHAT CPU.txt DEVICE.txt: a run's last line, the same on both
+  if cmp -s "$2" "$3"; then
+    echo "ok: $1"
+  else
+    echo "FAIL: $1: $(cat "$3") against the CPU's $(cat "$2")"
+    fails=$((fails + 1))
+  fi
+}
 mkdir -p "$tmp/npy"
-"$PY" - "$tmp/npy" <<'PY'
-import sys, numpy as np
-rng = np.random.default_rng(0)
-for split, n in (("train", 96), ("test", 40)):
-    y = rng.integers(0, 3, n)
-    np.save(f"{sys.argv[1]}/{split}_x.npy", rng.normal(0, 1, (n, 6)).astype(np.float32) + y[:, None])
-    np.save(f"{sys.argv[1]}/{split}_y.npy", y)
-PY
+"$PY" tests/data/make_toy.py "$tmp/npy"
 for t in cpu cuda; do
   expect 0 "train 2 epochs, --target $t" -- "$KILN" train tests/data/small.kiln \
     --data "$tmp/npy" --epochs 2 --target $t --keep-denormals --save "$tmp/trained.$t.safetensors"
   tail -n 1 "$err" | sed 's/| [0-9]* ex\/s | [0-9.]*s //' >"$tmp/trained.$t.txt"
 done
-if cmp -s "$tmp/trained.cpu.txt" "$tmp/trained.cuda.txt"; then
-  echo "ok: train --target cuda: the CPU's loss and accuracy"
-else
-  echo "FAIL: train --target cuda: $(cat "$tmp/trained.cuda.txt") against the CPU's" \
-    "$(cat "$tmp/trained.cpu.txt")"
-  fails=$((fails + 1))
-fi
+same_line "train --target cuda: the CPU's loss and accuracy" "$tmp/trained.cpu.txt" \
+  "$tmp/trained.cuda.txt"
 
 # --- a program built with --target cuda: its CUBIN, loaded by the driver -------------
 expect 0 "build lenet5 --target cuda" -- "$KILN" build models/lenet5.kiln --target cuda \
@@ -186,13 +182,8 @@ for t in cpu gpu; do
     --epochs 2 --save "$tmp/prog_trained.$t.safetensors"
   tail -n 1 "$err" | sed 's/| [0-9]* ex\/s | [0-9.]*s //' >"$tmp/prog_trained.$t.txt"
 done
-if cmp -s "$tmp/prog_trained.cpu.txt" "$tmp/prog_trained.gpu.txt"; then
-  echo "ok: a --target cuda --train program: the CPU program's loss and accuracy"
-else
-  echo "FAIL: the --target cuda --train program: $(cat "$tmp/prog_trained.gpu.txt") against" \
-    "the CPU program's $(cat "$tmp/prog_trained.cpu.txt")"
-  fails=$((fails + 1))
-fi
+same_line "a --target cuda --train program: the CPU program's loss and accuracy" \
+  "$tmp/prog_trained.cpu.txt" "$tmp/prog_trained.gpu.txt"
 
 # --- kiln bench on the device ------------------------------------------------------------
 for m in mlp lenet5; do

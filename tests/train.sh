@@ -67,16 +67,7 @@ contains "$err" "model noisy has another f32 input 'eps'"
 
 # --- .npy datasets -------------------------------------------------------------
 mkdir -p "$tmp/npy"
-"$PY" - "$tmp/npy" <<'PY'
-import sys, numpy as np
-d = sys.argv[1]
-rng = np.random.default_rng(0)
-for split, n in (("train", 96), ("test", 40)):
-    y = rng.integers(0, 3, n)
-    x = rng.normal(0, 1, (n, 6)).astype(np.float32) + y[:, None]  # separable
-    np.save(f"{d}/{split}_x.npy", x)
-    np.save(f"{d}/{split}_y.npy", y)
-PY
+"$PY" tests/data/make_toy.py "$tmp/npy"
 cp tests/data/small.kiln "$tmp/small.kiln"
 expect 0 "train on .npy files" -- "$KILN" train "$tmp/small.kiln" --data "$tmp/npy" --reference
 contains "$err" "epoch 3/3"
