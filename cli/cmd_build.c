@@ -260,7 +260,8 @@ static void batch_twin(Build *b, AotGraphs *gs) {
  * A program's trainer reads none. */
 static void keep_outputs(Build *b) {
   TrainStep *ts = &b->ts;
-  Node **roots = arena_alloc(b->gt->arena, sizeof(Node *) * (size_t)(ts->n_roots + b->gt->n_outputs + 1));
+  Node **roots =
+      arena_alloc(b->gt->arena, sizeof(Node *) * (size_t)(ts->n_roots + b->gt->n_outputs + 1));
   memcpy(roots, ts->roots, sizeof(Node *) * (size_t)ts->n_roots);
   int n = ts->n_roots;
   for (int i = 0; i < b->gt->n_outputs; i++) {

@@ -109,6 +109,8 @@ static void train_defines(FILE *f, const Aot *a) {
     fprintf(f, "#define KILN_TRAIN_LABELS_BYTES %lld\n", (long long)node_bytes(y));
   }
   fprintf(f, "#define KILN_TRAIN_LR_OFFSET %lld\n", (long long)toff(a, a->src.ts->lr));
+  fprintf(f, "#define KILN_TRAIN_LR %.9g /* the train section's (its schedule's start) */\n",
+          a->src.spec.lr);
   fprintf(f, "#define KILN_TRAIN_STEP_OFFSET %lld\n", (long long)toff(a, a->src.ts->step));
   fprintf(f, "#define KILN_TRAIN_LOSS_OFFSET %lld\n", (long long)toff(a, a->src.ts->loss));
   const Graph *g = a->train.g;

@@ -22,8 +22,9 @@
  *      images (the generator's step sees made ones alone);
  *   3. the discriminator's new weights and batch-norm statistics copied
  *      into the generator's copy, by name.
- * Both use Adam with lr 0.0002 (their train sections'): the header gives
- * where the learning rate, the step number and each update go.  Every 100
+ * Both use Adam at their train sections' learning rate (0.0002,
+ * GEN_TRAIN_LR): the headers give where it, the step number and each
+ * update go.  Every 100
  * steps it prints both losses; at the end it writes 64 samples of the
  * generator in inference mode as one PGM image (8 x 8 tiles).
  *
@@ -112,25 +113,41 @@ static void normals(float *out, int64_t n) {
     out[i] = (float)(sqrt(-2 * log(uniform())) * cos(6.283185307179586 * uniform()));
 }
 
-/* One training step of either model: learning rate and step number in,
- * the step, each update copied over its parameter; returns the loss. */
+/* A model's training step as its header describes it. */
 typedef struct Update {
   long long value;
   int slot;
   long long bytes;
 } Update;
 
-static float train_step(Model *m, void (*step)(char *, void *const *), long long lr_at,
-                        long long step_at, long long loss_at, const Update *ups, int n_ups) {
-  if (lr_at >= 0)
-    *(float *)(m->arena + lr_at) = 0.0002f;
-  if (step_at >= 0)
-    *(float *)(m->arena + step_at) = (float)(m->counter + 1);
-  step(m->arena, (void *const *)m->ext);
-  for (int i = 0; i < n_ups; i++)
-    memcpy(m->ext[ups[i].slot], m->arena + ups[i].value, (size_t)ups[i].bytes);
+typedef struct Step {
+  void (*fn)(char *arena, void *const *ext);
+  double lr;
+  long long lr_at, step_at, loss_at; /* arena offsets (-1: not read) */
+  const Update *ups;
+  int n_ups;
+} Step;
+
+static const Update gen_ups[] = GEN_UPDATES, disc_ups[] = DISC_UPDATES;
+static const Step gen_step = {gen_train_step,        GEN_TRAIN_LR, GEN_TRAIN_LR_OFFSET,
+                              GEN_TRAIN_STEP_OFFSET, GEN_TRAIN_LOSS_OFFSET, gen_ups,
+                              GEN_UPDATE_COUNT},
+                  disc_step = {disc_train_step,        DISC_TRAIN_LR, DISC_TRAIN_LR_OFFSET,
+                               DISC_TRAIN_STEP_OFFSET, DISC_TRAIN_LOSS_OFFSET, disc_ups,
+                               DISC_UPDATE_COUNT};
+
+/* One training step: learning rate and step number in, the step, each
+ * update copied over its parameter; returns the loss. */
+static float train_step(Model *m, const Step *st) {
+  if (st->lr_at >= 0)
+    *(float *)(m->arena + st->lr_at) = (float)st->lr;
+  if (st->step_at >= 0)
+    *(float *)(m->arena + st->step_at) = (float)(m->counter + 1);
+  st->fn(m->arena, (void *const *)m->ext);
+  for (int i = 0; i < st->n_ups; i++)
+    memcpy(m->ext[st->ups[i].slot], m->arena + st->ups[i].value, (size_t)st->ups[i].bytes);
   m->counter++;
-  return *(float *)(m->arena + loss_at);
+  return *(float *)(m->arena + st->loss_at);
 }
 
 /* The discriminator's parameters (weights and running statistics) into
@@ -221,7 +238,6 @@ int main(int argc, char **argv) {
   enum { B = 8, LATENT = GEN_TRAIN_INPUT_z_BYTES / 4 / B };
   _Static_assert(DISC_TRAIN_INPUT_x_BYTES == B * 32 * 32 * 4, "disc: 8 images of 32 x 32");
   _Static_assert(GEN_TRAIN_OUTPUT_images_BYTES == B * 32 * 32 * 4, "gen: 8 images of 32 x 32");
-  static const Update gen_ups[] = GEN_UPDATES, disc_ups[] = DISC_UPDATES;
   static const Prepared gen_prep[] = GEN_PREPARED;
   Model g, d;
   model_init(&g, GEN_ARENA_BYTES, gen_params, GEN_PARAMS_BYTES, GEN_EXT_SLOTS, gen_table,
@@ -236,7 +252,8 @@ int main(int argc, char **argv) {
   }
   float real[B * 28 * 28];
   float *z = (float *)(g.arena + GEN_TRAIN_INPUT_z_OFFSET);
-  float *x = (float *)(d.arena + DISC_TRAIN_INPUT_x_OFFSET), *y = (float *)(d.arena + DISC_TRAIN_INPUT_y_OFFSET);
+  float *x = (float *)(d.arena + DISC_TRAIN_INPUT_x_OFFSET);
+  float *y = (float *)(d.arena + DISC_TRAIN_INPUT_y_OFFSET);
   const float *fake = (const float *)(g.arena + GEN_TRAIN_OUTPUT_images_OFFSET);
   int64_t per_epoch = rt_batcher_steps(&batches);
   double gsum = 0, dsum = 0, t0 = rt_now();
@@ -254,8 +271,7 @@ int main(int argc, char **argv) {
     }
     if (dir && s == 1) /* the discriminator's, after its first two steps */
       save_raw(dir, "disc1.params", d.params, DISC_PARAMS_BYTES);
-    float gl = train_step(&g, gen_train_step, GEN_TRAIN_LR_OFFSET, GEN_TRAIN_STEP_OFFSET,
-                          GEN_TRAIN_LOSS_OFFSET, gen_ups, GEN_UPDATE_COUNT);
+    float gl = train_step(&g, &gen_step);
     /* 8 real images (padded with the background, -1), then the 8 made */
     rt_batcher_gather(&batches, &ds, s % per_epoch, real, NULL);
     for (int i = 0; i < B * 32 * 32; i++) {
@@ -271,15 +287,13 @@ int main(int argc, char **argv) {
     }
     if (dir && s == 1)
       save_npy(dir, "gloss1.npy", &gl, 0);
-    float dl = train_step(&d, disc_train_step, DISC_TRAIN_LR_OFFSET, DISC_TRAIN_STEP_OFFSET,
-                          DISC_TRAIN_LOSS_OFFSET, disc_ups, DISC_UPDATE_COUNT);
+    float dl = train_step(&d, &disc_step);
     if (dir && s == 0)
       save_npy(dir, "dloss0.npy", &dl, 0);
     memcpy(x, fake, GEN_TRAIN_OUTPUT_images_BYTES);
     for (int i = 0; i < B; i++)
       y[i] = 0.0f;
-    dl = (dl + train_step(&d, disc_train_step, DISC_TRAIN_LR_OFFSET, DISC_TRAIN_STEP_OFFSET,
-                          DISC_TRAIN_LOSS_OFFSET, disc_ups, DISC_UPDATE_COUNT)) / 2;
+    dl = (dl + train_step(&d, &disc_step)) / 2;
     copy_d(&g, &d);
     if (!isfinite(gl) || !isfinite(dl)) {
       fprintf(stderr, "train_gan: step %ld: a loss is not finite (G %g, D %g)\n", s + 1, gl, dl);
@@ -295,7 +309,8 @@ int main(int argc, char **argv) {
     }
   }
   double took = rt_now() - t0;
-  printf("%ld steps in %.2f s: %.2f ms a step on %d thread%s\n", steps, took, 1e3 * took / (double)steps,
+  printf("%ld steps in %.2f s: %.2f ms a step on %d thread%s\n", steps, took,
+         1e3 * took / (double)steps,
          rt_threads(), rt_threads() == 1 ? "" : "s");
   /* 64 samples in inference mode (running statistics) */
   static float grid[64 * 1024];
@@ -306,7 +321,8 @@ int main(int argc, char **argv) {
   for (int k = 0; k < 64 / GEN_BATCH; k++) {
     normals((float *)(g.arena + GEN_INPUT_z_OFFSET), GEN_BATCH * LATENT);
     gen_infer(g.arena, (void *const *)g.ext);
-    memcpy(grid + k * GEN_BATCH * 1024, g.arena + GEN_OUTPUT_images_OFFSET, GEN_OUTPUT_images_BYTES);
+    memcpy(grid + k * GEN_BATCH * 1024, g.arena + GEN_OUTPUT_images_OFFSET,
+           GEN_OUTPUT_images_BYTES);
   }
   if (write_pgm(argv[3], grid) != 0) {
     fprintf(stderr, "train_gan: cannot write %s\n", argv[3]);
