@@ -422,6 +422,9 @@ printf '#include "smallemb.h"\nstatic const struct { long long value; int slot; 
   >"$tmp/train_embed.c"
 expect 0 "the training header compiles" -- cc -std=c11 -Wall -Werror -c "$tmp/train_embed.c" \
   -I "$tmp" -o "$tmp/train_embed.o"
+contains "$tmp/smallemb.h" "#define KILN_TRAIN_LR 0.01 " # small.kiln's adam(lr=0.01)
+contains "$tmp/smallemb.h" '{1, 0, 384, "logits.dense.weight"}, ' # KILN_PARAMS
+contains "$tmp/smallemb.h" "#define KILN_TRAIN_OUTPUT_probs_OFFSET" # outputs kept by the step
 exported=$(nm -g --defined-only "$tmp/smallemb.o" | awk '{ print $3 }' | sort | tr '\n' ' ')
 if [ "$exported" = "kiln_infer kiln_manifest kiln_params kiln_prepare kiln_train_step " ]; then
   echo "ok: the object (compiled in parts) exports the kiln_* entry points only"
