@@ -55,6 +55,12 @@ typedef struct Infer {
   void *result[64]; /* per output index: rows of results */
 } Infer;
 
+#ifdef KILN_RT_CUDA
+#define THREADS_HELP "  --threads N              no effect (the model runs on the device)\n"
+#else
+#define THREADS_HELP "  --threads N              worker threads (default: one per core)\n"
+#endif
+
 static void help(const RtProg *p) {
   char tb[160];
   printf("usage: %s [--input NAME=FILE.npy]... [--output NAME=FILE.npy]...\n"
@@ -96,7 +102,7 @@ static void help(const RtProg *p) {
          "  --output NAME=FILE.npy   write an output (atomically)\n"
          "  --weights FILE           parameters from a safetensors file (kiln init, kiln\n"
          "                           train, %s train --save); default: the built-in ones\n"
-         "  --threads N              worker threads (default: one per core)\n"
+         THREADS_HELP
          "  --step N                 draw randn's samples as training step N does\n"
          "                           (default 0, as kiln run's)\n"
          "  -h, --help               this help\n"

@@ -68,10 +68,14 @@ static const char train_help[] =
     "  --save FILE              write parameters and optimizer state after each epoch\n"
     "                           (the format kiln train --save writes)\n"
     "  --resume FILE            start from a file written by --save (here or by kiln train)\n"
+#ifdef KILN_RT_CUDA
+    "  --threads N              no effect (the steps run on the device)\n"
+#else
     "  --threads N              worker threads, at most (default: one per core): the\n"
     "                           first steps are timed on 1, 2, 4, ... of them, the\n"
     "                           rest run on the fastest count, timed again now and\n"
     "                           then (the same results on any count)\n"
+#endif
     "  -h, --help               this help\n";
 
 static int parse(Train *t, int argc, char **argv, int *want_help) {
