@@ -135,13 +135,7 @@ falls_as_reference vae "a model drawing noise"
 # f32 targets as the labels (a regression: two f32 inputs, the first
 # declared the examples), scored by the test loss with the targets bound
 mkdir -p "$tmp/reg"
-"$PY" - "$tmp/npy" "$tmp/reg" <<'PY'
-import sys, numpy as np
-for split in ("train", "test"):
-    x = np.load(f"{sys.argv[1]}/{split}_x.npy")
-    np.save(f"{sys.argv[2]}/{split}_x.npy", x)
-    np.save(f"{sys.argv[2]}/{split}_y.npy", np.stack([x[:, 0] - x[:, 1], 0.5 * x[:, 2]], 1))
-PY
+"$PY" tests/data/make_toy.py "$tmp/npy" --targets "$tmp/reg"
 cat >"$tmp/reg.kiln" <<'KILN'
 model reg(N = 8) {
   input x: f32[N, 6]
