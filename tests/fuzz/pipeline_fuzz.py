@@ -39,8 +39,11 @@ Findings are copied to --out with the command that failed.
     python3 tests/fuzz/pipeline_fuzz.py --kiln build/kiln --seconds 300
     python3 tests/fuzz/pipeline_fuzz.py --kiln /tmp/basan/kiln --seconds 600 --seed 7 models/lstm.kiln
 
-It is a tool for a person (minutes of runs), not a CI test; what it finds
-becomes a case in tests/bad/ or a unit test.
+scripts/test.sh (CI) runs it for FUZZ_SECONDS (60) with --seed 1 on the
+sanitized kiln; a finding prints its command, the tail of its stderr and
+the mutant, and fails the run.  Longer runs, other seeds and --differential
+are for a person; what they find becomes a case in tests/bad/ or a unit
+test.
 """
 import argparse
 import os
@@ -275,8 +278,11 @@ def main():
                     f.write("%s (from %s)\n%s\n\n%s\n%s\n" % (
                         what, os.path.basename(name), " ".join(cmd[2:]),
                         (p.stdout or "")[-2000:], (p.stderr or "")[-4000:]))
-                print("finding %d: %s: %s (from %s)" % (findings, what, base, os.path.basename(name)),
-                      flush=True)
+                print("finding %d: %s: %s (from %s)\n  %s\n%s" % (
+                    findings, what, base, os.path.basename(name), " ".join(cmd),
+                    "\n".join("  | " + l for l in (p.stderr or "").splitlines()[-15:])),
+                    flush=True)
+                print("--- the mutant:\n" + text, flush=True)
                 break
             if p is not None and p.returncode != 0:
                 break  # the same error would repeat
