@@ -27,9 +27,9 @@
  *                         but does not define (outer loop variables and
  *                         locals), copied in; a body may not assign an outer
  *                         local (cg_check_parallel), since each thread has
- *                         its own copy.  grain = max(1, 131072 / work),
+ *                         its own copy.  grain = max(1, 65536 / work),
  *                         work being a static estimate of one iteration's
- *                         operations, so each task does ~128k operations; a
+ *                         operations, so each task does ~64k operations; a
  *                         loop with a constant extent and under two grains
  *                         of work, or nested in a parallel body, runs
  *                         serially (with the vectorize hint).  An
@@ -37,7 +37,7 @@
  *                         kernel) is independent as well, and is split
  *                         across threads the same way.
  *
- * Why 128k: splitting a loop costs the pool's fork and join, and each
+ * Why not smaller: splitting a loop costs the pool's fork and join, and each
  * thread then reads what the other core wrote last (the previous kernel's
  * other half) and writes over bytes the other core may hold.  On the
  * 2-vCPU VM of docs/benchmarks.md that traffic is slow: a serial sum over
@@ -45,7 +45,14 @@
  * written by both cores.  With 32k operations a task, the LSTM's fused
  * training step at batch 32 took 0.25-0.27 ms at 2 threads against 0.16
  * at 1; with 128k, 0.19-0.20 ms, the other models within their noise
- * (docs/benchmarks.md, "sixth session").
+ * (docs/benchmarks.md, "sixth session").  Since then the step's thread
+ * count and grain are measured at run time (runtime/tune.c tries 8 times
+ * the grain too), and on the Zen 4 host of the fifteenth session 64k let
+ * the LSTM's cell kernels ([64, 32], five sigmoids and tanhs an element)
+ * split: its inference at batch 64 and 2 threads took 0.136-0.140 ms a
+ * step instead of 0.180-0.185, every other model's step within its noise
+ * (bench/kprof.sh, 2 threads, 16 steps of 11 models).  KILN_PAR_WORK
+ * overrides it when a kernel is compiled, to measure another.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -54,7 +61,14 @@
 
 #include "cg_internal.h"
 
-enum { PAR_GRAIN_WORK = 131072 }; /* operations per parallel task, roughly (see above) */
+enum { PAR_GRAIN_WORK = 65536 }; /* operations per parallel task, roughly (see above) */
+
+/* PAR_GRAIN_WORK, or KILN_PAR_WORK when set to a positive number. */
+static double par_grain_work(void) {
+  const char *e = getenv("KILN_PAR_WORK");
+  double w = e ? atof(e) : 0;
+  return w > 0 ? w : PAR_GRAIN_WORK;
+}
 
 /* --- analysis: work estimates and captured variables ------------------------ */
 
@@ -502,7 +516,7 @@ static void outline(Fn *f, const KStmt *s, LLVMValueRef n, double work) {
     LLVMValueRef val = LLVMBuildLoad2(f->b, cg_type(cg, f->k->vars[v].type), cg_slot(f, v), "");
     LLVMBuildStore(f->b, val, LLVMBuildStructGEP2(f->b, st, ctx, (unsigned)j++, ""));
   }
-  double g = (double)PAR_GRAIN_WORK / (work > 1 ? work : 1);
+  double g = par_grain_work() / (work > 1 ? work : 1);
   LLVMValueRef grain = LLVMConstInt(cg->t_i64, g > 1 ? (unsigned long long)g : 1, 0);
   LLVMValueRef args[] = {n, grain, body_fn, ctx};
   LLVMBuildCall2(f->b, cg->t_pfor, parallel_for_decl(cg), args, 4, "");
@@ -516,7 +530,7 @@ static bool goes_parallel(Fn *f, const KStmt *s, double work) {
   if (f->in_parallel || (s->loop == KL_VECTOR && f->depth > 0))
     return false;
   const KExpr *e = s->extent;
-  return e->kind != KE_ICONST || (e->i >= 2 && (double)e->i * work >= 2.0 * PAR_GRAIN_WORK);
+  return e->kind != KE_ICONST || (e->i >= 2 && (double)e->i * work >= 2.0 * par_grain_work());
 }
 
 static void loop(Fn *f, const KStmt *s) {
