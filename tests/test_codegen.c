@@ -432,6 +432,24 @@ static void parallel(void **state) {
   assert_null(strstr(ir, "small.par0"));
   free(ir);
   cg_free(cg);
+  /* KILN_PAR_WORK moves the line: 1000 elements split at 100 operations a
+   * task, 2^16 stay serial at 10^9 */
+  static const struct { const char *work, *yes, *no; } knob[] = {{"100", "small.par0", NULL},
+                                                                 {"1e9", NULL, "flat.par0"}};
+  for (int i = 0; i < 2; i++) {
+    setenv("KILN_PAR_WORK", knob[i].work, 1);
+    cg = cg_new("p", &(CgOpts){.opt_level = 3, .verify = true}, err, sizeof err);
+    assert_true(cg_kernel(cg, axpb("flat", 1 << 16, 1), err, sizeof err));
+    assert_true(cg_kernel(cg, axpb("small", 1000, 1), err, sizeof err));
+    ir = cg_print_ir(cg);
+    if (knob[i].yes)
+      assert_non_null(strstr(ir, knob[i].yes));
+    if (knob[i].no)
+      assert_null(strstr(ir, knob[i].no));
+    free(ir);
+    cg_free(cg);
+  }
+  unsetenv("KILN_PAR_WORK");
   for (int threads = 1; threads <= 2; threads++) {
     rt_set_threads(threads);
     run1(k, (void *[]){X, Y}); /* the same bits as kir_eval's, with 1 and 2 threads */
