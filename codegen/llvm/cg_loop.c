@@ -51,7 +51,7 @@
  * the LSTM's cell kernels ([64, 32], five sigmoids and tanhs an element)
  * split: its inference at batch 64 and 2 threads took 0.136-0.140 ms a
  * step instead of 0.180-0.185, every other model's step within its noise
- * (bench/kprof.sh, 2 threads, 16 steps of 11 models).  KILN_PAR_WORK
+ * (bench/kprof.sh, 2 threads, 16 steps of 10 models).  KILN_PAR_WORK
  * overrides it when a kernel is compiled, to measure another.
  */
 #include <stdlib.h>
