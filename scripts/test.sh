@@ -39,18 +39,22 @@ fuzz() { # target seconds seeds...
     -dict=tests/fuzz/"$t".dict "$work" "$@" 2>&1 | tail -n 12
   rm -rf "$work"
 }
+# Autodiff, fusion, the schedule, the memory plan and the lowering, which
+# fuzz_parser never reaches, on mutants of models/ under ASan/UBSan.  A fixed
+# seed: the same mutants every run (while models/ stays), so a finding is the
+# change's to mend, not luck's; other seeds and --differential by hand.  It
+# shares the two cores with the parser and the file readers below (three
+# processes for FUZZ_SECONDS, not twice that: CI's time on a slower host).
+echo "fuzzing the pipeline for ${secs}s"
+python3 tests/fuzz/pipeline_fuzz.py --kiln build-asan/kiln --seconds "$secs" --seed 1 \
+  --out "$(mktemp -d)" &
+pipeline=$!
 # the parser on one core while the three file readers take turns on the other
 fuzz fuzz_parser "$secs" tests/fuzz/parser_seeds &
 parser=$!
 fuzz fuzz_npy $((secs / 3)) tests/fuzz/npy_seeds
 fuzz fuzz_safetensors $((secs / 3)) tests/fuzz/safetensors_seeds
 fuzz fuzz_gzip $((secs / 3)) tests/fuzz/gzip_seeds
-wait "$parser" # its finding fails the run here (set -e)
-# Autodiff, fusion, the schedule, the memory plan and the lowering, which
-# fuzz_parser never reaches, on mutants of models/ under ASan/UBSan.  A fixed
-# seed: the same mutants every run (while models/ stays), so a finding is the
-# change's to mend, not luck's; other seeds and --differential by hand.
-echo "fuzzing the pipeline for ${secs}s"
-python3 tests/fuzz/pipeline_fuzz.py --kiln build-asan/kiln --seconds "$secs" --seed 1 \
-  --out "$(mktemp -d)"
+wait "$parser"   # a finding fails the run here (set -e)
+wait "$pipeline" # and here
 echo "all tests passed"
