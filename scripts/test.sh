@@ -3,8 +3,8 @@
 # warnings as errors, run every test (ctest: CMocka units, the malformed-model
 # corpus, the command line), then fuzz the parser and the tensor-file readers
 # under AddressSanitizer and UndefinedBehaviorSanitizer, and the gzip/IDX reader,
-# then mutated models through the whole compiler (tests/fuzz/pipeline_fuzz.py)
-# on the sanitized kiln.
+# and, beside them, mutated models through the whole compiler
+# (tests/fuzz/pipeline_fuzz.py) on the sanitized kiln.
 #   FUZZ_SECONDS=60 (per parser run; the file readers get a third of it each,
 #   the pipeline as long as the parser)
 set -euo pipefail
